@@ -1,0 +1,3 @@
+"""Fixtures shared by the whole suite live in ``tests/plugins/`` (one module per simulator)."""
+
+pytest_plugins = ["tests.plugins.vast_sim", "tests.plugins.kube_sim"]

@@ -1,0 +1,1 @@
+"""Fixtures for the vast_sim simulator (filled in by its owner)."""

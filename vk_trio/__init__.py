@@ -1,0 +1,9 @@
+"""vk-trio: a Kubernetes Virtual Kubelet on Trio that runs pods on rented Vast.ai GPU instances.
+
+Layers (each may import only those to its right):
+``cli`` > ``app`` > ``pods`` > ``kube`` | ``vast`` | ``offers`` > ``errors`` | ``http_server`` | ``logs``.
+``kube`` and ``vast`` never import each other; ``sim`` is a test/demo stand-in and is imported
+by nothing in the product path except ``cli`` and ``demo``.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from vk_trio.cli import main
+
+main()
