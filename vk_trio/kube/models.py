@@ -1,0 +1,195 @@
+"""Typed views of the Kubernetes objects vk-trio reads: Pod (and what it references).
+
+Only fields vk-trio reads are declared; msgspec ignores the rest, so a newer API server never
+breaks decoding. Objects vk-trio *writes* (status patches, the Node, the Lease, Events) are built
+as plain dicts next to the code that sends them, because a strategic-merge patch must contain
+only the keys we own, which typed structs with defaults make easy to get wrong.
+
+No I/O happens in this module.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class OwnerReference(msgspec.Struct, kw_only=True, rename="camel"):
+    kind: str = ""
+    name: str = ""
+    uid: str = ""
+    controller: bool | None = None
+
+
+class ObjectMeta(msgspec.Struct, kw_only=True, rename="camel"):
+    name: str = ""
+    namespace: str = ""
+    uid: str = ""
+    resource_version: str = ""
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+    annotations: dict[str, str] = msgspec.field(default_factory=dict)
+    deletion_timestamp: str | None = None
+    deletion_grace_period_seconds: int | None = None
+    creation_timestamp: str | None = None
+    owner_references: list[OwnerReference] = msgspec.field(default_factory=list)
+
+
+class KeySelector(msgspec.Struct, kw_only=True):
+    """``secretKeyRef`` / ``configMapKeyRef``."""
+
+    name: str = ""
+    key: str = ""
+    optional: bool | None = None
+
+
+class FieldSelector(msgspec.Struct, kw_only=True, rename="camel"):
+    field_path: str = ""
+
+
+class EnvVarSource(msgspec.Struct, kw_only=True, rename="camel"):
+    secret_key_ref: KeySelector | None = None
+    config_map_key_ref: KeySelector | None = None
+    field_ref: FieldSelector | None = None
+    resource_field_ref: dict[str, str] | None = None
+
+
+class EnvVar(msgspec.Struct, kw_only=True, rename="camel"):
+    name: str
+    value: str | None = None
+    value_from: EnvVarSource | None = None
+
+
+class NameRef(msgspec.Struct, kw_only=True):
+    name: str = ""
+    optional: bool | None = None
+
+
+class EnvFromSource(msgspec.Struct, kw_only=True, rename="camel"):
+    prefix: str = ""
+    secret_ref: NameRef | None = None
+    config_map_ref: NameRef | None = None
+
+
+class ContainerPort(msgspec.Struct, kw_only=True, rename="camel"):
+    container_port: int
+    name: str | None = None
+    protocol: str = "TCP"
+    host_port: int | None = None
+
+
+class ResourceRequirements(msgspec.Struct, kw_only=True):
+    limits: dict[str, str] = msgspec.field(default_factory=dict)
+    requests: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class Container(msgspec.Struct, kw_only=True, rename="camel"):
+    name: str
+    image: str = ""
+    command: list[str] = msgspec.field(default_factory=list)
+    args: list[str] = msgspec.field(default_factory=list)
+    env: list[EnvVar] = msgspec.field(default_factory=list)
+    env_from: list[EnvFromSource] = msgspec.field(default_factory=list)
+    ports: list[ContainerPort] = msgspec.field(default_factory=list)
+    resources: ResourceRequirements = msgspec.field(default_factory=ResourceRequirements)
+
+
+class Toleration(msgspec.Struct, kw_only=True):
+    key: str | None = None
+    operator: str | None = None
+    value: str | None = None
+    effect: str | None = None
+
+
+class PodSpec(msgspec.Struct, kw_only=True, rename="camel"):
+    containers: list[Container] = msgspec.field(default_factory=list)
+    init_containers: list[Container] = msgspec.field(default_factory=list)
+    node_name: str = ""
+    restart_policy: str = "Always"
+    service_account_name: str = ""
+    image_pull_secrets: list[NameRef] = msgspec.field(default_factory=list)
+    termination_grace_period_seconds: int | None = None
+    tolerations: list[Toleration] = msgspec.field(default_factory=list)
+
+
+class ContainerStateWaiting(msgspec.Struct, kw_only=True):
+    reason: str = ""
+    message: str = ""
+
+
+class ContainerStateRunning(msgspec.Struct, kw_only=True, rename="camel"):
+    started_at: str | None = None
+
+
+class ContainerStateTerminated(msgspec.Struct, kw_only=True, rename="camel"):
+    exit_code: int = 0
+    reason: str = ""
+    message: str = ""
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
+class ContainerState(msgspec.Struct, kw_only=True):
+    waiting: ContainerStateWaiting | None = None
+    running: ContainerStateRunning | None = None
+    terminated: ContainerStateTerminated | None = None
+
+
+class ContainerStatus(msgspec.Struct, kw_only=True, rename="camel"):
+    name: str
+    ready: bool = False
+    restart_count: int = 0
+    state: ContainerState = msgspec.field(default_factory=ContainerState)
+    image: str = ""
+
+
+class PodCondition(msgspec.Struct, kw_only=True, rename="camel"):
+    type: str
+    status: str
+    reason: str | None = None
+    message: str | None = None
+    last_transition_time: str | None = None
+
+
+class PodStatus(msgspec.Struct, kw_only=True, rename="camel"):
+    phase: str = "Pending"
+    reason: str | None = None
+    message: str | None = None
+    pod_ip: str | None = msgspec.field(default=None, name="podIP")
+    host_ip: str | None = msgspec.field(default=None, name="hostIP")
+    start_time: str | None = None
+    conditions: list[PodCondition] = msgspec.field(default_factory=list)
+    container_statuses: list[ContainerStatus] = msgspec.field(default_factory=list)
+
+
+class Pod(msgspec.Struct, kw_only=True):
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    spec: PodSpec = msgspec.field(default_factory=PodSpec)
+    status: PodStatus = msgspec.field(default_factory=PodStatus)
+
+    @property
+    def key(self) -> str:
+        """``namespace/name``: how people and logs refer to the pod."""
+        return f"{self.metadata.namespace}/{self.metadata.name}"
+
+    @property
+    def uid(self) -> str:
+        return self.metadata.uid
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status.phase in ("Succeeded", "Failed")
+
+    @property
+    def is_deleting(self) -> bool:
+        return self.metadata.deletion_timestamp is not None
+
+
+class Secret(msgspec.Struct, kw_only=True):
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    data: dict[str, str] = msgspec.field(default_factory=dict)
+    """Values are base64, as the API sends them."""
+    type: str = ""
+
+
+class ConfigMap(msgspec.Struct, kw_only=True):
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    data: dict[str, str] = msgspec.field(default_factory=dict)
