@@ -153,7 +153,7 @@ class _Connection:
                 data = await self._stream.receive_some(_READ_SIZE)
             if scope.cancelled_caught:
                 raise trio.ClosedResourceError("idle")
-            self._conn.receive_data(data)
+            self._conn.receive_data(bytes(data))
 
     async def _read_request(self) -> Request | None:
         event = await self._next_event()
