@@ -1,0 +1,502 @@
+"""An async Vast.ai API client with exactly the calls vk-trio needs (``vast-api.md`` §2).
+
+How a call travels, and why it is built this way:
+
+- Every public method goes through one :meth:`VastClient._call`, which owns the retry policy
+  (kopf's ``api.request``): wait for the endpoint's :class:`~vk_trio.vast.pacer.Pacer` slot, send,
+  and on 429/5xx/timeouts/connection errors sleep a jittered exponential backoff and try again.
+  Callers never write retry loops; when the policy is used up they get a typed error whose
+  ``delay`` says when to come back.
+- httpx exceptions become Vast errors in one place, :func:`_map_http_errors`, and HTTP statuses
+  and Vast error bodies in another, :func:`_classify`. Nothing from httpx escapes this module.
+- A create is not idempotent: if its request may have reached Vast and the answer was lost
+  (timeout, 5xx, garbage), an instance may exist and a retry could rent a second GPU. So a create
+  is retried only on 429 (rejected before processing) and on errors that prove the request never
+  left (connect errors); anything else raises :class:`CreateOutcomeUnknown` and the caller looks
+  the instance up by label.
+- JSON goes through msgspec with typed decoders, so a malformed answer is a ``VastUnavailable``
+  at the boundary, not a ``KeyError`` three layers up.
+- The API key is registered with :func:`vk_trio.logs.redact` and only ever put in a request
+  header; log lines carry method, endpoint template, status and duration, never bodies.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from itertools import count
+from types import TracebackType
+from typing import Any, NamedTuple, Self, TypeVar
+
+import httpx
+import msgspec
+import trio
+from loguru import logger
+
+from vk_trio import __version__
+from vk_trio.logs import redact
+from vk_trio.vast.errors import (
+    CreateOutcomeUnknown,
+    InstanceNotFound,
+    InsufficientCredit,
+    OfferGone,
+    RateLimited,
+    VastAuthError,
+    VastError,
+    VastInvalidRequest,
+    VastUnavailable,
+)
+from vk_trio.vast.models import CreatedInstance, CreateInstance, Instance, Offer
+from vk_trio.vast.pacer import Pacer
+
+__all__ = ["RetryPolicy", "VastClient"]
+
+T = TypeVar("T")
+
+DEFAULT_BASE_URL = "https://console.vast.ai"
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+"""Vast's CLI waits 120 s; a kubelet would rather retry (or report) than hang that long."""
+PAGE_SIZE = 25
+"""The maximum ``limit`` of ``GET /api/v1/instances/`` (§5.2)."""
+LOG_POLL_INTERVAL = 0.3
+LOG_POLL_TRIES = 30
+"""The logs are uploaded asynchronously; the CLI polls every 0.3 s for ~9 s (§5.6)."""
+
+
+class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """How often and how patiently one call is retried on 429/5xx/timeouts/connection errors.
+
+    The wait before retry ``n`` (1-based) is ``min(cap, base * factor**(n-1))``, spread by
+    ``±jitter`` (a fraction) so that many callers hit by the same outage do not return in step.
+    """
+
+    attempts: int = 5
+    """Tries in total, the first included; then the typed error is raised."""
+    base: float = 1.0
+    """First wait in seconds. Vast's own CLI starts at 0.15 s, but its thresholds are 1-4.5 s."""
+    factor: float = 2.0
+    cap: float = 30.0
+    jitter: float = 0.2
+    max_retry_after: float = 60.0
+    """A ``Retry-After`` up to this many seconds is obeyed exactly; a longer one (or none, which
+    is what Vast usually sends) falls back to the backoff, like the Vast CLI."""
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or self.base < 0 or self.factor < 1 or not 0 <= self.jitter <= 1:
+            raise ValueError(f"invalid retry policy: {self!r}")
+
+    def backoff(self, retry: int, rng: random.Random) -> float:
+        """Seconds to wait before retry number ``retry`` (1-based)."""
+        wait = min(self.cap, self.base * self.factor ** (retry - 1))
+        if self.jitter:
+            wait *= 1.0 + self.jitter * (2.0 * rng.random() - 1.0)
+        return min(self.cap, wait)
+
+
+class _Endpoint(NamedTuple):
+    """One API operation: its pacer lane, method, path template, and whether a repeat is safe."""
+
+    name: str
+    method: str
+    template: str
+    idempotent: bool = True
+
+    def path(self, ident: int | None) -> str:
+        return self.template if ident is None else self.template.format(id=ident)
+
+
+_SEARCH = _Endpoint("search", "POST", "/api/v0/bundles/")
+_CREATE = _Endpoint("create", "PUT", "/api/v0/asks/{id}/", idempotent=False)
+_LIST = _Endpoint("list", "GET", "/api/v1/instances/")
+_SHOW = _Endpoint("show", "GET", "/api/v0/instances/{id}/")
+_MODIFY = _Endpoint("modify", "PUT", "/api/v0/instances/{id}/")
+_DESTROY = _Endpoint("destroy", "DELETE", "/api/v0/instances/{id}/")
+_LOGS = _Endpoint("request_logs", "PUT", "/api/v0/instances/request_logs/{id}/")
+
+
+class _Reply(msgspec.Struct):
+    """The small answers (create, label, destroy, request_logs) and every error body (§7).
+
+    Vast puts the text in ``msg``, ``message`` or (429s) ``detail``, depending on the endpoint.
+    """
+
+    success: bool | None = None
+    error: str | None = None
+    msg: str | None = None
+    message: str | None = None
+    detail: str | None = None
+    new_contract: int | None = None
+    result_url: str | None = None
+
+    @property
+    def text(self) -> str:
+        return self.msg or self.message or self.detail or ""
+
+
+class _Offers(msgspec.Struct):
+    offers: list[Offer]
+
+
+class _InstancePage(msgspec.Struct):
+    """The ``GET /api/v1/instances/`` envelope; ``next_token`` is null on the last page."""
+
+    instances: list[Instance] | None = None
+    next_token: str | None = None
+
+
+class _OneInstance(msgspec.Struct):
+    """``GET /api/v0/instances/{id}/``: a single object (not a list), or null when not found."""
+
+    instances: Instance | None = None
+
+
+_REPLY = msgspec.json.Decoder(_Reply)
+_OFFERS = msgspec.json.Decoder(_Offers)
+_PAGE = msgspec.json.Decoder(_InstancePage)
+_ONE = msgspec.json.Decoder(_OneInstance)
+
+_ORDER_BY = msgspec.json.encode([{"col": "id", "dir": "asc"}]).decode()
+_AUTH_CODES = frozenset({"auth_error", "not_authorized"})
+_AUTH_TEXTS = ("invalid user key", "session expired")
+_MISSING_CODES = frozenset({"no_such_instance", "not_found", "invalid_id"})
+_OFFER_GONE_CODES = frozenset({"no_such_ask", "resources_unavailable"})
+_QUOTA_CODE = "search_quota_exceeded"
+_QUOTA_DEFAULT_DELAY = 3600.0
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+class VastClient:
+    """The Vast.ai API for one account (one API key), paced and retried.
+
+    ``http`` lets tests inject an ``httpx.AsyncClient`` (e.g. with a ``MockTransport``); the
+    client closes only an ``AsyncClient`` it created itself. ``pacer`` should be the process's
+    single :class:`Pacer`. ``rng`` drives the backoff jitter (seed it for reproducible tests).
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str = DEFAULT_BASE_URL,
+        http: httpx.AsyncClient | None = None,
+        pacer: Pacer | None = None,
+        retry: RetryPolicy | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        redact(api_key)
+        self._base_url = base_url.rstrip("/")
+        self._owns_http = http is None
+        self._http = http if http is not None else httpx.AsyncClient(timeout=DEFAULT_TIMEOUT)
+        self._pacer = pacer if pacer is not None else Pacer()
+        self._retry = retry if retry is not None else RetryPolicy()
+        self._rng = rng if rng is not None else random.Random()
+        self._calls: Counter[str] = Counter()
+        # Result URLs (pre-signed S3 links) get no Authorization header, like the Vast CLI.
+        self._anonymous = {"User-Agent": f"vk-trio/{__version__}"}
+        self._headers = {
+            **self._anonymous,
+            "Accept": "application/json",
+            "Content-Type": "application/json",
+        }
+        if api_key:  # offer search works without a key (§1)
+            self._headers["Authorization"] = f"Bearer {api_key}"
+
+    def __repr__(self) -> str:
+        return f"VastClient(base_url={self._base_url!r})"
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def calls(self) -> dict[str, int]:
+        """HTTP requests sent so far (retries included), by endpoint name."""
+        return dict(self._calls)
+
+    # -- operations ------------------------------------------------------------------------
+
+    async def search_offers(self, query: Mapping[str, Any]) -> list[Offer]:
+        """Offers matching ``query``, the raw §3.1 query object (sent as the body, unwrapped)."""
+        return (await self._call(_SEARCH, _OFFERS, body=query)).offers
+
+    async def create_instance(self, offer_id: int, request: CreateInstance) -> CreatedInstance:
+        """Rent offer ``offer_id``. Raises :class:`OfferGone` when it was sold (try the next one)
+        and :class:`CreateOutcomeUnknown` when an instance may exist (find it by label).
+
+        ``success:false`` with a ``new_contract`` still rented an instance (stopped, billing
+        storage): it is returned with ``started=False`` so the caller tracks or destroys it.
+        """
+        try:
+            reply = await self._call(_CREATE, _REPLY, ident=offer_id, body=request, offer=offer_id)
+        except VastUnavailable as err:
+            if not err.request_sent:
+                raise
+            raise CreateOutcomeUnknown(
+                f"create on offer {offer_id} may have rented {request.label!r}: {err}",
+                offer_id=offer_id,
+                label=request.label,
+                delay=err.delay,
+                status=err.status,
+                code=err.code,
+            ) from err
+        if reply.new_contract is not None:
+            return CreatedInstance(instance_id=reply.new_contract, started=bool(reply.success))
+        where = f"PUT {_CREATE.path(offer_id)}"
+        if reply.success:
+            raise CreateOutcomeUnknown(
+                f"{where}: success without new_contract; look {request.label!r} up by label",
+                offer_id=offer_id,
+                label=request.label,
+                status=200,
+            )
+        raise _classify(where, 200, reply, offer=offer_id)
+
+    async def list_instances(
+        self, *, select_filters: Mapping[str, Any] | None = None
+    ) -> list[Instance]:
+        """Every instance matching ``select_filters`` (§5.2), following ``next_token`` pages."""
+        params = {
+            "select_filters": msgspec.json.encode(select_filters or {}).decode(),
+            "order_by": _ORDER_BY,
+            "limit": str(PAGE_SIZE),
+        }
+        instances: list[Instance] = []
+        seen: set[str] = set()
+        while True:
+            page = await self._call(_LIST, _PAGE, params=params)
+            instances.extend(page.instances or ())
+            if not page.next_token:
+                return instances
+            if page.next_token in seen:  # a broken server must not make us page forever
+                raise VastUnavailable(f"GET {_LIST.template}: next_token repeats")
+            seen.add(page.next_token)
+            params = {**params, "after_token": page.next_token}
+
+    async def find_by_label(self, label: str) -> list[Instance]:
+        """The instances labelled exactly ``label`` (vk-trio labels carry the pod identity)."""
+        return await self.list_instances(select_filters={"label": {"eq": label}})
+
+    async def show_instance(self, instance_id: int) -> Instance | None:
+        """One instance, or None if it does not exist (any more)."""
+        try:
+            reply = await self._call(_SHOW, _ONE, ident=instance_id, params={"owner": "me"})
+        except InstanceNotFound:
+            return None
+        return reply.instances
+
+    async def set_label(self, instance_id: int, label: str) -> None:
+        """Relabel an instance (labels are how vk-trio finds a pod's instance again)."""
+        reply = await self._call(_MODIFY, _REPLY, ident=instance_id, body={"label": label})
+        _ensure_success(f"PUT {_MODIFY.path(instance_id)}", reply)
+
+    async def destroy_instance(self, instance_id: int) -> None:
+        """Destroy an instance; one that is already gone counts as destroyed (idempotent)."""
+        try:
+            reply = await self._call(_DESTROY, _REPLY, ident=instance_id, body={})
+            _ensure_success(f"DELETE {_DESTROY.path(instance_id)}", reply)
+        except InstanceNotFound:
+            logger.debug("vast instance {instance_id} already gone", instance_id=instance_id)
+
+    async def request_logs(self, instance_id: int, *, tail: int = 1000) -> str:
+        """The last ``tail`` lines of the container's logs.
+
+        Two steps (§5.6): ask Vast to upload them, then fetch the returned URL (without the
+        API key; it is usually a pre-signed S3 link) until it exists.
+        """
+        reply = await self._call(_LOGS, _REPLY, ident=instance_id, body={"tail": str(tail)})
+        where = f"PUT {_LOGS.path(instance_id)}"
+        _ensure_success(where, reply)
+        if not reply.result_url:
+            raise VastUnavailable(f"{where}: no result_url ({reply.text})")
+        return await self._fetch_result(reply.result_url)
+
+    # -- machinery -------------------------------------------------------------------------
+
+    async def _call(
+        self,
+        endpoint: _Endpoint,
+        decoder: msgspec.json.Decoder[T],
+        *,
+        ident: int | None = None,
+        params: Mapping[str, str] | None = None,
+        body: object = None,
+        offer: int | None = None,
+    ) -> T:
+        """Send one operation under the retry policy; return its decoded 2xx answer."""
+        where = f"{endpoint.method} {endpoint.path(ident)}"
+        url = self._base_url + endpoint.path(ident)
+        content = None if body is None else msgspec.json.encode(body)
+        for attempt in count(1):
+            try:
+                return await self._attempt(endpoint, url, where, decoder, content, params, offer)
+            except (RateLimited, VastUnavailable) as err:
+                if err.code == _QUOTA_CODE:  # a daily quota; its delay points at the reset
+                    raise
+                err.delay = self._wait(err, attempt)
+                safe = endpoint.idempotent or isinstance(err, RateLimited) or not err.request_sent
+                if attempt >= self._retry.attempts or not safe:
+                    logger.warning("vast {where} failed, escalating: {err}", where=where, err=err)
+                    raise
+                logger.info(
+                    "vast {where} failed, retry {n} in {delay:.2f}s: {err}",
+                    where=where,
+                    n=attempt,
+                    delay=err.delay,
+                    err=err,
+                )
+                await trio.sleep(err.delay)
+        raise AssertionError("unreachable")  # pragma: no cover  (count() never ends)
+
+    def _wait(self, err: RateLimited | VastUnavailable, attempt: int) -> float:
+        """Retry-After if Vast sent a short one, else the policy's backoff for this attempt."""
+        retry_after = err.retry_after if isinstance(err, RateLimited) else None
+        if retry_after is not None and retry_after <= self._retry.max_retry_after:
+            return retry_after
+        return self._retry.backoff(attempt, self._rng)
+
+    async def _attempt(
+        self,
+        endpoint: _Endpoint,
+        url: str,
+        where: str,
+        decoder: msgspec.json.Decoder[T],
+        content: bytes | None,
+        params: Mapping[str, str] | None,
+        offer: int | None,
+    ) -> T:
+        """One paced HTTP exchange: the decoded answer, or the typed error it amounts to."""
+        await self._pacer.wait(endpoint.name)
+        self._calls[endpoint.name] += 1
+        started = trio.current_time()
+        with _map_http_errors(where):
+            response = await self._http.request(
+                endpoint.method, url, content=content, params=params, headers=self._headers
+            )
+        logger.debug(
+            "vast {method} {endpoint} -> {status} in {ms:.0f} ms",
+            method=endpoint.method,
+            endpoint=endpoint.template,
+            status=response.status_code,
+            ms=(trio.current_time() - started) * 1000,
+        )
+        if not response.is_success:
+            raise _rejection(where, response, offer=offer)
+        try:
+            return decoder.decode(response.content)
+        except msgspec.MsgspecError as exc:
+            raise VastUnavailable(
+                f"{where} -> HTTP {response.status_code}: unreadable answer ({exc})",
+                status=response.status_code,
+            ) from exc
+
+    async def _fetch_result(self, url: str) -> str:
+        """Poll a logs ``result_url`` until the upload exists (HTTP 200)."""
+        last: VastUnavailable | None = None
+        for _ in range(LOG_POLL_TRIES):
+            await trio.sleep(LOG_POLL_INTERVAL)
+            try:
+                with _map_http_errors("GET <result_url>"):
+                    response = await self._http.get(url, headers=self._anonymous)
+            except VastUnavailable as err:
+                last = err
+                continue
+            if response.status_code == 200:
+                return response.text
+        raise VastUnavailable(
+            f"logs not uploaded after {LOG_POLL_TRIES} tries ({last or 'not ready'})"
+        ) from last
+
+
+@contextmanager
+def _map_http_errors(where: str) -> Iterator[None]:
+    """The one place where httpx exceptions become Vast errors (chained, never leaked).
+
+    Connect failures (and pool/connect timeouts) are marked ``request_sent=False``: the request
+    never left, so even a create may be repeated. Every other transport failure may have
+    happened after Vast acted on the request.
+    """
+    try:
+        yield
+    except _NOT_SENT as exc:
+        message = f"{where}: cannot connect ({_describe(exc)})"
+        raise VastUnavailable(message, request_sent=False) from exc
+    except httpx.TimeoutException as exc:
+        raise VastUnavailable(f"{where}: timed out ({_describe(exc)})") from exc
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:  # a misconfigured base URL
+        raise VastInvalidRequest(f"{where}: {_describe(exc)}") from exc
+    except httpx.HTTPError as exc:  # network and protocol errors, dropped connections
+        raise VastUnavailable(f"{where}: {_describe(exc)}") from exc
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _rejection(where: str, response: httpx.Response, *, offer: int | None) -> VastError:
+    """The typed error for a non-2xx response, with its Vast error body when it has one."""
+    try:
+        reply: _Reply | None = _REPLY.decode(response.content)
+    except msgspec.MsgspecError:  # plain text 429s, HTML from a proxy, ...
+        reply = None
+    error = _classify(where, response.status_code, reply, offer=offer, raw=response.text)
+    if isinstance(error, RateLimited):
+        error.retry_after = _seconds(response.headers.get("Retry-After"))
+        if error.code == _QUOTA_CODE:
+            reset = _seconds(response.headers.get("X-RateLimit-Reset"))
+            error.delay = max(60.0, reset - time.time()) if reset else _QUOTA_DEFAULT_DELAY
+    return error
+
+
+def _classify(
+    where: str, status: int, reply: _Reply | None, *, offer: int | None, raw: str = ""
+) -> VastError:
+    """Map an HTTP status plus Vast's ``error`` code and text to one error class (§4.3, §7)."""
+    code = reply.error if reply else None
+    text = reply.text if reply else raw.strip()
+    message = (
+        f"{where} -> HTTP {status}" + (f" {code}" if code else "") + (f": {text}" * bool(text))
+    )
+    if status == 429:
+        return RateLimited(message, delay=0.0, code=code)
+    if status >= 500:
+        return VastUnavailable(message, status=status, code=code)
+    if offer is not None and code in _OFFER_GONE_CODES:
+        return OfferGone(message, offer_id=offer, status=status, code=code)
+    if status in (401, 403) or code in _AUTH_CODES or any(t in text.lower() for t in _AUTH_TEXTS):
+        return VastAuthError(message, status=status, code=code)
+    if code in _MISSING_CODES:
+        return InstanceNotFound(message, status=status, code=code)
+    if code == "missing_billing":
+        return InsufficientCredit(message, status=status, code=code)
+    return VastInvalidRequest(message, status=status, code=code)
+
+
+def _ensure_success(where: str, reply: _Reply) -> None:
+    """A 200 with ``success:false`` is a refusal like any 4xx (§5.4, §5.5)."""
+    if reply.success is False:
+        raise _classify(where, 200, reply, offer=None)
+
+
+def _seconds(header: str | None) -> float | None:
+    """A header holding a number of seconds (or an epoch), or None (HTTP dates are ignored)."""
+    if header is None:
+        return None
+    try:
+        value = float(header)
+    except ValueError:
+        return None
+    return max(0.0, value)

@@ -1,0 +1,84 @@
+"""Client-side spacing of Vast API calls, so a thousand pods cannot stampede the API.
+
+Vast enforces a minimum interval between calls per endpoint and per identity (API key), and
+answers 429 to anything faster (``vast-api.md`` §7). Backing off after a 429 works, but every
+429 is a wasted round trip and, for a create, a delayed pod. So the process keeps one
+:class:`Pacer` (the app creates it and hands it to its one ``VastClient``) and every request
+waits for its endpoint's next free slot first.
+
+Callers of one endpoint queue first-come first-served: each endpoint is a "lane" holding a
+``trio.Lock`` (which wakes waiters in FIFO order) and the loop time of its next free slot. The
+lock is held while sleeping, so the queue order is the order of the calls. A caller cancelled
+while queued gives up its place without using a slot.
+
+Intervals are per endpoint *template* (every ``GET /instances/{id}/`` shares one lane), in
+seconds of ``trio.current_time()``; one Pacer belongs to one Trio run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import trio
+
+__all__ = ["DEFAULT_INTERVALS", "DEFAULT_SCALE", "Pacer"]
+
+DEFAULT_INTERVALS: Mapping[str, float] = {
+    "create": 4.5,  # PUT /api/v0/asks/{id}/
+    "show": 2.0,  # GET /api/v0/instances/{id}/
+    "modify": 1.0,  # PUT /api/v0/instances/{id}/ (label, start, stop)
+    "destroy": 3.0,  # DELETE /api/v0/instances/{id}/
+    "list": 1.0,  # GET /api/v1/instances/ (each page)
+    "search": 2.0,  # POST /api/v0/bundles/ (profile low_volume_burst, threshold 2)
+    "request_logs": 1.0,  # PUT /api/v0/instances/request_logs/{id}/ (undocumented; be polite)
+}
+"""Seconds between two calls of each endpoint: the thresholds Vast publishes (§7)."""
+
+DEFAULT_SCALE = 1.1
+"""Stay 10 % above the published thresholds: calls spaced exactly at the threshold reach Vast
+with network jitter, and about half of them would land a little early and get a 429."""
+
+
+class _Lane:
+    """One endpoint's queue: who goes next (the lock) and when they may go (``next_at``)."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.lock = trio.Lock()
+        self.next_at = -math.inf
+
+
+class Pacer:
+    """Minimum spacing between calls, per endpoint, shared by every caller of one client.
+
+    ``intervals`` overrides entries of :data:`DEFAULT_INTERVALS`; ``scale`` multiplies all of
+    them (``scale=0`` turns pacing off, e.g. for tests against a simulator without limits).
+    """
+
+    def __init__(
+        self, intervals: Mapping[str, float] | None = None, *, scale: float = DEFAULT_SCALE
+    ) -> None:
+        if scale < 0 or math.isnan(scale):
+            raise ValueError(f"scale must be >= 0, got {scale!r}")
+        merged = {**DEFAULT_INTERVALS, **(intervals or {})}
+        if unknown := merged.keys() - DEFAULT_INTERVALS.keys():
+            raise ValueError(f"unknown endpoints: {sorted(unknown)}")
+        self._lanes = {name: _Lane(seconds * scale) for name, seconds in merged.items()}
+
+    def interval(self, endpoint: str) -> float:
+        """The effective spacing of ``endpoint`` in seconds."""
+        return self._lanes[endpoint].interval
+
+    async def wait(self, endpoint: str) -> None:
+        """Return when the caller may send its ``endpoint`` request (always a checkpoint).
+
+        The slot is taken on return, so call this immediately before sending.
+        """
+        lane = self._lanes[endpoint]
+        if lane.interval <= 0:
+            await trio.lowlevel.checkpoint()
+            return
+        async with lane.lock:
+            await trio.sleep_until(lane.next_at)
+            lane.next_at = trio.current_time() + lane.interval
