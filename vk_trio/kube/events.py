@@ -1,0 +1,152 @@
+"""Kubernetes Events about pods (what ``kubectl describe pod`` shows), aggregated like client-go.
+
+Events are secondary: a failure to post one must never fail the work it describes (kopf
+``events.py``). ``EventRecorder.emit`` therefore logs and swallows every error except
+``trio.Cancelled`` (and other ``BaseException``s), which must propagate so cancellation works.
+
+Aggregation (client-go ``events_cache.go``): the same (pod uid, type, reason, message) seen
+again bumps ``count`` and ``lastTimestamp`` of the existing Event with a merge patch instead of
+creating a new object, so a retry loop that fails every 10 s makes one Event with a growing
+count, not thousands of objects. If that Event has expired (the apiserver's ``--event-ttl``,
+1 h by default) the patch 404s and a fresh Event is created. The cache is an LRU of
+``cache_size`` keys, bounded so a long-running node cannot grow it forever.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from loguru import logger
+
+from vk_trio.kube.api import KubeClient, format_time, utcnow
+from vk_trio.kube.errors import KubeNotFound
+from vk_trio.kube.models import Pod
+from vk_trio.logs import scrub
+
+__all__ = ["MESSAGE_MAX", "EventRecorder"]
+
+MESSAGE_MAX = 1024
+"""Characters of ``message`` kept (the apiserver rejects notes above 1 KiB for new events)."""
+
+EVENT_BACKOFFS: tuple[float, ...] = (0.5, 2.0)
+"""Retries for posting an Event: few and short, because whoever emits is waiting on us."""
+
+_MERGE_PATCH = "application/merge-patch+json"
+
+
+@dataclass
+class _Seen:
+    namespace: str
+    name: str
+    count: int
+
+
+class EventRecorder:
+    """Posts (and aggregates) Events for pods on behalf of one node.
+
+    ``component`` and ``host`` become ``source.component`` / ``source.host`` (and
+    ``reportingComponent`` / ``reportingInstance``); ``host`` is the node name.
+    """
+
+    def __init__(
+        self,
+        client: KubeClient,
+        *,
+        component: str = "vk-trio",
+        host: str,
+        cache_size: int = 4096,
+    ) -> None:
+        self._client = client
+        self._component = component
+        self._host = host
+        self._cache_size = cache_size
+        self._seen: OrderedDict[tuple[str, str, str, str], _Seen] = OrderedDict()
+
+    async def emit(
+        self,
+        pod: Pod,
+        *,
+        type: Literal["Normal", "Warning"],
+        reason: str,
+        message: str,
+    ) -> None:
+        """Record an Event about ``pod``; never raises (but cancellation), failures are logged."""
+        message = scrub(message)[:MESSAGE_MAX]
+        key = (pod.uid, type, reason, message)
+        try:
+            seen = self._seen.get(key)
+            if seen is not None:
+                self._seen.move_to_end(key)
+                if await self._bump(seen):
+                    return
+            await self._create(pod, key, type=type, reason=reason, message=message)
+        except Exception as error:
+            # Secondary work: log and carry on (the pod's status still tells the story).
+            logger.warning(
+                "could not post event {} {} for pod {}: {}", type, reason, pod.key, error
+            )
+
+    async def _bump(self, seen: _Seen) -> bool:
+        """Count one more occurrence on the existing Event; ``False`` if it has expired."""
+        body = {"count": seen.count + 1, "lastTimestamp": format_time(utcnow())}
+        path = f"/api/v1/namespaces/{seen.namespace}/events/{seen.name}"
+        try:
+            await self._client.request(
+                "PATCH", path, json=body, content_type=_MERGE_PATCH, backoffs=EVENT_BACKOFFS
+            )
+        except KubeNotFound:
+            return False
+        seen.count += 1
+        return True
+
+    async def _create(
+        self,
+        pod: Pod,
+        key: tuple[str, str, str, str],
+        *,
+        type: str,
+        reason: str,
+        message: str,
+    ) -> None:
+        now = format_time(utcnow())
+        namespace = pod.metadata.namespace or "default"
+        # client-go: "<involved object name>.<unix nanos in hex>", unique enough per object.
+        name = f"{pod.metadata.name}.{time.time_ns():x}"
+        body: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": name, "namespace": namespace},
+            "involvedObject": {
+                "kind": "Pod",
+                "apiVersion": "v1",
+                "namespace": namespace,
+                "name": pod.metadata.name,
+                "uid": pod.uid,
+                "resourceVersion": pod.metadata.resource_version,
+            },
+            "reason": reason,
+            "message": message,
+            "type": type,
+            "source": {"component": self._component, "host": self._host},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "reportingComponent": self._component,
+            "reportingInstance": self._host,
+        }
+        # Reserve the key first, so a concurrent emit of the same event bumps instead of
+        # creating a twin; forget it again if the create fails.
+        self._seen[key] = _Seen(namespace=namespace, name=name, count=1)
+        self._seen.move_to_end(key)
+        while len(self._seen) > self._cache_size:
+            self._seen.popitem(last=False)
+        try:
+            await self._client.request(
+                "POST", f"/api/v1/namespaces/{namespace}/events", json=body, backoffs=EVENT_BACKOFFS
+            )
+        except BaseException:
+            self._seen.pop(key, None)
+            raise
