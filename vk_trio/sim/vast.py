@@ -952,13 +952,13 @@ class VastSim:
         return instance
 
 
-_COPIED_FROM_OFFER = tuple(  # noqa: SIM905 (a word list reads better than 43 quoted names)
+_COPIED_FROM_OFFER = tuple(
     """machine_id host_id bundle_id num_gpus gpu_name gpu_ram gpu_frac gpu_arch gpu_lanes
     gpu_mem_bw compute_cap cuda_max_good driver_version cpu_name cpu_arch cpu_cores
     cpu_cores_effective cpu_ram disk_name disk_bw inet_up inet_down inet_up_cost inet_down_cost
     dph_base storage_cost min_bid geolocation reliability2 verification rentable static_ip
     external hosting_type mobo_name os_version pci_gen pcie_bw dlperf total_flops bw_nvlink
-    has_avx direct_port_count""".split()
+    has_avx direct_port_count""".split()  # noqa: SIM905 (a word list reads better)
 )
 """Instance columns that describe the machine, taken from the offer bought."""
 
