@@ -1,0 +1,210 @@
+"""The resource kinds the Kubernetes stand-in serves, and the per-kind rules of the real API.
+
+A kind is mostly data (``Resource``: plural, kind, group, scope, short names); the few kinds
+with behaviour of their own get it here as plain functions, mirroring the API server's
+"strategies" (``pkg/registry/core/pod/strategy.go`` and friends):
+
+* pods are defaulted on create (restart policy, grace period, QoS class, the default
+  not-ready/unreachable tolerations) and their status is reset to ``Pending``, because that is
+  what a node sees from a real cluster;
+* pods, nodes and namespaces have a ``status`` subresource: the main resource ignores status
+  writes and the subresource ignores everything else;
+* pods are deleted gracefully when they are bound to a node and not terminal.
+
+No I/O and no state here: ``kube_store`` calls these on copies it owns.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import Any
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One REST resource: where it lives and what discovery says about it."""
+
+    plural: str
+    kind: str
+    group: str = ""
+    version: str = "v1"
+    namespaced: bool = True
+    short_names: tuple[str, ...] = ()
+    has_status: bool = False
+    """Whether ``/status`` exists and the main resource ignores ``.status`` on writes."""
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def qualified(self) -> str:
+        """The name used in error messages: ``pods``, ``leases.coordination.k8s.io``."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+
+RESOURCES: tuple[Resource, ...] = (
+    Resource("namespaces", "Namespace", namespaced=False, short_names=("ns",), has_status=True),
+    Resource("nodes", "Node", namespaced=False, short_names=("no",), has_status=True),
+    Resource("pods", "Pod", short_names=("po",), has_status=True),
+    Resource("events", "Event", short_names=("ev",)),
+    Resource("secrets", "Secret"),
+    Resource("configmaps", "ConfigMap", short_names=("cm",)),
+    Resource("services", "Service", short_names=("svc",), has_status=True),
+    Resource("serviceaccounts", "ServiceAccount", short_names=("sa",)),
+    Resource("leases", "Lease", group="coordination.k8s.io"),
+)
+
+BY_PLURAL: dict[str, Resource] = {r.plural: r for r in RESOURCES}
+
+VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
+
+DEFAULT_GRACE_SECONDS = 30
+"""``spec.terminationGracePeriodSeconds`` when a pod does not say (the API server default)."""
+
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+
+_DEFAULT_TOLERATIONS = [
+    {
+        "key": f"node.kubernetes.io/{key}",
+        "operator": "Exists",
+        "effect": "NoExecute",
+        "tolerationSeconds": 300,
+    }
+    for key in ("not-ready", "unreachable")
+]
+"""Added by the DefaultTolerationSeconds admission plugin to every pod that lacks them."""
+
+
+def now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def timestamp(moment: datetime.datetime | None = None) -> str:
+    """``metav1.Time`` on the wire: RFC 3339, whole seconds, ``Z``."""
+    return (moment or now()).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def prepare_for_create(resource: Resource, obj: Obj) -> None:
+    """Apply the defaults and resets the API server applies before storing a new object."""
+    if resource.kind == "Pod":
+        _default_pod(obj)
+    elif resource.kind == "Namespace":
+        obj["spec"] = obj.get("spec") or {"finalizers": ["kubernetes"]}
+        obj["status"] = {"phase": "Active"}
+    elif resource.kind == "Secret":
+        obj.setdefault("type", "Opaque")
+
+
+def _default_pod(pod: Obj) -> None:
+    spec = pod.setdefault("spec", {})
+    spec.setdefault("restartPolicy", "Always")
+    spec.setdefault("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
+    spec.setdefault("dnsPolicy", "ClusterFirst")
+    spec.setdefault("schedulerName", "default-scheduler")
+    spec.setdefault("serviceAccountName", "default")
+    spec.setdefault("enableServiceLinks", True)
+    spec.setdefault("priority", 0)
+    spec.setdefault("securityContext", {})
+    tolerations = spec.setdefault("tolerations", [])
+    for default in _DEFAULT_TOLERATIONS:
+        if not any(t.get("key") == default["key"] for t in tolerations):
+            tolerations.append(dict(default))
+    for container in spec.get("initContainers", []) + spec.get("containers", []):
+        _default_container(container)
+    status: Obj = {"phase": "Pending", "qosClass": qos_class(spec)}
+    if spec.get("nodeName"):
+        status["conditions"] = [
+            {
+                "type": "PodScheduled",
+                "status": "True",
+                "lastProbeTime": None,
+                "lastTransitionTime": timestamp(),
+            }
+        ]
+    pod["status"] = status
+
+
+def _default_container(container: Obj) -> None:
+    image = str(container.get("image", ""))
+    tag = image.rsplit("/", 1)[-1].partition(":")[2]
+    pull = "Always" if tag in ("", "latest") and "@" not in image else "IfNotPresent"
+    container.setdefault("imagePullPolicy", pull)
+    container.setdefault("terminationMessagePath", "/dev/termination-log")
+    container.setdefault("terminationMessagePolicy", "File")
+    container.setdefault("resources", {})
+
+
+def qos_class(spec: Obj) -> str:
+    """Guaranteed, Burstable or BestEffort, computed from cpu/memory requests and limits."""
+    containers = spec.get("initContainers", []) + spec.get("containers", [])
+    requests, limits = [], []
+    for container in containers:
+        resources = container.get("resources") or {}
+        requests.append({k: v for k, v in (resources.get("requests") or {}).items() if k in _QOS})
+        limits.append({k: v for k, v in (resources.get("limits") or {}).items() if k in _QOS})
+    if not any(requests) and not any(limits):
+        return "BestEffort"
+    guaranteed = all(
+        set(lim) == _QOS and all(req.get(k, lim[k]) == lim[k] for k in lim)
+        for req, lim in zip(requests, limits, strict=True)
+    )
+    return "Guaranteed" if guaranteed else "Burstable"
+
+
+_QOS = frozenset({"cpu", "memory"})
+
+
+def merge_write(resource: Resource, old: Obj, new: Obj, *, subresource: str | None) -> Obj:
+    """What is stored when ``new`` is written over ``old`` (main resource or ``/status``).
+
+    Identity and lifecycle metadata (uid, creation and deletion timestamps) always come from
+    ``old``: clients cannot change them with an update. Through ``/status`` only ``.status``
+    changes (nodes keep label and annotation changes too, which VK's node status patch relies
+    on); through the main resource of a kind with a status subresource, ``.status`` is kept.
+    """
+    if subresource == "status":
+        result = {**old, "status": new.get("status", {})}
+        if resource.kind == "Node":
+            result["metadata"] = _keep_identity(old["metadata"], new.get("metadata", {}))
+        return result
+    result = {**new, "metadata": _keep_identity(old["metadata"], new.get("metadata", {}))}
+    if resource.has_status:
+        result["status"] = old.get("status", {})
+    return result
+
+
+_IDENTITY = ("name", "namespace", "uid", "creationTimestamp", "deletionTimestamp")
+
+
+def _keep_identity(old: Obj, new: Obj) -> Obj:
+    meta = {k: v for k, v in new.items() if k not in (*_IDENTITY, "deletionGracePeriodSeconds")}
+    for key in (*_IDENTITY, "deletionGracePeriodSeconds"):
+        if key in old:
+            meta[key] = old[key]
+    return meta
+
+
+def grace_period(resource: Resource, obj: Obj, requested: int | None) -> int:
+    """Seconds a DELETE leaves the object terminating; 0 means remove it now.
+
+    Only pods are deleted gracefully, and only while a node may be running them: an unbound
+    or terminal pod has nobody to wait for (``CheckGracefulDelete`` in the pod strategy).
+    """
+    if resource.kind != "Pod":
+        return 0
+    if not obj.get("spec", {}).get("nodeName"):
+        return 0
+    if obj.get("status", {}).get("phase") in TERMINAL_PHASES:
+        return 0
+    if requested is not None:
+        return max(requested, 0)
+    value = obj.get("spec", {}).get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
+    return int(value) if value is not None else DEFAULT_GRACE_SECONDS
