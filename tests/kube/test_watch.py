@@ -1,0 +1,231 @@
+"""``watch_pods``: list → SYNCED → watch, bookmarks, 410 (both forms) → relist with tombstones,
+backoff on other failures, the inactivity deadline; scripted bodies first, then the stand-in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+import trio
+
+from vk_trio.kube.api import KubeClient
+from vk_trio.kube.errors import KubeForbidden
+from vk_trio.kube.watch import PodEvent, watch_pods
+
+Reply = Callable[[httpx.Request], httpx.Response]
+
+
+def pod(name: str, rv: str, uid: str | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "uid": uid or f"uid-{name}",
+            "resourceVersion": rv,
+        },
+        "spec": {"nodeName": "vk"},
+    }
+
+
+def pod_list(rv: str, *pods: dict[str, Any], cont: str = "") -> Reply:
+    body = {"kind": "PodList", "metadata": {"resourceVersion": rv, "continue": cont}, "items": pods}
+    return lambda request: httpx.Response(200, json=body)
+
+
+class Lines(httpx.AsyncByteStream):
+    """A chunked body: each event is sent split in two chunks; optionally hangs at the end."""
+
+    def __init__(self, events: list[dict[str, Any]], *, hang: bool = False) -> None:
+        self.events = events
+        self.hang = hang
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for event in self.events:
+            data = msgspec.json.encode(event) + b"\n"
+            yield data[:7]
+            yield data[7:]
+        if self.hang:
+            await trio.sleep_forever()
+
+
+def stream(*events: dict[str, Any], hang: bool = False) -> Reply:
+    return lambda request: httpx.Response(200, stream=Lines(list(events), hang=hang))
+
+
+def status(code: int, reason: str) -> Reply:
+    body = {"kind": "Status", "code": code, "reason": reason, "message": reason}
+    return lambda request: httpx.Response(code, json=body)
+
+
+def expired() -> dict[str, Any]:
+    return {
+        "type": "ERROR",
+        "object": {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"},
+    }
+
+
+class Script:
+    """Answers requests in order and records them; running out fails the test loudly."""
+
+    def __init__(self, *replies: Reply) -> None:
+        self.replies = list(replies)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        assert self.replies, f"unexpected request {request.url}"
+        return self.replies.pop(0)(request)
+
+    def params(self, index: int) -> dict[str, str]:
+        return dict(self.requests[index].url.params)
+
+    def client(self) -> KubeClient:
+        http = httpx.AsyncClient(transport=httpx.MockTransport(self), base_url="http://kube")
+        return KubeClient(http, backoffs=())
+
+
+def names(events: list[PodEvent]) -> list[str]:
+    return [f"{e.type} {e.pod.metadata.name}" if e.pod else e.type for e in events]
+
+
+async def take(client: KubeClient, count: int, **kwargs: Any) -> list[PodEvent]:
+    events: list[PodEvent] = []
+    async with aclosing(watch_pods(client, node_name="vk", **kwargs)) as stream_:
+        async for event in stream_:
+            events.append(event)
+            if len(events) == count:
+                break
+    return events
+
+
+async def test_list_watch_expire_relist_tombstones() -> None:
+    script = Script(
+        pod_list("5", pod("a", "3"), cont="tok"),
+        pod_list("10", pod("b", "4"), pod("c", "5")),
+        stream(
+            {"type": "MODIFIED", "object": pod("a", "11")},
+            {"type": "DELETED", "object": pod("b", "12")},
+            {"type": "BOOKMARK", "object": {"kind": "Pod", "metadata": {"resourceVersion": "20"}}},
+            expired(),
+        ),
+        pod_list("30", pod("a", "11")),
+        stream({"type": "ADDED", "object": pod("d", "31")}),
+        stream({"type": "MODIFIED", "object": pod("d", "32")}),
+    )
+    events = await take(script.client(), 11)
+    assert names(events) == [
+        "ADDED a",
+        "ADDED b",
+        "ADDED c",
+        "SYNCED",
+        "MODIFIED a",
+        "DELETED b",
+        # 410 as an ERROR event: relist; c vanished meanwhile → tombstone with its last state.
+        "ADDED a",
+        "DELETED c",
+        "SYNCED",
+        "ADDED d",
+        "MODIFIED d",
+    ]
+    tombstone = events[7]
+    assert tombstone.pod is not None
+    assert tombstone.pod.metadata.resource_version == "5"
+
+    first_list, second_page = script.params(0), script.params(1)
+    assert first_list["fieldSelector"] == "spec.nodeName=vk"
+    assert first_list["limit"] == "500"
+    assert "continue" not in first_list
+    assert second_page["continue"] == "tok"
+    watch = script.params(2)
+    assert watch["watch"] == "1"
+    assert watch["allowWatchBookmarks"] == "true"
+    assert watch["resourceVersion"] == "10"
+    assert 300 <= int(watch["timeoutSeconds"]) <= 600
+    assert "continue" not in script.params(3)
+    assert script.params(4)["resourceVersion"] == "30"
+    # After a normal end of stream: re-watch from the last event's RV, no relist.
+    assert script.params(5)["resourceVersion"] == "31"
+
+
+async def test_bookmark_rv_is_used_for_the_next_watch() -> None:
+    script = Script(
+        pod_list("10"),
+        stream({"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "44"}}}),
+        stream({"type": "ADDED", "object": pod("x", "45")}),
+    )
+    events = await take(script.client(), 2)
+    assert names(events) == ["SYNCED", "ADDED x"]
+    assert script.params(2)["resourceVersion"] == "44"
+
+
+async def test_http_410_on_watch_relists_without_delay(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    script = Script(
+        pod_list("10", pod("a", "1")),
+        status(410, "Expired"),
+        pod_list("50"),
+        stream({"type": "ADDED", "object": pod("z", "51")}),
+    )
+    start = trio.current_time()
+    events = await take(script.client(), 5)
+    assert names(events) == ["ADDED a", "SYNCED", "DELETED a", "SYNCED", "ADDED z"]
+    assert trio.current_time() == start
+
+
+async def test_other_failures_back_off_then_relist(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    def broken(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadError("reset", request=request)
+
+    error_event = {"type": "ERROR", "object": {"kind": "Status", "code": 500, "reason": "X"}}
+    script = Script(
+        pod_list("10"),
+        broken,
+        stream(error_event),
+        status(503, "ServiceUnavailable"),
+        pod_list("60"),  # the third failure in a row relists
+        stream({"type": "ADDED", "object": pod("y", "61")}),
+    )
+    start = trio.current_time()
+    events = await take(script.client(), 3, backoffs=(1.0, 2.0, 4.0))
+    assert names(events) == ["SYNCED", "SYNCED", "ADDED y"]
+    assert trio.current_time() - start == pytest.approx(1.0 + 2.0 + 4.0)
+    assert script.params(2)["resourceVersion"] == "10"
+    assert script.params(3)["resourceVersion"] == "10"
+
+
+async def test_inactive_stream_is_reopened(autojump_clock: trio.testing.MockClock) -> None:
+    script = Script(
+        pod_list("10"),
+        stream({"type": "ADDED", "object": pod("a", "11")}, hang=True),
+        stream({"type": "MODIFIED", "object": pod("a", "12")}),
+    )
+    start = trio.current_time()
+    events = await take(script.client(), 3, inactivity_timeout=70.0)
+    assert names(events) == ["SYNCED", "ADDED a", "MODIFIED a"]
+    assert trio.current_time() - start == pytest.approx(70.0)
+    assert script.params(2)["resourceVersion"] == "11"
+
+
+async def test_forbidden_escalates() -> None:
+    script = Script(status(403, "Forbidden"))
+    with pytest.raises(KubeForbidden):
+        await take(script.client(), 1)
+
+
+async def test_undecodable_lines_are_skipped() -> None:
+    def garbage(request: httpx.Request) -> httpx.Response:
+        body = b'not json\n{"type":"ADDED","object":{"metadata":7}}\n'
+        body += msgspec.json.encode({"type": "ADDED", "object": pod("ok", "2")}) + b"\n"
+        return httpx.Response(200, content=body)
+
+    script = Script(pod_list("1"), garbage)
+    events = await take(script.client(), 2)
+    assert names(events) == ["SYNCED", "ADDED ok"]

@@ -1,0 +1,309 @@
+"""The pods bound to this node, as an endless stream of events: list, then watch, forever.
+
+Three layers, each doing one thing (kopf ``watching.py``):
+
+1. ``_watch_once`` makes one watch request and yields its decoded envelopes. It ends when the
+   server ends the stream (``timeoutSeconds``), or when nothing (not even a bookmark) arrived
+   for ``inactivity_timeout`` seconds: a trio cancel scope around each read, so a silently dead
+   connection is noticed without a read timeout on the socket.
+2. ``_ListWatch`` (driven by ``watch_pods``) keeps the reflector state: the last
+   resourceVersion and the last-seen pod per uid. It LISTs (paginated), yields every pod as
+   ``ADDED`` (even ones seen before: the consumer dedupes by uid), a ``DELETED`` tombstone for
+   every pod known before but missing from the new list, then ``SYNCED``; then it watches from
+   the list's resourceVersion, re-watching from the last seen one whenever a stream ends.
+3. ``watch_pods`` owns the failure policy: ``410 Gone`` (an HTTP 410, or an ``ERROR`` event
+   with code 410 / reason Expired) relists at once; any other failure (connection errors,
+   5xx, other ``ERROR`` events) backs off along ``RECONNECT_BACKOFFS`` and re-watches from the
+   last resourceVersion, relisting after ``RELIST_AFTER_FAILURES`` failures in a row.
+
+What escalates out of ``watch_pods``: ``KubeForbidden`` (RBAC: retrying cannot help) and
+cancellation. Everything else is retried forever, because a node that stops watching its pods
+is worse than one that keeps trying.
+
+Consumers should close the generator deterministically
+(``async with contextlib.aclosing(watch_pods(...)) as events``), so the open HTTP stream is
+released when they stop.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from typing import Any, Literal
+
+import msgspec
+import trio
+from loguru import logger
+
+from vk_trio.kube.api import KubeClient
+from vk_trio.kube.errors import KubeError, KubeForbidden, KubeGone
+from vk_trio.kube.models import Pod
+
+__all__ = [
+    "INACTIVITY_TIMEOUT",
+    "RECONNECT_BACKOFFS",
+    "PodEvent",
+    "watch_pods",
+]
+
+INACTIVITY_TIMEOUT = 600.0
+"""Seconds without any line (event or bookmark) before a watch is presumed dead and re-opened.
+The apiserver sends bookmarks about once a minute when asked, but promises nothing, and a
+quiet node legitimately has no pod events for hours; a re-watch is cheap, so the default is
+the upper end of ``timeout_range`` (a healthy stream ends by itself before this fires)."""
+
+RECONNECT_BACKOFFS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+"""Seconds slept after the n-th consecutive failure (the last one repeats): reflector-style
+exponential backoff, capped so a node recovers within half a minute of the apiserver."""
+
+RELIST_AFTER_FAILURES = 3
+"""Consecutive watch failures after which we relist instead of re-watching from the last RV."""
+
+LIST_PAGE_SIZE = 500
+
+
+class PodEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """One change to a pod on this node, or ``SYNCED`` after each (re)list."""
+
+    type: Literal["ADDED", "MODIFIED", "DELETED", "SYNCED"]
+    pod: Pod | None = None
+    """The pod (its last known state for ``DELETED``); ``None`` for ``SYNCED``."""
+
+
+class _Envelope(msgspec.Struct):
+    type: str
+    object: msgspec.Raw
+
+
+class _Meta(msgspec.Struct, rename="camel"):
+    resource_version: str = ""
+
+
+class _ObjectHead(msgspec.Struct):
+    """Just enough of an object to read a bookmark's resourceVersion or an ERROR's Status."""
+
+    metadata: _Meta = msgspec.field(default_factory=_Meta)
+    kind: str = ""
+    code: int = 0
+    reason: str = ""
+    message: str = ""
+
+
+class _ListMeta(msgspec.Struct, rename="camel"):
+    resource_version: str = ""
+    continue_: str = msgspec.field(default="", name="continue")
+
+
+class _PodList(msgspec.Struct):
+    items: list[Pod] = msgspec.field(default_factory=list)
+    metadata: _ListMeta = msgspec.field(default_factory=_ListMeta)
+
+
+_Change = Literal["ADDED", "MODIFIED", "DELETED"]
+_CHANGES: dict[str, _Change] = {"ADDED": "ADDED", "MODIFIED": "MODIFIED", "DELETED": "DELETED"}
+
+_envelope_decoder = msgspec.json.Decoder(_Envelope)
+_head_decoder = msgspec.json.Decoder(_ObjectHead)
+_pod_decoder = msgspec.json.Decoder(Pod)
+
+
+class _WatchError(KubeError):
+    """An ``ERROR`` event that is not an expiry: back off and re-watch."""
+
+
+async def _watch_once(
+    client: KubeClient,
+    *,
+    params: dict[str, Any],
+    inactivity_timeout: float,
+) -> AsyncGenerator[_Envelope, None]:
+    """Layer 1: one watch request; yields envelopes until the stream ends or goes quiet."""
+    async with client.stream_lines("/api/v1/pods", params=params) as lines:
+        iterator = aiter(lines)
+        while True:
+            # The scope covers only the read, never the yield: time the consumer spends on
+            # an event does not count as inactivity.
+            with trio.move_on_after(inactivity_timeout) as scope:
+                line = await anext(iterator, None)
+            if scope.cancelled_caught:
+                logger.info("pod watch: nothing for {:.0f}s, reconnecting", inactivity_timeout)
+                return
+            if line is None:
+                return
+            try:
+                envelope = _envelope_decoder.decode(line)
+            except msgspec.DecodeError as error:
+                logger.warning("pod watch: undecodable line skipped: {}", error)
+                continue
+            yield envelope
+
+
+class _ListWatch:
+    """Layer 2: the reflector's memory (last RV, last-seen pods) and its list/watch steps."""
+
+    def __init__(
+        self,
+        client: KubeClient,
+        *,
+        node_name: str,
+        timeout_range: tuple[int, int],
+        inactivity_timeout: float,
+    ) -> None:
+        self.client = client
+        self.selector = f"spec.nodeName={node_name}"
+        self.timeout_range = timeout_range
+        self.inactivity_timeout = inactivity_timeout
+        self.resource_version: str | None = None
+        self.known: dict[str, Pod] = {}
+        self.quiet = True
+        """Whether the last watch ended without a single line (not even a bookmark)."""
+
+    async def relist(self) -> AsyncGenerator[PodEvent, None]:
+        """LIST every page, then ADDED for each pod, tombstones for the vanished, SYNCED."""
+        pods: list[Pod] = []
+        token = ""
+        while True:
+            params: dict[str, Any] = {"fieldSelector": self.selector, "limit": LIST_PAGE_SIZE}
+            if token:
+                params["continue"] = token
+            raw = await self.client.request("GET", "/api/v1/pods", params=params)
+            page = msgspec.convert(raw, _PodList)
+            pods.extend(page.items)
+            token = page.metadata.continue_
+            if not token:
+                break
+        self.resource_version = page.metadata.resource_version
+        previous, self.known = self.known, {pod.uid: pod for pod in pods}
+        logger.debug("pod watch: listed {} pods at rv {}", len(pods), self.resource_version)
+        for pod in pods:
+            yield PodEvent(type="ADDED", pod=pod)
+        for uid, pod in previous.items():
+            if uid not in self.known:
+                yield PodEvent(type="DELETED", pod=pod)
+        yield PodEvent(type="SYNCED")
+
+    async def watch(self) -> AsyncGenerator[PodEvent, None]:
+        """One watch from the last RV. Raises ``KubeGone`` on expiry, ``_WatchError`` on ERROR."""
+        params: dict[str, Any] = {
+            "fieldSelector": self.selector,
+            "watch": "1",
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": random.randint(*self.timeout_range),
+        }
+        if self.resource_version:
+            params["resourceVersion"] = self.resource_version
+        self.quiet = True
+        stream = _watch_once(self.client, params=params, inactivity_timeout=self.inactivity_timeout)
+        async with aclosing(stream) as envelopes:
+            async for envelope in envelopes:
+                self.quiet = False
+                event = self._apply(envelope)
+                if event is not None:
+                    yield event
+
+    def _apply(self, envelope: _Envelope) -> PodEvent | None:
+        """Update the reflector state from one envelope; the event to yield, if any."""
+        kind = envelope.type
+        if kind == "BOOKMARK":
+            rv = _head_decoder.decode(envelope.object).metadata.resource_version
+            self.resource_version = rv or self.resource_version
+            return None
+        if kind == "ERROR":
+            status = _head_decoder.decode(envelope.object)
+            text = f"watch ERROR {status.code} {status.reason}: {status.message}"
+            if status.code == 410 or status.reason in ("Expired", "Gone"):
+                raise KubeGone(text, status=410, reason=status.reason)
+            raise _WatchError(text, status=status.code or None, reason=status.reason)
+        change = _CHANGES.get(kind)
+        if change is None:
+            logger.warning("pod watch: unknown event type {!r} ignored", kind)
+            return None
+        try:
+            pod = _pod_decoder.decode(envelope.object)
+        except (msgspec.DecodeError, msgspec.ValidationError) as error:
+            logger.warning("pod watch: undecodable {} event skipped: {}", kind, error)
+            return None
+        self.resource_version = pod.metadata.resource_version or self.resource_version
+        if kind == "DELETED":
+            self.known.pop(pod.uid, None)
+        else:
+            self.known[pod.uid] = pod
+        return PodEvent(type=change, pod=pod)
+
+
+async def watch_pods(
+    client: KubeClient,
+    *,
+    node_name: str,
+    timeout_range: tuple[int, int] = (300, 600),
+    inactivity_timeout: float = INACTIVITY_TIMEOUT,
+    backoffs: tuple[float, ...] = RECONNECT_BACKOFFS,
+) -> AsyncGenerator[PodEvent, None]:
+    """Every change to pods bound to ``node_name``, forever (layer 3: the failure policy).
+
+    Yields ``ADDED`` for each pod of each (re)list, ``SYNCED`` after each (re)list,
+    ``MODIFIED``/``ADDED``/``DELETED`` from the watch, and ``DELETED`` tombstones (with the
+    last-known Pod) for pods that disappeared while we were not watching.
+
+    Owns: one open watch stream at a time (closed when the generator is closed).
+    Retries: everything but ``KubeForbidden``, with capped backoff; see the module docstring.
+    Escalates: ``KubeForbidden`` and cancellation.
+    """
+    if not 0 < timeout_range[0] <= timeout_range[1]:
+        raise ValueError(f"timeout_range must be 0 < low <= high, got {timeout_range}")
+    state = _ListWatch(
+        client,
+        node_name=node_name,
+        timeout_range=timeout_range,
+        inactivity_timeout=inactivity_timeout,
+    )
+    must_list = True
+    failures = 0
+    while True:
+        try:
+            if must_list:
+                async for event in state.relist():
+                    yield event
+                must_list = False
+            async with aclosing(state.watch()) as events:
+                async for event in events:
+                    failures = 0
+                    yield event
+            # The stream ended normally (timeoutSeconds or inactivity): re-watch from the last
+            # RV. A stream that ended without a single line may be a server closing on us at
+            # once; pause briefly so that cannot become a hot loop.
+            if not state.quiet:
+                failures = 0
+                continue
+            await trio.sleep(backoffs[0] if backoffs else 0.0)
+            continue
+        except KubeForbidden:
+            raise
+        except KubeGone as error:
+            logger.info("pod watch: {}; relisting", error)
+            must_list = True
+            failures += 1
+            if failures == 1:
+                continue  # the normal expiry path: relist at once
+        except KubeError as error:
+            failures += 1
+            if failures >= RELIST_AFTER_FAILURES:
+                must_list = True
+            delay = backoffs[min(failures, len(backoffs)) - 1] if backoffs else 0.0
+            logger.warning(
+                "pod watch failed ({} in a row): {}; retrying in {:.1f}s{}",
+                failures,
+                error,
+                delay,
+                " with a relist" if must_list else "",
+            )
+            await trio.sleep(delay)
+            continue
+        except (msgspec.DecodeError, msgspec.ValidationError) as error:
+            # A list body we could not read: treat like a server error.
+            failures += 1
+            must_list = True
+            logger.warning("pod watch: undecodable list ({}); retrying", error)
+        delay = backoffs[min(failures, len(backoffs)) - 1] if backoffs else 0.0
+        await trio.sleep(delay)
