@@ -114,6 +114,16 @@ async def test_search_posts_the_raw_query_with_auth_headers() -> None:
     assert request.headers["User-Agent"].startswith("vk-trio/")
 
 
+async def test_without_a_key_no_authorization_header_is_sent() -> None:
+    script = Script(ok({"offers": []}))
+    async with (
+        httpx.AsyncClient(transport=httpx.MockTransport(script)) as http,
+        VastClient(api_key="", base_url=BASE, http=http, pacer=Pacer(scale=0)) as client,
+    ):
+        await client.search_offers({})
+    assert "Authorization" not in script.requests[0].headers
+
+
 async def test_create_sends_the_request_and_returns_the_contract() -> None:
     script = Script(ok({"success": True, "new_contract": 4242, "instance_api_key": "x" * 8}))
     async with client_for(script) as client:

@@ -27,7 +27,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from itertools import count
 from types import TracebackType
 from typing import Any, NamedTuple, Self, TypeVar
 
@@ -253,7 +252,8 @@ class VastClient:
                 code=err.code,
             ) from err
         if reply.new_contract is not None:
-            return CreatedInstance(instance_id=reply.new_contract, started=bool(reply.success))
+            started = reply.success is not False
+            return CreatedInstance(instance_id=reply.new_contract, started=started)
         where = f"PUT {_CREATE.path(offer_id)}"
         if reply.success:
             raise CreateOutcomeUnknown(
@@ -339,7 +339,9 @@ class VastClient:
         where = f"{endpoint.method} {endpoint.path(ident)}"
         url = self._base_url + endpoint.path(ident)
         content = None if body is None else msgspec.json.encode(body)
-        for attempt in count(1):
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 return await self._attempt(endpoint, url, where, decoder, content, params, offer)
             except (RateLimited, VastUnavailable) as err:
@@ -358,7 +360,6 @@ class VastClient:
                     err=err,
                 )
                 await trio.sleep(err.delay)
-        raise AssertionError("unreachable")  # pragma: no cover  (count() never ends)
 
     def _wait(self, err: RateLimited | VastUnavailable, attempt: int) -> float:
         """Retry-After if Vast sent a short one, else the policy's backoff for this attempt."""
