@@ -133,13 +133,16 @@ def _default_pod(pod: Obj) -> None:
 
 
 def _default_container(container: Obj) -> None:
+    """Container defaults; requests default to limits, as the API server's defaulting does."""
     image = str(container.get("image", ""))
     tag = image.rsplit("/", 1)[-1].partition(":")[2]
     pull = "Always" if tag in ("", "latest") and "@" not in image else "IfNotPresent"
     container.setdefault("imagePullPolicy", pull)
     container.setdefault("terminationMessagePath", "/dev/termination-log")
     container.setdefault("terminationMessagePolicy", "File")
-    container.setdefault("resources", {})
+    resources = container.setdefault("resources", {})
+    if resources.get("limits"):
+        resources["requests"] = {**resources["limits"], **(resources.get("requests") or {})}
 
 
 def qos_class(spec: Obj) -> str:
