@@ -1,0 +1,388 @@
+"""The manifests in deployments/: what a cluster admin applies, checked against the contract.
+
+The contract is the seed README (probe paths, ports and timings, the Secret the API key comes
+from, the annotations) plus least-privilege RBAC for exactly the calls the node makes. These
+tests parse the YAML as kubectl would see it, so a mistyped value (``price-max: 0.30`` as a
+float, a probe on the wrong port, a wildcard verb) fails here rather than in a cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from vk_trio.offers import parse_requirements
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOYMENTS = ROOT / "deployments"
+VK_MANIFEST = DEPLOYMENTS / "virtual-kubelet-vast-python.yaml"
+EXAMPLES = DEPLOYMENTS / "examples"
+NAME = "virtual-kubelet-vast-python"
+TAINT_KEY = "virtual-kubelet.io/provider"
+TAINT_VALUE = "vast"
+
+Obj = dict[str, Any]
+
+
+def load(path: Path) -> list[Obj]:
+    docs = [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+    assert docs, f"{path} holds no documents"
+    return docs
+
+
+def all_manifests() -> list[Path]:
+    return sorted(DEPLOYMENTS.rglob("*.yaml"))
+
+
+def one(docs: list[Obj], kind: str, name: str = NAME) -> Obj:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def vk_docs() -> list[Obj]:
+    return load(VK_MANIFEST)
+
+
+@pytest.fixture(scope="module")
+def vk_pod_spec(vk_docs: list[Obj]) -> Obj:
+    spec: Obj = one(vk_docs, "Deployment")["spec"]["template"]["spec"]
+    return spec
+
+
+@pytest.fixture(scope="module")
+def vk_container(vk_pod_spec: Obj) -> Obj:
+    containers = vk_pod_spec["containers"]
+    assert len(containers) == 1
+    container: Obj = containers[0]
+    return container
+
+
+def env_of(container: Obj) -> dict[str, Obj]:
+    return {e["name"]: e for e in container.get("env") or []}
+
+
+# ----- every file ---------------------------------------------------------------------------
+
+
+def test_the_seed_file_names_exist() -> None:
+    assert VK_MANIFEST.is_file()
+    assert (EXAMPLES / "gpu-services-deployment.yaml").is_file()
+
+
+@pytest.mark.parametrize("path", all_manifests(), ids=lambda p: str(p.relative_to(DEPLOYMENTS)))
+def test_every_document_is_a_named_kubernetes_object(path: Path) -> None:
+    for doc in load(path):
+        assert isinstance(doc.get("apiVersion"), str) and doc["apiVersion"]
+        assert isinstance(doc.get("kind"), str) and doc["kind"]
+        assert isinstance(doc["metadata"].get("name"), str) and doc["metadata"]["name"]
+
+
+@pytest.mark.parametrize("path", all_manifests(), ids=lambda p: str(p.relative_to(DEPLOYMENTS)))
+def test_workload_selectors_match_their_templates(path: Path) -> None:
+    for doc in load(path):
+        if doc["kind"] != "Deployment":
+            continue
+        selector = doc["spec"]["selector"]["matchLabels"]
+        labels = doc["spec"]["template"]["metadata"]["labels"]
+        assert selector.items() <= labels.items(), f"{doc['metadata']['name']}: selector misses"
+
+
+# ----- the node's Deployment ----------------------------------------------------------------
+
+
+def test_deployment_runs_one_node_owner_in_kube_system(vk_docs: list[Obj]) -> None:
+    deployment = one(vk_docs, "Deployment")
+    assert deployment["metadata"]["namespace"] == "kube-system"
+    assert deployment["metadata"]["labels"]["app"] == NAME
+    assert deployment["spec"]["replicas"] == 1
+    # A rolling update would run two processes owning the same node for a while.
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+
+
+def test_container_runs_the_node_command(vk_container: Obj) -> None:
+    assert vk_container["args"] == ["run"]
+    assert vk_container["image"]
+    assert "command" not in vk_container, "the image's ENTRYPOINT is the binary"
+
+
+def test_probes_hit_healthz_and_readyz_with_the_seed_timings(vk_container: Obj) -> None:
+    readiness = vk_container["readinessProbe"]
+    assert readiness["httpGet"] == {"path": "/readyz", "port": 10255}
+    assert (
+        readiness["initialDelaySeconds"],
+        readiness["periodSeconds"],
+        readiness["timeoutSeconds"],
+    ) == (20, 10, 3)
+    liveness = vk_container["livenessProbe"]
+    assert liveness["httpGet"] == {"path": "/healthz", "port": 10255}
+    assert (
+        liveness["initialDelaySeconds"],
+        liveness["periodSeconds"],
+        liveness["timeoutSeconds"],
+    ) == (60, 30, 5)
+
+
+def test_health_and_kubelet_ports_are_declared(vk_container: Obj) -> None:
+    ports = {p["containerPort"]: p for p in vk_container["ports"]}
+    assert set(ports) == {10255, 10250}
+    assert all(p.get("protocol", "TCP") == "TCP" for p in ports.values())
+
+
+def test_resources_keep_the_seed_requests(vk_container: Obj) -> None:
+    resources = vk_container["resources"]
+    assert resources["requests"] == {"cpu": "200m", "memory": "512Mi"}
+    assert resources["limits"]["cpu"] == "1"
+    assert resources["limits"]["memory"] in ("512Mi", "1Gi", "2Gi")
+
+
+def test_container_is_unprivileged_with_a_read_only_root(
+    vk_pod_spec: Obj, vk_container: Obj
+) -> None:
+    pod_sc = vk_pod_spec.get("securityContext") or {}
+    sc = vk_container["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    run_as = sc.get("runAsUser", pod_sc.get("runAsUser"))
+    assert isinstance(run_as, int) and run_as != 0
+    assert run_as == 65532, "the image's USER; a different uid would not own /tmp's contents"
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    seccomp = sc.get("seccompProfile") or pod_sc.get("seccompProfile")
+    assert seccomp == {"type": "RuntimeDefault"}
+    assert not sc.get("privileged", False)
+
+
+def test_tmp_is_a_writable_empty_dir(vk_pod_spec: Obj, vk_container: Obj) -> None:
+    # The single-file binary unpacks itself under /tmp; the root filesystem is read-only.
+    mounts = {m["mountPath"]: m for m in vk_container["volumeMounts"]}
+    assert "/tmp" in mounts and not mounts["/tmp"].get("readOnly", False)
+    volumes = {v["name"]: v for v in vk_pod_spec["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
+
+
+def test_vast_api_key_comes_from_the_secret_never_a_literal(vk_container: Obj) -> None:
+    key = env_of(vk_container)["VAST_API_KEY"]
+    assert "value" not in key
+    assert key["valueFrom"] == {"secretKeyRef": {"name": "vast-api-secret", "key": "api-key"}}
+    assert not vk_container.get("envFrom"), "only the one key is needed"
+
+
+def test_pod_ip_and_node_name_reach_the_node(vk_container: Obj) -> None:
+    env = env_of(vk_container)
+    assert env["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert env["NODE_NAME"]["value"] == "vast-gpu-node-python"
+    # Every literal value is a string: Kubernetes rejects numbers and booleans in env.
+    assert all(isinstance(e["value"], str) for e in env.values() if "value" in e)
+
+
+def test_service_account_is_the_bound_one(vk_docs: list[Obj], vk_pod_spec: Obj) -> None:
+    account = one(vk_docs, "ServiceAccount")
+    assert account["metadata"]["namespace"] == "kube-system"
+    assert vk_pod_spec["serviceAccountName"] == NAME
+    assert vk_pod_spec.get("automountServiceAccountToken", True) is True
+    assert 10 <= vk_pod_spec["terminationGracePeriodSeconds"] <= 60
+
+
+# ----- RBAC ---------------------------------------------------------------------------------
+
+# (role kind, role namespace, apiGroup, resource) -> verbs: exactly what the node calls.
+EXPECTED_RBAC: dict[tuple[str, str | None, str, str], set[str]] = {
+    ("ClusterRole", None, "", "pods"): {"get", "list", "watch", "patch", "delete"},
+    ("ClusterRole", None, "", "pods/status"): {"patch"},
+    ("ClusterRole", None, "", "nodes"): {"get", "create", "patch"},
+    ("ClusterRole", None, "", "nodes/status"): {"patch"},
+    ("ClusterRole", None, "", "events"): {"create", "patch"},
+    ("ClusterRole", None, "", "secrets"): {"get"},
+    ("ClusterRole", None, "", "configmaps"): {"get"},
+    ("Role", "kube-node-lease", "coordination.k8s.io", "leases"): {"get", "create", "update"},
+}
+
+
+def rbac_rules(docs: list[Obj]) -> Iterator[tuple[Obj, Obj]]:
+    for doc in docs:
+        if doc["kind"] in ("ClusterRole", "Role"):
+            for rule in doc["rules"]:
+                yield doc, rule
+
+
+def test_rbac_grants_exactly_the_verbs_the_node_uses(vk_docs: list[Obj]) -> None:
+    granted: dict[tuple[str, str | None, str, str], set[str]] = {}
+    for role, rule in rbac_rules(vk_docs):
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                key = (role["kind"], role["metadata"].get("namespace"), group, resource)
+                granted.setdefault(key, set()).update(rule["verbs"])
+    assert granted == EXPECTED_RBAC
+
+
+def test_rbac_has_no_wildcards_or_extra_reach(vk_docs: list[Obj]) -> None:
+    for _, rule in rbac_rules(vk_docs):
+        for field in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[field], f"wildcard in {field}: {rule}"
+        assert "nonResourceURLs" not in rule
+        assert not any(v in ("escalate", "bind", "impersonate") for v in rule["verbs"])
+        if {"secrets", "configmaps"} & set(rule["resources"]):
+            # Reading by name only: list/watch would expose every Secret in the cluster.
+            assert set(rule["verbs"]) == {"get"}
+
+
+def test_lease_rights_are_namespaced_to_kube_node_lease(vk_docs: list[Obj]) -> None:
+    for role, rule in rbac_rules(vk_docs):
+        if "leases" in rule["resources"]:
+            assert role["kind"] == "Role"
+            assert role["metadata"]["namespace"] == "kube-node-lease"
+
+
+def test_every_role_is_bound_to_the_service_account(vk_docs: list[Obj]) -> None:
+    roles = {(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in vk_docs}
+    bindings = [d for d in vk_docs if d["kind"] in ("ClusterRoleBinding", "RoleBinding")]
+    bound = set()
+    for binding in bindings:
+        ref = binding["roleRef"]
+        assert ref["apiGroup"] == "rbac.authorization.k8s.io"
+        namespace = binding["metadata"].get("namespace") if ref["kind"] == "Role" else None
+        assert (ref["kind"], namespace, ref["name"]) in roles, f"dangling roleRef {ref}"
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": NAME, "namespace": "kube-system"}
+        ]
+        bound.add((ref["kind"], namespace, ref["name"]))
+    assert {r for r in roles if r[0] in ("ClusterRole", "Role")} == bound
+
+
+# ----- the examples -------------------------------------------------------------------------
+
+
+def example_pods() -> list[tuple[str, Obj, Obj]]:
+    """(file name, pod metadata, pod spec) for every Pod and Deployment template in examples."""
+    pods = []
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        for doc in load(path):
+            if doc["kind"] == "Pod":
+                pods.append((path.name, doc["metadata"], doc["spec"]))
+            elif doc["kind"] == "Deployment":
+                template = doc["spec"]["template"]
+                meta = {**template["metadata"], "namespace": doc["metadata"].get("namespace")}
+                pods.append((path.name, meta, template["spec"]))
+    return pods
+
+
+EXAMPLE_PODS = example_pods()
+EXAMPLE_IDS = [f"{file}:{meta.get('name', 'template')}" for file, meta, _ in EXAMPLE_PODS]
+
+
+def test_examples_include_the_seed_workload() -> None:
+    deployment = one(
+        load(EXAMPLES / "gpu-services-deployment.yaml"), "Deployment", "june-gpu-services"
+    )
+    assert deployment["metadata"]["namespace"] == "june-services"
+    template = deployment["spec"]["template"]
+    assert template["metadata"]["labels"]["app"] == "june-gpu-services"
+    assert template["metadata"]["annotations"] == {
+        "vast.ai/gpu-type": "RTX 3060",
+        "vast.ai/gpu-fallbacks": "RTX 3060 Ti,RTX 4060,RTX 4070,RTX 3090",
+        "vast.ai/price-max": "0.30",
+        "vast.ai/region": "North America",
+        "vast.ai/memory": "12GB",
+        "vast.ai/disk": "50GB",
+    }
+    [container] = template["spec"]["containers"]
+    assert container["name"] == "stt-tts"
+    assert {p["containerPort"] for p in container["ports"]} == {8000, 8001}
+
+
+@pytest.mark.parametrize(("file", "meta", "spec"), EXAMPLE_PODS, ids=EXAMPLE_IDS)
+def test_example_pods_select_and_tolerate_the_virtual_node(file: str, meta: Obj, spec: Obj) -> None:
+    assert spec["nodeSelector"] == {"type": "virtual-kubelet"}
+    tolerated = [
+        t
+        for t in spec["tolerations"]
+        if t["key"] == TAINT_KEY
+        and t.get("effect") in (None, "NoSchedule")
+        and (t.get("operator") == "Exists" or t.get("value") == TAINT_VALUE)
+    ]
+    assert tolerated, f"{file}: no toleration for {TAINT_KEY}={TAINT_VALUE}:NoSchedule"
+
+
+@pytest.mark.parametrize(("file", "meta", "spec"), EXAMPLE_PODS, ids=EXAMPLE_IDS)
+def test_example_annotations_are_strings_the_node_accepts(file: str, meta: Obj, spec: Obj) -> None:
+    annotations = meta["annotations"]
+    vast = {k: v for k, v in annotations.items() if k.startswith("vast.ai/")}
+    assert vast, f"{file}: no vast.ai/ annotations"
+    # Unquoted 0.30 would be a float and the API server would reject the object.
+    assert all(isinstance(v, str) for v in annotations.values()), annotations
+    [container] = spec["containers"]
+    gpus = str(container["resources"]["limits"]["nvidia.com/gpu"])
+    requirements = parse_requirements(vast, gpu_limit=gpus)
+    assert requirements.gpu_names[0] == vast["vast.ai/gpu-type"]
+    assert requirements.price_max == float(vast["vast.ai/price-max"])
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_each_example_applies_on_its_own(path: Path) -> None:
+    # Every namespaced object's Namespace is in the same file, so `kubectl apply -f` of one
+    # file works on a fresh cluster (and the demo, which applies them in order, agrees).
+    docs = load(path)
+    namespaces = {d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"}
+    for doc in docs:
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"].get("namespace") in namespaces | {"default"}
+
+
+# ----- kubectl ------------------------------------------------------------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize("path", all_manifests(), ids=lambda p: str(p.relative_to(DEPLOYMENTS)))
+def test_kubectl_client_dry_run(path: Path, tmp_path: Path) -> None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not installed")
+    # A kubeconfig whose server refuses connections: nothing can reach a real cluster.
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {"name": "none", "cluster": {"server": f"http://127.0.0.1:{_closed_port()}"}}
+                ],
+                "contexts": [{"name": "none", "context": {"cluster": "none"}}],
+                "current-context": "none",
+                "users": [],
+            }
+        )
+    )
+    result = subprocess.run(
+        [kubectl, "apply", "--dry-run=client", "--validate=false", "-o", "name", "-f", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "KUBECONFIG": str(config)},
+        check=False,
+    )
+    if result.returncode != 0 and (
+        "connection refused" in result.stderr or "server API group list" in result.stderr
+    ):
+        # Client dry-run still maps kinds to resources through API discovery, which needs a
+        # server; there is none offline, so this check cannot run here.
+        pytest.skip("kubectl client dry-run needs API discovery from a server")
+    assert result.returncode == 0, result.stderr
+    names = result.stdout.split()
+    assert len(names) == len(load(path))
