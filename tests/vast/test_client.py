@@ -139,6 +139,25 @@ async def test_create_sends_the_request_and_returns_the_contract() -> None:
     )
 
 
+async def test_a_sent_create_finishes_even_when_its_caller_is_cancelled() -> None:
+    answered = trio.Event()
+
+    async def slow_vast(request: httpx.Request) -> httpx.Response:
+        await trio.sleep(0.2)
+        answered.set()
+        return ok({"success": True, "new_contract": 777})
+
+    async with (
+        httpx.AsyncClient(transport=httpx.MockTransport(slow_vast)) as http,
+        VastClient(api_key=KEY, base_url=BASE, http=http, pacer=Pacer(scale=0)) as client,
+    ):
+        with trio.CancelScope() as scope:
+            scope.deadline = trio.current_time() + 0.05  # cancelled while the request is out
+            created = await client.create_instance(1001, REQUEST)
+        assert answered.is_set()
+        assert created.instance_id == 777  # the caller learns what it rented, then unwinds
+
+
 async def test_create_failure_with_new_contract_is_a_stopped_instance() -> None:
     script = Script(ok({"success": False, "new_contract": 77, "msg": "created stopped"}))
     async with client_for(script) as client:

@@ -13,7 +13,8 @@ How a call travels, and why it is built this way:
   (timeout, 5xx, garbage), an instance may exist and a retry could rent a second GPU. So a create
   is retried only on 429 (rejected before processing) and on errors that prove the request never
   left (connect errors); anything else raises :class:`CreateOutcomeUnknown` and the caller looks
-  the instance up by label.
+  the instance up by label. And once sent, a create is shielded from cancellation until its
+  answer arrives, so a pod deleted meanwhile still learns which instance to destroy.
 - JSON goes through msgspec with typed decoders, so a malformed answer is a ``VastUnavailable``
   at the boundary, not a ``KeyError`` three layers up.
 - The API key is registered with :func:`vk_trio.logs.redact` and only ever put in a request
@@ -382,7 +383,9 @@ class VastClient:
         await self._pacer.wait(endpoint.name)
         self._calls[endpoint.name] += 1
         started = trio.current_time()
-        with _map_http_errors(where):
+        # Once a create's pacer slot is taken, the exchange is shielded (bounded by the HTTP
+        # timeout): a caller cancelled mid-flight must still learn the id of what it rented.
+        with _map_http_errors(where), trio.CancelScope(shield=not endpoint.idempotent):
             response = await self._http.request(
                 endpoint.method, url, content=content, params=params, headers=self._headers
             )
