@@ -73,7 +73,9 @@ async def test_instance_lifecycle_through_the_cli(vast_sim: VastSim, tmp_path: P
     )  # fmt: skip
     instance_id = created["new_contract"]
     assert created["success"] is True
-    await vast_sim.wait_until(lambda s: s.instance(instance_id)["actual_status"] == "running")
+    await vast_sim.wait_until(
+        lambda s: (s.instance(instance_id) or {}).get("actual_status") == "running"
+    )
 
     listed = await vastai_json(vast_sim, tmp_path, "show", "instances")
     assert [(i["id"], i["label"]) for i in listed] == [(instance_id, "vk-pod-abc")]
@@ -83,7 +85,7 @@ async def test_instance_lifecycle_through_the_cli(vast_sim: VastSim, tmp_path: P
 
     out, _ = await vastai(vast_sim, tmp_path, "label", "instance", str(instance_id), "renamed")
     assert "label for" in out
-    assert vast_sim.instance(instance_id)["label"] == "renamed"
+    assert (vast_sim.instance(instance_id) or {}).get("label") == "renamed"
 
     logs, _ = await vastai(vast_sim, tmp_path, "logs", str(instance_id))
     assert "echo started-by-cli" in logs

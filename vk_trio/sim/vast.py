@@ -74,7 +74,7 @@ _OCI_FAILURE = (
 )
 
 
-class Faults(msgspec.Struct, kw_only=True, frozen=True):
+class Faults(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """What goes wrong, and how often. Rates are probabilities in 0..1 drawn from a seeded RNG.
 
     Request-level faults (``rate_429``, ``rate_5xx``, ``latency``) hit every ``/api/`` call.
