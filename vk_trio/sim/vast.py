@@ -267,14 +267,33 @@ class _Route:
     endpoint: str
     """The name used in stats and rate limits, e.g. ``PUT /api/v0/asks/{id}/``."""
     handler: str
-    auth: bool = True
-    api: bool = True
-    """Subject to injected faults, latency, rate limits and stats (``/api/`` calls)."""
+    auth: bool
+    counted: bool
+    """Counted in ``stats()``: every call a client makes, log downloads included."""
+    gated: bool
+    """Subject to latency, injected failures, auth and rate limits: the ``/api/`` calls."""
 
 
 def _route(method: str, template: str, handler: str, *, auth: bool = True) -> _Route:
-    regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template)
-    return _Route(method, re.compile(regex), f"{method} {template}", handler, auth)
+    """An ``/api/`` route; ``{name}`` in ``template`` captures one path segment."""
+    return _make_route(method, template, handler, auth=auth, counted=True, gated=True)
+
+
+def _make_route(
+    method: str, template: str, handler: str, *, auth: bool, counted: bool, gated: bool
+) -> _Route:
+    parts = re.split(r"\{(\w+)\}", template.rstrip("/"))
+    regex = "".join(
+        re.escape(part) if i % 2 == 0 else f"(?P<{part}>[^/]+)" for i, part in enumerate(parts)
+    )
+    return _Route(
+        method, re.compile(regex + "/"), f"{method} {template}", handler, auth, counted, gated
+    )
+
+
+def _control(method: str, template: str, handler: str, *, counted: bool = False) -> _Route:
+    """A simulator route: never authenticated, never failed or rate limited."""
+    return _make_route(method, template, handler, auth=False, counted=counted, gated=False)
 
 
 _ROUTES: list[_Route] = [
@@ -290,20 +309,11 @@ _ROUTES: list[_Route] = [
     _route("DELETE", "/api/v0/instances/{id}/", "_destroy"),
     _route("GET", "/api/v0/users/current/", "_current_user"),
     _route("GET", "/api/v0/gpu_names/unique/", "_gpu_names", auth=False),
-]
-
-_CONTROL_ROUTES: list[_Route] = [
-    _Route(
-        "GET",
-        re.compile(r"/_sim/logs/(?P<token>\w+)\.log/"),
-        "GET /_sim/logs/{token}.log",
-        "_fetch_logs",
-        auth=False,
-    ),
-    _Route("GET", re.compile("/_sim/ledger/"), "", "_get_ledger", auth=False, api=False),
-    _Route("GET", re.compile("/_sim/stats/"), "", "_get_stats", auth=False, api=False),
-    _Route("GET", re.compile("/_sim/faults/"), "", "_get_faults", auth=False, api=False),
-    _Route("POST", re.compile("/_sim/faults/"), "", "_post_faults", auth=False, api=False),
+    _control("GET", "/_sim/logs/{token}.log", "_fetch_logs", counted=True),
+    _control("GET", "/_sim/ledger", "_get_ledger"),
+    _control("GET", "/_sim/stats", "_get_stats"),
+    _control("GET", "/_sim/faults", "_get_faults"),
+    _control("POST", "/_sim/faults", "_post_faults"),
 ]
 
 
@@ -321,7 +331,8 @@ def _no_such_instance(instance_id: int) -> Response:
     return _error(404, "no_such_instance", f"Instance {instance_id} not found.")
 
 
-def _instance_id(params: Mapping[str, str]) -> int | None:
+def _int_param(params: Mapping[str, str]) -> int | None:
+    """The ``{id}`` path segment as an int, or None when it is not one (a 400 for the API)."""
     try:
         return int(params["id"])
     except ValueError:
@@ -399,16 +410,16 @@ class VastSim:
             return _error(404, "not_found", f"{request.method} {request.path} not found")
         route, params = found
         handler: _Handler = getattr(self, route.handler)
-        if not route.api:
-            return await handler(request, params)
-        self._stats[route.endpoint] += 1
-        response = await self._gate(route, request) or await handler(request, params)
-        if response.status >= 400:
-            self._stats[f"{route.endpoint} {response.status}"] += 1
+        gate = await self._gate(route, request) if route.gated else None
+        response = gate or await handler(request, params)
+        if route.counted:
+            self._stats[route.endpoint] += 1
+            if response.status >= 400:
+                self._stats[f"{route.endpoint} {response.status}"] += 1
         return response
 
     def _match(self, method: str, path: str) -> tuple[_Route, dict[str, str]] | None:
-        for route in (*_ROUTES, *_CONTROL_ROUTES):
+        for route in _ROUTES:
             match = route.pattern.fullmatch(path)
             if match and route.method == method:
                 return route, match.groupdict()
@@ -416,8 +427,6 @@ class VastSim:
 
     async def _gate(self, route: _Route, request: Request) -> Response | None:
         """Latency, injected failures, auth and rate limits, in that order; None lets it pass."""
-        if route.endpoint.startswith("GET /_sim/"):
-            return None
         if self.faults.latency > 0:
             await trio.sleep(self.faults.latency)
         if self._draw(self.faults.rate_5xx):
@@ -475,7 +484,7 @@ class VastSim:
         return offer
 
     async def _create(self, request: Request, params: dict[str, str]) -> Response:
-        offer_id = _instance_id(params)
+        offer_id = _int_param(params)
         body = _json_object(request)
         if offer_id is None or body is None:
             return _error(
@@ -514,7 +523,6 @@ class VastSim:
             spec: [{"HostIp": "0.0.0.0", "HostPort": str(first + i)}]
             for i, spec in enumerate(specs)
         }
-        boot = self.config.boot_seconds
         instance = _Instance(
             id=self._next_instance_id(),
             offer=offer,
@@ -530,14 +538,8 @@ class VastSim:
             api_key=f"{self._rng.getrandbits(256):064x}",
             boot_from=now,
             intended_status=str(body.get("target_state") or "running"),
-            stuck_loading=self._draw(self.faults.stuck_loading),
-            oci_failure=self._draw(self.faults.oci_failure),
         )
-        running_for = boot * self._fault_rng.uniform(1.0, 3.0)
-        if self._draw(self.faults.host_offline):
-            instance.offline_at = now + boot + running_for
-        if self._draw(self.faults.instance_exit):
-            instance.exit_at = now + boot + running_for
+        self._decide_fate(instance)
         self._instances[instance.id] = instance
         logger.info(
             "vast sim: instance created",
@@ -548,6 +550,17 @@ class VastSim:
         )
         self._notify()
         return instance
+
+    def _decide_fate(self, instance: _Instance) -> None:
+        """Draw the instance-level faults once, at birth, so its story is reproducible."""
+        instance.stuck_loading = self._draw(self.faults.stuck_loading)
+        instance.oci_failure = self._draw(self.faults.oci_failure)
+        boot = self.config.boot_seconds
+        trouble_at = instance.created_at + boot + boot * self._fault_rng.uniform(1.0, 3.0)
+        if self._draw(self.faults.host_offline):
+            instance.offline_at = trouble_at
+        if self._draw(self.faults.instance_exit):
+            instance.exit_at = trouble_at
 
     # -- instances -------------------------------------------------------------------------
 
@@ -571,28 +584,17 @@ class VastSim:
             if market.matches(row, filters, market.stored_column)
         ]
         rows = market.sort_rows(rows, order, market.stored_column)
-        descending = [desc for _, desc in order]
-
-        def key(row: Row) -> list[Any]:
-            return [row.get(col) for col, _ in order]
-
-        token = request.param("after_token")
-        if token:
-            after = _decode_token(token, len(order))
-            if after is None:
-                return _error(400, "invalid_token", "Invalid after_token")
-            remaining = [r for r in rows if market.compare_keys(key(r), after, descending) > 0]
-        else:
-            remaining = rows
-        page = remaining[:limit]
-        more = len(remaining) > limit
+        try:
+            page, next_token = _page(rows, order, request.param("after_token"), limit)
+        except ValueError:
+            return _error(400, "invalid_token", "Invalid after_token")
         return Response.json(
             {
                 "success": True,
                 "instances_found": len(page),
                 "total_instances": len(rows),
                 "label_counts": dict(Counter(row.get("label") or "" for row in rows)),
-                "next_token": _encode_token(key(page[-1])) if more else None,
+                "next_token": next_token,
                 "instances": [_project(row, select) for row in page],
             }
         )
@@ -606,26 +608,26 @@ class VastSim:
         )
 
     async def _show(self, request: Request, params: dict[str, str]) -> Response:
-        instance_id = _instance_id(params)
+        instance_id = _int_param(params)
         if instance_id is None:
             return _error(400, "invalid_args", "invalid instance_id")
         instance = self._live(instance_id)
         return Response.json({"instances": self._render(instance) if instance else None})
 
     async def _modify(self, request: Request, params: dict[str, str]) -> Response:
-        instance = self._live(_instance_id(params))
+        instance = self._live(_int_param(params))
         body = _json_object(request)
         if instance is None:
-            return _no_such_instance(_instance_id(params) or 0)
+            return _no_such_instance(_int_param(params) or 0)
         if not body or not ({"label", "state"} & body.keys()):
             return _error(400, "invalid_args", "label or state is required")
+        if "state" in body and body["state"] not in ("running", "stopped"):
+            return Response.json({"success": False, "msg": "Invalid target state"}, 400)
+        if len(str(body.get("label") or "")) > 1024:
+            return _error(400, "invalid_args", "label_too_long")
         if "state" in body:
-            if body["state"] not in ("running", "stopped"):
-                return Response.json({"success": False, "msg": "Invalid target state"}, 400)
             self._set_state(instance, str(body["state"]))
         if "label" in body:
-            if body["label"] is not None and len(str(body["label"])) > 1024:
-                return _error(400, "invalid_args", "label_too_long")
             instance.label = body["label"]
         self._notify()
         return Response.json({"success": True})
@@ -639,7 +641,7 @@ class VastSim:
         instance.intended_status = state
 
     async def _destroy(self, request: Request, params: dict[str, str]) -> Response:
-        instance_id = _instance_id(params)
+        instance_id = _int_param(params)
         instance = self._live(instance_id)
         if instance is None:
             return _no_such_instance(instance_id or 0)
@@ -665,7 +667,7 @@ class VastSim:
     # -- logs ------------------------------------------------------------------------------
 
     async def _request_logs(self, request: Request, params: dict[str, str]) -> Response:
-        instance = self._live(_instance_id(params))
+        instance = self._live(_int_param(params))
         if instance is None:
             return _error(404, "invalid_id", "Invalid instance id.")
         body = _json_object(request) or {}
@@ -1025,6 +1027,29 @@ def _page_limit(raw: str | None) -> int:
     except ValueError:
         raise ValueError("limit must be an integer") from None
     return 5 if limit <= 0 else min(limit, PAGE_SIZE)
+
+
+def _page(
+    rows: list[Row], order: list[tuple[str, bool]], token: str | None, limit: int
+) -> tuple[list[Row], str | None]:
+    """One page of sorted ``rows`` after ``token``, and the token for the next page (or None).
+
+    The token is the last row's sort key (a keyset cursor, as the real one is documented to
+    be), so pages stay consistent while instances come and go between calls. Raises
+    ``ValueError`` for a token that is not one of ours.
+    """
+    descending = [desc for _, desc in order]
+
+    def key(row: Row) -> list[Any]:
+        return [row.get(col) for col, _ in order]
+
+    if token:
+        after = _decode_token(token, len(order))
+        if after is None:
+            raise ValueError(token)
+        rows = [row for row in rows if market.compare_keys(key(row), after, descending) > 0]
+    page = rows[:limit]
+    return page, _encode_token(key(page[-1])) if len(rows) > limit else None
 
 
 def _encode_token(key: list[Any]) -> str:
