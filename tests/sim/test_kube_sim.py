@@ -192,6 +192,26 @@ async def test_bookmarks_carry_only_the_resource_version(kube_sim: KubeSim) -> N
     }
 
 
+async def test_streaming_list_ends_initial_events_with_a_bookmark(
+    client: httpx.AsyncClient, kube_sim: KubeSim
+) -> None:
+    kube_sim.create(pod("a"))
+    rv = kube_sim.resource_version
+    events = await read_events(
+        client,
+        PODS,
+        2,
+        sendInitialEvents="true",
+        resourceVersionMatch="NotOlderThan",
+        allowWatchBookmarks="true",
+    )
+    assert [e["type"] for e in events] == ["ADDED", "BOOKMARK"]
+    assert events[1]["object"]["metadata"] == {
+        "resourceVersion": rv,
+        "annotations": {"k8s.io/initial-events-end": "true"},
+    }
+
+
 async def test_watch_ends_at_timeout_seconds(client: httpx.AsyncClient) -> None:
     with trio.fail_after(5):
         response = await client.get(PODS, params={"watch": "true", "timeoutSeconds": "1"})

@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -204,3 +207,36 @@ async def test_create_get_json_and_graceful_delete(
     assert row[2] == "Terminating"
     kube_sim.delete("pods", "default", "job", grace_seconds=0, uid=created["metadata"]["uid"])
     assert kube_sim.get("pods", "default", "job") is None
+
+
+CLI = """
+import argparse, sys
+from vk_trio.sim import kube
+parser = argparse.ArgumentParser()
+kube.add_arguments(parser)
+sys.exit(kube.main(parser.parse_args(sys.argv[1:])))
+"""
+
+
+async def test_cli_serves_and_writes_a_kubeconfig(tmp_path: Path) -> None:
+    """``vk-trio sim kube`` (its module, without the rest of the CLI): prints the URL once
+    listening, writes a kubeconfig kubectl can use, and exits 0 on Ctrl-C."""
+    config = tmp_path / "kubeconfig"
+    command = [sys.executable, "-c", CLI, "--kubeconfig-out", str(config)]
+    env = {**os.environ, "KUBECONFIG": str(config), "HOME": str(tmp_path)}
+    process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        with trio.fail_after(20):
+            output = b""
+            while not output.endswith(b"\n"):
+                output += await process.stdout.receive_some()
+            assert output.decode().startswith("http://127.0.0.1:")
+            listed = await trio.run_process(
+                ["kubectl", "get", "namespaces"], env=env, capture_stdout=True
+            )
+            assert "kube-node-lease" in listed.stdout.decode()
+            process.send_signal(signal.SIGINT)
+            assert await process.wait() == 0
+    finally:
+        process.kill()

@@ -274,7 +274,7 @@ class KubeSim:
         raise _method_not_allowed()
 
     def _delete(self, request: Request, target: Target, name: str) -> Response:
-        options = (request.json() if request.body else None) or {}
+        options = _body(request) if request.body else {}
         grace = options.get("gracePeriodSeconds", request.param("gracePeriodSeconds"))
         preconditions = options.get("preconditions") or {}
         result = self.store.delete(
@@ -321,8 +321,12 @@ class KubeSim:
         )
 
     def _watch(self, request: Request, target: Target) -> Response:
+        """A watch stream; ``sendInitialEvents=true`` (the "streaming list") starts, like an
+        unset or "0" ``resourceVersion``, with synthetic ADDEDs, then marks their end with a
+        bookmark annotated ``k8s.io/initial-events-end``."""
+        send_initial = _truthy(request.param("sendInitialEvents"))
         since_text = request.param("resourceVersion", "") or "0"
-        since = None if since_text == "0" else int(since_text)
+        since = None if send_initial or since_text == "0" else int(since_text)
         headers = [("Content-Type", "application/json")]
         try:
             watcher = self.store.watch(target.resource, target.namespace, _matcher(request), since)
@@ -331,9 +335,12 @@ class KubeSim:
             return Response(headers=headers, stream=_one_event("ERROR", error))
         timeout = float(request.param("timeoutSeconds") or DEFAULT_WATCH_SECONDS)
         bookmarks = _truthy(request.param("allowWatchBookmarks")) and not _wants_table(request)
-        encode = self._event_encoder(request, target.resource)
         stream = self._watch_stream(
-            watcher, deadline=trio.current_time() + timeout, bookmarks=bookmarks, encode=encode
+            watcher,
+            deadline=trio.current_time() + timeout,
+            bookmarks=bookmarks,
+            initial_end=send_initial,
+            encode=self._event_encoder(request, target.resource),
         )
         return Response(headers=headers, stream=stream)
 
@@ -356,6 +363,7 @@ class KubeSim:
         *,
         deadline: float,
         bookmarks: bool,
+        initial_end: bool,
         encode: Callable[[str, Obj], bytes],
     ) -> AsyncIterator[bytes]:
         """The chunks of one watch: owed events, then live ones, bookmarks while idle.
@@ -368,6 +376,8 @@ class KubeSim:
             for kind, obj in watcher.initial:
                 yield encode(kind, obj)
             watcher.initial = []
+            if initial_end:
+                yield _bookmark(watcher.resource, watcher.start_rv, initial_events_end=True)
             next_bookmark = trio.current_time() + self.bookmark_interval
             while trio.current_time() < deadline:
                 event = None
@@ -479,12 +489,11 @@ def _encode_event(kind: str, obj: Obj) -> bytes:
     return msgspec.json.encode({"type": kind, "object": obj}) + b"\n"
 
 
-def _bookmark(resource: Resource, rv: int) -> bytes:
-    obj = {
-        "kind": resource.kind,
-        "apiVersion": resource.api_version,
-        "metadata": {"resourceVersion": str(rv)},
-    }
+def _bookmark(resource: Resource, rv: int, *, initial_events_end: bool = False) -> bytes:
+    metadata: Obj = {"resourceVersion": str(rv)}
+    if initial_events_end:
+        metadata["annotations"] = {"k8s.io/initial-events-end": "true"}
+    obj = {"kind": resource.kind, "apiVersion": resource.api_version, "metadata": metadata}
     return _encode_event("BOOKMARK", obj)
 
 
@@ -599,7 +608,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Serve until Ctrl-C; print the URL once listening."""
+    """Serve until Ctrl-C (a normal stop: exit code 0); print the URL once listening."""
     host, _, port = str(args.listen).rpartition(":")
     sim = KubeSim(history=args.history, bookmark_interval=args.bookmark_interval)
 
@@ -613,5 +622,13 @@ def main(args: argparse.Namespace) -> int:
                 logger.info("kubeconfig written", path=str(args.kubeconfig_out))
             print(url, flush=True)
 
-    trio.run(run)
+    try:
+        trio.run(run)
+    except KeyboardInterrupt:
+        pass
+    except BaseExceptionGroup as group:
+        # Ctrl-C arrives wrapped in the nurseries' exception groups; anything else is a crash.
+        _, rest = group.split(KeyboardInterrupt)
+        if rest is not None:
+            raise rest from None
     return 0

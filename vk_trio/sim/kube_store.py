@@ -128,6 +128,8 @@ class Watcher:
     matches: Matcher
     send: trio.MemorySendChannel[tuple[str, Obj]]
     receive: trio.MemoryReceiveChannel[tuple[str, Obj]]
+    start_rv: int = 0
+    """The store's resourceVersion when the watch opened: ``initial`` brings the client here."""
     initial: list[tuple[str, Obj]] = field(default_factory=list)
     """Events owed before anything from the channel: synthetic ADDEDs or replayed history."""
 
@@ -336,7 +338,7 @@ class Store:
         if since is not None and since < self._floor:
             raise Expired(since, self._floor)
         send, receive = trio.open_memory_channel[tuple[str, Obj]](self._watch_buffer)
-        watcher = Watcher(resource, namespace, matches, send, receive)
+        watcher = Watcher(resource, namespace, matches, send, receive, start_rv=self.rv)
         if since is None:
             watcher.initial = [("ADDED", o) for o in self.list(resource, namespace, watcher.wants)]
         else:
