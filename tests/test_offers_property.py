@@ -20,7 +20,7 @@ COUNTRIES = ["US", "CA", "MX", "DE", "FR", "JP", "AU", "BR"]
 
 def fits(offer: Offer, req: Requirements) -> bool:
     """Every constraint, written out against the raw offer fields."""
-    price = offer.min_bid if req.interruptible else offer.dph_total
+    price = paid_per_hour(offer, req)
     country = offer.geolocation.split(",")[-1].strip() if offer.geolocation else ""
     return (
         offer.rentable
@@ -36,6 +36,10 @@ def fits(offer: Offer, req: Requirements) -> bool:
         and (not req.verified or offer.verification == "verified")
         and (req.min_cuda is None or offer.cuda_max_good >= req.min_cuda)
     )
+
+
+def paid_per_hour(offer: Offer, req: Requirements) -> float:
+    return offer.min_bid if req.interruptible else offer.dph_total
 
 
 prices = st.floats(min_value=0.0, max_value=5.0, allow_nan=False)
@@ -83,12 +87,18 @@ def test_selection_is_sound_and_complete(market: list[Offer], req: Requirements)
     assert len(selection.ranked) + len(selection.rejected) == len(market)
     for chosen in selection.ranked:
         assert fits(chosen, req)
+    order = [
+        (req.gpu_names.index(o.gpu_name) if req.gpu_names else 0, paid_per_hour(o, req))
+        for o in selection.ranked
+    ]
+    assert order == sorted(order)
     for rejected, _ in selection.rejected:
         assert not fits(rejected, req)
     if any(fits(offer, req) for offer in market):
         assert selection.ranked
         best = selection.ranked[0]
         paid = bid_price(best, req) if req.interruptible else best.dph_total
+        assert paid == paid_per_hour(best, req)
         assert paid is not None
         if req.price_max is not None:
             assert paid <= req.price_max + 1e-9

@@ -168,7 +168,7 @@ class Requirements(msgspec.Struct, frozen=True, kw_only=True):
             parts.append(f"<= {_usd(self.price_max)}/h {kind}")
         elif self.interruptible:
             parts.append("bid at min_bid")
-        parts.append(f"in {self.region}")
+        parts.append("anywhere" if self.countries is None else f"in {self.region}")
         if self.min_gpu_ram_mb is not None:
             parts.append(f">= {self.min_gpu_ram_mb:g} MB GPU RAM")
         parts.append(f"{self.disk_gb:g} GB disk")
@@ -189,8 +189,10 @@ def parse_requirements(
 ) -> Requirements:
     """Requirements from a pod's annotations and its container's GPU limit (a quantity string).
 
-    Raises :class:`AnnotationError` listing every malformed or contradictory value, and
-    misspelt ``vast.ai/`` keys (``vast.ai/price_max``) that would otherwise be silently ignored.
+    ``gpu_limit`` is the chosen container's ``resources.limits["nvidia.com/gpu"]`` (None when
+    unset: one GPU). Raises :class:`AnnotationError` listing every malformed or contradictory
+    value, and misspelt ``vast.ai/`` keys (``vast.ai/price_max``) that would otherwise be
+    silently ignored.
     """
     problems: list[str] = []
     for key in annotations:

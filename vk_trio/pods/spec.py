@@ -13,7 +13,8 @@ The mapping (:func:`instance_request`):
   ``$(VAR)`` in both is expanded like the kubelet does.
 - ``envFrom`` then ``env`` → ``env`` (kubelet rules, ``kubelet-contract.md`` §5): Secret values
   base64-decoded, ``$(VAR)`` expanded with ``$$`` as an escape, ``fieldRef`` for the paths the
-  Virtual Kubelet supports, invalid names skipped, ``resourceFieldRef`` dropped.
+  Virtual Kubelet supports, invalid names skipped, ``resourceFieldRef`` dropped. Service-link
+  variables (``MY_SVC_SERVICE_HOST``) are not added: the instance is outside the cluster network.
 - ``ports`` → ``env`` keys ``"-p 8000:8000"`` (``"-p 53:53/udp"`` for UDP), value ``"1"``.
 - ``imagePullSecrets`` → ``image_login`` ``"-u user -p password registry"`` for the registry the
   image comes from.
