@@ -8,9 +8,13 @@ autojump threshold, because the requests go over real sockets) and assert virtua
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,6 +27,7 @@ from vk_trio.sim.vast import Faults, VastSim, VastSimConfig, add_arguments, conf
 from vk_trio.sim.vast_market import country
 
 Json = Any
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -531,3 +536,40 @@ def test_command_line_flags_become_a_config() -> None:
     assert config.faults == Faults(oci_failure=0.25)
     with pytest.raises(ValueError):
         config_from_args(parser.parse_args(["--rate-limits", "sometimes"]))
+
+
+async def test_offers_file_replaces_the_seeded_market(
+    vast_sim_factory: VastSimFactory, tmp_path: Path
+) -> None:
+    real = VastSim().offers()[:2]
+    path = tmp_path / "offers.json"
+    path.write_text(json.dumps({"offers": [{**real[0], "id": 111}, {**real[1], "id": 222}]}))
+    sim = await vast_sim_factory(offers_path=str(path))
+    async with api(sim) as client:
+        offers = await search(client, {"order": [["id", "asc"]]})
+    assert [o["id"] for o in offers] == [111, 222]
+
+
+async def test_main_prints_the_url_and_serves(tmp_path: Path) -> None:
+    script = (
+        "import argparse, sys\n"
+        "from vk_trio.sim import vast\n"
+        "parser = argparse.ArgumentParser()\n"
+        "vast.add_arguments(parser)\n"
+        "sys.exit(vast.main(parser.parse_args(sys.argv[1:])))\n"
+    )
+    command = [sys.executable, "-c", script, "--listen", "127.0.0.1:0", "--log-level", "ERROR"]
+    async with trio.open_nursery() as nursery:
+        process = await nursery.start(
+            functools.partial(
+                trio.run_process, command, stdout=subprocess.PIPE, check=False, cwd=REPO_ROOT
+            )
+        )
+        assert process.stdout is not None
+        with trio.fail_after(20):
+            url = (await process.stdout.receive_some(200)).decode().strip()
+        async with httpx.AsyncClient() as client:
+            names = await client.get(f"{url}/api/v0/gpu_names/unique/")
+        process.terminate()
+    assert url.startswith("http://127.0.0.1:")
+    assert "RTX 3060" in names.json()["gpu_names"]
