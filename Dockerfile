@@ -1,0 +1,42 @@
+# vk-trio: one static binary in an otherwise empty image.
+#
+#   build/image.sh                      # buildah bud / podman build / docker build
+#   docker build -t ghcr.io/vk-trio/vk-trio:0.1.0 .
+#
+# Stage 1 freezes the app with PyInstaller and makes it static with staticx (see
+# build/binary.sh).  Stage 2 is FROM scratch: no shell, no libc, no package manager;
+# only the binary, CA certificates, a passwd entry and an empty /tmp.
+
+# Overridable so a mirror or a pinned digest can be used.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS builder
+# binutils: strip/objcopy for PyInstaller --strip and staticx; patchelf: staticx, and
+# removing RUNPATHs; ca-certificates: the bundle copied into the final image.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends binutils patchelf ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+# Dependencies first, from pyproject.toml alone (a stub package satisfies the build
+# backend), so that editing the source does not re-download them.
+COPY pyproject.toml README.md ./
+RUN mkdir vk_trio && touch vk_trio/__init__.py \
+    && python3 -m venv /opt/build \
+    && /opt/build/bin/pip install --no-cache-dir ".[build]" "staticx>=0.14" \
+    && /opt/build/bin/pip uninstall -y vk-trio \
+    && rm -rf vk_trio
+COPY vk_trio ./vk_trio
+COPY build/entry.py build/vk-trio.spec build/binary.sh build/rootfs.sh ./build/
+RUN PYTHON=/opt/build/bin/python OUT=/out build/binary.sh \
+    && build/rootfs.sh /rootfs /out/vk-trio
+
+# Keep everything below identical to build/Containerfile.prebuilt.
+FROM scratch
+COPY --from=builder /rootfs/ /
+ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
+    TMPDIR=/tmp \
+    HOME=/tmp
+USER 65532:65532
+EXPOSE 10250 10255
+ENTRYPOINT ["/vk-trio"]
+CMD ["run"]
