@@ -13,8 +13,8 @@ import trio
 
 from vk_trio import dryrun
 from vk_trio.offers import build_query, parse_requirements
-from vk_trio.sim.vast import VastSim
-from vk_trio.vast import Pacer, VastClient
+from vk_trio.sim.vast import Faults, VastSim
+from vk_trio.vast import Pacer, RetryPolicy, VastClient
 
 SEED_ANNOTATIONS = {
     "vast.ai/gpu-type": "RTX 3060",
@@ -203,3 +203,22 @@ async def test_real_api_path_uses_vast_api_url(
     assert "Would buy offer " in out
     assert vast_sim.created == 0
     assert vast_sim.stats()["POST /api/v0/bundles/"] == 2
+
+
+async def test_search_failure(
+    vast_sim_factory: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failing API is exit 3 with the error on stderr, never the API key."""
+    sim = await vast_sim_factory(faults=Faults(rate_5xx=1.0))
+    monkeypatch.setenv("VAST_API_KEY", "a-secret-key")
+    monkeypatch.setenv("VAST_API_URL", sim.url)
+
+    def impatient(**kwargs: Any) -> VastClient:
+        return VastClient(**{**kwargs, "pacer": Pacer(scale=0), "retry": RetryPolicy(attempts=1)})
+
+    monkeypatch.setattr(dryrun, "VastClient", impatient)
+    code = await trio.to_thread.run_sync(lambda: run("-a", "vast.ai/gpu-type=RTX 3060"))
+    assert code == 3
+    err = capsys.readouterr().err
+    assert "error: the search failed:" in err
+    assert "a-secret-key" not in err

@@ -45,7 +45,7 @@ from vk_trio.offers import (
     select,
 )
 from vk_trio.pods.spec import SpecError, chosen_container
-from vk_trio.vast import Offer, Pacer, VastClient, VastError
+from vk_trio.vast import Offer, Pacer, VastClient
 
 __all__ = ["add_arguments", "main"]
 
@@ -123,22 +123,21 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     api_key = os.environ.get("VAST_API_KEY", "")
-    use_sim = args.simulate or not api_key
-    print(f"Requirements: {req.describe()}", file=out)
-    if use_sim:
-        print(f"Searching: the built-in simulator (seed {args.seed}); nothing is bought", file=out)
+    url = os.environ.get("VAST_API_URL", DEFAULT_API_URL)
+    if args.simulate or not api_key:
+        where = f"the built-in simulator (seed {args.seed})"
+        search = functools.partial(_search_simulator, req, seed=args.seed)
     else:
-        url = os.environ.get("VAST_API_URL", DEFAULT_API_URL)
-        print(f"Searching: {url}; nothing is bought", file=out)
+        where = url
+        search = functools.partial(_search, req, api_key=api_key, base_url=url)
+    print(f"Requirements: {req.describe()}", file=out)
+    print(f"Searching: {where}; nothing is bought", file=out)
     if args.show_query:
         print("Query (POST /api/v0/bundles/):", file=out)
         print(_query_text(build_query(req)), file=out)
     try:
-        if use_sim:
-            offers = trio.run(functools.partial(_search_simulator, req, seed=args.seed))
-        else:
-            offers = trio.run(functools.partial(_search, req, api_key=api_key, base_url=url))
-    except (VastError, VkError) as exc:
+        offers = trio.run(search)
+    except VkError as exc:
         print(f"error: the search failed: {exc}", file=sys.stderr)
         return EXIT_SEARCH_FAILED
     selection = select(offers, req)
