@@ -167,7 +167,8 @@ class _Instance:
             return "created", _OCI_FAILURE.format(command=self.body.get("onstart") or "sh")
         if elapsed < boot or self.stuck_loading:
             return "loading", f"{_digest(self.id, 'layer')[:12]}: Pull complete\n"
-        return "running", f"success, running {self.image}/{self.runtype}"
+        image = self.image.replace(":", "_")  # the real message spells tags this way
+        return "running", f"success, running {image}/{self.runtype}"
 
     def next_change(self, now: float, boot: float) -> float:
         """The next trio time at which ``phase`` may answer differently (inf if never)."""
