@@ -13,6 +13,7 @@ import pytest
 import trio
 import yaml
 
+from vk_trio.kube.api import KubeClient
 from vk_trio.kube.config import (
     ClusterConfig,
     ConfigError,
@@ -20,6 +21,7 @@ from vk_trio.kube.config import (
     load_config,
     make_http_client,
 )
+from vk_trio.sim.kube import KubeSim
 
 
 def write_kubeconfig(path: Path, *, server: str, user: dict[str, object], namespace: str) -> None:
@@ -180,3 +182,12 @@ async def test_inline_cert_data_lands_in_private_files(tmp_path: Path) -> None:
         assert name is not None
         assert await trio.Path(name).read_text() == content
         assert stat.S_IMODE((await trio.Path(name).stat()).st_mode) == 0o600
+
+
+async def test_stand_in_kubeconfig_round_trip(kubeconfig: Path, kube_sim: KubeSim) -> None:
+    config = await load_config(kubeconfig=str(kubeconfig))
+    assert config.server == kube_sim.url.rstrip("/")
+    assert config.token == "vk-trio-sim"
+    async with KubeClient.from_config(config) as client:
+        namespaces = await client.request("GET", "/api/v1/namespaces")
+    assert "kube-node-lease" in {n["metadata"]["name"] for n in namespaces["items"]}

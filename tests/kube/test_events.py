@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import httpx
 import msgspec
@@ -10,9 +11,11 @@ import pytest
 import trio
 
 from vk_trio.kube.api import KubeClient
+from vk_trio.kube.config import load_config
 from vk_trio.kube.events import MESSAGE_MAX, EventRecorder
 from vk_trio.kube.models import ObjectMeta, Pod
 from vk_trio.logs import redact
+from vk_trio.sim.kube import KubeSim
 
 POD = Pod(metadata=ObjectMeta(name="web", namespace="team", uid="uid-1", resource_version="7"))
 
@@ -132,3 +135,43 @@ async def test_cache_is_bounded() -> None:
     for message in ("a", "b", "c", "a"):
         await events.emit(POD, type="Normal", reason="R", message=message)
     assert posts == 4  # "a" was evicted by "c", so it is created again
+
+
+# ----- against the API stand-in ------------------------------------------------------------
+
+
+@pytest.fixture
+async def kube(kubeconfig: Path) -> AsyncIterator[KubeClient]:
+    async with KubeClient.from_config(await load_config(kubeconfig=str(kubeconfig))) as client:
+        yield client
+
+
+async def test_events_aggregate_on_the_stand_in(kube: KubeClient, kube_sim: KubeSim) -> None:
+    created = kube_sim.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"nodeName": "vk", "containers": [{"name": "main", "image": "busybox:1"}]},
+        }
+    )
+    pod = msgspec.convert(created, Pod)
+    events = EventRecorder(kube, host="vk")
+    await events.emit(pod, type="Warning", reason="NoOffers", message="no offer under $0.50/h")
+    await events.emit(pod, type="Warning", reason="NoOffers", message="no offer under $0.50/h")
+    await events.emit(pod, type="Normal", reason="Provisioning", message="renting offer 123")
+
+    listed = await kube.request(
+        "GET",
+        "/api/v1/namespaces/default/events",
+        params={"fieldSelector": f"involvedObject.uid={pod.uid}"},
+    )
+    by_reason = {e["reason"]: e for e in listed["items"]}
+    assert set(by_reason) == {"NoOffers", "Provisioning"}
+    no_offers = by_reason["NoOffers"]
+    assert no_offers["count"] == 2
+    assert no_offers["type"] == "Warning"
+    assert no_offers["involvedObject"]["name"] == "web"
+    assert no_offers["source"] == {"component": "vk-trio", "host": "vk"}
+    assert no_offers["lastTimestamp"] >= no_offers["firstTimestamp"]
+    assert by_reason["Provisioning"]["count"] == 1

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import httpx
 import msgspec
 import pytest
 
 from vk_trio.kube.api import KubeClient
+from vk_trio.kube.config import load_config
 from vk_trio.kube.errors import KubeForbidden
 from vk_trio.kube.models import ObjectMeta, Pod
 from vk_trio.kube.pods import (
@@ -19,6 +21,7 @@ from vk_trio.kube.pods import (
     patch_pod_annotations,
     patch_pod_status,
 )
+from vk_trio.sim.kube import KubeSim
 
 POD = Pod(metadata=ObjectMeta(name="web", namespace="team", uid="uid-1"))
 
@@ -141,3 +144,112 @@ async def test_getters_return_none_on_404() -> None:
     secret = await get_secret(client_for(found), "team", "s")
     assert secret is not None
     assert secret.data == {"k": "dg=="}
+
+
+# ----- against the API stand-in ------------------------------------------------------------
+
+
+@pytest.fixture
+async def kube(kubeconfig: Path) -> AsyncIterator[KubeClient]:
+    async with KubeClient.from_config(await load_config(kubeconfig=str(kubeconfig))) as client:
+        yield client
+
+
+def make_pod(sim: KubeSim, name: str = "web") -> Pod:
+    created = sim.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"nodeName": "vk", "containers": [{"name": "main", "image": "busybox:1"}]},
+        }
+    )
+    return msgspec.convert(created, Pod)
+
+
+async def test_status_patch_keeps_pod_scheduled(kube: KubeClient, kube_sim: KubeSim) -> None:
+    pod = make_pod(kube_sim)
+    status = {
+        "phase": "Running",
+        "podIP": "10.0.0.7",
+        "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": None}],
+        "containerStatuses": [
+            {
+                "name": "main",
+                "ready": True,
+                "restartCount": 0,
+                "image": "busybox:1",
+                "imageID": "",
+                "state": {"running": {"startedAt": "2026-01-02T03:04:05Z"}},
+            }
+        ],
+    }
+    updated = await patch_pod_status(kube, pod, status)
+    assert updated is not None
+    assert updated.status.phase == "Running"
+    assert updated.status.pod_ip == "10.0.0.7"
+    assert {c.type for c in updated.status.conditions} == {"PodScheduled", "Ready"}
+    stored = kube_sim.get("pods", "default", "web")
+    assert stored is not None
+    assert stored["status"]["qosClass"]  # untouched server-owned field
+    assert stored["status"]["containerStatuses"][0]["state"]["running"]
+
+
+async def test_patches_on_a_replaced_pod_are_dropped(kube: KubeClient, kube_sim: KubeSim) -> None:
+    old = make_pod(kube_sim)
+    kube_sim.delete("pods", "default", "web", grace_seconds=0)
+    assert await patch_pod_status(kube, old, {"phase": "Failed"}) is None
+    new = make_pod(kube_sim)
+    assert await patch_pod_status(kube, old, {"phase": "Failed"}) is None
+    assert await patch_pod_annotations(kube, old, {"a": "b"}) is None
+    stored = kube_sim.get("pods", "default", "web")
+    assert stored is not None
+    assert stored["metadata"]["uid"] == new.uid
+    assert stored["status"]["phase"] == "Pending"
+    assert "a" not in (stored["metadata"].get("annotations") or {})
+
+
+async def test_annotations_set_and_delete(kube: KubeClient, kube_sim: KubeSim) -> None:
+    pod = make_pod(kube_sim)
+    updated = await patch_pod_annotations(kube, pod, {"vast.ai/instance": "42", "x": "1"})
+    assert updated is not None
+    assert updated.metadata.annotations == {"vast.ai/instance": "42", "x": "1"}
+    updated = await patch_pod_annotations(kube, pod, {"x": None})
+    assert updated is not None
+    assert updated.metadata.annotations == {"vast.ai/instance": "42"}
+
+
+async def test_delete_pod_spares_a_recreated_pod(kube: KubeClient, kube_sim: KubeSim) -> None:
+    old = make_pod(kube_sim)
+    kube_sim.delete("pods", "default", "web")  # graceful: only a deletionTimestamp
+    terminating = await get_pod(kube, "default", "web")
+    assert terminating is not None
+    assert terminating.is_deleting
+    await delete_pod(kube, old)  # the kubelet's final delete, grace 0
+    assert kube_sim.get("pods", "default", "web") is None
+
+    new = make_pod(kube_sim)
+    await delete_pod(kube, old)  # uid precondition fails: 409 means done
+    stored = kube_sim.get("pods", "default", "web")
+    assert stored is not None
+    assert stored["metadata"]["uid"] == new.uid
+    await delete_pod(kube, new)
+    await delete_pod(kube, new)  # already gone: 404 means done
+    assert kube_sim.get("pods", "default", "web") is None
+
+
+async def test_get_secret_and_config_map(kube: KubeClient, kube_sim: KubeSim) -> None:
+    kube_sim.create(
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"k": "dg=="}}
+    )
+    kube_sim.create(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "b"}}
+    )
+    secret = await get_secret(kube, "default", "s")
+    assert secret is not None
+    assert secret.data == {"k": "dg=="}
+    config_map = await get_config_map(kube, "default", "c")
+    assert config_map is not None
+    assert config_map.data == {"a": "b"}
+    assert await get_secret(kube, "default", "missing") is None
+    assert await get_pod(kube, "nope", "missing") is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,8 +15,10 @@ import pytest
 import trio
 
 from vk_trio.kube.api import KubeClient
+from vk_trio.kube.config import load_config
 from vk_trio.kube.errors import KubeForbidden
 from vk_trio.kube.watch import PodEvent, watch_pods
+from vk_trio.sim.kube import KubeSim
 
 Reply = Callable[[httpx.Request], httpx.Response]
 
@@ -229,3 +232,100 @@ async def test_undecodable_lines_are_skipped() -> None:
     script = Script(pod_list("1"), garbage)
     events = await take(script.client(), 2)
     assert names(events) == ["SYNCED", "ADDED ok"]
+
+
+# ----- against the API stand-in ------------------------------------------------------------
+
+
+@pytest.fixture
+async def kube(kubeconfig: Path) -> AsyncIterator[KubeClient]:
+    async with KubeClient.from_config(await load_config(kubeconfig=str(kubeconfig))) as client:
+        yield client
+
+
+def sim_pod(name: str, node: str = "vk") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"nodeName": node, "containers": [{"name": "main", "image": "busybox:1"}]},
+    }
+
+
+class Collector:
+    """Runs ``watch_pods`` in the test's nursery and keeps every event it yields."""
+
+    def __init__(self) -> None:
+        self.events: list[PodEvent] = []
+        self.changed = trio.Event()
+
+    async def run(self, client: KubeClient) -> None:
+        async with aclosing(watch_pods(client, node_name="vk")) as events:
+            async for event in events:
+                self.events.append(event)
+                self.changed.set()
+                self.changed = trio.Event()
+
+    async def wait_for(self, count: int) -> list[str]:
+        with trio.fail_after(5):
+            while len(self.events) < count:
+                await self.changed.wait()
+        return names(self.events)
+
+
+async def test_watch_against_the_stand_in(
+    kube: KubeClient, kube_sim: KubeSim, nursery: trio.Nursery
+) -> None:
+    kube_sim.create(sim_pod("a"))
+    kube_sim.create(sim_pod("elsewhere", node="other-node"))
+    collector = Collector()
+    nursery.start_soon(collector.run, kube)
+    assert await collector.wait_for(2) == ["ADDED a", "SYNCED"]
+
+    kube_sim.create(sim_pod("b"))
+    assert (await collector.wait_for(3))[2] == "ADDED b"
+    kube_sim.patch("pods", "default", "a", {"metadata": {"labels": {"x": "1"}}})
+    assert (await collector.wait_for(4))[3] == "MODIFIED a"
+    kube_sim.delete("pods", "default", "b", grace_seconds=0)
+    assert (await collector.wait_for(5))[4] == "DELETED b"
+    assert collector.events[3].pod is not None
+    assert collector.events[3].pod.metadata.labels == {"x": "1"}
+
+    # A change we do not see (another node's pod) moves the cluster past our last RV, the
+    # history is compacted and every stream cut, then changes while nobody watches: the
+    # re-watch gets 410 Expired, the relist brings c and a tombstone for a.
+    kube_sim.create(sim_pod("unseen", node="other-node"))
+    kube_sim.compact()
+    with trio.fail_after(5):
+        await kube_sim.wait_until(lambda s: s.watchers == 1)
+    kube_sim.close_watches()
+    a_uid = collector.events[0].pod.uid if collector.events[0].pod else ""
+    kube_sim.delete("pods", "default", "a", grace_seconds=0)
+    kube_sim.create(sim_pod("c"))
+    assert (await collector.wait_for(8))[5:] == ["ADDED c", "DELETED a", "SYNCED"]
+    tombstone = collector.events[6].pod
+    assert tombstone is not None
+    assert tombstone.uid == a_uid
+    assert tombstone.metadata.labels == {"x": "1"}  # the last state we saw
+
+    kube_sim.create(sim_pod("d"))
+    assert (await collector.wait_for(9))[8] == "ADDED d"
+    added = [n for n in names(collector.events) if n.startswith("ADDED")]
+    assert added == ["ADDED a", "ADDED b", "ADDED c", "ADDED d"]
+    assert all(e.pod is None or e.pod.spec.node_name == "vk" for e in collector.events)
+
+
+async def test_watch_resumes_without_relist_after_stream_end(
+    kube: KubeClient, kube_sim: KubeSim, nursery: trio.Nursery
+) -> None:
+    collector = Collector()
+    nursery.start_soon(collector.run, kube)
+    assert await collector.wait_for(1) == ["SYNCED"]
+    lists = kube_sim.requests["GET /api/v1/pods"]
+    with trio.fail_after(5):
+        await kube_sim.wait_until(lambda s: s.watchers == 1)
+    kube_sim.close_watches()  # an apiserver restart, with history intact
+    kube_sim.create(sim_pod("late"))
+    assert (await collector.wait_for(2))[1] == "ADDED late"
+    assert kube_sim.requests["GET /api/v1/pods"] == lists
+    assert kube_sim.requests["WATCH /api/v1/pods"] == 2
