@@ -115,6 +115,7 @@ async def test_resource_versions_increase_and_lists_carry_one(client: httpx.Asyn
     listed = (await client.get(PODS)).json()
     assert listed["kind"] == "PodList"
     assert listed["metadata"]["resourceVersion"] == second
+    assert "kind" not in listed["items"][0]  # as from a real server: only watch objects have it
 
 
 async def test_list_pages_with_limit_and_continue(client: httpx.AsyncClient) -> None:
@@ -175,6 +176,16 @@ async def test_watch_without_rv_starts_with_synthetic_added_then_live(
         ("ADDED", "old"),
         ("ADDED", "new"),
     ]
+
+
+async def test_watch_on_an_object_url_sees_only_that_object(
+    client: httpx.AsyncClient, kube_sim: KubeSim
+) -> None:
+    since = kube_sim.resource_version
+    kube_sim.create(pod("other"))
+    kube_sim.create(pod("a"))
+    [event] = await read_events(client, f"{PODS}/a", 1, resourceVersion=since)
+    assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "a")
 
 
 async def test_bookmarks_carry_only_the_resource_version(kube_sim: KubeSim) -> None:
@@ -315,6 +326,15 @@ async def test_patch_with_stale_resource_version_conflicts(client: httpx.AsyncCl
     await client.patch(f"{PODS}/a", json={"metadata": {"labels": {"a": "1"}}}, headers=MERGE)
     stale = {"metadata": {"resourceVersion": rv, "labels": {"a": "2"}}}
     assert (await client.patch(f"{PODS}/a", json=stale, headers=MERGE)).status_code == 409
+
+
+async def test_terminal_phase_is_final(client: httpx.AsyncClient) -> None:
+    await client.post(PODS, json=pod("a"))
+    failed = {"status": {"phase": "Failed"}}
+    assert (await client.patch(f"{PODS}/a/status", json=failed, headers=SMP)).status_code == 200
+    back = {"status": {"phase": "Running"}}
+    refused = await client.patch(f"{PODS}/a/status", json=back, headers=SMP)
+    assert (refused.status_code, refused.json()["reason"]) == (422, "Invalid")
 
 
 async def test_status_subresource_only_touches_status(client: httpx.AsyncClient) -> None:

@@ -242,9 +242,9 @@ class KubeSim:
         ):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         method = request.method
+        if method in ("GET", "HEAD") and is_watch and target.subresource is None:
+            return self._watch(request, target)
         if method in ("GET", "HEAD") and target.name is None:
-            if is_watch:
-                return self._watch(request, target)
             return self._list(request, target)
         if method == "POST" and target.name is None and target.subresource is None:
             created = self.store.create(target.resource, target.namespace, _body(request))
@@ -293,7 +293,8 @@ class KubeSim:
         if _wants_table(request):
             include = request.param("includeObject", "Metadata") or "Metadata"
             rv = obj["metadata"]["resourceVersion"]
-            return Response.json(kube_table.table(resource, [obj], include_object=include, rv=rv))
+            table = kube_table.table(resource, [obj], include_object=include, rv=rv)
+            return Response.json(table, status)
         return Response.json(obj, status)
 
     def _list(self, request: Request, target: Target) -> Response:
@@ -311,12 +312,16 @@ class KubeSim:
         if next_token:
             metadata["continue"] = next_token
         resource = target.resource
+        # Like the real server, list items carry no kind/apiVersion (watch objects do).
+        bare = [
+            {k: v for k, v in item.items() if k not in ("kind", "apiVersion")} for item in items
+        ]
         return Response.json(
             {
                 "kind": f"{resource.kind}List",
                 "apiVersion": resource.api_version,
                 "metadata": metadata,
-                "items": items,
+                "items": bare,
             }
         )
 
@@ -329,7 +334,8 @@ class KubeSim:
         since = None if send_initial or since_text == "0" else int(since_text)
         headers = [("Content-Type", "application/json")]
         try:
-            watcher = self.store.watch(target.resource, target.namespace, _matcher(request), since)
+            matches = _matcher(request, name=target.name)
+            watcher = self.store.watch(target.resource, target.namespace, matches, since)
         except Expired as expired:
             error = ApiError(410, "Expired", str(expired)).status()
             return Response(headers=headers, stream=_one_event("ERROR", error))
@@ -455,10 +461,14 @@ def _body(request: Request) -> Obj:
     return body
 
 
-def _matcher(request: Request) -> Matcher:
+def _matcher(request: Request, *, name: str | None = None) -> Matcher:
+    """The request's field and label selectors; ``name`` (a watch on one object's URL)
+    narrows it further to that object."""
     by_field = parse_field_selector(request.param("fieldSelector"))
     by_label = parse_label_selector(request.param("labelSelector"))
-    return lambda obj: by_field(obj) and by_label(obj)
+    return lambda obj: (
+        by_field(obj) and by_label(obj) and name in (None, obj["metadata"].get("name"))
+    )
 
 
 def _paginate(items: list[Obj], request: Request) -> tuple[list[Obj], str]:

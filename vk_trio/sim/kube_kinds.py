@@ -195,6 +195,21 @@ def _keep_identity(old: Obj, new: Obj) -> Obj:
     return meta
 
 
+def update_error(resource: Resource, old: Obj, new: Obj) -> str | None:
+    """Why the API server would refuse to store ``new`` over ``old`` (422), or None.
+
+    Only the rule a node can break by mistake is checked: a pod in a terminal phase stays
+    there (``ValidatePodStatusUpdate``), which is what makes Failed/Succeeded safe to act on.
+    """
+    if resource.kind != "Pod":
+        return None
+    before = (old.get("status") or {}).get("phase")
+    after = (new.get("status") or {}).get("phase")
+    if before in TERMINAL_PHASES and after != before:
+        return f"status.phase: Forbidden: cannot transition from terminal phase {before} to {after}"
+    return None
+
+
 def grace_period(resource: Resource, obj: Obj, requested: int | None) -> int:
     """Seconds a DELETE leaves the object terminating; 0 means remove it now.
 

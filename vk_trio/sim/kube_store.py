@@ -41,6 +41,7 @@ from vk_trio.sim.kube_kinds import (
     now,
     prepare_for_create,
     timestamp,
+    update_error,
 )
 from vk_trio.sim.kube_select import Matcher
 
@@ -383,6 +384,9 @@ class Store:
 
     def _write(self, resource: Resource, old: Obj, new: Obj, subresource: str | None) -> Obj:
         merged = merge_write(resource, old, new, subresource=subresource)
+        refusal = update_error(resource, old, merged)
+        if refusal is not None:
+            raise _invalid(resource, old["metadata"]["name"], refusal)
         merged["apiVersion"], merged["kind"] = resource.api_version, resource.kind
         merged["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
         meta = merged["metadata"]
