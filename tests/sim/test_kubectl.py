@@ -209,6 +209,42 @@ async def test_create_get_json_and_graceful_delete(
     assert kube_sim.get("pods", "default", "job") is None
 
 
+async def test_apply_twice_then_label(kube_sim: KubeSim, kubectl: Kubectl, tmp_path: Path) -> None:
+    """``apply`` needs GET, POST, then a strategic merge PATCH (no OpenAPI: static schema)."""
+    manifest = tmp_path / "pod.yaml"
+    manifest.write_text(json.dumps(pod("applied")))
+    assert "created" in await kubectl("apply", "-f", str(manifest), "--validate=false")
+    changed = {**pod("applied"), "metadata": {**pod("applied")["metadata"], "labels": {"a": "1"}}}
+    manifest.write_text(json.dumps(changed))
+    assert "configured" in await kubectl("apply", "-f", str(manifest), "--validate=false")
+    await kubectl("label", "pod", "applied", "b=2")
+    stored = kube_sim.get("pods", "default", "applied")
+    assert stored is not None
+    assert stored["metadata"]["labels"] == {"a": "1", "b": "2"}
+
+
+async def test_get_pods_watch_streams_table_rows(
+    cluster: KubeSim, kubeconfig: Path, tmp_path: Path
+) -> None:
+    """``kubectl get pods -w``: a Table list, then a watch whose events are one-row Tables."""
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(tmp_path)}
+    command = ["kubectl", "get", "pods", "-w"]
+    process = await trio.lowlevel.open_process(command, env=env, stdout=subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        output = b""
+        with trio.fail_after(20):
+            while output.count(b"\n") < 3:  # the header and the two pods
+                output += await process.stdout.receive_some()
+            cluster.delete("pods", "default", "running")
+            while b"Terminating" not in output:
+                output += await process.stdout.receive_some()
+    finally:
+        process.kill()
+        await process.wait()
+    assert rows(output.decode())[-1][:3] == ["running", "1/1", "Terminating"]
+
+
 CLI = """
 import argparse, sys
 from vk_trio.sim import kube
