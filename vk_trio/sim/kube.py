@@ -204,7 +204,9 @@ class KubeSim:
 
     @property
     def watchers(self) -> int:
-        """Number of open watch streams."""
+        """Number of open watch streams. A client that vanished while its watch was idle still
+        counts until the next event, bookmark or ``timeoutSeconds`` (writing is how the server
+        notices, as with a real API server)."""
         return self.store.watchers
 
     async def wait_until(self, predicate: Predicate) -> None:

@@ -167,6 +167,7 @@ class Expired(Exception):
     """A watch asked for a resourceVersion older than the retained history."""
 
     def __init__(self, requested: int, oldest: int) -> None:
+        """``oldest`` is the first resourceVersion still replayable, as in the real message."""
         super().__init__(f"too old resource version: {requested} ({oldest})")
 
 
@@ -202,14 +203,13 @@ class Store:
         matches: Callable[[Obj], bool] | None = None,
     ) -> list[Obj]:
         """Matching objects sorted by (namespace, name), like etcd's key order."""
-        items = [
+        return [
             obj
-            for key, obj in sorted(self._objects.items())
+            for key, obj in sorted(self._objects.items(), key=lambda item: item[0])
             if key[0] == resource.plural
             and (namespace is None or key[1] == namespace)
             and (matches is None or matches(obj))
         ]
-        return items
 
     # ----- writes ------------------------------------------------------------------------
 
@@ -337,7 +337,7 @@ class Store:
         ``unwatch`` the returned watcher when its stream ends.
         """
         if since is not None and since < self._floor:
-            raise Expired(since, self._floor)
+            raise Expired(since, self._floor + 1)
         send, receive = trio.open_memory_channel[tuple[str, Obj]](self._watch_buffer)
         watcher = Watcher(resource, namespace, matches, send, receive, start_rv=self.rv)
         if since is None:
