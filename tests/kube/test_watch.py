@@ -13,6 +13,9 @@ import httpx
 import msgspec
 import pytest
 import trio
+import trio.lowlevel
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from vk_trio.kube.api import KubeClient
 from vk_trio.kube.config import load_config
@@ -329,3 +332,79 @@ async def test_watch_resumes_without_relist_after_stream_end(
     assert (await collector.wait_for(2))[1] == "ADDED late"
     assert kube_sim.requests["GET /api/v1/pods"] == lists
     assert kube_sim.requests["WATCH /api/v1/pods"] == 2
+
+
+# ----- property: whatever happens, the consumer's view converges to the cluster's ----------
+
+OPERATIONS = st.lists(
+    st.one_of(
+        st.tuples(st.sampled_from(["create", "delete", "label"]), st.sampled_from("abcd")),
+        st.tuples(st.sampled_from(["expire", "restart", "settle", "settle"]), st.just("")),
+    ),
+    max_size=16,
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(operations=OPERATIONS)
+@example(operations=[("create", "a"), ("settle", ""), ("expire", ""), ("delete", "a")])
+@example(operations=[("create", "a"), ("settle", ""), ("restart", ""), ("label", "a")])
+async def test_consumer_view_converges(operations: list[tuple[str, str]]) -> None:
+    """Applying the yielded events (ADDED/MODIFIED = put, DELETED = remove) always ends with
+    exactly the cluster's pods for this node, at their current resourceVersion, whatever mix
+    of changes, stream cuts and history compactions happened while watching."""
+    sim = KubeSim(bookmark_interval=0.2)
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(sim.serve)
+        client = KubeClient(httpx.AsyncClient(base_url=url))
+        view: dict[str, str] = {}
+        changed = trio.Event()
+
+        async def consume() -> None:
+            nonlocal changed
+            async with aclosing(watch_pods(client, node_name="vk", backoffs=(0.01,))) as events:
+                async for event in events:
+                    if event.pod is None:
+                        continue
+                    if event.type == "DELETED":
+                        view.pop(event.pod.uid, None)
+                    else:
+                        view[event.pod.uid] = event.pod.metadata.resource_version
+                    changed.set()
+                    changed = trio.Event()
+
+        def truth() -> dict[str, str]:
+            return {
+                p["metadata"]["uid"]: p["metadata"]["resourceVersion"]
+                for p in sim.list("pods", "default")
+                if p["spec"]["nodeName"] == "vk"
+            }
+
+        async def converged() -> None:
+            with trio.fail_after(5):
+                while view != truth():
+                    await changed.wait()
+
+        nursery.start_soon(consume)
+        await converged()
+        for operation, name in operations:
+            exists = sim.get("pods", "default", name) is not None if name else False
+            if operation == "create" and not exists:
+                sim.create(sim_pod(name))
+            elif operation == "delete" and exists:
+                sim.delete("pods", "default", name, grace_seconds=0)
+            elif operation == "label" and exists:
+                sim.patch(
+                    "pods", "default", name, {"metadata": {"labels": {"n": sim.resource_version}}}
+                )
+            elif operation == "expire":
+                sim.create(sim_pod(f"other-{sim.resource_version}", node="elsewhere"))
+                sim.compact()
+                sim.close_watches()
+            elif operation == "restart":
+                sim.close_watches()
+            elif operation == "settle":
+                await converged()
+            await trio.lowlevel.checkpoint()
+        await converged()
+        nursery.cancel_scope.cancel()
