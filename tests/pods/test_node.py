@@ -1,0 +1,407 @@
+"""End to end: the real node (``serve_node``, the code path of ``vk-trio run``) against the Vast
+simulator and the Kubernetes stand-in, over real sockets.
+
+Outcomes are read where a user would read them: the pod object (phase, container statuses,
+annotations), its Events, and the simulator's ledger of every instance ever bought.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from loguru import logger
+
+from vk_trio.app import NodeRuntime, serve_node
+from vk_trio.config import Settings
+from vk_trio.sim.kube import KubeSim
+from vk_trio.sim.vast import VastSim
+
+NODE = "vk-e2e"
+Obj = dict[str, Any]
+
+
+def gpu_pod(
+    name: str,
+    *,
+    annotations: dict[str, str] | None = None,
+    restart_policy: str = "Always",
+    containers: list[Obj] | None = None,
+) -> Obj:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": "default",
+            "annotations": {
+                "vast.ai/gpu-type": "RTX 3090",
+                "vast.ai/gpu-fallbacks": "RTX 4090,RTX 3060",
+                "vast.ai/price-max": "2.00",
+                **(annotations or {}),
+            },
+        },
+        "spec": {
+            "nodeName": NODE,
+            "restartPolicy": restart_policy,
+            "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}],
+            "containers": containers
+            or [
+                {
+                    "name": "app",
+                    "image": "nginx:1.27",
+                    "ports": [{"containerPort": 8000}],
+                    "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                }
+            ],
+        },
+    }
+
+
+H100_OFFER: Obj = {
+    "gpu_name": "H100 SXM",
+    "num_gpus": 1,
+    "dph_total": 1.9,
+    "geolocation": "Texas, US",
+    "reliability": 0.999,
+    "reliability2": 0.999,
+    "verification": "verified",
+    "rentable": True,
+    "rented": False,
+    "disk_space": 500.0,
+}
+"""A partial offer; the simulator fills in the rest from a real one."""
+
+
+def settings_for(vast_sim: VastSim, kubeconfig: Path, **overrides: Any) -> Settings:
+    fields: dict[str, Any] = {
+        "node_name": NODE,
+        "vast_api_key": "test-key-0123456789",
+        "vast_api_url": vast_sim.url,
+        "kubeconfig": str(kubeconfig),
+        "health_host": "127.0.0.1",
+        "health_port": 0,
+        "poll_fast": 0.1,
+        "poll_slow": 0.5,
+        "pacing": 0.0,
+        "destroy_timeout": 10.0,
+        "backoff_first": 0.2,
+        "backoff_cap": 1.0,
+        **overrides,
+    }
+    return Settings(**fields)
+
+
+@pytest.fixture
+async def node(
+    nursery: trio.Nursery, vast_sim: VastSim, kube_sim: KubeSim, kubeconfig: Path
+) -> NodeRuntime:
+    runtime: NodeRuntime = await nursery.start(serve_node, settings_for(vast_sim, kubeconfig))
+    return runtime
+
+
+def pod_of(kube: KubeSim, name: str) -> Obj | None:
+    return kube.get("pods", "default", name)
+
+
+async def wait_pod(
+    kube: KubeSim, name: str, check: Callable[[Obj], bool], *, within: float = 15.0
+) -> Obj:
+    with trio.fail_after(within):
+        await kube.wait_until(lambda s: (p := pod_of(s, name)) is not None and check(p))
+    pod = pod_of(kube, name)
+    assert pod is not None
+    return pod
+
+
+def phase(pod: Obj) -> str:
+    return str(pod.get("status", {}).get("phase"))
+
+
+def waiting_reason(pod: Obj, container: int = 0) -> str | None:
+    statuses = pod.get("status", {}).get("containerStatuses") or []
+    if len(statuses) <= container:
+        return None
+    return statuses[container].get("state", {}).get("waiting", {}).get("reason")
+
+
+def event_reasons(kube: KubeSim, pod: Obj) -> list[str]:
+    uid = pod["metadata"]["uid"]
+    return [
+        e["reason"] for e in kube.list("events", "default") if e["involvedObject"].get("uid") == uid
+    ]
+
+
+def bought_for(vast: VastSim, pod: Obj) -> list[Obj]:
+    uid = pod["metadata"]["uid"]
+    return [e for e in vast.ledger() if (e["label"] or "").endswith("/" + uid)]
+
+
+async def delete_and_wait_gone(kube: KubeSim, name: str, *, within: float = 15.0) -> None:
+    kube.delete("pods", "default", name, grace_seconds=30)
+    with trio.fail_after(within):
+        await kube.wait_until(lambda s: pod_of(s, name) is None)
+
+
+async def test_pod_runs_with_address_then_delete_destroys_instance(
+    node: NodeRuntime, vast_sim: VastSim, kube_sim: KubeSim
+) -> None:
+    kube_sim.create(gpu_pod("web"))
+    pod = await wait_pod(kube_sim, "web", lambda p: phase(p) == "Running")
+
+    [bought] = bought_for(vast_sim, pod)
+    instance = vast_sim.instance(bought["id"])
+    assert instance is not None
+    address = instance["public_ipaddr"].strip()
+    status = pod["status"]
+    assert status["podIP"] == address and status["podIPs"] == [{"ip": address}]
+    [container] = status["containerStatuses"]
+    assert container["ready"] is True and "running" in container["state"]
+    conditions = {c["type"]: c["status"] for c in status["conditions"]}
+    assert conditions["Ready"] == "True" and conditions["PodScheduled"] == "True"
+    notes = pod["metadata"]["annotations"]
+    assert notes["vast.ai/instance-id"] == str(bought["id"])
+    host_port = instance["ports"]["8000/tcp"][0]["HostPort"]
+    assert f'"8000/tcp":"{address}:{host_port}"' in notes["vast.ai/endpoints"]
+    with trio.fail_after(5):
+        await kube_sim.wait_until(lambda s: "InstanceReady" in event_reasons(s, pod))
+    reasons = event_reasons(kube_sim, pod)
+    for reason in ("OffersFound", "OfferMatched", "InstanceBought"):
+        assert reason in reasons
+
+    await delete_and_wait_gone(kube_sim, "web")
+    [entry] = bought_for(vast_sim, pod)
+    assert entry["destroyed_at"] is not None
+    assert vast_sim.live_instances() == []
+
+
+async def test_bad_annotation_is_reported_and_buys_nothing_until_fixed(
+    node: NodeRuntime, vast_sim: VastSim, kube_sim: KubeSim
+) -> None:
+    kube_sim.create(gpu_pod("bad", annotations={"vast.ai/price-max": "cheap"}))
+    pod = await wait_pod(kube_sim, "bad", lambda p: waiting_reason(p) == "InvalidAnnotation")
+    message = pod["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+    assert "vast.ai/price-max" in message and "cheap" in message
+    assert "InvalidAnnotation" in event_reasons(kube_sim, pod)
+    assert vast_sim.ledger() == []
+
+    kube_sim.patch(
+        "pods", "default", "bad", {"metadata": {"annotations": {"vast.ai/price-max": "2"}}}
+    )
+    pod = await wait_pod(kube_sim, "bad", lambda p: phase(p) == "Running")
+    assert len(bought_for(vast_sim, pod)) == 1
+
+
+async def test_no_offers_keeps_pod_pending_until_an_offer_appears(
+    node: NodeRuntime, vast_sim: VastSim, kube_sim: KubeSim
+) -> None:
+    vast_sim.remove_offers(lambda row: row.get("gpu_name") == "H100 SXM")
+    kube_sim.create(
+        gpu_pod("h100", annotations={"vast.ai/gpu-type": "H100 SXM", "vast.ai/gpu-fallbacks": ""})
+    )
+    pod = await wait_pod(kube_sim, "h100", lambda p: waiting_reason(p) == "NoMatchingOffers")
+    assert phase(pod) == "Pending"
+    assert "NoMatchingOffers" in event_reasons(kube_sim, pod)
+
+    vast_sim.add_offers([H100_OFFER])
+    pod = await wait_pod(kube_sim, "h100", lambda p: phase(p) == "Running")
+    [entry] = bought_for(vast_sim, pod)
+    assert entry["gpu_name"] == "H100 SXM"
+
+
+async def test_watch_expiry_relists_without_buying_twice(
+    node: NodeRuntime, vast_sim: VastSim, kube_sim: KubeSim
+) -> None:
+    kube_sim.create(gpu_pod("first"))
+    first = await wait_pod(kube_sim, "first", lambda p: phase(p) == "Running")
+    kube_sim.compact()
+    kube_sim.close_watches()
+    kube_sim.create(gpu_pod("second"))
+    second = await wait_pod(kube_sim, "second", lambda p: phase(p) == "Running")
+    assert len(bought_for(vast_sim, first)) == 1
+    assert len(bought_for(vast_sim, second)) == 1
+    assert len(vast_sim.ledger()) == 2
+
+
+async def test_lease_and_node_stay_fresh_while_vast_hangs(
+    nursery: trio.Nursery, vast_sim: VastSim, kube_sim: KubeSim, kubeconfig: Path
+) -> None:
+    settings = settings_for(vast_sim, kubeconfig, lease_seconds=2)
+    await nursery.start(serve_node, settings)
+    vast_sim.set_faults(latency=60.0)  # every Vast call now hangs for a minute
+    kube_sim.create(gpu_pod("stuck"))
+
+    def renew_time(sim: KubeSim) -> str:
+        lease = sim.get("leases", "kube-node-lease", NODE) or {}
+        return str(lease.get("spec", {}).get("renewTime"))
+
+    seen = {renew_time(kube_sim)}
+    with trio.fail_after(10):
+        for _ in range(3):  # three renewals while every Vast call is stuck
+            await kube_sim.wait_until(lambda s: renew_time(s) not in seen)
+            seen.add(renew_time(kube_sim))
+    node_obj = kube_sim.get("nodes", None, NODE) or {}
+    ready = [c for c in node_obj["status"]["conditions"] if c["type"] == "Ready"]
+    assert ready[0]["status"] == "True"
+
+
+async def test_fifty_pods_cost_one_list_call_per_page_per_sweep(
+    node: NodeRuntime, vast_sim: VastSim, kube_sim: KubeSim
+) -> None:
+    vast_sim.add_offers([dict(H100_OFFER, gpu_name="RTX 3090", dph_total=0.4)] * 60)
+    names = [f"batch-{i}" for i in range(50)]
+    for name in names:
+        kube_sim.create(gpu_pod(name))
+    with trio.fail_after(60):
+        await kube_sim.wait_until(
+            lambda s: all(phase(pod_of(s, n) or {}) == "Running" for n in names)
+        )
+    assert len(vast_sim.ledger()) == 50
+
+    def list_calls() -> int:
+        return vast_sim.stats().get("GET /api/v1/instances/", 0)
+
+    # Steady state: only the poller lists, and 50 instances are two pages of 25.
+    await node.poller.fresh()
+    sweeps, calls = node.poller.sweeps, list_calls()
+    with trio.fail_after(10):
+        for _ in range(5):
+            await node.poller.fresh()
+    done_sweeps, done_calls = node.poller.sweeps - sweeps, list_calls() - calls
+    assert done_sweeps >= 5
+    # the next sweep may already be under way (one or two pages in)
+    assert 2 * done_sweeps <= done_calls <= 2 * done_sweeps + 2
+
+
+async def test_restarted_node_adopts_instances_instead_of_buying(
+    nursery: trio.Nursery, vast_sim: VastSim, kube_sim: KubeSim, kubeconfig: Path
+) -> None:
+    settings = settings_for(vast_sim, kubeconfig)
+    with trio.CancelScope() as first_run:
+        async with trio.open_nursery() as inner:
+            await inner.start(serve_node, settings)
+            kube_sim.create(gpu_pod("survivor"))
+            await wait_pod(kube_sim, "survivor", lambda p: phase(p) == "Running")
+            first_run.cancel()
+    assert len(vast_sim.live_instances()) == 1  # a stopping node destroys nothing
+
+    await nursery.start(serve_node, settings)
+    await trio.sleep(1.0)  # several sweeps and status reports of the new process
+    pod = pod_of(kube_sim, "survivor")
+    assert pod is not None and phase(pod) == "Running"
+    assert len(vast_sim.ledger()) == 1
+
+    await delete_and_wait_gone(kube_sim, "survivor")
+    assert vast_sim.live_instances() == []
+
+
+async def test_lost_create_answer_is_recovered_by_label(
+    node: NodeRuntime, vast_sim: VastSim, kube_sim: KubeSim
+) -> None:
+    vast_sim.set_faults(lose_create_response=1.0)
+    kube_sim.create(gpu_pod("lost"))
+    with trio.fail_after(15):
+        await vast_sim.wait_until(lambda s: s.created >= 1)
+    vast_sim.set_faults(lose_create_response=0.0)
+    pod = await wait_pod(kube_sim, "lost", lambda p: phase(p) == "Running", within=30)
+    assert len(bought_for(vast_sim, pod)) == 1
+
+
+async def test_exit_with_restart_never_fails_the_pod(
+    node: NodeRuntime, vast_sim: VastSim, kube_sim: KubeSim
+) -> None:
+    kube_sim.create(gpu_pod("job", restart_policy="Never"))
+    pod = await wait_pod(kube_sim, "job", lambda p: phase(p) == "Running")
+    [entry] = bought_for(vast_sim, pod)
+    vast_sim.exit_instance(entry["id"], code=3)
+    pod = await wait_pod(kube_sim, "job", lambda p: phase(p) == "Failed")
+    terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+    assert terminated["exitCode"] == 3
+    with trio.fail_after(10):
+        await vast_sim.wait_until(lambda s: not s.live_instances())
+
+
+async def test_exit_with_restart_always_buys_a_new_instance(
+    node: NodeRuntime, vast_sim: VastSim, kube_sim: KubeSim
+) -> None:
+    kube_sim.create(gpu_pod("svc"))
+    pod = await wait_pod(kube_sim, "svc", lambda p: phase(p) == "Running")
+    [first] = bought_for(vast_sim, pod)
+    vast_sim.exit_instance(first["id"], code=1)
+    pod = await wait_pod(
+        kube_sim,
+        "svc",
+        lambda p: (
+            phase(p) == "Running" and p["status"]["containerStatuses"][0]["restartCount"] == 1
+        ),
+    )
+    entries = bought_for(vast_sim, pod)
+    assert len(entries) == 2
+    assert entries[0]["destroyed_at"] is not None and entries[1]["destroyed_at"] is None
+
+
+async def test_only_the_chosen_container_runs_and_the_other_says_why(
+    node: NodeRuntime, vast_sim: VastSim, kube_sim: KubeSim
+) -> None:
+    containers = [
+        {"name": "sidecar", "image": "busybox"},
+        {"name": "model", "image": "vllm/vllm-openai:latest", "args": ["--port", "8000"]},
+    ]
+    kube_sim.create(
+        gpu_pod("multi", annotations={"vast.ai/container": "model"}, containers=containers)
+    )
+    pod = await wait_pod(kube_sim, "multi", lambda p: phase(p) == "Running")
+    statuses = {c["name"]: c for c in pod["status"]["containerStatuses"]}
+    assert "running" in statuses["model"]["state"]
+    assert statuses["sidecar"]["state"]["waiting"]["reason"] == "NotScheduledOnInstance"
+    [entry] = bought_for(vast_sim, pod)
+    instance = vast_sim.instance(entry["id"])
+    assert instance is not None and instance["image_uuid"] == "vllm/vllm-openai:latest"
+
+
+async def test_secret_values_reach_the_instance_but_never_logs_or_events(
+    node: NodeRuntime, vast_sim: VastSim, kube_sim: KubeSim
+) -> None:
+    secret_value = "hf_s3cr3t-T0KEN-value"
+    kube_sim.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "hf", "namespace": "default"},
+            "data": {"token": "aGZfczNjcjN0LVQwS0VOLXZhbHVl"},
+        }
+    )
+    sink = io.StringIO()
+    handler = logger.add(sink, level="DEBUG", serialize=True)
+    try:
+        container = {
+            "name": "app",
+            "image": "nginx",
+            "env": [
+                {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}
+            ],
+        }
+        kube_sim.create(gpu_pod("secretive", containers=[container]))
+        pod = await wait_pod(kube_sim, "secretive", lambda p: phase(p) == "Running")
+    finally:
+        logger.remove(handler)
+    [entry] = bought_for(vast_sim, pod)
+    instance = vast_sim.instance(entry["id"])
+    assert instance is not None and ["HF_TOKEN", secret_value] in instance["extra_env"]
+    assert secret_value not in sink.getvalue()
+    assert "test-key-0123456789" not in sink.getvalue()
+    for event in kube_sim.list("events", "default"):
+        assert secret_value not in event["message"]
+
+
+async def test_health_probes_answer_from_the_same_loop(node: NodeRuntime) -> None:
+    async with httpx.AsyncClient(base_url=node.health_url) as client:
+        live = await client.get("/healthz")
+        assert live.status_code == 200 and live.text == "ok\n"
+        ready = await client.get("/readyz")  # the node reports started once the watch synced
+        assert ready.status_code == 200 and ready.text == "ok\n"

@@ -1,0 +1,181 @@
+"""``vk-trio run``: the virtual node, one process, one root nursery.
+
+The root nursery owns, in start order: the health server, the loop watchdog, node
+registration, the Lease (its own task: no Vast call can ever starve it), node status, the one
+instance poller, the orphan reaper, and the dispatcher, which owns the nursery of pod
+supervisors. Every task has an owner; nothing runs in the background unowned.
+
+On SIGTERM/SIGINT the root scope is cancelled. Pod tasks end without destroying anything
+(instances keep running and the next process adopts them by label); the node is marked
+NotReady on the way out so that the scheduler stops sending pods at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import signal
+
+import trio
+from loguru import logger
+
+from vk_trio import __version__, config
+from vk_trio.config import Settings
+from vk_trio.health import Health
+from vk_trio.http_server import serve_http
+from vk_trio.kube.api import KubeClient
+from vk_trio.kube.config import load_config
+from vk_trio.kube.events import EventRecorder
+from vk_trio.kube.lease import run_lease
+from vk_trio.kube.node import NodeConfig, NodeStatusReporter, run_node_status
+from vk_trio.kube.watch import watch_pods
+from vk_trio.logs import configure_logging, redact
+from vk_trio.pods.dispatch import Dispatcher
+from vk_trio.pods.poller import InstancePoller
+from vk_trio.pods.reaper import run_reaper
+from vk_trio.pods.supervisor import NodeServices
+from vk_trio.vast import Pacer, VastClient
+
+REGISTER_RETRY = 5.0
+
+
+class NodeRuntime:
+    """What a started node exposes to its caller (the demo, the tests)."""
+
+    def __init__(self, health_url: str, dispatcher: Dispatcher, poller: InstancePoller) -> None:
+        self.health_url = health_url
+        self.dispatcher = dispatcher
+        self.poller = poller
+
+
+async def serve_node(
+    settings: Settings, *, task_status: trio.TaskStatus[NodeRuntime] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run the virtual node until cancelled.
+
+    Reports a ``NodeRuntime`` once the node is registered and every pod bound to it has been
+    listed and handed to its supervisor.
+    """
+    if settings.vast_api_key:
+        redact(settings.vast_api_key)
+    cluster = await load_config(kubeconfig=settings.kubeconfig)
+    pacer = Pacer() if settings.pacing is None else Pacer(scale=settings.pacing)
+    async with (
+        VastClient(
+            api_key=settings.vast_api_key, base_url=settings.vast_api_url, pacer=pacer
+        ) as vast,
+        KubeClient.from_config(cluster) as kube,
+    ):
+        poller = InstancePoller(
+            vast, node=settings.node_name, fast=settings.poll_fast, slow=settings.poll_slow
+        )
+        health = Health(
+            vast_last_success=lambda: poller.last_success,
+            vast_stale=max(5 * settings.poll_slow, 120.0),
+        )
+        node = NodeConfig(
+            name=settings.node_name,
+            internal_ip=settings.pod_ip,
+            kubelet_port=settings.kubelet_port,
+            kubelet_version=f"v1.31.0-vk-trio-{__version__}",
+            capacity={
+                "cpu": "1000",
+                "memory": "8Ti",
+                "pods": str(settings.max_pods),
+                "nvidia.com/gpu": str(settings.gpu_capacity),
+            },
+        )
+        reporter = NodeStatusReporter(kube, node)
+        async with trio.open_nursery() as root:
+            health_url = await root.start(
+                functools.partial(
+                    serve_http, health.handle, host=settings.health_host, port=settings.health_port
+                )
+            )
+            await root.start(health.watchdog)
+            node_uid = await _register(reporter)
+            health.node_registered = True
+            logger.info("node registered", node=settings.node_name, uid=node_uid)
+            await root.start(
+                functools.partial(
+                    run_lease,
+                    kube,
+                    node_name=settings.node_name,
+                    node_uid=node_uid,
+                    duration=settings.lease_seconds,
+                )
+            )
+            await root.start(
+                functools.partial(
+                    run_node_status, kube, reporter, health=lambda: _node_health(health)
+                )
+            )
+            await root.start(poller.run)
+            services = NodeServices(
+                settings=settings,
+                vast=vast,
+                kube=kube,
+                poller=poller,
+                events=EventRecorder(kube, component="vk-trio", host=settings.node_name),
+            )
+            dispatcher = Dispatcher(services)
+            health.watch_synced = lambda: dispatcher.synced
+            await root.start(dispatcher.run, watch_pods(kube, node_name=settings.node_name))
+            await root.start(
+                functools.partial(
+                    run_reaper,
+                    vast,
+                    poller,
+                    live_uids=lambda: set(dispatcher.handles),
+                    synced=lambda: dispatcher.synced,
+                )
+            )
+            await dispatcher.wait_synced()
+            logger.info("node serving", node=settings.node_name, health=health_url)
+            task_status.started(NodeRuntime(health_url, dispatcher, poller))
+            try:
+                await trio.sleep_forever()
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await reporter.report(ready=False, message="vk-trio is shutting down")
+
+
+def _node_health(health: Health) -> tuple[bool, str]:
+    problems = health.liveness_problems()
+    if problems:
+        return False, "; ".join(problems)
+    return True, "kubelet is posting ready status"
+
+
+async def _register(reporter: NodeStatusReporter) -> str:
+    """Register the node, retrying until the API server accepts it (probes stay unready)."""
+    while True:
+        try:
+            return await reporter.register()
+        except Exception as exc:
+            logger.warning("node registration failed; retrying", error=str(exc))
+            await trio.sleep(REGISTER_RETRY)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    config.add_arguments(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = config.load(args)
+    configure_logging(settings.log_level)
+    if not settings.vast_api_key:
+        logger.error("VAST_API_KEY is not set; create the vast-api-secret Secret (see README)")
+        return 2
+    trio.run(_run_until_signal, settings)
+    return 0
+
+
+async def _run_until_signal(settings: Settings) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(serve_node, settings)
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                logger.info("stopping", signal=signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break

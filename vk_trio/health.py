@@ -1,0 +1,80 @@
+"""``/healthz`` and ``/readyz``, served from the node's own Trio loop (port 10255).
+
+Liveness: a watchdog task wakes every second and records how late it woke. If something
+blocked the loop (a blocking call, a CPU-bound bug), the lateness shows, and ``/healthz``
+answers 503 for a while afterwards; if the loop is wedged for good, nothing answers at all
+and the probe times out. Either way the kubelet restarts us.
+
+Readiness: the node is registered, the pod watch has listed every pod once, and the Vast API
+answered recently. Each failing check is one line of the 503 body, so ``curl .../readyz``
+says what is wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import trio
+
+from vk_trio.http_server import Request, Response
+
+WATCHDOG_INTERVAL = 1.0
+STALL_LIMIT = 10.0
+"""A loop that woke this many seconds late (within ``STALL_MEMORY``) is reported unhealthy."""
+STALL_MEMORY = 60.0
+
+
+class Health:
+    """Probe state; the app flips the flags, the probes read them."""
+
+    def __init__(self, *, vast_last_success: Callable[[], float | None], vast_stale: float) -> None:
+        self.node_registered = False
+        self.watch_synced: Callable[[], bool] = lambda: False
+        self._vast_last_success = vast_last_success
+        self._vast_stale = vast_stale
+        self._stalled_at = -float("inf")
+        self._worst_stall = 0.0
+
+    async def watchdog(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Measure event-loop stalls forever."""
+        task_status.started()
+        while True:
+            expected = trio.current_time() + WATCHDOG_INTERVAL
+            await trio.sleep(WATCHDOG_INTERVAL)
+            late = trio.current_time() - expected
+            if late > STALL_LIMIT:
+                self._stalled_at = trio.current_time()
+                self._worst_stall = late
+
+    def liveness_problems(self) -> list[str]:
+        if trio.current_time() - self._stalled_at < STALL_MEMORY:
+            return [f"event loop stalled for {self._worst_stall:.1f}s recently"]
+        return []
+
+    def readiness_problems(self) -> list[str]:
+        problems = self.liveness_problems()
+        if not self.node_registered:
+            problems.append("node not registered with the API server yet")
+        if not self.watch_synced():
+            problems.append("pod watch has not synced yet")
+        last = self._vast_last_success()
+        if last is None:
+            problems.append("Vast API has not answered yet")
+        elif trio.current_time() - last > self._vast_stale:
+            problems.append(f"Vast API has not answered for {trio.current_time() - last:.0f}s")
+        return problems
+
+    async def handle(self, request: Request) -> Response:
+        if request.path == "/healthz":
+            return _answer(self.liveness_problems())
+        if request.path == "/readyz":
+            return _answer(self.readiness_problems())
+        return Response.text("not found\n", 404)
+
+
+def _answer(problems: list[str]) -> Response:
+    if problems:
+        return Response.text("".join(f"{p}\n" for p in problems), 503)
+    return Response.text("ok\n")

@@ -1,0 +1,102 @@
+"""Buying and destroying instances: the two operations that cost or save money.
+
+Both follow one rule: once a request that can change what we pay has been sent, nothing
+may abandon it halfway.
+
+- A buy, once sent, runs shielded with its own deadline (the client shields the request after
+  its pacer slot): a pod deleted meanwhile must still learn the new instance's id so that it
+  can be destroyed. If the answer is lost anyway (a timeout, a dropped connection), the
+  instance is looked up by its label, which carries the pod UID, before anything else is
+  bought.
+- A destroy runs shielded with its own deadline, and is verified: an instance is gone only
+  when a label lookup no longer returns it. Vast's "not found" counts as gone (idempotent).
+
+Nothing here talks to Kubernetes; the supervisor reports what happened.
+"""
+
+from __future__ import annotations
+
+import trio
+from loguru import logger
+
+from vk_trio.vast import (
+    CreatedInstance,
+    CreateInstance,
+    CreateOutcomeUnknown,
+    Instance,
+    Offer,
+    VastClient,
+)
+
+LOOKUP_ATTEMPTS = 4
+LOOKUP_INTERVAL = 3.0
+"""A create whose answer was lost is looked up this many times, this far apart, because a
+just-created instance may take a moment to show in the list."""
+
+
+class BuyResult:
+    """An instance that now exists for the pod (``started`` False: created stopped)."""
+
+    def __init__(self, instance_id: int, *, started: bool, recovered: bool = False) -> None:
+        self.instance_id = instance_id
+        self.started = started
+        self.recovered = recovered
+        """True when the create's answer was lost and the id came from a label lookup."""
+
+
+async def buy(vast: VastClient, offer: Offer, request: CreateInstance) -> BuyResult | None:
+    """Create an instance from ``offer``; None when no instance was created.
+
+    Raises ``OfferGone`` (try the next offer) and the client's other errors when Vast refused
+    the request. Returns None only when the answer was lost *and* no instance with the
+    request's label appeared, so the caller may try again.
+    """
+    try:
+        created: CreatedInstance = await vast.create_instance(offer.id, request)
+    except CreateOutcomeUnknown as exc:
+        logger.warning(
+            "buy_instance: answer lost, looking the instance up by label",
+            offer_id=offer.id,
+            error=str(exc),
+        )
+        found = await _lookup_after_lost_answer(vast, request.label)
+        if found is None:
+            return None
+        return BuyResult(found.id, started=True, recovered=True)
+    return BuyResult(created.instance_id, started=created.started)
+
+
+async def _lookup_after_lost_answer(vast: VastClient, label: str) -> Instance | None:
+    """Not shielded: if the pod is deleted meanwhile, teardown destroys by the same label."""
+    for attempt in range(LOOKUP_ATTEMPTS):
+        found = await vast.find_by_label(label)
+        if found:
+            return max(found, key=lambda i: i.id)
+        if attempt + 1 < LOOKUP_ATTEMPTS:
+            await trio.sleep(LOOKUP_INTERVAL)
+    return None
+
+
+async def destroy_all(vast: VastClient, label: str, known: set[int], *, deadline: float) -> int:
+    """Destroy every instance labelled ``label`` (plus ``known`` ids) and verify they are gone.
+
+    Runs shielded with its own ``deadline`` (seconds): a cancelled caller still frees the
+    GPU. Returns how many instances were destroyed; raises ``trio.TooSlowError`` or a Vast
+    error when that could not be confirmed in time, so the caller retries later.
+    """
+    with trio.CancelScope(shield=True), trio.fail_after(deadline):
+        destroyed = await _destroy_until_gone(vast, label, known)
+    return destroyed
+
+
+async def _destroy_until_gone(vast: VastClient, label: str, known: set[int]) -> int:
+    destroyed = 0
+    while True:
+        ids = known | {instance.id for instance in await vast.find_by_label(label)}
+        if not ids:
+            return destroyed
+        for instance_id in sorted(ids):
+            await vast.destroy_instance(instance_id)
+            logger.info("instance destroyed", instance_id=instance_id, label=label)
+            destroyed += 1
+        known = set()

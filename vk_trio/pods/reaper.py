@@ -1,0 +1,60 @@
+"""Destroy instances labelled for this node whose pod no longer exists (orphans).
+
+Orphans appear when a pod was deleted while no vk-trio process was running, or when a lost
+create answer was followed by another buy. They cost money, so they are found from the
+poller's snapshot and destroyed; but destroying a live pod's instance would be worse, so:
+
+- nothing runs before the pod watch has synced (kip #107: a sweep before the cache was
+  complete deleted live workloads);
+- an instance is destroyed only after it has been an orphan in two consecutive sweeps
+  (kip's two-strike rule), so a pod that was just added is never mistaken for a missing one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import trio
+from loguru import logger
+
+from vk_trio.errors import VkError
+from vk_trio.pods.poller import InstancePoller
+from vk_trio.vast import VastClient
+
+
+async def run_reaper(
+    vast: VastClient,
+    poller: InstancePoller,
+    *,
+    live_uids: Callable[[], set[str]],
+    synced: Callable[[], bool],
+    interval: float = 60.0,
+    destroy_timeout: float = 60.0,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Every ``interval`` seconds, destroy instances whose pod UID is not live (two strikes).
+
+    Owns nothing; a failed destroy is logged and retried on the next round.
+    """
+    task_status.started()
+    strikes: dict[str, int] = {}
+    while True:
+        await trio.sleep(interval)
+        if not synced():
+            continue
+        orphans = poller.all_uids() - live_uids()
+        strikes = {uid: strikes.get(uid, 0) + 1 for uid in orphans}
+        for uid, count in strikes.items():
+            if count < 2:
+                continue
+            for instance in poller.instances(uid):
+                try:
+                    with trio.CancelScope(shield=True), trio.fail_after(destroy_timeout):
+                        await vast.destroy_instance(instance.id)
+                except (VkError, trio.TooSlowError) as exc:
+                    logger.warning("orphan destroy failed", instance_id=instance.id, error=str(exc))
+                    continue
+                logger.warning(
+                    "destroyed orphan instance", instance_id=instance.id, label=instance.label
+                )
+            poller.hurry()

@@ -1,0 +1,75 @@
+"""How one pod's supervisor tells the world what happens: status, Events, annotations, logs.
+
+Every change of a ``PodView`` goes through ``PodReporter.show``, which patches
+``pods/<name>/status`` only when something a user can see changed (timestamps aside), so a
+steady pod costs no API calls. Events are aggregated by the recorder (``count`` goes up
+instead of new objects). Reporting never fails the pod: a Kubernetes error is logged and the
+status is re-sent with the next change.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from loguru import logger
+
+from vk_trio.kube.api import KubeClient
+from vk_trio.kube.errors import KubeError
+from vk_trio.kube.events import EventRecorder
+from vk_trio.kube.models import Pod
+from vk_trio.kube.pods import patch_pod_annotations, patch_pod_status
+from vk_trio.pods.status import PodView, now_rfc3339, status_patch, without_times
+
+
+class PodReporter:
+    """Reports one pod; owned by that pod's supervisor."""
+
+    def __init__(self, kube: KubeClient, events: EventRecorder, pod: Pod, *, chosen: str) -> None:
+        self._kube = kube
+        self._events = events
+        self.pod = pod
+        self.chosen = chosen
+        self.view = PodView(start_time=pod.status.start_time or now_rfc3339())
+        self._sent: dict[str, Any] | None = None
+        self._conditions: dict[str, str] = {c.type: c.status for c in pod.status.conditions}
+        self.log = logger.bind(pod=pod.key, uid=pod.uid)
+
+    def rebind(self, pod: Pod) -> None:
+        """Use the newest copy of the pod (annotations, resourceVersion) from now on."""
+        self.pod = pod
+
+    async def show(self, view: PodView) -> None:
+        """Make Kubernetes show ``view`` (patching only when it changed)."""
+        self.view = view
+        status = status_patch(self.pod, view, chosen=self.chosen)
+        if self._sent is not None and without_times(status) == without_times(self._sent):
+            return
+        for condition in status["conditions"]:
+            if self._conditions.get(condition["type"]) != condition["status"]:
+                condition["lastTransitionTime"] = now_rfc3339()
+        try:
+            updated = await patch_pod_status(self._kube, self.pod, status)
+        except KubeError as exc:
+            self.log.warning("pod status patch failed; will resend", error=str(exc))
+            self._sent = None
+            return
+        self._sent = status
+        self._conditions = {c["type"]: c["status"] for c in status["conditions"]}
+        if updated is not None:
+            self.pod = updated
+
+    async def event(self, kind: Literal["Normal", "Warning"], reason: str, message: str) -> None:
+        """Record an Event on the pod (and log it): never raises."""
+        log = self.log.warning if kind == "Warning" else self.log.info
+        log(message, reason=reason)
+        await self._events.emit(self.pod, type=kind, reason=reason, message=message)
+
+    async def annotate(self, annotations: dict[str, str | None]) -> None:
+        """Record state on the pod itself, so it survives a restart of this process."""
+        try:
+            updated = await patch_pod_annotations(self._kube, self.pod, annotations)
+        except KubeError as exc:
+            self.log.warning("pod annotation patch failed", error=str(exc))
+            return
+        if updated is not None:
+            self.pod = updated

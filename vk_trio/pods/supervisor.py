@@ -1,0 +1,613 @@
+"""The life of one pod on the virtual node: one supervised task per pod.
+
+``supervise_pod`` runs inside the dispatcher's pods nursery, inside the pod's own cancel scope
+(``PodHandle.run_scope``). The dispatcher cancels that scope when the pod is deleted; then,
+and only then, the instance is destroyed (shielded, each attempt with its own deadline, and
+verified) and the pod object is removed with grace 0 and a UID precondition.
+
+When the *process* stops instead (SIGTERM, a new leader), the outer cancellation passes
+straight through: nothing is destroyed, and the next process adopts each instance by its
+label. All state that must survive lives in Vast (the label carries the pod UID) and in
+Kubernetes (annotations, ``restartCount``), never only here.
+
+What it owns: the pod's status, Events and annotations, and every instance labelled for the
+pod. What it retries: everything transient (Vast 5xx/429/timeouts, no offers yet, a lost
+create answer) with backoff, keeping the pod Pending. What escalates: nothing; an unexpected
+error is reported on the pod and the lifecycle restarts after a backoff. One pod's failure
+never reaches the node.
+
+The lifecycle, one instance per turn of the loop::
+
+    parse annotations ─► adopt an instance labelled for this pod, or search → buy
+      ─► wait until running (one poller feeds every pod) ─► Running with address
+      ─► watch until it exits / fails / vanishes ─► destroy it
+      ─► restartPolicy: buy a new one (restartCount+1, backoff), or end Succeeded/Failed
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+
+import msgspec
+import trio
+from loguru import logger
+
+from vk_trio.config import Settings
+from vk_trio.errors import PermanentError, TemporaryError, VkError
+from vk_trio.kube.api import KubeClient
+from vk_trio.kube.errors import KubeError
+from vk_trio.kube.events import EventRecorder
+from vk_trio.kube.models import ConfigMap, Pod, Secret
+from vk_trio.kube.pods import delete_pod, get_config_map, get_secret
+from vk_trio.logs import redact
+from vk_trio.offers import (
+    AnnotationError,
+    Requirements,
+    bid_price,
+    build_query,
+    parse_requirements,
+    select,
+)
+from vk_trio.pods.instances import buy, destroy_all
+from vk_trio.pods.poller import BOOTING, InstancePoller, instance_label
+from vk_trio.pods.reporter import PodReporter
+from vk_trio.pods.spec import (
+    MissingReference,
+    SpecError,
+    chosen_container,
+    instance_request,
+    skipped_containers,
+)
+from vk_trio.pods.status import Phase, PodView, Running, Terminated, Waiting, now_rfc3339
+from vk_trio.vast import Instance, Offer, OfferGone, VastClient
+
+# Pod annotations vk-trio writes: the record of what was bought, readable with kubectl.
+INSTANCE_ID = "vast.ai/instance-id"
+OFFER_ID = "vast.ai/offer-id"
+MACHINE_ID = "vast.ai/machine-id"
+GPU = "vast.ai/gpu"
+PRICE = "vast.ai/price-per-hour"
+LOCATION = "vast.ai/location"
+ENDPOINTS = "vast.ai/endpoints"
+
+OFFERS_PER_SEARCH = 5
+"""Offers tried, best first, before searching again (each taken offer costs a create call)."""
+VISIBILITY_GRACE = 90.0
+"""Seconds a just-bought instance may be missing from the list before it counts as lost."""
+OFFLINE_GRACE = 600.0
+"""Seconds an instance may stay offline/unknown before it is replaced (Vast hosts blip)."""
+RECHECK = 30.0
+"""Seconds between re-checks of deadlines while no instance change arrives."""
+
+
+@dataclass
+class NodeServices:
+    """What every pod task of one node shares."""
+
+    settings: Settings
+    vast: VastClient
+    kube: KubeClient
+    poller: InstancePoller
+    events: EventRecorder
+    claimed_offers: set[int] = field(default_factory=set)
+    """Offers a pod of this node is buying right now: the others skip them, so fifty pods
+    that rank the same best offer do not race for it (only one could win)."""
+
+
+class PodHandle:
+    """The dispatcher's grip on one pod's task: the newest pod object and the cancel scope."""
+
+    def __init__(self, pod: Pod) -> None:
+        self.pod = pod
+        self.uid = pod.uid
+        self.run_scope = trio.CancelScope()
+        self.deleting = False
+        self.gone = False
+        """The pod object no longer exists in the API (DELETED), so nothing to delete."""
+        self._updated = trio.Event()
+
+    def update(self, pod: Pod) -> None:
+        """Hand the task a newer copy of the pod; deletion cancels the task's run scope."""
+        self.pod = pod
+        updated, self._updated = self._updated, trio.Event()
+        updated.set()
+        if pod.is_deleting:
+            self.stop()
+
+    def stop(self, *, gone: bool = False) -> None:
+        """The pod is being deleted (idempotent): end the lifecycle, then tear down."""
+        self.deleting = True
+        self.gone = self.gone or gone
+        self.run_scope.cancel()
+
+    async def wait_updated(self) -> Pod:
+        await self._updated.wait()
+        return self.pod
+
+
+class Backoff:
+    """Exponential backoff: ``first``, doubled each time, never above ``cap`` seconds."""
+
+    def __init__(self, first: float, cap: float) -> None:
+        self._first = first
+        self._cap = cap
+        self._next = first
+
+    def next(self) -> float:
+        delay, self._next = self._next, min(self._next * 2, self._cap)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self._first
+
+
+class KubeObjects:
+    """Secrets and ConfigMaps read on demand (no cluster-wide informer; RBAC: get only)."""
+
+    def __init__(self, kube: KubeClient) -> None:
+        self._kube = kube
+
+    async def secret(self, namespace: str, name: str) -> Secret | None:
+        return await get_secret(self._kube, namespace, name)
+
+    async def config_map(self, namespace: str, name: str) -> ConfigMap | None:
+        return await get_config_map(self._kube, namespace, name)
+
+
+class _BootTimeout:
+    """The instance never reached running: not the container's fault, try another machine."""
+
+
+_EXIT_CODE = re.compile(r"exit(?:ed)?(?: with)?(?: code| status)?[ :=]*(-?\d+)", re.IGNORECASE)
+
+
+async def supervise_pod(services: NodeServices, handle: PodHandle) -> None:
+    """Run one pod's lifecycle until the pod is deleted, then destroy what it rented."""
+    log = logger.bind(pod=handle.pod.key, uid=handle.uid)
+    restarts = _backoff(services)
+    with handle.run_scope:
+        while True:
+            try:
+                await _PodLifecycle(services, handle).run()
+                await trio.sleep_forever()  # terminal: nothing to do until the pod is deleted
+            except Exception as exc:  # one pod's bug must never take the node down
+                delay = restarts.next()
+                log.exception("pod supervisor failed; restarting", retry_in=delay)
+                await services.events.emit(
+                    handle.pod,
+                    type="Warning",
+                    reason="SupervisorError",
+                    message=f"internal error ({type(exc).__name__}: {exc}); "
+                    f"retrying in {delay:.0f}s",
+                )
+                await trio.sleep(delay)
+    await _teardown(services, handle)
+
+
+async def _teardown(services: NodeServices, handle: PodHandle) -> None:
+    """Destroy every instance of the deleted pod (verified), then remove the pod object.
+
+    Each destroy attempt is shielded with its own deadline; the waits between attempts are
+    not, so a stopping process leaves the pod Terminating for the next one to finish.
+    """
+    pod = handle.pod
+    log = logger.bind(pod=pod.key, uid=pod.uid)
+    label = _label(services, pod)
+    retry = _backoff(services)
+    while True:
+        try:
+            destroyed = await destroy_all(
+                services.vast, label, set(), deadline=services.settings.destroy_timeout
+            )
+            break
+        except (VkError, trio.TooSlowError) as exc:
+            delay = retry.next()
+            await services.events.emit(
+                pod,
+                type="Warning",
+                reason="DestroyFailed",
+                message=f"could not destroy the instance yet ({exc}); retrying in {delay:.0f}s",
+            )
+            log.warning("destroy failed; retrying", error=str(exc), retry_in=delay)
+            await trio.sleep(delay)
+    if destroyed:
+        await services.events.emit(
+            pod, type="Normal", reason="InstanceDestroyed", message="instance destroyed"
+        )
+    services.poller.hurry()
+    if handle.gone:
+        log.info("pod gone; instances destroyed", destroyed=destroyed)
+        return
+    with trio.CancelScope(shield=True), trio.move_on_after(services.settings.destroy_timeout):
+        while True:
+            try:
+                await delete_pod(services.kube, pod)
+                break
+            except KubeError as exc:
+                log.warning("pod delete failed; retrying", error=str(exc))
+                await trio.sleep(2.0)
+    log.info("pod deleted", destroyed=destroyed)
+
+
+def _backoff(services: NodeServices) -> Backoff:
+    return Backoff(services.settings.backoff_first, services.settings.backoff_cap)
+
+
+def _label(services: NodeServices, pod: Pod) -> str:
+    meta = pod.metadata
+    return instance_label(services.settings.node_name, meta.namespace, meta.name, meta.uid)
+
+
+def _describe(offer: Offer, price: float) -> str:
+    where = offer.geolocation or "unknown location"
+    return (
+        f"{offer.num_gpus}x {offer.gpu_name} at ${price:.3f}/h in {where} "
+        f"(offer {offer.id}, machine {offer.machine_id})"
+    )
+
+
+class _PodLifecycle:
+    """One attempt at running a pod; ``supervise_pod`` restarts it if it crashes."""
+
+    def __init__(self, services: NodeServices, handle: PodHandle) -> None:
+        self.s = services
+        self.handle = handle
+        pod = handle.pod
+        self.uid = pod.uid
+        self.label = _label(services, pod)
+        first = pod.spec.containers[0].name if pod.spec.containers else ""
+        self.report = PodReporter(services.kube, services.events, pod, chosen=first)
+        self.log = self.report.log
+        self.excluded_machines: set[int] = set()
+
+    @property
+    def view(self) -> PodView:
+        return self.report.view
+
+    async def show(self, view: PodView) -> None:
+        self.report.rebind(self.handle.pod)
+        await self.report.show(view)
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        requirements = await self._requirements()
+        pod = self.handle.pod
+        if pod.is_terminal:
+            await self._destroy(set())
+            return
+        previous = next(
+            (c for c in pod.status.container_statuses if c.name == self.report.chosen), None
+        )
+        view = replace(
+            self.view,
+            restart_count=previous.restart_count if previous else 0,
+            skipped={
+                name: f'the instance runs "{self.report.chosen}": one Vast instance, one image'
+                for name in skipped_containers(pod)
+            },
+        )
+        self.report.view = view
+        crash = _backoff(self.s)
+        outcome: Terminated | _BootTimeout | None = None
+        instance_id = await self._adopt()
+        if instance_id is None and pod.metadata.annotations.get(INSTANCE_ID):
+            outcome = Terminated(
+                137, "InstanceLost", "the instance vanished while vk-trio was away"
+            )
+        while True:
+            if outcome is None:
+                if instance_id is None:
+                    instance_id = await self._buy(requirements)
+                outcome = await self._follow(instance_id)
+                await self._destroy({instance_id})
+                instance_id = None
+            if isinstance(outcome, _BootTimeout):
+                outcome = None
+                continue
+            if not self._restarts(outcome):
+                phase: Phase = "Succeeded" if outcome.exit_code == 0 else "Failed"
+                await self.show(
+                    replace(
+                        self.view,
+                        phase=phase,
+                        state=outcome,
+                        ready=False,
+                        reason=None if phase == "Succeeded" else outcome.reason,
+                        message=outcome.message or None,
+                    )
+                )
+                await self.report.annotate({ENDPOINTS: None})
+                return
+            delay = crash.next()
+            await self.report.event(
+                "Warning",
+                "BackOff",
+                f"container {outcome.reason.lower()} (exit {outcome.exit_code}); "
+                f"buying a new instance in {delay:.0f}s",
+            )
+            await self.show(
+                replace(
+                    self.view,
+                    phase="Pending",
+                    state=Waiting("CrashLoopBackOff", f"back-off {delay:.0f}s restarting"),
+                    ready=False,
+                    restart_count=self.view.restart_count + 1,
+                    last_state=outcome,
+                    address=None,
+                )
+            )
+            await self.report.annotate({ENDPOINTS: None})
+            outcome = None
+            await trio.sleep(delay)
+
+    def _restarts(self, outcome: Terminated) -> bool:
+        policy = self.handle.pod.spec.restart_policy
+        if policy == "Never":
+            return False
+        if policy == "OnFailure":
+            return outcome.exit_code != 0
+        return True
+
+    # -- requirements --------------------------------------------------------------------
+
+    async def _requirements(self) -> Requirements:
+        """Parse annotations and pick the container; wait for a fix while they are wrong."""
+        while True:
+            pod = self.handle.pod
+            try:
+                chosen = chosen_container(pod)
+                self.report.chosen = chosen.name
+                return parse_requirements(
+                    pod.metadata.annotations,
+                    gpu_limit=chosen.resources.limits.get("nvidia.com/gpu"),
+                )
+            except (AnnotationError, SpecError) as exc:
+                await self.report.event("Warning", "InvalidAnnotation", str(exc))
+                await self.show(self.view.waiting("InvalidAnnotation", str(exc)))
+            await self.handle.wait_updated()
+
+    # -- instances -----------------------------------------------------------------------
+
+    async def _adopt(self) -> int | None:
+        """An instance an earlier run (or process) bought for this pod, if any.
+
+        Waits for a sweep that started after this call, so an instance bought moments ago
+        by a previous process is seen before anything new is bought.
+        """
+        await self.s.poller.fresh()
+        instances = self.s.poller.instances(self.uid)
+        if not instances:
+            return None
+        keep = max(instances, key=lambda i: (i.actual_status == "running", i.id))
+        extras = {i.id for i in instances if i.id != keep.id}
+        if extras:
+            self.log.warning("several instances for one pod; keeping one", keep=keep.id)
+            for instance_id in sorted(extras):
+                with trio.CancelScope(shield=True):
+                    await self.s.vast.destroy_instance(instance_id)
+        self.log.info("adopted instance", instance_id=keep.id, status=keep.actual_status)
+        return keep.id
+
+    async def _buy(self, requirements: Requirements) -> int:
+        """Search, pick and buy, until an instance exists; the pod stays Pending meanwhile."""
+        waits = _backoff(self.s)
+        while True:
+            outcome = await self._try_buy(requirements)
+            if isinstance(outcome, int):
+                return outcome
+            reason, message = outcome
+            delay = waits.next()
+            await self.show(self.view.waiting(reason, f"{message}; retrying in {delay:.0f}s"))
+            await trio.sleep(delay)
+
+    async def _try_buy(self, requirements: Requirements) -> int | tuple[str, str]:
+        """One search and up to ``OFFERS_PER_SEARCH`` buys: an instance id, or why not."""
+        await self.show(self.view.waiting("SearchingOffers", "searching Vast.ai offers"))
+        try:
+            offers = await self.s.vast.search_offers(build_query(requirements))
+        except TemporaryError as exc:
+            return "SearchingOffers", f"Vast API unavailable: {exc}"
+        except PermanentError as exc:
+            await self.report.event("Warning", "VastAPIError", str(exc))
+            return "VastAPIError", str(exc)
+        offers = [o for o in offers if o.machine_id not in self.excluded_machines]
+        selection = select(offers, requirements)
+        if not selection.ranked:
+            restrictive = selection.most_restrictive
+            reason = "PriceCapExceeded" if restrictive == "price-max" else "NoMatchingOffers"
+            message = selection.describe()
+            self.log.info("offers found: 0", searched=len(offers), reason=message)
+            await self.report.event("Warning", reason, message)
+            return reason, message
+        best = selection.ranked[0]
+        self.log.info("offers found", count=len(selection.ranked), best=best.id)
+        await self.report.event("Normal", "OffersFound", selection.describe())
+        candidates = [o for o in selection.ranked if o.id not in self.s.claimed_offers]
+        for offer in candidates[:OFFERS_PER_SEARCH]:
+            if offer.id in self.s.claimed_offers:  # claimed while we were busy with another
+                continue
+            self.s.claimed_offers.add(offer.id)
+            try:
+                outcome = await self._try_offer(offer, requirements)
+            finally:
+                self.s.claimed_offers.discard(offer.id)
+            if outcome is not None:
+                return outcome
+        return "SearchingOffers", "every matching offer was taken before it could be bought"
+
+    async def _try_offer(
+        self, offer: Offer, requirements: Requirements
+    ) -> int | tuple[str, str] | None:
+        """Buy ``offer``: an instance id, why the pod must wait, or None to try the next."""
+        bid = bid_price(offer, requirements)
+        price = bid if bid is not None else offer.dph_total
+        try:
+            request, secrets = await instance_request(
+                self.handle.pod,
+                label=self.label,
+                disk_gb=requirements.disk_gb,
+                lookup=KubeObjects(self.s.kube),
+                bid_price=bid,
+            )
+        except MissingReference as exc:
+            return "CreateContainerConfigError", str(exc)
+        except SpecError as exc:
+            await self.report.event("Warning", "InvalidSpec", str(exc))
+            return "CreateContainerConfigError", str(exc)
+        for secret in secrets:
+            redact(secret)
+        self.log.info("offer match", offer=_describe(offer, price))
+        await self.report.event("Normal", "OfferMatched", _describe(offer, price))
+        self.log.info("buy_instance", offer_id=offer.id, price=price)
+        try:
+            result = await buy(self.s.vast, offer, request)
+        except OfferGone:
+            self.log.info("offer gone; trying the next one", offer_id=offer.id)
+            return None
+        except TemporaryError as exc:
+            return "SearchingOffers", f"Vast API unavailable: {exc}"
+        except PermanentError as exc:
+            await self.report.event("Warning", "BuyFailed", str(exc))
+            return "BuyFailed", str(exc)
+        if result is None:
+            return None
+        await self._record_purchase(offer, price, result.instance_id)
+        if not result.started:
+            self.log.warning("instance created stopped; replacing it", id=result.instance_id)
+            self.excluded_machines.add(offer.machine_id)
+            await self._destroy({result.instance_id})
+            return None
+        return result.instance_id
+
+    async def _record_purchase(self, offer: Offer, price: float, instance_id: int) -> None:
+        await self.report.annotate(
+            {
+                INSTANCE_ID: str(instance_id),
+                OFFER_ID: str(offer.id),
+                MACHINE_ID: str(offer.machine_id),
+                GPU: f"{offer.num_gpus}x {offer.gpu_name}",
+                PRICE: f"{price:.4f}",
+                LOCATION: offer.geolocation or "",
+            }
+        )
+        await self.report.event(
+            "Normal", "InstanceBought", f"bought instance {instance_id}: {_describe(offer, price)}"
+        )
+        self.s.poller.hurry(60.0)
+
+    async def _destroy(self, known: set[int]) -> None:
+        """Destroy this pod's instances while the pod lives on (restart, terminal phase)."""
+        retry = _backoff(self.s)
+        while True:
+            try:
+                await destroy_all(
+                    self.s.vast, self.label, known, deadline=self.s.settings.destroy_timeout
+                )
+                return
+            except (VkError, trio.TooSlowError) as exc:
+                delay = retry.next()
+                await self.report.event(
+                    "Warning", "DestroyFailed", f"destroy failed ({exc}); retrying in {delay:.0f}s"
+                )
+                await trio.sleep(delay)
+
+    # -- following one instance ----------------------------------------------------------
+
+    async def _follow(self, instance_id: int) -> Terminated | _BootTimeout:
+        """Report the instance's progress until it ends; return how it ended."""
+        poller = self.s.poller
+        bought_at = trio.current_time()
+        boot_deadline = bought_at + self.s.settings.boot_timeout
+        seen = False
+        offline_since: float | None = None
+        while True:
+            version = poller.version(self.uid)
+            instance = next((i for i in poller.instances(self.uid) if i.id == instance_id), None)
+            now = trio.current_time()
+            if instance is None:
+                if seen or now - bought_at > VISIBILITY_GRACE:
+                    return Terminated(137, "InstanceLost", f"instance {instance_id} disappeared")
+            else:
+                seen = True
+                ended = await self._observe(instance, now, boot_deadline, offline_since)
+                if ended is not None:
+                    return ended
+                bad = instance.actual_status not in ("running", *BOOTING)
+                offline_since = (offline_since or now) if bad else None
+            with trio.move_on_after(RECHECK):
+                await poller.wait_changed(self.uid, version)
+
+    async def _observe(
+        self, instance: Instance, now: float, boot_deadline: float, offline_since: float | None
+    ) -> Terminated | _BootTimeout | None:
+        status = instance.actual_status
+        message = (instance.status_msg or "").strip()
+        if status == "running":
+            if not isinstance(self.view.state, Running) or not self.view.ready:
+                await self._running(instance)
+            return None
+        if "OCI runtime create failed" in message or (status == "created" and "rror" in message):
+            return Terminated(128, "StartError", message[:500])
+        if status == "exited":
+            code = _exit_code(message)
+            return Terminated(code, "Completed" if code == 0 else "Error", message[:500])
+        if status in BOOTING:
+            if isinstance(self.view.state, Running):
+                await self.show(replace(self.view, ready=False, message=f"instance {status}"))
+            elif now > boot_deadline:
+                self.excluded_machines.add(instance.machine_id)
+                await self.report.event(
+                    "Warning",
+                    "BootTimeout",
+                    f"instance {instance.id} not running after "
+                    f"{self.s.settings.boot_timeout:.0f}s; trying another machine",
+                )
+                return _BootTimeout()
+            else:
+                phase = status or "scheduling"
+                detail = f": {message[:200]}" if message else ""
+                await self.show(
+                    self.view.waiting("Provisioning", f"instance {instance.id} {phase}{detail}")
+                )
+            return None
+        # stopped, frozen, offline, unknown: not serving; replaced if it lasts
+        if offline_since is not None and now - offline_since > OFFLINE_GRACE:
+            return Terminated(137, "HostOffline", f"instance {instance.id} {status} too long")
+        await self.show(replace(self.view, ready=False, message=f"instance {instance.id} {status}"))
+        return None
+
+    async def _running(self, instance: Instance) -> None:
+        address = instance.address
+        endpoints = instance.endpoints()
+        started = (
+            self.view.state.started_at if isinstance(self.view.state, Running) else now_rfc3339()
+        )
+        await self.report.annotate(
+            {ENDPOINTS: msgspec.json.encode(endpoints).decode(), INSTANCE_ID: str(instance.id)}
+        )
+        await self.show(
+            replace(
+                self.view,
+                phase="Running",
+                state=Running(started),
+                ready=True,
+                address=address,
+                message=None,
+                reason=None,
+            )
+        )
+        where = ", ".join(f"{port} → {addr}" for port, addr in endpoints.items()) or address
+        self.log.info(
+            "Instance ready", instance_id=instance.id, address=address, endpoints=endpoints
+        )
+        await self.report.event(
+            "Normal", "InstanceReady", f"instance {instance.id} running: {where}"
+        )
+
+
+def _exit_code(message: str) -> int:
+    """The exit code Vast mentions in ``status_msg``; 0 when it names none."""
+    match = _EXIT_CODE.search(message)
+    return int(match.group(1)) if match else 0
