@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
+import ssl
 import stat
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,6 +25,7 @@ from vk_trio.kube.config import (
     load_config,
     make_http_client,
 )
+from vk_trio.kube.errors import KubeUnavailable
 from vk_trio.sim.kube import KubeSim
 
 
@@ -191,3 +196,124 @@ async def test_stand_in_kubeconfig_round_trip(kubeconfig: Path, kube_sim: KubeSi
     async with KubeClient.from_config(config) as client:
         namespaces = await client.request("GET", "/api/v1/namespaces")
     assert "kube-node-lease" in {n["metadata"]["name"] for n in namespaces["items"]}
+
+
+# ----- TLS: verification on, CA from the config, client certificates, tls-server-name -----
+
+
+@dataclass
+class Pki:
+    ca_pem: str
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def _issue(
+    subject: str, *, issuer: tuple[Any, Any] | None, dns: str | None = None
+) -> tuple[Any, Any]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    issuer_cert, issuer_key = issuer if issuer else (None, key)
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer_cert.subject if issuer_cert else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+    )
+    if dns:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(dns)]), critical=False
+        )
+    return builder.sign(issuer_key, hashes.SHA256()), key
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    pytest.importorskip("cryptography")
+    from cryptography.hazmat.primitives import serialization
+
+    def write(name: str, cert: Any, key: Any) -> tuple[Path, Path]:
+        cert_path, key_path = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        return cert_path, key_path
+
+    ca = _issue("test-ca", issuer=None)
+    server_cert, server_key = write("server", *_issue("kube", issuer=ca, dns="kube.test"))
+    client_cert, client_key = write("client", *_issue("vk-trio", issuer=ca))
+    ca_pem = ca[0].public_bytes(serialization.Encoding.PEM).decode()
+    return Pki(ca_pem, server_cert, server_key, client_cert, client_key)
+
+
+async def serve_tls(nursery: trio.Nursery, pki: Pki, seen: list[str]) -> int:
+    """A one-answer HTTPS server that requires a client certificate signed by the test CA."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cadata=pki.ca_pem)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    context.verify_mode = ssl.CERT_REQUIRED
+
+    async def handler(stream: trio.SSLStream[trio.SocketStream]) -> None:
+        try:
+            await stream.do_handshake()
+            peer = stream.getpeercert()
+            seen.append(str(dict(x[0] for x in peer["subject"])["commonName"]))
+            await stream.receive_some(65536)
+            await stream.send_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 11\r\nConnection: close\r\n\r\n{"ok":true}'
+            )
+            await stream.aclose()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # a client that rejected our certificate
+
+    listeners = await nursery.start(
+        functools.partial(trio.serve_ssl_over_tcp, handler, 0, context, host="127.0.0.1")
+    )
+    return int(listeners[0].transport_listener.socket.getsockname()[1])
+
+
+async def test_tls_with_ca_client_cert_and_server_name(pki: Pki, nursery: trio.Nursery) -> None:
+    seen: list[str] = []
+    port = await serve_tls(nursery, pki, seen)
+    config = ClusterConfig(
+        server=f"https://127.0.0.1:{port}",
+        ca_data=pki.ca_pem,
+        tls_server_name="kube.test",
+        client_cert_file=str(pki.client_cert),
+        client_key_file=str(pki.client_key),
+    )
+    async with KubeClient.from_config(config) as client:
+        assert await client.request("GET", "/version") == {"ok": True}
+    assert seen == ["vk-trio"]
+
+
+@pytest.mark.parametrize("missing", ["ca", "server_name"])
+async def test_tls_verification_is_on(pki: Pki, nursery: trio.Nursery, missing: str) -> None:
+    port = await serve_tls(nursery, pki, [])
+    config = ClusterConfig(
+        server=f"https://127.0.0.1:{port}",
+        ca_data=None if missing == "ca" else pki.ca_pem,
+        tls_server_name=None if missing == "server_name" else "kube.test",
+        client_cert_file=str(pki.client_cert),
+        client_key_file=str(pki.client_key),
+    )
+    async with KubeClient.from_config(config, backoffs=()) as client:
+        with pytest.raises(KubeUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+            await client.request("GET", "/version")

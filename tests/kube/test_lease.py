@@ -150,3 +150,25 @@ async def test_retries_with_backoff_then_escalates_forbidden_before_start(
         await run_lease(KubeClient(http), node_name=NAME, node_uid=UID)
     # GETs at 0, 0.2, 0.6 (200 ms doubling, no inner request retries), then the 403.
     assert [round(t - start, 3) for _, t in calls] == [0.0, 0.2, 0.6, 1.4]
+
+
+async def test_owner_follows_a_reregistered_node(
+    kube: KubeClient, kube_sim: KubeSim, nursery: trio.Nursery
+) -> None:
+    uids = [UID]
+    await nursery.start(
+        lambda task_status: run_lease(
+            kube, node_name=NAME, node_uid=lambda: uids[-1], duration=2, task_status=task_status
+        )
+    )
+    uids.append("node-uid-2")
+
+    def owner(sim: KubeSim) -> str:
+        current = lease(sim)
+        return current["metadata"]["ownerReferences"][0]["uid"] if current else ""
+
+    with trio.fail_after(3):
+        await kube_sim.wait_until(lambda s: owner(s) == "node-uid-2")
+    current = lease(kube_sim)
+    assert current is not None
+    assert len(current["metadata"]["ownerReferences"]) == 1

@@ -129,8 +129,26 @@ def _transport_error(exc: httpx.HTTPError, method: str, path: str) -> KubeError:
     """The ``KubeError`` for an httpx exception that carries no (usable) response."""
     if isinstance(exc, httpx.HTTPStatusError):  # pragma: no cover - we never raise_for_status
         return _status_error(exc.response)
-    detail = str(exc)[:MESSAGE_LIMIT] or type(exc).__name__
-    return KubeUnavailable(f"{method} {path}: {type(exc).__name__}: {detail}", delay=1.0)
+    return KubeUnavailable(f"{method} {path}: {_describe(exc)}"[:MESSAGE_LIMIT], delay=1.0)
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` for ``exc`` and its causes: httpx often wraps the useful part
+    (``CERTIFICATE_VERIFY_FAILED``, ``Connection refused``) in an exception without text."""
+    parts: list[str] = []
+    current: BaseException | None = exc
+    while current is not None and len(parts) < 4:
+        if isinstance(current, BaseExceptionGroup) and current.exceptions:
+            current = current.exceptions[0]  # trio's "all attempts failed": show the first
+            continue
+        text = str(current)
+        part = type(current).__name__ + (
+            f": {text}" if text and text != type(current).__name__ else ""
+        )
+        if not parts or text not in parts[-1]:
+            parts.append(part)
+        current = current.__cause__ or current.__context__
+    return " <- ".join(parts)
 
 
 def _should_retry(error: KubeError, *, idempotent: bool) -> bool:
@@ -223,6 +241,8 @@ class KubeClient:
                 if not _should_retry(error, idempotent=retry_all):
                     raise
                 if attempt >= len(schedule):
+                    if not schedule:
+                        raise  # the caller owns retrying (and logging)
                     logger.warning(
                         "kube {} {} failed after {} retries, escalating: {}",
                         method,

@@ -253,11 +253,21 @@ def make_http_client(config: ClusterConfig, *, timeout: httpx.Timeout) -> httpx.
     auth = None
     if config.token or config.token_provider:
         auth = _BearerAuth(config.token, config.token_provider)
+    hooks: dict[str, list[Callable[[httpx.Request], Awaitable[None]]]] = {}
+    server_name = config.tls_server_name
+    if server_name:
+        # kubeconfig ``tls-server-name``: verify (and send SNI for) this name instead of the
+        # URL's host, e.g. when the apiserver is reached through an IP or a tunnel.
+        async def set_server_name(request: httpx.Request) -> None:
+            request.extensions["sni_hostname"] = server_name
+
+        hooks["request"] = [set_server_name]
     return httpx.AsyncClient(
         base_url=config.server,
         verify=ssl_context(config),
         auth=auth,
         timeout=timeout,
+        event_hooks=hooks,
         # Pod counts per node are small; a handful of connections covers watch + writes.
         limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
     )

@@ -74,12 +74,24 @@ def lease_body(*, node_name: str, node_uid: str, duration: int) -> dict[str, Any
 class _Renewer:
     """The cached Lease and the renew/ensure steps."""
 
-    def __init__(self, client: KubeClient, *, node_name: str, node_uid: str, duration: int):
+    def __init__(
+        self,
+        client: KubeClient,
+        *,
+        node_name: str,
+        node_uid: str | Callable[[], str],
+        duration: int,
+    ) -> None:
         self.client = client
         self.node_name = node_name
-        self.node_uid = node_uid
+        self._node_uid = node_uid
         self.duration = duration
         self.cached: dict[str, Any] | None = None
+
+    @property
+    def node_uid(self) -> str:
+        """The Node's uid now (it changes if the Node had to be registered again)."""
+        return self._node_uid() if callable(self._node_uid) else self._node_uid
 
     def _renewed(self, lease: dict[str, Any]) -> dict[str, Any]:
         """``lease`` with our holder, duration, renewTime=now and the Node as owner."""
@@ -155,13 +167,17 @@ async def run_lease(
     client: KubeClient,
     *,
     node_name: str,
-    node_uid: str,
+    node_uid: str | Callable[[], str],
     duration: int = DEFAULT_LEASE_DURATION,
     renew_fraction: float = DEFAULT_RENEW_FRACTION,
     healthy: Callable[[], bool] = lambda: True,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Renew the node's Lease every ``duration * renew_fraction`` seconds, forever.
+
+    ``node_uid`` may be a callable (e.g. ``lambda: reporter.uid``): every renewal then points
+    the ownerReference at the current Node, so a Node re-created after a deletion does not
+    leave the Lease owned by a dead uid (which the garbage collector would delete).
 
     Renewals are skipped while ``healthy()`` is False (it must not block: read a flag kept
     by the provider ping), so an unhealthy backend makes the node go NotReady through the

@@ -12,8 +12,8 @@ conditions merge by ``type`` and addresses by ``type``, so conditions written by
 which ``NodeStatusReporter`` remembers between patches. The pressure conditions are always
 False: True would make the control plane taint the node.
 
-If the node was deleted under us (a status patch 404s) it is registered again; the lease's
-ownerReference then points at the old uid, which ``run_lease`` repairs from ``uid``.
+If the node was deleted under us (a status patch 404s) it is registered again with a new uid;
+pass ``node_uid=lambda: reporter.uid`` to ``run_lease`` so the Lease follows it.
 """
 
 from __future__ import annotations
