@@ -60,6 +60,9 @@ exponential backoff, capped so a node recovers within half a minute of the apise
 RELIST_AFTER_FAILURES = 3
 """Consecutive watch failures after which we relist instead of re-watching from the last RV."""
 
+QUIET_STREAM_MIN = 1.0
+"""A watch that ends sooner than this without a single line is followed by a short pause."""
+
 LIST_PAGE_SIZE = 500
 
 
@@ -127,7 +130,7 @@ async def _watch_once(
             with trio.move_on_after(inactivity_timeout) as scope:
                 line = await anext(iterator, None)
             if scope.cancelled_caught:
-                logger.info("pod watch: nothing for {:.0f}s, reconnecting", inactivity_timeout)
+                logger.info("pod watch: nothing for {:g}s, reconnecting", inactivity_timeout)
                 return
             if line is None:
                 return
@@ -157,7 +160,8 @@ class _ListWatch:
         self.resource_version: str | None = None
         self.known: dict[str, Pod] = {}
         self.quiet = True
-        """Whether the last watch ended without a single line (not even a bookmark)."""
+        """Whether the last watch ended within ``QUIET_STREAM_MIN`` without a single line:
+        a server that closes streams at once must not turn re-watching into a hot loop."""
 
     async def relist(self) -> AsyncGenerator[PodEvent, None]:
         """LIST every page, then ADDED for each pod, tombstones for the vanished, SYNCED."""
@@ -194,6 +198,7 @@ class _ListWatch:
         if self.resource_version:
             params["resourceVersion"] = self.resource_version
         self.quiet = True
+        started = trio.current_time()
         stream = _watch_once(self.client, params=params, inactivity_timeout=self.inactivity_timeout)
         async with aclosing(stream) as envelopes:
             async for envelope in envelopes:
@@ -201,6 +206,8 @@ class _ListWatch:
                 event = self._apply(envelope)
                 if event is not None:
                     yield event
+        if self.quiet and trio.current_time() - started >= QUIET_STREAM_MIN:
+            self.quiet = False  # a long silent stream (inactivity): nothing suspicious
 
     def _apply(self, envelope: _Envelope) -> PodEvent | None:
         """Update the reflector state from one envelope; the event to yield, if any."""
@@ -271,8 +278,8 @@ async def watch_pods(
                     failures = 0
                     yield event
             # The stream ended normally (timeoutSeconds or inactivity): re-watch from the last
-            # RV. A stream that ended without a single line may be a server closing on us at
-            # once; pause briefly so that cannot become a hot loop.
+            # RV. A stream that ended at once without a single line may be a server closing on
+            # us; pause briefly so that cannot become a hot loop.
             if not state.quiet:
                 failures = 0
                 continue
