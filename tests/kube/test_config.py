@@ -29,7 +29,7 @@ from vk_trio.kube.errors import KubeUnavailable
 from vk_trio.sim.kube import KubeSim
 
 
-def write_kubeconfig(path: Path, *, server: str, user: dict[str, object], namespace: str) -> None:
+def write_kubeconfig(path: Path, *, server: str, user: dict[str, Any], namespace: str) -> None:
     path.write_text(
         yaml.safe_dump(
             {
