@@ -17,9 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 import yaml
 
+from vk_trio.app import serve_node
+from vk_trio.config import Settings
 from vk_trio.offers import parse_requirements
+from vk_trio.sim.kube import KubeSim
+from vk_trio.sim.vast import VastSim, VastSimConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOYMENTS = ROOT / "deployments"
@@ -259,6 +264,147 @@ def test_every_role_is_bound_to_the_service_account(vk_docs: list[Obj]) -> None:
     assert {r for r in roles if r[0] in ("ClusterRole", "Role")} == bound
 
 
+# Verbs implied by each HTTP method; GET is get or list by whether a name is in the path.
+_VERB = {"POST": "create", "PUT": "update", "PATCH": "patch", "WATCH": "watch"}
+# Non-resource paths every authenticated user may read (the system:discovery ClusterRole).
+_DISCOVERY = ("/api", "/apis", "/version", "/openapi")
+
+
+def rbac_attributes(request: str) -> tuple[str, str, str, bool]:
+    """``"PATCH /api/v1/namespaces/{namespace}/pods/{name}/status"`` as the authorizer sees
+    it: (verb, apiGroup, resource[/subresource], namespaced)."""
+    method, path = request.split(" ", 1)
+    parts = [p for p in path.split("/") if p]
+    if parts[0] == "api":
+        group, rest = "", parts[2:]
+    else:
+        group, rest = parts[1], parts[3:]
+    namespaced = rest[:1] == ["namespaces"] and len(rest) > 2
+    if namespaced:
+        rest = rest[2:]
+    resource, named, sub = rest[0], len(rest) > 1, rest[2:]
+    if method == "GET":
+        verb = "get" if named else "list"
+    elif method == "DELETE":
+        verb = "delete" if named else "deletecollection"
+    else:
+        verb = _VERB[method]
+    return verb, group, "/".join([resource, *sub]), namespaced
+
+
+def allowed(docs: list[Obj], verb: str, group: str, resource: str, namespaced: bool) -> bool:
+    for role, rule in rbac_rules(docs):
+        if role["kind"] == "Role" and not namespaced:
+            continue
+        if group in rule["apiGroups"] and resource in rule["resources"] and verb in rule["verbs"]:
+            return True
+    return False
+
+
+def example_pod_objects() -> list[Obj]:
+    """The example pods as the scheduler would leave them: bound to the node, one per replica."""
+    pods = []
+    for _, meta, spec in EXAMPLE_PODS:
+        name = meta.get("name") or f"{meta['labels']['app']}-abcde"
+        metadata = {**meta, "name": name, "namespace": meta.get("namespace") or "default"}
+        pods.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": metadata,
+                "spec": {**spec, "nodeName": "vast-gpu-node-python"},
+            }
+        )
+    return pods
+
+
+async def test_rbac_allows_every_call_the_node_makes(vk_docs: list[Obj], tmp_path: Path) -> None:
+    """Run the real node against the stand-ins through the examples' whole lifecycle (register,
+    heartbeat, buy, Running, delete, then a restart that re-adopts the Node) and authorize
+    every request it made against the manifest's rules."""
+    vast = VastSim(VastSimConfig(seed=7, boot_seconds=0.5, rate_limits="off"))
+    kube = KubeSim(bookmark_interval=1.0)
+    kubeconfig = tmp_path / "kubeconfig"
+    pods = example_pod_objects()
+    keys = [(p["metadata"]["namespace"], p["metadata"]["name"]) for p in pods]
+
+    def phases(sim: KubeSim) -> list[str]:
+        return [((sim.get("pods", *k) or {}).get("status") or {}).get("phase", "") for k in keys]
+
+    with trio.fail_after(90):
+        async with trio.open_nursery() as sims:
+            vast_url = await sims.start(vast.serve)
+            await sims.start(kube.serve)
+            kube.write_kubeconfig(kubeconfig)
+            settings = Settings(
+                vast_api_key="test-key",
+                vast_api_url=vast_url,
+                kubeconfig=str(kubeconfig),
+                health_host="127.0.0.1",
+                health_port=0,
+                poll_fast=0.2,
+                poll_slow=1.0,
+                pacing=0.0,
+            )
+            async with trio.open_nursery() as node:
+                await node.start(serve_node, settings)
+                for pod in pods:
+                    namespace = pod["metadata"]["namespace"]
+                    if kube.get("namespaces", None, namespace) is None:
+                        kube.create({"kind": "Namespace", "metadata": {"name": namespace}})
+                    kube.create(pod)
+                await kube.wait_until(lambda s: all(p == "Running" for p in phases(s)))
+                for key in keys:
+                    kube.delete("pods", *key, grace_seconds=30)
+                await kube.wait_until(lambda s: all(s.get("pods", *k) is None for k in keys))
+                node.cancel_scope.cancel()  # the node shuts down while the API still answers
+            registered = kube.get("nodes", None, settings.node_name)
+            async with trio.open_nursery() as node:  # a restart: the Node already exists
+                await node.start(serve_node, settings)
+                node.cancel_scope.cancel()
+            sims.cancel_scope.cancel()
+
+    requests = [r for r in kube.requests if r.split(" ", 1)[1].startswith(("/api/v1/", "/apis/"))]
+    others = set(kube.requests) - set(requests)
+    assert all(r.split(" ", 1)[1].startswith(_DISCOVERY) for r in others), others
+    assert requests, "the node made no API calls?"
+    denied = [r for r in requests if not allowed(vk_docs, *rbac_attributes(r))]
+    assert not denied, f"the RBAC in {VK_MANIFEST.name} would forbid: {denied}"
+    # The Role only reaches kube-node-lease; the node's Lease must be there.
+    assert {lease["metadata"]["namespace"] for lease in kube.list("leases")} == {"kube-node-lease"}
+    # Every granted verb is needed: it was used here, or it is one this run cannot reach.
+    used = {rbac_attributes(r)[:3] for r in requests}
+    granted = {
+        (verb, group, resource)
+        for (_, _, group, resource), verbs in EXPECTED_RBAC.items()
+        for verb in verbs
+    }
+    assert granted - used <= NOT_EXERCISED, f"granted, never used: {granted - used}"
+
+    # The examples land on the node as it registered itself: they tolerate its real taints
+    # and their nodeSelector matches its real labels.
+    assert registered is not None
+    labels = registered["metadata"]["labels"]
+    for pod in pods:
+        spec = pod["spec"]
+        assert spec["nodeSelector"].items() <= labels.items()
+        for taint in registered["spec"].get("taints") or []:
+            assert any(
+                t["key"] == taint["key"]
+                and t.get("effect") in (None, taint["effect"])
+                and (t.get("operator") == "Exists" or t.get("value") == taint.get("value"))
+                for t in spec["tolerations"]
+            ), f"{pod['metadata']['name']} does not tolerate {taint}"
+
+
+# Granted verbs that a clean run cannot reach, and when the node needs them.
+NOT_EXERCISED = {
+    ("get", "", "pods"),  # re-reading one pod after a 409 Conflict on a patch
+    ("patch", "", "events"),  # bumping the count of an Event repeated within its series
+    ("get", "", "configmaps"),  # pods with configMapKeyRef/envFrom (none in the examples)
+}
+
+
 # ----- the examples -------------------------------------------------------------------------
 
 
@@ -321,7 +467,9 @@ def test_example_annotations_are_strings_the_node_accepts(file: str, meta: Obj, 
     # Unquoted 0.30 would be a float and the API server would reject the object.
     assert all(isinstance(v, str) for v in annotations.values()), annotations
     [container] = spec["containers"]
-    gpus = str(container["resources"]["limits"]["nvidia.com/gpu"])
+    # Quoted as the API server returns it: the demo applies these files verbatim.
+    gpus = container["resources"]["limits"]["nvidia.com/gpu"]
+    assert isinstance(gpus, str)
     requirements = parse_requirements(vast, gpu_limit=gpus)
     assert requirements.gpu_names[0] == vast["vast.ai/gpu-type"]
     assert requirements.price_max == float(vast["vast.ai/price-max"])
@@ -336,6 +484,46 @@ def test_each_example_applies_on_its_own(path: Path) -> None:
     for doc in docs:
         if doc["kind"] != "Namespace":
             assert doc["metadata"].get("namespace") in namespaces | {"default"}
+
+
+# ----- the image --------------------------------------------------------------------------
+
+
+def final_stage(path: Path) -> list[str]:
+    """The instructions after the last FROM, continuation lines joined, comments dropped."""
+    lines: list[str] = []
+    pending = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        pending += line.removesuffix("\\").strip() + " "
+        if not line.endswith("\\"):
+            lines.append(" ".join(pending.split()))
+            pending = ""
+    last_from = max(i for i, line in enumerate(lines) if line.upper().startswith("FROM "))
+    return lines[last_from:]
+
+
+def test_image_is_from_scratch_non_root_with_the_node_as_entrypoint() -> None:
+    stage = final_stage(ROOT / "Dockerfile")
+    assert stage[0] == "FROM scratch"
+    assert "USER 65532:65532" in stage
+    assert 'ENTRYPOINT ["/vk-trio"]' in stage
+    assert 'CMD ["run"]' in stage
+    exposed = {p for line in stage if line.startswith("EXPOSE ") for p in line.split()[1:]}
+    assert exposed == {"10250", "10255"}
+    assert any("SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt" in line for line in stage)
+
+
+def test_prebuilt_image_matches_the_dockerfile_final_stage() -> None:
+    # Only where the root filesystem comes from may differ (the builder stage or the host).
+    def without_copy(lines: list[str]) -> list[str]:
+        return [line for line in lines if not line.startswith("COPY ")]
+
+    dockerfile = final_stage(ROOT / "Dockerfile")
+    prebuilt = final_stage(ROOT / "build" / "Containerfile.prebuilt")
+    assert without_copy(dockerfile) == without_copy(prebuilt)
 
 
 # ----- kubectl ------------------------------------------------------------------------------
