@@ -101,8 +101,10 @@ async def serve_node(
                     run_lease,
                     kube,
                     node_name=settings.node_name,
-                    node_uid=node_uid,
+                    node_uid=lambda: reporter.uid,  # follows a re-created Node
                     duration=settings.lease_seconds,
+                    # No `healthy` gate on Vast: a Vast outage must not make the node
+                    # NotReady, or every pod would be evicted and its instance destroyed.
                 )
             )
             await root.start(

@@ -1,8 +1,8 @@
 """The ``vk-trio`` command: ``run`` (the node), ``demo``, ``offers`` (dry run), ``sim vast|kube``.
 
 Each subcommand lives in its own module, which offers ``add_arguments(parser)`` and
-``main(args) -> int``; this file only wires them, importing each lazily so that
-``vk-trio sim vast`` does not pay for what ``vk-trio run`` needs.
+``main(args) -> int``; this file only wires them. Command modules keep their imports light
+(the ``kubernetes`` package, the slow one, is imported only when a kubeconfig is loaded).
 """
 
 from __future__ import annotations

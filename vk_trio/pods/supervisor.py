@@ -105,11 +105,14 @@ class PodHandle:
         self.deleting = False
         self.gone = False
         """The pod object no longer exists in the API (DELETED), so nothing to delete."""
+        self.version = 0
+        """Bumped by every ``update``, so a waiter cannot miss one that came meanwhile."""
         self._updated = trio.Event()
 
     def update(self, pod: Pod) -> None:
         """Hand the task a newer copy of the pod; deletion cancels the task's run scope."""
         self.pod = pod
+        self.version += 1
         updated, self._updated = self._updated, trio.Event()
         updated.set()
         if pod.is_deleting:
@@ -121,8 +124,10 @@ class PodHandle:
         self.gone = self.gone or gone
         self.run_scope.cancel()
 
-    async def wait_updated(self) -> Pod:
-        await self._updated.wait()
+    async def wait_updated(self, since: int) -> Pod:
+        """The pod, once it is newer than ``version`` was at ``since``."""
+        while self.version == since:
+            await self._updated.wait()
         return self.pod
 
 
@@ -272,11 +277,11 @@ class _PodLifecycle:
     # -- the loop ------------------------------------------------------------------------
 
     async def run(self) -> None:
-        requirements = await self._requirements()
-        pod = self.handle.pod
-        if pod.is_terminal:
+        if self.handle.pod.is_terminal:  # finished earlier: only make sure nothing still bills
             await self._destroy(set())
             return
+        requirements = await self._requirements()
+        pod = self.handle.pod
         previous = next(
             (c for c in pod.status.container_statuses if c.name == self.report.chosen), None
         )
@@ -355,7 +360,7 @@ class _PodLifecycle:
     async def _requirements(self) -> Requirements:
         """Parse annotations and pick the container; wait for a fix while they are wrong."""
         while True:
-            pod = self.handle.pod
+            pod, seen = self.handle.pod, self.handle.version
             try:
                 chosen = chosen_container(pod)
                 self.report.chosen = chosen.name
@@ -366,7 +371,7 @@ class _PodLifecycle:
             except (AnnotationError, SpecError) as exc:
                 await self.report.event("Warning", "InvalidAnnotation", str(exc))
                 await self.show(self.view.waiting("InvalidAnnotation", str(exc)))
-            await self.handle.wait_updated()
+            await self.handle.wait_updated(seen)
 
     # -- instances -----------------------------------------------------------------------
 
