@@ -141,6 +141,9 @@ def _default_container(container: Obj) -> None:
     container.setdefault("terminationMessagePath", "/dev/termination-log")
     container.setdefault("terminationMessagePolicy", "File")
     resources = container.setdefault("resources", {})
+    for kind in ("limits", "requests"):  # quantities are strings on the wire (1 → "1")
+        if resources.get(kind):
+            resources[kind] = {name: str(value) for name, value in resources[kind].items()}
     if resources.get("limits"):
         resources["requests"] = {**resources["limits"], **(resources.get("requests") or {})}
 
