@@ -31,7 +31,7 @@ SOURCES = [ROOT / "vk_trio", ROOT / "build", ROOT / "deployments" / "examples"]
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def _only_when_selected(request: pytest.FixtureRequest) -> None:
     # Deselected by default: without an explicit -m expression these are skipped, so a
     # plain `pytest` never spends a minute building.
@@ -52,7 +52,7 @@ def _newest_source() -> float:
 
 
 @pytest.fixture(scope="module")
-def binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def binary(_only_when_selected: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
     given = os.environ.get("VK_TRIO_BINARY")
     if given:
         source = Path(given)
