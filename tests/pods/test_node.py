@@ -1,14 +1,16 @@
 """End to end: the real node (``serve_node``, the code path of ``vk-trio run``) against the Vast
-simulator and the Kubernetes stand-in, over real sockets.
+simulator and a Kubernetes API, over real sockets.
 
-Outcomes are read where a user would read them: the pod object (phase, container statuses,
-annotations), its Events, and the simulator's ledger of every instance ever bought.
+The API is the in-process stand-in, or a real cluster when ``VK_TRIO_TEST_KUBECONFIG`` names a
+kubeconfig (see ``cluster.py``). Outcomes are read where a user would read them: the pod
+object (phase, container statuses, annotations), its Events, and the simulator's ledger of
+every instance ever bought.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ import pytest
 import trio
 from loguru import logger
 
+from tests.pods.cluster import Cluster, SimCluster, open_remote, remote_kubeconfig
 from vk_trio.app import NodeRuntime, serve_node
 from vk_trio.config import Settings
 from vk_trio.sim.kube import KubeSim
@@ -25,9 +28,24 @@ from vk_trio.sim.vast import VastSim
 NODE = "vk-e2e"
 Obj = dict[str, Any]
 
+H100_OFFER: Obj = {
+    "gpu_name": "H100 SXM",
+    "num_gpus": 1,
+    "dph_total": 1.9,
+    "geolocation": "Texas, US",
+    "reliability": 0.999,
+    "reliability2": 0.999,
+    "verification": "verified",
+    "rentable": True,
+    "rented": False,
+    "disk_space": 500.0,
+}
+"""A partial offer; the simulator fills in the rest from a real one."""
+
 
 def gpu_pod(
     name: str,
+    namespace: str,
     *,
     annotations: dict[str, str] | None = None,
     restart_policy: str = "Always",
@@ -38,7 +56,7 @@ def gpu_pod(
         "kind": "Pod",
         "metadata": {
             "name": name,
-            "namespace": "default",
+            "namespace": namespace,
             "annotations": {
                 "vast.ai/gpu-type": "RTX 3090",
                 "vast.ai/gpu-fallbacks": "RTX 4090,RTX 3060",
@@ -63,21 +81,6 @@ def gpu_pod(
     }
 
 
-H100_OFFER: Obj = {
-    "gpu_name": "H100 SXM",
-    "num_gpus": 1,
-    "dph_total": 1.9,
-    "geolocation": "Texas, US",
-    "reliability": 0.999,
-    "reliability2": 0.999,
-    "verification": "verified",
-    "rentable": True,
-    "rented": False,
-    "disk_space": 500.0,
-}
-"""A partial offer; the simulator fills in the rest from a real one."""
-
-
 def settings_for(vast_sim: VastSim, kubeconfig: Path, **overrides: Any) -> Settings:
     fields: dict[str, Any] = {
         "node_name": NODE,
@@ -98,25 +101,42 @@ def settings_for(vast_sim: VastSim, kubeconfig: Path, **overrides: Any) -> Setti
 
 
 @pytest.fixture
-async def node(
-    nursery: trio.Nursery, vast_sim: VastSim, kube_sim: KubeSim, kubeconfig: Path
-) -> NodeRuntime:
-    runtime: NodeRuntime = await nursery.start(serve_node, settings_for(vast_sim, kubeconfig))
+async def cluster(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Cluster]:
+    remote = remote_kubeconfig()
+    if remote is None:
+        sim = KubeSim(bookmark_interval=1.0)
+        await nursery.start(sim.serve)
+        sim.write_kubeconfig(tmp_path / "kubeconfig")
+        yield SimCluster(sim, tmp_path / "kubeconfig")
+        return
+    real = await open_remote(remote)
+    try:
+        yield real
+    finally:
+        with trio.CancelScope(shield=True):
+            for pod in await real.list("pods", real.namespace):
+                await real.delete("pods", real.namespace, pod["metadata"]["name"], grace=0)
+            await real.client.request("DELETE", f"/api/v1/namespaces/{real.namespace}")
+            await real.client.aclose()
+
+
+@pytest.fixture
+async def node(nursery: trio.Nursery, vast_sim: VastSim, cluster: Cluster) -> NodeRuntime:
+    runtime: NodeRuntime = await nursery.start(
+        serve_node, settings_for(vast_sim, cluster.kubeconfig)
+    )
     return runtime
 
 
-def pod_of(kube: KubeSim, name: str) -> Obj | None:
-    return kube.get("pods", "default", name)
-
-
 async def wait_pod(
-    kube: KubeSim, name: str, check: Callable[[Obj], bool], *, within: float = 15.0
+    cluster: Cluster, name: str, check: Callable[[Obj], bool], *, within: float = 15.0
 ) -> Obj:
+    async def probe() -> Obj | None:
+        pod = await cluster.get("pods", cluster.namespace, name)
+        return pod if pod is not None and check(pod) else None
+
     with trio.fail_after(within):
-        await kube.wait_until(lambda s: (p := pod_of(s, name)) is not None and check(p))
-    pod = pod_of(kube, name)
-    assert pod is not None
-    return pod
+        return await cluster.wait_for(probe)
 
 
 def phase(pod: Obj) -> str:
@@ -130,11 +150,18 @@ def waiting_reason(pod: Obj, container: int = 0) -> str | None:
     return statuses[container].get("state", {}).get("waiting", {}).get("reason")
 
 
-def event_reasons(kube: KubeSim, pod: Obj) -> list[str]:
+async def event_reasons(cluster: Cluster, pod: Obj) -> list[str]:
     uid = pod["metadata"]["uid"]
-    return [
-        e["reason"] for e in kube.list("events", "default") if e["involvedObject"].get("uid") == uid
-    ]
+    events = await cluster.list("events", cluster.namespace)
+    return [e["reason"] for e in events if e["involvedObject"].get("uid") == uid]
+
+
+async def wait_event(cluster: Cluster, pod: Obj, reason: str) -> None:
+    async def probe() -> bool | None:
+        return True if reason in await event_reasons(cluster, pod) else None
+
+    with trio.fail_after(10):
+        await cluster.wait_for(probe)
 
 
 def bought_for(vast: VastSim, pod: Obj) -> list[Obj]:
@@ -142,17 +169,21 @@ def bought_for(vast: VastSim, pod: Obj) -> list[Obj]:
     return [e for e in vast.ledger() if (e["label"] or "").endswith("/" + uid)]
 
 
-async def delete_and_wait_gone(kube: KubeSim, name: str, *, within: float = 15.0) -> None:
-    kube.delete("pods", "default", name, grace_seconds=30)
+async def delete_and_wait_gone(cluster: Cluster, name: str, *, within: float = 15.0) -> None:
+    await cluster.delete("pods", cluster.namespace, name, grace=30)
+
+    async def gone() -> bool | None:
+        return True if await cluster.get("pods", cluster.namespace, name) is None else None
+
     with trio.fail_after(within):
-        await kube.wait_until(lambda s: pod_of(s, name) is None)
+        await cluster.wait_for(gone)
 
 
 async def test_pod_runs_with_address_then_delete_destroys_instance(
-    node: NodeRuntime, vast_sim: VastSim, kube_sim: KubeSim
+    node: NodeRuntime, vast_sim: VastSim, cluster: Cluster
 ) -> None:
-    kube_sim.create(gpu_pod("web"))
-    pod = await wait_pod(kube_sim, "web", lambda p: phase(p) == "Running")
+    await cluster.create(gpu_pod("web", cluster.namespace))
+    pod = await wait_pod(cluster, "web", lambda p: phase(p) == "Running")
 
     [bought] = bought_for(vast_sim, pod)
     instance = vast_sim.instance(bought["id"])
@@ -168,99 +199,103 @@ async def test_pod_runs_with_address_then_delete_destroys_instance(
     assert notes["vast.ai/instance-id"] == str(bought["id"])
     host_port = instance["ports"]["8000/tcp"][0]["HostPort"]
     assert f'"8000/tcp":"{address}:{host_port}"' in notes["vast.ai/endpoints"]
-    with trio.fail_after(5):
-        await kube_sim.wait_until(lambda s: "InstanceReady" in event_reasons(s, pod))
-    reasons = event_reasons(kube_sim, pod)
+    await wait_event(cluster, pod, "InstanceReady")
+    reasons = await event_reasons(cluster, pod)
     for reason in ("OffersFound", "OfferMatched", "InstanceBought"):
         assert reason in reasons
 
-    await delete_and_wait_gone(kube_sim, "web")
+    await delete_and_wait_gone(cluster, "web")
     [entry] = bought_for(vast_sim, pod)
     assert entry["destroyed_at"] is not None
     assert vast_sim.live_instances() == []
 
 
 async def test_bad_annotation_is_reported_and_buys_nothing_until_fixed(
-    node: NodeRuntime, vast_sim: VastSim, kube_sim: KubeSim
+    node: NodeRuntime, vast_sim: VastSim, cluster: Cluster
 ) -> None:
-    kube_sim.create(gpu_pod("bad", annotations={"vast.ai/price-max": "cheap"}))
-    pod = await wait_pod(kube_sim, "bad", lambda p: waiting_reason(p) == "InvalidAnnotation")
+    annotations = {"vast.ai/price-max": "cheap"}
+    await cluster.create(gpu_pod("bad", cluster.namespace, annotations=annotations))
+    pod = await wait_pod(cluster, "bad", lambda p: waiting_reason(p) == "InvalidAnnotation")
     message = pod["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
     assert "vast.ai/price-max" in message and "cheap" in message
-    assert "InvalidAnnotation" in event_reasons(kube_sim, pod)
+    await wait_event(cluster, pod, "InvalidAnnotation")
     assert vast_sim.ledger() == []
 
-    kube_sim.patch(
-        "pods", "default", "bad", {"metadata": {"annotations": {"vast.ai/price-max": "2"}}}
-    )
-    pod = await wait_pod(kube_sim, "bad", lambda p: phase(p) == "Running")
+    fixed = {"metadata": {"annotations": {"vast.ai/price-max": "2"}}}
+    await cluster.patch("pods", cluster.namespace, "bad", fixed)
+    pod = await wait_pod(cluster, "bad", lambda p: phase(p) == "Running")
     assert len(bought_for(vast_sim, pod)) == 1
 
 
 async def test_no_offers_keeps_pod_pending_until_an_offer_appears(
-    node: NodeRuntime, vast_sim: VastSim, kube_sim: KubeSim
+    node: NodeRuntime, vast_sim: VastSim, cluster: Cluster
 ) -> None:
     vast_sim.remove_offers(lambda row: row.get("gpu_name") == "H100 SXM")
-    kube_sim.create(
-        gpu_pod("h100", annotations={"vast.ai/gpu-type": "H100 SXM", "vast.ai/gpu-fallbacks": ""})
-    )
-    pod = await wait_pod(kube_sim, "h100", lambda p: waiting_reason(p) == "NoMatchingOffers")
+    annotations = {"vast.ai/gpu-type": "H100 SXM", "vast.ai/gpu-fallbacks": ""}
+    await cluster.create(gpu_pod("h100", cluster.namespace, annotations=annotations))
+    pod = await wait_pod(cluster, "h100", lambda p: waiting_reason(p) == "NoMatchingOffers")
     assert phase(pod) == "Pending"
-    assert "NoMatchingOffers" in event_reasons(kube_sim, pod)
+    await wait_event(cluster, pod, "NoMatchingOffers")
 
     vast_sim.add_offers([H100_OFFER])
-    pod = await wait_pod(kube_sim, "h100", lambda p: phase(p) == "Running")
+    pod = await wait_pod(cluster, "h100", lambda p: phase(p) == "Running")
     [entry] = bought_for(vast_sim, pod)
     assert entry["gpu_name"] == "H100 SXM"
 
 
 async def test_watch_expiry_relists_without_buying_twice(
-    node: NodeRuntime, vast_sim: VastSim, kube_sim: KubeSim
+    node: NodeRuntime, vast_sim: VastSim, cluster: Cluster
 ) -> None:
-    kube_sim.create(gpu_pod("first"))
-    first = await wait_pod(kube_sim, "first", lambda p: phase(p) == "Running")
-    kube_sim.compact()
-    kube_sim.close_watches()
-    kube_sim.create(gpu_pod("second"))
-    second = await wait_pod(kube_sim, "second", lambda p: phase(p) == "Running")
+    sim = cluster.require_sim()
+    await cluster.create(gpu_pod("first", cluster.namespace))
+    first = await wait_pod(cluster, "first", lambda p: phase(p) == "Running")
+    sim.compact()
+    sim.close_watches()
+    await cluster.create(gpu_pod("second", cluster.namespace))
+    second = await wait_pod(cluster, "second", lambda p: phase(p) == "Running")
     assert len(bought_for(vast_sim, first)) == 1
     assert len(bought_for(vast_sim, second)) == 1
     assert len(vast_sim.ledger()) == 2
 
 
 async def test_lease_and_node_stay_fresh_while_vast_hangs(
-    nursery: trio.Nursery, vast_sim: VastSim, kube_sim: KubeSim, kubeconfig: Path
+    nursery: trio.Nursery, vast_sim: VastSim, cluster: Cluster
 ) -> None:
-    settings = settings_for(vast_sim, kubeconfig, lease_seconds=2)
-    await nursery.start(serve_node, settings)
+    await nursery.start(serve_node, settings_for(vast_sim, cluster.kubeconfig, lease_seconds=2))
     vast_sim.set_faults(latency=60.0)  # every Vast call now hangs for a minute
-    kube_sim.create(gpu_pod("stuck"))
+    await cluster.create(gpu_pod("stuck", cluster.namespace))
 
-    def renew_time(sim: KubeSim) -> str:
-        lease = sim.get("leases", "kube-node-lease", NODE) or {}
+    async def renew_time() -> str:
+        lease = await cluster.get("leases", "kube-node-lease", NODE) or {}
         return str(lease.get("spec", {}).get("renewTime"))
 
-    seen = {renew_time(kube_sim)}
+    seen = {await renew_time()}
     with trio.fail_after(10):
         for _ in range(3):  # three renewals while every Vast call is stuck
-            await kube_sim.wait_until(lambda s: renew_time(s) not in seen)
-            seen.add(renew_time(kube_sim))
-    node_obj = kube_sim.get("nodes", None, NODE) or {}
+
+            async def renewed() -> str | None:
+                now = await renew_time()
+                return None if now in seen else now
+
+            seen.add(await cluster.wait_for(renewed))
+    node_obj = await cluster.get("nodes", None, NODE) or {}
     ready = [c for c in node_obj["status"]["conditions"] if c["type"] == "Ready"]
     assert ready[0]["status"] == "True"
 
 
 async def test_fifty_pods_cost_one_list_call_per_page_per_sweep(
-    node: NodeRuntime, vast_sim: VastSim, kube_sim: KubeSim
+    node: NodeRuntime, vast_sim: VastSim, cluster: Cluster
 ) -> None:
     vast_sim.add_offers([dict(H100_OFFER, gpu_name="RTX 3090", dph_total=0.4)] * 60)
-    names = [f"batch-{i}" for i in range(50)]
-    for name in names:
-        kube_sim.create(gpu_pod(name))
+    for i in range(50):
+        await cluster.create(gpu_pod(f"batch-{i}", cluster.namespace))
+
+    async def all_running() -> bool | None:
+        pods = await cluster.list("pods", cluster.namespace)
+        return True if sum(phase(p) == "Running" for p in pods) == 50 else None
+
     with trio.fail_after(60):
-        await kube_sim.wait_until(
-            lambda s: all(phase(pod_of(s, n) or {}) == "Running" for n in names)
-        )
+        await cluster.wait_for(all_running)
     assert len(vast_sim.ledger()) == 50
 
     def list_calls() -> int:
@@ -279,47 +314,48 @@ async def test_fifty_pods_cost_one_list_call_per_page_per_sweep(
 
 
 async def test_restarted_node_adopts_instances_instead_of_buying(
-    nursery: trio.Nursery, vast_sim: VastSim, kube_sim: KubeSim, kubeconfig: Path
+    nursery: trio.Nursery, vast_sim: VastSim, cluster: Cluster
 ) -> None:
-    settings = settings_for(vast_sim, kubeconfig)
+    settings = settings_for(vast_sim, cluster.kubeconfig)
     with trio.CancelScope() as first_run:
         async with trio.open_nursery() as inner:
             await inner.start(serve_node, settings)
-            kube_sim.create(gpu_pod("survivor"))
-            await wait_pod(kube_sim, "survivor", lambda p: phase(p) == "Running")
+            await cluster.create(gpu_pod("survivor", cluster.namespace))
+            await wait_pod(cluster, "survivor", lambda p: phase(p) == "Running")
             first_run.cancel()
     assert len(vast_sim.live_instances()) == 1  # a stopping node destroys nothing
 
-    await nursery.start(serve_node, settings)
-    await trio.sleep(1.0)  # several sweeps and status reports of the new process
-    pod = pod_of(kube_sim, "survivor")
+    second = await nursery.start(serve_node, settings)
+    for _ in range(3):  # several sweeps of the new process, each a chance to buy again
+        await second.poller.fresh()
+    pod = await cluster.get("pods", cluster.namespace, "survivor")
     assert pod is not None and phase(pod) == "Running"
     assert len(vast_sim.ledger()) == 1
 
-    await delete_and_wait_gone(kube_sim, "survivor")
+    await delete_and_wait_gone(cluster, "survivor")
     assert vast_sim.live_instances() == []
 
 
 async def test_lost_create_answer_is_recovered_by_label(
-    node: NodeRuntime, vast_sim: VastSim, kube_sim: KubeSim
+    node: NodeRuntime, vast_sim: VastSim, cluster: Cluster
 ) -> None:
     vast_sim.set_faults(lose_create_response=1.0)
-    kube_sim.create(gpu_pod("lost"))
+    await cluster.create(gpu_pod("lost", cluster.namespace))
     with trio.fail_after(15):
         await vast_sim.wait_until(lambda s: s.created >= 1)
     vast_sim.set_faults(lose_create_response=0.0)
-    pod = await wait_pod(kube_sim, "lost", lambda p: phase(p) == "Running", within=30)
+    pod = await wait_pod(cluster, "lost", lambda p: phase(p) == "Running", within=30)
     assert len(bought_for(vast_sim, pod)) == 1
 
 
 async def test_exit_with_restart_never_fails_the_pod(
-    node: NodeRuntime, vast_sim: VastSim, kube_sim: KubeSim
+    node: NodeRuntime, vast_sim: VastSim, cluster: Cluster
 ) -> None:
-    kube_sim.create(gpu_pod("job", restart_policy="Never"))
-    pod = await wait_pod(kube_sim, "job", lambda p: phase(p) == "Running")
+    await cluster.create(gpu_pod("job", cluster.namespace, restart_policy="Never"))
+    pod = await wait_pod(cluster, "job", lambda p: phase(p) == "Running")
     [entry] = bought_for(vast_sim, pod)
     vast_sim.exit_instance(entry["id"], code=3)
-    pod = await wait_pod(kube_sim, "job", lambda p: phase(p) == "Failed")
+    pod = await wait_pod(cluster, "job", lambda p: phase(p) == "Failed")
     terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
     assert terminated["exitCode"] == 3
     with trio.fail_after(10):
@@ -327,14 +363,14 @@ async def test_exit_with_restart_never_fails_the_pod(
 
 
 async def test_exit_with_restart_always_buys_a_new_instance(
-    node: NodeRuntime, vast_sim: VastSim, kube_sim: KubeSim
+    node: NodeRuntime, vast_sim: VastSim, cluster: Cluster
 ) -> None:
-    kube_sim.create(gpu_pod("svc"))
-    pod = await wait_pod(kube_sim, "svc", lambda p: phase(p) == "Running")
+    await cluster.create(gpu_pod("svc", cluster.namespace))
+    pod = await wait_pod(cluster, "svc", lambda p: phase(p) == "Running")
     [first] = bought_for(vast_sim, pod)
     vast_sim.exit_instance(first["id"], code=1)
     pod = await wait_pod(
-        kube_sim,
+        cluster,
         "svc",
         lambda p: (
             phase(p) == "Running" and p["status"]["containerStatuses"][0]["restartCount"] == 1
@@ -346,16 +382,16 @@ async def test_exit_with_restart_always_buys_a_new_instance(
 
 
 async def test_only_the_chosen_container_runs_and_the_other_says_why(
-    node: NodeRuntime, vast_sim: VastSim, kube_sim: KubeSim
+    node: NodeRuntime, vast_sim: VastSim, cluster: Cluster
 ) -> None:
     containers = [
         {"name": "sidecar", "image": "busybox"},
         {"name": "model", "image": "vllm/vllm-openai:latest", "args": ["--port", "8000"]},
     ]
-    kube_sim.create(
-        gpu_pod("multi", annotations={"vast.ai/container": "model"}, containers=containers)
-    )
-    pod = await wait_pod(kube_sim, "multi", lambda p: phase(p) == "Running")
+    annotations = {"vast.ai/container": "model"}
+    pod_obj = gpu_pod("multi", cluster.namespace, annotations=annotations, containers=containers)
+    await cluster.create(pod_obj)
+    pod = await wait_pod(cluster, "multi", lambda p: phase(p) == "Running")
     statuses = {c["name"]: c for c in pod["status"]["containerStatuses"]}
     assert "running" in statuses["model"]["state"]
     assert statuses["sidecar"]["state"]["waiting"]["reason"] == "NotScheduledOnInstance"
@@ -365,14 +401,14 @@ async def test_only_the_chosen_container_runs_and_the_other_says_why(
 
 
 async def test_secret_values_reach_the_instance_but_never_logs_or_events(
-    node: NodeRuntime, vast_sim: VastSim, kube_sim: KubeSim
+    node: NodeRuntime, vast_sim: VastSim, cluster: Cluster
 ) -> None:
     secret_value = "hf_s3cr3t-T0KEN-value"
-    kube_sim.create(
+    await cluster.create(
         {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": "hf", "namespace": "default"},
+            "metadata": {"name": "hf", "namespace": cluster.namespace},
             "data": {"token": "aGZfczNjcjN0LVQwS0VOLXZhbHVl"},
         }
     )
@@ -386,8 +422,8 @@ async def test_secret_values_reach_the_instance_but_never_logs_or_events(
                 {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}
             ],
         }
-        kube_sim.create(gpu_pod("secretive", containers=[container]))
-        pod = await wait_pod(kube_sim, "secretive", lambda p: phase(p) == "Running")
+        await cluster.create(gpu_pod("secretive", cluster.namespace, containers=[container]))
+        pod = await wait_pod(cluster, "secretive", lambda p: phase(p) == "Running")
     finally:
         logger.remove(handler)
     [entry] = bought_for(vast_sim, pod)
@@ -395,7 +431,7 @@ async def test_secret_values_reach_the_instance_but_never_logs_or_events(
     assert instance is not None and ["HF_TOKEN", secret_value] in instance["extra_env"]
     assert secret_value not in sink.getvalue()
     assert "test-key-0123456789" not in sink.getvalue()
-    for event in kube_sim.list("events", "default"):
+    for event in await cluster.list("events", cluster.namespace):
         assert secret_value not in event["message"]
 
 
