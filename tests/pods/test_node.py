@@ -147,7 +147,8 @@ def waiting_reason(pod: Obj, container: int = 0) -> str | None:
     statuses = pod.get("status", {}).get("containerStatuses") or []
     if len(statuses) <= container:
         return None
-    return statuses[container].get("state", {}).get("waiting", {}).get("reason")
+    reason = statuses[container].get("state", {}).get("waiting", {}).get("reason")
+    return str(reason) if reason is not None else None
 
 
 async def event_reasons(cluster: Cluster, pod: Obj) -> list[str]:
@@ -384,7 +385,7 @@ async def test_exit_with_restart_always_buys_a_new_instance(
 async def test_only_the_chosen_container_runs_and_the_other_says_why(
     node: NodeRuntime, vast_sim: VastSim, cluster: Cluster
 ) -> None:
-    containers = [
+    containers: list[Obj] = [
         {"name": "sidecar", "image": "busybox"},
         {"name": "model", "image": "vllm/vllm-openai:latest", "args": ["--port", "8000"]},
     ]
