@@ -66,6 +66,10 @@ LOG_POLL_TRIES = 30
 """The logs are uploaded asynchronously; the CLI polls every 0.3 s for ~9 s (§5.6)."""
 
 
+MAX_IN_FLIGHT = 16
+"""Requests on the wire at once (the default httpx pool keeps up to 100 connections)."""
+
+
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
     """How often and how patiently one call is retried on 429/5xx/timeouts/connection errors.
 
@@ -194,6 +198,9 @@ class VastClient:
         self._retry = retry if retry is not None else RetryPolicy()
         self._rng = rng if rng is not None else random.Random()
         self._calls: Counter[str] = Counter()
+        # Requests queue here (FIFO, cheap) rather than in httpcore's pool, whose queue is
+        # scanned per request: quadratic when pacing is off and hundreds of pods call at once.
+        self._in_flight = trio.CapacityLimiter(MAX_IN_FLIGHT)
         # Result URLs (pre-signed S3 links) get no Authorization header, like the Vast CLI.
         self._anonymous = {"User-Agent": f"vk-trio/{__version__}"}
         self._headers = {
@@ -385,10 +392,11 @@ class VastClient:
         started = trio.current_time()
         # Once a create's pacer slot is taken, the exchange is shielded (bounded by the HTTP
         # timeout): a caller cancelled mid-flight must still learn the id of what it rented.
-        with _map_http_errors(where), trio.CancelScope(shield=not endpoint.idempotent):
-            response = await self._http.request(
-                endpoint.method, url, content=content, params=params, headers=self._headers
-            )
+        async with self._in_flight:
+            with _map_http_errors(where), trio.CancelScope(shield=not endpoint.idempotent):
+                response = await self._http.request(
+                    endpoint.method, url, content=content, params=params, headers=self._headers
+                )
         logger.debug(
             "vast {method} {endpoint} -> {status} in {ms:.0f} ms",
             method=endpoint.method,
