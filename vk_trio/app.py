@@ -130,6 +130,8 @@ async def serve_node(
                     poller,
                     live_uids=lambda: set(dispatcher.handles),
                     synced=lambda: dispatcher.synced,
+                    interval=settings.reap_interval,
+                    destroy_timeout=settings.destroy_timeout,
                 )
             )
             await dispatcher.wait_synced()

@@ -43,6 +43,8 @@ class Settings(msgspec.Struct, kw_only=True):
     a failed destroy); doubled each time up to ``backoff_cap``."""
     backoff_cap: float = 300.0
     """Longest wait between retries: a pod waiting for offers re-searches at least this often."""
+    reap_interval: float = 60.0
+    """Seconds between orphan sweeps; an orphan is destroyed on its second sweep."""
     lease_seconds: int = 40
     """Node Lease duration; renewed every quarter of it (the kubelet's 40 s / 10 s)."""
     max_pods: int = 5000

@@ -63,9 +63,7 @@ async def bench(pods: int, boot: float) -> None:
         sweeps, lists = node.poller.sweeps, vast.stats().get("GET /api/v1/instances/", 0)
         for _ in range(5):
             await node.poller.fresh()
-        per_sweep = (vast.stats()["GET /api/v1/instances/"] - lists) / (
-            node.poller.sweeps - sweeps
-        )
+        per_sweep = (vast.stats()["GET /api/v1/instances/"] - lists) / (node.poller.sweeps - sweeps)
 
         deleting = time.perf_counter()
         for i in range(pods):

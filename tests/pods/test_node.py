@@ -95,6 +95,7 @@ def settings_for(vast_sim: VastSim, kubeconfig: Path, **overrides: Any) -> Setti
         "destroy_timeout": 10.0,
         "backoff_first": 0.2,
         "backoff_cap": 1.0,
+        "reap_interval": 0.2,  # the reaper runs all through every test, next to live pods
         **overrides,
     }
     return Settings(**fields)
@@ -434,6 +435,73 @@ async def test_secret_values_reach_the_instance_but_never_logs_or_events(
     assert "test-key-0123456789" not in sink.getvalue()
     for event in await cluster.list("events", cluster.namespace):
         assert secret_value not in event["message"]
+
+
+async def test_orphan_instance_of_this_node_is_destroyed(
+    node: NodeRuntime, vast_sim: VastSim, cluster: Cluster
+) -> None:
+    await cluster.create(gpu_pod("keeper", cluster.namespace))
+    keeper = await wait_pod(cluster, "keeper", lambda p: phase(p) == "Running")
+    offer = vast_sim.add_offers([H100_OFFER])[0]
+    ghost = f"vk-trio/{NODE}/{cluster.namespace}/ghost/0b5e55ed-0000-4000-8000-000000000000"
+    foreign = "somebody-elses-instance"
+    async with httpx.AsyncClient(base_url=str(vast_sim.url)) as http:
+        for label in (ghost, foreign):
+            reply = await http.put(
+                f"/api/v0/asks/{vast_sim.add_offers([H100_OFFER])[0]}/",
+                json={"client_id": "me", "image": "busybox", "disk": 10, "label": label},
+                headers={"Authorization": "Bearer k"},
+            )
+            assert reply.json()["success"] is True
+    del offer
+    with trio.fail_after(10):
+        await vast_sim.wait_until(lambda s: all(i["label"] != ghost for i in s.live_instances()))
+    labels = {i["label"] for i in vast_sim.live_instances()}
+    assert foreign in labels  # not ours: never touched
+    assert any(label.endswith(keeper["metadata"]["uid"]) for label in labels)  # live pod kept
+
+
+async def test_wrong_api_key_is_reported_and_nothing_is_bought(
+    nursery: trio.Nursery, vast_sim_factory: Any, cluster: Cluster
+) -> None:
+    vast: VastSim = await vast_sim_factory(api_key="the-right-key")
+    runtime: NodeRuntime = await nursery.start(
+        serve_node, settings_for(vast, cluster.kubeconfig, vast_api_key="a-wrong-key")
+    )
+    await cluster.create(gpu_pod("denied", cluster.namespace))
+    pod = await wait_pod(cluster, "denied", lambda p: waiting_reason(p) == "VastAPIError")
+    assert phase(pod) == "Pending"
+    await wait_event(cluster, pod, "VastAPIError")
+    assert vast.ledger() == []
+    async with httpx.AsyncClient(base_url=runtime.health_url) as client:
+        ready = await client.get("/readyz")
+    assert ready.status_code == 503 and "Vast API" in ready.text
+
+
+async def test_delete_while_booting_destroys_the_instance(
+    node: NodeRuntime, vast_sim: VastSim, cluster: Cluster
+) -> None:
+    vast_sim.set_faults(stuck_loading=1.0)
+    await cluster.create(gpu_pod("booting", cluster.namespace))
+    pod = await wait_pod(cluster, "booting", lambda p: waiting_reason(p) == "Provisioning")
+    assert len(bought_for(vast_sim, pod)) == 1
+    await delete_and_wait_gone(cluster, "booting")
+    assert vast_sim.live_instances() == []
+
+
+async def test_delete_while_the_create_is_in_flight_still_destroys(
+    node: NodeRuntime, vast_sim: VastSim, cluster: Cluster
+) -> None:
+    await cluster.create(gpu_pod("inflight", cluster.namespace))
+    await wait_pod(cluster, "inflight", lambda p: waiting_reason(p) == "SearchingOffers")
+    vast_sim.set_faults(latency=1.0)  # the create now takes a second to answer
+    with trio.fail_after(10):
+        await vast_sim.wait_until(lambda s: s.stats().get("PUT /api/v0/asks/{id}/", 0) >= 1)
+    await cluster.delete("pods", cluster.namespace, "inflight", grace=30)
+    with trio.fail_after(20):
+        await vast_sim.wait_until(lambda s: s.created == 1 and not s.live_instances())
+    pod = await cluster.get("pods", cluster.namespace, "inflight")
+    assert pod is None or pod["metadata"].get("deletionTimestamp")
 
 
 async def test_health_probes_answer_from_the_same_loop(node: NodeRuntime) -> None:

@@ -473,9 +473,9 @@ class _PodLifecycle:
             return None
         except TemporaryError as exc:
             return "SearchingOffers", f"Vast API unavailable: {exc}"
-        except PermanentError as exc:
-            await self.report.event("Warning", "BuyFailed", str(exc))
-            return "BuyFailed", str(exc)
+        except PermanentError as exc:  # e.g. a wrong API key, no credit: one reason for all
+            await self.report.event("Warning", "VastAPIError", f"buying failed: {exc}")
+            return "VastAPIError", f"buying failed: {exc}"
         if result is None:
             return None
         await self._record_purchase(offer, price, result.instance_id)
