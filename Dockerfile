@@ -11,6 +11,9 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS builder
+# Optional: a CA bundle for pip behind a TLS-intercepting proxy, bind-mounted by
+# `BUILD_CA_BUNDLE=... build/image.sh` (buildah/podman -v).  Never copied into an image.
+ARG PIP_CERT
 # binutils: strip/objcopy for PyInstaller --strip and staticx; patchelf: staticx, and
 # removing RUNPATHs; ca-certificates: the bundle copied into the final image.
 RUN apt-get update \
@@ -22,7 +25,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 RUN mkdir vk_trio && touch vk_trio/__init__.py \
     && python3 -m venv /opt/build \
-    && /opt/build/bin/pip install --no-cache-dir ".[build]" "staticx>=0.14" \
+    && /opt/build/bin/pip install --no-cache-dir ${PIP_CERT:+--cert "$PIP_CERT"} \
+        ".[build]" "staticx>=0.14" \
     && /opt/build/bin/pip uninstall -y vk-trio \
     && rm -rf vk_trio
 COPY vk_trio ./vk_trio

@@ -14,6 +14,8 @@
 #   TAG              image name (default ghcr.io/vk-trio/vk-trio:0.1.0, the manifest's)
 #   STORAGE_DRIVER   containers/storage driver for buildah/podman (default vfs)
 #   PYTHON_IMAGE     builder base image for the Dockerfile build
+#   BUILD_CA_BUNDLE  CA bundle for pip in the builder stage (TLS-intercepting proxies);
+#                    bind-mounted for the build only (buildah/podman), never in the image
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -41,6 +43,9 @@ build_args=()
 if [[ -n "${PYTHON_IMAGE:-}" ]]; then
     build_args+=(--build-arg "PYTHON_IMAGE=$PYTHON_IMAGE")
 fi
+if [[ -n "${BUILD_CA_BUNDLE:-}" ]]; then
+    build_args+=(-v "$BUILD_CA_BUNDLE:/run/build-ca.crt:ro" --build-arg PIP_CERT=/run/build-ca.crt)
+fi
 
 if command -v buildah >/dev/null; then
     export STORAGE_DRIVER="${STORAGE_DRIVER:-vfs}"
@@ -50,6 +55,10 @@ elif command -v podman >/dev/null; then
     builder=(podman --storage-driver "$STORAGE_DRIVER" --runtime runc build --layers)
 elif command -v docker >/dev/null; then
     builder=(docker build)
+    if [[ -n "${BUILD_CA_BUNDLE:-}" ]]; then
+        echo "image.sh: BUILD_CA_BUNDLE needs buildah or podman (docker build has no -v)" >&2
+        exit 1
+    fi
 else
     echo "image.sh: none of buildah, podman, docker is installed" >&2
     echo "          (Debian: apt-get install -y buildah podman runc)" >&2
