@@ -20,6 +20,7 @@ import pytest
 import trio
 import yaml
 
+from tests.seed import SEED_ANNOTATIONS
 from vk_trio.app import serve_node
 from vk_trio.config import Settings
 from vk_trio.offers import parse_requirements
@@ -433,14 +434,7 @@ def test_examples_include_the_seed_workload() -> None:
     assert deployment["metadata"]["namespace"] == "june-services"
     template = deployment["spec"]["template"]
     assert template["metadata"]["labels"]["app"] == "june-gpu-services"
-    assert template["metadata"]["annotations"] == {
-        "vast.ai/gpu-type": "RTX 3060",
-        "vast.ai/gpu-fallbacks": "RTX 3060 Ti,RTX 4060,RTX 4070,RTX 3090",
-        "vast.ai/price-max": "0.30",
-        "vast.ai/region": "North America",
-        "vast.ai/memory": "12GB",
-        "vast.ai/disk": "50GB",
-    }
+    assert template["metadata"]["annotations"] == SEED_ANNOTATIONS
     [container] = template["spec"]["containers"]
     assert container["name"] == "stt-tts"
     assert {p["containerPort"] for p in container["ports"]} == {8000, 8001}

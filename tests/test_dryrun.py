@@ -11,19 +11,11 @@ from typing import Any
 import pytest
 import trio
 
+from tests.seed import SEED_ANNOTATIONS
 from vk_trio import dryrun
 from vk_trio.offers import build_query, parse_requirements
 from vk_trio.sim.vast import Faults, VastSim
 from vk_trio.vast import Pacer, RetryPolicy, VastClient
-
-SEED_ANNOTATIONS = {
-    "vast.ai/gpu-type": "RTX 3060",
-    "vast.ai/gpu-fallbacks": "RTX 3060 Ti,RTX 4060,RTX 4070,RTX 3090",
-    "vast.ai/price-max": "0.30",
-    "vast.ai/region": "North America",
-    "vast.ai/memory": "12GB",
-    "vast.ai/disk": "50GB",
-}
 
 DEPLOYMENT = """\
 apiVersion: v1

@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from tests.seed import SEED_ANNOTATIONS
 from vk_trio.errors import PermanentError
 from vk_trio.offers import (
     DEFAULT_DISK_GB,
@@ -26,14 +27,7 @@ from vk_trio.offers import (
 from vk_trio.regions import REGIONS, region_name
 from vk_trio.vast.models import Offer
 
-SEED = {
-    "vast.ai/gpu-type": "RTX 3060",
-    "vast.ai/gpu-fallbacks": "RTX 3060 Ti,RTX 4060,RTX 4070,RTX 3090",
-    "vast.ai/price-max": "0.30",
-    "vast.ai/region": "North America",
-    "vast.ai/memory": "12GB",
-    "vast.ai/disk": "50GB",
-}
+SEED = SEED_ANNOTATIONS
 REAL_OFFERS = (
     Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "vast-offers-2024-11.json"
 )
