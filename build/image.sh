@@ -16,6 +16,8 @@
 #   PYTHON_IMAGE     builder base image for the Dockerfile build
 #   BUILD_CA_BUNDLE  CA bundle for pip in the builder stage (TLS-intercepting proxies);
 #                    bind-mounted for the build only (buildah/podman), never in the image
+#   CA_BUNDLE        with --prebuilt: the bundle put in the image (default: this host's
+#                    /etc/ssl/certs/ca-certificates.crt, which includes any local CA)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
