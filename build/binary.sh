@@ -19,12 +19,15 @@
 #              exists, else python3; bootstrapped with the build deps when they are missing)
 #   OUT        output directory (default build/out; gitignored)
 #   STATICX=0  stop after PyInstaller (a dynamic onefile binary, for quick local runs)
+#   STATICX_COMPRESS=0  skip staticx's xz compression: +2.4 MB (19.1 vs 16.8 MB) but
+#              each start is ~0.35 s faster (0.45 vs 0.8 s for --help on 2 cores)
 #   SMOKE=0    skip the `vk-trio --help` check at the end
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${OUT:-$ROOT/build/out}"
 STATICX="${STATICX:-1}"
+STATICX_COMPRESS="${STATICX_COMPRESS:-1}"
 SMOKE="${SMOKE:-1}"
 mkdir -p "$OUT"
 
@@ -68,7 +71,12 @@ echo "binary.sh: PyInstaller onefile with $("$PYTHON" -m PyInstaller --version) 
 if [[ "$STATICX" == 1 ]]; then
     echo "binary.sh: staticx (bundling glibc and ld.so)" >&2
     # --strip: strip the libraries staticx adds (glibc etc.); PyInstaller stripped its own.
-    "$PYTHON" -m staticx --strip "$OUT/dist/vk-trio" "$OUT/vk-trio.tmp"
+    # Compression is on by default: the image is pulled once, small is the brief.
+    staticx_flags=(--strip)
+    if [[ "$STATICX_COMPRESS" != 1 ]]; then
+        staticx_flags+=(--no-compress)
+    fi
+    "$PYTHON" -m staticx "${staticx_flags[@]}" "$OUT/dist/vk-trio" "$OUT/vk-trio.tmp"
     mv -f "$OUT/vk-trio.tmp" "$OUT/vk-trio"
 else
     cp -f "$OUT/dist/vk-trio" "$OUT/vk-trio"
