@@ -65,9 +65,9 @@ async def _demo(args: argparse.Namespace) -> int:
     kube = KubeSim()
     workdir = Path(tempfile.mkdtemp(prefix="vk-trio-demo-"))
     kubeconfig = workdir / "kubeconfig"
-    async with trio.open_nursery() as nursery:
-        vast_url = await nursery.start(vast.serve)
-        await nursery.start(kube.serve)
+    async with trio.open_nursery() as simulators:
+        vast_url = await simulators.start(vast.serve)
+        await simulators.start(kube.serve)
         kube.write_kubeconfig(kubeconfig)
         settings = Settings(
             node_name=NODE,
@@ -79,16 +79,19 @@ async def _demo(args: argparse.Namespace) -> int:
             poll_fast=1.0,
             poll_slow=5.0,
         )
-        runtime = await nursery.start(serve_node, settings)
-        _say(f"\n== vk-trio demo: node {NODE}, Vast simulator {vast_url}")
-        _say(f"   health probes at {runtime.health_url}/healthz and /readyz")
-        with trio.fail_after(args.timeout):
-            code = await _scenario(args, vast, kube, kubeconfig)
-        if args.hold and code == 0:
-            _say(f"\nHolding. Try:  KUBECONFIG={kubeconfig} kubectl get nodes,pods -A -o wide")
-            _say("Ctrl-C to stop.")
-            await trio.sleep_forever()
-        nursery.cancel_scope.cancel()
+        # The node stops first, while the simulators still answer its goodbye.
+        async with trio.open_nursery() as node:
+            runtime = await node.start(serve_node, settings)
+            _say(f"\n== vk-trio demo: node {NODE}, Vast simulator {vast_url}")
+            _say(f"   health probes at {runtime.health_url}/healthz and /readyz")
+            with trio.fail_after(args.timeout):
+                code = await _scenario(args, vast, kube, kubeconfig)
+            if args.hold and code == 0:
+                _say(f"\nHolding. Try:  KUBECONFIG={kubeconfig} kubectl get nodes,pods -A -o wide")
+                _say("Ctrl-C to stop.")
+                await trio.sleep_forever()
+            node.cancel_scope.cancel()
+        simulators.cancel_scope.cancel()
     return code
 
 

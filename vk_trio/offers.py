@@ -622,7 +622,7 @@ class Selection(msgspec.Struct, kw_only=True):
             return (
                 f"{len(self.ranked)} of {total} offers match; best: offer {best.id}"
                 f" {best.gpu_name} x{best.num_gpus} at {_usd(price)}/h"
-                f" in {best.geolocation or 'unknown location'}"
+                f" in {(best.geolocation or '').strip(' ,') or 'unknown location'}"
             )
         wanted = self.requirements.describe()
         if not total:

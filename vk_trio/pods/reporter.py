@@ -58,10 +58,21 @@ class PodReporter:
         if updated is not None:
             self.pod = updated
 
-    async def event(self, kind: Literal["Normal", "Warning"], reason: str, message: str) -> None:
-        """Record an Event on the pod (and log it): never raises."""
+    async def event(
+        self,
+        kind: Literal["Normal", "Warning"],
+        reason: str,
+        message: str,
+        *,
+        log_as: str | None = None,
+    ) -> None:
+        """Record an Event on the pod and log it once: never raises.
+
+        The log line reads ``log_as`` (the phrases the README's troubleshooting greps for,
+        such as "offers found" or "Instance ready"), else the reason; the detail follows.
+        """
         log = self.log.warning if kind == "Warning" else self.log.info
-        log(message, reason=reason)
+        log(f"{log_as or reason}: {message}", reason=reason)
         await self._events.emit(self.pod, type=kind, reason=reason, message=message)
 
     async def annotate(self, annotations: dict[str, str | None]) -> None:

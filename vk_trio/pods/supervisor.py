@@ -224,14 +224,15 @@ async def _teardown(services: NodeServices, handle: PodHandle) -> None:
     if handle.gone:
         log.info("pod gone; instances destroyed", destroyed=destroyed)
         return
-    with trio.CancelScope(shield=True), trio.move_on_after(services.settings.destroy_timeout):
-        while True:
-            try:
-                await delete_pod(services.kube, pod)
-                break
-            except KubeError as exc:
-                log.warning("pod delete failed; retrying", error=str(exc))
-                await trio.sleep(2.0)
+    # Not shielded: the instance is gone, so a stopping process may leave the pod
+    # Terminating; the next one sees the deletionTimestamp and finishes the delete.
+    while True:
+        try:
+            await delete_pod(services.kube, pod)
+            break
+        except KubeError as exc:
+            log.warning("pod delete failed; retrying", error=str(exc))
+            await trio.sleep(2.0)
     log.info("pod deleted", destroyed=destroyed)
 
 
@@ -245,7 +246,7 @@ def _label(services: NodeServices, pod: Pod) -> str:
 
 
 def _describe(offer: Offer, price: float) -> str:
-    where = offer.geolocation or "unknown location"
+    where = (offer.geolocation or "").strip(" ,") or "unknown location"
     return (
         f"{offer.num_gpus}x {offer.gpu_name} at ${price:.3f}/h in {where} "
         f"(offer {offer.id}, machine {offer.machine_id})"
@@ -423,12 +424,11 @@ class _PodLifecycle:
             restrictive = selection.most_restrictive
             reason = "PriceCapExceeded" if restrictive == "price-max" else "NoMatchingOffers"
             message = selection.describe()
-            self.log.info("offers found: 0", searched=len(offers), reason=message)
-            await self.report.event("Warning", reason, message)
+            await self.report.event("Warning", reason, message, log_as="offers found: 0")
             return reason, message
-        best = selection.ranked[0]
-        self.log.info("offers found", count=len(selection.ranked), best=best.id)
-        await self.report.event("Normal", "OffersFound", selection.describe())
+        await self.report.event(
+            "Normal", "OffersFound", selection.describe(), log_as="offers found"
+        )
         candidates = [o for o in selection.ranked if o.id not in self.s.claimed_offers]
         for offer in candidates[:OFFERS_PER_SEARCH]:
             if offer.id in self.s.claimed_offers:  # claimed while we were busy with another
@@ -463,8 +463,9 @@ class _PodLifecycle:
             return "CreateContainerConfigError", str(exc)
         for secret in secrets:
             redact(secret)
-        self.log.info("offer match", offer=_describe(offer, price))
-        await self.report.event("Normal", "OfferMatched", _describe(offer, price))
+        await self.report.event(
+            "Normal", "OfferMatched", _describe(offer, price), log_as="offer match"
+        )
         self.log.info("buy_instance", offer_id=offer.id, price=price)
         try:
             result = await buy(self.s.vast, offer, request)
@@ -604,11 +605,11 @@ class _PodLifecycle:
             )
         )
         where = ", ".join(f"{port} → {addr}" for port, addr in endpoints.items()) or address
-        self.log.info(
-            "Instance ready", instance_id=instance.id, address=address, endpoints=endpoints
-        )
         await self.report.event(
-            "Normal", "InstanceReady", f"instance {instance.id} running: {where}"
+            "Normal",
+            "InstanceReady",
+            f"instance {instance.id} running at {address}: {where}",
+            log_as="Instance ready",
         )
 
 
