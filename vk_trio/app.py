@@ -33,6 +33,7 @@ from vk_trio.logs import configure_logging, redact
 from vk_trio.pods.dispatch import Dispatcher
 from vk_trio.pods.poller import InstancePoller
 from vk_trio.pods.reaper import run_reaper
+from vk_trio.pods.searches import SharedSearches
 from vk_trio.pods.supervisor import NodeServices
 from vk_trio.vast import Pacer, VastClient
 
@@ -119,6 +120,7 @@ async def serve_node(
                 kube=kube,
                 poller=poller,
                 events=EventRecorder(kube, component="vk-trio", host=settings.node_name),
+                searches=SharedSearches(vast),
             )
             dispatcher = Dispatcher(services)
             health.watch_synced = lambda: dispatcher.synced

@@ -9,7 +9,7 @@ may abandon it halfway.
   instance is looked up by its label, which carries the pod UID, before anything else is
   bought.
 - A destroy runs shielded with its own deadline, and is verified: an instance is gone only
-  when a label lookup no longer returns it. Vast's "not found" counts as gone (idempotent).
+  when a fresh instance sweep no longer shows it. Vast's "not found" counts as gone.
 
 Nothing here talks to Kubernetes; the supervisor reports what happened.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 import trio
 from loguru import logger
 
+from vk_trio.pods.poller import InstancePoller
 from vk_trio.vast import (
     CreatedInstance,
     CreateInstance,
@@ -77,26 +78,27 @@ async def _lookup_after_lost_answer(vast: VastClient, label: str) -> Instance | 
     return None
 
 
-async def destroy_all(vast: VastClient, label: str, known: set[int], *, deadline: float) -> int:
-    """Destroy every instance labelled ``label`` (plus ``known`` ids) and verify they are gone.
+async def destroy_all(
+    vast: VastClient, poller: InstancePoller, uid: str, known: set[int], *, deadline: float
+) -> int:
+    """Destroy every instance of pod ``uid`` (plus ``known`` ids) and verify they are gone.
 
-    Runs shielded with its own ``deadline`` (seconds): a cancelled caller still frees the
-    GPU. Returns how many instances were destroyed; raises ``trio.TooSlowError`` or a Vast
-    error when that could not be confirmed in time, so the caller retries later.
+    What exists is read from the shared poller (a fresh sweep serves every pod being torn
+    down, so this costs list pages, not list calls per pod). Each batch of destroy calls runs
+    shielded with its own ``deadline`` (seconds): a cancelled caller still frees the GPUs it
+    asked to free. The waits for sweeps are not shielded: a stopping process leaves the
+    verification to the next one. Returns how many destroy calls were made; raises
+    ``trio.TooSlowError`` or a Vast error so that the caller retries later.
     """
-    with trio.CancelScope(shield=True), trio.fail_after(deadline):
-        destroyed = await _destroy_until_gone(vast, label, known)
-    return destroyed
-
-
-async def _destroy_until_gone(vast: VastClient, label: str, known: set[int]) -> int:
     destroyed = 0
     while True:
-        ids = known | {instance.id for instance in await vast.find_by_label(label)}
+        await poller.fresh()
+        ids = known | {instance.id for instance in poller.instances(uid)}
         if not ids:
             return destroyed
-        for instance_id in sorted(ids):
-            await vast.destroy_instance(instance_id)
-            logger.info("instance destroyed", instance_id=instance_id, label=label)
-            destroyed += 1
+        with trio.CancelScope(shield=True), trio.fail_after(deadline):
+            for instance_id in sorted(ids):
+                await vast.destroy_instance(instance_id)
+                logger.info("instance destroyed", instance_id=instance_id, uid=uid)
+                destroyed += 1
         known = set()

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import trio
 from loguru import logger
 
-from vk_trio.errors import VkError
+from vk_trio.errors import TemporaryError, VkError
 from vk_trio.vast import Instance, VastClient
 
 BOOTING = (None, "created", "loading", "scheduling", "rebooting")
@@ -64,6 +64,8 @@ class InstancePoller:
         self._slots: dict[str, _Slot] = defaultdict(_Slot)
         self._started = 0
         self._completed = 0
+        self._last_ok = 0
+        """Number of the last sweep that succeeded (sweeps are numbered from 1)."""
         self._swept = trio.Event()
         self._wake = trio.Event()
         self._hurry_until = 0.0
@@ -98,15 +100,20 @@ class InstancePoller:
         return slot.instances
 
     async def fresh(self) -> None:
-        """Return once a sweep that *started after this call* has completed.
+        """Return once a sweep that *started after this call* has succeeded.
 
-        Used before buying (an instance a previous process bought must be seen first) and
-        after an uncertain create. Asking wakes the poller at once.
+        Used before buying (an instance a previous process bought must be seen first) and to
+        find and verify what a deletion must destroy: one sweep serves every waiting pod, so
+        these checks cost list pages, not calls per pod. Asking wakes the poller at once.
+        Raises ``TemporaryError`` when that sweep failed: nothing can be known, so nothing
+        may be bought or declared gone.
         """
         target = self._started + 1
         self.hurry()
         while self._completed < target:
             await self._swept.wait()
+        if self._last_ok < target:
+            raise TemporaryError(f"cannot list Vast instances: {self.last_error}", delay=5.0)
 
     def hurry(self, seconds: float = 0.0) -> None:
         """Sweep now, and keep ticking fast for ``seconds`` (e.g. after a buy)."""
@@ -143,6 +150,7 @@ class InstancePoller:
 
     async def _sweep(self) -> None:
         self._started += 1
+        number = self._started
         try:
             listed = await self._vast.list_instances()
         except VkError as exc:
@@ -151,6 +159,7 @@ class InstancePoller:
         else:
             self.last_success = trio.current_time()
             self.last_error = None
+            self._last_ok = number
             self._publish(listed)
         finally:
             self._completed += 1

@@ -6,8 +6,9 @@ poller's snapshot and destroyed; but destroying a live pod's instance would be w
 
 - nothing runs before the pod watch has synced (kip #107: a sweep before the cache was
   complete deleted live workloads);
-- an instance is destroyed only after it has been an orphan in two consecutive sweeps
-  (kip's two-strike rule), so a pod that was just added is never mistaken for a missing one.
+- an instance is destroyed only after it has been an orphan in two consecutive rounds, each
+  over a newer poller sweep (kip's two-strike rule), so a pod that was just added, or one
+  whose teardown the last sweep has not caught up with, is never mistaken for an orphan.
 """
 
 from __future__ import annotations
@@ -38,10 +39,12 @@ async def run_reaper(
     """
     task_status.started()
     strikes: dict[str, int] = {}
+    seen_sweep = poller.sweeps
     while True:
         await trio.sleep(interval)
-        if not synced():
-            continue
+        if not synced() or poller.sweeps == seen_sweep:
+            continue  # a strike needs a sweep the previous strike did not see
+        seen_sweep = poller.sweeps
         orphans = poller.all_uids() - live_uids()
         strikes = {uid: strikes.get(uid, 0) + 1 for uid in orphans}
         for uid, count in strikes.items():

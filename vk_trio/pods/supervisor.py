@@ -52,6 +52,7 @@ from vk_trio.offers import (
 from vk_trio.pods.instances import buy, destroy_all
 from vk_trio.pods.poller import BOOTING, InstancePoller, instance_label
 from vk_trio.pods.reporter import PodReporter
+from vk_trio.pods.searches import SharedSearches
 from vk_trio.pods.spec import (
     MissingReference,
     SpecError,
@@ -90,6 +91,7 @@ class NodeServices:
     kube: KubeClient
     poller: InstancePoller
     events: EventRecorder
+    searches: SharedSearches
     claimed_offers: set[int] = field(default_factory=set)
     """Offers a pod of this node is buying right now: the others skip them, so fifty pods
     that rank the same best offer do not race for it (only one could win)."""
@@ -198,12 +200,15 @@ async def _teardown(services: NodeServices, handle: PodHandle) -> None:
     """
     pod = handle.pod
     log = logger.bind(pod=pod.key, uid=pod.uid)
-    label = _label(services, pod)
     retry = _backoff(services)
     while True:
         try:
             destroyed = await destroy_all(
-                services.vast, label, set(), deadline=services.settings.destroy_timeout
+                services.vast,
+                services.poller,
+                pod.uid,
+                set(),
+                deadline=services.settings.destroy_timeout,
             )
             break
         except (VkError, trio.TooSlowError) as exc:
@@ -380,9 +385,22 @@ class _PodLifecycle:
         """An instance an earlier run (or process) bought for this pod, if any.
 
         Waits for a sweep that started after this call, so an instance bought moments ago
-        by a previous process is seen before anything new is bought.
+        by a previous process is seen before anything new is bought. While Vast cannot be
+        listed it retries, with an Event each time; a pod that was Running before a restart
+        during a Vast outage stays Running, any other shows waiting ``VastAPIError``.
         """
-        await self.s.poller.fresh()
+        retry = _backoff(self.s)
+        while True:
+            try:
+                await self.s.poller.fresh()
+                break
+            except TemporaryError as exc:  # e.g. a wrong API key: the list is refused
+                delay = retry.next()
+                await self.report.event("Warning", "VastAPIError", str(exc))
+                if self.handle.pod.status.phase != "Running":
+                    message = f"{exc}; retrying in {delay:.0f}s"
+                    await self.show(self.view.waiting("VastAPIError", message))
+                await trio.sleep(delay)
         instances = self.s.poller.instances(self.uid)
         if not instances:
             return None
@@ -412,7 +430,7 @@ class _PodLifecycle:
         """One search and up to ``OFFERS_PER_SEARCH`` buys: an instance id, or why not."""
         await self.show(self.view.waiting("SearchingOffers", "searching Vast.ai offers"))
         try:
-            offers = await self.s.vast.search_offers(build_query(requirements))
+            offers = await self.s.searches.search(build_query(requirements))
         except TemporaryError as exc:
             return "SearchingOffers", f"Vast API unavailable: {exc}"
         except PermanentError as exc:
@@ -509,7 +527,11 @@ class _PodLifecycle:
         while True:
             try:
                 await destroy_all(
-                    self.s.vast, self.label, known, deadline=self.s.settings.destroy_timeout
+                    self.s.vast,
+                    self.s.poller,
+                    self.uid,
+                    known,
+                    deadline=self.s.settings.destroy_timeout,
                 )
                 return
             except (VkError, trio.TooSlowError) as exc:
