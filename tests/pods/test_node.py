@@ -10,6 +10,7 @@ every instance ever bought.
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import trio
 from loguru import logger
 
 from tests.pods.cluster import Cluster, SimCluster, open_remote, remote_kubeconfig
+from tests.sim.test_kubectl import KUBECTL, rows
 from vk_trio.app import NodeRuntime, serve_node
 from vk_trio.config import Settings
 from vk_trio.sim.kube import KubeSim
@@ -194,7 +196,7 @@ async def test_pod_runs_with_address_then_delete_destroys_instance(
     status = pod["status"]
     assert status["podIP"] == address and status["podIPs"] == [{"ip": address}]
     [container] = status["containerStatuses"]
-    assert container["ready"] is True and "running" in container["state"]
+    assert container["ready"] is True and set(container["state"]) == {"running"}
     conditions = {c["type"]: c["status"] for c in status["conditions"]}
     assert conditions["Ready"] == "True" and conditions["PodScheduled"] == "True"
     notes = pod["metadata"]["annotations"]
@@ -502,6 +504,40 @@ async def test_delete_while_the_create_is_in_flight_still_destroys(
         await vast_sim.wait_until(lambda s: s.created == 1 and not s.live_instances())
     pod = await cluster.get("pods", cluster.namespace, "inflight")
     assert pod is None or pod["metadata"].get("deletionTimestamp")
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed")
+async def test_kubectl_shows_the_node_and_its_pods(
+    node: NodeRuntime, cluster: Cluster, tmp_path: Path
+) -> None:
+    await cluster.create(gpu_pod("shown", cluster.namespace))
+    await cluster.create(gpu_pod("typo", cluster.namespace, annotations={"vast.ai/disk": "lots"}))
+    running = await wait_pod(cluster, "shown", lambda p: phase(p) == "Running")
+    await wait_pod(cluster, "typo", lambda p: waiting_reason(p) == "InvalidAnnotation")
+    await wait_event(cluster, running, "InstanceReady")
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "HOME": str(tmp_path)}
+
+    async def kubectl(*args: str) -> list[list[str]]:
+        result = await trio.run_process(
+            [str(KUBECTL), *args], env=env, capture_stdout=True, capture_stderr=True
+        )
+        return rows(result.stdout.decode())
+
+    nodes = await kubectl("get", "nodes")
+    assert nodes[[r[0] for r in nodes].index(NODE)][:3] == [NODE, "Ready", "agent"]
+    header, *pods = await kubectl("get", "pods", "-n", cluster.namespace, "-o", "wide")
+    table = {row[0]: dict(zip(header, row, strict=False)) for row in pods}
+    assert table["shown"]["STATUS"] == "Running" and table["shown"]["READY"] == "1/1"
+    assert table["shown"]["IP"] == running["status"]["podIP"]
+    assert table["shown"]["NODE"] == NODE
+    assert table["typo"]["STATUS"] == "InvalidAnnotation"
+    describe = await trio.run_process(
+        [str(KUBECTL), "describe", "pod", "shown", "-n", cluster.namespace],
+        env=env,
+        capture_stdout=True,
+    )
+    text = describe.stdout.decode()
+    assert "InstanceReady" in text and "OfferMatched" in text and "vast.ai/endpoints" in text
 
 
 async def test_health_probes_answer_from_the_same_loop(node: NodeRuntime) -> None:

@@ -78,11 +78,18 @@ def _condition(kind: str, ok: bool, reason: str | None = None) -> dict[str, Any]
 
 
 def _state(state: ContainerState) -> dict[str, Any]:
+    """A container state for a strategic-merge patch: the two other kinds set to null.
+
+    Strategic merge merges the ``state`` map key by key, so without the nulls a container
+    that went from waiting to running would keep its old ``waiting`` next to ``running``
+    (and kubectl would still print the waiting reason).
+    """
+    cleared: dict[str, Any] = {"waiting": None, "running": None, "terminated": None}
     match state:
         case Waiting(reason, message):
-            return {"waiting": {"reason": reason, "message": message}}
+            return {**cleared, "waiting": {"reason": reason, "message": message}}
         case Running(started_at):
-            return {"running": {"startedAt": started_at}}
+            return {**cleared, "running": {"startedAt": started_at}}
         case Terminated(exit_code, reason, message, started_at, finished_at):
             terminated: dict[str, Any] = {"exitCode": exit_code, "reason": reason}
             if message:
@@ -90,7 +97,7 @@ def _state(state: ContainerState) -> dict[str, Any]:
             if started_at:
                 terminated["startedAt"] = started_at
             terminated["finishedAt"] = finished_at or now_rfc3339()
-            return {"terminated": terminated}
+            return {**cleared, "terminated": terminated}
     raise AssertionError(state)
 
 
@@ -119,7 +126,7 @@ def status_patch(pod: Pod, view: PodView, *, chosen: str) -> dict[str, Any]:
                 entry["lastState"] = _state(view.last_state)
         else:
             reason = view.skipped.get(container.name, "one Vast instance runs one container")
-            entry["state"] = {"waiting": {"reason": "NotScheduledOnInstance", "message": reason}}
+            entry["state"] = _state(Waiting("NotScheduledOnInstance", reason))
         statuses.append(entry)
     # Ready needs every container ready; a skipped container never is, by design of the
     # "one instance, one image" rule. Report it honestly rather than pretend.
@@ -137,11 +144,10 @@ def status_patch(pod: Pod, view: PodView, *, chosen: str) -> dict[str, Any]:
     }
     if view.start_time:
         status["startTime"] = view.start_time
-    if view.address:
-        status["podIP"] = view.address
-        status["podIPs"] = [{"ip": view.address}]
-        status["hostIP"] = view.address
-        status["hostIPs"] = [{"ip": view.address}]
+    # No address (a new instance is being bought): null clears the old one, as above.
+    address = view.address
+    status["podIP"] = status["hostIP"] = address
+    status["podIPs"] = status["hostIPs"] = [{"ip": address}] if address else None
     return status
 
 
