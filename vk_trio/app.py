@@ -31,9 +31,9 @@ from vk_trio.kube.node import NodeConfig, NodeStatusReporter, run_node_status
 from vk_trio.kube.watch import watch_pods
 from vk_trio.logs import configure_logging, redact
 from vk_trio.pods.dispatch import Dispatcher
+from vk_trio.pods.market import SharedSearches
 from vk_trio.pods.poller import InstancePoller
 from vk_trio.pods.reaper import run_reaper
-from vk_trio.pods.searches import SharedSearches
 from vk_trio.pods.supervisor import NodeServices
 from vk_trio.vast import Pacer, VastClient
 

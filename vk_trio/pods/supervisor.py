@@ -50,9 +50,9 @@ from vk_trio.offers import (
     select,
 )
 from vk_trio.pods.instances import buy, destroy_all
+from vk_trio.pods.market import OfferClaims, SharedSearches
 from vk_trio.pods.poller import BOOTING, InstancePoller, instance_label
 from vk_trio.pods.reporter import PodReporter
-from vk_trio.pods.searches import SharedSearches
 from vk_trio.pods.spec import (
     MissingReference,
     SpecError,
@@ -92,9 +92,7 @@ class NodeServices:
     poller: InstancePoller
     events: EventRecorder
     searches: SharedSearches
-    claimed_offers: set[int] = field(default_factory=set)
-    """Offers a pod of this node is buying right now: the others skip them, so fifty pods
-    that rank the same best offer do not race for it (only one could win)."""
+    offers: OfferClaims = field(default_factory=OfferClaims)
 
 
 class PodHandle:
@@ -447,15 +445,13 @@ class _PodLifecycle:
         await self.report.event(
             "Normal", "OffersFound", selection.describe(), log_as="offers found"
         )
-        candidates = [o for o in selection.ranked if o.id not in self.s.claimed_offers]
+        claims = self.s.offers
+        candidates = [o for o in selection.ranked if claims.available(o.id)]
         for offer in candidates[:OFFERS_PER_SEARCH]:
-            if offer.id in self.s.claimed_offers:  # claimed while we were busy with another
+            if not claims.available(offer.id):  # claimed while we tried another
                 continue
-            self.s.claimed_offers.add(offer.id)
-            try:
+            with claims.claim(offer.id):
                 outcome = await self._try_offer(offer, requirements)
-            finally:
-                self.s.claimed_offers.discard(offer.id)
             if outcome is not None:
                 return outcome
         return "SearchingOffers", "every matching offer was taken before it could be bought"
@@ -488,6 +484,7 @@ class _PodLifecycle:
         try:
             result = await buy(self.s.vast, offer, request)
         except OfferGone:
+            self.s.offers.spend(offer.id)
             self.log.info("offer gone; trying the next one", offer_id=offer.id)
             return None
         except TemporaryError as exc:
@@ -497,6 +494,7 @@ class _PodLifecycle:
             return "VastAPIError", f"buying failed: {exc}"
         if result is None:
             return None
+        self.s.offers.spend(offer.id)
         await self._record_purchase(offer, price, result.instance_id)
         if not result.started:
             self.log.warning("instance created stopped; replacing it", id=result.instance_id)

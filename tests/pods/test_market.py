@@ -1,4 +1,5 @@
-"""Shared searches: identical queries cost one ``POST /bundles/`` while in flight or fresh."""
+"""The node's share of the market: identical queries cost one ``POST /bundles/`` while in
+flight or fresh; offers being bought or used up are not tried by other pods."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 import trio
 
 from tests.plugins.vast_sim import VastSimFactory
-from vk_trio.pods.searches import SharedSearches
+from vk_trio.pods.market import OfferClaims, SharedSearches
 from vk_trio.sim.vast import VastSim
 from vk_trio.vast import Pacer, RetryPolicy, VastClient
 
@@ -64,3 +65,14 @@ async def test_a_failed_search_is_not_shared_or_kept(vast_sim_factory: VastSimFa
         assert failures == 3
         sim.set_faults(rate_5xx=0.0)
         assert await searches.search(QUERY)  # the failure was not kept
+
+
+def test_claimed_and_spent_offers_are_not_available() -> None:
+    claims = OfferClaims(memory=2)
+    with claims.claim(1):
+        assert not claims.available(1) and claims.available(2)
+    assert claims.available(1)  # released: the buy failed for another reason
+    for offer_id in (1, 2, 3):
+        claims.spend(offer_id)
+    assert claims.available(1)  # the oldest was forgotten (memory=2)
+    assert not claims.available(2) and not claims.available(3)

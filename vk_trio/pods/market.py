@@ -1,15 +1,17 @@
-"""One offer search per distinct query, shared by every pod that asks within a few seconds.
+"""How the pods of one node share the marketplace: shared searches and offer claims.
 
-Fifty replicas of one Deployment have identical annotations, hence identical queries. Without
-this, each would cost a ``POST /bundles/`` (paced at one every 2 s by Vast): searches would
-grow with pods. Here concurrent askers of one query wait for the one request in flight, and
-later askers reuse its answer for ``ttl`` seconds. Reusing a slightly old answer is safe: the
-node's offer claims keep its pods off each other's offers, and an offer sold meanwhile is
-answered ``no_such_ask`` and skipped.
+``SharedSearches``: fifty replicas of one Deployment have identical annotations, hence
+identical queries. Without sharing, each would cost a ``POST /bundles/`` (paced at one every
+2 s by Vast): searches would grow with pods. Here concurrent askers of one query wait for the
+one request in flight, and later askers reuse its answer for ``ttl`` seconds. Reusing a
+slightly old answer is safe: ``OfferClaims`` keeps the node's pods off each other's offers,
+and an offer sold meanwhile is answered ``no_such_ask`` and skipped.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +22,9 @@ from vk_trio.vast import Offer, VastClient
 
 TTL = 5.0
 """Seconds an answer is reused; short, because the marketplace moves."""
+
+SPENT_MEMORY = 10_000
+"""Used-up offers remembered; far more than any answer younger than ``TTL`` can hold."""
 
 
 @dataclass
@@ -78,3 +83,35 @@ class SharedSearches:
         ]
         for key in stale:
             del self._entries[key]
+
+
+class OfferClaims:
+    """Which offers this node's pods must not try: being bought by a sibling, or used up.
+
+    Without claims, fifty pods ranking the same best offer would race for it and all but
+    one would get ``no_such_ask``; without remembering used-up offers (bought, or found
+    gone), pods reading a shared search answer would keep trying offers already sold.
+    """
+
+    def __init__(self, *, memory: int = SPENT_MEMORY) -> None:
+        self._busy: set[int] = set()
+        self._spent: dict[int, None] = {}  # insertion-ordered, so the oldest go first
+        self._memory = memory
+
+    def available(self, offer_id: int) -> bool:
+        return offer_id not in self._busy and offer_id not in self._spent
+
+    @contextmanager
+    def claim(self, offer_id: int) -> Iterator[None]:
+        """Hold ``offer_id`` while one pod tries to buy it."""
+        self._busy.add(offer_id)
+        try:
+            yield
+        finally:
+            self._busy.discard(offer_id)
+
+    def spend(self, offer_id: int) -> None:
+        """``offer_id`` was bought, or Vast said it is gone: never try it again."""
+        self._spent[offer_id] = None
+        while len(self._spent) > self._memory:
+            del self._spent[next(iter(self._spent))]
