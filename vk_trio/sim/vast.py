@@ -158,14 +158,17 @@ class _Instance:
             return "offline", "Host is offline"
         if self.exit_at is not None and now >= self.exit_at:
             return "exited", f"Container exited with code {self.exit_code}"
-        elapsed = now - self.boot_from
-        if elapsed < 0.2 * boot:
+        # Absolute marks, computed exactly as next_change computes them: comparing elapsed
+        # time instead can differ by one float ulp at a mark, and a waiter woken at that
+        # mark would find no later one and sleep forever.
+        created, loading, running = (self.boot_from + f * boot for f in (0.2, 0.4, 1.0))
+        if now < created:
             return None, None
-        if elapsed < 0.4 * boot:
+        if now < loading:
             return "created", "Creating container"
         if self.oci_failure:
             return "created", _OCI_FAILURE.format(command=self.body.get("onstart") or "sh")
-        if elapsed < boot or self.stuck_loading:
+        if now < running or self.stuck_loading:
             return "loading", f"{_digest(self.id, 'layer')[:12]}: Pull complete\n"
         image = self.image.replace(":", "_")  # the real message spells tags this way
         return "running", f"success, running {image}/{self.runtype}"
@@ -823,8 +826,9 @@ class VastSim:
         self._changed.set()
         self._changed = trio.Event()
 
-    def _next_transition(self) -> float:
-        now = trio.current_time()
+    def _next_transition(self, *, after: float) -> float:
+        """The earliest instant after ``after`` at which some instance's status changes."""
+        now = after
         boot = self.config.boot_seconds
         return min(
             (i.next_change(now, boot) for i in self._instances.values() if i.destroyed_at is None),
@@ -943,9 +947,14 @@ class VastSim:
         Re-checks on every state change and at every instant an instance's status changes on
         its own (boot steps, scheduled faults), so nothing polls.
         """
-        while not predicate(self):
+        while True:
+            # Transitions are looked for after the moment of the check, not after "now": a
+            # status change between the two would otherwise be skipped and never waited for.
+            checked_at = trio.current_time()
+            if predicate(self):
+                return
             changed = self._changed
-            with trio.move_on_at(self._next_transition()):
+            with trio.move_on_at(self._next_transition(after=checked_at)):
                 await changed.wait()
 
     def _require(self, instance_id: int) -> _Instance:
