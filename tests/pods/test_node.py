@@ -83,11 +83,11 @@ def gpu_pod(
     }
 
 
-def settings_for(vast_sim: VastSim, kubeconfig: Path, **overrides: Any) -> Settings:
+def settings_for(vast_url: str | None, kubeconfig: Path, **overrides: Any) -> Settings:
     fields: dict[str, Any] = {
         "node_name": NODE,
         "vast_api_key": "test-key-0123456789",
-        "vast_api_url": vast_sim.url,
+        "vast_api_url": vast_url,
         "kubeconfig": str(kubeconfig),
         "health_host": "127.0.0.1",
         "health_port": 0,
@@ -126,7 +126,7 @@ async def cluster(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Cluste
 @pytest.fixture
 async def node(nursery: trio.Nursery, vast_sim: VastSim, cluster: Cluster) -> NodeRuntime:
     runtime: NodeRuntime = await nursery.start(
-        serve_node, settings_for(vast_sim, cluster.kubeconfig)
+        serve_node, settings_for(vast_sim.url, cluster.kubeconfig)
     )
     return runtime
 
@@ -265,7 +265,7 @@ async def test_watch_expiry_relists_without_buying_twice(
 async def test_lease_and_node_stay_fresh_while_vast_hangs(
     nursery: trio.Nursery, vast_sim: VastSim, cluster: Cluster
 ) -> None:
-    await nursery.start(serve_node, settings_for(vast_sim, cluster.kubeconfig, lease_seconds=2))
+    await nursery.start(serve_node, settings_for(vast_sim.url, cluster.kubeconfig, lease_seconds=2))
     vast_sim.set_faults(latency=60.0)  # every Vast call now hangs for a minute
     await cluster.create(gpu_pod("stuck", cluster.namespace))
 
@@ -320,7 +320,7 @@ async def test_fifty_pods_cost_one_list_call_per_page_per_sweep(
 async def test_restarted_node_adopts_instances_instead_of_buying(
     nursery: trio.Nursery, vast_sim: VastSim, cluster: Cluster
 ) -> None:
-    settings = settings_for(vast_sim, cluster.kubeconfig)
+    settings = settings_for(vast_sim.url, cluster.kubeconfig)
     with trio.CancelScope() as first_run:
         async with trio.open_nursery() as inner:
             await inner.start(serve_node, settings)
@@ -468,7 +468,7 @@ async def test_wrong_api_key_is_reported_and_nothing_is_bought(
 ) -> None:
     vast: VastSim = await vast_sim_factory(api_key="the-right-key")
     runtime: NodeRuntime = await nursery.start(
-        serve_node, settings_for(vast, cluster.kubeconfig, vast_api_key="a-wrong-key")
+        serve_node, settings_for(vast.url, cluster.kubeconfig, vast_api_key="a-wrong-key")
     )
     await cluster.create(gpu_pod("denied", cluster.namespace))
     pod = await wait_pod(cluster, "denied", lambda p: waiting_reason(p) == "VastAPIError")
