@@ -439,6 +439,30 @@ async def test_secret_values_reach_the_instance_but_never_logs_or_events(
         assert secret_value not in event["message"]
 
 
+async def test_daemonset_pods_are_refused_and_never_bought_for(
+    node: NodeRuntime, vast_sim: VastSim, cluster: Cluster
+) -> None:
+    agent = gpu_pod("node-agent-x7k2p", cluster.namespace, annotations={})
+    agent["metadata"]["annotations"] = {}
+    agent["metadata"]["ownerReferences"] = [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "name": "node-agent",
+            "uid": "5a1e0000-0000-4000-8000-000000000001",
+            "controller": True,
+        }
+    ]
+    await cluster.create(agent)
+    pod = await wait_pod(
+        cluster, "node-agent-x7k2p", lambda p: waiting_reason(p) == "DaemonSetNotSupported"
+    )
+    assert phase(pod) == "Pending"
+    await wait_event(cluster, pod, "DaemonSetNotSupported")
+    assert vast_sim.ledger() == []
+    await delete_and_wait_gone(cluster, "node-agent-x7k2p")  # and deleting it just works
+
+
 async def test_orphan_instance_of_this_node_is_destroyed(
     node: NodeRuntime, vast_sim: VastSim, cluster: Cluster
 ) -> None:

@@ -284,6 +284,9 @@ class _PodLifecycle:
         if self.handle.pod.is_terminal:  # finished earlier: only make sure nothing still bills
             await self._destroy(set())
             return
+        if any(owner.kind == "DaemonSet" for owner in self.handle.pod.metadata.owner_references):
+            await self._refuse_daemonset()
+            return
         requirements = await self._requirements()
         pod = self.handle.pod
         previous = next(
@@ -350,6 +353,17 @@ class _PodLifecycle:
             await self.report.annotate({ENDPOINTS: None})
             outcome = None
             await trio.sleep(delay)
+
+    async def _refuse_daemonset(self) -> None:
+        """Node agents with blanket tolerations (CNI, kube-proxy, log shippers) land on every
+        node, this one included; renting a GPU for each would bill for nothing anyone asked
+        for. The pod stays Pending (a failed one would be re-created at once) and says why."""
+        message = (
+            "DaemonSet pods do not run on the Vast.ai virtual node: give the DaemonSet a "
+            "nodeAffinity or tolerations that exclude type=virtual-kubelet"
+        )
+        await self.report.event("Warning", "DaemonSetNotSupported", message)
+        await self.show(self.view.waiting("DaemonSetNotSupported", message))
 
     def _restarts(self, outcome: Terminated) -> bool:
         policy = self.handle.pod.spec.restart_policy
