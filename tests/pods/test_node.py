@@ -247,6 +247,22 @@ async def test_no_offers_keeps_pod_pending_until_an_offer_appears(
     assert entry["gpu_name"] == "H100 SXM"
 
 
+async def test_a_price_cap_below_the_market_says_so(
+    node: NodeRuntime, vast_sim: VastSim, cluster: Cluster
+) -> None:
+    annotations = {
+        "vast.ai/gpu-type": "RTX 4090",
+        "vast.ai/gpu-fallbacks": "",
+        "vast.ai/price-max": "0.01",
+    }
+    await cluster.create(gpu_pod("cheap", cluster.namespace, annotations=annotations))
+    pod = await wait_pod(cluster, "cheap", lambda p: waiting_reason(p) == "PriceCapExceeded")
+    message = pod["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+    assert "vast.ai/price-max" in message  # the constraint that ruled out the most
+    await wait_event(cluster, pod, "PriceCapExceeded")
+    assert vast_sim.ledger() == []
+
+
 async def test_watch_expiry_relists_without_buying_twice(
     node: NodeRuntime, vast_sim: VastSim, cluster: Cluster
 ) -> None:

@@ -44,8 +44,10 @@ from vk_trio.logs import redact
 from vk_trio.offers import (
     AnnotationError,
     Requirements,
+    Selection,
     bid_price,
     build_query,
+    explain_query,
     parse_requirements,
     select,
 )
@@ -451,6 +453,7 @@ class _PodLifecycle:
         offers = [o for o in offers if o.machine_id not in self.excluded_machines]
         selection = select(offers, requirements)
         if not selection.ranked:
+            selection = await self._explain(requirements, selection)
             restrictive = selection.most_restrictive
             reason = "PriceCapExceeded" if restrictive == "price-max" else "NoMatchingOffers"
             message = selection.describe()
@@ -469,6 +472,18 @@ class _PodLifecycle:
             if outcome is not None:
                 return outcome
         return "SearchingOffers", "every matching offer was taken before it could be bought"
+
+    async def _explain(self, requirements: Requirements, strict: Selection) -> Selection:
+        """Why nothing matched: the strict query's server-side filter leaves nothing to count,
+        so the pod's GPU models are searched without the other constraints and each offer is
+        re-checked, to name the constraint that ruled out the most (e.g. price-max, which
+        makes the reason PriceCapExceeded). Only when nothing matches, and shared like any
+        search."""
+        try:
+            broad = await self.s.searches.search(explain_query(requirements))
+        except TemporaryError:
+            return strict
+        return select(broad, requirements)
 
     async def _try_offer(
         self, offer: Offer, requirements: Requirements
