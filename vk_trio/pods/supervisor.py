@@ -185,8 +185,8 @@ async def supervise_pod(services: NodeServices, handle: PodHandle) -> None:
                     handle.pod,
                     type="Warning",
                     reason="SupervisorError",
-                    message=f"internal error ({type(exc).__name__}: {exc}); "
-                    f"retrying in {delay:.0f}s",
+                    # no delay in the text: identical messages aggregate into one Event
+                    message=f"internal error, retrying: {type(exc).__name__}: {exc}",
                 )
                 await trio.sleep(delay)
     await _teardown(services, handle)
@@ -217,7 +217,7 @@ async def _teardown(services: NodeServices, handle: PodHandle) -> None:
                 pod,
                 type="Warning",
                 reason="DestroyFailed",
-                message=f"could not destroy the instance yet ({exc}); retrying in {delay:.0f}s",
+                message=f"could not destroy the instance yet, retrying: {exc}",
             )
             log.warning("destroy failed; retrying", error=str(exc), retry_in=delay)
             await trio.sleep(delay)
@@ -564,7 +564,9 @@ class _PodLifecycle:
             except (VkError, trio.TooSlowError) as exc:
                 delay = retry.next()
                 await self.report.event(
-                    "Warning", "DestroyFailed", f"destroy failed ({exc}); retrying in {delay:.0f}s"
+                    "Warning",
+                    "DestroyFailed",
+                    f"could not destroy the instance yet, retrying: {exc}",
                 )
                 await trio.sleep(delay)
 
