@@ -389,13 +389,16 @@ async def test_exit_with_restart_always_buys_a_new_instance(
     pod = await wait_pod(cluster, "svc", lambda p: phase(p) == "Running")
     [first] = bought_for(vast_sim, pod)
     vast_sim.exit_instance(first["id"], code=1)
-    pod = await wait_pod(
-        cluster,
-        "svc",
-        lambda p: (
-            phase(p) == "Running" and p["status"]["containerStatuses"][0]["restartCount"] == 1
-        ),
-    )
+    backing_off = await wait_pod(cluster, "svc", lambda p: waiting_reason(p) == "CrashLoopBackOff")
+    assert phase(backing_off) == "Running"  # as with a kubelet: the phase never goes back
+    last = backing_off["status"]["containerStatuses"][0]["lastState"]["terminated"]
+    assert last["exitCode"] == 1
+
+    def running_again(p: Obj) -> bool:
+        [container] = p["status"]["containerStatuses"]
+        return "running" in container["state"] and container["restartCount"] == 1
+
+    pod = await wait_pod(cluster, "svc", running_again)
     entries = bought_for(vast_sim, pod)
     assert len(entries) == 2
     assert entries[0]["destroyed_at"] is not None and entries[1]["destroyed_at"] is None

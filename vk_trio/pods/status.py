@@ -67,7 +67,9 @@ class PodView:
     """Containers that do not run on the instance → the reason shown for each."""
 
     def waiting(self, reason: str, message: str) -> PodView:
-        return replace(self, phase="Pending", state=Waiting(reason, message), ready=False)
+        """The container waits; the phase stays (a Running pod whose container restarts is
+        still Running, as with a kubelet: phases never go back)."""
+        return replace(self, state=Waiting(reason, message), ready=False)
 
 
 def _condition(kind: str, ok: bool, reason: str | None = None) -> dict[str, Any]:

@@ -80,6 +80,8 @@ VISIBILITY_GRACE = 90.0
 """Seconds a just-bought instance may be missing from the list before it counts as lost."""
 OFFLINE_GRACE = 600.0
 """Seconds an instance may stay offline/unknown before it is replaced (Vast hosts blip)."""
+BACKOFF_RESET = 600.0
+"""An instance that ran this long resets the crash backoff (the kubelet's 10 minutes)."""
 RECHECK = 30.0
 """Seconds between re-checks of deadlines while no instance change arrives."""
 
@@ -296,6 +298,7 @@ class _PodLifecycle:
         )
         view = replace(
             self.view,
+            phase="Running" if pod.status.phase == "Running" else "Pending",
             restart_count=previous.restart_count if previous else 0,
             skipped={
                 name: f'the instance runs "{self.report.chosen}": one Vast instance, one image'
@@ -314,9 +317,12 @@ class _PodLifecycle:
             if outcome is None:
                 if instance_id is None:
                     instance_id = await self._buy(requirements)
+                followed_from = trio.current_time()
                 outcome = await self._follow(instance_id)
                 await self._destroy({instance_id})
                 instance_id = None
+                if trio.current_time() - followed_from > BACKOFF_RESET:
+                    crash.reset()  # a long healthy run: the next exit is not a crash loop
             if isinstance(outcome, _BootTimeout):
                 outcome = None
                 continue
@@ -344,7 +350,6 @@ class _PodLifecycle:
             await self.show(
                 replace(
                     self.view,
-                    phase="Pending",
                     state=Waiting("CrashLoopBackOff", f"back-off {delay:.0f}s restarting"),
                     ready=False,
                     restart_count=self.view.restart_count + 1,
