@@ -2,12 +2,13 @@
 
 Layers (each may import only those below it):
 
-- ``cli`` > ``app`` / ``demo`` > ``pods`` (the lifecycle)
-- ``kube`` | ``vast`` | ``offers`` (clients and pure selection; siblings never import each other)
+- ``cli`` > ``app`` / ``demo`` / ``dryrun`` > ``pods`` (the lifecycle)
+- ``kube`` | ``vast`` (the two clients: they never import each other) and ``offers`` (pure
+  selection over ``vast``'s models)
 - ``errors`` | ``http_server`` | ``logs`` (shared by everything)
 
-``kube`` and ``vast`` never import each other; ``sim`` is a test/demo stand-in and is imported
-by nothing in the product path except ``cli`` and ``demo``.
+``sim`` holds the stand-ins for tests and the demo; of the product, only the commands that
+offer them (``cli``, ``demo``, ``dryrun``) import it. ``tests/test_layers.py`` checks all this.
 """
 
 __version__ = "0.1.0"
