@@ -35,7 +35,7 @@ from vk_trio.pods.market import SharedSearches
 from vk_trio.pods.poller import InstancePoller
 from vk_trio.pods.reaper import run_reaper
 from vk_trio.pods.supervisor import NodeServices
-from vk_trio.vast import Pacer, VastClient
+from vk_trio.vast import Pacer, RetryPolicy, VastClient
 
 REGISTER_RETRY = 5.0
 
@@ -63,7 +63,10 @@ async def serve_node(
     pacer = Pacer() if settings.pacing is None else Pacer(scale=settings.pacing)
     async with (
         VastClient(
-            api_key=settings.vast_api_key, base_url=settings.vast_api_url, pacer=pacer
+            api_key=settings.vast_api_key,
+            base_url=settings.vast_api_url,
+            pacer=pacer,
+            retry=RetryPolicy(attempts=settings.vast_attempts),
         ) as vast,
         KubeClient.from_config(cluster) as kube,
     ):

@@ -51,6 +51,8 @@ class Settings(msgspec.Struct, kw_only=True):
     """Advertised ``pods`` capacity of the node."""
     gpu_capacity: int = 1000
     """Advertised ``nvidia.com/gpu`` capacity: the marketplace, not a machine, is the limit."""
+    vast_attempts: int = 5
+    """Tries per Vast call (429/5xx/timeouts) before the caller's own backoff takes over."""
     pacing: float | None = None
     """Multiplier of Vast's documented minimum call intervals; None keeps the pacer's default
     (a little above the thresholds), 0 disables pacing (simulators without rate limits)."""

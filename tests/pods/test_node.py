@@ -482,6 +482,25 @@ async def test_daemonset_pods_are_refused_and_never_bought_for(
     await delete_and_wait_gone(cluster, "node-agent-x7k2p")  # and deleting it just works
 
 
+async def test_vast_down_during_delete_keeps_the_pod_until_the_instance_is_gone(
+    nursery: trio.Nursery, vast_sim: VastSim, cluster: Cluster
+) -> None:
+    settings = settings_for(vast_sim.url, cluster.kubeconfig, vast_attempts=1)
+    await nursery.start(serve_node, settings)
+    await cluster.create(gpu_pod("outage", cluster.namespace))
+    pod = await wait_pod(cluster, "outage", lambda p: phase(p) == "Running")
+    vast_sim.set_faults(rate_5xx=1.0)  # Vast is down: every call fails
+    await cluster.delete("pods", cluster.namespace, "outage", grace=30)
+    await wait_event(cluster, pod, "DestroyFailed")
+    still = await cluster.get("pods", cluster.namespace, "outage")
+    assert still is not None and still["metadata"]["deletionTimestamp"]  # kept, explained
+    assert len(vast_sim.live_instances()) == 1
+
+    vast_sim.set_faults(rate_5xx=0.0)  # Vast is back
+    await delete_and_wait_gone(cluster, "outage", within=30)
+    assert vast_sim.live_instances() == []
+
+
 async def test_orphan_instance_of_this_node_is_destroyed(
     node: NodeRuntime, vast_sim: VastSim, cluster: Cluster
 ) -> None:
