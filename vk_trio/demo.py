@@ -49,8 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     configure_logging(args.log_level, json=False)
+    manifests = _load(args.examples)  # read before the loop starts: no file I/O inside it
     try:
-        return trio.run(_demo, args)
+        return trio.run(_demo, args, manifests)
     except trio.TooSlowError:
         _say(f"\nFAILED: the demo did not finish within {args.timeout:.0f}s")
         return 1
@@ -60,7 +61,7 @@ def _say(text: str = "") -> None:
     print(text, flush=True)
 
 
-async def _demo(args: argparse.Namespace) -> int:
+async def _demo(args: argparse.Namespace, manifests: list[Obj]) -> int:
     vast = VastSim(VastSimConfig(seed=args.seed, boot_seconds=args.boot_seconds))
     kube = KubeSim()
     workdir = Path(tempfile.mkdtemp(prefix="vk-trio-demo-"))
@@ -85,7 +86,7 @@ async def _demo(args: argparse.Namespace) -> int:
             _say(f"\n== vk-trio demo: node {NODE}, Vast simulator {vast_url}")
             _say(f"   health probes at {runtime.health_url}/healthz and /readyz")
             with trio.fail_after(args.timeout):
-                code = await _scenario(args, vast, kube, kubeconfig)
+                code = await _scenario(args, manifests, vast, kube)
             if args.hold and code == 0:
                 _say(f"\nHolding. Try:  KUBECONFIG={kubeconfig} kubectl get nodes,pods -A -o wide")
                 _say("Ctrl-C to stop.")
@@ -96,12 +97,12 @@ async def _demo(args: argparse.Namespace) -> int:
 
 
 async def _scenario(
-    args: argparse.Namespace, vast: VastSim, kube: KubeSim, kubeconfig: Path
+    args: argparse.Namespace, manifests: list[Obj], vast: VastSim, kube: KubeSim
 ) -> int:
     await kube.wait_until(lambda s: _node_ready(s.get("nodes", None, NODE)))
     _say(f"== node {NODE} is Ready; applying {args.examples}")
     started = trio.current_time()
-    pods = [kube.create(pod) for pod in _apply(kube, args.examples)]
+    pods = [kube.create(pod) for pod in _apply(kube, manifests)]
     if not pods:
         _say("no pods in the examples tolerate and select the virtual node")
         return 1
@@ -129,21 +130,28 @@ async def _scenario(
     return _summary(vast, running_at)
 
 
-def _apply(kube: KubeSim, folder: Path) -> Iterator[Obj]:
+def _load(folder: Path) -> list[Obj]:
+    """Every YAML document in ``folder``, in file order."""
+    return [
+        doc
+        for path in sorted(folder.glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
+
+
+def _apply(kube: KubeSim, manifests: list[Obj]) -> Iterator[Obj]:
     """Create namespaces; yield the pods the manifests ask for, bound to the node when they
     tolerate its taint and select it (the scheduler's job, played here)."""
-    for path in sorted(folder.glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if not doc:
-                continue
-            kind = doc.get("kind")
-            if kind == "Namespace":
-                if kube.get("namespaces", None, doc["metadata"]["name"]) is None:
-                    kube.create(doc)
-            elif kind == "Pod":
-                yield from _bind([doc])
-            elif kind in ("Deployment", "StatefulSet", "ReplicaSet", "Job"):
-                yield from _bind(_replicas(doc))
+    for doc in manifests:
+        kind = doc.get("kind")
+        if kind == "Namespace":
+            if kube.get("namespaces", None, doc["metadata"]["name"]) is None:
+                kube.create(doc)
+        elif kind == "Pod":
+            yield from _bind([doc])
+        elif kind in ("Deployment", "StatefulSet", "ReplicaSet", "Job"):
+            yield from _bind(_replicas(doc))
 
 
 def _replicas(workload: Obj) -> list[Obj]:

@@ -13,7 +13,7 @@ import trio
 from vk_trio.kube.api import KubeClient
 from vk_trio.kube.config import load_config
 from vk_trio.kube.errors import KubeForbidden
-from vk_trio.kube.node import NodeConfig, NodeStatusReporter, register_node, run_node_status
+from vk_trio.kube.node import NodeConfig, NodeStatusReporter, run_node_status
 from vk_trio.sim.kube import KubeSim
 
 NAME = "vk-vast"
@@ -34,7 +34,9 @@ def conditions(node: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 async def test_register_creates_a_complete_node(kube: KubeClient, kube_sim: KubeSim) -> None:
-    uid = await register_node(kube, config(capacity={"cpu": "8", "nvidia.com/gpu": "2"}))
+    uid = await NodeStatusReporter(
+        kube, config(capacity={"cpu": "8", "nvidia.com/gpu": "2"})
+    ).register()
     node = kube_sim.get("nodes", None, NAME)
     assert node is not None
     assert node["metadata"]["uid"] == uid
@@ -133,7 +135,7 @@ async def test_register_adopts_existing_node(kube: KubeClient, kube_sim: KubeSim
     )
     existing = kube_sim.get("nodes", None, NAME)
     assert existing is not None
-    uid = await register_node(kube, config(labels={"extra": "yes"}))
+    uid = await NodeStatusReporter(kube, config(labels={"extra": "yes"})).register()
     assert uid == existing["metadata"]["uid"]
     node = kube_sim.get("nodes", None, NAME)
     assert node is not None
@@ -146,7 +148,7 @@ async def test_register_adopts_existing_node(kube: KubeClient, kube_sim: KubeSim
     assert conditions(node)["Ready"]["status"] == "False"
 
     # Registering again changes nothing (the taint is not added twice).
-    await register_node(kube, config())
+    await NodeStatusReporter(kube, config()).register()
     node = kube_sim.get("nodes", None, NAME)
     assert node is not None
     assert len(node["spec"]["taints"]) == 2

@@ -506,7 +506,6 @@ async def test_orphan_instance_of_this_node_is_destroyed(
 ) -> None:
     await cluster.create(gpu_pod("keeper", cluster.namespace))
     keeper = await wait_pod(cluster, "keeper", lambda p: phase(p) == "Running")
-    offer = vast_sim.add_offers([H100_OFFER])[0]
     ghost = f"vk-trio/{NODE}/{cluster.namespace}/ghost/0b5e55ed-0000-4000-8000-000000000000"
     foreign = "somebody-elses-instance"
     async with httpx.AsyncClient(base_url=str(vast_sim.url)) as http:
@@ -517,7 +516,6 @@ async def test_orphan_instance_of_this_node_is_destroyed(
                 headers={"Authorization": "Bearer k"},
             )
             assert reply.json()["success"] is True
-    del offer
     with trio.fail_after(10):
         await vast_sim.wait_until(lambda s: all(i["label"] != ghost for i in s.live_instances()))
     labels = {i["label"] for i in vast_sim.live_instances()}

@@ -33,7 +33,6 @@ from vk_trio.kube.lease import run_lease as run_lease
 from vk_trio.kube.node import NodeConfig as NodeConfig
 from vk_trio.kube.node import NodeStatusReporter as NodeStatusReporter
 from vk_trio.kube.node import Taint as Taint
-from vk_trio.kube.node import register_node as register_node
 from vk_trio.kube.node import run_node_status as run_node_status
 from vk_trio.kube.pods import delete_pod as delete_pod
 from vk_trio.kube.pods import get_config_map as get_config_map
@@ -69,7 +68,6 @@ __all__ = [
     "load_config",
     "patch_pod_annotations",
     "patch_pod_status",
-    "register_node",
     "run_lease",
     "run_node_status",
     "watch_pods",

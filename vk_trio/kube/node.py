@@ -34,7 +34,6 @@ __all__ = [
     "NodeConfig",
     "NodeStatusReporter",
     "Taint",
-    "register_node",
     "run_node_status",
 ]
 
@@ -253,11 +252,6 @@ class NodeStatusReporter:
         await self.client.request(
             "PATCH", _node_path(self.config.name) + "/status", json=body, content_type=SMP
         )
-
-
-async def register_node(client: KubeClient, config: NodeConfig) -> str:
-    """Register (or adopt) the Node; returns its uid. See ``NodeStatusReporter.register``."""
-    return await NodeStatusReporter(client, config).register()
 
 
 async def run_node_status(

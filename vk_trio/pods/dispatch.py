@@ -28,9 +28,12 @@ class Dispatcher:
     def __init__(self, services: NodeServices) -> None:
         self._services = services
         self.handles: dict[str, PodHandle] = {}
-        self.synced = False
-        """True once the first list of this node's pods has been dispatched."""
         self._synced = trio.Event()
+
+    @property
+    def synced(self) -> bool:
+        """True once the first list of this node's pods has been dispatched."""
+        return self._synced.is_set()
 
     async def wait_synced(self) -> None:
         """Return once the first list of this node's pods has been dispatched."""
@@ -56,7 +59,6 @@ class Dispatcher:
         if event.type == "SYNCED":
             if not self.synced:
                 logger.info("pod watch synced", pods=len(self.handles))
-            self.synced = True
             self._synced.set()
             return
         pod = event.pod

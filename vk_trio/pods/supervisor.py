@@ -106,7 +106,6 @@ class PodHandle:
         self.pod = pod
         self.uid = pod.uid
         self.run_scope = trio.CancelScope()
-        self.deleting = False
         self.gone = False
         """The pod object no longer exists in the API (DELETED), so nothing to delete."""
         self.version = 0
@@ -124,7 +123,6 @@ class PodHandle:
 
     def stop(self, *, gone: bool = False) -> None:
         """The pod is being deleted (idempotent): end the lifecycle, then tear down."""
-        self.deleting = True
         self.gone = self.gone or gone
         self.run_scope.cancel()
 
