@@ -149,6 +149,17 @@ def test_defaults_without_annotations() -> None:
             {"interruptible": True, "price_max": 0.1},
         ),
         ({"vast.ai/container": "main", "other.io/x": "y"}, None, {}),
+        ({}, None, {"startup_timeout": None}),
+        ({"vast.ai/startup-timeout": " "}, None, {"startup_timeout": None}),
+        ({"vast.ai/startup-timeout": "900"}, None, {"startup_timeout": 900}),
+        ({"vast.ai/startup-timeout": "900s"}, None, {"startup_timeout": 900}),
+        ({"vast.ai/startup-timeout": "90s"}, None, {"startup_timeout": 90}),
+        ({"vast.ai/startup-timeout": "15m"}, None, {"startup_timeout": 900}),
+        ({"vast.ai/startup-timeout": "1h"}, None, {"startup_timeout": 3600}),
+        ({"vast.ai/startup-timeout": "1h30m"}, None, {"startup_timeout": 5400}),
+        ({"vast.ai/startup-timeout": "1h0m30s"}, None, {"startup_timeout": 3630}),
+        ({"vast.ai/startup-timeout": " 1.5H "}, None, {"startup_timeout": 5400}),
+        ({"vast.ai/startup-timeout": "24h"}, None, {"startup_timeout": 86400}),
     ],
     ids=lambda value: str(value) if not isinstance(value, dict) else None,
 )
@@ -300,6 +311,49 @@ def test_valid_annotations(
             'resources.limits["nvidia.com/gpu"]: "500m" is not a whole number of GPUs;'
             ' expected e.g. "1" or "2"',
             id="gpus-fraction",
+        ),
+        pytest.param(
+            {"vast.ai/startup-timeout": "soon"},
+            None,
+            'vast.ai/startup-timeout: "soon" is not a duration; expected a duration above 0 and'
+            ' at most 24h such as "900" (seconds), "90s", "15m", "1h" or "1h30m"',
+            id="startup-timeout-word",
+        ),
+        pytest.param(
+            {"vast.ai/startup-timeout": "30m1h"},
+            None,
+            'vast.ai/startup-timeout: "30m1h" is not a duration',
+            id="startup-timeout-order",
+        ),
+        pytest.param(
+            {"vast.ai/startup-timeout": "-5m"},
+            None,
+            'vast.ai/startup-timeout: "-5m" is not a duration',
+            id="startup-timeout-negative",
+        ),
+        pytest.param(
+            {"vast.ai/startup-timeout": "10d"},
+            None,
+            'vast.ai/startup-timeout: "10d" is not a duration',
+            id="startup-timeout-days",
+        ),
+        pytest.param(
+            {"vast.ai/startup-timeout": "0s"},
+            None,
+            'vast.ai/startup-timeout: "0s" is out of range; expected a duration above 0',
+            id="startup-timeout-zero",
+        ),
+        pytest.param(
+            {"vast.ai/startup-timeout": "24h1s"},
+            None,
+            'vast.ai/startup-timeout: "24h1s" is out of range',
+            id="startup-timeout-too-long",
+        ),
+        pytest.param(
+            {"vast.ai/startup_timeout": "15m"},
+            None,
+            "vast.ai/startup_timeout: unknown annotation; did you mean vast.ai/startup-timeout?",
+            id="startup-timeout-misspelt",
         ),
         pytest.param(
             {"vast.ai/price_max": "0.30"},

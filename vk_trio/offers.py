@@ -12,6 +12,7 @@ The annotations are the user contract (seed README)::
     vast.ai/verified        "true"                only hosts Vast has verified
     vast.ai/min-cuda        "12.1"                the host driver supports at least this CUDA
     vast.ai/interruptible   "false"               bid at the offer's ``min_bid``, not on demand
+    vast.ai/startup-timeout "15m"                 how long the instance may take to start
 
 and the GPU count comes from the container's ``resources.limits["nvidia.com/gpu"]``.
 
@@ -51,6 +52,7 @@ __all__ = [
     "DEFAULT_MIN_RELIABILITY",
     "DEFAULT_VERIFIED",
     "GPU_RESOURCE",
+    "MAX_STARTUP_TIMEOUT",
     "QUERY_LIMIT",
     "AnnotationError",
     "Rejection",
@@ -76,6 +78,7 @@ MIN_RELIABILITY = "vast.ai/min-reliability"
 VERIFIED = "vast.ai/verified"
 MIN_CUDA = "vast.ai/min-cuda"
 INTERRUPTIBLE = "vast.ai/interruptible"
+STARTUP_TIMEOUT = "vast.ai/startup-timeout"
 ANNOTATIONS = (
     GPU_TYPE,
     GPU_FALLBACKS,
@@ -87,6 +90,7 @@ ANNOTATIONS = (
     VERIFIED,
     MIN_CUDA,
     INTERRUPTIBLE,
+    STARTUP_TIMEOUT,
 )
 """Every annotation this module reads."""
 
@@ -114,6 +118,11 @@ does not leave the documented example without offers. ``vast.ai/verified: "false
 QUERY_LIMIT = 200
 """Enough offers that local re-checks (and the fallback GPU types) still leave choices, small
 enough for one response; the real market has ~1,400 offers in total."""
+
+MAX_STARTUP_TIMEOUT = 24 * 3600.0
+"""The longest ``vast.ai/startup-timeout`` accepted, in seconds. A large image on a slow host
+takes tens of minutes to pull; an instance that has not started in a day will not, and every
+hour of waiting is billed, so a longer value is far more likely a typo ("900h") than a wish."""
 
 _PRICE_EPSILON = 1e-9
 """Prices are floats computed by Vast (``dph_base`` + storage); never reject $0.30 as > $0.30."""
@@ -154,6 +163,8 @@ class Requirements(msgspec.Struct, frozen=True, kw_only=True):
     verified: bool = DEFAULT_VERIFIED
     min_cuda: float | None = None
     interruptible: bool = False
+    startup_timeout: float | None = None
+    """Seconds the instance may take from purchase to running; None means the node's default."""
 
     def describe(self) -> str:
         """One line for events and the dry run, e.g. ``RTX 3060 (or RTX 4070) x1, <= $0.30/h``."""
@@ -216,6 +227,7 @@ def parse_requirements(
     verified = _boolean(raw(VERIFIED), VERIFIED, problems)
     min_cuda = _cuda(raw(MIN_CUDA), problems)
     interruptible = _boolean(raw(INTERRUPTIBLE), INTERRUPTIBLE, problems)
+    startup_timeout = _duration(raw(STARTUP_TIMEOUT), problems)
     if problems:
         raise AnnotationError(problems)
     return Requirements(
@@ -230,6 +242,7 @@ def parse_requirements(
         verified=DEFAULT_VERIFIED if verified is None else verified,
         min_cuda=min_cuda,
         interruptible=bool(interruptible),
+        startup_timeout=startup_timeout,
     )
 
 
@@ -452,6 +465,34 @@ def _cuda(value: str | None, problems: list[str]) -> float | None:
         )
         return None
     return float(match[1])
+
+
+_AMOUNT = r"(?:\d+(?:\.\d*)?|\.\d+)"
+_DURATION = re.compile(
+    rf"(?P<bare>{_AMOUNT})|(?:(?P<h>{_AMOUNT})h)?(?:(?P<m>{_AMOUNT})m)?(?:(?P<s>{_AMOUNT})s)?"
+)
+_DURATION_EXPECTED = (
+    'expected a duration above 0 and at most 24h such as "900" (seconds), "90s", "15m", "1h"'
+    ' or "1h30m"'
+)
+
+
+def _duration(value: str | None, problems: list[str]) -> float | None:
+    """Seconds from "900", "90s", "15m", "1h30m": a bare number of seconds, or hours, minutes
+    and seconds in that order (the subset of Go's ``time.ParseDuration`` kubectl users know)."""
+    if value is None:
+        return None
+    match = _DURATION.fullmatch(value.strip().casefold())
+    if match is None or not any(match.groups()):
+        problems.append(_bad(STARTUP_TIMEOUT, value, f"is not a duration; {_DURATION_EXPECTED}"))
+        return None
+    seconds = float(match["bare"] or 0) + sum(
+        float(match[unit] or 0) * factor for unit, factor in (("h", 3600), ("m", 60), ("s", 1))
+    )
+    if not 0 < seconds <= MAX_STARTUP_TIMEOUT:
+        problems.append(_bad(STARTUP_TIMEOUT, value, f"is out of range; {_DURATION_EXPECTED}"))
+        return None
+    return seconds
 
 
 # --------------------------------------------------------------------------------------------
