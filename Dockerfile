@@ -4,7 +4,7 @@
 #   docker build -t ghcr.io/vk-trio/vk-trio:0.1.0 .
 #
 # Stage 1 freezes the app with PyInstaller and makes it static with staticx (see
-# build/binary.sh).  Stage 2 is FROM scratch: no shell, no libc, no package manager;
+# build/build.sh).  Stage 2 is FROM scratch: no shell, no libc, no package manager;
 # only the binary, CA certificates, a passwd entry and an empty /tmp.
 
 # Overridable so a mirror or a pinned digest can be used.
@@ -30,8 +30,8 @@ RUN mkdir vk_trio && touch vk_trio/__init__.py \
     && /opt/build/bin/pip uninstall -y vk-trio \
     && rm -rf vk_trio
 COPY vk_trio ./vk_trio
-COPY build/entry.py build/vk-trio.spec build/binary.sh build/rootfs.sh ./build/
-RUN PYTHON=/opt/build/bin/python OUT=/out build/binary.sh \
+COPY build/entry.py build/vk-trio.spec build/build.sh build/rootfs.sh ./build/
+RUN PYTHON=/opt/build/bin/python OUT=/out build/build.sh \
     && build/rootfs.sh /rootfs /out/vk-trio
 
 # Keep everything below identical to build/Containerfile.prebuilt.

