@@ -26,11 +26,16 @@ NODE = "vk-run-test"
 def process(
     *args: str, env: dict[str, str] | None = None, log: Path | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """``python -m vk_trio ARGS``; stderr to ``log`` (a pipe nobody reads could fill up)."""
+    """``python -m vk_trio ARGS`` with its output in ``log`` (a pipe nobody reads could fill).
+
+    A simulator keeps stdout a pipe: it prints its URL there first, and logs to stderr. The
+    node logs to stdout, as the container does, so both streams go to ``log``.
+    """
+    sink = log.open("wb") if log else subprocess.DEVNULL
     child = subprocess.Popen(
         [sys.executable, "-m", "vk_trio", *args],
-        stdout=subprocess.PIPE,
-        stderr=log.open("wb") if log else subprocess.DEVNULL,
+        stdout=subprocess.PIPE if args[0] == "sim" else sink,
+        stderr=sink,
         env=env,
     )
     try:
@@ -91,7 +96,9 @@ def test_run_serves_probes_registers_and_stops_cleanly_on_sigterm(tmp_path: Path
             assert conditions["Ready"] == "True"
 
             node.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
             assert node.wait(timeout=20) == 0
+            stop_seconds = time.monotonic() - signalled
             logs = log.read_text()
         stopped = httpx.get(f"{kube_url}/api/v1/nodes/{NODE}").json()
     ready_condition = next(c for c in stopped["status"]["conditions"] if c["type"] == "Ready")
@@ -99,6 +106,35 @@ def test_run_serves_probes_registers_and_stops_cleanly_on_sigterm(tmp_path: Path
     assert "shutting down" in ready_condition["message"]
     assert '"message": "stopping"' in logs  # JSON log lines, as the container writes them
     assert "run-test-key" not in logs
+    assert stop_seconds < 5.0  # a rolling update never waits on us
+
+
+def test_run_with_a_rejected_key_exits_at_once_and_says_why(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    key_file = tmp_path / "api-key"
+    key_file.write_text("a-wrong-key-4242\n")  # as a mounted Secret file, newline included
+    with (
+        process("sim", "vast", "--api-key", "the-right-key", "--listen", "127.0.0.1:0") as vast,
+        process(
+            "sim", "kube", "--kubeconfig-out", str(kubeconfig), "--listen", "127.0.0.1:0"
+        ) as kube,
+    ):
+        assert vast.stdout is not None and kube.stdout is not None
+        kube.stdout.readline()  # listening, and the kubeconfig is written
+        env = {k: v for k, v in os.environ.items() if k != "VAST_API_KEY"}
+        env |= {
+            "NODE_NAME": NODE,
+            "VAST_API_KEY_FILE": str(key_file),
+            "VAST_API_URL": vast.stdout.readline().decode().strip(),
+            "KUBECONFIG": str(kubeconfig),
+            "HEALTH_PORT": str(free_port()),
+        }
+        log = tmp_path / "node.log"
+        with process("run", env=env, log=log) as node:
+            assert node.wait(timeout=30) == 2
+    logs = log.read_text()
+    assert "rejected VAST_API_KEY" in logs
+    assert "a-wrong-key-4242" not in logs
 
 
 def test_run_without_an_api_key_refuses_to_start(tmp_path: Path) -> None:

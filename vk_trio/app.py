@@ -15,12 +15,14 @@ from __future__ import annotations
 import argparse
 import functools
 import signal
+import sys
 
 import trio
 from loguru import logger
 
 from vk_trio import __version__, config
 from vk_trio.config import Settings
+from vk_trio.errors import PermanentError, VkError
 from vk_trio.health import Health
 from vk_trio.http_server import serve_http
 from vk_trio.kube.api import KubeClient
@@ -35,7 +37,7 @@ from vk_trio.pods.market import SharedSearches
 from vk_trio.pods.poller import InstancePoller
 from vk_trio.pods.reaper import run_reaper
 from vk_trio.pods.supervisor import NodeServices
-from vk_trio.vast import Pacer, RetryPolicy, VastClient
+from vk_trio.vast import Pacer, RetryPolicy, VastAuthError, VastClient
 
 REGISTER_RETRY = 5.0
 
@@ -75,6 +77,7 @@ async def serve_node(
         )
         health = Health(
             vast_last_success=lambda: poller.last_success,
+            vast_refusal=lambda: _refusal(poller.last_failure),
             vast_stale=max(5 * settings.poll_slow, 120.0),
         )
         node = NodeConfig(
@@ -117,6 +120,10 @@ async def serve_node(
                 )
             )
             await root.start(poller.run)
+            if isinstance(poller.last_failure, VastAuthError):
+                # Fail fast: nothing can work, and a crash-looping pod says so louder than
+                # a Running one that is never ready. A key revoked later only degrades.
+                raise poller.last_failure
             services = NodeServices(
                 settings=settings,
                 vast=vast,
@@ -156,6 +163,10 @@ def _node_health(health: Health) -> tuple[bool, str]:
     return True, "kubelet is posting ready status"
 
 
+def _refusal(failure: VkError | None) -> str | None:
+    return str(failure) if isinstance(failure, PermanentError) else None
+
+
 async def _register(reporter: NodeStatusReporter) -> str:
     """Register the node, retrying until the API server accepts it (probes stay unready)."""
     while True:
@@ -171,12 +182,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    settings = config.load(args)
-    configure_logging(settings.log_level)
+    """Exit 0 after SIGTERM/SIGINT; 2 when the configuration cannot work (said in the log)."""
+    configure_logging("INFO", sink=sys.stdout)
+    try:
+        settings = config.load(args)
+    except config.ConfigError as exc:
+        logger.error(str(exc))
+        return 2
+    configure_logging(settings.log_level, sink=sys.stdout)
     if not settings.vast_api_key:
         logger.error("VAST_API_KEY is not set; create the vast-api-secret Secret (see README)")
         return 2
-    trio.run(_run_until_signal, settings)
+    refused: BaseException | None = None
+    try:
+        trio.run(_run_until_signal, settings)
+    except* VastAuthError as group:
+        refused = group
+        while isinstance(refused, BaseExceptionGroup):  # nurseries nest the one error
+            refused = refused.exceptions[0]
+    if refused is not None:
+        logger.error(
+            "Vast.ai rejected VAST_API_KEY; check the api-key in the vast-api-secret Secret",
+            error=str(refused),
+        )
+        return 2
     return 0
 
 

@@ -1,15 +1,15 @@
 """Structured JSON logs through loguru, with secrets scrubbed before anything is written.
 
-Every log line is one JSON object on stderr (``kubectl logs ... | jq .`` works). Values that
-must never be seen (the Vast API key, Secret-sourced env values) are registered with
-``redact()``; a patcher replaces them in the message and in every ``extra`` field, so a careless
-``logger.info("...", body=request_body)`` still cannot leak one.
+Every log line is one JSON object; the node writes them to stdout, so ``kubectl logs ... | jq .``
+works. Values that must never be seen (the Vast API key, Secret-sourced env values) are
+registered with ``redact()``; a patcher replaces them in the message and in every ``extra``
+field, so a careless ``logger.info("...", body=request_body)`` still cannot leak one.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from loguru import logger
 
@@ -50,15 +50,19 @@ def _patch(record: Record) -> None:
         record["extra"].update({k: _scrub_value(v) for k, v in record["extra"].items()})
 
 
-def configure_logging(level: str = "INFO", *, json: bool = True) -> None:
-    """Send logs to stderr: JSON lines by default, a short human format with ``json=False``."""
+def configure_logging(level: str = "INFO", *, json: bool = True, sink: TextIO = sys.stderr) -> None:
+    """Send logs to ``sink``: JSON lines by default, a short human format with ``json=False``.
+
+    The node logs to stdout (``kubectl logs | jq .``); the simulators keep stdout for the URL
+    they print first, so they log to stderr.
+    """
     logger.remove()
     logger.configure(patcher=_patch)
     if json:
-        logger.add(sys.stderr, level=level.upper(), serialize=True, backtrace=False)
+        logger.add(sink, level=level.upper(), serialize=True, backtrace=False)
     else:
         logger.add(
-            sys.stderr,
+            sink,
             level=level.upper(),
             format="<green>{time:HH:mm:ss.SSS}</green> {level: <7} {message} <dim>{extra}</dim>",
             backtrace=False,

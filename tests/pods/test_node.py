@@ -26,6 +26,7 @@ from vk_trio.app import NodeRuntime, serve_node
 from vk_trio.config import Settings
 from vk_trio.sim.kube import KubeSim
 from vk_trio.sim.vast import VastSim
+from vk_trio.vast import VastAuthError
 
 NODE = "vk-e2e"
 Obj = dict[str, Any]
@@ -523,13 +524,28 @@ async def test_orphan_instance_of_this_node_is_destroyed(
     assert any(label.endswith(keeper["metadata"]["uid"]) for label in labels)  # live pod kept
 
 
-async def test_wrong_api_key_is_reported_and_nothing_is_bought(
+async def test_a_rejected_api_key_stops_the_node_at_start(
+    vast_sim_factory: Any, cluster: Cluster
+) -> None:
+    vast: VastSim = await vast_sim_factory(api_key="the-right-key")
+    await cluster.create(gpu_pod("early", cluster.namespace))
+    with pytest.raises(BaseExceptionGroup) as raised, trio.fail_after(15):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                serve_node, settings_for(vast.url, cluster.kubeconfig, vast_api_key="a-wrong-key")
+            )
+    assert raised.group_contains(VastAuthError)
+    assert vast.ledger() == []
+
+
+async def test_a_key_revoked_while_running_is_reported_and_nothing_is_bought(
     nursery: trio.Nursery, vast_sim_factory: Any, cluster: Cluster
 ) -> None:
     vast: VastSim = await vast_sim_factory(api_key="the-right-key")
     runtime: NodeRuntime = await nursery.start(
-        serve_node, settings_for(vast.url, cluster.kubeconfig, vast_api_key="a-wrong-key")
+        serve_node, settings_for(vast.url, cluster.kubeconfig, vast_api_key="the-right-key")
     )
+    vast.config.api_key = "a-rotated-key"
     await cluster.create(gpu_pod("denied", cluster.namespace))
     pod = await wait_pod(cluster, "denied", lambda p: waiting_reason(p) == "VastAPIError")
     assert phase(pod) == "Pending"

@@ -71,7 +71,8 @@ class InstancePoller:
         self._hurry_until = 0.0
         self.last_success: float | None = None
         """``trio.current_time()`` of the last sweep that succeeded, None before the first."""
-        self.last_error: str | None = None
+        self.last_failure: VkError | None = None
+        """Why the last sweep failed; None after a success."""
 
     # -- what pod tasks use -------------------------------------------------------------
 
@@ -113,7 +114,7 @@ class InstancePoller:
         while self._completed < target:
             await self._swept.wait()
         if self._last_ok < target:
-            raise TemporaryError(f"cannot list Vast instances: {self.last_error}", delay=5.0)
+            raise TemporaryError(f"cannot list Vast instances: {self.last_failure}", delay=5.0)
 
     def hurry(self, seconds: float = 0.0) -> None:
         """Sweep now, and keep ticking fast for ``seconds`` (e.g. after a buy)."""
@@ -154,11 +155,11 @@ class InstancePoller:
         try:
             listed = await self._vast.list_instances()
         except VkError as exc:
-            self.last_error = str(exc)
+            self.last_failure = exc
             logger.warning("instance sweep failed; keeping the last snapshot", error=str(exc))
         else:
             self.last_success = trio.current_time()
-            self.last_error = None
+            self.last_failure = None
             self._last_ok = number
             self._publish(listed)
         finally:

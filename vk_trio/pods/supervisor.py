@@ -579,7 +579,7 @@ class _PodLifecycle:
         """Report the instance's progress until it ends; return how it ended."""
         poller = self.s.poller
         bought_at = trio.current_time()
-        boot_deadline = bought_at + self.s.settings.boot_timeout
+        boot_deadline = bought_at + self.s.settings.startup_timeout
         seen = False
         offline_since: float | None = None
         while True:
@@ -622,7 +622,7 @@ class _PodLifecycle:
                     "Warning",
                     "BootTimeout",
                     f"instance {instance.id} not running after "
-                    f"{self.s.settings.boot_timeout:.0f}s; trying another machine",
+                    f"{self.s.settings.startup_timeout:.0f}s; trying another machine",
                 )
                 return _BootTimeout()
             else:

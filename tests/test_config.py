@@ -1,0 +1,73 @@
+"""Settings: every field is a flag and an env var, bad values name the setting, keys stay secret."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from vk_trio import config
+from vk_trio.config import ConfigError, Settings
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    config.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_every_setting_but_the_key_is_a_flag_with_its_env_var_and_default() -> None:
+    parser = argparse.ArgumentParser()
+    config.add_arguments(parser)
+    help_text = " ".join(parser.format_help().split())
+    for name in Settings.__struct_fields__:
+        if name == "vast_api_key":
+            assert "--vast-api-key " not in help_text  # a flag would show in `ps`
+            continue
+        assert f"--{name.replace('_', '-')} {name.upper()}" in help_text
+
+
+def test_env_then_flags_override_defaults() -> None:
+    environ = {"NODE_NAME": "from-env", "POLL_FAST": "0.5", "MAX_HOURLY_SPEND": "3.5"}
+    settings = config.load(parse("--poll-fast", "0.25"), environ)
+    assert settings.node_name == "from-env"
+    assert settings.poll_fast == 0.25
+    assert settings.max_hourly_spend == 3.5
+    assert settings.max_instances is None
+    assert config.load(None, {}).startup_timeout == 900.0
+
+
+def test_a_malformed_value_names_the_env_var() -> None:
+    with pytest.raises(ConfigError, match="POLL_SLOW"):
+        config.load(None, {"POLL_SLOW": "fast"})
+
+
+@pytest.mark.parametrize(
+    ("rust_log", "level"),
+    [("debug", "DEBUG"), ("vk_trio=debug,hyper=info", "DEBUG"), ("warn", "WARNING"), ("x", "INFO")],
+)
+def test_rust_log_from_the_seed_readme_sets_the_level(rust_log: str, level: str) -> None:
+    assert config.load(None, {"RUST_LOG": rust_log}).log_level == level
+    assert config.load(None, {"RUST_LOG": rust_log, "LOG_LEVEL": "ERROR"}).log_level == "ERROR"
+
+
+def test_the_key_can_come_from_a_file_and_never_shows_in_repr(tmp_path: Path) -> None:
+    key_file = tmp_path / "api-key"
+    key_file.write_text("secret-key-from-file\n")
+    settings = config.load(None, {"VAST_API_KEY_FILE": str(key_file)})
+    assert settings.vast_api_key == "secret-key-from-file"
+    assert "secret-key-from-file" not in repr(settings)
+    env_wins = config.load(None, {"VAST_API_KEY_FILE": str(key_file), "VAST_API_KEY": "k-env"})
+    assert env_wins.vast_api_key == "k-env"
+
+
+@pytest.mark.parametrize("content", [None, ""])
+def test_an_unreadable_or_empty_key_file_is_a_clear_error(
+    tmp_path: Path, content: str | None
+) -> None:
+    key_file = tmp_path / "api-key"
+    if content is not None:
+        key_file.write_text(content)
+    with pytest.raises(ConfigError, match="VAST_API_KEY_FILE"):
+        config.load(None, {"VAST_API_KEY_FILE": str(key_file)})
