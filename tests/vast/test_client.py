@@ -172,8 +172,21 @@ async def test_create_failure_with_new_contract_is_a_stopped_instance() -> None:
         (ok({"success": False, "error": "invalid_args", "msg": "bad"}), VastInvalidRequest),
         (ok({"success": False, "error": "missing_billing"}), InsufficientCredit),
         (ok({"success": True}), CreateOutcomeUnknown),
+        (ok({}), CreateOutcomeUnknown),
+        (ok({"msg": "queued"}), CreateOutcomeUnknown),
+        (ok({"success": True, "new_contract": 0}), CreateOutcomeUnknown),
+        (ok({"success": True, "new_contract": 2**63}), CreateOutcomeUnknown),
     ],
-    ids=["no_such_ask", "invalid_args", "missing_billing", "success_without_contract"],
+    ids=[
+        "no_such_ask",
+        "invalid_args",
+        "missing_billing",
+        "success_without_contract",
+        "empty",
+        "msg_only",
+        "contract_zero",
+        "contract_too_big",
+    ],
 )
 async def test_create_answer_without_new_contract(reply: httpx.Response, expected: type) -> None:
     async with client_for(Script(reply)) as client:
@@ -203,6 +216,42 @@ async def test_list_refuses_to_page_forever() -> None:
     async with client_for(Script(ok(page), ok(page))) as client:
         with pytest.raises(VastUnavailable, match="repeats"):
             await client.list_instances()
+
+
+async def test_list_stops_paging_after_max_pages(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("vk_trio.vast.client.MAX_PAGES", 3)
+    pages = [ok({"instances": [{"id": n}], "next_token": f"t{n}"}) for n in range(1, 4)]
+    async with client_for(Script(*pages)) as client:
+        with pytest.raises(VastUnavailable, match="more than 3 pages"):
+            await client.list_instances()
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        {},
+        {"instances": None},
+        {"success": False, "error": "invalid_token", "msg": "bad token"},
+        {"success": False, "instances": []},
+        {"instances": {"id": 1}},
+        {"instances": [{"id": 0}]},
+    ],
+    ids=["empty", "null", "refusal", "success_false", "object", "id_zero"],
+)
+async def test_a_malformed_list_page_is_an_error_not_zero_instances(page: Any) -> None:
+    """Issue 4 invariant 5: "no instances" would make the lost-create lookup and the poller
+    believe nothing is rented, and buy again."""
+    async with client_for(Script(ok(page)), retry=ONE_TRY) as client:
+        with pytest.raises(VastUnavailable):
+            await client.list_instances()
+
+
+async def test_show_without_the_instances_key_is_an_error_not_none() -> None:
+    async with client_for(Script(ok({}), ok({"success": False})), retry=ONE_TRY) as client:
+        with pytest.raises(VastUnavailable, match="instances"):
+            await client.show_instance(9)
+        with pytest.raises(VastUnavailable):
+            await client.show_instance(9)
 
 
 async def test_show_returns_the_instance_or_none() -> None:
@@ -260,6 +309,16 @@ async def test_destroy_is_idempotent(reply: httpx.Response) -> None:
         "/api/v0/instances/5/",
         b"{}",
     )
+
+
+@pytest.mark.parametrize("reply", [{}, {"msg": "destroying"}, {"success": None}])
+async def test_destroy_without_success_true_is_not_done(reply: Any) -> None:
+    """The caller would stop destroying; an unconfirmed destroy is retried instead."""
+    async with client_for(Script(ok(reply), ok(reply)), retry=ONE_TRY) as client:
+        with pytest.raises(VastUnavailable, match="without success:true"):
+            await client.destroy_instance(5)
+        with pytest.raises(VastUnavailable):
+            await client.set_label(5, "x")
 
 
 async def test_destroy_refused_is_an_error() -> None:
@@ -579,7 +638,7 @@ async def test_create_that_never_connected_is_not_outcome_unknown(autojump_clock
 
 
 async def test_client_requests_go_through_the_pacer(autojump_clock: Any) -> None:
-    script = Script(*[ok({"success": True, "new_contract": n}) for n in range(3)])
+    script = Script(*[ok({"success": True, "new_contract": n}) for n in range(1, 4)])
     async with client_for(script, pacer=Pacer(scale=1.0)) as client, trio.open_nursery() as nursery:
         for _ in range(3):
             nursery.start_soon(client.create_instance, 1, REQUEST)

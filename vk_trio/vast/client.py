@@ -16,7 +16,10 @@ How a call travels, and why it is built this way:
   the instance up by label. And once sent, a create is shielded from cancellation until its
   answer arrives, so a pod deleted meanwhile still learns which instance to destroy.
 - JSON goes through msgspec with typed decoders, so a malformed answer is a ``VastUnavailable``
-  at the boundary, not a ``KeyError`` three layers up.
+  at the boundary, not a ``KeyError`` three layers up. The envelopes require what a success
+  carries: a list page without ``instances`` is an error, never "no instances" (the poller and
+  the lost-create lookup would read that as "nothing rented" and buy again), and a destroy
+  without ``success: true`` is not taken as done.
 - The API key is registered with :func:`vk_trio.logs.redact` and only ever put in a request
   header; log lines carry method, endpoint template, status and duration, never bodies.
 """
@@ -49,7 +52,7 @@ from vk_trio.vast.errors import (
     VastInvalidRequest,
     VastUnavailable,
 )
-from vk_trio.vast.models import CreatedInstance, CreateInstance, Instance, Offer
+from vk_trio.vast.models import CreatedInstance, CreateInstance, Id, Instance, Offer
 from vk_trio.vast.pacer import Pacer
 
 __all__ = ["RetryPolicy", "VastClient"]
@@ -64,6 +67,9 @@ PAGE_SIZE = 25
 LOG_POLL_INTERVAL = 0.3
 LOG_POLL_TRIES = 30
 """The logs are uploaded asynchronously; the CLI polls every 0.3 s for ~9 s (§5.6)."""
+MAX_PAGES = 400
+"""10,000 instances: far more than one account rents. A server handing out ever-new
+``next_token`` values must end in an error, not page forever."""
 
 
 MAX_IN_FLIGHT = 16
@@ -132,7 +138,7 @@ class _Reply(msgspec.Struct):
     msg: str | None = None
     message: str | None = None
     detail: str | None = None
-    new_contract: int | None = None
+    new_contract: Id | None = None
     result_url: str | None = None
 
     @property
@@ -145,16 +151,23 @@ class _Offers(msgspec.Struct):
 
 
 class _InstancePage(msgspec.Struct):
-    """The ``GET /api/v1/instances/`` envelope; ``next_token`` is null on the last page."""
+    """The ``GET /api/v1/instances/`` envelope; ``next_token`` is null on the last page.
 
-    instances: list[Instance] | None = None
+    ``instances`` is required and must be a list: a page without it is not an empty page.
+    """
+
+    instances: list[Instance]
     next_token: str | None = None
+    success: bool | None = None
 
 
 class _OneInstance(msgspec.Struct):
-    """``GET /api/v0/instances/{id}/``: a single object (not a list), or null when not found."""
+    """``GET /api/v0/instances/{id}/``: a single object (not a list), or null when not found.
 
-    instances: Instance | None = None
+    The key is required: only an explicit null means "not found", a body without it is garbage.
+    """
+
+    instances: Instance | None
 
 
 _REPLY = msgspec.json.Decoder(_Reply)
@@ -263,14 +276,15 @@ class VastClient:
             started = reply.success is not False
             return CreatedInstance(instance_id=reply.new_contract, started=started)
         where = f"PUT {_CREATE.path(offer_id)}"
-        if reply.success:
-            raise CreateOutcomeUnknown(
-                f"{where}: success without new_contract; look {request.label!r} up by label",
-                offer_id=offer_id,
-                label=request.label,
-                status=200,
-            )
-        raise _classify(where, 200, reply, offer=offer_id)
+        if reply.success is False:
+            raise _classify(where, 200, reply, offer=offer_id)
+        # success:true, or no verdict at all ({}): Vast may have rented something either way.
+        raise CreateOutcomeUnknown(
+            f"{where}: answer without new_contract; look {request.label!r} up by label",
+            offer_id=offer_id,
+            label=request.label,
+            status=200,
+        )
 
     async def list_instances(
         self, *, select_filters: Mapping[str, Any] | None = None
@@ -285,11 +299,16 @@ class VastClient:
         seen: set[str] = set()
         while True:
             page = await self._call(_LIST, _PAGE, params=params)
-            instances.extend(page.instances or ())
+            if page.success is False:
+                raise VastUnavailable(f"GET {_LIST.template}: success:false on a 200 page")
+            instances.extend(page.instances)
             if not page.next_token:
                 return instances
-            if page.next_token in seen:  # a broken server must not make us page forever
+            # A broken server must not make us page forever.
+            if page.next_token in seen:
                 raise VastUnavailable(f"GET {_LIST.template}: next_token repeats")
+            if len(seen) + 1 >= MAX_PAGES:
+                raise VastUnavailable(f"GET {_LIST.template}: more than {MAX_PAGES} pages")
             seen.add(page.next_token)
             params = {**params, "after_token": page.next_token}
 
@@ -498,9 +517,13 @@ def _classify(
 
 
 def _ensure_success(where: str, reply: _Reply) -> None:
-    """A 200 with ``success:false`` is a refusal like any 4xx (§5.4, §5.5)."""
+    """A 200 with ``success:false`` is a refusal like any 4xx (§5.4, §5.5), and one without
+    ``success:true`` (``{}``, ``{"msg": ...}``) is not a confirmation: the call is idempotent,
+    so it is retried like a server error rather than taken as done."""
     if reply.success is False:
         raise _classify(where, 200, reply, offer=None)
+    if reply.success is not True:
+        raise VastUnavailable(f"{where} -> HTTP 200 without success:true: {reply.text!r}")
 
 
 def _seconds(header: str | None) -> float | None:

@@ -9,18 +9,28 @@ API never breaks decoding. Units follow the API (``vast-api.md`` §3.3, §5.1): 
 - ``extra_env`` is a list of ``[key, value]`` pairs in v1 and a dict in some v0 records.
 - ``geolocation`` is ``"<region>, <CC>"`` or null: use ``Offer.country``.
 
+Ids are validated on decoding (:data:`Id`): an id that is not a positive 64-bit integer cannot
+name anything on Vast, so a document carrying one is malformed, not a record to act on.
+
 No I/O happens in this module.
 """
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
+
+Id = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
+"""An offer, instance or contract id as Vast issues them (database keys: positive, 64-bit)."""
+
+_MAX_PORT = 65535
 
 
 class Offer(msgspec.Struct, kw_only=True):
     """One row of ``POST /api/v0/bundles/``: a machine slice that can be bought once."""
 
-    id: int
+    id: Id
     machine_id: int = 0
     host_id: int = 0
     num_gpus: int = 1
@@ -64,16 +74,18 @@ class Offer(msgspec.Struct, kw_only=True):
 
 
 class PortBinding(msgspec.Struct):
-    """One entry of an instance's Docker-style ``ports`` map; ``HostPort`` is a string."""
+    """One entry of an instance's Docker-style ``ports`` map; ``HostPort`` is a string, but
+    an integer is accepted too: one odd record must not make a whole instance list unreadable.
+    """
 
-    HostPort: str
+    HostPort: str | int
     HostIp: str = "0.0.0.0"
 
 
 class Instance(msgspec.Struct, kw_only=True):
     """An instance (a rented contract) as the list and show endpoints return it."""
 
-    id: int
+    id: Id
     actual_status: str | None = None
     """null/created/loading → booting; running; exited/stopped/offline/unknown → not serving."""
     intended_status: str | None = None
@@ -106,15 +118,20 @@ class Instance(msgspec.Struct, kw_only=True):
         return (self.public_ipaddr or "").strip()
 
     def endpoints(self) -> dict[str, str]:
-        """Container port spec → reachable ``ip:port``, e.g. ``{"8000/tcp": "1.2.3.4:41201"}``."""
+        """Container port spec → reachable ``ip:port``, e.g. ``{"8000/tcp": "1.2.3.4:41201"}``.
+
+        A binding whose ``HostPort`` is not a port number (``""``, ``"abc"``, ``99999``) is left
+        out: nothing can be reached through it, and the status report must not fail over it.
+        """
         address = self.address
         if not address or not self.ports:
             return {}
-        return {
-            spec: f"{address}:{int(bindings[0].HostPort)}"
-            for spec, bindings in sorted(self.ports.items())
-            if bindings
-        }
+        found: dict[str, str] = {}
+        for spec, bindings in sorted(self.ports.items()):
+            port = _port(bindings[0].HostPort) if bindings else None
+            if port is not None:
+                found[spec] = f"{address}:{port}"
+        return found
 
     def env(self) -> dict[str, str]:
         """``extra_env`` as a dict, whichever of its two shapes the API sent."""
@@ -123,6 +140,14 @@ class Instance(msgspec.Struct, kw_only=True):
         if isinstance(self.extra_env, dict):
             return dict(self.extra_env)
         return {pair[0]: pair[1] for pair in self.extra_env if len(pair) == 2}
+
+
+def _port(value: str | int) -> int | None:
+    text = str(value).strip()
+    if not text.isascii() or not text.isdigit():
+        return None
+    port = int(text)
+    return port if 0 < port <= _MAX_PORT else None
 
 
 class CreateInstance(msgspec.Struct, kw_only=True):
