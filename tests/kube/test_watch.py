@@ -237,6 +237,61 @@ async def test_undecodable_lines_are_skipped() -> None:
     assert names(events) == ["SYNCED", "ADDED ok"]
 
 
+def broken_pod(name: str, rv: str) -> dict[str, Any]:
+    """A pod the models cannot decode (a container without a name), identity intact."""
+    return {**pod(name, rv), "spec": {"nodeName": "vk", "containers": [{"image": 5}]}}
+
+
+async def test_an_undecodable_pod_in_a_list_hides_no_other_pod() -> None:
+    script = Script(pod_list("5", broken_pod("bad", "3"), pod("good", "4")), stream())
+    events = await take(script.client(), 2)
+    assert names(events) == ["ADDED good", "SYNCED"]
+
+
+async def test_a_known_pod_that_turns_undecodable_is_not_reported_deleted() -> None:
+    """A tombstone would destroy its instance; the last decodable state is kept instead."""
+    script = Script(
+        pod_list("5", pod("a", "3")),
+        stream(
+            {"type": "MODIFIED", "object": broken_pod("a", "6")},
+            {"type": "BOOKMARK", "object": {"metadata": []}},
+            expired(),
+        ),
+        pod_list("9", broken_pod("a", "7")),
+        stream({"type": "ADDED", "object": pod("b", "10")}),
+    )
+    events = await take(script.client(), 5)
+    assert names(events) == ["ADDED a", "SYNCED", "ADDED a", "SYNCED", "ADDED b"]
+    assert events[2].pod is not None and events[2].pod.metadata.resource_version == "3"
+
+
+async def test_an_undecodable_deletion_still_deletes_the_known_pod() -> None:
+    script = Script(
+        pod_list("5", pod("a", "3")),
+        stream(
+            {"type": "DELETED", "object": broken_pod("nobody", "5")},
+            {"type": "DELETED", "object": broken_pod("a", "6")},
+        ),
+        stream({"type": "ADDED", "object": pod("b", "10")}),
+    )
+    events = await take(script.client(), 4)
+    assert names(events) == ["ADDED a", "SYNCED", "DELETED a", "ADDED b"]
+    assert script.params(2)["resourceVersion"] == "6"
+
+
+async def test_an_unreadable_error_event_is_a_watch_failure(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    script = Script(
+        pod_list("5"),
+        stream({"type": "ERROR", "object": {"code": "x"}}),
+        stream({"type": "ADDED", "object": pod("b", "10")}),
+    )
+    events = await take(script.client(), 2)
+    assert names(events) == ["SYNCED", "ADDED b"]
+    assert script.params(2)["resourceVersion"] == "5"
+
+
 # ----- against the API stand-in ------------------------------------------------------------
 
 

@@ -16,6 +16,12 @@ Three layers, each doing one thing (kopf ``watching.py``):
    5xx, other ``ERROR`` events) backs off along ``RECONNECT_BACKOFFS`` and re-watches from the
    last resourceVersion, relisting after ``RELIST_AFTER_FAILURES`` failures in a row.
 
+A pod vk-trio cannot decode (a field of the wrong type, from a non-conforming server or a
+newer API) is logged by name and skipped, never fatal: an ADDED or MODIFIED event for it is
+dropped, and in a list it keeps the state last seen (it is not reported as deleted, which
+would destroy its instance). A DELETED event whose object cannot be decoded still deletes the
+pod it names, with the last-known state as the tombstone, so the instance is not left billing.
+
 What escalates out of ``watch_pods``: ``KubeForbidden`` (RBAC: retrying cannot help) and
 cancellation. Everything else is retried forever, because a node that stops watching its pods
 is worse than one that keeps trying.
@@ -83,6 +89,19 @@ class _Meta(msgspec.Struct, rename="camel"):
     resource_version: str = ""
 
 
+class _PodMeta(msgspec.Struct, rename="camel"):
+    name: str = ""
+    namespace: str = ""
+    uid: str = ""
+    resource_version: str = ""
+
+
+class _PodHead(msgspec.Struct):
+    """A pod's identity alone, to name (and, when deleted, forget) a pod that fails to decode."""
+
+    metadata: _PodMeta = msgspec.field(default_factory=_PodMeta)
+
+
 class _ObjectHead(msgspec.Struct):
     """Just enough of an object to read a bookmark's resourceVersion or an ERROR's Status."""
 
@@ -99,7 +118,9 @@ class _ListMeta(msgspec.Struct, rename="camel"):
 
 
 class _PodList(msgspec.Struct):
-    items: list[Pod] = msgspec.field(default_factory=list)
+    """Items stay untyped: one undecodable pod must not hide every other pod of the node."""
+
+    items: list[Any] = msgspec.field(default_factory=list)
     metadata: _ListMeta = msgspec.field(default_factory=_ListMeta)
 
 
@@ -109,6 +130,22 @@ _CHANGES: dict[str, _Change] = {"ADDED": "ADDED", "MODIFIED": "MODIFIED", "DELET
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
 _head_decoder = msgspec.json.Decoder(_ObjectHead)
 _pod_decoder = msgspec.json.Decoder(Pod)
+_pod_head_decoder = msgspec.json.Decoder(_PodHead)
+
+
+def _undecodable(pod: Any, error: msgspec.DecodeError, what: str) -> _PodMeta | None:
+    """Log a pod (raw JSON or a decoded list item) that failed to decode, by name when its
+    metadata can be read; returns that identity."""
+    try:
+        if isinstance(pod, msgspec.Raw):
+            meta: _PodMeta | None = _pod_head_decoder.decode(pod).metadata
+        else:
+            meta = msgspec.convert(pod, _PodHead).metadata
+    except msgspec.DecodeError:
+        meta = None
+    name = f"{meta.namespace}/{meta.name} (uid {meta.uid})" if meta else "unnamed pod"
+    logger.warning("pod watch: undecodable {} skipped: {}: {}", what, name, error)
+    return meta
 
 
 class _WatchError(KubeError):
@@ -173,7 +210,14 @@ class _ListWatch:
                 params["continue"] = token
             raw = await self.client.request("GET", "/api/v1/pods", params=params)
             page = msgspec.convert(raw, _PodList)
-            pods.extend(page.items)
+            for item in page.items:
+                try:
+                    pods.append(msgspec.convert(item, Pod))
+                except msgspec.DecodeError as error:
+                    meta = _undecodable(item, error, "pod in list")
+                    kept = self.known.get(meta.uid) if meta and meta.uid else None
+                    if kept is not None:  # keep its last state: vanishing would delete it
+                        pods.append(kept)
             token = page.metadata.continue_
             if not token:
                 break
@@ -212,12 +256,19 @@ class _ListWatch:
     def _apply(self, envelope: _Envelope) -> PodEvent | None:
         """Update the reflector state from one envelope; the event to yield, if any."""
         kind = envelope.type
+        if kind in ("BOOKMARK", "ERROR"):
+            try:
+                status = _head_decoder.decode(envelope.object)
+            except msgspec.DecodeError as error:
+                if kind == "ERROR":
+                    raise _WatchError(f"watch ERROR with an unreadable object: {error}") from None
+                logger.warning("pod watch: unreadable bookmark ignored: {}", error)
+                return None
         if kind == "BOOKMARK":
-            rv = _head_decoder.decode(envelope.object).metadata.resource_version
+            rv = status.metadata.resource_version
             self.resource_version = rv or self.resource_version
             return None
         if kind == "ERROR":
-            status = _head_decoder.decode(envelope.object)
             text = f"watch ERROR {status.code} {status.reason}: {status.message}"
             if status.code == 410 or status.reason in ("Expired", "Gone"):
                 raise KubeGone(text, status=410, reason=status.reason)
@@ -228,9 +279,13 @@ class _ListWatch:
             return None
         try:
             pod = _pod_decoder.decode(envelope.object)
-        except (msgspec.DecodeError, msgspec.ValidationError) as error:
-            logger.warning("pod watch: undecodable {} event skipped: {}", kind, error)
-            return None
+        except msgspec.DecodeError as error:
+            meta = _undecodable(envelope.object, error, f"{kind} event")
+            if meta is None:
+                return None
+            self.resource_version = meta.resource_version or self.resource_version
+            last = self.known.pop(meta.uid, None) if kind == "DELETED" else None
+            return PodEvent(type="DELETED", pod=last) if last is not None else None
         self.resource_version = pod.metadata.resource_version or self.resource_version
         if kind == "DELETED":
             self.known.pop(pod.uid, None)
