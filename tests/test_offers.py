@@ -505,6 +505,43 @@ def test_rejection_reasons(fields: dict[str, Any], constraint: str | None, reaso
         assert str(found) == reason
 
 
+@pytest.mark.parametrize("price", [0.0, -0.5, float("inf"), float("nan")])
+def test_an_offer_without_a_valid_price_is_never_bought(price: float) -> None:
+    """A malformed offer (dph_total missing, so 0; negative) would otherwise rank first."""
+    found = rejection(offer(dph_total=price), Requirements())
+    assert found is not None and found.constraint == "available"
+    assert found.reason.startswith("no valid price")
+
+
+def test_problems_quote_at_most_80_characters_of_a_value() -> None:
+    with pytest.raises(AnnotationError) as caught:
+        parse_requirements({"vast.ai/price-max": "x" * 10_000, "vast.ai/region": "US," + "Q" * 500})
+    assert all(len(problem) < 400 for problem in caught.value.problems)
+    assert '"' + "x" * 79 + '…" is not a price' in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("annotations", "gpu_limit", "problem"),
+    [
+        ({"vast.ai/price-max": "9" * 400}, None, 'vast.ai/price-max: "999'),
+        ({"vast.ai/disk": "9" * 400}, None, "vast.ai/disk: "),
+        ({"vast.ai/memory": "9" * 400 + "Gi"}, None, "vast.ai/memory: "),
+        ({"vast.ai/min-cuda": "9" * 400}, None, "vast.ai/min-cuda: "),
+        ({"vast.ai/min-reliability": "9" * 400 + "%"}, None, "vast.ai/min-reliability: "),
+        ({}, "9" * 5000, 'resources.limits["nvidia.com/gpu"]: "999'),
+    ],
+    ids=["price", "disk", "memory", "cuda", "reliability", "gpus"],
+)
+def test_numbers_too_large_for_a_float_are_errors(
+    annotations: dict[str, str], gpu_limit: str | None, problem: str
+) -> None:
+    """Found by tests/test_fuzz.py: "9" * 400 parsed to inf (a price cap that passes every
+    offer, a query Vast's JSON cannot carry), and 5,000 digits of GPUs raised ValueError."""
+    with pytest.raises(AnnotationError) as caught:
+        parse_requirements(annotations, gpu_limit=gpu_limit)
+    assert str(caught.value).startswith(problem)
+
+
 def test_interruptible_checks_the_bid() -> None:
     req = Requirements(price_max=0.30, interruptible=True)
     assert rejection(offer(dph_total=5.0, min_bid=0.25), req) is None

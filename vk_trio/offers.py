@@ -136,7 +136,7 @@ class AnnotationError(PermanentError):
     """
 
     def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = tuple(problems)
+        self.problems = tuple(dict.fromkeys(problems))  # "0,0" is one bad region, said once
         if len(self.problems) == 1:
             message = self.problems[0]
         else:
@@ -253,8 +253,24 @@ def _fold_key(key: str) -> str:
 _KNOWN_BY_FOLD = {_fold_key(key): key for key in ANNOTATIONS}
 
 
+_SHOWN = 80
+"""Characters of a bad value quoted in a problem: enough to recognise it, while a 100 kB
+annotation does not become a 100 kB Event or pod status message."""
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "…"
+
+
 def _bad(key: str, value: str, what: str) -> str:
-    return f'{key}: "{value}" {what}'
+    return f'{key}: "{_short(value)}" {what}'
+
+
+def _finite(number: str) -> float | None:
+    """``float`` of a digits-only match, or None when it is too large to be one ("9" * 400
+    is ``inf``, which would pass every ``<=`` check and cannot be sent as JSON)."""
+    value = float(number)
+    return value if math.isfinite(value) else None
 
 
 def _normalise_gpu(name: str) -> str:
@@ -292,12 +308,12 @@ def _gpu_names(primary: str | None, fallbacks: str | None, problems: list[str]) 
                 continue
             if key == primary_key:
                 problems.append(
-                    _bad(GPU_FALLBACKS, fallbacks, f'repeats {GPU_TYPE} "{names[0]}";')
+                    _bad(GPU_FALLBACKS, fallbacks, f'repeats {GPU_TYPE} "{_short(names[0])}";')
                     + " expected only alternatives to it"
                 )
             elif key in seen:
                 problems.append(
-                    _bad(GPU_FALLBACKS, fallbacks, f'lists "{name}" twice;')
+                    _bad(GPU_FALLBACKS, fallbacks, f'lists "{_short(name)}" twice;')
                     + " expected each GPU type once"
                 )
             else:
@@ -315,6 +331,9 @@ def _gpu_count(limit: str | None, problems: list[str]) -> int:
             _bad(_GPU_LIMIT, limit, 'is not a whole number of GPUs; expected e.g. "1" or "2"')
         )
         return 1
+    if len(text.lstrip("+0")) > _MAX_GPU_DIGITS:
+        problems.append(_bad(_GPU_LIMIT, limit, "is more GPUs than any machine has"))
+        return 1
     count = int(text)
     if count < 1:
         problems.append(
@@ -323,6 +342,10 @@ def _gpu_count(limit: str | None, problems: list[str]) -> int:
         return 1
     return count
 
+
+_MAX_GPU_DIGITS = 4
+"""Machines have at most a few dozen GPUs; more digits than this (Python refuses to convert
+over 4,300 of them at all) is a typo, and is said so."""
 
 _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
 _PRICE_EXPECTED = 'expected a number of USD per hour such as "0.30"'
@@ -335,7 +358,10 @@ def _price(value: str | None, problems: list[str]) -> float | None:
     if match is None:
         problems.append(_bad(PRICE_MAX, value, f"is not a price; {_PRICE_EXPECTED}"))
         return None
-    price = float(match[1])
+    price = _finite(match[1])
+    if price is None:
+        problems.append(_bad(PRICE_MAX, value, f"is too large; {_PRICE_EXPECTED}"))
+        return None
     if price <= 0:
         problems.append(_bad(PRICE_MAX, value, f"must be more than 0; {_PRICE_EXPECTED}"))
         return None
@@ -372,7 +398,7 @@ def _region(value: str | None, problems: list[str]) -> tuple[frozenset[str] | No
         else:
             names = ", ".join(f'"{name}"' for name in REGIONS)
             problems.append(
-                _bad(REGION, value, f'has "{item}", which is not a region;')
+                _bad(REGION, value, f'has "{_short(item)}", which is not a region;')
                 + f' expected one of {names}, country codes such as "US,CA", or "" for anywhere'
             )
     if not codes:
@@ -417,7 +443,11 @@ def _size(
     if match is None or match[2].casefold() not in units:
         problems.append(_bad(key, value, f"is not a size; {expected}"))
         return None
-    size = float(match[1]) * units[match[2].casefold()]
+    number = _finite(match[1])
+    size = None if number is None else number * units[match[2].casefold()]
+    if size is None or not math.isfinite(size):
+        problems.append(_bad(key, value, f"is too large; {expected}"))
+        return None
     if size <= 0:
         problems.append(_bad(key, value, f"must be more than 0; {expected}"))
         return None
@@ -432,8 +462,9 @@ def _reliability(value: str | None, problems: list[str]) -> float | None:
     if match is None:
         problems.append(_bad(MIN_RELIABILITY, value, f"is not a reliability; {expected}"))
         return None
-    reliability = float(match[1]) / (100.0 if match[2] else 1.0)
-    if reliability > 1:
+    number = _finite(match[1])
+    reliability = None if number is None else number / (100.0 if match[2] else 1.0)
+    if reliability is None or reliability > 1:
         problems.append(_bad(MIN_RELIABILITY, value, f"is more than 100%; {expected}"))
         return None
     return reliability
@@ -459,12 +490,13 @@ def _cuda(value: str | None, problems: list[str]) -> float | None:
     if value is None:
         return None
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*", value)
-    if match is None or float(match[1]) <= 0:
+    version = None if match is None else _finite(match[1])
+    if version is None or version <= 0:
         problems.append(
             _bad(MIN_CUDA, value, 'is not a CUDA version; expected a version such as "12.1"')
         )
         return None
-    return float(match[1])
+    return version
 
 
 _AMOUNT = r"(?:\d+(?:\.\d*)?|\.\d+)"
@@ -604,6 +636,10 @@ def violations(offer: Offer, req: Requirements) -> list[Rejection]:
     price = offer_price(offer, req)
     if req.interruptible and not (math.isfinite(price) and price > 0):
         reject("interruptible", "no bid price (min_bid)")
+    elif not (math.isfinite(price) and price > 0):
+        # A malformed offer (dph_total missing, negative, huge): without a cap it would
+        # otherwise rank first and be bought at whatever Vast really charges.
+        reject("available", f"no valid price (dph_total {price:g})")
     elif req.price_max is not None and not price <= req.price_max + _PRICE_EPSILON:
         what = "min bid" if req.interruptible else "price"
         reject("price-max", f"{what} {_usd(price)}/h > price-max {_usd(req.price_max)}/h")
