@@ -30,7 +30,6 @@ too. Everything else wrong with the spec raises :class:`SpecError`.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -254,7 +253,7 @@ def _field(pod: Pod, path: str) -> str:
 def _decode(pod: Pod, secret: str, key: str, value: str) -> str:
     try:
         return base64.b64decode(value, validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (binascii.Error), not ASCII, or not UTF-8 once decoded
         raise SpecError(
             f'key "{key}" of secret "{secret}" used by pod {pod.key} is not base64-encoded'
             " UTF-8 text, so it cannot be an environment variable"
@@ -421,7 +420,7 @@ def _registry_credentials(secret: Secret) -> dict[str, tuple[str, str]]:
         return {}
     try:
         document = json.loads(base64.b64decode(encoded, validate=True))
-    except (binascii.Error, ValueError):
+    except (ValueError, RecursionError):  # not base64 or ASCII, not JSON, absurdly nested
         return {}
     if not isinstance(document, dict):
         return {}
@@ -436,7 +435,7 @@ def _registry_credentials(secret: Secret) -> dict[str, tuple[str, str]]:
         if not (isinstance(user, str) and isinstance(password, str)) and "auth" in entry:
             try:
                 user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError, TypeError):
+            except (ValueError, TypeError):  # not base64 or ASCII, not UTF-8, not a string
                 continue
         if isinstance(user, str) and isinstance(password, str):
             found.setdefault(_normalise_registry(server), (user, password))
