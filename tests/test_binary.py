@@ -99,31 +99,33 @@ def _rss_kb(pid: int) -> int:
 
 
 class Server:
-    """A ``vk-trio`` subcommand running in the background; stopped with SIGTERM."""
+    """A ``vk-trio`` command (``argv``) running in the background; stopped with SIGTERM."""
 
-    def __init__(self, binary: Path, args: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
         self.log = log
         self._log_file = log.open("wb")
         # Its own process group: the staticx and PyInstaller parents each fork, and a
         # SIGKILL to the top one alone would orphan the interpreter.
         self.proc = subprocess.Popen(
-            [str(binary), *args],
-            stdout=subprocess.PIPE,
-            stderr=self._log_file,
+            argv,
+            # One file for both: the node logs to stdout, the simulators to stderr (their
+            # stdout is the URL they print), and an unread pipe could fill and block them.
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
         )
 
-    def first_line(self, timeout: float = 30.0) -> str:
-        """The URL the simulators print on stdout once they listen."""
-        assert self.proc.stdout is not None
+    def url(self, timeout: float = 30.0) -> str:
+        """The URL a simulator prints once it listens (the one log line that is not JSON)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            line = self.proc.stdout.readline().decode().strip()
-            if line:
-                return line
+            for line in self.log.read_text().splitlines():
+                if line.startswith("http://"):
+                    return line.strip()
             assert self.proc.poll() is None, f"exited early: {self.log.read_text()[-2000:]}"
-        raise AssertionError("no output")
+            time.sleep(0.05)
+        raise AssertionError(f"no URL: {self.log.read_text()[-2000:]}")
 
     def stop(self, timeout: float = 15.0) -> int:
         if self.proc.poll() is None:
@@ -170,10 +172,12 @@ def test_sim_vast_answers_an_offer_search_and_stops_on_sigterm(
     binary: Path, tmp_path: Path, servers: list[Server]
 ) -> None:
     sim = Server(
-        binary, ["sim", "vast", "--listen", "127.0.0.1:0"], _env(tmp_path), tmp_path / "vast.log"
+        [str(binary), "sim", "vast", "--listen", "127.0.0.1:0"],
+        _env(tmp_path),
+        tmp_path / "vast.log",
     )
     servers.append(sim)
-    url = sim.first_line()
+    url = sim.url()
     assert url.startswith("http://127.0.0.1:")
     query = {"gpu_name": {"eq": "RTX 3090"}, "rentable": {"eq": True}, "limit": 5}
     response = httpx.post(
@@ -189,50 +193,70 @@ def test_sim_vast_answers_an_offer_search_and_stops_on_sigterm(
     assert list((tmp_path / "tmp").iterdir()) == []
 
 
-def test_run_loads_a_kubeconfig_registers_and_turns_ready(
-    binary: Path, tmp_path: Path, servers: list[Server]
-) -> None:
-    """The container's command, against the stand-ins: the kubeconfig path imports
-    kubernetes.config lazily inside the frozen program, then /healthz and /readyz answer."""
-    kubeconfig = tmp_path / "kubeconfig"
+def _simulators(
+    binary: Path, tmp_path: Path, servers: list[Server], kubeconfig: Path
+) -> dict[str, str]:
+    """Start both stand-ins from the binary; the environment ``vk-trio run`` needs for them
+    (the kubeconfig is written to ``kubeconfig``; ``HEALTH_PORT`` is a free port)."""
     kube = Server(
-        binary,
-        ["sim", "kube", "--listen", "127.0.0.1:0", "--kubeconfig-out", str(kubeconfig)],
+        [
+            str(binary),
+            "sim",
+            "kube",
+            "--listen",
+            "127.0.0.1:0",
+            "--kubeconfig-out",
+            str(kubeconfig),
+        ],
         _env(tmp_path),
         tmp_path / "kube.log",
     )
     servers.append(kube)
-    kube.first_line()
+    kube.url()
     vast = Server(
-        binary, ["sim", "vast", "--listen", "127.0.0.1:0"], _env(tmp_path), tmp_path / "vast.log"
+        [str(binary), "sim", "vast", "--listen", "127.0.0.1:0"],
+        _env(tmp_path),
+        tmp_path / "vast.log",
     )
     servers.append(vast)
-    vast_url = vast.first_line()
-    health = _free_port()
-    env = _env(
-        tmp_path,
-        KUBECONFIG=str(kubeconfig),
-        VAST_API_KEY="test-key",
-        VAST_API_URL=vast_url,
-        POD_IP="127.0.0.1",
-        HEALTH_PORT=str(health),
-        KUBELET_PORT=str(_free_port()),
-        LOG_LEVEL="INFO",
-    )
-    node = Server(binary, ["run"], env, tmp_path / "node.log")
-    servers.append(node)
-    deadline = time.monotonic() + 60
+    return {
+        "VAST_API_KEY": "test-key",
+        "VAST_API_URL": vast.url(),
+        "POD_IP": "127.0.0.1",
+        "HEALTH_PORT": str(_free_port()),
+        "KUBELET_PORT": str(_free_port()),
+        "LOG_LEVEL": "INFO",
+    }
+
+
+def _wait_until_ready(node: Server, health_port: str, timeout: float = 60) -> None:
+    """Poll /readyz until 200 (the node registered and Vast answered), then check /healthz."""
+    deadline = time.monotonic() + timeout
     ready = None
     while time.monotonic() < deadline and node.proc.poll() is None:
         try:
-            ready = httpx.get(f"http://127.0.0.1:{health}/readyz", timeout=2)
+            ready = httpx.get(f"http://127.0.0.1:{health_port}/readyz", timeout=2)
             if ready.status_code == 200:
                 break
         except httpx.TransportError:
             pass
         time.sleep(0.3)
     assert ready is not None and ready.status_code == 200, node.log.read_text()[-3000:]
-    assert httpx.get(f"http://127.0.0.1:{health}/healthz", timeout=2).status_code == 200
+    assert httpx.get(f"http://127.0.0.1:{health_port}/healthz", timeout=2).status_code == 200
+
+
+def test_run_loads_a_kubeconfig_registers_and_turns_ready(
+    binary: Path, tmp_path: Path, servers: list[Server]
+) -> None:
+    """The container's command, against the stand-ins: the kubeconfig path imports
+    kubernetes.config lazily inside the frozen program, then /healthz and /readyz answer."""
+    kubeconfig = tmp_path / "kubeconfig"
+    env = _env(
+        tmp_path, KUBECONFIG=str(kubeconfig), **_simulators(binary, tmp_path, servers, kubeconfig)
+    )
+    node = Server([str(binary), "run"], env, tmp_path / "node.log")
+    servers.append(node)
+    _wait_until_ready(node, env["HEALTH_PORT"])
     print(f"run idle RSS: {_rss_kb(node.proc.pid) / 1024:.1f} MiB")
     assert node.stop() == 0, node.log.read_text()[-3000:]
     assert "registered node vast-gpu-node-python" in node.log.read_text()
@@ -254,27 +278,53 @@ def test_demo_runs_from_the_binary(binary: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root")
-def test_runs_in_an_empty_root_as_a_non_root_user(binary: Path, tmp_path: Path) -> None:
-    """What FROM scratch gives it: no libc, no /etc, only /proc and a writable /tmp."""
+def test_runs_in_an_empty_root_as_a_non_root_user(
+    binary: Path, tmp_path: Path, servers: list[Server]
+) -> None:
+    """What FROM scratch gives it: no libc, no /etc, no CA bundle, only /proc, a writable
+    /tmp and the kubeconfig; ``run`` as uid 65532 registers and answers both probes.
+
+    The stand-ins run outside the root and are reached over 127.0.0.1 (``chroot`` keeps the
+    network namespace). Plain http everywhere, so no CA bundle is needed for this run.
+    """
     root = tmp_path / "root"
     (root / "proc").mkdir(parents=True)
     (root / "tmp").mkdir()
     (root / "tmp").chmod(0o1777)
     root.chmod(0o755)
-    tmp_path.chmod(0o755)
     shutil.copy2(binary, root / "vk-trio")
+    kubeconfig = tmp_path / "kubeconfig"
+    sims = _simulators(binary, tmp_path, servers, kubeconfig)
+    shutil.copy2(kubeconfig, root / "kubeconfig")
+    (root / "kubeconfig").chmod(0o644)
+    # /proc in a private mount namespace: the bootloaders re-open /proc/self/exe.
     script = (
-        f"mount -t proc proc {root}/proc"
-        f" && exec chroot --userspec=65532:65532 {root} /vk-trio --help"
+        f"mount -t proc proc {root}/proc && exec chroot --userspec=65532:65532 {root} /vk-trio run"
     )
-    result = subprocess.run(
+    # Exactly the environment the image and the Deployment give it (Dockerfile ENV).
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "TMPDIR": "/tmp",
+        "HOME": "/tmp",
+        "KUBECONFIG": "/kubeconfig",
+        **sims,
+    }
+    node = Server(
         ["unshare", "--mount", "--pid", "--fork", "sh", "-c", script],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-        timeout=60,
+        env,
+        tmp_path / "node.log",
     )
-    if "Operation not permitted" in result.stderr and "unshare" in result.stderr:
-        pytest.skip(f"no mount namespaces here: {result.stderr.strip()}")
-    assert result.returncode == 0, result.stderr
-    assert "run the virtual node" in result.stdout
+    servers.append(node)
+    try:
+        _wait_until_ready(node, env["HEALTH_PORT"])
+    except AssertionError:
+        log = node.log.read_text()
+        if "unshare" in log and "Operation not permitted" in log:
+            pytest.skip(f"no mount namespaces here: {log.strip()}")
+        raise
+    # unshare ignores SIGTERM while it waits; stop the node at the top process inside the
+    # namespace (pid 1 there, a child of unshare here), as the kubelet would stop pid 1.
+    [inside] = Path(f"/proc/{node.proc.pid}/task/{node.proc.pid}/children").read_text().split()
+    os.kill(int(inside), signal.SIGTERM)
+    assert node.stop() == 0, node.log.read_text()[-3000:]
+    assert "registered node vast-gpu-node-python" in node.log.read_text()
