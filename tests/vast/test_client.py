@@ -585,6 +585,15 @@ async def test_search_quota_is_not_retried(autojump_clock: Any) -> None:
     assert 490 < caught.value.delay <= 500
 
 
+@pytest.mark.parametrize("reset", ["inf", "1e400", "nan", "soon"])
+async def test_search_quota_with_a_nonsense_reset_waits_the_default(reset: str) -> None:
+    reply = ok({"error": "search_quota_exceeded"}, 429, **{"X-RateLimit-Reset": reset})
+    async with client_for(Script(reply)) as client:
+        with pytest.raises(RateLimited) as caught:
+            await client.search_offers({})
+    assert caught.value.delay == 3600.0
+
+
 # -- create is not idempotent -------------------------------------------------------------
 
 

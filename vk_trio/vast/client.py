@@ -26,6 +26,7 @@ How a call travels, and why it is built this way:
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections import Counter
@@ -527,11 +528,12 @@ def _ensure_success(where: str, reply: _Reply) -> None:
 
 
 def _seconds(header: str | None) -> float | None:
-    """A header holding a number of seconds (or an epoch), or None (HTTP dates are ignored)."""
+    """A header holding a number of seconds (or an epoch), or None (HTTP dates are ignored, and
+    so are "inf" and "nan", which would make a caller wait forever or not at all)."""
     if header is None:
         return None
     try:
         value = float(header)
     except ValueError:
         return None
-    return max(0.0, value)
+    return max(0.0, value) if math.isfinite(value) else None
