@@ -22,7 +22,7 @@ from loguru import logger
 
 from vk_trio import __version__, config
 from vk_trio.config import Settings
-from vk_trio.errors import PermanentError, VkError
+from vk_trio.errors import PermanentError
 from vk_trio.health import Health
 from vk_trio.http_server import serve_http
 from vk_trio.kube.api import KubeClient
@@ -30,8 +30,10 @@ from vk_trio.kube.config import load_config
 from vk_trio.kube.events import EventRecorder
 from vk_trio.kube.lease import run_lease
 from vk_trio.kube.node import NodeConfig, NodeStatusReporter, run_node_status
+from vk_trio.kube.pods import get_pod
 from vk_trio.kube.watch import watch_pods
 from vk_trio.logs import configure_logging, redact
+from vk_trio.pods.budget import Budget
 from vk_trio.pods.dispatch import Dispatcher
 from vk_trio.pods.market import SharedSearches
 from vk_trio.pods.poller import InstancePoller
@@ -77,7 +79,7 @@ async def serve_node(
         )
         health = Health(
             vast_last_success=lambda: poller.last_success,
-            vast_refusal=lambda: _refusal(poller.last_failure),
+            vast_problem=lambda: _vast_problem(poller),
             vast_stale=max(5 * settings.poll_slow, 120.0),
         )
         node = NodeConfig(
@@ -131,6 +133,11 @@ async def serve_node(
                 poller=poller,
                 events=EventRecorder(kube, component="vk-trio", host=settings.node_name),
                 searches=SharedSearches(vast),
+                budget=Budget(
+                    poller,
+                    max_hourly=settings.max_hourly_spend,
+                    max_instances=settings.max_instances,
+                ),
             )
             dispatcher = Dispatcher(services)
             health.watch_synced = lambda: dispatcher.synced
@@ -142,6 +149,7 @@ async def serve_node(
                     poller,
                     live_uids=lambda: set(dispatcher.handles),
                     synced=lambda: dispatcher.synced,
+                    pod_exists=functools.partial(_pod_exists, kube),
                     interval=settings.reap_interval,
                     destroy_timeout=settings.destroy_timeout,
                 )
@@ -163,8 +171,22 @@ def _node_health(health: Health) -> tuple[bool, str]:
     return True, "kubelet is posting ready status"
 
 
-def _refusal(failure: VkError | None) -> str | None:
-    return str(failure) if isinstance(failure, PermanentError) else None
+async def _pod_exists(kube: KubeClient, namespace: str, name: str, uid: str) -> bool:
+    pod = await get_pod(kube, namespace, name)
+    return pod is not None and pod.uid == uid
+
+
+DEGRADED_AFTER = 3
+"""Failed sweeps in a row before readiness reports Vast as failing (one is a blip)."""
+
+
+def _vast_problem(poller: InstancePoller) -> str | None:
+    failure = poller.last_failure
+    if isinstance(failure, PermanentError):
+        return f"Vast API refuses our calls: {failure}"
+    if failure is not None and poller.failures_in_a_row >= DEGRADED_AFTER:
+        return f"Vast API failing ({poller.failures_in_a_row} sweeps in a row): {failure}"
+    return None
 
 
 async def _register(reporter: NodeStatusReporter) -> str:

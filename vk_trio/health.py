@@ -6,8 +6,9 @@ answers 503 for a while afterwards; if the loop is wedged for good, nothing answ
 and the probe times out. Either way the kubelet restarts us.
 
 Readiness: the node is registered, the pod watch has listed every pod once, and the Vast API
-answered recently and did not refuse the last call (a revoked key is a refusal: retrying
-will not fix it, so it shows at once; a timeout or a 5xx shows only once it has lasted).
+answers: a refusal (a revoked key) shows at once, since retrying will not fix it; errors and
+timeouts show once several sweeps in a row failed. Readiness never gates the node's Lease: a
+Vast outage degrades the probe, not the node, so no pod is evicted for it.
 Each failing check is one line of the 503 body, so ``curl .../readyz`` says what is wrong.
 """
 
@@ -32,13 +33,13 @@ class Health:
         self,
         *,
         vast_last_success: Callable[[], float | None],
-        vast_refusal: Callable[[], str | None],
+        vast_problem: Callable[[], str | None],
         vast_stale: float,
     ) -> None:
         self.node_registered = False
         self.watch_synced: Callable[[], bool] = lambda: False
         self._vast_last_success = vast_last_success
-        self._vast_refusal = vast_refusal
+        self._vast_problem = vast_problem
         self._vast_stale = vast_stale
         self._stalled_at = -float("inf")
         self._worst_stall = 0.0
@@ -68,9 +69,9 @@ class Health:
         if not self.watch_synced():
             problems.append("pod watch has not synced yet")
         last = self._vast_last_success()
-        refusal = self._vast_refusal()
-        if refusal is not None:
-            problems.append(f"Vast API refuses our calls: {refusal}")
+        vast_problem = self._vast_problem()
+        if vast_problem is not None:
+            problems.append(vast_problem)
         elif last is None:
             problems.append("Vast API has not answered yet")
         elif trio.current_time() - last > self._vast_stale:

@@ -10,6 +10,7 @@ every instance ever bought.
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -457,6 +458,8 @@ async def test_secret_values_reach_the_instance_but_never_logs_or_events(
     assert "test-key-0123456789" not in sink.getvalue()
     for event in await cluster.list("events", cluster.namespace):
         assert secret_value not in event["message"]
+    shown = json.dumps(await cluster.get("pods", cluster.namespace, "secretive"))
+    assert secret_value not in shown and "test-key-0123456789" not in shown  # status, notes
 
 
 async def test_daemonset_pods_are_refused_and_never_bought_for(
@@ -475,10 +478,10 @@ async def test_daemonset_pods_are_refused_and_never_bought_for(
     ]
     await cluster.create(agent)
     pod = await wait_pod(
-        cluster, "node-agent-x7k2p", lambda p: waiting_reason(p) == "DaemonSetNotSupported"
+        cluster, "node-agent-x7k2p", lambda p: waiting_reason(p) == "NotSupportedOnVirtualNode"
     )
     assert phase(pod) == "Pending"
-    await wait_event(cluster, pod, "DaemonSetNotSupported")
+    await wait_event(cluster, pod, "NotSupportedOnVirtualNode")
     assert vast_sim.ledger() == []
     await delete_and_wait_gone(cluster, "node-agent-x7k2p")  # and deleting it just works
 

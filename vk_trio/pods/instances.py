@@ -79,9 +79,15 @@ async def _lookup_after_lost_answer(vast: VastClient, label: str) -> Instance | 
 
 
 async def destroy_all(
-    vast: VastClient, poller: InstancePoller, uid: str, known: set[int], *, deadline: float
+    vast: VastClient,
+    poller: InstancePoller,
+    uid: str,
+    known: set[int],
+    *,
+    deadline: float,
+    keep: int | None = None,
 ) -> int:
-    """Destroy every instance of pod ``uid`` (plus ``known`` ids) and verify they are gone.
+    """Destroy every instance of pod ``uid`` but ``keep`` (plus ``known`` ids); verify it.
 
     What exists is read from the shared poller (a fresh sweep serves every pod being torn
     down, so this costs list pages, not list calls per pod). Each batch of destroy calls runs
@@ -93,7 +99,7 @@ async def destroy_all(
     destroyed = 0
     while True:
         await poller.fresh()
-        ids = known | {instance.id for instance in poller.instances(uid)}
+        ids = (known | {instance.id for instance in poller.instances(uid)}) - {keep}
         if not ids:
             return destroyed
         with trio.CancelScope(shield=True), trio.fail_after(deadline):

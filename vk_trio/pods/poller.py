@@ -36,10 +36,20 @@ def instance_label(node: str, namespace: str, name: str, uid: str) -> str:
 
 def label_uid(label: str | None, node: str) -> str | None:
     """The pod UID in an instance label of ``node``, or None for anything else."""
+    owner = label_owner(label, node)
+    return owner[2] if owner else None
+
+
+def label_owner(label: str | None, node: str) -> tuple[str, str, str] | None:
+    """(namespace, name, uid) of the pod an instance label of ``node`` names, else None."""
     prefix = f"vk-trio/{node}/"
     if not label or not label.startswith(prefix):
         return None
-    return label.rsplit("/", 1)[-1] or None
+    parts = label[len(prefix) :].split("/")
+    if len(parts) != 3 or not all(parts):
+        return None
+    namespace, name, uid = parts
+    return namespace, name, uid
 
 
 @dataclass
@@ -73,6 +83,7 @@ class InstancePoller:
         """``trio.current_time()`` of the last sweep that succeeded, None before the first."""
         self.last_failure: VkError | None = None
         """Why the last sweep failed; None after a success."""
+        self.failures_in_a_row = 0
 
     # -- what pod tasks use -------------------------------------------------------------
 
@@ -80,6 +91,10 @@ class InstancePoller:
         """This UID's instances as of the last sweep."""
         slot = self._slots.get(uid)
         return slot.instances if slot else ()
+
+    def owner(self, instance: Instance) -> tuple[str, str, str] | None:
+        """(namespace, name, uid) of the pod ``instance`` was bought for."""
+        return label_owner(instance.label, self._node)
 
     def all_uids(self) -> set[str]:
         """Every pod UID that has at least one instance in the last sweep."""
@@ -156,10 +171,12 @@ class InstancePoller:
             listed = await self._vast.list_instances()
         except VkError as exc:
             self.last_failure = exc
+            self.failures_in_a_row += 1
             logger.warning("instance sweep failed; keeping the last snapshot", error=str(exc))
         else:
             self.last_success = trio.current_time()
             self.last_failure = None
+            self.failures_in_a_row = 0
             self._last_ok = number
             self._publish(listed)
         finally:

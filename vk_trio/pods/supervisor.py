@@ -51,7 +51,8 @@ from vk_trio.offers import (
     parse_requirements,
     select,
 )
-from vk_trio.pods.instances import buy, destroy_all
+from vk_trio.pods.budget import Budget
+from vk_trio.pods.instances import LOOKUP_ATTEMPTS, LOOKUP_INTERVAL, buy, destroy_all
 from vk_trio.pods.market import OfferClaims, SharedSearches
 from vk_trio.pods.poller import BOOTING, InstancePoller, instance_label
 from vk_trio.pods.reporter import PodReporter
@@ -73,11 +74,20 @@ GPU = "vast.ai/gpu"
 PRICE = "vast.ai/price-per-hour"
 LOCATION = "vast.ai/location"
 ENDPOINTS = "vast.ai/endpoints"
+BUYING = "vast.ai/buying"
+"""Set before a create request is sent, cleared once its outcome is known: a process that
+finds it on restart knows a buy may have happened that the list does not show yet."""
+
+MIRROR = "kubernetes.io/config.mirror"
+"""Marks a static pod's mirror: the pod really runs on some kubelet's disk, never here."""
 
 OFFERS_PER_SEARCH = 5
 """Offers tried, best first, before searching again (each taken offer costs a create call)."""
 VISIBILITY_GRACE = 90.0
 """Seconds a just-bought instance may be missing from the list before it counts as lost."""
+MACHINE_FAILURES = 3
+"""Boots that may fail in a row (each on another machine) before the container is blamed;
+a bad image fails on every host, and each try rents a GPU."""
 OFFLINE_GRACE = 600.0
 """Seconds an instance may stay offline/unknown before it is replaced (Vast hosts blip)."""
 BACKOFF_RESET = 600.0
@@ -96,6 +106,7 @@ class NodeServices:
     poller: InstancePoller
     events: EventRecorder
     searches: SharedSearches
+    budget: Budget
     offers: OfferClaims = field(default_factory=OfferClaims)
 
 
@@ -162,8 +173,13 @@ class KubeObjects:
         return await get_config_map(self._kube, namespace, name)
 
 
-class _BootTimeout:
-    """The instance never reached running: not the container's fault, try another machine."""
+@dataclass(frozen=True)
+class _MachineFailed:
+    """The instance never ran (boot timeout, runtime error, price above the cap): the host's
+    fault, not the container's, so another machine is tried without a restart."""
+
+    reason: str
+    message: str
 
 
 _EXIT_CODE = re.compile(r"exit(?:ed)?(?: with)?(?: code| status)?[ :=]*(-?\d+)", re.IGNORECASE)
@@ -221,6 +237,7 @@ async def _teardown(services: NodeServices, handle: PodHandle) -> None:
             )
             log.warning("destroy failed; retrying", error=str(exc), retry_in=delay)
             await trio.sleep(delay)
+    services.budget.release(pod.uid)
     if destroyed:
         await services.events.emit(
             pod, type="Normal", reason="InstanceDestroyed", message="instance destroyed"
@@ -250,6 +267,29 @@ def _label(services: NodeServices, pod: Pod) -> str:
     return instance_label(services.settings.node_name, meta.namespace, meta.name, meta.uid)
 
 
+def _unsupported(pod: Pod) -> str | None:
+    """Why this pod must not get a GPU, or None.
+
+    Node agents with blanket tolerations (CNI, kube-proxy, log shippers) are DaemonSet pods
+    that land on every node, this one included; a mirror pod is a static pod that runs from
+    some kubelet's disk. Renting a GPU for either would bill for nothing anyone asked for.
+    """
+    if any(owner.kind == "DaemonSet" for owner in pod.metadata.owner_references):
+        return (
+            "DaemonSet pods do not run on the Vast.ai virtual node: give the DaemonSet a "
+            "nodeAffinity that excludes type=virtual-kubelet (see the README)"
+        )
+    if MIRROR in pod.metadata.annotations:
+        return "static (mirror) pods run on their own kubelet, never on the Vast.ai virtual node"
+    return None
+
+
+def _price(offer: Offer, requirements: Requirements) -> float:
+    """USD/h the pod will pay for ``offer``: its bid if interruptible, else the offer's price."""
+    bid = bid_price(offer, requirements)
+    return bid if bid is not None else offer.dph_total
+
+
 def _describe(offer: Offer, price: float) -> str:
     where = (offer.geolocation or "").strip(" ,") or "unknown location"
     return (
@@ -271,6 +311,8 @@ class _PodLifecycle:
         self.report = PodReporter(services.kube, services.events, pod, chosen=first)
         self.log = self.report.log
         self.excluded_machines: set[int] = set()
+        self.requirements = Requirements()
+        """The pod's parsed annotations, once ``run`` has them."""
 
     @property
     def view(self) -> PodView:
@@ -286,10 +328,11 @@ class _PodLifecycle:
         if self.handle.pod.is_terminal:  # finished earlier: only make sure nothing still bills
             await self._destroy(set())
             return
-        if any(owner.kind == "DaemonSet" for owner in self.handle.pod.metadata.owner_references):
-            await self._refuse_daemonset()
+        unsupported = _unsupported(self.handle.pod)
+        if unsupported is not None:
+            await self._refuse(unsupported)
             return
-        requirements = await self._requirements()
+        requirements = self.requirements = await self._requirements()
         pod = self.handle.pod
         previous = next(
             (c for c in pod.status.container_statuses if c.name == self.report.chosen), None
@@ -305,7 +348,8 @@ class _PodLifecycle:
         )
         self.report.view = view
         crash = _backoff(self.s)
-        outcome: Terminated | _BootTimeout | None = None
+        outcome: Terminated | _MachineFailed | None = None
+        machine_failures = 0
         instance_id = await self._adopt()
         if instance_id is None and pod.metadata.annotations.get(INSTANCE_ID):
             outcome = Terminated(
@@ -318,12 +362,21 @@ class _PodLifecycle:
                 followed_from = trio.current_time()
                 outcome = await self._follow(instance_id)
                 await self._destroy({instance_id})
+                self.s.budget.release(self.uid)
                 instance_id = None
                 if trio.current_time() - followed_from > BACKOFF_RESET:
                     crash.reset()  # a long healthy run: the next exit is not a crash loop
-            if isinstance(outcome, _BootTimeout):
-                outcome = None
-                continue
+            if isinstance(outcome, _MachineFailed):
+                machine_failures += 1
+                if machine_failures < MACHINE_FAILURES:
+                    outcome = None
+                    continue
+                outcome = Terminated(
+                    128,
+                    "StartError",
+                    f"{outcome.message} (the instance failed on {machine_failures} machines)",
+                )
+            machine_failures = 0
             if not self._restarts(outcome):
                 phase: Phase = "Succeeded" if outcome.exit_code == 0 else "Failed"
                 await self.show(
@@ -359,16 +412,10 @@ class _PodLifecycle:
             outcome = None
             await trio.sleep(delay)
 
-    async def _refuse_daemonset(self) -> None:
-        """Node agents with blanket tolerations (CNI, kube-proxy, log shippers) land on every
-        node, this one included; renting a GPU for each would bill for nothing anyone asked
-        for. The pod stays Pending (a failed one would be re-created at once) and says why."""
-        message = (
-            "DaemonSet pods do not run on the Vast.ai virtual node: give the DaemonSet a "
-            "nodeAffinity or tolerations that exclude type=virtual-kubelet"
-        )
-        await self.report.event("Warning", "DaemonSetNotSupported", message)
-        await self.show(self.view.waiting("DaemonSetNotSupported", message))
+    async def _refuse(self, message: str) -> None:
+        """The pod stays Pending (a failed one would be re-created at once) and says why."""
+        await self.report.event("Warning", "NotSupportedOnVirtualNode", message)
+        await self.show(self.view.waiting("NotSupportedOnVirtualNode", message))
 
     def _restarts(self, outcome: Terminated) -> bool:
         policy = self.handle.pod.spec.restart_policy
@@ -402,23 +449,23 @@ class _PodLifecycle:
         """An instance an earlier run (or process) bought for this pod, if any.
 
         Waits for a sweep that started after this call, so an instance bought moments ago
-        by a previous process is seen before anything new is bought. While Vast cannot be
+        by a previous process is seen before anything new is bought; if that process died
+        with a create in flight (``vast.ai/buying`` is still set), a few more sweeps are
+        awaited, since a new instance can take a moment to be listed. While Vast cannot be
         listed it retries, with an Event each time; a pod that was Running before a restart
         during a Vast outage stays Running, any other shows waiting ``VastAPIError``.
         """
-        retry = _backoff(self.s)
-        while True:
-            try:
-                await self.s.poller.fresh()
-                break
-            except TemporaryError as exc:  # e.g. a wrong API key: the list is refused
-                delay = retry.next()
-                await self.report.event("Warning", "VastAPIError", str(exc))
-                if self.handle.pod.status.phase != "Running":
-                    message = f"{exc}; retrying in {delay:.0f}s"
-                    await self.show(self.view.waiting("VastAPIError", message))
-                await trio.sleep(delay)
+        await self._fresh_sweep()
         instances = self.s.poller.instances(self.uid)
+        if not instances and BUYING in self.handle.pod.metadata.annotations:
+            self.log.warning("a buy was in flight when vk-trio stopped; looking for it")
+            for _ in range(LOOKUP_ATTEMPTS):
+                await trio.sleep(LOOKUP_INTERVAL)
+                await self._fresh_sweep()
+                instances = self.s.poller.instances(self.uid)
+                if instances:
+                    break
+            await self.report.annotate({BUYING: None})
         if not instances:
             return None
         keep = max(instances, key=lambda i: (i.actual_status == "running", i.id))
@@ -431,6 +478,21 @@ class _PodLifecycle:
         self.log.info("adopted instance", instance_id=keep.id, status=keep.actual_status)
         return keep.id
 
+    async def _fresh_sweep(self) -> None:
+        """Wait for a successful sweep that started now, reporting while Vast cannot list."""
+        retry = _backoff(self.s)
+        while True:
+            try:
+                await self.s.poller.fresh()
+                return
+            except TemporaryError as exc:  # e.g. a revoked API key: the list is refused
+                delay = retry.next()
+                await self.report.event("Warning", "VastAPIError", str(exc))
+                if self.handle.pod.status.phase != "Running":
+                    message = f"{exc}; retrying in {delay:.0f}s"
+                    await self.show(self.view.waiting("VastAPIError", message))
+                await trio.sleep(delay)
+
     async def _buy(self, requirements: Requirements) -> int:
         """Search, pick and buy, until an instance exists; the pod stays Pending meanwhile."""
         waits = _backoff(self.s)
@@ -439,7 +501,8 @@ class _PodLifecycle:
             if isinstance(outcome, int):
                 return outcome
             reason, message = outcome
-            delay = waits.next()
+            # Room frees when another pod's instance goes: look again each slow sweep.
+            delay = self.s.settings.poll_slow if reason == "SpendCapReached" else waits.next()
             await self.show(self.view.waiting(reason, f"{message}; retrying in {delay:.0f}s"))
             await trio.sleep(delay)
 
@@ -467,13 +530,28 @@ class _PodLifecycle:
         )
         claims = self.s.offers
         candidates = [o for o in selection.ranked if claims.available(o.id)]
-        for offer in candidates[:OFFERS_PER_SEARCH]:
+        refusal = None
+        tried = 0
+        for offer in candidates:
+            if tried == OFFERS_PER_SEARCH:
+                break
             if not claims.available(offer.id):  # claimed while we tried another
                 continue
+            price = _price(offer, requirements)
+            if not self.s.budget.hold(self.uid, price):  # a cheaper fallback may still fit
+                refusal = refusal or self.s.budget.refusal(self.uid, price)
+                continue
+            tried += 1
             with claims.claim(offer.id):
-                outcome = await self._try_offer(offer, requirements)
+                outcome = await self._try_offer(offer, requirements, price)
+            if isinstance(outcome, int):
+                return outcome
+            self.s.budget.release(self.uid)
             if outcome is not None:
                 return outcome
+        if refusal is not None and tried == 0:
+            await self.report.event("Warning", "SpendCapReached", refusal)
+            return "SpendCapReached", refusal
         return "SearchingOffers", "every matching offer was taken before it could be bought"
 
     async def _explain(self, requirements: Requirements, strict: Selection) -> Selection:
@@ -489,11 +567,10 @@ class _PodLifecycle:
         return select(broad, requirements)
 
     async def _try_offer(
-        self, offer: Offer, requirements: Requirements
+        self, offer: Offer, requirements: Requirements, price: float
     ) -> int | tuple[str, str] | None:
         """Buy ``offer``: an instance id, why the pod must wait, or None to try the next."""
         bid = bid_price(offer, requirements)
-        price = bid if bid is not None else offer.dph_total
         try:
             request, secrets = await instance_request(
                 self.handle.pod,
@@ -512,19 +589,25 @@ class _PodLifecycle:
         await self.report.event(
             "Normal", "OfferMatched", _describe(offer, price), log_as="offer match"
         )
+        # The intent is on record before the request leaves: a process killed from here on
+        # makes the next one look harder for an instance before buying again.
+        await self.report.annotate({BUYING: f"offer {offer.id} at {now_rfc3339()}"})
         self.log.info("buy_instance", offer_id=offer.id, price=price)
         try:
             result = await buy(self.s.vast, offer, request)
         except OfferGone:
             self.s.offers.spend(offer.id)
             self.log.info("offer gone; trying the next one", offer_id=offer.id)
-            return None
+            result = None
         except TemporaryError as exc:
+            await self.report.annotate({BUYING: None})
             return "SearchingOffers", f"Vast API unavailable: {exc}"
         except PermanentError as exc:  # e.g. a wrong API key, no credit: one reason for all
+            await self.report.annotate({BUYING: None})
             await self.report.event("Warning", "VastAPIError", f"buying failed: {exc}")
             return "VastAPIError", f"buying failed: {exc}"
-        if result is None:
+        if result is None:  # refused, or lost and not found by its label: nothing bills
+            await self.report.annotate({BUYING: None})
             return None
         self.s.offers.spend(offer.id)
         await self._record_purchase(offer, price, result.instance_id)
@@ -544,6 +627,7 @@ class _PodLifecycle:
                 GPU: f"{offer.num_gpus}x {offer.gpu_name}",
                 PRICE: f"{price:.4f}",
                 LOCATION: offer.geolocation or "",
+                BUYING: None,
             }
         )
         await self.report.event(
@@ -551,8 +635,9 @@ class _PodLifecycle:
         )
         self.s.poller.hurry(60.0)
 
-    async def _destroy(self, known: set[int]) -> None:
-        """Destroy this pod's instances while the pod lives on (restart, terminal phase)."""
+    async def _destroy(self, known: set[int], *, keep: int | None = None) -> None:
+        """Destroy this pod's instances but ``keep`` while the pod lives on (a restart, a
+        terminal phase, a second instance)."""
         retry = _backoff(self.s)
         while True:
             try:
@@ -562,6 +647,7 @@ class _PodLifecycle:
                     self.uid,
                     known,
                     deadline=self.s.settings.destroy_timeout,
+                    keep=keep,
                 )
                 return
             except (VkError, trio.TooSlowError) as exc:
@@ -575,56 +661,78 @@ class _PodLifecycle:
 
     # -- following one instance ----------------------------------------------------------
 
-    async def _follow(self, instance_id: int) -> Terminated | _BootTimeout:
-        """Report the instance's progress until it ends; return how it ended."""
+    async def _follow(self, instance_id: int) -> Terminated | _MachineFailed:
+        """Report the instance's progress until it ends; return how it ended.
+
+        Any *other* instance labelled for this pod (a create whose answer was lost and that
+        was listed only after a second buy) is destroyed on sight: a pod never keeps two.
+        """
         poller = self.s.poller
         bought_at = trio.current_time()
-        boot_deadline = bought_at + self.s.settings.startup_timeout
+        startup = self.requirements.startup_timeout or self.s.settings.startup_timeout
         seen = False
         offline_since: float | None = None
         while True:
             version = poller.version(self.uid)
-            instance = next((i for i in poller.instances(self.uid) if i.id == instance_id), None)
+            listed = poller.instances(self.uid)
+            instance = next((i for i in listed if i.id == instance_id), None)
+            extras = {i.id for i in listed if i.id != instance_id}
+            if extras:
+                self.log.warning("a second instance for one pod; destroying it", ids=extras)
+                await self._destroy(extras, keep=instance_id)
             now = trio.current_time()
             if instance is None:
                 if seen or now - bought_at > VISIBILITY_GRACE:
                     return Terminated(137, "InstanceLost", f"instance {instance_id} disappeared")
             else:
                 seen = True
-                ended = await self._observe(instance, now, boot_deadline, offline_since)
+                ended = await self._observe(instance, now - bought_at > startup, offline_since)
                 if ended is not None:
+                    if isinstance(ended, _MachineFailed):
+                        self.excluded_machines.add(instance.machine_id)
+                        await self.report.event("Warning", ended.reason, ended.message)
                     return ended
                 bad = instance.actual_status not in ("running", *BOOTING)
                 offline_since = (offline_since or now) if bad else None
-            with trio.move_on_after(RECHECK):
+            # Wake at the startup deadline too: a stuck boot changes nothing to wake us.
+            until_late = bought_at + startup - trio.current_time()
+            with trio.move_on_after(RECHECK if until_late <= 0 else min(RECHECK, until_late)):
                 await poller.wait_changed(self.uid, version)
 
     async def _observe(
-        self, instance: Instance, now: float, boot_deadline: float, offline_since: float | None
-    ) -> Terminated | _BootTimeout | None:
+        self, instance: Instance, late: bool, offline_since: float | None
+    ) -> Terminated | _MachineFailed | None:
+        """Show what ``instance`` is doing; how it ended, if it did. ``late``: past startup."""
         status = instance.actual_status
         message = (instance.status_msg or "").strip()
+        cap = self.requirements.price_max
+        if cap is not None and instance.dph_total > cap + 1e-6:
+            return _MachineFailed(
+                "PriceCapExceeded",
+                f"instance {instance.id} bills ${instance.dph_total:.4f}/h, above "
+                f"vast.ai/price-max ${cap:.4f}/h; destroying it and trying another machine",
+            )
         if status == "running":
             if not isinstance(self.view.state, Running) or not self.view.ready:
                 await self._running(instance)
             return None
         if "OCI runtime create failed" in message or (status == "created" and "rror" in message):
-            return Terminated(128, "StartError", message[:500])
+            return _MachineFailed(
+                "StartFailed",
+                f"instance {instance.id} failed to start: {message[:300]}; trying another machine",
+            )
         if status == "exited":
             code = _exit_code(message)
             return Terminated(code, "Completed" if code == 0 else "Error", message[:500])
         if status in BOOTING:
             if isinstance(self.view.state, Running):
                 await self.show(replace(self.view, ready=False, message=f"instance {status}"))
-            elif now > boot_deadline:
-                self.excluded_machines.add(instance.machine_id)
-                await self.report.event(
-                    "Warning",
+            elif late:
+                return _MachineFailed(
                     "BootTimeout",
-                    f"instance {instance.id} not running after "
-                    f"{self.s.settings.startup_timeout:.0f}s; trying another machine",
+                    f"instance {instance.id} not running within its startup timeout; "
+                    "trying another machine",
                 )
-                return _BootTimeout()
             else:
                 phase = status or "scheduling"
                 detail = f": {message[:200]}" if message else ""
@@ -633,7 +741,7 @@ class _PodLifecycle:
                 )
             return None
         # stopped, frozen, offline, unknown: not serving; replaced if it lasts
-        if offline_since is not None and now - offline_since > OFFLINE_GRACE:
+        if offline_since is not None and trio.current_time() - offline_since > OFFLINE_GRACE:
             return Terminated(137, "HostOffline", f"instance {instance.id} {status} too long")
         await self.show(replace(self.view, ready=False, message=f"instance {instance.id} {status}"))
         return None
