@@ -386,6 +386,64 @@ async def test_lease_create_and_renew_by_put(client: httpx.AsyncClient, kube_sim
     assert kube_sim.requests[template] == 1
 
 
+async def test_deployment_generation_counts_spec_changes_only(client: httpx.AsyncClient) -> None:
+    path = "/apis/apps/v1/namespaces/default/deployments"
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "generation": 7},
+        "spec": {
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": pod("x")["spec"]},
+        },
+        "status": {"replicas": 3},
+    }
+    created = (await client.post(path, json=deployment)).json()
+    assert created["metadata"]["generation"] == 1  # the server's count, not the client's
+    assert created["status"] == {}  # only a controller writes it, through /status
+    assert created["spec"]["replicas"] == 1
+    labelled = await client.patch(
+        f"{path}/web", json={"metadata": {"labels": {"tier": "front"}}}, headers=SMP
+    )
+    assert labelled.json()["metadata"]["generation"] == 1
+    scaled = await client.patch(f"{path}/web", json={"spec": {"replicas": 2}}, headers=SMP)
+    assert scaled.json()["metadata"]["generation"] == 2
+    status = {"status": {"observedGeneration": 2, "readyReplicas": 2}}
+    reported = await client.patch(f"{path}/web/status", json=status, headers=SMP)
+    assert reported.json()["metadata"]["generation"] == 2
+    assert reported.json()["status"] == {"observedGeneration": 2, "readyReplicas": 2}
+
+
+async def test_rbac_kinds_are_served_cluster_wide_and_namespaced(
+    client: httpx.AsyncClient,
+) -> None:
+    rbac = "/apis/rbac.authorization.k8s.io/v1"
+    resources = {r["name"]: r for r in (await client.get(rbac)).json()["resources"]}
+    assert {name: r["namespaced"] for name, r in resources.items()} == {
+        "clusterroles": False,
+        "clusterrolebindings": False,
+        "roles": True,
+        "rolebindings": True,
+    }
+    role = {"kind": "ClusterRole", "metadata": {"name": "r", "namespace": "ignored"}, "rules": []}
+    created = (await client.post(f"{rbac}/clusterroles", json=role)).json()
+    assert "namespace" not in created["metadata"]
+    assert (await client.get(f"{rbac}/namespaces/default/clusterroles/r")).status_code == 404
+
+
+async def test_pod_update_keeps_the_default_tolerations(client: httpx.AsyncClient) -> None:
+    """Admission adds them on update too: an apply that replaces the list gets them back."""
+    await client.post(PODS, json=pod("a"))
+    mine = {"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}
+    patched = await client.patch(f"{PODS}/a", json={"spec": {"tolerations": [mine]}}, headers=SMP)
+    tolerations = patched.json()["spec"]["tolerations"]
+    assert tolerations[0] == mine
+    assert {t["key"] for t in tolerations[1:]} == {
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    }
+
+
 async def test_graceful_pod_deletion(client: httpx.AsyncClient, kube_sim: KubeSim) -> None:
     uid = (await client.post(PODS, json=pod("a"))).json()["metadata"]["uid"]
     since = kube_sim.resource_version

@@ -3,8 +3,10 @@
 The node code (``vk_trio.kube``) and the real ``kubectl`` both talk to this over a socket, so
 what is tested is the wire protocol, not a mock of it. Served:
 
-* core/v1 namespaces, nodes, pods, events, secrets, configmaps, services, serviceaccounts, and
-  coordination.k8s.io/v1 leases (``kube_kinds``), with ``/status`` for pods, nodes, namespaces;
+* core/v1 namespaces, nodes, pods, events, secrets, configmaps, services, serviceaccounts,
+  coordination.k8s.io/v1 leases, apps/v1 deployments and daemonsets, and the four
+  rbac.authorization.k8s.io/v1 kinds (``kube_kinds``), with ``/status`` for pods, nodes,
+  namespaces, services and the workloads; enough for ``kubectl apply`` of ``deployments/``;
 * GET/LIST (field and label selectors, ``limit``/``continue``), WATCH (``resourceVersion``,
   bookmarks, ``timeoutSeconds``, 410 Expired), POST, PUT, PATCH (strategic merge, merge,
   JSON patch), DELETE (graceful pod deletion, finalizers, preconditions) (``kube_store``);

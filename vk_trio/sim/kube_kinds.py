@@ -9,13 +9,20 @@ with behaviour of their own get it here as plain functions, mirroring the API se
   what a node sees from a real cluster;
 * pods, nodes and namespaces have a ``status`` subresource: the main resource ignores status
   writes and the subresource ignores everything else;
-* pods are deleted gracefully when they are bound to a node and not terminal.
+* pods are deleted gracefully when they are bound to a node and not terminal;
+* Deployments and DaemonSets (served so that ``kubectl apply`` of the install manifests and
+  the examples works; no controller acts on them) start with an empty status and count
+  ``metadata.generation`` up on every spec change, as their strategies do.
+
+RBAC kinds are stored and served, never enforced (the stand-in authorizes every request);
+``tests/test_deployments.py`` checks the node's requests against the manifest's rules instead.
 
 No I/O and no state here: ``kube_store`` calls these on copies it owns.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +57,8 @@ class Resource:
         return self.kind.lower()
 
 
+_RBAC = "rbac.authorization.k8s.io"
+
 RESOURCES: tuple[Resource, ...] = (
     Resource("namespaces", "Namespace", namespaced=False, short_names=("ns",), has_status=True),
     Resource("nodes", "Node", namespaced=False, short_names=("no",), has_status=True),
@@ -60,6 +69,12 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("services", "Service", short_names=("svc",), has_status=True),
     Resource("serviceaccounts", "ServiceAccount", short_names=("sa",)),
     Resource("leases", "Lease", group="coordination.k8s.io"),
+    Resource("deployments", "Deployment", group="apps", short_names=("deploy",), has_status=True),
+    Resource("daemonsets", "DaemonSet", group="apps", short_names=("ds",), has_status=True),
+    Resource("clusterroles", "ClusterRole", group=_RBAC, namespaced=False),
+    Resource("clusterrolebindings", "ClusterRoleBinding", group=_RBAC, namespaced=False),
+    Resource("roles", "Role", group=_RBAC),
+    Resource("rolebindings", "RoleBinding", group=_RBAC),
 )
 
 BY_PLURAL: dict[str, Resource] = {r.plural: r for r in RESOURCES}
@@ -70,6 +85,10 @@ DEFAULT_GRACE_SECONDS = 30
 """``spec.terminationGracePeriodSeconds`` when a pod does not say (the API server default)."""
 
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+
+WORKLOADS = frozenset({"Deployment", "DaemonSet"})
+"""Kinds whose ``metadata.generation`` the server counts (a controller compares it with
+``status.observedGeneration``; ``kubectl rollout status`` reads both)."""
 
 _DEFAULT_TOLERATIONS = [
     {
@@ -101,6 +120,11 @@ def prepare_for_create(resource: Resource, obj: Obj) -> None:
         obj["status"] = {"phase": "Active"}
     elif resource.kind == "Secret":
         obj.setdefault("type", "Opaque")
+    elif resource.kind in WORKLOADS:
+        obj["metadata"]["generation"] = 1
+        obj["status"] = {}
+        if resource.kind == "Deployment":
+            obj.setdefault("spec", {}).setdefault("replicas", 1)
 
 
 def _default_pod(pod: Obj) -> None:
@@ -113,10 +137,7 @@ def _default_pod(pod: Obj) -> None:
     spec.setdefault("enableServiceLinks", True)
     spec.setdefault("priority", 0)
     spec.setdefault("securityContext", {})
-    tolerations = spec.setdefault("tolerations", [])
-    for default in _DEFAULT_TOLERATIONS:
-        if not any(t.get("key") == default["key"] for t in tolerations):
-            tolerations.append(dict(default))
+    _add_default_tolerations(spec)
     for container in spec.get("initContainers", []) + spec.get("containers", []):
         _default_container(container)
     status: Obj = {"phase": "Pending", "qosClass": qos_class(spec)}
@@ -130,6 +151,15 @@ def _default_pod(pod: Obj) -> None:
             }
         ]
     pod["status"] = status
+
+
+def _add_default_tolerations(spec: Obj) -> None:
+    """The DefaultTolerationSeconds admission plugin, which runs on pod create and update:
+    a ``kubectl apply`` that replaces ``tolerations`` with the file's list gets them back."""
+    tolerations = spec.setdefault("tolerations", [])
+    for default in _DEFAULT_TOLERATIONS:
+        if not any(t.get("key") == default["key"] for t in tolerations):
+            tolerations.append(dict(default))
 
 
 def _default_container(container: Obj) -> None:
@@ -184,6 +214,13 @@ def merge_write(resource: Resource, old: Obj, new: Obj, *, subresource: str | No
     result = {**new, "metadata": _keep_identity(old["metadata"], new.get("metadata", {}))}
     if resource.has_status:
         result["status"] = old.get("status", {})
+    if resource.kind == "Pod":
+        result["spec"] = copy.deepcopy(result.get("spec") or {})
+        _add_default_tolerations(result["spec"])
+    if resource.kind in WORKLOADS:  # the server's count, whatever the client sent
+        generation = old["metadata"]["generation"]
+        changed = result.get("spec") != old.get("spec")
+        result["metadata"]["generation"] = generation + 1 if changed else generation
     return result
 
 

@@ -210,8 +210,90 @@ def _event_cells(event: Obj) -> list[Any]:
     ]
 
 
+def _template_cells(workload: Obj) -> list[str]:
+    """The ``-o wide`` columns of a workload: containers, images, selector."""
+    spec = workload.get("spec") or {}
+    containers = ((spec.get("template") or {}).get("spec") or {}).get("containers") or []
+    labels = (spec.get("selector") or {}).get("matchLabels") or {}
+    return [
+        ",".join(c.get("name", "") for c in containers),
+        ",".join(c.get("image", "") for c in containers),
+        ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or "<none>",
+    ]
+
+
+def _deployment_cells(deployment: Obj) -> list[Any]:
+    status = deployment.get("status") or {}
+    return [
+        deployment["metadata"]["name"],
+        f"{status.get('readyReplicas', 0)}/{(deployment.get('spec') or {}).get('replicas', 1)}",
+        status.get("updatedReplicas", 0),
+        status.get("availableReplicas", 0),
+        _age(deployment),
+        *_template_cells(deployment),
+    ]
+
+
+def _daemon_set_cells(daemon_set: Obj) -> list[Any]:
+    status = daemon_set.get("status") or {}
+    template_spec = ((daemon_set.get("spec") or {}).get("template") or {}).get("spec") or {}
+    selector = template_spec.get("nodeSelector") or {}
+    return [
+        daemon_set["metadata"]["name"],
+        status.get("desiredNumberScheduled", 0),
+        status.get("currentNumberScheduled", 0),
+        status.get("numberReady", 0),
+        status.get("updatedNumberScheduled", 0),
+        status.get("numberAvailable", 0),
+        ",".join(f"{k}={v}" for k, v in sorted(selector.items())) or "<none>",
+        _age(daemon_set),
+        *_template_cells(daemon_set),
+    ]
+
+
+def _binding_cells(binding: Obj) -> list[Any]:
+    ref = binding.get("roleRef") or {}
+    subjects = binding.get("subjects") or []
+
+    def named(kind: str) -> str:
+        return ", ".join(
+            f"{s.get('namespace')}/{s['name']}" if kind == "ServiceAccount" else s["name"]
+            for s in subjects
+            if s.get("kind") == kind
+        )
+
+    return [
+        binding["metadata"]["name"],
+        f"{ref.get('kind', '')}/{ref.get('name', '')}",
+        _age(binding),
+        named("User"),
+        named("Group"),
+        named("ServiceAccount"),
+    ]
+
+
 _NAME: Column = ("Name", "string", 0)
 _AGE: Column = ("Age", "string", 0)
+_WORKLOAD_WIDE: list[Column] = [
+    ("Containers", "string", 1),
+    ("Images", "string", 1),
+    ("Selector", "string", 1),
+]
+_ROLE: Printer = (
+    [_NAME, ("Created At", "date", 0)],
+    lambda o: [o["metadata"]["name"], o["metadata"].get("creationTimestamp", "")],
+)
+_BINDING: Printer = (
+    [
+        _NAME,
+        ("Role", "string", 0),
+        _AGE,
+        ("Users", "string", 1),
+        ("Groups", "string", 1),
+        ("ServiceAccounts", "string", 1),
+    ],
+    _binding_cells,
+)
 
 PRINTERS: dict[str, Printer] = {
     "Pod": (
@@ -287,6 +369,40 @@ PRINTERS: dict[str, Printer] = {
             _age(o),
         ],
     ),
+    # What `kubectl apply` of deployments/ creates (printDeployment, printDaemonSet, ...).
+    "Deployment": (
+        [
+            _NAME,
+            ("Ready", "string", 0),
+            ("Up-to-date", "integer", 0),
+            ("Available", "integer", 0),
+            _AGE,
+            *_WORKLOAD_WIDE,
+        ],
+        _deployment_cells,
+    ),
+    "DaemonSet": (
+        [
+            _NAME,
+            ("Desired", "integer", 0),
+            ("Current", "integer", 0),
+            ("Ready", "integer", 0),
+            ("Up-to-date", "integer", 0),
+            ("Available", "integer", 0),
+            ("Node Selector", "string", 0),
+            _AGE,
+            *_WORKLOAD_WIDE,
+        ],
+        _daemon_set_cells,
+    ),
+    "ServiceAccount": (
+        [_NAME, ("Secrets", "string", 0), _AGE],
+        lambda o: [o["metadata"]["name"], len(o.get("secrets") or []), _age(o)],
+    ),
+    "ClusterRole": _ROLE,
+    "Role": _ROLE,
+    "ClusterRoleBinding": _BINDING,
+    "RoleBinding": _BINDING,
 }
 
 _DEFAULT_PRINTER: Printer = ([_NAME, _AGE], lambda o: [o["metadata"]["name"], _age(o)])

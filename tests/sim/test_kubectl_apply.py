@@ -1,0 +1,134 @@
+"""``kubectl apply -f`` of every manifest in deployments/ against the Kubernetes stand-in.
+
+What a cluster admin does with these files, with the real kubectl: discovery maps each kind
+to its resource (RBAC and apps kinds included), ``apply`` GETs each object, POSTs the new
+ones with the last-applied annotation, and on a second run computes a three-way strategic
+merge patch. The objects are then read back with ``kubectl get`` and must hold what the file
+says. The stand-in serves no OpenAPI, so kubectl's own schema check is off
+(``--validate=false``); tests/test_deployments.py validates every file against the Kubernetes
+schemas instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import yaml
+
+from tests.sim.test_kubectl import KUBECTL
+from vk_trio.sim.kube import KubeSim
+
+pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed")
+
+DEPLOYMENTS = Path(__file__).resolve().parents[2] / "deployments"
+MANIFESTS = sorted(DEPLOYMENTS.rglob("*.yaml"))
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+Obj = dict[str, Any]
+Kubectl = Callable[..., Awaitable[str]]
+
+
+@pytest.fixture
+def kubectl(kube_sim: KubeSim, kubeconfig: Path, tmp_path: Path) -> Kubectl:
+    home = tmp_path / "home"  # kubectl's discovery cache stays inside the test
+    home.mkdir()
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(home)}
+
+    async def run(*args: str) -> str:
+        with trio.fail_after(30):
+            result = await trio.run_process(
+                [str(KUBECTL), *args],
+                env=env,
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+        assert result.returncode == 0, result.stderr.decode()
+        return result.stdout.decode()
+
+    return run
+
+
+def documents(path: Path) -> list[Obj]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def contains(stored: Any, applied: Any) -> bool:
+    """Whether the server's object holds everything the file said. The server may add to it
+    (defaults; the pod defaulting appends tolerations), never drop or change a value."""
+    if isinstance(applied, dict):
+        return isinstance(stored, dict) and all(
+            key in stored and contains(stored[key], value) for key, value in applied.items()
+        )
+    if isinstance(applied, list):
+        return (
+            isinstance(stored, list)
+            and len(stored) >= len(applied)
+            and all(contains(s, a) for s, a in zip(stored, applied, strict=False))
+        )
+    return bool(stored == applied)
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: str(p.relative_to(DEPLOYMENTS)))
+async def test_apply_creates_every_object_and_get_reads_it_back(
+    path: Path, kubectl: Kubectl
+) -> None:
+    docs = documents(path)
+    created = (await kubectl("apply", "--validate=false", "-f", str(path))).splitlines()
+    # Namespaces the stand-in starts with (kube-system...) would say "unchanged"; none of
+    # the files creates one of those.
+    assert len(created) == len(docs) and all(line.endswith(" created") for line in created)
+
+    listed = json.loads(await kubectl("get", "-f", str(path), "-o", "json"))
+    items = listed["items"] if listed.get("kind") == "List" else [listed]
+    assert len(items) == len(docs)
+    for doc, item in zip(docs, items, strict=True):
+        name = f"{doc['kind']} {doc['metadata']['name']}"
+        assert (item["apiVersion"], item["kind"]) == (doc["apiVersion"], doc["kind"]), name
+        # kubectl records the file as applied (plus its own empty annotations map).
+        applied = json.loads(item["metadata"]["annotations"][LAST_APPLIED])
+        assert contains(applied, doc), f"{name}: last-applied differs from the file"
+        for field, value in doc.items():
+            assert contains(item.get(field), value), f"{name}: .{field} not as applied"
+
+    # A second apply of the unchanged file writes nothing. kubectl may still send a patch
+    # (a pod's tolerations list is replaced whole, then admission adds the defaults back,
+    # as on a real cluster: it prints "configured"), but no object changes.
+    versions = [item["metadata"]["resourceVersion"] for item in items]
+    await kubectl("apply", "--validate=false", "-f", str(path))
+    again = json.loads(await kubectl("get", "-f", str(path), "-o", "json"))
+    again_items = again["items"] if again.get("kind") == "List" else [again]
+    assert [item["metadata"]["resourceVersion"] for item in again_items] == versions
+
+
+async def test_reapply_patches_the_node_deployment_and_bumps_its_generation(
+    kube_sim: KubeSim, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    """An edited manifest re-applied: kubectl sends a strategic merge patch of the change
+    alone; the stand-in merges containers by name and counts the spec's generation up."""
+    manifest = DEPLOYMENTS / "virtual-kubelet-vast-python.yaml"
+    await kubectl("apply", "--validate=false", "-f", str(manifest))
+    edited = manifest.read_text().replace("ghcr.io/vk-trio/vk-trio:0.1.0", "example/vk:0.2.0")
+    assert edited != manifest.read_text()
+    (tmp_path / "edited.yaml").write_text(edited)
+
+    output = await kubectl("apply", "--validate=false", "-f", str(tmp_path / "edited.yaml"))
+    assert "deployment.apps/virtual-kubelet-vast-python configured" in output
+    assert "clusterrole.rbac.authorization.k8s.io/virtual-kubelet-vast-python unchanged" in output
+    patches = [r for r in kube_sim.requests if r.startswith("PATCH ")]
+    assert patches == ["PATCH /apis/apps/v1/namespaces/{namespace}/deployments/{name}"]
+
+    deployment = kube_sim.get("deployments", "kube-system", "virtual-kubelet-vast-python")
+    assert deployment is not None
+    assert deployment["metadata"]["generation"] == 2
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "example/vk:0.2.0"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"  # merged, not replaced
+    table = await kubectl("get", "deployments", "-n", "kube-system", "-o", "wide")
+    assert "example/vk:0.2.0" in table and "0/1" in table
