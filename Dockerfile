@@ -16,6 +16,10 @@ FROM ${PYTHON_IMAGE} AS builder
 ARG PIP_CERT
 # binutils: strip/objcopy for PyInstaller --strip and staticx; patchelf: staticx, and
 # removing RUNPATHs; ca-certificates: the bundle copied into the final image.
+# Unpinned on purpose: Debian drops superseded versions from the stable archive at each
+# point release, so a pin breaks the build within months; the base image tag pins the
+# release, the tools never reach the final image, and the CA bundle should be current.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends binutils patchelf ca-certificates \
     && rm -rf /var/lib/apt/lists/*
@@ -30,6 +34,8 @@ RUN mkdir vk_trio && touch vk_trio/__init__.py \
     && /opt/build/bin/pip uninstall -y vk-trio \
     && rm -rf vk_trio
 COPY vk_trio ./vk_trio
+# Bundled into the binary: `vk-trio demo` applies them by default.
+COPY deployments/examples ./deployments/examples
 COPY build/entry.py build/vk-trio.spec build/build.sh build/rootfs.sh ./build/
 RUN PYTHON=/opt/build/bin/python OUT=/out build/build.sh \
     && build/rootfs.sh /rootfs /out/vk-trio
@@ -42,5 +48,5 @@ ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
     HOME=/tmp
 USER 65532:65532
 EXPOSE 10250 10255
-ENTRYPOINT ["/vk-trio"]
-CMD ["run"]
+# The node itself; `docker run IMAGE --help` or `--node-name x` add flags to `run`.
+ENTRYPOINT ["/vk-trio", "run"]
