@@ -105,13 +105,17 @@ async def test_a_buy_interrupted_by_a_crash_is_found_not_repeated(
     pod["metadata"]["annotations"]["vast.ai/buying"] = "offer 1 at 2026-11-27T00:00:00Z"
     created = await cluster.create(pod)
 
+    listed = trio.Event()
+
     async def list_lags_then_shows_the_instance() -> None:
         await trio.sleep(2.0)
         await create_labelled_instance(vast_sim, label_of(created), H100_OFFER)
+        listed.set()
 
     nursery.start_soon(list_lags_then_shows_the_instance)
     await nursery.start(serve_node, settings_for(vast_sim.url, cluster.kubeconfig))
     running = await wait_pod(cluster, "crashed", lambda p: phase(p) == "Running", within=30)
+    await listed.wait()
     assert len(bought_for(vast_sim, running)) == 1  # adopted, not bought again
     assert "vast.ai/buying" not in running["metadata"]["annotations"]
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import trio
 from loguru import logger
 
+from vk_trio.errors import TemporaryError
 from vk_trio.pods.poller import InstancePoller
 from vk_trio.vast import (
     CreatedInstance,
@@ -68,14 +69,26 @@ async def buy(vast: VastClient, offer: Offer, request: CreateInstance) -> BuyRes
 
 
 async def _lookup_after_lost_answer(vast: VastClient, label: str) -> Instance | None:
-    """Not shielded: if the pod is deleted meanwhile, teardown destroys by the same label."""
-    for attempt in range(LOOKUP_ATTEMPTS):
-        found = await vast.find_by_label(label)
+    """The instance a lost create made, if any, after ``LOOKUP_ATTEMPTS`` answered lists.
+
+    Only answered lists count: while listing fails, nothing can be known, and returning None
+    would let the caller buy again, so it keeps trying (a pod deleted meanwhile cancels this;
+    its teardown destroys by the same label). Not shielded, for that reason.
+    """
+    answered = 0
+    while True:
+        try:
+            found = await vast.find_by_label(label)
+        except TemporaryError as exc:
+            logger.warning("cannot look the lost instance up yet", label=label, error=str(exc))
+            await trio.sleep(LOOKUP_INTERVAL)
+            continue
         if found:
             return max(found, key=lambda i: i.id)
-        if attempt + 1 < LOOKUP_ATTEMPTS:
-            await trio.sleep(LOOKUP_INTERVAL)
-    return None
+        answered += 1
+        if answered == LOOKUP_ATTEMPTS:
+            return None
+        await trio.sleep(LOOKUP_INTERVAL)
 
 
 async def destroy_all(
