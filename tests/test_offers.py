@@ -544,9 +544,13 @@ def test_numbers_too_large_for_a_float_are_errors(
 
 def test_interruptible_checks_the_bid() -> None:
     req = Requirements(price_max=0.30, interruptible=True)
-    assert rejection(offer(dph_total=5.0, min_bid=0.25), req) is None
-    assert rejection(offer(min_bid=0.31), req) == Rejection(
-        "price-max", "min bid $0.31/h > price-max $0.30/h"
+    assert rejection(offer(dph_total=5.01, dph_base=5.0, min_bid=0.25), req) is None
+    assert rejection(offer(dph_total=0.31, dph_base=0.31, min_bid=0.31), req) == Rejection(
+        "price-max", "bid with storage $0.31/h > price-max $0.30/h"
+    )
+    # Vast adds the storage share to an interruptible instance's dph_total whatever the bid
+    assert rejection(offer(dph_total=0.40, dph_base=0.30, min_bid=0.25), req) == Rejection(
+        "price-max", "bid with storage $0.35/h > price-max $0.30/h"
     )
     assert rejection(offer(min_bid=0.0), req) == Rejection(
         "interruptible", "no bid price (min_bid)"
@@ -586,7 +590,10 @@ def test_any_gpu_ranks_by_price() -> None:
 
 def test_interruptible_ranks_by_bid() -> None:
     req = Requirements(interruptible=True)
-    offers = [offer(id=1, dph_total=0.1, min_bid=0.09), offer(id=2, dph_total=0.2, min_bid=0.05)]
+    offers = [
+        offer(id=1, dph_total=0.1, dph_base=0.1, min_bid=0.09),
+        offer(id=2, dph_total=0.2, dph_base=0.2, min_bid=0.05),
+    ]
     assert [o.id for o in select(offers, req).ranked] == [2, 1]
 
 

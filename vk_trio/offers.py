@@ -614,8 +614,12 @@ def _usd(amount: float) -> str:
 
 
 def offer_price(offer: Offer, req: Requirements) -> float:
-    """What the pod would pay per hour: ``min_bid`` when interruptible, else ``dph_total``."""
-    return offer.min_bid if req.interruptible else offer.dph_total
+    """What the pod would pay per hour, storage included: ``dph_total`` on demand; for a bid,
+    ``min_bid`` (the GPU part) plus the offer's storage share (``dph_total - dph_base``), which
+    Vast adds to the instance's ``dph_total`` whatever the bid."""
+    if not req.interruptible:
+        return offer.dph_total
+    return offer.min_bid + max(0.0, offer.dph_total - offer.dph_base)
 
 
 def violations(offer: Offer, req: Requirements) -> list[Rejection]:
@@ -634,14 +638,14 @@ def violations(offer: Offer, req: Requirements) -> list[Rejection]:
     if offer.num_gpus != req.num_gpus:
         reject("gpu-count", f"{offer.num_gpus} GPUs, need {req.num_gpus}")
     price = offer_price(offer, req)
-    if req.interruptible and not (math.isfinite(price) and price > 0):
+    if req.interruptible and not (math.isfinite(offer.min_bid) and offer.min_bid > 0):
         reject("interruptible", "no bid price (min_bid)")
     elif not (math.isfinite(price) and price > 0):
         # A malformed offer (dph_total missing, negative, huge): without a cap it would
         # otherwise rank first and be bought at whatever Vast really charges.
         reject("available", f"no valid price (dph_total {price:g})")
     elif req.price_max is not None and not price <= req.price_max + _PRICE_EPSILON:
-        what = "min bid" if req.interruptible else "price"
+        what = "bid with storage" if req.interruptible else "price"
         reject("price-max", f"{what} {_usd(price)}/h > price-max {_usd(req.price_max)}/h")
     if req.countries is not None and offer.country not in req.countries:
         reject("region", f"country {offer.country or 'unknown'} not in {req.region}")
@@ -667,7 +671,7 @@ def rejection(offer: Offer, req: Requirements) -> Rejection | None:
 def bid_price(offer: Offer, req: Requirements) -> float | None:
     """The ``price`` to send with the create: None buys on demand; for an interruptible pod it
     is the offer's ``min_bid`` (as SkyPilot bids). Never above ``price-max``: :func:`select`
-    rejects offers whose ``min_bid`` exceeds it, and bidding more than asked is not ours to do."""
+    rejects offers whose bid plus storage exceeds it, and bidding more is not ours to do."""
     return offer.min_bid if req.interruptible else None
 
 

@@ -48,6 +48,7 @@ from vk_trio.offers import (
     bid_price,
     build_query,
     explain_query,
+    offer_price,
     parse_requirements,
     select,
 )
@@ -282,12 +283,6 @@ def _unsupported(pod: Pod) -> str | None:
     if MIRROR in pod.metadata.annotations:
         return "static (mirror) pods run on their own kubelet, never on the Vast.ai virtual node"
     return None
-
-
-def _price(offer: Offer, requirements: Requirements) -> float:
-    """USD/h the pod will pay for ``offer``: its bid if interruptible, else the offer's price."""
-    bid = bid_price(offer, requirements)
-    return bid if bid is not None else offer.dph_total
 
 
 def _describe(offer: Offer, price: float) -> str:
@@ -537,7 +532,7 @@ class _PodLifecycle:
                 break
             if not claims.available(offer.id):  # claimed while we tried another
                 continue
-            price = _price(offer, requirements)
+            price = offer_price(offer, requirements)
             if not self.s.budget.hold(self.uid, price):  # a cheaper fallback may still fit
                 refusal = refusal or self.s.budget.refusal(self.uid, price)
                 continue
