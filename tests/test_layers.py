@@ -2,7 +2,9 @@
 
 ``vast`` and ``kube`` are clients that never import each other or the lifecycle; ``offers``
 is pure selection; ``pods`` (the lifecycle) never imports the app that wires it; the
-simulators are stand-ins that the product path never imports.
+simulators are stand-ins that the product path never imports; ``chaos`` is a test harness
+(``python -m vk_trio.chaos``) that may use the product and the simulators, but nothing of
+the product, the commands or the simulators imports it.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ FORBIDDEN = {
     "vk_trio.vast": ("vk_trio.kube", "vk_trio.pods", "vk_trio.app", "vk_trio.sim"),
     "vk_trio.kube": ("vk_trio.vast", "vk_trio.pods", "vk_trio.app", "vk_trio.sim"),
     "vk_trio.offers": ("vk_trio.kube", "vk_trio.pods", "vk_trio.app", "vk_trio.sim"),
-    "vk_trio.pods": ("vk_trio.app", "vk_trio.demo", "vk_trio.cli", "vk_trio.sim"),
-    "vk_trio.app": ("vk_trio.sim", "vk_trio.demo"),
-    "vk_trio.sim": ("vk_trio.pods", "vk_trio.app", "vk_trio.kube"),
+    "vk_trio.pods": ("vk_trio.app", "vk_trio.demo", "vk_trio.cli", "vk_trio.sim", "vk_trio.chaos"),
+    "vk_trio.app": ("vk_trio.sim", "vk_trio.demo", "vk_trio.chaos"),
+    "vk_trio.sim": ("vk_trio.pods", "vk_trio.app", "vk_trio.kube", "vk_trio.chaos"),
+    "vk_trio.cli": ("vk_trio.chaos",),
+    "vk_trio.demo": ("vk_trio.chaos",),
+    "vk_trio.dryrun": ("vk_trio.chaos",),
 }
 
 

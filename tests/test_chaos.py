@@ -1,0 +1,200 @@
+"""The chaos soak (``python -m vk_trio.chaos``): the short run, and proof that it can fail.
+
+The soak test runs the real harness as a process (two simulators and the node as processes of
+their own, the node SIGKILLed three times) and checks its JSON: every invariant held, and the
+chaos really happened (kills, instances, faults answered by the simulator). The audit tests
+feed synthetic ledgers with known violations, so a green soak means something.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from vk_trio.chaos.audit import LedgerRow, PodObject, audit
+from vk_trio.chaos.report import Report
+
+NODE = "n"
+
+
+def label(uid: str) -> str:
+    return f"vk-trio/{NODE}/chaos/pod-{uid}/{uid}"
+
+
+def row(
+    instance_id: int,
+    uid: str,
+    created: float,
+    destroyed: float | None = None,
+    *,
+    price: float = 0.25,
+    label_: str | None = None,
+) -> LedgerRow:
+    return LedgerRow(
+        id=instance_id,
+        label=label_ or label(uid),
+        dph_total=price,
+        created_at=created,
+        destroyed_at=destroyed,
+    )
+
+
+def pod(
+    uid: str,
+    phase: str | None = "Running",
+    *,
+    waiting: str | None = None,
+    reconciled: bool = True,
+    deleting: bool = False,
+) -> PodObject:
+    state = {"waiting": {"reason": waiting}} if waiting else {"running": {}}
+    return msgspec.convert(
+        {
+            "metadata": {
+                "name": f"pod-{uid}",
+                "uid": uid,
+                **({"deletionTimestamp": "2026-01-01T00:00:00Z"} if deleting else {}),
+            },
+            "status": {
+                "phase": phase,
+                **({"containerStatuses": [{"name": "app", "state": state}]} if reconciled else {}),
+            },
+        },
+        PodObject,
+    )
+
+
+CAPS = {uid: 0.30 for uid in "abcdefgh"}
+
+
+def test_a_clean_history_has_no_violations() -> None:
+    ledger = [
+        row(1, "a", 0.0, 5.0),  # replaced after an exit: one after the other, never both
+        row(2, "a", 5.0),
+        row(3, "b", 1.0, 2.0),  # b was deleted and its instance destroyed
+        row(4, "c", 1.0, 9.0),  # c finished and freed its GPU
+    ]
+    pods = [
+        pod("a"),
+        pod("c", "Failed", waiting=None),
+        pod("d", "Pending", waiting="NoMatchingOffers"),
+    ]
+    findings = audit(ledger, pods, CAPS, node=NODE)
+    assert findings.instances_created == 4
+    assert findings.invariants() == dict.fromkeys(findings.invariants(), 0)
+    assert findings.settled
+
+
+def test_the_audit_counts_every_kind_of_violation() -> None:
+    ledger = [
+        row(1, "a", 0.0),  # a: Running on this one
+        row(2, "a", 3.0, 4.0),  # ... and another bought while it lived: a double buy
+        row(3, "b", 0.0),  # b was deleted: its instance still bills (leak)
+        row(4, "c", 0.0, price=0.31),  # c: above its 0.30 cap
+        row(5, "x", 0.0, label_="someone-else"),  # not ours to keep: a leak too
+        row(6, "e", 0.0),  # e ended Failed, its instance still bills (leak)
+    ]
+    pods = [
+        pod("a"),
+        pod("c"),
+        pod("d", deleting=True),  # stuck Terminating
+        pod("e", "Failed"),
+        pod("f", reconciled=False, phase="Pending"),  # the node never wrote a status
+        pod("g", "Pending", waiting="Provisioning"),  # not converged
+        pod("h"),  # Running, but nothing bills for it: a stale status
+    ]
+    findings = audit(ledger, pods, CAPS, node=NODE)
+    assert findings.invariants() == {
+        "instances_leaked": 3,
+        "pods_double_bought": 1,
+        "instances_above_cap": 1,
+        "pods_stuck_terminating": 1,
+        "pods_never_reconciled": 1,
+        "pods_not_converged": 2,
+    }
+    assert findings.leaked == [3, 5, 6]
+    assert findings.double_bought == ["a"]
+    assert findings.above_cap == [4]
+    assert findings.stuck_terminating == ["pod-d"]
+    assert findings.never_reconciled == ["pod-f"]
+    assert findings.not_converged == [
+        "pod-g: Pending (Provisioning)",
+        "pod-h: Running without an instance",
+    ]
+    assert not findings.settled
+
+
+@pytest.mark.parametrize(
+    ("spans", "doubled"),
+    [
+        ([(0.0, 5.0), (5.0, None)], False),
+        ([(0.0, 5.0), (4.9, 6.0)], True),
+        ([(0.0, None), (10.0, 11.0)], True),
+        ([(0.0, 10.0), (1.0, 2.0), (3.0, 4.0)], True),
+        ([(3.0, 4.0), (0.0, 1.0), (1.0, 3.0)], False),
+    ],
+    ids=["back-to-back", "overlap", "first-never-destroyed", "nested", "unordered-ids"],
+)
+def test_double_buys_are_overlapping_lifetimes(
+    spans: list[tuple[float, float | None]], doubled: bool
+) -> None:
+    ledger = [row(i, "a", start, end) for i, (start, end) in enumerate(spans)]
+    pods = [pod("a")]
+    assert audit(ledger, pods, CAPS, node=NODE).double_bought == (["a"] if doubled else [])
+
+
+SOAK = [
+    *("--pods", "30", "--duration", "60", "--kills", "3", "--seed", "1", "--settle", "45"),
+    *("--rate-429", "0.05", "--rate-5xx", "0.05", "--latency", "0.01"),
+    *("--lose-create", "0.05", "--offer-taken", "0.05", "--stuck-boot", "0.05"),
+    *("--oci-failure", "0.03", "--host-offline", "0.03", "--instance-exit", "0.05"),
+]
+
+
+KNOWN_BUG = "Running (SearchingOffers)"
+"""A product bug this soak found, reported and not fixed yet: after a restart, a pod whose
+adopted instance's host is offline shows its container waiting ``SearchingOffers`` ("looking
+for a matching GPU offer") while it holds that instance, for up to ``OFFLINE_GRACE``
+(``pods/supervisor.py``: ``_observe`` keeps ``PodView``'s default state, which ``run()`` never
+restores from the pod). A run that hits it is xfailed with its evidence; any other violation
+fails. Delete this once the bug is fixed."""
+
+
+def test_the_short_soak_holds_every_invariant() -> None:
+    # Not tmp_path: pytest prunes old temporary directories, and a failed soak's logs and
+    # ledger are the evidence the product's owner needs. A passing run's are removed.
+    run_dir = Path(tempfile.mkdtemp(prefix="vk-chaos-test-"))
+    report_path = run_dir / "soak.json"
+    run = [*SOAK, "--run-dir", str(run_dir), "--json", str(report_path)]
+    result = subprocess.run(
+        [sys.executable, "-m", "vk_trio.chaos", *run],
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    evidence = f"evidence in {run_dir}\n{result.stdout}{result.stderr[-3000:]}"
+    assert result.returncode in (0, 1), evidence  # 2: the soak could not run at all
+    report = msgspec.json.decode(report_path.read_bytes(), type=Report)
+
+    assert report.context.kills == 3 and report.context.node_starts == 4
+    assert report.instances_created > 0
+    assert report.context.pods_deleted > 0 and report.context.pods_force_deleted > 0
+    injected = report.context.vast_errors
+    assert injected.get("429", 0) > 0, injected
+    assert sum(n for status, n in injected.items() if status.startswith("5")) > 0, injected
+
+    known = [p for p in report.evidence.not_converged if p.endswith(KNOWN_BUG)]
+    unexplained = dict(
+        report.invariants, pods_not_converged=report.invariants["pods_not_converged"] - len(known)
+    )
+    assert unexplained == dict.fromkeys(unexplained, 0), evidence
+    if known:
+        pytest.xfail(f"known product bug, {KNOWN_BUG}: {known}; {evidence}")
+    assert result.returncode == 0 and report.passed, evidence
+    shutil.rmtree(run_dir)

@@ -1,0 +1,118 @@
+"""The process runner: both simulators and ``vk-trio run``, each its own OS process.
+
+Separate processes, because a SIGKILL must kill the node and nothing else: the simulators
+keep every piece of state (Vast's instances, Kubernetes' pods) across the node's deaths, as
+the real services do. Every child writes its logs to a file in the run directory (a pipe
+that nobody reads could fill up and stall it); the node gets one log file per incarnation,
+so the lines around each kill can be read later.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+STARTUP_SECONDS = 60.0
+"""How long a simulator may take to print its URL (imports are slow on a busy machine)."""
+
+
+Popen = subprocess.Popen[bytes]
+
+
+class ChildFailed(Exception):
+    """A child process exited on its own, or never became ready; the message names its log."""
+
+
+def _spawn(args: list[str], *, log: Path, out: Path | None, env: dict[str, str] | None) -> Popen:
+    with log.open("ab") as log_file:
+        if out is None:
+            return subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        with out.open("wb") as out_file:
+            return subprocess.Popen(args, stdout=out_file, stderr=log_file, env=env)
+
+
+async def start_simulator(run_dir: Path, kind: str, *args: str) -> tuple[Popen, str]:
+    """Start ``vk-trio sim KIND ARGS`` and return it with the URL it prints first."""
+    out = run_dir / f"sim-{kind}.out"
+    log = run_dir / f"sim-{kind}.log"
+    command = [sys.executable, "-m", "vk_trio", "sim", kind, "--listen", "127.0.0.1:0", *args]
+    process = _spawn(command, log=log, out=out, env=None)
+    with trio.move_on_after(STARTUP_SECONDS):
+        while process.poll() is None:
+            first = out.read_text().partition("\n")
+            if first[1]:
+                return process, first[0].strip()
+            await trio.sleep(0.05)
+    process.kill()
+    raise ChildFailed(f"the {kind} simulator did not start; see {log}")
+
+
+class NodeProcess:
+    """``vk-trio run`` under the harness's control: started, SIGKILLed, started again."""
+
+    def __init__(self, run_dir: Path, *, env: dict[str, str], flags: list[str]) -> None:
+        self._run_dir = run_dir
+        self._env = {**os.environ, **env}
+        self._flags = flags
+        self._process: Popen | None = None
+        self.incarnations = 0
+        """How many times the node was started."""
+        self.kills = 0
+
+    @property
+    def log(self) -> Path:
+        """The current incarnation's log (JSON lines, stdout and stderr together)."""
+        return self._run_dir / f"node-{self.incarnations - 1}.log"
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> None:
+        self.incarnations += 1
+        command = [sys.executable, "-m", "vk_trio", "run", *self._flags]
+        self._process = _spawn(command, log=self.log, out=None, env=self._env)
+
+    async def kill(self) -> None:
+        """SIGKILL: no cleanup, no goodbye; returns once the process is gone."""
+        process = self._require()
+        self.check()
+        self._process = None  # from here on, its exit is expected
+        process.send_signal(signal.SIGKILL)
+        await trio.to_thread.run_sync(process.wait)
+        self.kills += 1
+
+    def check(self) -> None:
+        """Raise ``ChildFailed`` if the node exited without being killed (a crash, bad flags)."""
+        if self._process is not None and self._process.poll() is not None:
+            raise ChildFailed(
+                f"vk-trio run exited with status {self._process.returncode}; see {self.log}"
+            )
+
+    def stop(self) -> None:
+        """SIGTERM at the end of the soak, as Kubernetes would (SIGKILL if it hangs)."""
+        if self._process is None:
+            return
+        stop(self._process)
+        self._process = None
+
+    def _require(self) -> Popen:
+        if self._process is None:
+            raise RuntimeError("the node is not running")
+        return self._process
+
+
+def stop(process: Popen) -> None:
+    """Terminate a child and reap it, killing it after 10 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
