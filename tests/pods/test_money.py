@@ -140,7 +140,6 @@ async def test_a_second_instance_for_one_pod_is_destroyed_on_sight(
 
 
 async def test_the_reaper_spares_a_pod_its_watch_missed_and_needs_the_api_to_destroy(
-    nursery: trio.Nursery,
     vast_sim: VastSim,
     cluster: Cluster,  # noqa: F811
 ) -> None:
@@ -161,29 +160,31 @@ async def test_the_reaper_spares_a_pod_its_watch_missed_and_needs_the_api_to_des
             return found is not None and found.uid == uid
 
         poller = InstancePoller(vast, node=NODE, fast=0.05, slow=0.05)
-        await nursery.start(poller.run)
-        await nursery.start(
-            lambda task_status: run_reaper(
-                vast,
-                poller,
-                live_uids=set,  # a view that lacks every pod
-                synced=lambda: True,
-                pod_exists=pod_exists,
-                interval=0.1,
-                task_status=task_status,
+        async with trio.open_nursery() as tasks:  # closed before the clients are
+            await tasks.start(poller.run)
+            await tasks.start(
+                lambda task_status: run_reaper(
+                    vast,
+                    poller,
+                    live_uids=set,  # a view that lacks every pod
+                    synced=lambda: True,
+                    pod_exists=pod_exists,
+                    interval=0.1,
+                    task_status=task_status,
+                )
             )
-        )
-        await trio.sleep(1.5)  # many rounds, many strikes
-        assert vast_sim.instance(instance) is not None  # the API says the pod lives
+            await trio.sleep(1.5)  # many rounds, many strikes
+            assert vast_sim.instance(instance) is not None  # the API says the pod lives
 
-        api_up = False
-        await cluster.delete("pods", cluster.namespace, "unseen", grace=0)
-        await trio.sleep(1.5)
-        assert vast_sim.instance(instance) is not None  # no answer, no destroy
+            api_up = False
+            await cluster.delete("pods", cluster.namespace, "unseen", grace=0)
+            await trio.sleep(1.5)
+            assert vast_sim.instance(instance) is not None  # no answer, no destroy
 
-        api_up = True
-        with trio.fail_after(10):
-            await vast_sim.wait_until(lambda s: s.instance(instance) is None)
+            api_up = True
+            with trio.fail_after(10):
+                await vast_sim.wait_until(lambda s: s.instance(instance) is None)
+            tasks.cancel_scope.cancel()
 
 
 # -- invariant 4: bounded spend ----------------------------------------------------------------
