@@ -71,3 +71,9 @@ def test_an_unreadable_or_empty_key_file_is_a_clear_error(
         key_file.write_text(content)
     with pytest.raises(ConfigError, match="VAST_API_KEY_FILE"):
         config.load(None, {"VAST_API_KEY_FILE": str(key_file)})
+
+
+def test_the_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [name for name in Settings.__struct_fields__ if f"`{name.upper()}`" not in readme]
+    assert missing == []
