@@ -26,6 +26,8 @@ PRICE_CAPS = (0.30, 0.45, 0.60, 1.00)
 """``vast.ai/price-max`` values, drawn per pod; ``market`` lists offers on both sides."""
 RESTART_POLICIES = ("Always",) * 8 + ("OnFailure", "Never")
 """Mostly ``Always``; a few pods may end Failed (an exit fault) and must then free their GPU."""
+INTERRUPTIBLE = 0.1
+"""Fraction of pods that bid (``vast.ai/interruptible``): their cap covers bid plus storage."""
 RAMP_SECONDS = 10.0
 """The first N pods are created over this long (at most a quarter of the soak)."""
 
@@ -36,10 +38,11 @@ class PodRecord(msgspec.Struct, kw_only=True):
     name: str
     uid: str
     price_max: float
-    deleted: bool = False
 
 
-def gpu_pod(name: str, node: str, *, price_max: float, restart_policy: str) -> dict[str, Any]:
+def gpu_pod(
+    name: str, node: str, *, price_max: float, restart_policy: str, interruptible: bool
+) -> dict[str, Any]:
     """A one-GPU pod bound to ``node`` (the shape of ``deployments/examples``)."""
     return {
         "apiVersion": "v1",
@@ -52,6 +55,7 @@ def gpu_pod(name: str, node: str, *, price_max: float, restart_policy: str) -> d
                 "vast.ai/gpu-type": "RTX 3090",
                 "vast.ai/gpu-fallbacks": "RTX 4090,RTX 3060",
                 "vast.ai/price-max": f"{price_max:.2f}",
+                **({"vast.ai/interruptible": "true"} if interruptible else {}),
             },
         },
         "spec": {
@@ -118,6 +122,7 @@ class Workload:
             self._node,
             price_max=price_max,
             restart_policy=self._rng.choice(RESTART_POLICIES),
+            interruptible=self._rng.random() < INTERRUPTIBLE,
         )
         created = msgspec.json.decode(await _send(self._kube, "POST", PODS, pod), type=_Created)
         record = PodRecord(name=name, uid=created.metadata.uid, price_max=price_max)
@@ -129,7 +134,6 @@ class Workload:
         grace = 0 if forced else 30
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": grace}
         await _send(self._kube, "DELETE", f"{PODS}/{record.name}", body)
-        record.deleted = True
         self._live.remove(record)
         self.deleted += 1
         self.forced += forced
