@@ -104,7 +104,7 @@ http_status() {
     local line
     { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || return 0
     printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' "$2" >&3
-    read -r _ line _ <&3 || true
+    read -r -t 2 _ line _ <&3 || true
     exec 3<&-
     echo "$line"
 }
