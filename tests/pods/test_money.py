@@ -187,6 +187,42 @@ async def test_the_reaper_spares_a_pod_its_watch_missed_and_needs_the_api_to_des
             tasks.cancel_scope.cancel()
 
 
+# -- invariant 3: restart-safe ------------------------------------------------------------------
+
+
+async def test_a_restart_while_the_host_is_offline_keeps_the_pod_running_with_its_ip(
+    nursery: trio.Nursery,
+    vast_sim: VastSim,
+    cluster: Cluster,  # noqa: F811
+) -> None:
+    """Found by the chaos soak: the new process showed "SearchingOffers" and no IP for a pod
+    that still held its (offline) instance."""
+    settings = settings_for(vast_sim.url, cluster.kubeconfig)
+    with trio.CancelScope() as first_run:
+        async with trio.open_nursery() as inner:
+            await inner.start(serve_node, settings)
+            await cluster.create(gpu_pod("held", cluster.namespace))
+            before = await wait_pod(cluster, "held", lambda p: phase(p) == "Running")
+            first_run.cancel()
+    [entry] = bought_for(vast_sim, before)
+    vast_sim.set_offline(entry["id"])
+
+    second: NodeRuntime = await nursery.start(serve_node, settings)
+    await wait_pod(cluster, "held", lambda p: not p["status"]["containerStatuses"][0]["ready"])
+    for _ in range(3):
+        await second.poller.fresh()
+    pod = await cluster.get("pods", cluster.namespace, "held")
+    assert pod is not None and phase(pod) == "Running"
+    [container] = pod["status"]["containerStatuses"]
+    assert set(container["state"]) == {"running"}
+    assert (
+        container["state"]["running"]["startedAt"]
+        == (before["status"]["containerStatuses"][0]["state"]["running"]["startedAt"])
+    )
+    assert pod["status"]["podIP"] == before["status"]["podIP"]
+    assert len(bought_for(vast_sim, pod)) == 1
+
+
 # -- invariant 4: bounded spend ----------------------------------------------------------------
 
 

@@ -332,9 +332,17 @@ class _PodLifecycle:
         previous = next(
             (c for c in pod.status.container_statuses if c.name == self.report.chosen), None
         )
+        # What an earlier run (maybe another process) showed is the starting point: a pod
+        # whose container was running keeps its state and address while its instance is
+        # re-observed, instead of falling back to "searching" with no IP.
+        was_running = previous.state.running if previous else None
         view = replace(
             self.view,
             phase="Running" if pod.status.phase == "Running" else "Pending",
+            state=Running(was_running.started_at or now_rfc3339())
+            if was_running
+            else self.view.state,
+            address=pod.status.pod_ip if was_running else None,
             restart_count=previous.restart_count if previous else 0,
             skipped={
                 name: f'the instance runs "{self.report.chosen}": one Vast instance, one image'
