@@ -8,6 +8,7 @@ feed synthetic ledgers with known violations, so a green soak means something.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,8 @@ import msgspec
 import pytest
 
 from vk_trio.chaos.audit import LedgerRow, PodObject, audit
-from vk_trio.chaos.report import Report
+from vk_trio.chaos.plan import node_flags, parse_args
+from vk_trio.chaos.report import Report, vast_numbers
 
 NODE = "n"
 
@@ -52,6 +54,7 @@ def pod(
     waiting: str | None = None,
     reconciled: bool = True,
     deleting: bool = False,
+    message: str | None = None,
 ) -> PodObject:
     state = {"waiting": {"reason": waiting}} if waiting else {"running": {}}
     return msgspec.convert(
@@ -63,6 +66,7 @@ def pod(
             },
             "status": {
                 "phase": phase,
+                **({"message": message} if message else {}),
                 **({"containerStatuses": [{"name": "app", "state": state}]} if reconciled else {}),
             },
         },
@@ -149,6 +153,30 @@ def test_double_buys_are_overlapping_lifetimes(
     assert audit(ledger, pods, CAPS, node=NODE).double_bought == (["a"] if doubled else [])
 
 
+def test_vast_numbers_tell_faults_from_calls() -> None:
+    stats = {
+        "PUT /api/v0/asks/{id}/": 10,
+        "PUT /api/v0/asks/{id}/ 404": 2,  # offers taken
+        "PUT /api/v0/asks/{id}/ 502": 1,  # a lost create answer
+        "GET /api/v1/instances/": 20,
+        "GET /api/v1/instances/ 429": 3,
+        "DELETE /api/v0/instances/{id}/": 4,
+        "DELETE /api/v0/instances/{id}/ 404": 1,  # already gone: not a fault
+    }
+    calls, errors, faults = vast_numbers(stats)
+    assert calls == 34
+    assert sum(errors.values()) == 7
+    assert faults == {"429": 3, "5xx": 1, "offer_taken": 2}
+
+
+def test_every_fault_flag_reaches_the_simulator() -> None:
+    plan = parse_args(["--lose-create", "0.2", "--stuck-boot", "0.3", "--rate-5xx", "0"])
+    assert plan.faults.lose_create_response == 0.2
+    assert plan.faults.stuck_loading == 0.3
+    assert plan.faults.rate_5xx == 0.0
+    assert "--startup-timeout=8.0" in node_flags(plan)
+
+
 SOAK = [
     *("--pods", "30", "--duration", "60", "--kills", "3", "--seed", "1", "--settle", "45"),
     *("--rate-429", "0.05", "--rate-5xx", "0.05", "--latency", "0.01"),
@@ -157,13 +185,24 @@ SOAK = [
 ]
 
 
-KNOWN_BUG = "Running (SearchingOffers)"
+KNOWN_BUG = re.compile(r"(Running|Pending) \(SearchingOffers; instance \d+ offline\)")
 """A product bug this soak found, reported and not fixed yet: after a restart, a pod whose
 adopted instance's host is offline shows its container waiting ``SearchingOffers`` ("looking
 for a matching GPU offer") while it holds that instance, for up to ``OFFLINE_GRACE``
 (``pods/supervisor.py``: ``_observe`` keeps ``PodView``'s default state, which ``run()`` never
 restores from the pod). A run that hits it is xfailed with its evidence; any other violation
 fails. Delete this once the bug is fixed."""
+
+
+def test_the_known_bug_is_recognised_by_its_status_alone() -> None:
+    pods = [
+        pod("a", "Running", waiting="SearchingOffers", message="instance 30993205 offline"),
+        pod("b", "Pending", waiting="SearchingOffers", message="instance 30993206 offline"),
+        pod("c", "Pending", waiting="SearchingOffers"),  # really searching: not the bug
+    ]
+    ledger = [row(1, "a", 0.0), row(2, "b", 0.0)]
+    unconverged = audit(ledger, pods, CAPS, node=NODE).not_converged
+    assert [bool(KNOWN_BUG.search(p)) for p in unconverged] == [True, True, False]
 
 
 def test_the_short_soak_holds_every_invariant() -> None:
@@ -185,16 +224,15 @@ def test_the_short_soak_holds_every_invariant() -> None:
     assert report.context.kills == 3 and report.context.node_starts == 4
     assert report.instances_created > 0
     assert report.context.pods_deleted > 0 and report.context.pods_force_deleted > 0
-    injected = report.context.vast_errors
-    assert injected.get("429", 0) > 0, injected
-    assert sum(n for status, n in injected.items() if status.startswith("5")) > 0, injected
+    faults = report.context.faults_seen
+    assert faults["429"] > 0 and faults["5xx"] > 0, report.context.vast_errors
 
-    known = [p for p in report.evidence.not_converged if p.endswith(KNOWN_BUG)]
+    known = [p for p in report.evidence.not_converged if KNOWN_BUG.search(p)]
     unexplained = dict(
         report.invariants, pods_not_converged=report.invariants["pods_not_converged"] - len(known)
     )
     assert unexplained == dict.fromkeys(unexplained, 0), evidence
     if known:
-        pytest.xfail(f"known product bug, {KNOWN_BUG}: {known}; {evidence}")
+        pytest.xfail(f"known product bug (offline host after a restart): {known}; {evidence}")
     assert result.returncode == 0 and report.passed, evidence
     shutil.rmtree(run_dir)

@@ -60,6 +60,7 @@ class _ContainerStatus(msgspec.Struct):
 
 class _Status(msgspec.Struct, rename="camel"):
     phase: str | None = None
+    message: str | None = None
     container_statuses: list[_ContainerStatus] = []
 
 
@@ -190,4 +191,5 @@ def _unconverged(pod: PodObject, has_instance: bool) -> str | None:
         return None if has_instance else "Running without an instance"
     if phase == "Pending" and reason in LEGIT_WAITING:
         return None
-    return f"{phase} ({reason or 'no reason'})"
+    detail = "; ".join(filter(None, (reason or "no reason", pod.status.message)))
+    return f"{phase} ({detail})"

@@ -69,10 +69,6 @@ class NodeProcess:
         """The current incarnation's log (JSON lines, stdout and stderr together)."""
         return self._run_dir / f"node-{self.incarnations - 1}.log"
 
-    @property
-    def alive(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
     def start(self) -> None:
         self.incarnations += 1
         command = [sys.executable, "-m", "vk_trio", "run", *self._flags]

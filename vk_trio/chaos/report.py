@@ -11,6 +11,9 @@ import msgspec
 
 from vk_trio.chaos.audit import Findings
 
+OFFER_CREATE = "PUT /api/v0/asks/{id}/"
+"""Where a taken offer answers 404 (``no_such_ask``)."""
+
 LABELS = {
     "instances_leaked": "instances leaked",
     "pods_double_bought": "pods with two instances alive at once",
@@ -40,7 +43,12 @@ class Context(msgspec.Struct, kw_only=True):
     fault_rates: dict[str, float]
     vast_calls: int
     vast_errors: dict[str, int]
-    """Answers by status (``"429"``, ``"502"``, ``"404"``…), injected and real."""
+    """Error answers by endpoint and status (``"PUT /api/v0/asks/{id}/ 404"``), as counted by
+    the simulator."""
+    faults_seen: dict[str, int]
+    """Request-level faults the node met: ``429``, ``5xx`` (lost create answers included)
+    and ``offer_taken``; instance-level ones show in ``node_events`` (BootTimeout,
+    StartFailed, BackOff)."""
     node_events: dict[str, int]
     """Events the node recorded on the soak's pods, by reason (counts aggregated)."""
     run_dir: str
@@ -66,15 +74,24 @@ def make_report(findings: Findings, context: Context) -> Report:
     )
 
 
-def vast_numbers(stats: dict[str, int]) -> tuple[int, dict[str, int]]:
-    """Total calls and errors by status from ``/_sim/stats`` (``"PUT /x 429"`` keys)."""
+def vast_numbers(stats: dict[str, int]) -> tuple[int, dict[str, int], dict[str, int]]:
+    """Total calls, error answers and the faults among them, from ``/_sim/stats``.
+
+    Stats count each call under ``"METHOD /path"`` and each error answer again under
+    ``"METHOD /path STATUS"``.
+    """
     calls = sum(n for key, n in stats.items() if not key.rsplit(" ", 1)[-1].isdigit())
-    errors: dict[str, int] = {}
-    for key, n in stats.items():
-        status = key.rsplit(" ", 1)[-1]
-        if status.isdigit():
-            errors[status] = errors.get(status, 0) + n
-    return calls, dict(sorted(errors.items()))
+    errors = {key: n for key, n in sorted(stats.items()) if key.rsplit(" ", 1)[-1].isdigit()}
+    faults = {"429": 0, "5xx": 0, "offer_taken": 0}
+    for key, n in errors.items():
+        endpoint, status = key.rsplit(" ", 1)
+        if status == "429":
+            faults["429"] += n
+        elif status.startswith("5"):
+            faults["5xx"] += n
+        elif (endpoint, status) == (OFFER_CREATE, "404"):
+            faults["offer_taken"] += n
+    return calls, errors, faults
 
 
 def render(report: Report) -> str:
@@ -97,7 +114,7 @@ def render(report: Report) -> str:
         _row("kill times (s)", ", ".join(f"{t:.1f}" for t in c.kill_times) or "-"),
         _row("settled after", f"{settled} (bound {c.settle_bound:.0f} s)"),
         _row("Vast calls", c.vast_calls),
-        _row("Vast error answers", _pairs(c.vast_errors)),
+        _row("faults met (requests)", _pairs(c.faults_seen)),
         _row("fault rates", _pairs({k: v for k, v in c.fault_rates.items() if v})),
         _row("node events", _pairs(c.node_events)),
         _row("run directory", c.run_dir),

@@ -106,25 +106,9 @@ async def _soak(
     except* ChildFailed as failed:
         raise _first(failed) from None
     (await vast.post("/_sim/faults", content=msgspec.json.encode(Faults()))).raise_for_status()
-    if not node.alive:
-        node.start()
-
-    settling = trio.current_time()
-    settled_after: float | None = None
-    while True:
-        node.check()
-        findings = await _audit(vast, kube, workload)
-        elapsed = trio.current_time() - settling
-        if findings.settled:
-            settled_after = elapsed
-            break
-        if elapsed > plan.settle:
-            break
-        _progress(elapsed, findings)
-        await trio.sleep(SETTLE_POLL)
-
+    findings, settled_after = await _settle(plan, node, vast, kube, workload)
     stats = msgspec.json.decode((await vast.get("/_sim/stats")).content, type=dict[str, int])
-    calls, errors = vast_numbers(stats)
+    calls, errors, faults = vast_numbers(stats)
     context = Context(
         pods=plan.pods,
         duration=plan.duration,
@@ -140,11 +124,36 @@ async def _soak(
         fault_rates=msgspec.structs.asdict(plan.faults),
         vast_calls=calls,
         vast_errors=errors,
+        faults_seen=faults,
         node_events=await _event_reasons(kube),
         run_dir=str(run_dir),
     )
     await _keep_evidence(run_dir, vast, kube)
     return make_report(findings, context)
+
+
+async def _settle(
+    plan: Plan,
+    node: NodeProcess,
+    vast: httpx.AsyncClient,
+    kube: httpx.AsyncClient,
+    workload: Workload,
+) -> tuple[Findings, float | None]:
+    """Audit every second until what time can fix is fixed, or ``plan.settle`` has passed.
+
+    Returns the last findings and the seconds it took (None when the bound was reached).
+    """
+    settling = trio.current_time()
+    while True:
+        node.check()
+        findings = await _audit(vast, kube, workload)
+        elapsed = trio.current_time() - settling
+        if findings.settled:
+            return findings, elapsed
+        if elapsed > plan.settle:
+            return findings, None
+        _progress(elapsed, findings)
+        await trio.sleep(SETTLE_POLL)
 
 
 async def _kill_at_random(plan: Plan, node: NodeProcess, kill_times: list[float]) -> None:
