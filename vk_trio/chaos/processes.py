@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import trio
 
 STARTUP_SECONDS = 60.0
@@ -57,7 +59,10 @@ class NodeProcess:
 
     def __init__(self, run_dir: Path, *, env: dict[str, str], flags: list[str]) -> None:
         self._run_dir = run_dir
-        self._env = {**os.environ, **env}
+        port = _free_port()
+        self.health_url = f"http://127.0.0.1:{port}"
+        """The same port for every incarnation, so readiness can be asked at any time."""
+        self._env = {**os.environ, **env, "HEALTH_PORT": str(port)}
         self._flags = flags
         self._process: Popen | None = None
         self.incarnations = 0
@@ -83,6 +88,20 @@ class NodeProcess:
         await trio.to_thread.run_sync(process.wait)
         self.kills += 1
 
+    async def wait_ready(self) -> None:
+        """Return once ``/readyz`` answers 200: the node is registered, its pod watch has
+        listed every pod and Vast answers. Until then, pod statuses are the last incarnation's
+        and prove nothing about this one."""
+        async with httpx.AsyncClient(base_url=self.health_url, timeout=2.0) as probe:
+            while True:
+                self.check()
+                try:
+                    if (await probe.get("/readyz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass  # not listening yet
+                await trio.sleep(0.2)
+
     def check(self) -> None:
         """Raise ``ChildFailed`` if the node exited without being killed (a crash, bad flags)."""
         if self._process is not None and self._process.poll() is not None:
@@ -101,6 +120,13 @@ class NodeProcess:
         if self._process is None:
             raise RuntimeError("the node is not running")
         return self._process
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def stop(process: Popen) -> None:

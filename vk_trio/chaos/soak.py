@@ -29,6 +29,8 @@ NODE = "vk-chaos-node"
 API_KEY = "chaos-soak-key-0123456789"
 SETTLE_POLL = 1.0
 """Seconds between audits while settling."""
+STABLE_AUDITS = 3
+"""Settled audits in a row (a few of the node's sweeps at ``--poll-slow=1``) that end it."""
 PROGRESS_EVERY = 5
 """Seconds between progress lines while settling."""
 
@@ -67,7 +69,6 @@ async def soak(plan: Plan, run_dir: Path) -> Report:
             "VAST_API_KEY": API_KEY,
             "VAST_API_URL": vast_url,
             "KUBECONFIG": str(kubeconfig),
-            "HEALTH_PORT": "0",
             "LOG_LEVEL": "INFO",
         }
         node = NodeProcess(run_dir, env=env, flags=node_flags(plan))
@@ -141,14 +142,21 @@ async def _settle(
 ) -> tuple[Findings, float | None]:
     """Audit every second until what time can fix is fixed, or ``plan.settle`` has passed.
 
+    Audits count only once the node (just restarted, perhaps) is ready, and the fix must
+    hold for ``STABLE_AUDITS`` audits in a row: a pod status written by the previous
+    incarnation may look fine until this one has swept the instances.
     Returns the last findings and the seconds it took (None when the bound was reached).
     """
     settling = trio.current_time()
+    with trio.move_on_after(plan.settle):
+        await node.wait_ready()
+    stable = 0
     while True:
         node.check()
         findings = await _audit(vast, kube, workload)
         elapsed = trio.current_time() - settling
-        if findings.settled:
+        stable = stable + 1 if findings.settled else 0
+        if stable == STABLE_AUDITS:
             return findings, elapsed
         if elapsed > plan.settle:
             return findings, None
