@@ -8,7 +8,6 @@ feed synthetic ledgers with known violations, so a green soak means something.
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import sys
@@ -185,29 +184,6 @@ SOAK = [
 ]
 
 
-KNOWN_BUG = re.compile(r"Pending \(SearchingOffers; instance \d+ offline\)")
-"""A product bug this soak found, reported and not fixed yet: a pod killed while its instance
-booted, whose host then went offline before the node came back, shows its container waiting
-``SearchingOffers`` ("looking for a matching GPU offer") while it holds that instance, for up
-to ``OFFLINE_GRACE`` (``pods/supervisor.py``: ``run()`` restores only a *running* state from
-the pod, and ``_observe``'s offline branch keeps ``PodView``'s default one). The Running
-variant was fixed in 61cd379 and fails this test if it comes back. A run that hits the bug is
-xfailed with its evidence; any other violation fails. Delete this once the bug is fixed.
-Reproduce: ``python -m vk_trio.chaos --pods 3 --duration 6 --kills 1 --boot-seconds 6
---max-downtime 30 --churn 0.001 --host-offline 1`` with every other fault at 0."""
-
-
-def test_the_known_bug_is_recognised_by_its_status_alone() -> None:
-    pods = [
-        pod("a", "Pending", waiting="SearchingOffers", message="instance 30993206 offline"),
-        pod("b", "Pending", waiting="SearchingOffers"),  # really searching: not the bug
-        pod("c", "Running", waiting="SearchingOffers", message="instance 30993205 offline"),
-    ]
-    ledger = [row(1, "a", 0.0), row(3, "c", 0.0)]
-    unconverged = audit(ledger, pods, CAPS, node=NODE).not_converged
-    assert [bool(KNOWN_BUG.search(p)) for p in unconverged] == [True, False, False]
-
-
 def test_the_short_soak_holds_every_invariant() -> None:
     # Not tmp_path: pytest prunes old temporary directories, and a failed soak's logs and
     # ledger are the evidence the product's owner needs. A passing run's are removed.
@@ -230,12 +206,6 @@ def test_the_short_soak_holds_every_invariant() -> None:
     faults = report.context.faults_seen
     assert faults["429"] > 0 and faults["5xx"] > 0, report.context.vast_errors
 
-    known = [p for p in report.evidence.not_converged if KNOWN_BUG.search(p)]
-    unexplained = dict(
-        report.invariants, pods_not_converged=report.invariants["pods_not_converged"] - len(known)
-    )
-    assert unexplained == dict.fromkeys(unexplained, 0), evidence
-    if known:
-        pytest.xfail(f"known product bug (booted offline across a restart): {known}; {evidence}")
+    assert report.invariants == dict.fromkeys(report.invariants, 0), evidence
     assert result.returncode == 0 and report.passed, evidence
     shutil.rmtree(run_dir)

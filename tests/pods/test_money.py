@@ -223,6 +223,45 @@ async def test_a_restart_while_the_host_is_offline_keeps_the_pod_running_with_it
     assert len(bought_for(vast_sim, pod)) == 1
 
 
+async def test_a_restart_mid_boot_keeps_provisioning_and_the_startup_clock(
+    nursery: trio.Nursery,
+    vast_sim: VastSim,
+    cluster: Cluster,  # noqa: F811
+) -> None:
+    """Killed while the instance boots; meanwhile one host goes offline, another stays stuck.
+    The new process shows both as provisioning (found by the chaos soak: it said
+    "SearchingOffers"), and times the stuck boot from the instance's creation, not from the
+    restart, so restarts cannot keep a stuck instance billing forever."""
+    settings = settings_for(vast_sim.url, cluster.kubeconfig)
+    vast_sim.set_faults(stuck_loading=1.0)
+    timeouts = {"dark": "10m", "stuck": "5s"}
+    with trio.CancelScope() as first_run:
+        async with trio.open_nursery() as inner:
+            await inner.start(serve_node, settings)
+            for name, timeout in timeouts.items():
+                annotations = {"vast.ai/startup-timeout": timeout}
+                await cluster.create(gpu_pod(name, cluster.namespace, annotations=annotations))
+                await wait_pod(cluster, name, lambda p: waiting_reason(p) == "Provisioning")
+            first_run.cancel()
+    vast_sim.set_faults(stuck_loading=0.0)
+    dark = await cluster.get("pods", cluster.namespace, "dark")
+    assert dark is not None
+    [entry] = bought_for(vast_sim, dark)
+    vast_sim.set_offline(entry["id"])
+    await trio.sleep(5.5)  # the stuck one is now past its startup timeout
+
+    restarted = trio.current_time()
+    second: NodeRuntime = await nursery.start(serve_node, settings)
+    stuck = await cluster.get("pods", cluster.namespace, "stuck")
+    assert stuck is not None
+    await wait_event(cluster, stuck, "BootTimeout")
+    assert trio.current_time() - restarted < 3.0  # not a fresh 5 s after adoption
+    await second.poller.fresh()
+    dark = await wait_pod(cluster, "dark", lambda p: waiting_reason(p) == "Provisioning")
+    message = dark["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+    assert "offline" in message
+
+
 # -- invariant 4: bounded spend ----------------------------------------------------------------
 
 

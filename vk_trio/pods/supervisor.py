@@ -27,6 +27,7 @@ The lifecycle, one instance per turn of the loop::
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field, replace
 
 import msgspec
@@ -688,6 +689,8 @@ class _PodLifecycle:
                 if seen or now - bought_at > VISIBILITY_GRACE:
                     return Terminated(137, "InstanceLost", f"instance {instance_id} disappeared")
             else:
+                if not seen:  # adopted after a restart: its startup began when it was created
+                    bought_at = min(bought_at, now - _age(instance))
                 seen = True
                 ended = await self._observe(instance, now - bought_at > startup, offline_since)
                 if ended is not None:
@@ -746,7 +749,15 @@ class _PodLifecycle:
         # stopped, frozen, offline, unknown: not serving; replaced if it lasts
         if offline_since is not None and trio.current_time() - offline_since > OFFLINE_GRACE:
             return Terminated(137, "HostOffline", f"instance {instance.id} {status} too long")
-        await self.show(replace(self.view, ready=False, message=f"instance {instance.id} {status}"))
+        note = f"instance {instance.id} {status}"
+        if isinstance(self.view.state, Running):
+            await self.show(replace(self.view, ready=False, message=note))
+        elif late:  # it never ran, and its startup time is up whatever the reason
+            return _MachineFailed(
+                "BootTimeout", f"{note}, never running within its startup timeout; trying another"
+            )
+        else:  # never ran yet (e.g. adopted mid-boot after a restart): still provisioning
+            await self.show(self.view.waiting("Provisioning", f"{note}; waiting for its host"))
         return None
 
     async def _running(self, instance: Instance) -> None:
@@ -776,6 +787,13 @@ class _PodLifecycle:
             f"instance {instance.id} running at {address}: {where}",
             log_as="Instance ready",
         )
+
+
+def _age(instance: Instance) -> float:
+    """Seconds since Vast created ``instance`` (0 when it does not say, or the clocks differ)."""
+    if not instance.start_date:
+        return 0.0
+    return max(0.0, time.time() - instance.start_date)
 
 
 def _exit_code(message: str) -> int:
