@@ -17,7 +17,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from vk_trio.chaos.audit import LedgerRow, PodObject, audit
+from vk_trio.chaos.audit import LedgerRow, PodObject, audit, exposed
 from vk_trio.chaos.plan import node_flags, parse_args
 from vk_trio.chaos.report import Report, vast_numbers
 
@@ -120,6 +120,7 @@ def test_the_audit_counts_every_kind_of_violation() -> None:
         "pods_stuck_terminating": 1,
         "pods_never_reconciled": 1,
         "pods_not_converged": 2,
+        "secrets_exposed": 0,  # scanned at the end of a soak, from its outputs (see below)
     }
     assert findings.leaked == [3, 5, 6]
     assert findings.double_bought == ["a"]
@@ -209,3 +210,13 @@ def test_the_short_soak_holds_every_invariant() -> None:
     assert report.invariants == dict.fromkeys(report.invariants, 0), evidence
     assert result.returncode == 0 and report.passed, evidence
     shutil.rmtree(run_dir)
+
+
+def test_a_secret_in_any_output_is_found() -> None:
+    texts = {
+        "node-0.log": '{"message": "buy_instance", "env": "***"}',
+        "node-1.log": '{"message": "create failed: Bearer key-123456"}',
+        "events.json": "HF_TOKEN=hf_value_1",
+        "pods.json": "{}",
+    }
+    assert exposed(["key-123456", "hf_value_1", ""], texts) == ["events.json", "node-1.log"]

@@ -16,7 +16,9 @@ The invariants, each a count that must be 0:
 - ``pods_stuck_terminating``: still in the API with a ``deletionTimestamp``;
 - ``pods_never_reconciled``: live pods the node never wrote a container status for;
 - ``pods_not_converged``: live pods neither Running on an instance, finished, nor waiting for
-  a reason that lasts without faults (no offer under the cap).
+  a reason that lasts without faults (no offer under the cap);
+- ``secrets_exposed``: places (a node log, the Events, the pods) where the Vast API key or a
+  Secret-sourced env value appears; they belong on the instance and nowhere else.
 """
 
 from __future__ import annotations
@@ -104,6 +106,8 @@ class Findings(msgspec.Struct, kw_only=True):
     """Pod names."""
     not_converged: list[str]
     """``"name: why"``."""
+    secrets_exposed: list[str] = []
+    """Names of the texts a secret appeared in (filled in once, at the end: see ``exposed``)."""
 
     def invariants(self) -> dict[str, int]:
         """Each invariant's count; every one must be 0."""
@@ -114,6 +118,7 @@ class Findings(msgspec.Struct, kw_only=True):
             "pods_stuck_terminating": len(self.stuck_terminating),
             "pods_never_reconciled": len(self.never_reconciled),
             "pods_not_converged": len(self.not_converged),
+            "secrets_exposed": len(self.secrets_exposed),
         }
 
     @property
@@ -193,3 +198,9 @@ def _unconverged(pod: PodObject, has_instance: bool) -> str | None:
         return None
     detail = "; ".join(filter(None, (reason or "no reason", pod.status.message)))
     return f"{phase} ({detail})"
+
+
+def exposed(secrets: Iterable[str], texts: Mapping[str, str]) -> list[str]:
+    """The names of ``texts`` (name → content) in which any of ``secrets`` appears."""
+    wanted = [secret for secret in secrets if secret]
+    return sorted(name for name, text in texts.items() if any(s in text for s in wanted))

@@ -21,6 +21,7 @@ LABELS = {
     "pods_stuck_terminating": "pods stuck Terminating",
     "pods_never_reconciled": "pods never reconciled",
     "pods_not_converged": "pods not converged",
+    "secrets_exposed": "outputs showing a secret",
 }
 
 

@@ -17,12 +17,12 @@ import httpx
 import msgspec
 import trio
 
-from vk_trio.chaos.audit import Findings, LedgerRow, PodObject, audit
+from vk_trio.chaos.audit import Findings, LedgerRow, PodObject, audit, exposed
 from vk_trio.chaos.market import write_market
 from vk_trio.chaos.plan import Plan, node_flags
 from vk_trio.chaos.processes import ChildFailed, NodeProcess, Popen, start_simulator, stop
 from vk_trio.chaos.report import Context, Report, make_report, vast_numbers
-from vk_trio.chaos.workload import NAMESPACE, PODS, Workload
+from vk_trio.chaos.workload import NAMESPACE, PODS, SECRET_VALUE, Workload
 from vk_trio.sim.vast import Faults
 
 NODE = "vk-chaos-node"
@@ -130,6 +130,9 @@ async def _soak(
         run_dir=str(run_dir),
     )
     await _keep_evidence(run_dir, vast, kube)
+    findings = msgspec.structs.replace(
+        findings, secrets_exposed=exposed([API_KEY, SECRET_VALUE], _outputs(run_dir))
+    )
     return make_report(findings, context)
 
 
@@ -210,6 +213,12 @@ async def _event_reasons(kube: httpx.AsyncClient) -> dict[str, int]:
     for event in msgspec.json.decode(answer.content, type=_EventList).items:
         reasons[event.reason] = reasons.get(event.reason, 0) + event.count
     return dict(sorted(reasons.items()))
+
+
+def _outputs(run_dir: Path) -> dict[str, str]:
+    """Everything the node wrote or made others show: its logs, the Events, the pods."""
+    names = ["events.json", "pods.json", *(p.name for p in sorted(run_dir.glob("node-*.log")))]
+    return {name: (run_dir / name).read_text(errors="replace") for name in names}
 
 
 async def _keep_evidence(run_dir: Path, vast: httpx.AsyncClient, kube: httpx.AsyncClient) -> None:

@@ -11,6 +11,7 @@ audit needs it.
 
 from __future__ import annotations
 
+import base64
 import random
 from typing import Any
 
@@ -30,6 +31,10 @@ INTERRUPTIBLE = 0.1
 """Fraction of pods that bid (``vast.ai/interruptible``): their cap covers bid plus storage."""
 RAMP_SECONDS = 10.0
 """The first N pods are created over this long (at most a quarter of the soak)."""
+SECRET_NAME = "chaos-token"
+SECRET_VALUE = "hf_chaos-S3CRET-value-7f3a"
+"""Every pod reads it into its env (``secretKeyRef``): it must reach the instance and nothing
+else; the audit scans the node's logs, the Events and the pods for it."""
 
 
 class PodRecord(msgspec.Struct, kw_only=True):
@@ -71,6 +76,12 @@ def gpu_pod(
                     "image": "nginx:1.27",
                     "ports": [{"containerPort": 8000}],
                     "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                    "env": [
+                        {
+                            "name": "HF_TOKEN",
+                            "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": "token"}},
+                        }
+                    ],
                 }
             ],
         },
@@ -99,9 +110,16 @@ class Workload:
         self.forced = 0
 
     async def prepare(self) -> None:
-        """Create the namespace the pods live in."""
+        """Create the namespace the pods live in, and the Secret they read."""
         body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
         await _send(self._kube, "POST", "/api/v1/namespaces", body)
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": SECRET_NAME, "namespace": NAMESPACE},
+            "data": {"token": base64.b64encode(SECRET_VALUE.encode()).decode()},
+        }
+        await _send(self._kube, "POST", f"/api/v1/namespaces/{NAMESPACE}/secrets", secret)
 
     async def run(self) -> None:
         """Ramp up to ``plan.pods`` pods, then replace pods at random until cancelled."""
