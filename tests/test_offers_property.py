@@ -1,7 +1,8 @@
 """Properties of ``vk_trio.offers.select`` over random markets and random requirements.
 
 Soundness: the offer that would be bought satisfies every constraint, checked here field by
-field, independently of ``violations()``, and never costs more than ``price-max``.
+field, independently of ``violations()``, and never bills more than ``price-max`` (a bid pays
+its bid plus storage; an offer without a valid price is never bought).
 Completeness: if any offer satisfies every constraint, something is ranked.
 """
 
@@ -28,7 +29,7 @@ def fits(offer: Offer, req: Requirements) -> bool:
         and (not req.gpu_names or offer.gpu_name in req.gpu_names)
         and offer.num_gpus == req.num_gpus
         and (req.price_max is None or price <= req.price_max + 1e-9)
-        and (not req.interruptible or price > 0)
+        and (offer.min_bid > 0 if req.interruptible else price > 0)
         and (req.countries is None or country in req.countries)
         and (req.min_gpu_ram_mb is None or offer.gpu_ram >= req.min_gpu_ram_mb)
         and offer.disk_space >= req.disk_gb
@@ -39,7 +40,10 @@ def fits(offer: Offer, req: Requirements) -> bool:
 
 
 def paid_per_hour(offer: Offer, req: Requirements) -> float:
-    return offer.min_bid if req.interruptible else offer.dph_total
+    """What Vast bills: a bid instance pays its bid plus the offer's storage share."""
+    if req.interruptible:
+        return offer.min_bid + max(0.0, offer.dph_total - offer.dph_base)
+    return offer.dph_total
 
 
 prices = st.floats(min_value=0.0, max_value=5.0, allow_nan=False)
@@ -52,6 +56,7 @@ offers = st.builds(
     gpu_ram=st.sampled_from([8192.0, 12288.0, 24576.0, 81920.0]),
     disk_space=st.floats(min_value=0.0, max_value=2000.0, allow_nan=False),
     dph_total=prices,
+    dph_base=prices,
     min_bid=prices,
     reliability=st.floats(min_value=0.0, max_value=1.0, allow_nan=False),
     geolocation=st.one_of(st.none(), st.sampled_from([f"Somewhere, {cc}" for cc in COUNTRIES])),
@@ -97,11 +102,9 @@ def test_selection_is_sound_and_complete(market: list[Offer], req: Requirements)
     if any(fits(offer, req) for offer in market):
         assert selection.ranked
         best = selection.ranked[0]
-        paid = bid_price(best, req) if req.interruptible else best.dph_total
-        assert paid == paid_per_hour(best, req)
-        assert paid is not None
+        assert bid_price(best, req) == (best.min_bid if req.interruptible else None)
         if req.price_max is not None:
-            assert paid <= req.price_max + 1e-9
+            assert paid_per_hour(best, req) <= req.price_max + 1e-9
     else:
         assert selection.ranked == []
         assert selection.most_restrictive is not None or not market
