@@ -136,6 +136,26 @@ async def test_a_second_instance_for_one_pod_is_destroyed_on_sight(
     pod = await wait_pod(cluster, "twice", lambda p: phase(p) == "Running")
 
 
+async def test_a_lost_create_is_looked_up_until_the_list_answers_not_bought_again(
+    nursery: trio.Nursery,
+    vast_sim: VastSim,
+    cluster: Cluster,  # noqa: F811
+) -> None:
+    """The create's answer is lost, and Vast then fails every call for a while: the pod must
+    wait for a list that answers, not search and buy anew."""
+    settings = settings_for(vast_sim.url, cluster.kubeconfig, vast_attempts=1)
+    await nursery.start(serve_node, settings)
+    vast_sim.set_faults(lose_create_response=1.0)
+    await cluster.create(gpu_pod("unlucky", cluster.namespace))
+    with trio.fail_after(15):
+        await vast_sim.wait_until(lambda s: s.created >= 1)
+    vast_sim.set_faults(lose_create_response=0.0, rate_5xx=1.0)  # the lookup's lists fail
+    await trio.sleep(2.0)
+    vast_sim.set_faults(rate_5xx=0.0)
+    pod = await wait_pod(cluster, "unlucky", lambda p: phase(p) == "Running", within=30)
+    assert len(bought_for(vast_sim, pod)) == 1
+
+
 # -- invariant 2: no leak, and never on a partial view -----------------------------------------
 
 
