@@ -10,7 +10,7 @@ import httpx
 import trio
 
 from tests.pods.cluster import SimCluster
-from tests.pods.test_node import (
+from tests.pods.e2e import (
     bought_for,
     gpu_pod,
     phase,

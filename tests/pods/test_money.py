@@ -8,20 +8,17 @@ ledger of every instance ever created).
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 import trio
 
 from tests.pods.cluster import Cluster
-from tests.pods.test_node import (
+from tests.pods.e2e import (
     H100_OFFER,
     NODE,
+    Obj,
     bought_for,
-    cluster,  # noqa: F401  (a fixture)
     delete_and_wait_gone,
     gpu_pod,
-    node,  # noqa: F401  (a fixture)
     phase,
     settings_for,
     wait_event,
@@ -37,7 +34,6 @@ from vk_trio.pods.reaper import run_reaper
 from vk_trio.sim.vast import VastSim
 from vk_trio.vast import VastClient
 
-Obj = dict[str, Any]
 ONLY_3090 = {"vast.ai/gpu-type": "RTX 3090", "vast.ai/gpu-fallbacks": ""}
 
 
@@ -79,9 +75,9 @@ async def readyz_becomes(probes: httpx.AsyncClient, status: int) -> str:
 
 
 async def test_the_buy_intent_is_on_the_pod_before_the_create_is_sent(
-    node: NodeRuntime,  # noqa: F811
+    node: NodeRuntime,
     vast_sim: VastSim,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
     vast_sim.set_faults(latency=1.0)  # every answer takes a second: the create is in flight
     await cluster.create(gpu_pod("intent", cluster.namespace))
@@ -98,7 +94,7 @@ async def test_the_buy_intent_is_on_the_pod_before_the_create_is_sent(
 async def test_a_buy_interrupted_by_a_crash_is_found_not_repeated(
     nursery: trio.Nursery,
     vast_sim: VastSim,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
     """The previous process sent a create and died; Vast lists the instance only later."""
     pod = gpu_pod("crashed", cluster.namespace)
@@ -121,9 +117,9 @@ async def test_a_buy_interrupted_by_a_crash_is_found_not_repeated(
 
 
 async def test_a_second_instance_for_one_pod_is_destroyed_on_sight(
-    node: NodeRuntime,  # noqa: F811
+    node: NodeRuntime,
     vast_sim: VastSim,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
     """A lost create answer that is listed only after the pod bought again: keep one."""
     await cluster.create(gpu_pod("twice", cluster.namespace))
@@ -139,7 +135,7 @@ async def test_a_second_instance_for_one_pod_is_destroyed_on_sight(
 async def test_a_lost_create_is_looked_up_until_the_list_answers_not_bought_again(
     nursery: trio.Nursery,
     vast_sim: VastSim,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
     """The create's answer is lost, and Vast then fails every call for a while: the pod must
     wait for a list that answers, not search and buy anew."""
@@ -161,7 +157,7 @@ async def test_a_lost_create_is_looked_up_until_the_list_answers_not_bought_agai
 
 async def test_the_reaper_spares_a_pod_its_watch_missed_and_needs_the_api_to_destroy(
     vast_sim: VastSim,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
     """The reaper sees an instance whose pod its (stale) view lacks: it asks the API first."""
     alive = await cluster.create(gpu_pod("unseen", cluster.namespace))
@@ -213,7 +209,7 @@ async def test_the_reaper_spares_a_pod_its_watch_missed_and_needs_the_api_to_des
 async def test_a_restart_while_the_host_is_offline_keeps_the_pod_running_with_its_ip(
     nursery: trio.Nursery,
     vast_sim: VastSim,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
     """Found by the chaos soak: the new process showed "SearchingOffers" and no IP for a pod
     that still held its (offline) instance."""
@@ -246,7 +242,7 @@ async def test_a_restart_while_the_host_is_offline_keeps_the_pod_running_with_it
 async def test_a_restart_mid_boot_keeps_provisioning_and_the_startup_clock(
     nursery: trio.Nursery,
     vast_sim: VastSim,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
     """Killed while the instance boots; meanwhile one host goes offline, another stays stuck.
     The new process shows both as provisioning (found by the chaos soak: it said
@@ -288,7 +284,7 @@ async def test_a_restart_mid_boot_keeps_provisioning_and_the_startup_clock(
 async def test_pods_beyond_the_instance_cap_wait_and_run_when_room_frees(
     nursery: trio.Nursery,
     vast_sim: VastSim,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
     await nursery.start(serve_node, settings_for(vast_sim.url, cluster.kubeconfig, max_instances=1))
     await cluster.create(gpu_pod("first", cluster.namespace))
@@ -307,7 +303,7 @@ async def test_pods_beyond_the_instance_cap_wait_and_run_when_room_frees(
 async def test_the_hourly_budget_holds_for_pods_buying_at_once(
     nursery: trio.Nursery,
     vast_sim: VastSim,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
     only_3090s(vast_sim, price=0.40, count=10)
     await nursery.start(
@@ -331,7 +327,7 @@ async def test_the_hourly_budget_holds_for_pods_buying_at_once(
 async def test_an_instance_billing_above_the_cap_is_destroyed_and_replaced(
     nursery: trio.Nursery,
     vast_sim: VastSim,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
     """An earlier process bought at $1.90/h; the pod's cap is $1.00/h: it must not keep it."""
     annotations = {"vast.ai/price-max": "1.00"}
@@ -349,9 +345,9 @@ async def test_an_instance_billing_above_the_cap_is_destroyed_and_replaced(
 
 
 async def test_a_boot_past_the_pods_startup_timeout_moves_to_another_machine(
-    node: NodeRuntime,  # noqa: F811
+    node: NodeRuntime,
     vast_sim: VastSim,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
     vast_sim.set_faults(stuck_loading=1.0)
     annotations = {"vast.ai/startup-timeout": "2s"}
@@ -367,9 +363,9 @@ async def test_a_boot_past_the_pods_startup_timeout_moves_to_another_machine(
 
 
 async def test_a_container_that_fails_to_start_tries_another_machine(
-    node: NodeRuntime,  # noqa: F811
+    node: NodeRuntime,
     vast_sim: VastSim,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
     vast_sim.set_faults(oci_failure=1.0)
     await cluster.create(gpu_pod("oci", cluster.namespace))
@@ -383,9 +379,9 @@ async def test_a_container_that_fails_to_start_tries_another_machine(
 
 
 async def test_an_image_that_fails_everywhere_ends_the_pod_after_three_machines(
-    node: NodeRuntime,  # noqa: F811
+    node: NodeRuntime,
     vast_sim: VastSim,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
     vast_sim.set_faults(oci_failure=1.0)
     await cluster.create(gpu_pod("broken", cluster.namespace, restart_policy="Never"))
@@ -402,7 +398,7 @@ async def test_an_image_that_fails_everywhere_ends_the_pod_after_three_machines(
 async def test_a_vast_outage_fails_nothing_destroys_nothing_and_shows_in_readyz(
     nursery: trio.Nursery,
     vast_sim: VastSim,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
     settings = settings_for(vast_sim.url, cluster.kubeconfig, vast_attempts=1)
     runtime: NodeRuntime = await nursery.start(serve_node, settings)
@@ -426,9 +422,9 @@ async def test_a_vast_outage_fails_nothing_destroys_nothing_and_shows_in_readyz(
 
 
 async def test_mirror_pods_are_refused_and_never_bought_for(
-    node: NodeRuntime,  # noqa: F811
+    node: NodeRuntime,
     vast_sim: VastSim,
-    cluster: Cluster,  # noqa: F811
+    cluster: Cluster,
 ) -> None:
     mirror = gpu_pod(
         "etcd-static", cluster.namespace, annotations={"kubernetes.io/config.mirror": "abc"}
