@@ -38,6 +38,8 @@ class Budget:
 
     def refusal(self, uid: str, price: float) -> str | None:
         """Why pod ``uid`` may not buy at ``price`` now, or None if it fits."""
+        if self._max_hourly is None and self._max_instances is None:
+            return None  # no cap: skip the sum, which costs a pass over every pod
         spend, count = self.usage(besides=uid)
         if self._max_instances is not None and count + 1 > self._max_instances:
             return f"node instance cap reached: {count} of {self._max_instances} in use"
