@@ -21,9 +21,14 @@ _MASK = "***"
 
 
 def redact(secret: str) -> None:
-    """Never print ``secret`` in a log line from now on (short strings are ignored)."""
-    if len(secret) >= 4:
+    """Never print ``secret`` in a log line from now on (short strings are ignored).
+
+    Registering a secret also installs the scrubbing patcher, so it holds for every sink,
+    including ones added without ``configure_logging`` (a library user's, a test's).
+    """
+    if len(secret) >= 4 and secret not in _secrets:
         _secrets.add(secret)
+        logger.configure(patcher=_patch)
 
 
 def scrub(text: str) -> str:
