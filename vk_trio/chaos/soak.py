@@ -131,7 +131,7 @@ async def _soak(
     )
     await _keep_evidence(run_dir, vast, kube)
     findings = msgspec.structs.replace(
-        findings, secrets_exposed=exposed([API_KEY, SECRET_VALUE], _outputs(run_dir))
+        findings, secrets_exposed=exposed([API_KEY, SECRET_VALUE], await _outputs(run_dir))
     )
     return make_report(findings, context)
 
@@ -215,10 +215,11 @@ async def _event_reasons(kube: httpx.AsyncClient) -> dict[str, int]:
     return dict(sorted(reasons.items()))
 
 
-def _outputs(run_dir: Path) -> dict[str, str]:
+async def _outputs(run_dir: Path) -> dict[str, str]:
     """Everything the node wrote or made others show: its logs, the Events, the pods."""
-    names = ["events.json", "pods.json", *(p.name for p in sorted(run_dir.glob("node-*.log")))]
-    return {name: (run_dir / name).read_text(errors="replace") for name in names}
+    folder = trio.Path(run_dir)
+    names = ["events.json", "pods.json", *(p.name for p in sorted(await folder.glob("node-*.log")))]
+    return {name: await (folder / name).read_text(errors="replace") for name in names}
 
 
 async def _keep_evidence(run_dir: Path, vast: httpx.AsyncClient, kube: httpx.AsyncClient) -> None:
@@ -230,4 +231,4 @@ async def _keep_evidence(run_dir: Path, vast: httpx.AsyncClient, kube: httpx.Asy
         "events.json": (kube, f"/api/v1/namespaces/{NAMESPACE}/events"),
     }
     for name, (client, path) in sources.items():
-        (run_dir / name).write_bytes((await client.get(path)).content)
+        await trio.Path(run_dir / name).write_bytes((await client.get(path)).content)

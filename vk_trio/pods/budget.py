@@ -50,12 +50,12 @@ class Budget:
             )
         return None
 
-    def hold(self, uid: str, price: float) -> bool:
-        """Take room for pod ``uid`` at ``price`` if it fits; True when taken."""
-        if self.refusal(uid, price) is not None:
-            return False
-        self._held[uid] = price
-        return True
+    def hold(self, uid: str, price: float) -> str | None:
+        """Take room for pod ``uid`` at ``price`` if it fits: None when taken, else why not."""
+        refusal = self.refusal(uid, price)
+        if refusal is None:
+            self._held[uid] = price
+        return refusal
 
     def release(self, uid: str) -> None:
         """Pod ``uid`` bought nothing, or its instances are destroyed: its room is free."""

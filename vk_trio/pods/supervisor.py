@@ -542,8 +542,9 @@ class _PodLifecycle:
             if not claims.available(offer.id):  # claimed while we tried another
                 continue
             price = offer_price(offer, requirements)
-            if not self.s.budget.hold(self.uid, price):  # a cheaper fallback may still fit
-                refusal = refusal or self.s.budget.refusal(self.uid, price)
+            refused = self.s.budget.hold(self.uid, price)
+            if refused is not None:  # a cheaper fallback may still fit
+                refusal = refusal or refused
                 continue
             tried += 1
             with claims.claim(offer.id):
