@@ -1,4 +1,4 @@
-"""The chaos soak (``python -m vk_trio.chaos``): the short run, and proof that it can fail.
+"""The chaos soak (``python -m tests.chaos``): the short run, and proof that it can fail.
 
 The soak test runs the real harness as a process (two simulators and the node as processes of
 their own, the node SIGKILLed three times) and checks its JSON: every invariant held, and the
@@ -17,9 +17,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from vk_trio.chaos.audit import LedgerRow, PodObject, audit, exposed
-from vk_trio.chaos.plan import node_flags, parse_args
-from vk_trio.chaos.report import Report, vast_numbers
+from tests.chaos.audit import LedgerRow, PodObject, audit, exposed
+from tests.chaos.plan import node_flags, parse_args
+from tests.chaos.report import Report, vast_numbers
 
 NODE = "n"
 
@@ -192,7 +192,7 @@ def test_the_short_soak_holds_every_invariant() -> None:
     report_path = run_dir / "soak.json"
     run = [*SOAK, "--run-dir", str(run_dir), "--json", str(report_path)]
     result = subprocess.run(
-        [sys.executable, "-m", "vk_trio.chaos", *run],
+        [sys.executable, "-m", "tests.chaos", *run],
         capture_output=True,
         text=True,
         timeout=150,

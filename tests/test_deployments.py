@@ -21,7 +21,9 @@ from tests.seed import SEED_ANNOTATIONS
 from vk_trio.app import serve_node
 from vk_trio.config import Settings
 from vk_trio.kube.node import NodeConfig
-from vk_trio.offers import parse_requirements
+from vk_trio.provider.requirements import (
+    parse_requirements,
+)
 from vk_trio.sim.kube import SERVER_VERSION, KubeSim
 from vk_trio.sim.vast import VastSim, VastSimConfig
 

@@ -13,7 +13,12 @@ import trio
 
 from tests.seed import SEED_ANNOTATIONS
 from vk_trio import dryrun
-from vk_trio.offers import build_query, parse_requirements
+from vk_trio.provider.requirements import (
+    parse_requirements,
+)
+from vk_trio.provider.selection import (
+    build_query,
+)
 from vk_trio.sim.vast import Faults, VastSim
 from vk_trio.vast import Pacer, RetryPolicy, VastClient
 

@@ -19,17 +19,19 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from vk_trio.kube.models import ConfigMap, Pod, Secret
-from vk_trio.offers import (
+from vk_trio.provider.requirements import (
     ANNOTATIONS,
     GPU_RESOURCE,
     MAX_STARTUP_TIMEOUT,
     AnnotationError,
     Requirements,
-    build_query,
-    explain_query,
     parse_requirements,
 )
-from vk_trio.pods.spec import (
+from vk_trio.provider.selection import (
+    build_query,
+    explain_query,
+)
+from vk_trio.provider.spec import (
     MissingReference,
     SpecError,
     chosen_container,

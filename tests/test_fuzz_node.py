@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import trio
 
-from tests.pods.cluster import SimCluster
-from tests.pods.e2e import (
+from tests.e2e.cluster import SimCluster
+from tests.e2e.e2e import (
     bought_for,
     gpu_pod,
     phase,

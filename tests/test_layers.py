@@ -1,10 +1,9 @@
 """The package's layers hold: what each part may import is checked, not hoped for.
 
-``vast`` and ``kube`` are clients that never import each other or the lifecycle; ``offers``
-is pure selection; ``pods`` (the lifecycle) never imports the app that wires it; the
-simulators are stand-ins that the product path never imports; ``chaos`` is a test harness
-(``python -m vk_trio.chaos``) that may use the product and the simulators, but nothing of
-the product, the commands or the simulators imports it.
+``vast`` and ``kube`` are clients that import neither each other, the kubelet half (``node``)
+nor the provider; ``node`` knows Kubernetes and its own ``Provider`` protocol, never Vast or
+the Vast provider; the simulators are stand-ins that nothing on the product path imports;
+the chaos soak lives in ``tests/`` and nothing in the package imports tests.
 """
 
 from __future__ import annotations
@@ -16,17 +15,20 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "vk_trio"
 
+PRODUCT_MUST_NOT_IMPORT = ("vk_trio.sim", "tests")
 FORBIDDEN = {
-    "vk_trio.vast": ("vk_trio.kube", "vk_trio.pods", "vk_trio.app", "vk_trio.sim"),
-    "vk_trio.kube": ("vk_trio.vast", "vk_trio.pods", "vk_trio.app", "vk_trio.sim"),
-    "vk_trio.offers": ("vk_trio.kube", "vk_trio.pods", "vk_trio.app", "vk_trio.sim"),
-    "vk_trio.pods": ("vk_trio.app", "vk_trio.demo", "vk_trio.cli", "vk_trio.sim", "vk_trio.chaos"),
-    "vk_trio.app": ("vk_trio.sim", "vk_trio.demo", "vk_trio.chaos"),
-    "vk_trio.sim": ("vk_trio.pods", "vk_trio.app", "vk_trio.kube", "vk_trio.chaos"),
-    "vk_trio.cli": ("vk_trio.chaos",),
-    "vk_trio.demo": ("vk_trio.chaos",),
-    "vk_trio.dryrun": ("vk_trio.chaos",),
+    "vk_trio.vast": ("vk_trio.kube", "vk_trio.node", "vk_trio.provider", "vk_trio.app"),
+    "vk_trio.kube": ("vk_trio.vast", "vk_trio.node", "vk_trio.provider", "vk_trio.app"),
+    "vk_trio.node": ("vk_trio.vast", "vk_trio.provider", "vk_trio.app"),
+    "vk_trio.provider": ("vk_trio.app", "vk_trio.demo", "vk_trio.cli"),
+    "vk_trio.app": (),
+    "vk_trio.sim": ("vk_trio.node", "vk_trio.provider", "vk_trio.app", "vk_trio.kube"),
+    "vk_trio.cli": (),
+    "vk_trio.dryrun": (),
+    "vk_trio": ("tests",),
 }
+"""Layer → what it must not import; every product layer also stays off ``sim`` and tests."""
+PRODUCT = ("vk_trio.vast", "vk_trio.kube", "vk_trio.node", "vk_trio.provider", "vk_trio.app")
 
 
 def module_name(path: Path) -> str:
@@ -52,5 +54,7 @@ def test_module_respects_its_layer(path: Path) -> None:
     name = module_name(path)
     for layer, forbidden in FORBIDDEN.items():
         if name == layer or name.startswith(layer + "."):
+            if layer in PRODUCT:
+                forbidden = (*forbidden, *PRODUCT_MUST_NOT_IMPORT)
             bad = {i for i in imports(path) for f in forbidden if i == f or i.startswith(f + ".")}
             assert not bad, f"{name} ({layer}) must not import {sorted(bad)}"

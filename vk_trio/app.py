@@ -29,16 +29,17 @@ from vk_trio.kube.api import KubeClient
 from vk_trio.kube.config import load_config
 from vk_trio.kube.events import EventRecorder
 from vk_trio.kube.lease import run_lease
+from vk_trio.kube.models import ConfigMap, Secret
 from vk_trio.kube.node import NodeConfig, NodeStatusReporter, run_node_status
-from vk_trio.kube.pods import get_pod
+from vk_trio.kube.pods import get_config_map, get_pod, get_secret
 from vk_trio.kube.watch import watch_pods
 from vk_trio.logs import configure_logging, redact
-from vk_trio.pods.budget import Budget
-from vk_trio.pods.dispatch import Dispatcher
-from vk_trio.pods.market import SharedSearches
-from vk_trio.pods.poller import InstancePoller
-from vk_trio.pods.reaper import run_reaper
-from vk_trio.pods.supervisor import NodeServices
+from vk_trio.node.dispatch import Dispatcher
+from vk_trio.node.supervisor import NodeServices
+from vk_trio.provider import VastProvider
+from vk_trio.provider.budget import Budget
+from vk_trio.provider.poller import InstancePoller
+from vk_trio.provider.reaper import run_reaper
 from vk_trio.vast import Pacer, RetryPolicy, VastAuthError, VastClient
 
 REGISTER_RETRY = 5.0
@@ -126,18 +127,22 @@ async def serve_node(
                 # Fail fast: nothing can work, and a crash-looping pod says so louder than
                 # a Running one that is never ready. A key revoked later only degrades.
                 raise poller.last_failure
-            services = NodeServices(
+            provider = VastProvider(
                 settings=settings,
                 vast=vast,
-                kube=kube,
                 poller=poller,
-                events=EventRecorder(kube, component="vk-trio", host=settings.node_name),
-                searches=SharedSearches(vast),
+                objects=KubeObjects(kube),
                 budget=Budget(
                     poller,
                     max_hourly=settings.max_hourly_spend,
                     max_instances=settings.max_instances,
                 ),
+            )
+            services = NodeServices(
+                settings=settings,
+                kube=kube,
+                events=EventRecorder(kube, component="vk-trio", host=settings.node_name),
+                provider=provider,
             )
             dispatcher = Dispatcher(services)
             health.watch_synced = lambda: dispatcher.synced
@@ -162,6 +167,19 @@ async def serve_node(
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(5):
                     await reporter.report(ready=False, message="vk-trio is shutting down")
+
+
+class KubeObjects:
+    """Secrets and ConfigMaps a pod references, read on demand (RBAC: get only, no informer)."""
+
+    def __init__(self, kube: KubeClient) -> None:
+        self._kube = kube
+
+    async def secret(self, namespace: str, name: str) -> Secret | None:
+        return await get_secret(self._kube, namespace, name)
+
+    async def config_map(self, namespace: str, name: str) -> ConfigMap | None:
+        return await get_config_map(self._kube, namespace, name)
 
 
 def _node_health(health: Health) -> tuple[bool, str]:

@@ -86,6 +86,34 @@ class Settings(msgspec.Struct, kw_only=True):
     backoff_cap: Annotated[
         float, Meta(description="longest wait between a pod's retries, in seconds")
     ] = 300.0
+    backoff_reset: Annotated[
+        float,
+        Meta(
+            description="seconds an instance must run for its exit not to count as a crash "
+            "loop (the crash backoff starts over; the kubelet's 10 minutes)"
+        ),
+    ] = 600.0
+    machine_failures: Annotated[
+        int,
+        Meta(
+            description="boots that may fail in a row, each on another machine, before the "
+            "container is blamed (StartError): a bad image fails on every host"
+        ),
+    ] = 3
+    visibility_grace: Annotated[
+        float,
+        Meta(
+            description="seconds a just-bought instance may be missing from Vast's list "
+            "before it counts as lost"
+        ),
+    ] = 90.0
+    offline_grace: Annotated[
+        float,
+        Meta(
+            description="seconds an instance may stay offline/stopped before it is replaced "
+            "(Vast hosts blip)"
+        ),
+    ] = 600.0
     reap_interval: Annotated[
         float,
         Meta(description="seconds between orphan sweeps; an orphan is destroyed on its second"),

@@ -1,7 +1,7 @@
 """``vk-trio offers``: which offers a pod's annotations would buy, and why the rest would not.
 
 A dry run answers "why is my pod Pending?" before the pod exists: it parses the annotations
-exactly as the node does (:mod:`vk_trio.offers`), searches once with the node's query and once
+exactly as the node does (``provider.selection``), searches once with the node's query and once
 with a broader one, and prints the offers that fit (best first, the first one is what the node
 would buy) and the others with the constraint that rules each out. It never buys anything.
 
@@ -32,19 +32,21 @@ import yaml
 from vk_trio.errors import VkError
 from vk_trio.kube.models import Pod
 from vk_trio.logs import configure_logging
-from vk_trio.offers import (
-    CONSTRAINTS,
+from vk_trio.provider.requirements import (
     GPU_RESOURCE,
     AnnotationError,
     Requirements,
+    parse_requirements,
+)
+from vk_trio.provider.selection import (
+    CONSTRAINTS,
     Selection,
     build_query,
     explain_query,
     offer_price,
-    parse_requirements,
     select,
 )
-from vk_trio.pods.spec import SpecError, chosen_container
+from vk_trio.provider.spec import SpecError, chosen_container
 from vk_trio.vast import Offer, Pacer, VastClient
 
 __all__ = ["add_arguments", "main"]

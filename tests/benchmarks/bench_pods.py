@@ -29,7 +29,7 @@ import httpx
 import trio
 from loguru import logger
 
-from tests.pods.e2e import H100_OFFER, gpu_pod, settings_for
+from tests.e2e.e2e import H100_OFFER, gpu_pod, settings_for
 from vk_trio.app import serve_node
 from vk_trio.kube.api import KubeClient
 from vk_trio.kube.config import load_config

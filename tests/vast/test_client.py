@@ -19,6 +19,7 @@ import trio
 from loguru import logger
 
 from vk_trio.errors import PermanentError, TemporaryError
+from vk_trio.retry import Backoff
 from vk_trio.vast import (
     CreatedInstance,
     CreateInstance,
@@ -38,8 +39,8 @@ from vk_trio.vast import (
 
 KEY = "vk-test-key-5f0c3a9e1b7d"
 BASE = "https://vast.test"
-NO_JITTER = RetryPolicy(jitter=0.0)
-ONE_TRY = RetryPolicy(attempts=1, jitter=0.0)
+NO_JITTER = RetryPolicy(backoff=Backoff(1.0, 30.0))
+ONE_TRY = RetryPolicy(attempts=1, backoff=Backoff(1.0, 30.0))
 REQUEST = CreateInstance(image="busybox", disk=10.0, label="vk-default-pod-1")
 
 Reply = httpx.Response | type[Exception]
@@ -246,49 +247,6 @@ async def test_a_malformed_list_page_is_an_error_not_zero_instances(page: Any) -
             await client.list_instances()
 
 
-async def test_show_without_the_instances_key_is_an_error_not_none() -> None:
-    async with client_for(Script(ok({}), ok({"success": False})), retry=ONE_TRY) as client:
-        with pytest.raises(VastUnavailable, match="instances"):
-            await client.show_instance(9)
-        with pytest.raises(VastUnavailable):
-            await client.show_instance(9)
-
-
-async def test_show_returns_the_instance_or_none() -> None:
-    script = Script(
-        ok({"instances": {"id": 9, "actual_status": "running", "status_msg": "ok"}}),
-        ok({"instances": None}),
-        ok({"success": False, "error": "no_such_instance"}, 404),
-    )
-    async with client_for(script) as client:
-        shown = await client.show_instance(9)
-        assert shown is not None
-        assert (shown.id, shown.actual_status) == (9, "running")
-        assert await client.show_instance(10) is None
-        assert await client.show_instance(11) is None
-    assert script.requests[0].url.path == "/api/v0/instances/9/"
-    assert script.requests[0].url.params["owner"] == "me"
-
-
-async def test_set_label_puts_the_label() -> None:
-    script = Script(
-        ok({"success": True}),
-        ok({"success": False, "error": "missing_billing", "msg": "You lack credit"}, 400),
-        ok({"success": False, "error": "no_such_instance", "msg": "Instance 3 not found."}, 404),
-    )
-    async with client_for(script) as client:
-        await client.set_label(3, "vk-new")
-        with pytest.raises(InsufficientCredit):
-            await client.set_label(3, "vk-new")
-        with pytest.raises(InstanceNotFound):
-            await client.set_label(3, "vk-new")
-    assert (script.requests[0].method, script.requests[0].url.path) == (
-        "PUT",
-        "/api/v0/instances/3/",
-    )
-    assert script.body(0) == {"label": "vk-new"}
-
-
 @pytest.mark.parametrize(
     "reply",
     [
@@ -318,7 +276,7 @@ async def test_destroy_without_success_true_is_not_done(reply: Any) -> None:
         with pytest.raises(VastUnavailable, match="without success:true"):
             await client.destroy_instance(5)
         with pytest.raises(VastUnavailable):
-            await client.set_label(5, "x")
+            await client.destroy_instance(5)
 
 
 async def test_destroy_refused_is_an_error() -> None:
@@ -360,7 +318,7 @@ async def test_calls_counts_requests_by_endpoint() -> None:
     script = Script(
         ok({"offers": []}), text("busy", 503), ok({"offers": []}), ok({"success": True})
     )
-    async with client_for(script, retry=RetryPolicy(base=0.0, jitter=0.0)) as client:
+    async with client_for(script, retry=RetryPolicy(backoff=Backoff(0.0, 30.0))) as client:
         await client.search_offers({})
         await client.search_offers({})
         await client.destroy_instance(1)
@@ -514,9 +472,9 @@ async def test_retries_wait_the_exponential_backoff(autojump_clock: Any) -> None
 
 
 async def test_jitter_is_drawn_from_the_injected_rng(autojump_clock: Any) -> None:
-    policy = RetryPolicy(base=2.0, factor=3.0, jitter=0.5)
+    policy = RetryPolicy(backoff=Backoff(2.0, 30.0, factor=3.0, jitter=0.5))
     expected_rng = random.Random(7)
-    expected = [policy.backoff(n, expected_rng) for n in (1, 2)]
+    expected = [policy.backoff.delay(n, expected_rng) for n in (1, 2)]
     script = Script(text("", 502), text("", 502), ok({"offers": []}))
     async with client_for(script, retry=policy, rng=random.Random(7)) as client:
         started = trio.current_time()
@@ -539,7 +497,9 @@ async def test_retry_after_is_honoured_up_to_sixty_seconds(autojump_clock: Any) 
 
 async def test_exhausted_retries_raise_with_the_next_delay(autojump_clock: Any) -> None:
     script = Script(*[text("", 503)] * 3)
-    async with client_for(script, retry=RetryPolicy(attempts=3, jitter=0.0)) as client:
+    async with client_for(
+        script, retry=RetryPolicy(attempts=3, backoff=Backoff(1.0, 30.0))
+    ) as client:
         started = trio.current_time()
         with pytest.raises(VastUnavailable) as caught:
             await client.list_instances()
@@ -550,24 +510,40 @@ async def test_exhausted_retries_raise_with_the_next_delay(autojump_clock: Any) 
 
 async def test_rate_limited_after_retries_carries_retry_after(autojump_clock: Any) -> None:
     script = Script(*[text("", 429, **{"Retry-After": "5"})] * 2)
-    async with client_for(script, retry=RetryPolicy(attempts=2, jitter=0.0)) as client:
+    async with client_for(
+        script, retry=RetryPolicy(attempts=2, backoff=Backoff(1.0, 30.0))
+    ) as client:
         with pytest.raises(RateLimited) as caught:
-            await client.set_label(1, "x")
+            await client.destroy_instance(1)
     assert (caught.value.delay, caught.value.retry_after) == (5.0, 5.0)
 
 
 def test_backoff_grows_and_is_capped() -> None:
     rng = random.Random(1)
-    exact = RetryPolicy(base=1.0, factor=10.0, cap=30.0, jitter=0.0)
-    assert [exact.backoff(n, rng) for n in (1, 2, 3, 4)] == [1.0, 10.0, 30.0, 30.0]
-    jittered = RetryPolicy(base=1.0, factor=10.0, cap=30.0, jitter=0.5)
-    assert all(0.5 <= jittered.backoff(n, rng) <= 30.0 for n in range(1, 50))
+    exact = Backoff(1.0, 30.0, factor=10.0)
+    assert [exact.delay(n, rng) for n in (1, 2, 3, 4)] == [1.0, 10.0, 30.0, 30.0]
+    jittered = Backoff(1.0, 30.0, factor=10.0, jitter=0.5)
+    assert all(0.5 <= jittered.delay(n, rng) <= 30.0 for n in range(1, 50))
+    assert exact.delay(10_000) == 30.0  # no overflow however long the outage
 
 
-@pytest.mark.parametrize("bad", [{"attempts": 0}, {"base": -1.0}, {"factor": 0.5}, {"jitter": 1.5}])
-def test_nonsense_retry_policies_are_rejected(bad: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"first": -1.0, "cap": 1.0},
+        {"first": 1.0, "cap": 1.0, "factor": 0.5},
+        {"first": 1.0, "cap": 1.0, "jitter": 1.5},
+        {"first": 2.0, "cap": 1.0},
+    ],
+)
+def test_nonsense_backoffs_are_rejected(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
-        RetryPolicy(**bad)
+        Backoff(**bad)
+
+
+def test_a_retry_policy_needs_one_attempt() -> None:
+    with pytest.raises(ValueError):
+        RetryPolicy(attempts=0)
 
 
 async def test_search_quota_is_not_retried(autojump_clock: Any) -> None:
@@ -636,7 +612,9 @@ async def test_create_is_retried_when_it_was_never_processed(
 
 async def test_create_that_never_connected_is_not_outcome_unknown(autojump_clock: Any) -> None:
     script = Script(*[httpx.ConnectError] * 2)
-    async with client_for(script, retry=RetryPolicy(attempts=2, jitter=0.0)) as client:
+    async with client_for(
+        script, retry=RetryPolicy(attempts=2, backoff=Backoff(1.0, 30.0))
+    ) as client:
         with pytest.raises(VastUnavailable) as caught:
             await client.create_instance(31, REQUEST)
     assert type(caught.value) is VastUnavailable
@@ -671,7 +649,7 @@ async def test_the_api_key_never_appears_in_errors_or_logs(autojump_clock: Any) 
     echo = {"success": False, "error": "auth_error", "msg": f"Invalid user key {KEY}"}
     failing: list[tuple[Reply, Callable[[VastClient], Any]]] = [
         (ok(echo, 401), lambda c: c.search_offers({})),
-        (text(f"Authorization: Bearer {KEY}", 429), lambda c: c.show_instance(1)),
+        (text(f"Authorization: Bearer {KEY}", 429), lambda c: c.find_by_label("x")),
         (text("", 503), lambda c: c.create_instance(1, REQUEST)),
         (httpx.ReadTimeout, lambda c: c.list_instances()),
         (httpx.ConnectError, lambda c: c.destroy_instance(1)),
@@ -679,7 +657,7 @@ async def test_the_api_key_never_appears_in_errors_or_logs(autojump_clock: Any) 
             ok({"success": False, "error": "no_such_ask"}, 404),
             lambda c: c.create_instance(2, REQUEST),
         ),
-        (text("{garbage", 200), lambda c: c.set_label(1, "x")),
+        (text("{garbage", 200), lambda c: c.destroy_instance(1)),
     ]
     errors: list[BaseException] = []
     with captured_logs() as lines:

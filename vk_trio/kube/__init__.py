@@ -1,6 +1,6 @@
 """The Kubernetes side of the node: one API client and the verbs a kubelet needs.
 
-Layering (nothing here imports ``vk_trio.vast`` or ``vk_trio.pods``)::
+Layering (nothing here imports ``vk_trio.vast`` or ``vk_trio.node`` or ``vk_trio.provider``)::
 
     config   where the cluster is, how to authenticate (kubeconfig / in-cluster)
     api      KubeClient.request / stream_lines: the one place httpx errors become KubeErrors,

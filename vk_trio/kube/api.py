@@ -129,7 +129,7 @@ def _transport_error(exc: httpx.HTTPError, method: str, path: str) -> KubeError:
     """The ``KubeError`` for an httpx exception that carries no (usable) response."""
     if isinstance(exc, httpx.HTTPStatusError):  # pragma: no cover - we never raise_for_status
         return _status_error(exc.response)
-    return KubeUnavailable(f"{method} {path}: {_describe(exc)}"[:MESSAGE_LIMIT], delay=1.0)
+    return KubeUnavailable(f"{method} {path}: {_describe(exc)}"[:MESSAGE_LIMIT])
 
 
 def _describe(exc: BaseException) -> str:

@@ -9,7 +9,7 @@
         ├── KubeGone              410     watch or continue token expired: relist
         ├── KubeInvalid           422     the API rejected our body (also a PermanentError)
         ├── KubeForbidden         401/403 RBAC or credentials (also a PermanentError)
-        ├── KubeTooManyRequests   429     throttled (also a TemporaryError; delay = Retry-After)
+        ├── KubeTooManyRequests   429     throttled (also a TemporaryError; honours Retry-After)
         ├── KubeServerError       5xx     apiserver trouble (also a TemporaryError)
         └── KubeUnavailable       no HTTP answer: connect error, timeout, broken stream
                                           (also a TemporaryError)
@@ -33,7 +33,6 @@ class KubeError(VkError):
 
     ``status`` is the HTTP status (``None`` when no response arrived), ``reason`` the
     ``Status.reason`` from the body (``"NotFound"``, ``"Expired"``, ...) or ``""``.
-    ``delay`` is how long to wait before trying again, meaningful for temporary errors;
     ``retry_after`` is the server's ``Retry-After`` in seconds when it sent one.
     """
 
@@ -43,13 +42,11 @@ class KubeError(VkError):
         *,
         status: int | None = None,
         reason: str = "",
-        delay: float = 10.0,
         retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
-        self.delay = delay
         self.retry_after = retry_after
 
 
@@ -74,7 +71,7 @@ class KubeForbidden(KubeError, PermanentError):
 
 
 class KubeTooManyRequests(KubeError, TemporaryError):
-    """429: the apiserver's priority-and-fairness throttled us; ``delay`` is its Retry-After."""
+    """429: the apiserver's priority-and-fairness throttled us (``retry_after`` says how long)."""
 
 
 class KubeServerError(KubeError, TemporaryError):
@@ -107,5 +104,4 @@ def error_for_status(
         cls = KubeServerError
     else:
         cls = KubeError
-    delay = retry_after if retry_after is not None else (1.0 if status == 429 else 10.0)
-    return cls(message, status=status, reason=reason, delay=delay, retry_after=retry_after)
+    return cls(message, status=status, reason=reason, retry_after=retry_after)

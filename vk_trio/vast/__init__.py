@@ -1,7 +1,7 @@
 """The Vast.ai side of vk-trio: an async, paced, retrying API client and its typed models.
 
 Only what is listed in ``__all__`` is public; ``tests/vast/test_exports.py`` pins the list.
-This package never imports ``vk_trio.kube`` or ``vk_trio.pods``.
+This package never imports ``vk_trio.kube`` or ``vk_trio.node`` or ``vk_trio.provider``.
 """
 
 from vk_trio.vast.client import RetryPolicy as RetryPolicy

@@ -32,6 +32,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, NamedTuple, Self, TypeVar
 
@@ -42,6 +43,7 @@ from loguru import logger
 
 from vk_trio import __version__
 from vk_trio.logs import redact
+from vk_trio.retry import Backoff
 from vk_trio.vast.errors import (
     CreateOutcomeUnknown,
     InstanceNotFound,
@@ -73,58 +75,53 @@ MAX_PAGES = 400
 ``next_token`` values must end in an error, not page forever."""
 
 
+DEFAULT_BACKOFF = Backoff(1.0, 30.0, jitter=0.2)
+"""Vast's own CLI starts at 0.15 s, but its rate-limit thresholds are 1-4.5 s."""
+
 MAX_IN_FLIGHT = 16
 """Requests on the wire at once (the default httpx pool keeps up to 100 connections)."""
 
 
-class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
     """How often and how patiently one call is retried on 429/5xx/timeouts/connection errors.
 
-    The wait before retry ``n`` (1-based) is ``min(cap, base * factor**(n-1))``, spread by
-    ``±jitter`` (a fraction) so that many callers hit by the same outage do not return in step.
+    The waits follow ``backoff`` (the one retry policy, ``vk_trio.retry``), jittered so that
+    many callers hit by the same outage do not return in step.
     """
 
     attempts: int = 5
     """Tries in total, the first included; then the typed error is raised."""
-    base: float = 1.0
-    """First wait in seconds. Vast's own CLI starts at 0.15 s, but its thresholds are 1-4.5 s."""
-    factor: float = 2.0
-    cap: float = 30.0
-    jitter: float = 0.2
+    backoff: Backoff = field(default_factory=lambda: DEFAULT_BACKOFF)
     max_retry_after: float = 60.0
     """A ``Retry-After`` up to this many seconds is obeyed exactly; a longer one (or none, which
     is what Vast usually sends) falls back to the backoff, like the Vast CLI."""
 
     def __post_init__(self) -> None:
-        if self.attempts < 1 or self.base < 0 or self.factor < 1 or not 0 <= self.jitter <= 1:
+        if self.attempts < 1:
             raise ValueError(f"invalid retry policy: {self!r}")
-
-    def backoff(self, retry: int, rng: random.Random) -> float:
-        """Seconds to wait before retry number ``retry`` (1-based)."""
-        wait = min(self.cap, self.base * self.factor ** (retry - 1))
-        if self.jitter:
-            wait *= 1.0 + self.jitter * (2.0 * rng.random() - 1.0)
-        return min(self.cap, wait)
 
 
 class _Endpoint(NamedTuple):
-    """One API operation: its pacer lane, method, path template, and whether a repeat is safe."""
+    """One API operation: its pacer lane, method, path template, whether a repeat is safe,
+    and whether an exchange, once its pacer slot is taken, must finish (it changes what the
+    account pays: a cancelled caller must still learn what it rented, or free what it asked
+    to free)."""
 
     name: str
     method: str
     template: str
     idempotent: bool = True
+    completes: bool = False
 
     def path(self, ident: int | None) -> str:
         return self.template if ident is None else self.template.format(id=ident)
 
 
 _SEARCH = _Endpoint("search", "POST", "/api/v0/bundles/")
-_CREATE = _Endpoint("create", "PUT", "/api/v0/asks/{id}/", idempotent=False)
+_CREATE = _Endpoint("create", "PUT", "/api/v0/asks/{id}/", idempotent=False, completes=True)
 _LIST = _Endpoint("list", "GET", "/api/v1/instances/")
-_SHOW = _Endpoint("show", "GET", "/api/v0/instances/{id}/")
-_MODIFY = _Endpoint("modify", "PUT", "/api/v0/instances/{id}/")
-_DESTROY = _Endpoint("destroy", "DELETE", "/api/v0/instances/{id}/")
+_DESTROY = _Endpoint("destroy", "DELETE", "/api/v0/instances/{id}/", completes=True)
 _LOGS = _Endpoint("request_logs", "PUT", "/api/v0/instances/request_logs/{id}/")
 
 
@@ -162,19 +159,9 @@ class _InstancePage(msgspec.Struct):
     success: bool | None = None
 
 
-class _OneInstance(msgspec.Struct):
-    """``GET /api/v0/instances/{id}/``: a single object (not a list), or null when not found.
-
-    The key is required: only an explicit null means "not found", a body without it is garbage.
-    """
-
-    instances: Instance | None
-
-
 _REPLY = msgspec.json.Decoder(_Reply)
 _OFFERS = msgspec.json.Decoder(_Offers)
 _PAGE = msgspec.json.Decoder(_InstancePage)
-_ONE = msgspec.json.Decoder(_OneInstance)
 
 _ORDER_BY = msgspec.json.encode([{"col": "id", "dir": "asc"}]).decode()
 _AUTH_CODES = frozenset({"auth_error", "not_authorized"})
@@ -317,23 +304,19 @@ class VastClient:
         """The instances labelled exactly ``label`` (vk-trio labels carry the pod identity)."""
         return await self.list_instances(select_filters={"label": {"eq": label}})
 
-    async def show_instance(self, instance_id: int) -> Instance | None:
-        """One instance, or None if it does not exist (any more)."""
-        try:
-            reply = await self._call(_SHOW, _ONE, ident=instance_id, params={"owner": "me"})
-        except InstanceNotFound:
-            return None
-        return reply.instances
+    async def destroy_instance(
+        self, instance_id: int, *, http_timeout: float | None = None
+    ) -> None:
+        """Destroy an instance; one that is already gone counts as destroyed (idempotent).
 
-    async def set_label(self, instance_id: int, label: str) -> None:
-        """Relabel an instance (labels are how vk-trio finds a pod's instance again)."""
-        reply = await self._call(_MODIFY, _REPLY, ident=instance_id, body={"label": label})
-        _ensure_success(f"PUT {_MODIFY.path(instance_id)}", reply)
-
-    async def destroy_instance(self, instance_id: int) -> None:
-        """Destroy an instance; one that is already gone counts as destroyed (idempotent)."""
+        Each exchange, once its pacer slot is taken, runs shielded for at most ``http_timeout``
+        seconds (default: the client's HTTP timeout). The time spent queued for a slot is not
+        part of it: a burst of deletions waits its turn instead of timing out in the queue.
+        """
         try:
-            reply = await self._call(_DESTROY, _REPLY, ident=instance_id, body={})
+            reply = await self._call(
+                _DESTROY, _REPLY, ident=instance_id, body={}, http_timeout=http_timeout
+            )
             _ensure_success(f"DELETE {_DESTROY.path(instance_id)}", reply)
         except InstanceNotFound:
             logger.debug("vast instance {instance_id} already gone", instance_id=instance_id)
@@ -362,6 +345,7 @@ class VastClient:
         params: Mapping[str, str] | None = None,
         body: object = None,
         offer: int | None = None,
+        http_timeout: float | None = None,
     ) -> T:
         """Send one operation under the retry policy; return its decoded 2xx answer."""
         where = f"{endpoint.method} {endpoint.path(ident)}"
@@ -371,7 +355,9 @@ class VastClient:
         while True:
             attempt += 1
             try:
-                return await self._attempt(endpoint, url, where, decoder, content, params, offer)
+                return await self._attempt(
+                    endpoint, url, where, decoder, content, params, offer, http_timeout
+                )
             except (RateLimited, VastUnavailable) as err:
                 if err.code == _QUOTA_CODE:  # a daily quota; its delay points at the reset
                     raise
@@ -394,7 +380,7 @@ class VastClient:
         retry_after = err.retry_after if isinstance(err, RateLimited) else None
         if retry_after is not None and retry_after <= self._retry.max_retry_after:
             return retry_after
-        return self._retry.backoff(attempt, self._rng)
+        return self._retry.backoff.delay(attempt, self._rng)
 
     async def _attempt(
         self,
@@ -405,17 +391,24 @@ class VastClient:
         content: bytes | None,
         params: Mapping[str, str] | None,
         offer: int | None,
+        http_timeout: float | None,
     ) -> T:
         """One paced HTTP exchange: the decoded answer, or the typed error it amounts to."""
         await self._pacer.wait(endpoint.name)
         self._calls[endpoint.name] += 1
         started = trio.current_time()
-        # Once a create's pacer slot is taken, the exchange is shielded (bounded by the HTTP
-        # timeout): a caller cancelled mid-flight must still learn the id of what it rented.
+        # Once the pacer slot of a create or destroy is taken, the exchange is shielded
+        # (bounded by its timeout): a caller cancelled mid-flight must still learn the id of
+        # what it rented, and a destroy that left must be seen through.
         async with self._in_flight:
-            with _map_http_errors(where), trio.CancelScope(shield=not endpoint.idempotent):
+            with _map_http_errors(where), trio.CancelScope(shield=endpoint.completes):
                 response = await self._http.request(
-                    endpoint.method, url, content=content, params=params, headers=self._headers
+                    endpoint.method,
+                    url,
+                    content=content,
+                    params=params,
+                    headers=self._headers,
+                    timeout=httpx.USE_CLIENT_DEFAULT if http_timeout is None else http_timeout,
                 )
         logger.debug(
             "vast {method} {endpoint} -> {status} in {ms:.0f} ms",

@@ -1,0 +1,234 @@
+"""One soak, start to finish: start, churn and kill, settle, collect, audit.
+
+The node is killed with SIGKILL at seeded moments, one in each equal slice of the soak, and
+restarted after a seeded pause (pods keep being created and deleted meanwhile). A kill and
+its restart are shielded from the end of the soak, so that the soak never ends with the node
+half-killed or the kill uncounted. A node that exits on its own (a crash, a flag it does not
+know) ends the soak at once: that is a harness failure, reported with its log, not a result.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+import httpx
+import msgspec
+import trio
+
+from tests.chaos.audit import Findings, LedgerRow, PodObject, audit, exposed
+from tests.chaos.market import write_market
+from tests.chaos.plan import Plan, node_flags
+from tests.chaos.processes import ChildFailed, NodeProcess, Popen, start_simulator, stop
+from tests.chaos.report import Context, Report, make_report, vast_numbers
+from tests.chaos.workload import NAMESPACE, PODS, SECRET_VALUE, Workload
+from vk_trio.sim.vast import Faults
+
+NODE = "vk-chaos-node"
+API_KEY = "chaos-soak-key-0123456789"
+SETTLE_POLL = 1.0
+"""Seconds between audits while settling."""
+STABLE_AUDITS = 3
+"""Settled audits in a row (a few of the node's sweeps at ``--poll-slow=1``) that end it."""
+PROGRESS_EVERY = 5
+"""Seconds between progress lines while settling."""
+
+
+class _PodList(msgspec.Struct):
+    items: list[PodObject]
+
+
+class _Event(msgspec.Struct):
+    reason: str = ""
+    count: int = 1
+
+
+class _EventList(msgspec.Struct):
+    items: list[_Event]
+
+
+async def soak(plan: Plan, run_dir: Path) -> Report:
+    """Run the soak described by ``plan``, keeping logs and evidence in ``run_dir``."""
+    children: list[Popen] = []
+    node: NodeProcess | None = None
+    try:
+        vast_url = await _start(
+            children,
+            run_dir,
+            "vast",
+            *("--seed", str(plan.seed), "--boot-seconds", str(plan.boot_seconds)),
+            *("--rate-limits", str(plan.rate_scale), "--api-key", API_KEY),
+            *("--offers", str(write_market(run_dir, pods=plan.pods, seed=plan.seed))),
+            *("--faults", msgspec.json.encode(plan.faults).decode()),
+        )
+        kubeconfig = run_dir / "kubeconfig"
+        kube_url = await _start(children, run_dir, "kube", "--kubeconfig-out", str(kubeconfig))
+        env = {
+            "NODE_NAME": NODE,
+            "VAST_API_KEY": API_KEY,
+            "VAST_API_URL": vast_url,
+            "KUBECONFIG": str(kubeconfig),
+            "LOG_LEVEL": "INFO",
+        }
+        node = NodeProcess(run_dir, env=env, flags=node_flags(plan))
+        async with (
+            httpx.AsyncClient(base_url=vast_url) as vast,
+            httpx.AsyncClient(base_url=kube_url) as kube,
+        ):
+            return await _soak(plan, run_dir, node, vast, kube)
+    finally:
+        if node is not None:
+            node.stop()
+        for child in children:
+            stop(child)
+
+
+async def _start(children: list[Popen], run_dir: Path, kind: str, *args: str) -> str:
+    process, url = await start_simulator(run_dir, kind, *args)
+    children.append(process)
+    return url
+
+
+async def _soak(
+    plan: Plan, run_dir: Path, node: NodeProcess, vast: httpx.AsyncClient, kube: httpx.AsyncClient
+) -> Report:
+    workload = Workload(kube, plan, node=NODE)
+    await workload.prepare()
+    node.start()
+    began = trio.current_time()
+    kill_times: list[float] = []
+    try:
+        with trio.move_on_after(plan.duration):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(workload.run)
+                nursery.start_soon(_kill_at_random, plan, node, kill_times)
+                nursery.start_soon(_watch, node)
+    except* ChildFailed as failed:
+        raise _first(failed) from None
+    (await vast.post("/_sim/faults", content=msgspec.json.encode(Faults()))).raise_for_status()
+    findings, settled_after = await _settle(plan, node, vast, kube, workload)
+    stats = msgspec.json.decode((await vast.get("/_sim/stats")).content, type=dict[str, int])
+    calls, errors, faults = vast_numbers(stats)
+    context = Context(
+        pods=plan.pods,
+        duration=plan.duration,
+        seed=plan.seed,
+        pods_created=len(workload.records),
+        pods_deleted=workload.deleted,
+        pods_force_deleted=workload.forced,
+        kills=node.kills,
+        kill_times=[round(t - began, 1) for t in kill_times],
+        node_starts=node.incarnations,
+        settled_after=settled_after,
+        settle_bound=plan.settle,
+        fault_rates=msgspec.structs.asdict(plan.faults),
+        vast_calls=calls,
+        vast_errors=errors,
+        faults_seen=faults,
+        node_events=await _event_reasons(kube),
+        run_dir=str(run_dir),
+    )
+    await _keep_evidence(run_dir, vast, kube)
+    findings = msgspec.structs.replace(
+        findings, secrets_exposed=exposed([API_KEY, SECRET_VALUE], await _outputs(run_dir))
+    )
+    return make_report(findings, context)
+
+
+async def _settle(
+    plan: Plan,
+    node: NodeProcess,
+    vast: httpx.AsyncClient,
+    kube: httpx.AsyncClient,
+    workload: Workload,
+) -> tuple[Findings, float | None]:
+    """Audit every second until what time can fix is fixed, or ``plan.settle`` has passed.
+
+    Audits count only once the node (just restarted, perhaps) is ready, and the fix must
+    hold for ``STABLE_AUDITS`` audits in a row: a pod status written by the previous
+    incarnation may look fine until this one has swept the instances.
+    Returns the last findings and the seconds it took (None when the bound was reached).
+    """
+    settling = trio.current_time()
+    with trio.move_on_after(plan.settle):
+        await node.wait_ready()
+    stable = 0
+    while True:
+        node.check()
+        findings = await _audit(vast, kube, workload)
+        elapsed = trio.current_time() - settling
+        stable = stable + 1 if findings.settled else 0
+        if stable == STABLE_AUDITS:
+            return findings, elapsed
+        if elapsed > plan.settle:
+            return findings, None
+        _progress(elapsed, findings)
+        await trio.sleep(SETTLE_POLL)
+
+
+async def _kill_at_random(plan: Plan, node: NodeProcess, kill_times: list[float]) -> None:
+    """SIGKILL the node once in each of ``plan.kills`` equal slices, at a seeded moment."""
+    rng = random.Random(f"{plan.seed}:kills")
+    began = trio.current_time()
+    slice_ = plan.duration / max(plan.kills, 1)
+    for i in range(plan.kills):
+        await trio.sleep_until(began + slice_ * (i + rng.uniform(0.2, 0.9)))
+        with trio.CancelScope(shield=True):
+            kill_times.append(trio.current_time())
+            await node.kill()
+            await trio.sleep(rng.uniform(0.0, plan.max_downtime))
+            node.start()
+
+
+def _progress(elapsed: float, findings: Findings) -> None:
+    """One line on stderr every few seconds of settling: what the node is still working on."""
+    if int(elapsed) % PROGRESS_EVERY == 0:
+        pending = {k: v for k, v in findings.invariants().items() if v}
+        print(f"settling {elapsed:.0f}s: {pending}", file=sys.stderr, flush=True)
+
+
+def _first(group: BaseExceptionGroup[ChildFailed]) -> ChildFailed:
+    first = group.exceptions[0]
+    return first if isinstance(first, ChildFailed) else _first(first)
+
+
+async def _watch(node: NodeProcess) -> None:
+    """End the soak at once if the node exits without being killed."""
+    while True:
+        node.check()
+        await trio.sleep(0.2)
+
+
+async def _audit(vast: httpx.AsyncClient, kube: httpx.AsyncClient, workload: Workload) -> Findings:
+    ledger = msgspec.json.decode((await vast.get("/_sim/ledger")).content, type=list[LedgerRow])
+    pods = msgspec.json.decode((await kube.get(PODS)).content, type=_PodList).items
+    caps = {uid: record.price_max for uid, record in workload.records.items()}
+    return audit(ledger, pods, caps, node=NODE)
+
+
+async def _event_reasons(kube: httpx.AsyncClient) -> dict[str, int]:
+    answer = await kube.get(f"/api/v1/namespaces/{NAMESPACE}/events")
+    reasons: dict[str, int] = {}
+    for event in msgspec.json.decode(answer.content, type=_EventList).items:
+        reasons[event.reason] = reasons.get(event.reason, 0) + event.count
+    return dict(sorted(reasons.items()))
+
+
+async def _outputs(run_dir: Path) -> dict[str, str]:
+    """Everything the node wrote or made others show: its logs, the Events, the pods."""
+    folder = trio.Path(run_dir)
+    names = ["events.json", "pods.json", *(p.name for p in sorted(await folder.glob("node-*.log")))]
+    return {name: await (folder / name).read_text(errors="replace") for name in names}
+
+
+async def _keep_evidence(run_dir: Path, vast: httpx.AsyncClient, kube: httpx.AsyncClient) -> None:
+    """The raw records the audit read, as they were at the end, next to the logs."""
+    sources = {
+        "ledger.json": (vast, "/_sim/ledger"),
+        "vast-stats.json": (vast, "/_sim/stats"),
+        "pods.json": (kube, PODS),
+        "events.json": (kube, f"/api/v1/namespaces/{NAMESPACE}/events"),
+    }
+    for name, (client, path) in sources.items():
+        await trio.Path(run_dir / name).write_bytes((await client.get(path)).content)

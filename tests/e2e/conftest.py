@@ -1,0 +1,45 @@
+"""Fixtures of the end-to-end pod tests: ``cluster`` (the stand-in, or a real API server when
+``VK_TRIO_TEST_KUBECONFIG`` names one) and ``node`` (``serve_node`` started against it and the
+Vast simulator with the test settings of ``e2e.settings_for``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.e2e.cluster import Cluster, SimCluster, open_remote, remote_kubeconfig
+from tests.e2e.e2e import settings_for
+from vk_trio.app import NodeRuntime, serve_node
+from vk_trio.sim.kube import KubeSim
+from vk_trio.sim.vast import VastSim
+
+
+@pytest.fixture
+async def cluster(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Cluster]:
+    remote = remote_kubeconfig()
+    if remote is None:
+        sim = KubeSim(bookmark_interval=1.0)
+        await nursery.start(sim.serve)
+        sim.write_kubeconfig(tmp_path / "kubeconfig")
+        yield SimCluster(sim, tmp_path / "kubeconfig")
+        return
+    real = await open_remote(remote)
+    try:
+        yield real
+    finally:
+        with trio.CancelScope(shield=True):
+            for pod in await real.list("pods", real.namespace):
+                await real.delete("pods", real.namespace, pod["metadata"]["name"], grace=0)
+            await real.client.request("DELETE", f"/api/v1/namespaces/{real.namespace}")
+            await real.client.aclose()
+
+
+@pytest.fixture
+async def node(nursery: trio.Nursery, vast_sim: VastSim, cluster: Cluster) -> NodeRuntime:
+    runtime: NodeRuntime = await nursery.start(
+        serve_node, settings_for(vast_sim.url, cluster.kubeconfig)
+    )
+    return runtime

@@ -1,0 +1,126 @@
+"""A scripted ``Provider`` for the lifecycle tests: the seam faked, everything else real.
+
+Each pod (by name) gets a list of runs; every ``acquire`` rents a new instance and its
+``follow`` plays the next run: ``(seconds, observation)`` steps on the (fake) clock, then,
+if the run does not end, the instance keeps running. The fake keeps a ledger (``rented``,
+``released``, ``calls``) so a test can assert what would have been paid for.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+
+import trio
+
+from vk_trio.errors import TemporaryError
+from vk_trio.kube.models import Pod
+from vk_trio.node.provider import (
+    Ended,
+    InvalidPod,
+    Lost,
+    Observation,
+    Placement,
+    Progress,
+    Provider,
+    Running,
+)
+
+INVALID = "fake/invalid"
+"""A pod annotated with this is refused by ``check`` with the annotation's value."""
+
+Run = list[tuple[float, Observation]]
+
+
+def running(address: str = "127.0.0.1") -> Running:
+    return Running(address=address, endpoints={}, description=f"running at {address}")
+
+
+@dataclass
+class FakeProvider:
+    runs: dict[str, list[Run]] = field(default_factory=dict)
+    """Pod name → the runs its successive instances play."""
+    acquire_seconds: float = 0.0
+    """How long each acquire takes (math.inf: it never finds an offer)."""
+    release_failures: int = 0
+    """The next this-many releases raise (``release_error``) before one succeeds."""
+    release_error: type[Exception] = TemporaryError
+    adoptable: dict[str, str] = field(default_factory=dict)
+    """Pod UID → an instance an earlier process rented (``adopt`` returns it)."""
+    lost: set[str] = field(default_factory=set)
+    """Pod UIDs whose recorded instance vanished while nobody watched."""
+    calls: list[tuple[float, str, str]] = field(default_factory=list)
+    """(loop time, operation, pod name) of every call."""
+    rented: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    """Pod UID → instances rented and not released: what would bill."""
+    count: int = 0
+
+    def times(self, operation: str, pod: str) -> list[float]:
+        return [t for t, op, name in self.calls if op == operation and name == pod]
+
+    def _call(self, operation: str, pod: Pod) -> None:
+        self.calls.append((trio.current_time(), operation, pod.metadata.name))
+
+    def check(self, pod: Pod) -> Placement:
+        self._call("check", pod)
+        problem = pod.metadata.annotations.get(INVALID)
+        if problem:
+            raise InvalidPod("InvalidAnnotation", problem)
+        return Placement(pod.spec.containers[0].name, {})
+
+    async def adopt(self, pod: Pod, progress: Progress) -> str | Lost | None:
+        self._call("adopt", pod)
+        await trio.lowlevel.checkpoint()
+        if pod.uid in self.lost:
+            return Lost("InstanceLost", "the instance vanished while vk-trio was away")
+        instance = self.adoptable.get(pod.uid)
+        if instance is not None:
+            self.rented[pod.uid].add(instance)
+        return instance
+
+    async def acquire(self, pod: Pod, progress: Progress) -> str:
+        self._call("acquire", pod)
+        await progress.waiting("SearchingOffers", "looking")
+        await trio.sleep(self.acquire_seconds)
+        self.count += 1
+        instance = f"i{self.count}"
+        self.rented[pod.uid].add(instance)
+        return instance
+
+    async def follow(
+        self, pod: Pod, instance: str, progress: Progress
+    ) -> AsyncGenerator[Observation, None]:
+        self._call("follow", pod)
+        runs = self.runs.get(pod.metadata.name, [])
+        run = runs.pop(0) if runs else [(0.0, running())]
+        for seconds, observed in run:
+            await trio.sleep(seconds)
+            yield observed
+            if isinstance(observed, Ended):
+                return
+        await trio.sleep_forever()
+
+    async def release(self, pod: Pod, *, keep: str | None = None) -> int:
+        self._call("release", pod)
+        await trio.lowlevel.checkpoint()
+        if self.release_failures:
+            self.release_failures -= 1
+            raise self.release_error("the backend said no")
+        gone = {i for i in self.rented[pod.uid] if i != keep}
+        self.rented[pod.uid] -= gone
+        return len(gone)
+
+    def forget(self, pod: Pod) -> None:
+        self._call("forget", pod)
+
+    def billing(self) -> int:
+        """Instances rented and never released."""
+        return sum(len(instances) for instances in self.rented.values())
+
+
+def _typed(provider: FakeProvider) -> Provider:
+    return provider  # mypy checks that the fake really is a Provider
+
+
+__all__ = ["INVALID", "FakeProvider", "Run", "running"]

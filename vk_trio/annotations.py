@@ -1,0 +1,144 @@
+"""Every pod annotation vk-trio reads or writes, in one table.
+
+The code takes each key from here, ``vk-trio offers`` checks typed keys against it, and the
+README's two annotation tables are rendered from it (``tests/test_annotations.py`` keeps them
+equal), so a key, its example and its meaning are written down exactly once.
+
+``READ`` are the user's contract (what the pod asks for); ``WRITTEN`` are vk-trio's record of
+what it bought, readable with ``kubectl get pod -o yaml`` and read back after a restart.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+__all__ = [
+    "BUYING",
+    "CONTAINER",
+    "DISK",
+    "ENDPOINTS",
+    "GPU",
+    "GPU_FALLBACKS",
+    "GPU_TYPE",
+    "INSTANCE_ID",
+    "INTERRUPTIBLE",
+    "LOCATION",
+    "MACHINE_ID",
+    "MEMORY",
+    "MIN_CUDA",
+    "MIN_RELIABILITY",
+    "MIRROR",
+    "OFFER_ID",
+    "PREFIX",
+    "PRICE",
+    "PRICE_MAX",
+    "READ",
+    "REGION",
+    "STARTUP_TIMEOUT",
+    "VERIFIED",
+    "WRITTEN",
+    "Annotation",
+    "markdown_table",
+]
+
+PREFIX = "vast.ai/"
+
+
+class Annotation(NamedTuple):
+    key: str
+    example: str
+    """As the README shows it: backquoted values, comma separated."""
+    meaning: str
+    """What it does, and in parentheses what happens without it (for ``READ``)."""
+
+
+# -- read: what the pod asks for ------------------------------------------------------------
+
+GPU_TYPE = "vast.ai/gpu-type"
+GPU_FALLBACKS = "vast.ai/gpu-fallbacks"
+PRICE_MAX = "vast.ai/price-max"
+REGION = "vast.ai/region"
+MEMORY = "vast.ai/memory"
+DISK = "vast.ai/disk"
+MIN_RELIABILITY = "vast.ai/min-reliability"
+VERIFIED = "vast.ai/verified"
+MIN_CUDA = "vast.ai/min-cuda"
+INTERRUPTIBLE = "vast.ai/interruptible"
+CONTAINER = "vast.ai/container"
+STARTUP_TIMEOUT = "vast.ai/startup-timeout"
+
+READ: tuple[Annotation, ...] = (
+    Annotation(GPU_TYPE, '`"RTX 3060"`', "preferred GPU model (any model, cheapest first)"),
+    Annotation(
+        GPU_FALLBACKS, '`"RTX 3060 Ti,RTX 4060,RTX 3090"`', "other models, in order of preference"
+    ),
+    Annotation(
+        PRICE_MAX,
+        '`"0.30"`',
+        "USD per hour for the whole instance, storage included (no cap)",
+    ),
+    Annotation(
+        REGION,
+        '`"North America"`, `"Europe"`, `"Asia"`, `"US,CA"`',
+        "where the host is (anywhere)",
+    ),
+    Annotation(MEMORY, '`"12GB"`, `"12Gi"`, `"12000MB"`', "minimum GPU memory (any)"),
+    Annotation(DISK, '`"50GB"`, `"50"`', "instance disk in GB (20)"),
+    Annotation(MIN_RELIABILITY, '`"0.98"`, `"98%"`', "host reliability (0.9)"),
+    Annotation(VERIFIED, '`"false"`', "only Vast-verified hosts (true)"),
+    Annotation(MIN_CUDA, '`"12.1"`', "highest CUDA the driver supports (any)"),
+    Annotation(
+        INTERRUPTIBLE,
+        '`"true"`',
+        "bid at the offer's `min_bid`; bid plus storage never above `price-max` (false)",
+    ),
+    Annotation(
+        CONTAINER, '`"model"`', "which container runs, in a multi-container pod (the first)"
+    ),
+    Annotation(
+        STARTUP_TIMEOUT,
+        '`"10m"`, `"900s"`, `"1h30m"`',
+        "time from purchase to running before another machine is tried "
+        "(the node's `--startup-timeout`, 15m)",
+    ),
+)
+
+# -- written: vk-trio's record on the pod ---------------------------------------------------
+
+INSTANCE_ID = "vast.ai/instance-id"
+OFFER_ID = "vast.ai/offer-id"
+MACHINE_ID = "vast.ai/machine-id"
+GPU = "vast.ai/gpu"
+PRICE = "vast.ai/price-per-hour"
+LOCATION = "vast.ai/location"
+ENDPOINTS = "vast.ai/endpoints"
+BUYING = "vast.ai/buying"
+
+WRITTEN: tuple[Annotation, ...] = (
+    Annotation(INSTANCE_ID, "`12345678`", "the instance bought for the pod"),
+    Annotation(OFFER_ID, "`9876543`", "the offer it was bought from"),
+    Annotation(MACHINE_ID, "`4242`", "the host machine"),
+    Annotation(GPU, "`1x RTX 3060`", "what it has"),
+    Annotation(PRICE, "`0.1150`", "USD per hour it costs, storage included"),
+    Annotation(LOCATION, "`Texas, US`", "where the host is"),
+    Annotation(
+        ENDPOINTS,
+        '`{"8000/tcp":"203.0.113.66:53265"}`',
+        "container port → public `ip:port` (Vast maps ports to random host ports)",
+    ),
+    Annotation(
+        BUYING,
+        "`offer 9876543 at 2026-01-02T03:04:05Z`",
+        "present only while a create request is in flight (see *Money safety*)",
+    ),
+)
+
+MIRROR = "kubernetes.io/config.mirror"
+"""Not ours: the API server's mark of a static pod's mirror (it runs on some kubelet's disk)."""
+
+
+def markdown_table(annotations: tuple[Annotation, ...]) -> str:
+    """The README table of ``annotations`` (``READ`` or ``WRITTEN``), without a final newline."""
+    rows = ["| annotation | example | meaning |", "|---|---|---|"]
+    rows += [f"| `{a.key}` | {a.example} | {a.meaning} |" for a in annotations]
+    return "\n".join(rows)

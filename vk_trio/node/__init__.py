@@ -1,0 +1,7 @@
+"""The kubelet half: pods on the virtual node, over one ``Provider`` (``provider.py``).
+
+``dispatch`` routes watch events to one supervisor per pod UID and owns their nursery;
+``supervisor`` runs one pod's lifecycle (restartPolicy, backoff, phases, teardown);
+``status`` and ``reporter`` turn what it knows into the pod's status, Events and annotations;
+``admission`` says which pods the node refuses. Nothing here knows which backend runs pods.
+"""

@@ -1,0 +1,94 @@
+"""How one pod's supervisor (and its provider) tell the world what happens: status, Events,
+annotations, logs. ``PodReporter`` is the ``Progress`` a provider is handed.
+
+Every change of a ``PodView`` goes through ``PodReporter.show``, which patches
+``pods/<name>/status`` only when something a user can see changed (timestamps aside), so a
+steady pod costs no API calls. Events are aggregated by the recorder (``count`` goes up
+instead of new objects). Status and Events never fail the pod: a Kubernetes error is logged
+and the status is re-sent with the next change. An annotation write does raise: some are
+promises (``vast.ai/buying`` must be on record before a create is sent), and only the writer
+knows whether its write was one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from loguru import logger
+
+from vk_trio.kube.api import KubeClient
+from vk_trio.kube.errors import KubeError, KubeNotFound
+from vk_trio.kube.events import EventRecorder
+from vk_trio.kube.models import Pod
+from vk_trio.kube.pods import patch_pod_annotations, patch_pod_status
+from vk_trio.node.status import PodView, now_rfc3339, status_patch, without_times
+
+
+class PodReporter:
+    """Reports one pod; owned by that pod's supervisor."""
+
+    def __init__(self, kube: KubeClient, events: EventRecorder, pod: Pod, *, chosen: str) -> None:
+        self._kube = kube
+        self._events = events
+        self.pod = pod
+        self.chosen = chosen
+        self.view = PodView(start_time=pod.status.start_time or now_rfc3339())
+        self._sent: dict[str, Any] | None = None
+        self._conditions: dict[str, str] = {c.type: c.status for c in pod.status.conditions}
+        self.log = logger.bind(pod=pod.key, uid=pod.uid)
+
+    def rebind(self, pod: Pod) -> None:
+        """Use the newest copy of the pod (annotations, resourceVersion) from now on."""
+        self.pod = pod
+
+    async def show(self, view: PodView) -> None:
+        """Make Kubernetes show ``view`` (patching only when it changed)."""
+        self.view = view
+        status = status_patch(self.pod, view, chosen=self.chosen)
+        if self._sent is not None and without_times(status) == without_times(self._sent):
+            return
+        for condition in status["conditions"]:
+            if self._conditions.get(condition["type"]) != condition["status"]:
+                condition["lastTransitionTime"] = now_rfc3339()
+        try:
+            updated = await patch_pod_status(self._kube, self.pod, status)
+        except KubeError as exc:
+            self.log.warning("pod status patch failed; will resend", error=str(exc))
+            self._sent = None
+            return
+        self._sent = status
+        self._conditions = {c["type"]: c["status"] for c in status["conditions"]}
+        if updated is not None:
+            self.pod = updated
+
+    async def waiting(self, reason: str, message: str) -> None:
+        """Show the container waiting for ``reason``; the phase stays where it is."""
+        await self.show(self.view.waiting(reason, message))
+
+    async def event(
+        self,
+        kind: Literal["Normal", "Warning"],
+        reason: str,
+        message: str,
+        *,
+        log_as: str | None = None,
+    ) -> None:
+        """Record an Event on the pod and log it once: never raises.
+
+        The log line reads ``log_as`` (the phrases the README's troubleshooting greps for,
+        such as "offers found" or "Instance ready"), else the reason; the detail follows.
+        """
+        log = self.log.warning if kind == "Warning" else self.log.info
+        log(f"{log_as or reason}: {message}", reason=reason)
+        await self._events.emit(self.pod, type=kind, reason=reason, message=message)
+
+    async def annotate(self, annotations: Mapping[str, str | None]) -> None:
+        """Record state on the pod itself, so it survives a restart of this process.
+
+        Raises ``KubeError`` when the write failed (see the module docstring).
+        """
+        updated = await patch_pod_annotations(self._kube, self.pod, dict(annotations))
+        if updated is None:
+            raise KubeNotFound(f"pod {self.pod.key} (uid {self.pod.uid}) no longer exists")
+        self.pod = updated

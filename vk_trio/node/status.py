@@ -1,0 +1,171 @@
+"""What a pod looks like to Kubernetes, built from what vk-trio knows about it. Pure functions.
+
+A supervisor keeps one ``PodView`` per pod and turns it into the ``status`` of a
+strategic-merge patch with ``status_patch()``. Only the keys vk-trio owns are sent:
+conditions other controllers add are left alone, because strategic merge merges
+``conditions`` by ``type``. ``PodScheduled`` is the scheduler's (the binding sets it); a pod
+created with ``spec.nodeName`` has none, and then, like the kubelet, the node adds
+``PodScheduled=True`` itself.
+
+``kubectl get pods`` shows the chosen container's waiting reason (``SearchingOffers``,
+``NoMatchingOffers``, ``Provisioning``…) in its STATUS column, so every state a user should
+see is a waiting reason with a message that says what to do.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from vk_trio.kube.models import Pod
+
+Phase = Literal["Pending", "Running", "Succeeded", "Failed"]
+
+
+def now_rfc3339() -> str:
+    """Wall-clock time as Kubernetes ``metav1.Time`` ("2026-01-02T03:04:05Z")."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Waiting:
+    reason: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Running:
+    started_at: str
+
+
+@dataclass(frozen=True)
+class Terminated:
+    exit_code: int
+    reason: str
+    message: str = ""
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
+ContainerState = Waiting | Running | Terminated
+
+
+@dataclass(frozen=True)
+class PodView:
+    """Everything vk-trio reports about one pod; immutable, replaced on every change."""
+
+    phase: Phase = "Pending"
+    state: ContainerState = Waiting("SearchingOffers", "looking for a matching GPU offer")
+    ready: bool = False
+    restart_count: int = 0
+    last_state: Terminated | None = None
+    address: str | None = None
+    start_time: str | None = None
+    message: str | None = None
+    """Pod-level message (shown by ``kubectl describe``), e.g. why the pod failed."""
+    reason: str | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Containers that do not run on the instance → the reason shown for each."""
+
+    def waiting(self, reason: str, message: str) -> PodView:
+        """The container waits; the phase stays (a Running pod whose container restarts is
+        still Running, as with a kubelet: phases never go back)."""
+        return replace(self, state=Waiting(reason, message), ready=False)
+
+
+def _condition(kind: str, ok: bool, reason: str | None = None) -> dict[str, Any]:
+    condition: dict[str, Any] = {"type": kind, "status": "True" if ok else "False"}
+    if reason and not ok:
+        condition["reason"] = reason
+    return condition
+
+
+def _state(state: ContainerState) -> dict[str, Any]:
+    """A container state for a strategic-merge patch: the two other kinds set to null.
+
+    Strategic merge merges the ``state`` map key by key, so without the nulls a container
+    that went from waiting to running would keep its old ``waiting`` next to ``running``
+    (and kubectl would still print the waiting reason).
+    """
+    cleared: dict[str, Any] = {"waiting": None, "running": None, "terminated": None}
+    match state:
+        case Waiting(reason, message):
+            return {**cleared, "waiting": {"reason": reason, "message": message}}
+        case Running(started_at):
+            return {**cleared, "running": {"startedAt": started_at}}
+        case Terminated(exit_code, reason, message, started_at, finished_at):
+            terminated: dict[str, Any] = {"exitCode": exit_code, "reason": reason}
+            if message:
+                terminated["message"] = message
+            if started_at:
+                terminated["startedAt"] = started_at
+            terminated["finishedAt"] = finished_at or now_rfc3339()
+            return {**cleared, "terminated": terminated}
+    raise AssertionError(state)
+
+
+def status_patch(pod: Pod, view: PodView, *, chosen: str) -> dict[str, Any]:
+    """The ``status`` object of a strategic-merge patch for ``pod`` in ``view``'s state.
+
+    ``chosen`` names the container that runs on the instance; every other container is
+    reported waiting with the reason recorded in ``view.skipped``.
+    """
+    statuses = []
+    for container in pod.spec.containers:
+        entry: dict[str, Any] = {
+            "name": container.name,
+            "image": container.image,
+            "imageID": "",
+            "ready": False,
+            "started": False,
+            "restartCount": 0,
+        }
+        if container.name == chosen:
+            entry["ready"] = view.ready
+            entry["started"] = isinstance(view.state, Running)
+            entry["restartCount"] = view.restart_count
+            entry["state"] = _state(view.state)
+            if view.last_state is not None:
+                entry["lastState"] = _state(view.last_state)
+        else:
+            reason = view.skipped.get(container.name, "one Vast instance runs one container")
+            entry["state"] = _state(Waiting("NotScheduledOnInstance", reason))
+        statuses.append(entry)
+    # Ready needs every container ready; a skipped container never is, by design of the
+    # "one instance, one image" rule. Report it honestly rather than pretend.
+    all_ready = view.ready and not view.skipped
+    conditions = [
+        _condition("Initialized", True),
+        _condition("ContainersReady", all_ready, "ContainersNotReady"),
+        _condition("Ready", all_ready, "ContainersNotReady"),
+    ]
+    if not any(c.type == "PodScheduled" for c in pod.status.conditions):
+        conditions.insert(0, _condition("PodScheduled", True))
+    status: dict[str, Any] = {
+        "phase": view.phase,
+        "conditions": conditions,
+        "containerStatuses": statuses,
+        "reason": view.reason,
+        "message": view.message,
+    }
+    if view.start_time:
+        status["startTime"] = view.start_time
+    # No address (a new instance is being bought): null clears the old one, as above.
+    address = view.address
+    status["podIP"] = status["hostIP"] = address
+    status["podIPs"] = status["hostIPs"] = [{"ip": address}] if address else None
+    return status
+
+
+def without_times(value: Any) -> Any:
+    """``value`` minus timestamps, to decide whether a status really changed."""
+    if isinstance(value, dict):
+        return {
+            k: without_times(v)
+            for k, v in value.items()
+            if k not in ("lastTransitionTime", "lastProbeTime", "finishedAt")
+        }
+    if isinstance(value, list):
+        return [without_times(v) for v in value]
+    return value

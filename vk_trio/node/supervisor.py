@@ -1,0 +1,366 @@
+"""The life of one pod on the virtual node: one supervised task per pod, over a ``Provider``.
+
+``supervise_pod`` runs inside the dispatcher's pods nursery, inside the pod's own cancel scope
+(``PodHandle.run_scope``). The dispatcher cancels that scope when the pod is deleted; then,
+and only then, everything rented for the pod is released (each attempt retried until the
+provider verifies it) and the pod object is removed with grace 0 and a UID precondition.
+
+When the *process* stops instead (SIGTERM, a new leader), the outer cancellation passes
+straight through: nothing is released, and the next process adopts each instance. All state
+that must survive lives with the provider (its labels) and in Kubernetes (annotations,
+``restartCount``), never only here.
+
+This module holds the kubelet's rules and nothing of the backend: phases that never go back,
+``restartPolicy``, CrashLoopBackOff with its reset after a long healthy run, the count of
+failed machines that blames the container, teardown. What it retries: everything (a
+provider's own waits are reported through the ``Progress`` it is handed). What escalates:
+nothing; one pod's failure, even an unexpected exception in teardown, never reaches the node.
+
+The lifecycle, one instance per turn of the loop::
+
+    check ─► adopt an instance rented earlier, or acquire one ─► follow its observations
+      (Booting ─► Running with address ─► Exited / MachineFailed / Lost) ─► release it
+      ─► restartPolicy: acquire a new one (restartCount+1, backoff), or end Succeeded/Failed
+"""
+
+from __future__ import annotations
+
+from contextlib import aclosing
+from dataclasses import dataclass, replace
+
+import trio
+from loguru import logger
+
+from vk_trio.config import Settings
+from vk_trio.kube.api import KubeClient
+from vk_trio.kube.errors import KubeError
+from vk_trio.kube.events import EventRecorder
+from vk_trio.kube.pods import delete_pod
+from vk_trio.node.admission import unsupported_reason
+from vk_trio.node.handle import PodHandle
+from vk_trio.node.provider import (
+    Booting,
+    Exited,
+    InvalidPod,
+    Lost,
+    MachineFailed,
+    Provider,
+    Running,
+)
+from vk_trio.node.reporter import PodReporter
+from vk_trio.node.status import Phase, PodView, Terminated, Waiting, now_rfc3339
+from vk_trio.node.status import Running as RunningState
+from vk_trio.retry import Backoff
+
+__all__ = ["NodeServices", "supervise_pod"]
+
+UNKNOWN_EXIT = 137
+"""The exit code shown when the backend does not say how the container ended; as the
+kubelet's ``ContainerStatusUnknown``, it is never read as success."""
+
+
+@dataclass
+class NodeServices:
+    """What every pod task of one node shares."""
+
+    settings: Settings
+    kube: KubeClient
+    events: EventRecorder
+    provider: Provider
+
+
+async def supervise_pod(services: NodeServices, handle: PodHandle) -> None:
+    """Run one pod's lifecycle until the pod is deleted, then release what it rented."""
+    log = logger.bind(pod=handle.pod.key, uid=handle.uid)
+    restarts = _backoff(services.settings).delays()
+    with handle.run_scope:
+        while True:
+            try:
+                await _PodLifecycle(services, handle).run()
+                await trio.sleep_forever()  # terminal: nothing to do until the pod is deleted
+            except Exception as exc:  # one pod's bug must never take the node down
+                delay = restarts.next()
+                log.opt(exception=exc).error("pod supervisor failed; restarting", retry_in=delay)
+                await services.events.emit(
+                    handle.pod,
+                    type="Warning",
+                    reason="SupervisorError",
+                    # no delay in the text: identical messages aggregate into one Event
+                    message=f"internal error, retrying: {_describe(exc)}",
+                )
+                await trio.sleep(delay)
+    await _teardown(services, handle)
+
+
+async def _teardown(services: NodeServices, handle: PodHandle) -> None:
+    """Release everything rented for the deleted pod, then remove the pod object.
+
+    Every attempt is retried until it succeeds, whatever it raises (a bug in a provider must
+    not leave a paid instance, nor take the node down). The waits between attempts are not
+    shielded, so a stopping process leaves the pod Terminating for the next one to finish.
+    """
+    pod = handle.pod
+    log = logger.bind(pod=pod.key, uid=pod.uid)
+    retry = _backoff(services.settings).delays()
+    while True:
+        try:
+            released = await services.provider.release(pod)
+            break
+        except Exception as exc:
+            delay = retry.next()
+            log.warning("release failed; retrying", error=_describe(exc), retry_in=delay)
+            await services.events.emit(
+                pod,
+                type="Warning",
+                reason="DestroyFailed",
+                message=f"could not destroy the instance yet, retrying: {_describe(exc)}",
+            )
+            await trio.sleep(delay)
+    if released:
+        await services.events.emit(
+            pod, type="Normal", reason="InstanceDestroyed", message="instance destroyed"
+        )
+    services.provider.forget(pod)
+    if handle.gone:
+        log.info("pod gone; instances destroyed", destroyed=released)
+        return
+    # Not shielded: the instance is gone, so a stopping process may leave the pod
+    # Terminating; the next one sees the deletionTimestamp and finishes the delete.
+    retry.reset()
+    while True:
+        try:
+            await delete_pod(services.kube, pod)
+            break
+        except KubeError as exc:
+            delay = retry.next()
+            log.warning("pod delete failed; retrying", error=str(exc), retry_in=delay)
+            await trio.sleep(delay)
+    log.info("pod deleted", destroyed=released)
+
+
+def _backoff(settings: Settings) -> Backoff:
+    return Backoff(settings.backoff_first, settings.backoff_cap)
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message``, never empty (``str(TooSlowError())`` is ``''``)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class _PodLifecycle:
+    """One attempt at running a pod; ``supervise_pod`` restarts it if it crashes."""
+
+    def __init__(self, services: NodeServices, handle: PodHandle) -> None:
+        self.s = services
+        self.provider = services.provider
+        self.handle = handle
+        pod = handle.pod
+        first = pod.spec.containers[0].name if pod.spec.containers else ""
+        self.report = PodReporter(services.kube, services.events, pod, chosen=first)
+        self.log = self.report.log
+
+    @property
+    def view(self) -> PodView:
+        return self.report.view
+
+    async def show(self, view: PodView) -> None:
+        await self.report.show(view)
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        if self.handle.pod.is_terminal:  # finished earlier: only make sure nothing still bills
+            await self._release()
+            return
+        unsupported = unsupported_reason(self.handle.pod)
+        if unsupported is not None:
+            await self._refuse(unsupported)
+            return
+        await self._check()
+        self._restore()
+        settings = self.s.settings
+        crash = _backoff(settings).delays()
+        outcome: Terminated | MachineFailed | None = None
+        machine_failures = 0
+        adopted = await self.provider.adopt(self.handle.pod, self.report)
+        instance = adopted if isinstance(adopted, str) else None
+        if isinstance(adopted, Lost):
+            outcome = Terminated(UNKNOWN_EXIT, adopted.reason, adopted.message)
+        while True:
+            if outcome is None:
+                if instance is None:
+                    instance = await self.provider.acquire(self.handle.pod, self.report)
+                followed_from = trio.current_time()
+                outcome = await self._follow(instance)
+                await self._release()
+                instance = None
+                if trio.current_time() - followed_from > settings.backoff_reset:
+                    crash.reset()  # a long healthy run: the next exit is not a crash loop
+            if isinstance(outcome, MachineFailed):
+                machine_failures += 1
+                if machine_failures < settings.machine_failures:
+                    outcome = None
+                    continue
+                outcome = Terminated(
+                    128,
+                    "StartError",
+                    f"{outcome.message} (the instance failed on {machine_failures} machines)",
+                )
+            machine_failures = 0
+            if not self._restarts(outcome):
+                await self._finish(outcome)
+                return
+            delay = crash.next()
+            await self.report.event(
+                "Warning",
+                "BackOff",
+                f"container {outcome.reason.lower()} (exit {outcome.exit_code}); "
+                f"buying a new instance in {delay:.0f}s",
+            )
+            await self.show(
+                replace(
+                    self.view,
+                    state=Waiting("CrashLoopBackOff", f"back-off {delay:.0f}s restarting"),
+                    ready=False,
+                    restart_count=self.view.restart_count + 1,
+                    last_state=outcome,
+                    address=None,
+                )
+            )
+            outcome = None
+            await trio.sleep(delay)
+
+    def _restore(self) -> None:
+        """Start from what an earlier run (maybe another process) showed: a pod whose
+        container was running keeps its state and address while its instance is re-observed,
+        instead of falling back to "searching" with no IP."""
+        pod = self.handle.pod
+        previous = next(
+            (c for c in pod.status.container_statuses if c.name == self.report.chosen), None
+        )
+        was_running = previous.state.running if previous else None
+        self.report.view = replace(
+            self.view,
+            phase="Running" if pod.status.phase == "Running" else "Pending",
+            state=RunningState(was_running.started_at or now_rfc3339())
+            if was_running
+            else self.view.state,
+            address=pod.status.pod_ip if was_running else None,
+            restart_count=previous.restart_count if previous else 0,
+        )
+
+    async def _finish(self, outcome: Terminated) -> None:
+        phase: Phase = "Succeeded" if outcome.exit_code == 0 else "Failed"
+        await self.show(
+            replace(
+                self.view,
+                phase=phase,
+                state=outcome,
+                ready=False,
+                reason=None if phase == "Succeeded" else outcome.reason,
+                message=outcome.message or None,
+            )
+        )
+
+    async def _refuse(self, message: str) -> None:
+        """The pod stays Pending (a failed one would be re-created at once) and says why."""
+        await self.report.event("Warning", "NotSupportedOnVirtualNode", message)
+        await self.show(self.view.waiting("NotSupportedOnVirtualNode", message))
+
+    def _restarts(self, outcome: Terminated) -> bool:
+        policy = self.handle.pod.spec.restart_policy
+        if policy == "Never":
+            return False
+        if policy == "OnFailure":
+            return outcome.exit_code != 0
+        return True
+
+    async def _check(self) -> None:
+        """Ask the provider where the pod runs; while it cannot, say why once and wait for
+        the pod to be edited."""
+        shown: str | None = None
+        while True:
+            pod, seen = self.handle.pod, self.handle.version
+            self.report.rebind(pod)
+            try:
+                placement = self.provider.check(pod)
+            except InvalidPod as exc:
+                if str(exc) != shown:
+                    shown = str(exc)
+                    await self.report.event("Warning", exc.reason, shown)
+                    await self.show(self.view.waiting(exc.reason, shown))
+            else:
+                self.report.chosen = placement.container
+                self.report.view = replace(self.view, skipped=dict(placement.skipped))
+                return
+            await self.handle.wait_updated(seen)
+
+    async def _release(self) -> None:
+        """Release the pod's instances while the pod lives on (a restart, a terminal phase),
+        retrying until the provider verifies it; every failure is said on the pod."""
+        retry = _backoff(self.s.settings).delays()
+        while True:
+            try:
+                await self.provider.release(self.handle.pod)
+                return
+            except Exception as exc:
+                await self.report.event(
+                    "Warning",
+                    "DestroyFailed",
+                    f"could not destroy the instance yet, retrying: {_describe(exc)}",
+                )
+                await trio.sleep(retry.next())
+
+    # -- following one instance ----------------------------------------------------------
+
+    async def _follow(self, instance: str) -> Terminated | MachineFailed:
+        """Show the instance's observations until it ends; return how it ended."""
+        observations = self.provider.follow(self.handle.pod, instance, self.report)
+        async with aclosing(observations):
+            async for observed in observations:
+                match observed:
+                    case Booting(message):
+                        if isinstance(self.view.state, RunningState):
+                            await self.show(replace(self.view, ready=False, message=message))
+                        else:
+                            await self.show(self.view.waiting("Provisioning", message))
+                    case Running():
+                        await self._running(observed)
+                    case Exited(code, message):
+                        return _terminated(code, message)
+                    case MachineFailed(reason, message):
+                        await self.report.event("Warning", reason, message)
+                        return observed
+                    case Lost(reason, message):
+                        await self.report.event("Warning", reason, message)
+                        return Terminated(UNKNOWN_EXIT, reason, message)
+        raise RuntimeError(f"provider stopped following instance {instance} before it ended")
+
+    async def _running(self, observed: Running) -> None:
+        state = self.view.state
+        started = state.started_at if isinstance(state, RunningState) else now_rfc3339()
+        await self.show(
+            replace(
+                self.view,
+                phase="Running",
+                state=RunningState(started),
+                ready=True,
+                address=observed.address,
+                message=None,
+                reason=None,
+            )
+        )
+        await self.report.event(
+            "Normal", "InstanceReady", observed.description, log_as="Instance ready"
+        )
+
+
+def _terminated(code: int | None, message: str) -> Terminated:
+    """How an exited container is shown: an unknown exit code is not success."""
+    if code is None:
+        detail = f": {message}" if message else ""
+        return Terminated(
+            UNKNOWN_EXIT, "ContainerStatusUnknown", f"the exit code was not reported{detail}"
+        )
+    return Terminated(code, "Completed" if code == 0 else "Error", message)

@@ -1,0 +1,276 @@
+"""Buying an instance for one pod: search, pick, hold budget, claim, record intent, create.
+
+``Buyer.acquire`` loops until an instance exists, showing on the pod why it waits (no offers,
+the price cap, the node's spend cap, a Vast outage, a missing Secret). Each turn:
+
+1. search (shared by every pod with the same query, ``market.SharedSearches``) and re-check
+   the offers locally (``selection.select``), leaving out machines that failed this pod;
+2. for up to ``OFFERS_PER_SEARCH`` offers, best first: hold the price in the node budget,
+   claim the offer against sibling pods, build the create request from the pod spec;
+3. write the intent (``vast.ai/buying``) on the pod; **no intent written, no create sent**: a
+   process killed from here on must know to look for the instance before buying again;
+4. create (shielded once sent; a lost answer is looked up by label, ``instances.buy``) and
+   record what was bought on the pod.
+"""
+
+from __future__ import annotations
+
+import trio
+from loguru import logger
+
+from vk_trio.annotations import BUYING, GPU, INSTANCE_ID, LOCATION, MACHINE_ID, OFFER_ID, PRICE
+from vk_trio.config import Settings
+from vk_trio.errors import PermanentError, TemporaryError, VkError
+from vk_trio.kube.models import Pod
+from vk_trio.logs import redact
+from vk_trio.node.provider import Progress
+from vk_trio.node.status import now_rfc3339
+from vk_trio.provider.budget import Budget
+from vk_trio.provider.instances import buy, destroy_all
+from vk_trio.provider.market import OfferClaims, SharedSearches
+from vk_trio.provider.poller import InstancePoller
+from vk_trio.provider.requirements import Requirements
+from vk_trio.provider.selection import (
+    Selection,
+    bid_price,
+    build_query,
+    explain_query,
+    offer_price,
+    select,
+)
+from vk_trio.provider.spec import MissingReference, ObjectLookup, SpecError, instance_request
+from vk_trio.retry import Backoff
+from vk_trio.vast import Offer, OfferGone, VastClient
+
+__all__ = ["OFFERS_PER_SEARCH", "Buyer", "describe_offer"]
+
+OFFERS_PER_SEARCH = 5
+"""Offers tried, best first, before searching again (each taken offer costs a create call)."""
+
+Wait = tuple[str, str]
+"""(waiting reason, message): why the pod has no instance yet."""
+
+
+def describe_offer(offer: Offer, price: float) -> str:
+    where = (offer.geolocation or "").strip(" ,") or "unknown location"
+    return (
+        f"{offer.num_gpus}x {offer.gpu_name} at ${price:.3f}/h in {where} "
+        f"(offer {offer.id}, machine {offer.machine_id})"
+    )
+
+
+def _location(offer: Offer) -> str:
+    """``Texas, US``; just ``US`` when the city is unknown (never ``, US``)."""
+    return ", ".join(p.strip() for p in (offer.geolocation or "").split(",") if p.strip())
+
+
+class Buyer:
+    """Buys instances for the pods of one node; shares searches, claims and the budget."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        vast: VastClient,
+        poller: InstancePoller,
+        searches: SharedSearches,
+        claims: OfferClaims,
+        budget: Budget,
+        objects: ObjectLookup,
+    ) -> None:
+        self._settings = settings
+        self._vast = vast
+        self._poller = poller
+        self._searches = searches
+        self._claims = claims
+        self._budget = budget
+        self._objects = objects
+        self._backoff = Backoff(settings.backoff_first, settings.backoff_cap)
+
+    async def acquire(
+        self,
+        pod: Pod,
+        requirements: Requirements,
+        *,
+        label: str,
+        excluded_machines: set[int],
+        progress: Progress,
+    ) -> int:
+        """Search, pick and buy until an instance exists for ``pod``; return its id."""
+        waits = self._backoff.delays()
+        # Said once: a retry keeps showing why the last turn failed until it knows better,
+        # so a spend-capped pod does not flicker between two reasons every sweep.
+        await progress.waiting("SearchingOffers", "searching Vast.ai offers")
+        while True:
+            outcome = await self._try_buy(pod, requirements, label, excluded_machines, progress)
+            if isinstance(outcome, int):
+                return outcome
+            reason, message = outcome
+            # Room frees when another pod's instance goes: look again each slow sweep.
+            delay = self._settings.poll_slow if reason == "SpendCapReached" else waits.next()
+            await progress.waiting(reason, f"{message}; retrying in {delay:.0f}s")
+            await trio.sleep(delay)
+
+    async def _try_buy(
+        self,
+        pod: Pod,
+        requirements: Requirements,
+        label: str,
+        excluded: set[int],
+        progress: Progress,
+    ) -> int | Wait:
+        """One search and up to ``OFFERS_PER_SEARCH`` buys: an instance id, or why not."""
+        try:
+            offers = await self._searches.search(build_query(requirements))
+        except TemporaryError as exc:
+            return "SearchingOffers", f"Vast API unavailable: {exc}"
+        except PermanentError as exc:
+            await progress.event("Warning", "VastAPIError", str(exc))
+            return "VastAPIError", str(exc)
+        offers = [o for o in offers if o.machine_id not in excluded]
+        selection = select(offers, requirements)
+        if not selection.ranked:
+            selection = await self._explain(requirements, selection)
+            restrictive = selection.most_restrictive
+            reason = "PriceCapExceeded" if restrictive == "price-max" else "NoMatchingOffers"
+            message = selection.describe()
+            await progress.event("Warning", reason, message, log_as="offers found: 0")
+            return reason, message
+        await progress.event("Normal", "OffersFound", selection.describe(), log_as="offers found")
+        refusal = None
+        tried = 0
+        for offer in selection.ranked:
+            if tried == OFFERS_PER_SEARCH:
+                break
+            if not self._claims.available(offer.id):  # bought, gone, or a sibling's now
+                continue
+            price = offer_price(offer, requirements)
+            refused = self._budget.hold(pod.uid, price)
+            if refused is not None:  # a cheaper fallback may still fit
+                refusal = refusal or refused
+                continue
+            tried += 1
+            with self._claims.claim(offer.id):
+                outcome = await self._try_offer(pod, offer, requirements, price, label, progress)
+            if isinstance(outcome, int):
+                return outcome
+            self._budget.release(pod.uid)
+            if outcome is not None:
+                return outcome
+        if refusal is not None and tried == 0:
+            await progress.event("Warning", "SpendCapReached", refusal)
+            return "SpendCapReached", refusal
+        return "SearchingOffers", "every matching offer was taken before it could be bought"
+
+    async def _explain(self, requirements: Requirements, strict: Selection) -> Selection:
+        """Why nothing matched: the strict query's server-side filter leaves nothing to count,
+        so the pod's GPU models are searched without the other constraints and each offer is
+        re-checked, to name the constraint that ruled out the most (e.g. price-max, which
+        makes the reason PriceCapExceeded). Only when nothing matches, and shared like any
+        search."""
+        try:
+            broad = await self._searches.search(explain_query(requirements))
+        except TemporaryError:
+            return strict
+        return select(broad, requirements)
+
+    async def _try_offer(
+        self,
+        pod: Pod,
+        offer: Offer,
+        requirements: Requirements,
+        price: float,
+        label: str,
+        progress: Progress,
+    ) -> int | Wait | None:
+        """Buy ``offer``: an instance id, why the pod must wait, or None to try the next."""
+        try:
+            request, secrets = await instance_request(
+                pod,
+                label=label,
+                disk_gb=requirements.disk_gb,
+                lookup=self._objects,
+                bid_price=bid_price(offer, requirements),
+            )
+        except MissingReference as exc:
+            return "CreateContainerConfigError", str(exc)
+        except SpecError as exc:
+            await progress.event("Warning", "InvalidSpec", str(exc))
+            return "CreateContainerConfigError", str(exc)
+        for secret in secrets:
+            redact(secret)
+        matched = describe_offer(offer, price)
+        await progress.event("Normal", "OfferMatched", matched, log_as="offer match")
+        await progress.waiting("Buying", f"buying {matched}")
+        try:
+            await progress.annotate({BUYING: f"offer {offer.id} at {now_rfc3339()}"})
+        except VkError as exc:
+            return "KubeAPIError", f"cannot record the buy on the pod before buying: {exc}"
+        log = logger.bind(pod=pod.key, uid=pod.uid, offer_id=offer.id)
+        log.info("buy_instance", price=price)
+        try:
+            result = await buy(self._vast, offer, request)
+        except OfferGone:
+            self._claims.spend(offer.id)
+            log.info("offer gone; trying the next one")
+            result = None
+        except TemporaryError as exc:
+            await _clear_intent(progress)
+            return "SearchingOffers", f"Vast API unavailable: {exc}"
+        except PermanentError as exc:  # e.g. a wrong API key, no credit: one reason for all
+            await _clear_intent(progress)
+            await progress.event("Warning", "VastAPIError", f"buying failed: {exc}")
+            return "VastAPIError", f"buying failed: {exc}"
+        if result is None:  # refused, or lost and not found by its label: nothing bills
+            await _clear_intent(progress)
+            return None
+        self._claims.spend(offer.id)
+        await self._record_purchase(offer, price, result.instance_id, progress)
+        if not result.started:
+            log.warning("instance created stopped; replacing it", instance_id=result.instance_id)
+            await destroy_all(
+                self._vast,
+                self._poller,
+                pod.uid,
+                http_timeout=self._settings.destroy_timeout,
+                known=(result.instance_id,),
+            )
+            return None
+        return result.instance_id
+
+    async def _record_purchase(
+        self, offer: Offer, price: float, instance_id: int, progress: Progress
+    ) -> None:
+        await _record(
+            progress,
+            {
+                INSTANCE_ID: str(instance_id),
+                OFFER_ID: str(offer.id),
+                MACHINE_ID: str(offer.machine_id),
+                GPU: f"{offer.num_gpus}x {offer.gpu_name}",
+                PRICE: f"{price:.4f}",
+                LOCATION: _location(offer),
+                BUYING: None,
+            },
+        )
+        await progress.event(
+            "Normal",
+            "InstanceBought",
+            f"bought instance {instance_id}: {describe_offer(offer, price)}",
+        )
+        self._poller.hurry()
+
+
+async def _clear_intent(progress: Progress) -> None:
+    await _record(progress, {BUYING: None})
+
+
+async def _record(progress: Progress, annotations: dict[str, str | None]) -> None:
+    """Best effort: the record helps people and restarts, but the label is the source of
+    truth, so a failed write is logged and the buy stands."""
+    try:
+        await progress.annotate(annotations)
+    except VkError as exc:
+        logger.bind(pod=progress.pod.key, uid=progress.pod.uid).warning(
+            "pod annotation patch failed", error=str(exc)
+        )

@@ -1,0 +1,146 @@
+"""Reading Vast instances: status strings and ``status_msg`` turned into observations.
+
+Vast describes an instance with ``actual_status`` (``None``/``created``/``loading``/
+``scheduling``/``rebooting`` while it boots, ``running``, ``exited``, ``stopped``, ``offline``,
+``frozen``, ``unknown``…) and a free-text ``status_msg`` (``vast-api.md`` §5). This module is
+the only place that interprets them; the kubelet half sees only the provider-neutral
+observations of ``vk_trio.node.provider``.
+
+An ``InstanceWatch`` follows one instance and remembers what a single snapshot cannot say:
+when it was bought (its startup clock), whether it was ever seen (a missing instance is only
+lost after a grace), whether it ran, and since when it has been offline. Pure: the caller
+passes the loop time in, so tests need no clock.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from vk_trio.node.provider import Booting, Exited, Lost, MachineFailed, Observation, Running
+from vk_trio.vast import Instance
+
+__all__ = ["BOOTING", "InstanceWatch", "exit_code"]
+
+BOOTING = (None, "created", "loading", "scheduling", "rebooting")
+"""``actual_status`` values of an instance on its way to running."""
+
+_EXIT_CODE = re.compile(r"exit(?:ed)?(?: with)?(?: code| status)?[ :=]*(-?\d+)", re.IGNORECASE)
+
+
+def exit_code(message: str) -> int | None:
+    """The exit code Vast mentions in ``status_msg``; None when it names none (unknown)."""
+    match = _EXIT_CODE.search(message)
+    return int(match.group(1)) if match else None
+
+
+def age(instance: Instance) -> float:
+    """Seconds since Vast created ``instance`` (0 when it does not say, or the clocks differ)."""
+    if not instance.start_date:
+        return 0.0
+    return max(0.0, time.time() - instance.start_date)
+
+
+class InstanceWatch:
+    """What one instance is doing, snapshot after snapshot.
+
+    ``startup``: seconds from purchase to running before the machine is blamed;
+    ``visibility_grace``: seconds a just-bought instance may be missing from the list;
+    ``offline_grace``: seconds a once-running instance may be offline before it is replaced;
+    ``price_max``: the pod's cap, re-checked against what the instance really bills.
+    ``ran``: the pod already showed this instance running (adopted after a restart).
+    """
+
+    def __init__(
+        self,
+        instance_id: int,
+        *,
+        now: float,
+        startup: float,
+        visibility_grace: float,
+        offline_grace: float,
+        price_max: float | None,
+        ran: bool,
+    ) -> None:
+        self.instance_id = instance_id
+        self.bought_at = now
+        self.startup = startup
+        self.visibility_grace = visibility_grace
+        self.offline_grace = offline_grace
+        self.price_max = price_max
+        self.ran = ran
+        self.seen = False
+        self.offline_since: float | None = None
+        self.machine_id: int | None = None
+
+    def startup_deadline(self) -> float:
+        """Loop time at which a boot that has not reached running is given up."""
+        return self.bought_at + self.startup
+
+    def observe(self, instance: Instance | None, now: float) -> Observation | None:
+        """What ``instance`` (None: not listed) amounts to now; None while nothing to say."""
+        if instance is None:
+            if self.seen or now - self.bought_at > self.visibility_grace:
+                return Lost("InstanceLost", f"instance {self.instance_id} disappeared")
+            return None
+        if not self.seen:  # adopted after a restart: its startup began when it was created
+            self.bought_at = min(self.bought_at, now - age(instance))
+            self.seen = True
+        self.machine_id = instance.machine_id
+        status = instance.actual_status
+        offline = status not in ("running", *BOOTING)
+        self.offline_since = (self.offline_since or now) if offline else None
+        return self._classify(instance, now)
+
+    def _classify(self, instance: Instance, now: float) -> Observation:
+        status = instance.actual_status
+        message = (instance.status_msg or "").strip()
+        name = f"instance {instance.id}"
+        late = now - self.bought_at > self.startup
+        cap = self.price_max
+        if cap is not None and instance.dph_total > cap + 1e-6:
+            return MachineFailed(
+                "PriceCapExceeded",
+                f"{name} bills ${instance.dph_total:.4f}/h, above vast.ai/price-max "
+                f"${cap:.4f}/h; destroying it and trying another machine",
+            )
+        if status == "running":
+            self.ran = True
+            return _running(instance)
+        if "OCI runtime create failed" in message or (status == "created" and "rror" in message):
+            return MachineFailed(
+                "StartFailed", f"{name} failed to start: {message[:300]}; trying another machine"
+            )
+        if status == "exited":
+            return Exited(exit_code(message), message[:500])
+        if status in BOOTING:
+            if self.ran:
+                return Booting(f"{name} {status}")
+            if late:
+                return MachineFailed(
+                    "BootTimeout",
+                    f"{name} not running within its startup timeout; trying another machine",
+                )
+            detail = f": {message[:200]}" if message else ""
+            return Booting(f"{name} {status or 'scheduling'}{detail}")
+        # stopped, frozen, offline, unknown: not serving; replaced if it lasts
+        if self.offline_since is not None and now - self.offline_since > self.offline_grace:
+            return Lost("HostOffline", f"{name} {status} too long")
+        if self.ran:
+            return Booting(f"{name} {status}")
+        if late:  # it never ran, and its startup time is up whatever the reason
+            return MachineFailed(
+                "BootTimeout", f"{name} {status}, never running within its startup timeout"
+            )
+        return Booting(f"{name} {status}; waiting for its host")
+
+
+def _running(instance: Instance) -> Running:
+    address = instance.address
+    endpoints = instance.endpoints()
+    where = ", ".join(f"{port} → {addr}" for port, addr in endpoints.items()) or address
+    return Running(
+        address=address,
+        endpoints=endpoints,
+        description=f"instance {instance.id} running at {address}: {where}",
+    )

@@ -1,0 +1,433 @@
+"""From a Pod spec to the Vast create request (``PUT /api/v0/asks/{id}/``, ``vast-api.md`` §4).
+
+One instance runs one image, so one container of the pod is chosen (:func:`chosen_container`,
+annotation ``vast.ai/container``, default the first) and the others are reported as not run
+(:func:`skipped_containers`). Init containers are not run either.
+
+The mapping (:func:`instance_request`):
+
+- ``image`` → ``image``; ``runtype`` is always ``"args"`` so the image's own ENTRYPOINT runs
+  (ssh/jupyter runtypes replace it with Vast's init).
+- ``command`` → ``onstart`` (``command[0]``, the entrypoint override, as the CLI sends
+  ``--entrypoint``) and ``args`` (``command[1:] + args``); without ``command``, ``args`` alone.
+  ``$(VAR)`` in both is expanded like the kubelet does.
+- ``envFrom`` then ``env`` → ``env`` (kubelet rules, ``kubelet-contract.md`` §5): Secret values
+  base64-decoded, ``$(VAR)`` expanded with ``$$`` as an escape, ``fieldRef`` for the paths the
+  Virtual Kubelet supports, invalid names skipped, ``resourceFieldRef`` dropped. Service-link
+  variables (``MY_SVC_SERVICE_HOST``) are not added: the instance is outside the cluster network.
+- ``ports`` → ``env`` keys ``"-p 8000:8000"`` (``"-p 53:53/udp"`` for UDP), value ``"1"``.
+- ``imagePullSecrets`` → ``image_login`` ``"-u user -p password registry"`` for the registry the
+  image comes from.
+
+Secret values end up in the request, so the set of values used is returned with it: the caller
+registers them with :func:`vk_trio.logs.redact` before anything is logged or put in an Event.
+
+A referenced Secret or ConfigMap that does not exist (and is not optional) raises
+:class:`MissingReference`, a temporary error: it may be created later, and the kubelet retries
+too. Everything else wrong with the spec raises :class:`SpecError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+from vk_trio.annotations import CONTAINER
+from vk_trio.errors import PermanentError, TemporaryError
+from vk_trio.kube.models import ConfigMap, Container, EnvVar, Pod, Secret
+from vk_trio.vast.models import CreateInstance
+
+__all__ = [
+    "MissingReference",
+    "ObjectLookup",
+    "SpecError",
+    "chosen_container",
+    "expand",
+    "image_registry",
+    "instance_request",
+    "skipped_containers",
+]
+
+
+class SpecError(PermanentError):
+    """The pod spec cannot run on a Vast instance as written; the pod must be changed."""
+
+
+class MissingReference(TemporaryError):
+    """A Secret/ConfigMap (or one of its keys) the pod needs does not exist yet; it is
+    usually created by the same ``kubectl apply`` as the pod, so the buy is retried."""
+
+
+class ObjectLookup(Protocol):
+    """Reads the objects a pod references, in the pod's namespace; None when absent."""
+
+    async def secret(self, namespace: str, name: str) -> Secret | None: ...
+
+    async def config_map(self, namespace: str, name: str) -> ConfigMap | None: ...
+
+
+# --------------------------------------------------------------------------------------------
+# Which container
+
+
+def chosen_container(pod: Pod) -> Container:
+    """The container the instance runs: the one ``vast.ai/container`` names, else the first."""
+    containers = pod.spec.containers
+    if not containers:
+        raise SpecError(f"pod {pod.key} has no containers")
+    wanted = pod.metadata.annotations.get(CONTAINER)
+    if wanted is None:
+        return containers[0]
+    for container in containers:
+        if container.name == wanted:
+            return container
+    names = ", ".join(f'"{c.name}"' for c in containers)
+    raise SpecError(
+        f'{CONTAINER}: "{wanted}" is not a container of pod {pod.key}; expected one of {names}'
+    )
+
+
+def skipped_containers(pod: Pod) -> list[str]:
+    """Names of the containers that will not run: one instance runs one image."""
+    chosen = chosen_container(pod).name
+    return [c.name for c in pod.spec.containers if c.name != chosen]
+
+
+# --------------------------------------------------------------------------------------------
+# The request
+
+
+async def instance_request(
+    pod: Pod,
+    *,
+    label: str,
+    disk_gb: float,
+    lookup: ObjectLookup,
+    bid_price: float | None = None,
+) -> tuple[CreateInstance, set[str]]:
+    """The create body for ``pod`` and the Secret-sourced values it contains (to redact).
+
+    ``bid_price`` makes the instance interruptible (see ``selection.bid_price``).
+    Raises :class:`SpecError` or :class:`MissingReference`.
+    """
+    container = chosen_container(pod)
+    if not container.image.strip():
+        raise SpecError(f'container "{container.name}" of pod {pod.key} has no image')
+    resolver = _EnvResolver(pod, lookup)
+    env = await resolver.resolve(container)
+    lookup_var = _mapping(env)
+    command = [expand(part, lookup_var) for part in container.command]
+    args = [expand(part, lookup_var) for part in container.args]
+    request_env = dict(env)
+    request_env.update(_port_flags(pod, container))
+    image_login = await _image_login(pod, container.image, lookup, resolver.secret_values)
+    return (
+        CreateInstance(
+            image=container.image.strip(),
+            disk=disk_gb,
+            label=label,
+            env=request_env,
+            runtype="args",
+            onstart=command[0] if command else None,
+            args=command[1:] + args,
+            image_login=image_login,
+            price=bid_price,
+        ),
+        resolver.secret_values,
+    )
+
+
+def _port_flags(pod: Pod, container: Container) -> dict[str, str]:
+    """Docker ``-p`` options, which Vast takes as env keys. Host ports are Vast's choice
+    (``Instance.endpoints()`` reports them), so ``hostPort`` is ignored."""
+    flags: dict[str, str] = {}
+    for port in container.ports:
+        protocol = port.protocol.upper()
+        if protocol not in ("TCP", "UDP"):
+            raise SpecError(
+                f"container port {port.container_port}/{port.protocol} of pod {pod.key}:"
+                " Vast instances expose TCP and UDP only"
+            )
+        if not 0 < port.container_port < 65536:
+            raise SpecError(f"container port {port.container_port} of pod {pod.key} is invalid")
+        suffix = "/udp" if protocol == "UDP" else ""
+        flags[f"-p {port.container_port}:{port.container_port}{suffix}"] = "1"
+    return flags
+
+
+# --------------------------------------------------------------------------------------------
+# Environment
+
+
+_ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
+"""Kubernetes' ``IsEnvVarName``."""
+
+
+def _valid_env_name(name: str) -> bool:
+    """A Kubernetes env name that Vast will not mistake for a docker option (``-p``, ``-h``:
+    ``env`` keys starting with ``-`` are options there)."""
+    return _ENV_NAME.fullmatch(name) is not None and not name.startswith("-")
+
+
+def _mapping(env: Mapping[str, str]) -> Callable[[str], str]:
+    """The kubelet's lookup for ``$(NAME)``: an undefined name stays as written."""
+    return lambda name: env.get(name, f"$({name})")
+
+
+def expand(text: str, lookup: Callable[[str], str]) -> str:
+    """Kubernetes ``$(VAR)`` expansion (``third_party/forked/golang/expansion``): ``$$`` is a
+    literal ``$``, ``$(NAME)`` is replaced by ``lookup(NAME)``, and anything else, including an
+    unterminated ``$(``, is kept as written."""
+    out: list[str] = []
+    checkpoint = 0
+    cursor = 0
+    while cursor < len(text):
+        if text[cursor] == "$" and cursor + 1 < len(text):
+            out.append(text[checkpoint:cursor])
+            following = text[cursor + 1]
+            if following == "$":
+                out.append("$")
+                advance = 1
+            elif following == "(":
+                closer = text.find(")", cursor + 2)
+                if closer == -1:
+                    out.append("$(")
+                    advance = 1
+                else:
+                    out.append(lookup(text[cursor + 2 : closer]))
+                    advance = closer - cursor
+            else:
+                out.append("$" + following)
+                advance = 1
+            cursor += advance
+            checkpoint = cursor + 1
+        cursor += 1
+    out.append(text[checkpoint:])
+    return "".join(out)
+
+
+_FIELD_PATHS: Mapping[str, Callable[[Pod], str]] = {
+    "metadata.name": lambda pod: pod.metadata.name,
+    "metadata.namespace": lambda pod: pod.metadata.namespace,
+    "metadata.uid": lambda pod: pod.metadata.uid,
+    "metadata.labels": lambda pod: _format_map(pod.metadata.labels),
+    "metadata.annotations": lambda pod: _format_map(pod.metadata.annotations),
+    "spec.nodeName": lambda pod: pod.spec.node_name,
+    "spec.serviceAccountName": lambda pod: pod.spec.service_account_name,
+}
+_SUBSCRIPT = re.compile(r"metadata\.(labels|annotations)\['(.*)'\]")
+
+
+def _format_map(values: Mapping[str, str]) -> str:
+    """``metadata.labels`` as the downward API renders it: sorted ``key="value"`` lines."""
+    return "\n".join(f"{key}={json.dumps(value)}" for key, value in sorted(values.items()))
+
+
+def _field(pod: Pod, path: str) -> str:
+    subscript = _SUBSCRIPT.fullmatch(path)
+    if subscript is not None:
+        source = pod.metadata.labels if subscript[1] == "labels" else pod.metadata.annotations
+        return source.get(subscript[2], "")
+    getter = _FIELD_PATHS.get(path)
+    if getter is None:
+        raise SpecError(
+            f'unsupported fieldPath "{path}" in pod {pod.key}; supported:'
+            f" {', '.join(_FIELD_PATHS)} and"
+            " metadata.labels['key'] / metadata.annotations['key']"
+        )
+    return getter(pod)
+
+
+def _decode(pod: Pod, secret: str, key: str, value: str) -> str:
+    try:
+        return base64.b64decode(value, validate=True).decode()
+    except ValueError:  # not base64 (binascii.Error), not ASCII, or not UTF-8 once decoded
+        raise SpecError(
+            f'key "{key}" of secret "{secret}" used by pod {pod.key} is not base64-encoded'
+            " UTF-8 text, so it cannot be an environment variable"
+        ) from None
+
+
+class _EnvResolver:
+    """Resolves one container's environment, remembering every Secret value it used."""
+
+    def __init__(self, pod: Pod, lookup: ObjectLookup) -> None:
+        self.pod = pod
+        self.lookup = lookup
+        self.secret_values: set[str] = set()
+        self._secrets: dict[str, Secret | None] = {}
+        self._config_maps: dict[str, ConfigMap | None] = {}
+
+    async def secret(self, name: str) -> Secret | None:
+        if name not in self._secrets:
+            self._secrets[name] = await self.lookup.secret(self.pod.metadata.namespace, name)
+        return self._secrets[name]
+
+    async def config_map(self, name: str) -> ConfigMap | None:
+        if name not in self._config_maps:
+            namespace = self.pod.metadata.namespace
+            self._config_maps[name] = await self.lookup.config_map(namespace, name)
+        return self._config_maps[name]
+
+    def secret_value(self, secret: str, key: str, encoded: str) -> str:
+        value = _decode(self.pod, secret, key, encoded)
+        if value:
+            self.secret_values.add(value)
+        return value
+
+    async def resolve(self, container: Container) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for source in container.env_from:
+            if source.config_map_ref is not None:
+                ref = source.config_map_ref
+                config_map = await self.config_map(ref.name)
+                if config_map is None:
+                    self._missing("configmap", ref.name, ref.optional)
+                    continue
+                items = config_map.data.items()
+            elif source.secret_ref is not None:
+                ref = source.secret_ref
+                secret = await self.secret(ref.name)
+                if secret is None:
+                    self._missing("secret", ref.name, ref.optional)
+                    continue
+                items = {
+                    key: self.secret_value(ref.name, key, value)
+                    for key, value in secret.data.items()
+                }.items()
+            else:
+                continue
+            for key, text in items:
+                if _valid_env_name(source.prefix + key):
+                    env[source.prefix + key] = text
+        for var in container.env:
+            if not _valid_env_name(var.name):
+                continue
+            value = await self._value(var, env)
+            if value is not None:
+                env[var.name] = value
+        return env
+
+    async def _value(self, var: EnvVar, env: Mapping[str, str]) -> str | None:
+        """The variable's value; None drops it (optional and missing, or resourceFieldRef)."""
+        source = var.value_from
+        if source is None:
+            return expand(var.value or "", _mapping(env))
+        if source.secret_key_ref is not None:
+            ref = source.secret_key_ref
+            secret = await self.secret(ref.name)
+            if secret is None:
+                self._missing("secret", ref.name, ref.optional)
+                return None
+            if ref.key not in secret.data:
+                self._missing_key("secret", ref.name, ref.key, ref.optional)
+                return None
+            return self.secret_value(ref.name, ref.key, secret.data[ref.key])
+        if source.config_map_key_ref is not None:
+            ref = source.config_map_key_ref
+            config_map = await self.config_map(ref.name)
+            if config_map is None:
+                self._missing("configmap", ref.name, ref.optional)
+                return None
+            if ref.key not in config_map.data:
+                self._missing_key("configmap", ref.name, ref.key, ref.optional)
+                return None
+            return config_map.data[ref.key]
+        if source.field_ref is not None:
+            return _field(self.pod, source.field_ref.field_path)
+        return None
+
+    def _missing(self, kind: str, name: str, optional: bool | None) -> None:
+        """Raise for a required object; an optional one is skipped (the kubelet only warns)."""
+        if not optional:
+            raise MissingReference(f'{kind} "{name}" not found, required by pod {self.pod.key}')
+
+    def _missing_key(self, kind: str, name: str, key: str, optional: bool | None) -> None:
+        if not optional:
+            raise MissingReference(
+                f'{kind} "{name}" doesn\'t contain the "{key}" key required by pod {self.pod.key}'
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# Registry credentials
+
+
+_DOCKER_HUB = "docker.io"
+_DOCKER_HUB_ALIASES = {"index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
+
+
+def image_registry(image: str) -> str:
+    """The registry host of an image reference: ``ghcr.io/x/y:1`` → ``ghcr.io``, ``ubuntu`` →
+    ``docker.io`` (a first component is a host only if it has a ``.`` or ``:`` or is localhost,
+    as Docker decides)."""
+    first, slash, _ = image.strip().partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        return _normalise_registry(first)
+    return _DOCKER_HUB
+
+
+def _normalise_registry(server: str) -> str:
+    """``https://index.docker.io/v1/`` → ``docker.io``; ``https://ghcr.io`` → ``ghcr.io``."""
+    host = re.sub(r"^[a-z]+://", "", server.strip().casefold()).split("/", 1)[0]
+    return _DOCKER_HUB if host in _DOCKER_HUB_ALIASES else host
+
+
+async def _image_login(
+    pod: Pod, image: str, lookup: ObjectLookup, secret_values: set[str]
+) -> str | None:
+    """``image_login`` from the first pull secret with credentials for the image's registry.
+
+    Like the kubelet, a pull secret that is missing or unreadable does not stop the pod (the
+    pull may not need it); it is skipped.
+    """
+    registry = image_registry(image)
+    for ref in pod.spec.image_pull_secrets:
+        secret = await lookup.secret(pod.metadata.namespace, ref.name)
+        if secret is None:
+            continue
+        credentials = _registry_credentials(secret).get(registry)
+        if credentials is None:
+            continue
+        user, password = credentials
+        if any(not part or re.search(r"\s", part) for part in credentials):
+            raise SpecError(
+                f'image pull secret "{ref.name}" of pod {pod.key} has an empty user or password,'
+                " or one with whitespace, which Vast's image_login cannot carry"
+            )
+        secret_values.add(password)
+        return f"-u {user} -p {password} {registry}"
+    return None
+
+
+def _registry_credentials(secret: Secret) -> dict[str, tuple[str, str]]:
+    """Registry → (user, password) from a ``kubernetes.io/dockerconfigjson`` (``auths`` in
+    ``.dockerconfigjson``) or legacy ``kubernetes.io/dockercfg`` Secret; {} if unreadable."""
+    encoded = secret.data.get(".dockerconfigjson") or secret.data.get(".dockercfg")
+    if encoded is None:
+        return {}
+    try:
+        document = json.loads(base64.b64decode(encoded, validate=True))
+    except (ValueError, RecursionError):  # not base64 or ASCII, not JSON, absurdly nested
+        return {}
+    if not isinstance(document, dict):
+        return {}
+    auths = document.get("auths") if ".dockerconfigjson" in secret.data else document
+    found: dict[str, tuple[str, str]] = {}
+    if not isinstance(auths, dict):
+        return found
+    for server, entry in auths.items():
+        if not isinstance(entry, dict):
+            continue
+        user, password = entry.get("username"), entry.get("password")
+        if not (isinstance(user, str) and isinstance(password, str)) and "auth" in entry:
+            try:
+                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+            except (ValueError, TypeError):  # not base64 or ASCII, not UTF-8, not a string
+                continue
+        if isinstance(user, str) and isinstance(password, str):
+            found.setdefault(_normalise_registry(server), (user, password))
+    return found

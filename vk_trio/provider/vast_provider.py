@@ -1,0 +1,269 @@
+"""The Vast provider: ``vk_trio.node.provider.Provider`` over the Vast.ai API.
+
+It owns everything Vast-specific a pod's life needs: annotations → requirements, the pod
+spec → a create request, labels, buying (``buying.Buyer``), reading instances
+(``observing.InstanceWatch`` fed by the node's one ``poller.InstancePoller``) and destroying
+(``instances.destroy_all``). Per pod it keeps only what a restart may lose: the machines that
+failed the pod (so another is tried), dropped by ``forget``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import msgspec
+import trio
+from loguru import logger
+
+from vk_trio.annotations import BUYING, ENDPOINTS, INSTANCE_ID
+from vk_trio.config import Settings
+from vk_trio.errors import TemporaryError, VkError
+from vk_trio.kube.models import Pod
+from vk_trio.node.provider import (
+    Ended,
+    InvalidPod,
+    Lost,
+    MachineFailed,
+    Observation,
+    Placement,
+    Progress,
+    Running,
+)
+from vk_trio.provider.budget import Budget
+from vk_trio.provider.buying import Buyer
+from vk_trio.provider.instances import LOOKUP_ATTEMPTS, LOOKUP_INTERVAL, destroy_all
+from vk_trio.provider.labels import instance_label
+from vk_trio.provider.market import OfferClaims, SharedSearches
+from vk_trio.provider.observing import InstanceWatch
+from vk_trio.provider.poller import InstancePoller
+from vk_trio.provider.requirements import AnnotationError, Requirements, parse_requirements
+from vk_trio.provider.spec import ObjectLookup, SpecError, chosen_container, skipped_containers
+from vk_trio.retry import Backoff
+from vk_trio.vast import VastClient
+
+if TYPE_CHECKING:
+    from loguru import Logger
+
+__all__ = ["VastProvider"]
+
+RECHECK = 30.0
+"""Seconds between re-checks of an instance's deadlines while no change arrives."""
+
+
+@dataclass
+class _PodMemory:
+    excluded_machines: set[int] = field(default_factory=set)
+
+
+class VastProvider:
+    """Runs each pod of one node on one Vast instance at a time."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        vast: VastClient,
+        poller: InstancePoller,
+        objects: ObjectLookup,
+        budget: Budget,
+    ) -> None:
+        self._settings = settings
+        self._vast = vast
+        self._poller = poller
+        self._budget = budget
+        self._buyer = Buyer(
+            settings=settings,
+            vast=vast,
+            poller=poller,
+            searches=SharedSearches(vast),
+            claims=OfferClaims(),
+            budget=budget,
+            objects=objects,
+        )
+        self._backoff = Backoff(settings.backoff_first, settings.backoff_cap)
+        self._pods: dict[str, _PodMemory] = {}
+
+    # -- the Provider protocol ------------------------------------------------------------
+
+    def check(self, pod: Pod) -> Placement:
+        try:
+            chosen = chosen_container(pod)
+            _requirements(pod)
+        except (AnnotationError, SpecError) as exc:
+            raise InvalidPod("InvalidAnnotation", str(exc)) from exc
+        reason = f'the instance runs "{chosen.name}": one Vast instance, one image'
+        return Placement(chosen.name, {name: reason for name in skipped_containers(pod)})
+
+    async def adopt(self, pod: Pod, progress: Progress) -> str | Lost | None:
+        """Waits for a sweep that started after this call, so an instance bought moments ago
+        by a previous process is seen before anything new is bought; if that process died
+        with a create in flight (``vast.ai/buying`` is still set), a few more sweeps are
+        awaited, since a new instance can take a moment to be listed."""
+        await self._fresh_sweep(progress)
+        instances = self._poller.instances(pod.uid)
+        if not instances and BUYING in progress.pod.metadata.annotations:
+            self._log(pod).warning("a buy was in flight when vk-trio stopped; looking for it")
+            for _ in range(LOOKUP_ATTEMPTS):
+                await trio.sleep(LOOKUP_INTERVAL)
+                await self._fresh_sweep(progress)
+                instances = self._poller.instances(pod.uid)
+                if instances:
+                    break
+            try:
+                await progress.annotate({BUYING: None})
+            except VkError as exc:
+                self._log(pod).warning("pod annotation patch failed", error=str(exc))
+        if not instances:
+            if progress.pod.metadata.annotations.get(INSTANCE_ID):
+                return Lost("InstanceLost", "the instance vanished while vk-trio was away")
+            return None
+        keep = max(instances, key=lambda i: (i.actual_status == "running", i.id))
+        if len(instances) > 1:
+            self._log(pod).warning("several instances for one pod; keeping one", keep=keep.id)
+            await self._release_until_done(pod, progress, keep=keep.id)
+        self._log(pod).info("adopted instance", instance_id=keep.id, status=keep.actual_status)
+        return str(keep.id)
+
+    async def acquire(self, pod: Pod, progress: Progress) -> str:
+        memory = self._pods.setdefault(pod.uid, _PodMemory())
+        instance_id = await self._buyer.acquire(
+            pod,
+            _requirements(pod),
+            label=self._label(pod),
+            excluded_machines=memory.excluded_machines,
+            progress=progress,
+        )
+        return str(instance_id)
+
+    async def follow(
+        self, pod: Pod, instance: str, progress: Progress
+    ) -> AsyncGenerator[Observation, None]:
+        """Observations of ``instance`` from the poller's sweeps, each reported once.
+
+        Any *other* instance labelled for this pod (a create whose answer was lost and that
+        was listed only after a second buy) is destroyed on sight: a pod never keeps two.
+        """
+        instance_id = int(instance)
+        requirements = _requirements(pod)
+        watch = InstanceWatch(
+            instance_id,
+            now=trio.current_time(),
+            startup=requirements.startup_timeout or self._settings.startup_timeout,
+            visibility_grace=self._settings.visibility_grace,
+            offline_grace=self._settings.offline_grace,
+            price_max=requirements.price_max,
+            ran=_shows_running(progress.pod),
+        )
+        last: Observation | None = None
+        while True:
+            version = self._poller.version(pod.uid)
+            listed = self._poller.instances(pod.uid)
+            if any(i.id != instance_id for i in listed):
+                self._log(pod).warning("a second instance for one pod; destroying it")
+                await self._release_until_done(pod, progress, keep=instance_id)
+            current = next((i for i in listed if i.id == instance_id), None)
+            observed = watch.observe(current, trio.current_time())
+            if observed is not None and observed != last:
+                last = observed
+                await self._record(pod, instance_id, observed, watch, progress)
+                yield observed
+                if isinstance(observed, Ended):
+                    return
+            # Wake at the startup deadline too: a stuck boot changes nothing to wake us.
+            until_late = watch.startup_deadline() - trio.current_time()
+            with trio.move_on_after(RECHECK if until_late <= 0 else min(RECHECK, until_late)):
+                await self._poller.wait_changed(pod.uid, version)
+
+    async def release(self, pod: Pod, *, keep: str | None = None) -> int:
+        destroyed = await destroy_all(
+            self._vast,
+            self._poller,
+            pod.uid,
+            http_timeout=self._settings.destroy_timeout,
+            keep=None if keep is None else int(keep),
+        )
+        if keep is None:
+            self._budget.release(pod.uid)
+        self._poller.hurry()
+        return destroyed
+
+    def forget(self, pod: Pod) -> None:
+        self._pods.pop(pod.uid, None)
+        self._poller.forget(pod.uid)
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _label(self, pod: Pod) -> str:
+        meta = pod.metadata
+        return instance_label(self._settings.node_name, meta.namespace, meta.name, meta.uid)
+
+    def _log(self, pod: Pod) -> Logger:
+        return logger.bind(pod=pod.key, uid=pod.uid)
+
+    async def _record(
+        self,
+        pod: Pod,
+        instance_id: int,
+        observed: Observation,
+        watch: InstanceWatch,
+        progress: Progress,
+    ) -> None:
+        """Keep the pod's own record in step: its endpoints while running, none after."""
+        annotations: dict[str, str | None] | None = None
+        if isinstance(observed, Running):
+            annotations = {
+                ENDPOINTS: msgspec.json.encode(dict(observed.endpoints)).decode(),
+                INSTANCE_ID: str(instance_id),
+            }
+        elif isinstance(observed, Ended):
+            annotations = {ENDPOINTS: None}
+            if isinstance(observed, MachineFailed) and watch.machine_id is not None:
+                self._pods.setdefault(pod.uid, _PodMemory()).excluded_machines.add(watch.machine_id)
+        if annotations is not None:
+            try:
+                await progress.annotate(annotations)
+            except VkError as exc:
+                self._log(pod).warning("pod annotation patch failed", error=str(exc))
+
+    async def _fresh_sweep(self, progress: Progress) -> None:
+        """Wait for a successful sweep that started now, reporting while Vast cannot list."""
+        retry = self._backoff.delays()
+        while True:
+            try:
+                await self._poller.fresh()
+                return
+            except TemporaryError as exc:  # e.g. a revoked API key: the list is refused
+                delay = retry.next()
+                await progress.event("Warning", "VastAPIError", str(exc))
+                if progress.pod.status.phase != "Running":
+                    await progress.waiting("VastAPIError", f"{exc}; retrying in {delay:.0f}s")
+                await trio.sleep(delay)
+
+    async def _release_until_done(self, pod: Pod, progress: Progress, *, keep: int) -> None:
+        """Destroy the pod's extra instances (all but ``keep``), retrying until done."""
+        retry = self._backoff.delays()
+        while True:
+            try:
+                await self.release(pod, keep=str(keep))
+                return
+            except VkError as exc:
+                await progress.event(
+                    "Warning",
+                    "DestroyFailed",
+                    f"could not destroy an extra instance yet, retrying: {exc}",
+                )
+                await trio.sleep(retry.next())
+
+
+def _requirements(pod: Pod) -> Requirements:
+    chosen = chosen_container(pod)
+    return parse_requirements(
+        pod.metadata.annotations, gpu_limit=chosen.resources.limits.get("nvidia.com/gpu")
+    )
+
+
+def _shows_running(pod: Pod) -> bool:
+    """The pod's status shows a container running: its instance ran before a restart."""
+    return any(status.state.running for status in pod.status.container_statuses)
