@@ -17,7 +17,7 @@ import trio
 from trio.testing import MockClock
 
 from tests.node.conftest import Harness, container, phase, restarts, waiting
-from tests.node.fake import INVALID, FakeProvider, running
+from tests.node.fake import INVALID, FakeProvider, Run, running
 from vk_trio.node.provider import Booting, Exited, Lost, MachineFailed
 
 SLACK = 1.0
@@ -69,8 +69,8 @@ async def test_restart_policy(
 async def test_crash_loop_backoff_doubles_to_its_cap_and_resets_after_a_long_run(
     jumpy_clock: MockClock, harness: Harness, provider: FakeProvider
 ) -> None:
-    crash = [(0.0, running()), (1.0, Exited(1, "boom"))]
-    long_run = [(0.0, running()), (700.0, Exited(1, "boom after a long run"))]
+    crash: Run = [(0.0, running()), (1.0, Exited(1, "boom"))]
+    long_run: Run = [(0.0, running()), (700.0, Exited(1, "boom after a long run"))]
     provider.runs["p"] = [crash] * 7 + [long_run, crash, crash]
     harness.create("p")
     await harness.until("p", lambda p: len(provider.times("acquire", "p")) == 11, within=10**5)
@@ -85,7 +85,7 @@ async def test_crash_loop_backoff_doubles_to_its_cap_and_resets_after_a_long_run
 async def test_machine_failures_are_retried_then_blame_the_container(
     jumpy_clock: MockClock, harness: Harness, provider: FakeProvider
 ) -> None:
-    failed = [(5.0, MachineFailed("BootTimeout", "never started"))]
+    failed: Run = [(5.0, MachineFailed("BootTimeout", "never started"))]
     provider.runs["p"] = [failed, failed, failed]
     harness.create("p", restartPolicy="Never")
     pod = await harness.until("p", lambda p: phase(p) == "Failed")
@@ -161,11 +161,9 @@ async def test_a_bug_in_teardown_never_reaches_the_node(
     await harness.gone("a")
     assert provider.times("release", "a")  # retried after the KeyError
     pod = harness.pod("b")
-    assert (
-        pod is not None
-        and phase(pod) == "Running"
-        and "b" in {h.pod.metadata.name for h in harness.dispatcher.handles.values()}
-    )
+    assert pod is not None and phase(pod) == "Running"
+    assert harness.dispatcher is not None
+    assert "b" in {h.pod.metadata.name for h in harness.dispatcher.handles.values()}
     assert "KeyError" in " ".join(e["message"] for e in harness.events("a"))
 
 
