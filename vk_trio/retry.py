@@ -4,6 +4,8 @@ Every loop in vk-trio that waits before trying again (a Vast call, a Kubernetes 
 watch, the Lease, a pod's buy, crash loop or destroy) takes its waits from a ``Backoff``:
 ``first`` seconds, multiplied by ``factor`` each time, never above ``cap``. What differs
 between them is only the numbers, so the numbers live with each caller and the arithmetic here.
+A client call retried in place (Vast, Kubernetes) is bounded by a ``RetryPolicy``: a number
+of attempts along a ``Backoff``, obeying a server's short ``Retry-After``.
 
 Jitter (a fraction, e.g. 0.2 = ±20 %) spreads callers hit by the same outage, so they do not
 all come back in step; it is off by default so that fake-time tests can assert exact times.
@@ -13,8 +15,9 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import dataclass, field
 
-__all__ = ["Backoff", "Delays"]
+__all__ = ["Backoff", "Delays", "RetryPolicy"]
 
 
 class Backoff:
@@ -70,3 +73,27 @@ class Delays:
 
     def reset(self) -> None:
         self._retry = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """How often and how patiently one client call is retried on a transient failure."""
+
+    attempts: int = 5
+    """Tries in total, the first included; then the typed error is raised."""
+    backoff: Backoff = field(default_factory=lambda: Backoff(1.0, 30.0, jitter=0.2))
+    max_retry_after: float = 60.0
+    """A ``Retry-After`` up to this many seconds is obeyed exactly; a longer one (or none)
+    falls back to the backoff."""
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"invalid retry policy: {self!r}")
+
+    def wait(
+        self, retry: int, retry_after: float | None, rng: random.Random | None = None
+    ) -> float:
+        """Seconds before retry ``retry`` (1-based), given the server's ``Retry-After``."""
+        if retry_after is not None and 0 <= retry_after <= self.max_retry_after:
+            return retry_after
+        return self.backoff.delay(retry, rng)

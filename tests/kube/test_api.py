@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from vk_trio.errors import PermanentError, TemporaryError
-from vk_trio.kube.api import KubeClient, format_micro_time, format_time
+from vk_trio.kube.api import DEFAULT_RETRY, NO_RETRY, KubeClient, format_micro_time, format_time
 from vk_trio.kube.errors import (
     KubeConflict,
     KubeError,
@@ -25,15 +25,17 @@ from vk_trio.kube.errors import (
     KubeServerError,
     KubeUnavailable,
 )
+from vk_trio.retry import RetryPolicy
 
-BACKOFFS = (0.2, 0.5, 1.0, 2.0, 4.0)
+BACKOFFS = [DEFAULT_RETRY.backoff.delay(n) for n in range(1, DEFAULT_RETRY.attempts)]
+"""The waits of the default policy: 0.2 s doubling, five of them."""
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
-def make_client(handler: Handler, *, backoffs: tuple[float, ...] = BACKOFFS) -> KubeClient:
+def make_client(handler: Handler, *, retry: RetryPolicy = DEFAULT_RETRY) -> KubeClient:
     http = httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://kube")
-    return KubeClient(http, backoffs=backoffs)
+    return KubeClient(http, retry=retry)
 
 
 def status_body(code: int, reason: str, message: str) -> dict[str, object]:
@@ -162,7 +164,11 @@ async def test_connect_errors_are_retried_even_for_post(
     assert calls == 3
 
 
-async def test_no_retries_when_backoffs_empty() -> None:
+def test_the_default_schedule_fits_in_a_lease_renewal() -> None:
+    assert BACKOFFS == [0.2, 0.4, 0.8, 1.6, 3.2] and sum(BACKOFFS) < 10.0
+
+
+async def test_no_retries_with_no_retry() -> None:
     calls = 0
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -172,7 +178,7 @@ async def test_no_retries_when_backoffs_empty() -> None:
 
     async with make_client(handler) as client:
         with pytest.raises(KubeUnavailable) as info:
-            await client.request("GET", "/x", backoffs=())
+            await client.request("GET", "/x", retry=NO_RETRY)
     assert calls == 1
     assert isinstance(info.value.__cause__, httpx.ReadTimeout)
 

@@ -17,7 +17,7 @@ import pytest
 import trio
 import yaml
 
-from vk_trio.kube.api import KubeClient
+from vk_trio.kube.api import NO_RETRY, KubeClient
 from vk_trio.kube.config import (
     ClusterConfig,
     ConfigError,
@@ -314,6 +314,6 @@ async def test_tls_verification_is_on(pki: Pki, nursery: trio.Nursery, missing: 
         client_cert_file=str(pki.client_cert),
         client_key_file=str(pki.client_key),
     )
-    async with KubeClient.from_config(config, backoffs=()) as client:
+    async with KubeClient.from_config(config, retry=NO_RETRY) as client:
         with pytest.raises(KubeUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
             await client.request("GET", "/version")

@@ -10,7 +10,7 @@ import msgspec
 import pytest
 import trio
 
-from vk_trio.kube.api import KubeClient
+from vk_trio.kube.api import NO_RETRY, KubeClient
 from vk_trio.kube.config import load_config
 from vk_trio.kube.events import MESSAGE_MAX, EventRecorder
 from vk_trio.kube.models import ObjectMeta, Pod
@@ -22,7 +22,7 @@ POD = Pod(metadata=ObjectMeta(name="web", namespace="team", uid="uid-1", resourc
 
 def recorder(handler: Callable[[httpx.Request], httpx.Response]) -> EventRecorder:
     http = httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://kube")
-    return EventRecorder(KubeClient(http, backoffs=()), host="vk-node")
+    return EventRecorder(KubeClient(http, retry=NO_RETRY), host="vk-node")
 
 
 async def test_first_emit_posts_then_repeats_patch_count() -> None:

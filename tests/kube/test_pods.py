@@ -9,7 +9,7 @@ import httpx
 import msgspec
 import pytest
 
-from vk_trio.kube.api import KubeClient
+from vk_trio.kube.api import NO_RETRY, KubeClient
 from vk_trio.kube.config import load_config
 from vk_trio.kube.errors import KubeForbidden
 from vk_trio.kube.models import ObjectMeta, Pod
@@ -35,7 +35,7 @@ def pod_json(uid: str = "uid-1", **status: object) -> dict[str, object]:
 
 def client_for(handler: Callable[[httpx.Request], httpx.Response]) -> KubeClient:
     http = httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://kube")
-    return KubeClient(http, backoffs=())
+    return KubeClient(http, retry=NO_RETRY)
 
 
 def not_found(request: httpx.Request) -> httpx.Response:

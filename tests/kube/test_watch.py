@@ -17,10 +17,11 @@ import trio.lowlevel
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from vk_trio.kube.api import KubeClient
+from vk_trio.kube.api import NO_RETRY, KubeClient
 from vk_trio.kube.config import load_config
 from vk_trio.kube.errors import KubeForbidden
 from vk_trio.kube.watch import PodEvent, watch_pods
+from vk_trio.retry import Backoff
 from vk_trio.sim.kube import KubeSim
 
 Reply = Callable[[httpx.Request], httpx.Response]
@@ -92,7 +93,7 @@ class Script:
 
     def client(self) -> KubeClient:
         http = httpx.AsyncClient(transport=httpx.MockTransport(self), base_url="http://kube")
-        return KubeClient(http, backoffs=())
+        return KubeClient(http, retry=NO_RETRY)
 
 
 def names(events: list[PodEvent]) -> list[str]:
@@ -200,7 +201,7 @@ async def test_other_failures_back_off_then_relist(
         stream({"type": "ADDED", "object": pod("y", "61")}),
     )
     start = trio.current_time()
-    events = await take(script.client(), 3, backoffs=(1.0, 2.0, 4.0))
+    events = await take(script.client(), 3, backoff=Backoff(1.0, 4.0))
     assert names(events) == ["SYNCED", "SYNCED", "ADDED y"]
     assert trio.current_time() - start == pytest.approx(1.0 + 2.0 + 4.0)
     assert script.params(2)["resourceVersion"] == "10"
@@ -417,7 +418,9 @@ async def test_consumer_view_converges(operations: list[tuple[str, str]]) -> Non
 
         async def consume() -> None:
             nonlocal changed
-            async with aclosing(watch_pods(client, node_name="vk", backoffs=(0.01,))) as events:
+            async with aclosing(
+                watch_pods(client, node_name="vk", backoff=Backoff(0.01, 0.01))
+            ) as events:
                 async for event in events:
                     if event.pod is None:
                         continue

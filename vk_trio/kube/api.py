@@ -1,19 +1,19 @@
 """The one door to the Kubernetes API: ``KubeClient.request`` and ``KubeClient.stream_lines``.
 
 What it owns: an ``httpx.AsyncClient`` (injected, so tests pass a ``MockTransport`` or the
-stand-in's URL) and the retry policy. What it retries, kopf style, as a *named set* walked
-along one backoff tuple (``DEFAULT_BACKOFFS``):
+stand-in's URL) and the retry policy. What it retries, kopf style, as a *named set*, under
+one ``RetryPolicy`` (``DEFAULT_RETRY``, the shape every retry in vk-trio has):
 
 - connection errors and timeouts (``KubeUnavailable``), 5xx (``KubeServerError``): only for
   idempotent verbs (GET, PUT, DELETE, and PATCH: every patch vk-trio sends is a merge patch, so
   applying it twice is harmless). A POST is retried only when the request cannot have reached
   the server (connect error/timeout, pool timeout);
 - 429 (``KubeTooManyRequests``) for every verb: throttling happens before the request is
-  processed. ``Retry-After`` wins over the tuple when the server sends it.
+  processed. ``Retry-After`` wins over the backoff when the server sends it.
 
 What escalates: every other 4xx at once (404, 409, 410, 422, 401/403, ...), and the last error
-once the tuple is used up. Callers never write their own retry loops around ``request``; a
-caller with its own schedule (the lease renewer) passes ``backoffs=()``.
+once the attempts are used up. Callers never write their own retry loops around ``request``;
+a caller with its own schedule (the lease renewer) passes ``retry=NO_RETRY``.
 
 Watches (``stream_lines``) are never retried here: the watch loop in ``watch.py`` decides
 whether to re-watch or relist. Their read timeout is off; inactivity is a trio cancel scope
@@ -26,7 +26,7 @@ Also here: the two timestamp formats the API insists on (``format_time``,
 from __future__ import annotations
 
 import datetime as _dt
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -44,22 +44,27 @@ from vk_trio.kube.errors import (
     KubeUnavailable,
     error_for_status,
 )
+from vk_trio.retry import Backoff, RetryPolicy
 
 if TYPE_CHECKING:
     from vk_trio.kube.config import ClusterConfig
 
 __all__ = [
-    "DEFAULT_BACKOFFS",
+    "DEFAULT_RETRY",
     "DEFAULT_TIMEOUT",
+    "NO_RETRY",
     "KubeClient",
     "format_micro_time",
     "format_time",
     "utcnow",
 ]
 
-DEFAULT_BACKOFFS: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 4.0)
-"""Seconds slept before each retry: five retries spread over ~7.7 s, shorter than the 10 s
-lease renew interval, so a flaky apiserver costs one renewal at most."""
+DEFAULT_RETRY = RetryPolicy(attempts=6, backoff=Backoff(0.2, 4.0))
+"""Five retries spread over ~6 s (0.2 s doubling), shorter than the 10 s lease renew interval,
+so a flaky apiserver costs one renewal at most."""
+
+NO_RETRY = RetryPolicy(attempts=1)
+"""For callers that own their schedule (the Lease, the watch)."""
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 """Per-request timeout for ordinary calls: the apiserver's own request timeout is 60 s, but
@@ -178,13 +183,13 @@ class KubeClient:
         http: httpx.AsyncClient,
         *,
         base_url: str | None = None,
-        backoffs: Sequence[float] = DEFAULT_BACKOFFS,
+        retry: RetryPolicy = DEFAULT_RETRY,
         watch_connect_timeout: float = WATCH_CONNECT_TIMEOUT,
         max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self._http = http
         self._base = base_url.rstrip("/") if base_url else ""
-        self._backoffs = tuple(backoffs)
+        self._retry = retry
         self._watch_timeout = httpx.Timeout(watch_connect_timeout, read=None)
         # Requests wait here, in FIFO order, rather than in httpcore's pool: its queue is
         # scanned per request, which made 200 pods' status patches cost seconds of CPU.
@@ -196,12 +201,12 @@ class KubeClient:
         config: ClusterConfig,
         *,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
-        backoffs: Sequence[float] = DEFAULT_BACKOFFS,
+        retry: RetryPolicy = DEFAULT_RETRY,
     ) -> KubeClient:
         """A client for the cluster ``config`` describes (TLS verified, bearer/cert auth)."""
         from vk_trio.kube.config import make_http_client
 
-        return cls(make_http_client(config, timeout=timeout), backoffs=backoffs)
+        return cls(make_http_client(config, timeout=timeout), retry=retry)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -220,15 +225,15 @@ class KubeClient:
         params: dict[str, Any] | None = None,
         json: Any = None,
         content_type: str | None = None,
-        backoffs: Sequence[float] | None = None,
+        retry: RetryPolicy | None = None,
         idempotent: bool | None = None,
     ) -> Any:
         """Send one API request and return the decoded JSON body (``None`` if empty).
 
         ``json`` is encoded with msgspec and sent as ``content_type`` (default
         ``application/json``; pass ``application/strategic-merge-patch+json`` or
-        ``application/merge-patch+json`` for patches). ``backoffs`` overrides the client's
-        retry schedule for this call (``()`` = no retries); ``idempotent`` overrides the
+        ``application/merge-patch+json`` for patches). ``retry`` overrides the client's
+        policy for this call (``NO_RETRY``: one attempt); ``idempotent`` overrides the
         verb-based guess. Raises a ``KubeError`` subclass; see the module docstring for which
         ones are retried first.
         """
@@ -239,36 +244,34 @@ class KubeClient:
         if json is not None:
             body = msgspec.json.encode(json)
             headers["Content-Type"] = content_type or "application/json"
-        schedule = self._backoffs if backoffs is None else tuple(backoffs)
+        policy = self._retry if retry is None else retry
         retry_all = method in _IDEMPOTENT if idempotent is None else idempotent
         attempt = 0
         while True:
+            attempt += 1
             try:
                 return await self._send_once(method, url, path, params, body, headers)
             except KubeError as error:
                 if not _should_retry(error, idempotent=retry_all):
                     raise
-                if attempt >= len(schedule):
-                    if not schedule:
-                        raise  # the caller owns retrying (and logging)
-                    logger.warning(
-                        "kube {} {} failed after {} retries, escalating: {}",
-                        method,
-                        path,
-                        attempt,
-                        error,
-                    )
+                if attempt >= policy.attempts:
+                    if policy.attempts > 1:  # else the caller owns retrying (and logging)
+                        logger.warning(
+                            "kube request failed, escalating",
+                            method=method,
+                            path=path,
+                            attempts=attempt,
+                            error=str(error),
+                        )
                     raise
-                delay = schedule[attempt] if error.retry_after is None else error.retry_after
-                attempt += 1
+                delay = policy.wait(attempt, error.retry_after)
                 logger.info(
-                    "kube {} {}: {}; will retry in {:.1f}s ({}/{})",
-                    method,
-                    path,
-                    error,
-                    delay,
-                    attempt,
-                    len(schedule),
+                    "kube request failed; retrying",
+                    method=method,
+                    path=path,
+                    error=str(error),
+                    retry_in=round(delay, 2),
+                    attempt=attempt,
                 )
                 await trio.sleep(delay)
 

@@ -25,14 +25,16 @@ from vk_trio.kube.api import KubeClient, format_time, utcnow
 from vk_trio.kube.errors import KubeNotFound
 from vk_trio.kube.models import Pod
 from vk_trio.logs import scrub
+from vk_trio.retry import Backoff, RetryPolicy
 
 __all__ = ["MESSAGE_MAX", "EventRecorder"]
 
 MESSAGE_MAX = 1024
 """Characters of ``message`` kept (the apiserver rejects notes above 1 KiB for new events)."""
 
-EVENT_BACKOFFS: tuple[float, ...] = (0.5, 2.0)
-"""Retries for posting an Event: few and short, because whoever emits is waiting on us."""
+EVENT_RETRY = RetryPolicy(attempts=3, backoff=Backoff(0.5, 2.0, factor=4.0))
+"""Two retries (0.5 s, 2 s) for posting an Event: few and short, because whoever emits is
+waiting on us."""
 
 _MERGE_PATCH = "application/merge-patch+json"
 
@@ -95,7 +97,7 @@ class EventRecorder:
         path = f"/api/v1/namespaces/{seen.namespace}/events/{seen.name}"
         try:
             await self._client.request(
-                "PATCH", path, json=body, content_type=_MERGE_PATCH, backoffs=EVENT_BACKOFFS
+                "PATCH", path, json=body, content_type=_MERGE_PATCH, retry=EVENT_RETRY
             )
         except KubeNotFound:
             return False
@@ -145,7 +147,7 @@ class EventRecorder:
             self._seen.popitem(last=False)
         try:
             await self._client.request(
-                "POST", f"/api/v1/namespaces/{namespace}/events", json=body, backoffs=EVENT_BACKOFFS
+                "POST", f"/api/v1/namespaces/{namespace}/events", json=body, retry=EVENT_RETRY
             )
         except BaseException:
             self._seen.pop(key, None)

@@ -3,7 +3,7 @@
 Without a renewal every ``duration`` seconds the node lifecycle controller marks the node
 Unknown, taints it unreachable and evicts its pods about five minutes later. So this task does
 nothing but Kubernetes calls, is never blocked by anything else, and owns its own retries
-(requests go out with ``backoffs=()``: a fresh renewal beats a stale retry).
+(requests go out with ``retry=NO_RETRY``: a fresh renewal beats a stale retry).
 
 Renewal: ``PUT`` the cached Lease with ``renewTime=now`` and the cached resourceVersion (no GET
 needed). On a 409 the Lease changed under us: re-GET and retry, at most ``MAX_UPDATE_RETRIES``
@@ -22,8 +22,9 @@ import trio
 from loguru import logger
 
 from vk_trio.errors import PermanentError
-from vk_trio.kube.api import KubeClient, format_micro_time, utcnow
+from vk_trio.kube.api import NO_RETRY, KubeClient, format_micro_time, utcnow
 from vk_trio.kube.errors import KubeConflict, KubeError, KubeNotFound
+from vk_trio.retry import Backoff
 
 __all__ = [
     "DEFAULT_LEASE_DURATION",
@@ -39,8 +40,7 @@ DEFAULT_LEASE_DURATION = 40
 DEFAULT_RENEW_FRACTION = 0.25
 """Renew every ``duration * fraction`` seconds: 10 s, four chances before the lease runs out."""
 MAX_UPDATE_RETRIES = 5
-ENSURE_BACKOFF_START = 0.2
-ENSURE_BACKOFF_CAP = 7.0
+ENSURE_BACKOFF = Backoff(0.2, 7.0)
 """The kubelet's retry schedule for a failed renewal: 200 ms doubling, capped at 7 s."""
 
 
@@ -117,7 +117,7 @@ class _Renewer:
             assert self.cached is not None
             try:
                 self.cached = await self.client.request(
-                    "PUT", _path(self.node_name), json=self._renewed(self.cached), backoffs=()
+                    "PUT", _path(self.node_name), json=self._renewed(self.cached), retry=NO_RETRY
                 )
                 return
             except KubeConflict:
@@ -132,7 +132,7 @@ class _Renewer:
     async def _get(self) -> dict[str, Any] | None:
         try:
             lease: dict[str, Any] = await self.client.request(
-                "GET", _path(self.node_name), backoffs=()
+                "GET", _path(self.node_name), retry=NO_RETRY
             )
         except KubeNotFound:
             return None
@@ -140,7 +140,7 @@ class _Renewer:
 
     async def ensure(self) -> None:
         """GET the lease, or create it; retried until it works (but PermanentError escalates)."""
-        delay = ENSURE_BACKOFF_START
+        delays = ENSURE_BACKOFF.delays()
         while True:
             try:
                 lease = await self._get()
@@ -149,7 +149,9 @@ class _Renewer:
                         node_name=self.node_name, node_uid=self.node_uid, duration=self.duration
                     )
                     try:
-                        lease = await self.client.request("POST", _path(), json=body, backoffs=())
+                        lease = await self.client.request(
+                            "POST", _path(), json=body, retry=NO_RETRY
+                        )
                         logger.info("created lease {}/{}", LEASE_NAMESPACE, self.node_name)
                     except KubeConflict:  # created meanwhile: read it on the next round
                         continue
@@ -158,9 +160,14 @@ class _Renewer:
             except PermanentError:
                 raise
             except KubeError as error:
-                logger.warning("lease {}: {}; retrying in {:.1f}s", self.node_name, error, delay)
+                delay = delays.next()
+                logger.warning(
+                    "lease write failed; retrying",
+                    lease=self.node_name,
+                    error=str(error),
+                    retry_in=delay,
+                )
                 await trio.sleep(delay)
-                delay = min(delay * 2, ENSURE_BACKOFF_CAP)
 
 
 async def run_lease(
@@ -214,7 +221,7 @@ async def run_lease(
             except KubeError as error:
                 # Renewal failed even after ensure(): try again soon, not a full interval later.
                 logger.warning("lease {}: renewal failed: {}", node_name, error)
-                await trio.sleep(ENSURE_BACKOFF_START)
+                await trio.sleep(ENSURE_BACKOFF.first)
                 continue
         if not started:
             started = True

@@ -13,7 +13,7 @@ Three layers, each doing one thing (kopf ``watching.py``):
    the list's resourceVersion, re-watching from the last seen one whenever a stream ends.
 3. ``watch_pods`` owns the failure policy: ``410 Gone`` (an HTTP 410, or an ``ERROR`` event
    with code 410 / reason Expired) relists at once; any other failure (connection errors,
-   5xx, other ``ERROR`` events) backs off along ``RECONNECT_BACKOFFS`` and re-watches from the
+   5xx, other ``ERROR`` events) backs off along ``RECONNECT_BACKOFF`` and re-watches from the
    last resourceVersion, relisting after ``RELIST_AFTER_FAILURES`` failures in a row.
 
 A pod vk-trio cannot decode (a field of the wrong type, from a non-conforming server or a
@@ -45,10 +45,11 @@ from loguru import logger
 from vk_trio.kube.api import KubeClient
 from vk_trio.kube.errors import KubeError, KubeForbidden, KubeGone
 from vk_trio.kube.models import Pod
+from vk_trio.retry import Backoff
 
 __all__ = [
     "INACTIVITY_TIMEOUT",
-    "RECONNECT_BACKOFFS",
+    "RECONNECT_BACKOFF",
     "PodEvent",
     "watch_pods",
 ]
@@ -59,9 +60,9 @@ The apiserver sends bookmarks about once a minute when asked, but promises nothi
 quiet node legitimately has no pod events for hours; a re-watch is cheap, so the default is
 the upper end of ``timeout_range`` (a healthy stream ends by itself before this fires)."""
 
-RECONNECT_BACKOFFS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
-"""Seconds slept after the n-th consecutive failure (the last one repeats): reflector-style
-exponential backoff, capped so a node recovers within half a minute of the apiserver."""
+RECONNECT_BACKOFF = Backoff(0.5, 30.0)
+"""Wait after the n-th consecutive failure: reflector-style exponential backoff, capped so a
+node recovers within half a minute of the apiserver."""
 
 RELIST_AFTER_FAILURES = 3
 """Consecutive watch failures after which we relist instead of re-watching from the last RV."""
@@ -300,7 +301,7 @@ async def watch_pods(
     node_name: str,
     timeout_range: tuple[int, int] = (300, 600),
     inactivity_timeout: float = INACTIVITY_TIMEOUT,
-    backoffs: tuple[float, ...] = RECONNECT_BACKOFFS,
+    backoff: Backoff = RECONNECT_BACKOFF,
 ) -> AsyncGenerator[PodEvent, None]:
     """Every change to pods bound to ``node_name``, forever (layer 3: the failure policy).
 
@@ -338,7 +339,7 @@ async def watch_pods(
             if not state.quiet:
                 failures = 0
                 continue
-            await trio.sleep(backoffs[0] if backoffs else 0.0)
+            await trio.sleep(backoff.first)
             continue
         except KubeForbidden:
             raise
@@ -352,7 +353,7 @@ async def watch_pods(
             failures += 1
             if failures >= RELIST_AFTER_FAILURES:
                 must_list = True
-            delay = backoffs[min(failures, len(backoffs)) - 1] if backoffs else 0.0
+            delay = backoff.delay(failures)
             logger.warning(
                 "pod watch failed ({} in a row): {}; retrying in {:.1f}s{}",
                 failures,
@@ -367,5 +368,4 @@ async def watch_pods(
             failures += 1
             must_list = True
             logger.warning("pod watch: undecodable list ({}); retrying", error)
-        delay = backoffs[min(failures, len(backoffs)) - 1] if backoffs else 0.0
-        await trio.sleep(delay)
+        await trio.sleep(backoff.delay(failures))

@@ -4,7 +4,7 @@ Only what is listed in ``__all__`` is public; ``tests/vast/test_exports.py`` pin
 This package never imports ``vk_trio.kube`` or ``vk_trio.node`` or ``vk_trio.provider``.
 """
 
-from vk_trio.vast.client import RetryPolicy as RetryPolicy
+from vk_trio.retry import RetryPolicy as RetryPolicy
 from vk_trio.vast.client import VastClient as VastClient
 from vk_trio.vast.errors import CreateOutcomeUnknown as CreateOutcomeUnknown
 from vk_trio.vast.errors import InstanceNotFound as InstanceNotFound

@@ -32,7 +32,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, NamedTuple, Self, TypeVar
 
@@ -43,7 +42,7 @@ from loguru import logger
 
 from vk_trio import __version__
 from vk_trio.logs import redact
-from vk_trio.retry import Backoff
+from vk_trio.retry import Backoff, RetryPolicy
 from vk_trio.vast.errors import (
     CreateOutcomeUnknown,
     InstanceNotFound,
@@ -75,31 +74,11 @@ MAX_PAGES = 400
 ``next_token`` values must end in an error, not page forever."""
 
 
-DEFAULT_BACKOFF = Backoff(1.0, 30.0, jitter=0.2)
+DEFAULT_RETRY = RetryPolicy(attempts=5, backoff=Backoff(1.0, 30.0, jitter=0.2))
 """Vast's own CLI starts at 0.15 s, but its rate-limit thresholds are 1-4.5 s."""
 
 MAX_IN_FLIGHT = 16
 """Requests on the wire at once (the default httpx pool keeps up to 100 connections)."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class RetryPolicy:
-    """How often and how patiently one call is retried on 429/5xx/timeouts/connection errors.
-
-    The waits follow ``backoff`` (the one retry policy, ``vk_trio.retry``), jittered so that
-    many callers hit by the same outage do not return in step.
-    """
-
-    attempts: int = 5
-    """Tries in total, the first included; then the typed error is raised."""
-    backoff: Backoff = field(default_factory=lambda: DEFAULT_BACKOFF)
-    max_retry_after: float = 60.0
-    """A ``Retry-After`` up to this many seconds is obeyed exactly; a longer one (or none, which
-    is what Vast usually sends) falls back to the backoff, like the Vast CLI."""
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ValueError(f"invalid retry policy: {self!r}")
 
 
 class _Endpoint(NamedTuple):
@@ -196,7 +175,7 @@ class VastClient:
         self._owns_http = http is None
         self._http = http if http is not None else httpx.AsyncClient(timeout=DEFAULT_TIMEOUT)
         self._pacer = pacer if pacer is not None else Pacer()
-        self._retry = retry if retry is not None else RetryPolicy()
+        self._retry = retry if retry is not None else DEFAULT_RETRY
         self._rng = rng if rng is not None else random.Random()
         self._calls: Counter[str] = Counter()
         # Requests queue here (FIFO, cheap) rather than in httpcore's pool, whose queue is
@@ -378,9 +357,7 @@ class VastClient:
     def _wait(self, err: RateLimited | VastUnavailable, attempt: int) -> float:
         """Retry-After if Vast sent a short one, else the policy's backoff for this attempt."""
         retry_after = err.retry_after if isinstance(err, RateLimited) else None
-        if retry_after is not None and retry_after <= self._retry.max_retry_after:
-            return retry_after
-        return self._retry.backoff.delay(attempt, self._rng)
+        return self._retry.wait(attempt, retry_after, self._rng)
 
     async def _attempt(
         self,
