@@ -223,7 +223,20 @@ async def _register(reporter: NodeStatusReporter) -> str:
             await trio.sleep(REGISTER_RETRY)
 
 
+DESCRIPTION = """\
+Run the virtual node: register it with the cluster, rent a Vast.ai instance for each pod
+scheduled onto it, and keep the pod's status true. This is the container's command
+(deployments/virtual-kubelet-vast-python.yaml).
+
+It needs a cluster (the in-cluster service account, or a kubeconfig) and VAST_API_KEY. A setting
+out of range, a cluster that cannot be found, reached or that refuses the node, and a rejected
+key stop it at start with one log line saying what to fix, exit status 2. SIGTERM or Ctrl-C
+stop it (exit status 0) with the node marked NotReady; instances keep running and the next
+start adopts them."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = DESCRIPTION
     config.add_arguments(parser)
 
 
