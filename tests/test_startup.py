@@ -257,3 +257,35 @@ async def test_a_node_that_fails_after_registering_goes_not_ready_with_the_reaso
     ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "False"
     assert ready["message"].startswith("vk-trio stopped: Vast.ai rejected VAST_API_KEY")
+
+
+async def test_vast_down_at_start_is_not_fatal(
+    kube_sim: KubeSim, kubeconfig: Path, tmp_path: Path
+) -> None:
+    """Only a rejected key stops the node: a Vast outage at start is reported on /readyz by
+    the running node, which must still register (its pods keep their instances)."""
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"},
+        "NODE_NAME": NODE,
+        "VAST_API_KEY": "startup-test-key",
+        "VAST_API_URL": f"http://127.0.0.1:{_free_port()}",  # nothing listens
+        "KUBECONFIG": str(kubeconfig),
+        "HEALTH_HOST": "127.0.0.1",
+        "HEALTH_PORT": str(_free_port()),
+    }
+    log = tmp_path / "node.log"
+    with log.open("wb") as sink:
+        node = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "vk_trio", "run"], env=env, stdout=sink, stderr=sink
+        )
+        try:
+            with trio.fail_after(60):
+                await kube_sim.wait_until(lambda sim: sim.get("nodes", None, NODE) is not None)
+            node.terminate()  # SIGTERM, as the kubelet stops a container
+            with trio.fail_after(20):
+                assert await node.wait() == 0
+        finally:
+            if node.returncode is None:
+                node.kill()
+                await node.wait()
+    assert "Vast.ai is failing at start; serving anyway" in log.read_text()

@@ -20,7 +20,7 @@ import trio
 from loguru import logger
 
 from vk_trio.config import Settings
-from vk_trio.errors import TemporaryError
+from vk_trio.errors import TemporaryError, VkError
 from vk_trio.kube.api import KubeClient
 from vk_trio.kube.config import ClusterConfig, ConfigError, load_config
 from vk_trio.kube.errors import KubeError, KubeForbidden, KubeNotFound
@@ -63,13 +63,15 @@ async def preflight(settings: Settings) -> None:
         pacer=pacer,
         retry=RetryPolicy(attempts=1),
     ) as vast:
-        with trio.move_on_after(VAST_CHECK_TIMEOUT):
+        with trio.move_on_after(VAST_CHECK_TIMEOUT) as deadline:
             try:
                 await vast.list_instances()
             except VastAuthError as exc:
                 raise StartupError(_key_line(exc)) from None
-            except TemporaryError as exc:
-                logger.warning("Vast.ai is not answering at start; serving anyway", error=str(exc))
+            except VkError as exc:  # an outage, a 429, a garbled page: the poller copes
+                logger.warning("Vast.ai is failing at start; serving anyway", error=str(exc))
+        if deadline.cancelled_caught:
+            logger.warning("Vast.ai did not answer at start; serving anyway")
 
 
 async def _cluster(settings: Settings) -> ClusterConfig:
