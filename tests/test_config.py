@@ -73,7 +73,66 @@ def test_an_unreadable_or_empty_key_file_is_a_clear_error(
         config.load(None, {"VAST_API_KEY_FILE": str(key_file)})
 
 
-def test_the_readme_documents_every_setting() -> None:
+def test_the_readme_documents_every_setting_as_the_table_says() -> None:
+    """Each row: env var, flag, default, what is allowed and the description, from Settings."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    missing = [name for name in Settings.__struct_fields__ if f"`{name.upper()}`" not in readme]
-    assert missing == []
+    wrong = []
+    for field in config._fields():
+        flag = "(env only)" if field.name in config._HIDDEN_FROM_FLAGS else f"`{field.flag}`"
+        default = "unset" if field.default is None else f"`{field.default}`"
+        if field.name == "vast_api_key":
+            default = "required"
+        row = f"| `{field.env}` | {flag} | {default} | {field.allowed()} | {field.description} |"
+        if row not in readme:
+            wrong.append(row)
+    assert wrong == []
+
+
+@pytest.mark.parametrize(
+    ("given", "level"),
+    [
+        ("warn", "WARNING"),
+        ("Warning", "WARNING"),
+        ("err", "ERROR"),
+        ("FATAL", "CRITICAL"),
+        ("trace", "TRACE"),
+        ("debug", "DEBUG"),
+        ("info", "INFO"),
+    ],
+)
+def test_log_levels_accept_the_usual_aliases_in_any_case(given: str, level: str) -> None:
+    assert config.load(None, {"LOG_LEVEL": given}).log_level == level
+
+
+def test_values_at_the_edges_of_their_ranges_are_accepted() -> None:
+    edges = {
+        "HEALTH_PORT": "65535",
+        "KUBELET_PORT": "1",
+        "LEASE_SECONDS": "10",
+        "MAX_HOURLY_SPEND": "0",
+        "MAX_INSTANCES": "0",
+        "PACING": "0",
+        "VAST_ATTEMPTS": "1",
+        "BACKOFF_FIRST": "0.5",
+        "BACKOFF_CAP": "0.5",
+        "POLL_FAST": "0.1",
+        "POLL_SLOW": "0.1",
+    }
+    settings = config.load(None, edges)
+    assert (settings.health_port, settings.lease_seconds, settings.max_hourly_spend) == (
+        65535,
+        10,
+        0.0,
+    )
+    with pytest.raises(ConfigError, match="LEASE_SECONDS"):
+        config.load(None, {**edges, "LEASE_SECONDS": "121"})
+
+
+def test_help_shows_each_range_from_the_table() -> None:
+    parser = argparse.ArgumentParser()
+    config.add_arguments(parser)
+    help_text = " ".join(parser.format_help().split())
+    assert "(1-65535; default: 10255)" in help_text
+    assert "(> 0; default: 2.0)" in help_text
+    assert "(10-120; default: 40)" in help_text
+    assert "(>= 0; default: unset)" in help_text

@@ -12,13 +12,9 @@ import pytest
 import trio
 
 from tests.seed import SEED_ANNOTATIONS
-from vk_trio import dryrun
-from vk_trio.provider.requirements import (
-    parse_requirements,
-)
-from vk_trio.provider.selection import (
-    build_query,
-)
+from vk_trio import cli, dryrun
+from vk_trio.provider.requirements import parse_requirements
+from vk_trio.provider.selection import build_query
 from vk_trio.sim.vast import Faults, VastSim
 from vk_trio.vast import Pacer, RetryPolicy, VastClient
 
@@ -43,6 +39,8 @@ spec:
           resources:
             limits: {nvidia.com/gpu: %s}
 """
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(*argv: str) -> int:
@@ -72,7 +70,7 @@ def test_seed_example_from_a_deployment(tmp_path: Path, capsys: pytest.CaptureFi
     code = run("-f", str(write_deployment(tmp_path, SEED_ANNOTATIONS)), "--limit", "3")
     out = capsys.readouterr().out
     assert code == 0
-    assert "the built-in simulator (seed 0); nothing is bought" in out
+    assert f"the built-in simulator (seed {dryrun.MARKET_SEED}); nothing is bought" in out
     assert "Matching offers, best first (3 of " in out
     table = out.split("Matching offers", 1)[1].split("\n\n", 1)[0].splitlines()[2:]
     assert len(table) == 3
@@ -219,3 +217,59 @@ async def test_search_failure(
     err = capsys.readouterr().err
     assert "error: the search failed:" in err
     assert "a-secret-key" not in err
+
+
+def test_annotation_keys_may_leave_out_the_prefix(capsys: pytest.CaptureFixture[str]) -> None:
+    short = run("-a", "price-max=0.09", "gpu-type=RTX 3060", "--limit", "3")
+    short_out = capsys.readouterr().out
+    full = run("-a", "vast.ai/price-max=0.09", "vast.ai/gpu-type=RTX 3060", "--limit", "3")
+    assert (short, short_out) == (full, capsys.readouterr().out)
+    assert "RTX 3060 x1, <= $0.09/h" in short_out
+
+
+@pytest.mark.parametrize("key", ["price-mx", "vast.ai/gpus", "example.com/price-max"])
+def test_an_unknown_annotation_key_is_one_line_naming_the_known_ones(
+    key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run("-a", f"{key}=0.3") == dryrun.EXIT_BAD_INPUT
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert len(captured.err.splitlines()) == 1
+    assert "is not an annotation the node reads" in captured.err
+    assert "vast.ai/price-max" in captured.err and "vast.ai/gpu-type" in captured.err
+
+
+MIRROR_POD = """\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: static-gpu
+  annotations: {kubernetes.io/config.mirror: abc123, vast.ai/gpu-type: RTX 3060}
+spec:
+  containers: [{name: app, image: nginx}]
+"""
+
+
+@pytest.mark.parametrize(
+    ("manifest", "reason"),
+    [
+        (ROOT / "deployments/examples/daemonset-off-virtual-node.yaml", "DaemonSet pods do not"),
+        (None, "static (mirror) pods run on their own kubelet"),
+    ],
+)
+def test_pods_the_node_refuses_buy_nothing_and_say_why(
+    manifest: Path | None, reason: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if manifest is None:
+        manifest = tmp_path / "static.yaml"
+        manifest.write_text(MIRROR_POD)
+    assert run("-f", str(manifest)) == dryrun.EXIT_NO_MATCH
+    out = capsys.readouterr().out
+    assert f"The node buys nothing for this pod: {reason}" in out
+    assert "Would buy" not in out and "Searching" not in out
+
+
+def test_simulate_searches_the_demos_marketplace() -> None:
+    """Same seed, same market: the dry run and the demo agree on the offer bought."""
+    parser = cli.build_parser()
+    assert parser.parse_args(["offers"]).seed == parser.parse_args(["demo"]).seed

@@ -16,11 +16,13 @@ import argparse
 import functools
 import signal
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import trio
 from loguru import logger
 
-from vk_trio import __version__, config
+from vk_trio import __version__, config, startup
 from vk_trio.config import Settings
 from vk_trio.errors import PermanentError
 from vk_trio.health import Health
@@ -96,7 +98,7 @@ async def serve_node(
             },
         )
         reporter = NodeStatusReporter(kube, node)
-        async with trio.open_nursery() as root:
+        async with _not_ready_on_failure(reporter, settings) as root:
             health_url = await root.start(
                 functools.partial(
                     serve_http, health.handle, host=settings.health_host, port=settings.health_port
@@ -182,6 +184,26 @@ class KubeObjects:
         return await get_config_map(self._kube, namespace, name)
 
 
+@asynccontextmanager
+async def _not_ready_on_failure(
+    reporter: NodeStatusReporter, settings: Settings
+) -> AsyncIterator[trio.Nursery]:
+    """The root nursery; if it fails after the node registered, the node says why, NotReady.
+
+    Otherwise the Node would stay Ready until its Lease expired, and the scheduler would keep
+    sending pods to a process that has exited.
+    """
+    try:
+        async with trio.open_nursery() as root:
+            yield root
+    except Exception as exc:
+        if reporter.uid:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                why = startup.explain(exc, settings) or repr(startup.first_cause(exc))
+                await reporter.report(ready=False, message=f"vk-trio stopped: {why}")
+        raise
+
+
 def _node_health(health: Health) -> tuple[bool, str]:
     problems = health.liveness_problems()
     if problems:
@@ -212,17 +234,32 @@ async def _register(reporter: NodeStatusReporter) -> str:
     while True:
         try:
             return await reporter.register()
+        except PermanentError:
+            raise  # RBAC or credentials: an operator must act, and the exit line says so
         except Exception as exc:
             logger.warning("node registration failed; retrying", error=str(exc))
             await trio.sleep(REGISTER_RETRY)
 
 
+DESCRIPTION = """\
+Run the virtual node: register it with the cluster, rent a Vast.ai instance for each pod
+scheduled onto it, and keep the pod's status true. This is the container's command
+(deployments/virtual-kubelet-vast-python.yaml).
+
+It needs a cluster (the in-cluster service account, or a kubeconfig) and VAST_API_KEY. A setting
+out of range, a cluster that cannot be found, reached or that refuses the node, and a rejected
+key stop it at start with one log line saying what to fix, exit status 2. SIGTERM or Ctrl-C
+stop it (exit status 0) with the node marked NotReady; instances keep running and the next
+start adopts them."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = DESCRIPTION
     config.add_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
-    """Exit 0 after SIGTERM/SIGINT; 2 when the configuration cannot work (said in the log)."""
+    """Exit 0 after SIGTERM/SIGINT; 2 when the setup cannot work, said in one log line."""
     configure_logging("INFO", sink=sys.stdout)
     try:
         settings = config.load(args)
@@ -233,23 +270,19 @@ def main(args: argparse.Namespace) -> int:
     if not settings.vast_api_key:
         logger.error("VAST_API_KEY is not set; create the vast-api-secret Secret (see README)")
         return 2
-    refused: BaseException | None = None
     try:
         trio.run(_run_until_signal, settings)
-    except* VastAuthError as group:
-        refused = group
-        while isinstance(refused, BaseExceptionGroup):  # nurseries nest the one error
-            refused = refused.exceptions[0]
-    if refused is not None:
-        logger.error(
-            "Vast.ai rejected VAST_API_KEY; check the api-key in the vast-api-secret Secret",
-            error=str(refused),
-        )
+    except Exception as exc:
+        line = startup.explain(exc, settings)
+        if line is None:
+            raise
+        logger.error(line)
         return 2
     return 0
 
 
 async def _run_until_signal(settings: Settings) -> None:
+    await startup.preflight(settings)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(serve_node, settings)
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

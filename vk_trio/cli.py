@@ -12,6 +12,39 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+DESCRIPTION = """\
+vk-trio: a Kubernetes virtual node that runs GPU pods on Vast.ai instances.
+
+Pods scheduled onto the node get an instance rented for them, chosen by their vast.ai/*
+annotations (GPU type, price cap, region...); deleting a pod destroys its instance.
+
+Start with `vk-trio demo` (no cloud account, no cluster: everything runs on the built-in
+simulators), then `vk-trio offers` to see what a pod would rent. `vk-trio run` is the node
+itself, as the container runs it."""
+
+EPILOG = "Run `vk-trio COMMAND --help` for a command's options and their defaults."
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions keep their paragraphs; every option with a default says what it is.
+
+    Options without one (``None``, ``[]``, or ``False`` for a switch) show nothing, rather
+    than argparse's "(default: None)"; help that already names its default is left alone.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (
+            not action.option_strings
+            or action.default is None
+            or action.default is False
+            or action.default in ([], argparse.SUPPRESS)
+            or "default" in text
+        ):
+            return text
+        return text + " (default: %(default)s)"
+
+
 _COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("vk_trio.app", "run the virtual node (the container's command)"),
     "demo": ("vk_trio.demo", "run the node against the built-in simulators, end to end"),
@@ -24,16 +57,27 @@ _SIMS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vk-trio", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="vk-trio", description=DESCRIPTION, epilog=EPILOG, formatter_class=HelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in _COMMANDS.items():
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub = commands.add_parser(
+            name, help=help_text, description=help_text, formatter_class=HelpFormatter
+        )
         importlib.import_module(module).add_arguments(sub)
         sub.set_defaults(module=module)
-    sim = commands.add_parser("sim", help="run a simulator", description="run a simulator")
+    sim = commands.add_parser(
+        "sim",
+        help="run a simulator",
+        description="Run a simulator on its own, e.g. to point `vk-trio run` or kubectl at it.",
+        formatter_class=HelpFormatter,
+    )
     sims = sim.add_subparsers(dest="sim", required=True, metavar="SIM")
     for name, (module, help_text) in _SIMS.items():
-        sub = sims.add_parser(name, help=help_text, description=help_text)
+        sub = sims.add_parser(
+            name, help=help_text, description=help_text, formatter_class=HelpFormatter
+        )
         importlib.import_module(module).add_arguments(sub)
         sub.set_defaults(module=module)
     return parser

@@ -9,9 +9,12 @@ override defaults; every default works for the documented deployment.
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
 from pathlib import Path
-from typing import Annotated, Any, get_args, get_type_hints
+from types import UnionType
+from typing import Annotated, Any, NamedTuple, Union, get_args, get_origin, get_type_hints
 
 import msgspec
 from msgspec import Meta
@@ -21,8 +24,41 @@ class ConfigError(Exception):
     """The configuration cannot work; the message says which setting and why."""
 
 
+_SECONDS = {"unit": "seconds"}
+_DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+LOG_LEVELS = {
+    "trace": "TRACE",
+    "debug": "DEBUG",
+    "info": "INFO",
+    "warn": "WARNING",
+    "warning": "WARNING",
+    "err": "ERROR",
+    "error": "ERROR",
+    "critical": "CRITICAL",
+    "fatal": "CRITICAL",
+}
+"""Accepted ``LOG_LEVEL`` spellings (any case) and the level each means: Python's names plus
+the aliases other tools use (``warn``, ``err``, ``fatal``, ``trace``)."""
+
+
 class Settings(msgspec.Struct, kw_only=True):
-    node_name: Annotated[str, Meta(description="the virtual node's name")] = "vast-gpu-node-python"
+    """The whole configuration; each field's ``Meta`` holds its range, unit and help text.
+
+    The ranges are checked when settings come from a user (``load``: env vars and flags);
+    code that builds ``Settings`` itself (the demo, tests) is trusted, and may for instance
+    pass ``health_port=0`` to have a free port picked, which no user wants for a probe port.
+    """
+
+    node_name: Annotated[
+        str,
+        Meta(
+            max_length=253,
+            pattern=_DNS_SUBDOMAIN,
+            description="the virtual node's name",
+            extra={"allowed": "lowercase letters, digits, '-' and '.', at most 253 characters"},
+        ),
+    ] = "vast-gpu-node-python"
     vast_api_key: Annotated[
         str, Meta(description="Vast.ai API key (prefer the env var; never logged)")
     ] = ""
@@ -34,7 +70,12 @@ class Settings(msgspec.Struct, kw_only=True):
         ),
     ] = None
     vast_api_url: Annotated[
-        str, Meta(description="Vast API base URL (the simulator's in tests and the demo)")
+        str,
+        Meta(
+            pattern="^https?://[^/]",
+            description="Vast API base URL (the simulator's in tests and the demo)",
+            extra={"allowed": "an http:// or https:// URL"},
+        ),
     ] = "https://console.vast.ai"
     kubeconfig: Annotated[
         str | None,
@@ -48,43 +89,79 @@ class Settings(msgspec.Struct, kw_only=True):
     )
     health_host: Annotated[str, Meta(description="address of the probe server")] = "0.0.0.0"
     health_port: Annotated[
-        int, Meta(description="port of /healthz and /readyz (the probes use it)")
+        int,
+        Meta(
+            ge=1,
+            le=65535,
+            description="port of /healthz and /readyz (the probes use it)",
+        ),
     ] = 10255
     kubelet_port: Annotated[
-        int, Meta(description="kubelet API port advertised in the node's daemonEndpoints")
+        int,
+        Meta(
+            ge=1,
+            le=65535,
+            description="kubelet API port advertised in the node's daemonEndpoints",
+        ),
     ] = 10250
     log_level: Annotated[
-        str, Meta(description="DEBUG, INFO, WARNING or ERROR (RUST_LOG=debug also works)")
+        str,
+        Meta(
+            description="TRACE, DEBUG, INFO, WARNING, ERROR or CRITICAL, any case; warn, err "
+            "and fatal work too, and so does RUST_LOG=debug",
+            extra={"allowed": "one of " + ", ".join(LOG_LEVELS) + " (any case)"},
+        ),
     ] = "INFO"
     poll_fast: Annotated[
-        float, Meta(description="seconds between instance sweeps while any instance boots")
+        float,
+        Meta(
+            gt=0,
+            description="seconds between instance sweeps while any instance boots",
+            extra=_SECONDS,
+        ),
     ] = 2.0
     poll_slow: Annotated[
         float,
         Meta(
+            gt=0,
             description="seconds between instance sweeps when all is steady; exits are "
-            "noticed within this"
+            "noticed within this; at least POLL_FAST",
+            extra=_SECONDS,
         ),
     ] = 15.0
     startup_timeout: Annotated[
         float,
         Meta(
+            gt=0,
             description="seconds an instance may take to reach running before it is destroyed "
-            "and another machine tried; a pod's vast.ai/startup-timeout overrides it"
+            "and another machine tried; a pod's vast.ai/startup-timeout overrides it",
+            extra=_SECONDS,
         ),
     ] = 900.0
     destroy_timeout: Annotated[
-        float, Meta(description="deadline of one shielded destroy attempt, in seconds")
+        float,
+        Meta(
+            gt=0,
+            description="deadline of one shielded destroy attempt, in seconds",
+            extra=_SECONDS,
+        ),
     ] = 60.0
     backoff_first: Annotated[
         float,
         Meta(
+            gt=0,
             description="first wait before retrying what failed for a pod (no offers, a crash, "
-            "a failed destroy); doubled each time"
+            "a failed destroy); doubled each time",
+            extra=_SECONDS,
         ),
     ] = 15.0
     backoff_cap: Annotated[
-        float, Meta(description="longest wait between a pod's retries, in seconds")
+        float,
+        Meta(
+            gt=0,
+            description="longest wait between a pod's retries, in seconds; at least BACKOFF_FIRST",
+            extra=_SECONDS,
+        ),
     ] = 300.0
     backoff_reset: Annotated[
         float,
@@ -116,37 +193,63 @@ class Settings(msgspec.Struct, kw_only=True):
     ] = 600.0
     reap_interval: Annotated[
         float,
-        Meta(description="seconds between orphan sweeps; an orphan is destroyed on its second"),
+        Meta(
+            gt=0,
+            description="seconds between orphan sweeps; an orphan is destroyed on its second",
+            extra=_SECONDS,
+        ),
     ] = 60.0
     lease_seconds: Annotated[
-        int, Meta(description="node Lease duration; renewed every quarter of it")
+        int,
+        Meta(
+            ge=10,
+            le=120,
+            description="node Lease duration, renewed every quarter of it: every 2.5 to 30 s, "
+            "inside the control plane's 40 s grace period",
+            extra=_SECONDS,
+        ),
     ] = 40
-    max_pods: Annotated[int, Meta(description="the node's advertised pods capacity")] = 5000
+    max_pods: Annotated[
+        int, Meta(ge=1, description="the node's advertised pods capacity", extra={"unit": "pods"})
+    ] = 5000
     gpu_capacity: Annotated[
-        int, Meta(description="the node's advertised nvidia.com/gpu capacity")
+        int,
+        Meta(
+            ge=1,
+            description="the node's advertised nvidia.com/gpu capacity",
+            extra={"unit": "GPUs"},
+        ),
     ] = 1000
     max_hourly_spend: Annotated[
-        float | None,
+        Annotated[float, Meta(ge=0)] | None,
         Meta(
             description="USD per hour this node's instances may cost together; pods beyond "
-            "it wait with SpendCapReached (unset: no cap)"
+            "it wait with SpendCapReached (unset: no cap; 0: buy nothing)",
+            extra={"unit": "USD per hour"},
         ),
     ] = None
     max_instances: Annotated[
-        int | None,
+        Annotated[int, Meta(ge=0)] | None,
         Meta(
             description="instances this node may hold at once; pods beyond it wait with "
-            "SpendCapReached (unset: no cap)"
+            "SpendCapReached (unset: no cap; 0: buy nothing)",
+            extra={"unit": "instances"},
         ),
     ] = None
     vast_attempts: Annotated[
-        int, Meta(description="tries per Vast call (429/5xx/timeouts) before backing off")
+        int,
+        Meta(
+            ge=1,
+            description="tries per Vast call (429/5xx/timeouts) before backing off",
+            extra={"unit": "tries"},
+        ),
     ] = 5
     pacing: Annotated[
-        float | None,
+        Annotated[float, Meta(ge=0)] | None,
         Meta(
             description="multiplier of Vast's minimum call intervals (0 disables pacing, for "
-            "simulators without rate limits)"
+            "simulators without rate limits)",
+            extra={"unit": "a multiplier"},
         ),
     ] = None
 
@@ -158,13 +261,65 @@ _HIDDEN_FROM_FLAGS = {"vast_api_key"}
 """Settable by env var only: a flag would put the key in ``ps`` output and shell history."""
 
 
-def _fields() -> list[tuple[str, str, Any]]:
-    """(name, description, default) of every setting, in declaration order."""
+class _Field(NamedTuple):
+    """One row of the ``Settings`` table, as the flags, the help and the errors need it."""
+
+    name: str
+    description: str
+    default: Any
+    kind: type
+    """``int``, ``float`` or ``str`` (the type inside ``X | None``)."""
+    limits: Meta
+    """The range (``ge``/``gt``/``le``); an empty ``Meta`` when the field has none."""
+    extra: dict[str, Any]
+    """``unit`` (shown after the range) or ``allowed`` (a text instead of a range)."""
+
+    @property
+    def env(self) -> str:
+        return self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def range(self) -> str:
+        """The allowed values, short: ``> 0``, ``1-65535``, ``>= 0``; ``""`` when unbounded."""
+        low = self.limits.ge if self.limits.ge is not None else self.limits.gt
+        high = self.limits.le
+        if self.limits.ge is not None and high is not None:
+            return f"{self.limits.ge}-{high}"
+        if low is not None:
+            return f"{'>=' if self.limits.ge is not None else '>'} {low}"
+        return ""
+
+    def allowed(self) -> str:
+        """What a user may set, in words: ``a number > 0 (seconds)``."""
+        if "allowed" in self.extra:
+            return str(self.extra["allowed"])
+        kind = {int: "an integer", float: "a finite number"}.get(self.kind, "text")
+        limits = self.range()
+        if limits and self.limits.ge is not None and self.limits.le is not None:
+            limits = f"from {self.limits.ge} to {self.limits.le}"
+        unit = f" ({self.extra['unit']})" if "unit" in self.extra else ""
+        return f"{kind} {limits}".rstrip() + unit
+
+
+def _fields() -> list[_Field]:
+    """Every setting, in declaration order, with its description, default and range."""
     hints = get_type_hints(Settings, include_extras=True)
     described = []
     for field in msgspec.structs.fields(Settings):
-        meta = next(m for m in get_args(hints[field.name]) if isinstance(m, Meta))
-        described.append((field.name, meta.description or "", field.default))
+        outer, *metas = get_args(hints[field.name])
+        meta = next(m for m in metas if isinstance(m, Meta))
+        kind, limits = outer, meta
+        if get_origin(outer) in (Union, UnionType):  # ``Annotated[float, Meta(ge=0)] | None``
+            inner = next(arg for arg in get_args(outer) if arg is not type(None))
+            kind, limits = get_args(inner) if get_origin(inner) is Annotated else (inner, Meta())
+        described.append(
+            _Field(
+                field.name, meta.description or "", field.default, kind, limits, meta.extra or {}
+            )
+        )
     return described
 
 
@@ -173,61 +328,86 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "settings",
         "Each flag can instead be set by the environment variable shown as its value, e.g. "
-        "NODE_NAME. The API key is read from VAST_API_KEY (env only, so that it never shows "
-        "in a process list) or from the file named by --vast-api-key-file.",
+        "NODE_NAME; a flag wins over its variable. The API key is read from VAST_API_KEY (env "
+        "only, so that it never shows in a process list) or from the file named by "
+        "--vast-api-key-file. A value out of range stops the node at start, naming it.",
     )
-    for name, description, default in _fields():
-        if name in _HIDDEN_FROM_FLAGS:
+    for field in _fields():
+        if field.name in _HIDDEN_FROM_FLAGS:
             continue
-        shown = "unset" if default is None else default
+        shown = "unset" if field.default is None else field.default
+        limits = field.range()
         group.add_argument(
-            "--" + name.replace("_", "-"),
+            field.flag,
             default=None,
-            metavar=name.upper(),
-            help=f"{description} (default: {shown})",
+            metavar=field.env,
+            help=f"{field.description} ({limits + '; ' if limits else ''}default: {shown})",
         )
 
 
 def load(args: argparse.Namespace | None = None, environ: dict[str, str] | None = None) -> Settings:
     """Settings from ``environ`` (default ``os.environ``) overridden by parsed ``args``.
 
-    Raises ``ConfigError`` naming the setting when a value has the wrong type or the key
-    file cannot be read.
+    Raises ``ConfigError`` with one line naming the setting (env var and flag), the value
+    given and what is allowed, when a value has the wrong type or is out of range, or when
+    the key file cannot be read.
     """
     environ = dict(os.environ if environ is None else environ)
-    values: dict[str, object] = {}
-    for name, _, _ in _fields():
+    fields = {field.name: field for field in _fields()}
+    values: dict[str, str] = {}
+    for name in fields:
         raw = getattr(args, name, None) if args is not None else None
         if raw is None:
             raw = environ.get(name.upper()) or None
         if raw is not None:
             values[name] = raw
-    if "log_level" not in values and environ.get("RUST_LOG"):
+    if "log_level" in values:
+        level = LOG_LEVELS.get(values["log_level"].strip().lower())
+        if level is None:
+            raise _invalid(fields["log_level"], values["log_level"])
+        values["log_level"] = level
+    elif environ.get("RUST_LOG"):
         # The seed README's troubleshooting says RUST_LOG=debug; keep that working.
         values["log_level"] = _rust_log_level(environ["RUST_LOG"])
     try:
         settings = msgspec.convert(values, Settings, strict=False)
     except msgspec.ValidationError as exc:
-        # "Expected `float`, got `str` - at `$.poll_fast`": name the env var the user set.
-        raise ConfigError(f"invalid setting: {_env_names(str(exc))}") from None
+        # msgspec says "Expected `float` > 0.0 - at `$.poll_fast`": say it in the user's terms.
+        path = re.search(r"at `\$\.(\w+)`", str(exc))
+        if path is None:  # pragma: no cover - every field error carries its path
+            raise ConfigError(f"invalid settings: {exc}") from None
+        field = fields[path.group(1)]
+        raise _invalid(field, values[field.name]) from None
+    for field in fields.values():
+        value = getattr(settings, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _invalid(field, values[field.name])
+    for lower, upper in (("poll_fast", "poll_slow"), ("backoff_first", "backoff_cap")):
+        if getattr(settings, upper) < getattr(settings, lower):
+            field = fields[upper]
+            raise ConfigError(
+                f"invalid setting {field.env} ({field.flag}): {getattr(settings, upper)} is "
+                f"below {lower.upper()} ({getattr(settings, lower)}); allowed: at least "
+                f"{lower.upper()}"
+            )
     if not settings.vast_api_key and settings.vast_api_key_file:
         settings.vast_api_key = _read_key(settings.vast_api_key_file)
     return settings
 
 
+def _invalid(field: _Field, raw: str) -> ConfigError:
+    return ConfigError(
+        f"invalid setting {field.env} ({field.flag}): {raw!r} is not allowed; allowed: "
+        f"{field.allowed()}"
+    )
+
+
 def _rust_log_level(value: str) -> str:
-    """``debug`` from ``debug`` or ``vk=debug,hyper=info``: the most verbose level named."""
+    """``DEBUG`` from ``debug`` or ``vk=debug,hyper=info``: the most verbose level named."""
     levels = ["trace", "debug", "info", "warn", "error"]
     named = [part.rsplit("=", 1)[-1].strip().lower() for part in value.split(",")]
     known = [level for level in named if level in levels] or ["info"]
-    best = min(known, key=levels.index)
-    return {"trace": "DEBUG", "warn": "WARNING"}.get(best, best.upper())
-
-
-def _env_names(message: str) -> str:
-    for name, _, _ in _fields():
-        message = message.replace(f"`$.{name}`", f"{name.upper()} (--{name.replace('_', '-')})")
-    return message
+    return LOG_LEVELS[min(known, key=levels.index)]
 
 
 def _read_key(path: str) -> str:

@@ -29,9 +29,14 @@ import msgspec
 import trio
 import yaml
 
+from vk_trio.annotations import PREFIX
 from vk_trio.errors import VkError
-from vk_trio.kube.models import Pod
+from vk_trio.kube.models import ObjectMeta, OwnerReference, Pod
 from vk_trio.logs import configure_logging
+from vk_trio.node.admission import unsupported_reason
+from vk_trio.provider.requirements import (
+    ANNOTATIONS as OFFER_ANNOTATIONS,
+)
 from vk_trio.provider.requirements import (
     GPU_RESOURCE,
     AnnotationError,
@@ -66,16 +71,36 @@ class InputError(Exception):
     """The manifest or flags cannot be read; the message says what to fix."""
 
 
+MARKET_SEED = 7
+"""The simulated marketplace's seed: the demo's (``vk-trio demo --seed``), so that a dry run
+with ``--simulate`` picks the very offer the demo's node buys."""
+
+DESCRIPTION = """\
+Show which Vast.ai offers a pod would get, and why the others would not. Nothing is bought.
+
+Give a manifest (-f: a Pod, or a Deployment, StatefulSet, DaemonSet, Job or CronJob with a pod
+template) and/or annotations (-a vast.ai/gpu-type="RTX 3060" price-max=0.30; the vast.ai/
+prefix may be left out) and --gpus. The node's own rules decide: the offers that fit are listed
+best first, and the first is the one the node would buy; the others are listed with the
+constraint each fails.
+
+The real Vast.ai API is searched when VAST_API_KEY is set (VAST_API_URL overrides its address);
+otherwise, or with --simulate, the built-in simulator's marketplace, the same one the demo uses.
+
+Exit status: 0 an offer fits; 1 none does, or the node refuses the pod (DaemonSet and static
+pods); 2 the manifest or the annotations are invalid; 3 the search failed."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``vk-trio offers``."""
-    parser.description = __doc__
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.description = DESCRIPTION
     parser.add_argument(
         "-f",
         "--file",
         type=Path,
         metavar="MANIFEST",
-        help="a Pod manifest, or a Deployment/StatefulSet/Job/CronJob with a pod template",
+        help="a Pod manifest, or a workload (Deployment, StatefulSet, DaemonSet, Job, CronJob) "
+        "with a pod template",
     )
     parser.add_argument(
         "-a",
@@ -83,16 +108,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help='annotations, e.g. vast.ai/gpu-type="RTX 3060"; they override the manifest\'s',
+        help='annotations, e.g. vast.ai/gpu-type="RTX 3060" or gpu-type="RTX 3060" (a key '
+        "without a prefix gets vast.ai/); they override the manifest's",
     )
     parser.add_argument(
         "--gpus",
         metavar="N",
-        help=f'GPUs per instance, as resources.limits["{GPU_RESOURCE}"] would say (default 1)',
+        help=f'GPUs per instance, as resources.limits["{GPU_RESOURCE}"] would say (default: '
+        "the manifest's, else 1)",
     )
-    parser.add_argument(
-        "--limit", type=int, default=10, metavar="N", help="offers to list (default %(default)s)"
-    )
+    parser.add_argument("--limit", type=int, default=10, metavar="N", help="offers to list")
     parser.add_argument(
         "--show-query", action="store_true", help="print the search query sent to Vast"
     )
@@ -102,11 +127,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="search the built-in simulator even when VAST_API_KEY is set",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="the simulator's marketplace seed (default 0)"
+        "--seed",
+        type=int,
+        default=MARKET_SEED,
+        help="the simulator's marketplace seed, the demo's",
     )
-    parser.add_argument(
-        "--log-level", default="WARNING", help="log level on stderr (default %(default)s)"
-    )
+    parser.add_argument("--log-level", default="WARNING", help="log level on stderr")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -114,7 +140,13 @@ def main(args: argparse.Namespace) -> int:
     configure_logging(args.log_level, json=False)
     out: TextIO = sys.stdout
     try:
-        annotations, gpu_limit = _inputs(args)
+        annotations, gpu_limit, owner = _inputs(args)
+        refusal = unsupported_reason(
+            Pod(metadata=ObjectMeta(annotations=annotations, owner_references=owner))
+        )
+        if refusal is not None:
+            print(f"The node buys nothing for this pod: {refusal}.", file=out)
+            return EXIT_NO_MATCH
         req = parse_requirements(annotations, gpu_limit=gpu_limit)
     except AnnotationError as exc:
         print("error: the pod's annotations are invalid:", file=sys.stderr)
@@ -151,45 +183,63 @@ def main(args: argparse.Namespace) -> int:
 # Input
 
 
-def _inputs(args: argparse.Namespace) -> tuple[dict[str, str], str | None]:
-    """Annotations and GPU limit from the manifest (if any), then the flags over them."""
+def _inputs(
+    args: argparse.Namespace,
+) -> tuple[dict[str, str], str | None, list[OwnerReference]]:
+    """Annotations, GPU limit and owner of the pod from the manifest (if any), flags over them."""
     annotations: dict[str, str] = {}
     gpu_limit: str | None = None
+    owner: list[OwnerReference] = []
     if args.file is not None:
         pod = _pod_from_manifest(args.file)
         annotations.update(pod.metadata.annotations)
+        owner = pod.metadata.owner_references
         resources = chosen_container(pod).resources
         gpu_limit = resources.limits.get(GPU_RESOURCE, resources.requests.get(GPU_RESOURCE))
     for item in args.annotations:
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise InputError(f'--annotations: "{item}" is not KEY=VALUE')
-        annotations[key.strip()] = value
+        # "price-max=0.3" means vast.ai/price-max: -a is for the annotations that choose offers.
+        key = key if "/" in key else PREFIX + key
+        if key not in OFFER_ANNOTATIONS:
+            raise InputError(
+                f"--annotations: {key} is not an annotation the node reads to choose offers; "
+                f"known: {', '.join(OFFER_ANNOTATIONS)} (the vast.ai/ prefix may be left out)"
+            )
+        annotations[key] = value
     if args.gpus is not None:
         gpu_limit = args.gpus
-    return annotations, gpu_limit
+    return annotations, gpu_limit, owner
 
 
 def _pod_from_manifest(path: Path) -> Pod:
+    """The first pod in the manifest; a workload's template is owned by the workload (only the
+    owner's kind matters: the node refuses DaemonSet pods)."""
     try:
         documents = list(yaml.safe_load_all(path.read_text()))
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read {path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise InputError(f"{path} is not valid YAML: {exc}") from None
-    for template in _pod_templates(documents):
+    for owner_kind, template in _pod_templates(documents):
         try:
-            return msgspec.convert(_stringify_quantities(template), Pod, strict=False)
+            pod = msgspec.convert(_stringify_quantities(template), Pod, strict=False)
         except msgspec.ValidationError as exc:
             raise InputError(f"{path}: the pod spec is invalid: {exc}") from None
+        if owner_kind is not None:
+            pod.metadata.owner_references = [OwnerReference(kind=owner_kind, controller=True)]
+        return pod
     raise InputError(
         f"{path} holds no Pod and no workload with a pod template"
         f" ({', '.join(sorted(_TEMPLATE_KINDS | {'CronJob'}))})"
     )
 
 
-def _pod_templates(documents: Iterable[Any]) -> Iterable[Mapping[str, Any]]:
-    """Every pod (or pod template) in the documents, in order; ``List`` items included."""
+def _pod_templates(documents: Iterable[Any]) -> Iterable[tuple[str | None, Mapping[str, Any]]]:
+    """Every pod (or pod template, with its workload's kind) in the documents, in order;
+    ``List`` items included."""
     for document in documents:
         if not isinstance(document, Mapping):
             continue
@@ -198,12 +248,14 @@ def _pod_templates(documents: Iterable[Any]) -> Iterable[Mapping[str, Any]]:
         if kind == "List":
             yield from _pod_templates(document.get("items") or [])
         elif kind == "Pod":
-            yield document
+            yield None, document
         elif kind in _TEMPLATE_KINDS and isinstance(spec, Mapping):
-            yield from _mapping_at(spec, "template")
+            yield from ((kind, template) for template in _mapping_at(spec, "template"))
         elif kind == "CronJob" and isinstance(spec, Mapping):
             job = next(iter(_mapping_at(spec, "jobTemplate")), {})
-            yield from _mapping_at(job.get("spec") or {}, "template")
+            yield from (
+                ("Job", template) for template in _mapping_at(job.get("spec") or {}, "template")
+            )
 
 
 def _mapping_at(parent: Mapping[str, Any], key: str) -> list[Mapping[str, Any]]:

@@ -1,4 +1,4 @@
-"""Properties of ``vk_trio.offers.select`` over random markets and random requirements.
+"""Properties of ``vk_trio.provider.selection.select`` over random markets and random requirements.
 
 Soundness: the offer that would be bought satisfies every constraint, checked here field by
 field, independently of ``violations()``, and never bills more than ``price-max`` (a bid pays
