@@ -1,5 +1,6 @@
 """Offer selection (``provider.requirements`` and ``provider.selection``): annotation
-parsing, the search query, local re-checks, ranking, and the seed README's example against the real November 2024 market."""
+parsing, the search query, local re-checks, ranking, and the seed README's example against
+the real November 2024 market."""
 
 from __future__ import annotations
 
