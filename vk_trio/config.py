@@ -166,29 +166,37 @@ class Settings(msgspec.Struct, kw_only=True):
     backoff_reset: Annotated[
         float,
         Meta(
+            gt=0,
             description="seconds an instance must run for its exit not to count as a crash "
-            "loop (the crash backoff starts over; the kubelet's 10 minutes)"
+            "loop (the crash backoff starts over; the kubelet's 10 minutes)",
+            extra=_SECONDS,
         ),
     ] = 600.0
     machine_failures: Annotated[
         int,
         Meta(
+            ge=1,
             description="boots that may fail in a row, each on another machine, before the "
-            "container is blamed (StartError): a bad image fails on every host"
+            "container is blamed (StartError): a bad image fails on every host",
+            extra={"unit": "machines"},
         ),
     ] = 3
     visibility_grace: Annotated[
         float,
         Meta(
+            gt=0,
             description="seconds a just-bought instance may be missing from Vast's list "
-            "before it counts as lost"
+            "before it counts as lost",
+            extra=_SECONDS,
         ),
     ] = 90.0
     offline_grace: Annotated[
         float,
         Meta(
+            gt=0,
             description="seconds an instance may stay offline/stopped before it is replaced "
-            "(Vast hosts blip)"
+            "(Vast hosts blip)",
+            extra=_SECONDS,
         ),
     ] = 600.0
     reap_interval: Annotated[

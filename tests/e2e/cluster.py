@@ -32,6 +32,7 @@ _PATHS = {
     "events": "/api/v1/namespaces/{ns}/events",
     "secrets": "/api/v1/namespaces/{ns}/secrets",
     "leases": "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases",
+    "daemonsets": "/apis/apps/v1/namespaces/{ns}/daemonsets",
     "nodes": "/api/v1/nodes",
     "namespaces": "/api/v1/namespaces",
 }

@@ -322,6 +322,25 @@ async def test_secret_values_reach_the_instance_but_never_logs_or_events(
 async def test_daemonset_pods_are_refused_and_never_bought_for(
     node: NodeRuntime, vast_sim: VastSim, cluster: Cluster
 ) -> None:
+    # The owner exists (a real garbage collector deletes pods whose owner does not), selects
+    # no pod and runs nowhere, and does not control this pod: no controller acts on it.
+    owner = await cluster.create(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {"name": "node-agent", "namespace": cluster.namespace},
+            "spec": {
+                "selector": {"matchLabels": {"app": "node-agent-nowhere"}},
+                "template": {
+                    "metadata": {"labels": {"app": "node-agent-nowhere"}},
+                    "spec": {
+                        "nodeSelector": {"vk-trio.test/nowhere": "true"},
+                        "containers": [{"name": "agent", "image": "busybox"}],
+                    },
+                },
+            },
+        }
+    )
     agent = gpu_pod("node-agent-x7k2p", cluster.namespace, annotations={})
     agent["metadata"]["annotations"] = {}
     agent["metadata"]["ownerReferences"] = [
@@ -329,8 +348,8 @@ async def test_daemonset_pods_are_refused_and_never_bought_for(
             "apiVersion": "apps/v1",
             "kind": "DaemonSet",
             "name": "node-agent",
-            "uid": "5a1e0000-0000-4000-8000-000000000001",
-            "controller": True,
+            "uid": owner["metadata"]["uid"],
+            "controller": False,
         }
     ]
     await cluster.create(agent)
@@ -430,10 +449,11 @@ async def test_delete_while_booting_destroys_the_instance(
 async def test_delete_while_the_create_is_in_flight_still_destroys(
     node: NodeRuntime, vast_sim: VastSim, cluster: Cluster
 ) -> None:
+    # Every answer takes a second from the start, so the create is surely in flight when the
+    # pod is deleted, however fast the API server is (no transient state to catch).
+    vast_sim.set_faults(latency=1.0)
     await cluster.create(gpu_pod("inflight", cluster.namespace))
-    await wait_pod(cluster, "inflight", lambda p: waiting_reason(p) == "SearchingOffers")
-    vast_sim.set_faults(latency=1.0)  # the create now takes a second to answer
-    with trio.fail_after(10):
+    with trio.fail_after(30):
         await vast_sim.wait_until(lambda s: s.stats().get("PUT /api/v0/asks/{id}/", 0) >= 1)
     await cluster.delete("pods", cluster.namespace, "inflight", grace=30)
     with trio.fail_after(20):

@@ -123,7 +123,7 @@ class _Renewer:
             except KubeConflict:
                 if attempt >= MAX_UPDATE_RETRIES:
                     raise
-                logger.debug("lease {}: conflict, re-reading", self.node_name)
+                logger.debug("lease conflict; re-reading", lease=self.node_name)
                 self.cached = await self._get()
             except KubeError:
                 self.cached = None  # re-ensure on the next attempt (deleted, expired...)
@@ -152,7 +152,9 @@ class _Renewer:
                         lease = await self.client.request(
                             "POST", _path(), json=body, retry=NO_RETRY
                         )
-                        logger.info("created lease {}/{}", LEASE_NAMESPACE, self.node_name)
+                        logger.info(
+                            "created lease", namespace=LEASE_NAMESPACE, lease=self.node_name
+                        )
                     except KubeConflict:  # created meanwhile: read it on the next round
                         continue
                 self.cached = lease
@@ -210,17 +212,17 @@ async def run_lease(
     while True:
         cycle_start = trio.current_time()
         if not healthy():
-            logger.warning("provider unhealthy: not renewing lease {}", node_name)
+            logger.warning("provider unhealthy: not renewing the lease", lease=node_name)
         else:
             try:
                 await renewer.renew()
             except PermanentError:
                 if not started:
                     raise
-                logger.exception("lease {}: renewal refused", node_name)
+                logger.exception("lease renewal refused", lease=node_name)
             except KubeError as error:
                 # Renewal failed even after ensure(): try again soon, not a full interval later.
-                logger.warning("lease {}: renewal failed: {}", node_name, error)
+                logger.warning("lease renewal failed", lease=node_name, error=str(error))
                 await trio.sleep(ENSURE_BACKOFF.first)
                 continue
         if not started:

@@ -195,12 +195,12 @@ class NodeStatusReporter:
             }
             try:
                 node = await self.client.request("POST", "/api/v1/nodes", json=body)
-                logger.info("registered node {}", self.config.name)
+                logger.info("registered node", node=self.config.name)
             except KubeConflict:  # created concurrently (a second replica?): adopt it
                 node = await self.client.request("GET", path)
         else:
             node = await self._reassert_metadata(node)
-            logger.info("adopted existing node {}", self.config.name)
+            logger.info("adopted existing node", node=self.config.name)
         self.uid = str(node["metadata"]["uid"])
         # Status in a POST is kept by the apiserver, but a patch costs little and also covers
         # the adopted case and servers that drop status on create.
@@ -232,7 +232,7 @@ class NodeStatusReporter:
                     "PATCH", path, json=body, content_type=MERGE_PATCH
                 )
             except KubeConflict:
-                logger.warning("node {}: taints changed concurrently; retry next start", path)
+                logger.warning("node taints changed concurrently; retry next start", path=path)
         return result
 
     async def report(self, *, ready: bool, message: str) -> None:
@@ -244,7 +244,7 @@ class NodeStatusReporter:
         try:
             await self._patch_status()
         except KubeNotFound:
-            logger.warning("node {} was deleted; registering it again", self.config.name)
+            logger.warning("node was deleted; registering it again", node=self.config.name)
             await self.register()
 
     async def _patch_status(self) -> None:
@@ -293,8 +293,10 @@ async def run_node_status(
             raise
         except KubeError as error:
             pending = True
-            logger.warning("node status report failed, retrying in {}s: {}", check_interval, error)
+            logger.warning(
+                "node status report failed; retrying", retry_in=check_interval, error=str(error)
+            )
             continue
         if current != last:
-            logger.info("node ready={} ({})", current[0], current[1])
+            logger.info("node readiness changed", ready=current[0], message=current[1])
         last, last_report, pending = current, trio.current_time(), False

@@ -65,11 +65,13 @@ async def _patch_with_uid(
         except KubeConflict as error:
             current = await get_pod(client, pod.metadata.namespace, pod.metadata.name)
             if current is None or current.uid != pod.uid:
-                logger.info("pod {} was replaced or removed; patch dropped", pod.key)
+                logger.info("pod replaced or removed; patch dropped", pod=pod.key, uid=pod.uid)
                 return None
             if attempt >= CONFLICT_RETRIES:
                 raise
-            logger.info("pod {}: conflict on patch ({}), retrying", pod.key, error)
+            logger.info(
+                "conflict on pod patch; retrying", pod=pod.key, uid=pod.uid, error=str(error)
+            )
             continue
         return _decode(result, Pod)
     raise AssertionError("unreachable")  # pragma: no cover
@@ -115,9 +117,9 @@ async def delete_pod(client: KubeClient, pod: Pod, *, grace_period_seconds: int 
             "DELETE", pod_path(pod.metadata.namespace, pod.metadata.name), json=body
         )
     except KubeNotFound:
-        logger.debug("pod {} already deleted", pod.key)
+        logger.debug("pod already deleted", pod=pod.key, uid=pod.uid)
     except KubeConflict:
-        logger.info("pod {}: uid {} no longer matches; not deleting the new pod", pod.key, pod.uid)
+        logger.info("pod uid no longer matches; not deleting the new pod", pod=pod.key, uid=pod.uid)
 
 
 async def _get(client: KubeClient, path: str, type_: type[_T]) -> _T | None:

@@ -145,7 +145,7 @@ def _undecodable(pod: Any, error: msgspec.DecodeError, what: str) -> _PodMeta | 
     except msgspec.DecodeError:
         meta = None
     name = f"{meta.namespace}/{meta.name} (uid {meta.uid})" if meta else "unnamed pod"
-    logger.warning("pod watch: undecodable {} skipped: {}: {}", what, name, error)
+    logger.warning("pod watch: undecodable object skipped", what=what, name=name, error=str(error))
     return meta
 
 
@@ -168,14 +168,16 @@ async def _watch_once(
             with trio.move_on_after(inactivity_timeout) as scope:
                 line = await anext(iterator, None)
             if scope.cancelled_caught:
-                logger.info("pod watch: nothing for {:g}s, reconnecting", inactivity_timeout)
+                logger.info(
+                    "pod watch: quiet too long, reconnecting", quiet_seconds=inactivity_timeout
+                )
                 return
             if line is None:
                 return
             try:
                 envelope = _envelope_decoder.decode(line)
             except msgspec.DecodeError as error:
-                logger.warning("pod watch: undecodable line skipped: {}", error)
+                logger.warning("pod watch: undecodable line skipped", error=str(error))
                 continue
             yield envelope
 
@@ -224,7 +226,7 @@ class _ListWatch:
                 break
         self.resource_version = page.metadata.resource_version
         previous, self.known = self.known, {pod.uid: pod for pod in pods}
-        logger.debug("pod watch: listed {} pods at rv {}", len(pods), self.resource_version)
+        logger.debug("pod watch: listed", pods=len(pods), resource_version=self.resource_version)
         for pod in pods:
             yield PodEvent(type="ADDED", pod=pod)
         for uid, pod in previous.items():
@@ -263,7 +265,7 @@ class _ListWatch:
             except msgspec.DecodeError as error:
                 if kind == "ERROR":
                     raise _WatchError(f"watch ERROR with an unreadable object: {error}") from None
-                logger.warning("pod watch: unreadable bookmark ignored: {}", error)
+                logger.warning("pod watch: unreadable bookmark ignored", error=str(error))
                 return None
         if kind == "BOOKMARK":
             rv = status.metadata.resource_version
@@ -276,7 +278,7 @@ class _ListWatch:
             raise _WatchError(text, status=status.code or None, reason=status.reason)
         change = _CHANGES.get(kind)
         if change is None:
-            logger.warning("pod watch: unknown event type {!r} ignored", kind)
+            logger.warning("pod watch: unknown event type ignored", event_type=kind)
             return None
         try:
             pod = _pod_decoder.decode(envelope.object)
@@ -344,7 +346,7 @@ async def watch_pods(
         except KubeForbidden:
             raise
         except KubeGone as error:
-            logger.info("pod watch: {}; relisting", error)
+            logger.info("pod watch: relisting", error=str(error))
             must_list = True
             failures += 1
             if failures == 1:
@@ -367,5 +369,5 @@ async def watch_pods(
             # A list body we could not read: treat like a server error.
             failures += 1
             must_list = True
-            logger.warning("pod watch: undecodable list ({}); retrying", error)
+            logger.warning("pod watch: undecodable list; retrying", error=str(error))
         await trio.sleep(backoff.delay(failures))

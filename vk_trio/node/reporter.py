@@ -77,10 +77,12 @@ class PodReporter:
         """Record an Event on the pod and log it once: never raises.
 
         The log line reads ``log_as`` (the phrases the README's troubleshooting greps for,
-        such as "offers found" or "Instance ready"), else the reason; the detail follows.
+        such as "offers found" or "Instance ready"), else the reason; the Event's message is
+        its ``detail`` field.
         """
         log = self.log.warning if kind == "Warning" else self.log.info
-        log(f"{log_as or reason}: {message}", reason=reason)
+        # The message is a field, never part of the format string: it may quote user input.
+        log(log_as or reason, reason=reason, detail=message)
         await self._events.emit(self.pod, type=kind, reason=reason, message=message)
 
     async def annotate(self, annotations: Mapping[str, str | None]) -> None:

@@ -298,7 +298,7 @@ class VastClient:
             )
             _ensure_success(f"DELETE {_DESTROY.path(instance_id)}", reply)
         except InstanceNotFound:
-            logger.debug("vast instance {instance_id} already gone", instance_id=instance_id)
+            logger.debug("vast instance already gone", instance_id=instance_id)
 
     async def request_logs(self, instance_id: int, *, tail: int = 1000) -> str:
         """The last ``tail`` lines of the container's logs.
@@ -343,14 +343,14 @@ class VastClient:
                 err.delay = self._wait(err, attempt)
                 safe = endpoint.idempotent or isinstance(err, RateLimited) or not err.request_sent
                 if attempt >= self._retry.attempts or not safe:
-                    logger.warning("vast {where} failed, escalating: {err}", where=where, err=err)
+                    logger.warning("vast call failed, escalating", call=where, error=str(err))
                     raise
                 logger.info(
-                    "vast {where} failed, retry {n} in {delay:.2f}s: {err}",
-                    where=where,
-                    n=attempt,
-                    delay=err.delay,
-                    err=err,
+                    "vast call failed; retrying",
+                    call=where,
+                    attempt=attempt,
+                    retry_in=round(err.delay, 2),
+                    error=str(err),
                 )
                 await trio.sleep(err.delay)
 
