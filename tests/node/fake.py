@@ -34,7 +34,12 @@ Run = list[tuple[float, Observation]]
 
 
 def running(address: str = "127.0.0.1") -> Running:
-    return Running(address=address, endpoints={}, description=f"running at {address}")
+    return Running(
+        address=address,
+        endpoints={},
+        description=f"running at {address}",
+        container_id="fake://instance",
+    )
 
 
 @dataclass

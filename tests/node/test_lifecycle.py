@@ -60,7 +60,12 @@ async def test_restart_policy(
         await harness.until("p", lambda p: provider.count == 2)
     else:
         pod = await harness.until("p", lambda p: phase(p) == final)
-        assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == code
+        terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+        assert terminated["exitCode"] == code
+        # kubectl describe shows these: never year 1, and the instance that ran it
+        assert terminated["startedAt"] <= terminated["finishedAt"]
+        assert container(pod)["containerID"] == "fake://instance"
+        assert container(pod)["imageID"] == "busybox"
         await trio.sleep(1800)  # nothing more happens: no second instance
         assert len(provider.times("acquire", "p")) == 1
     assert provider.billing() == (1 if restarted else 0)  # the ended instance was released

@@ -100,7 +100,7 @@ def test_defaults_without_annotations() -> None:
 @pytest.mark.parametrize(
     ("annotations", "gpu_limit", "expected"),
     [
-        ({"vast.ai/gpu-type": "rtx_3090"}, None, {"gpu_names": ("rtx 3090",)}),
+        ({"vast.ai/gpu-type": "rtx_3090"}, None, {"gpu_names": ("RTX 3090",)}),
         ({"vast.ai/gpu-type": " "}, None, {"gpu_names": ()}),
         (
             {"vast.ai/gpu-type": "A100 SXM4", "vast.ai/gpu-fallbacks": " H100_SXM , ,A100 PCIE,"},
@@ -667,3 +667,21 @@ def test_real_market_explains_an_impossible_price(real_offers: list[Offer]) -> N
     assert selection.ranked == []
     assert selection.most_restrictive == "price-max"
     assert selection.rejected_by["price-max"] == len(asked)
+
+
+@pytest.mark.parametrize(
+    ("written", "searched"),
+    [("rtx 3090", "RTX 3090"), ("RTX3090", "RTX 3090"), ("rtx_4090", "RTX 4090"),
+     ("h100sxm", "H100 SXM"), ("RTX 5090", "RTX 5090")],
+)  # fmt: skip
+def test_gpu_names_are_spelt_as_vast_lists_them(written: str, searched: str) -> None:
+    requirements = parse_requirements({"vast.ai/gpu-type": written})
+    assert requirements.gpu_names == (searched,)
+    assert build_query(requirements)["gpu_name"] == {"eq": searched}
+
+
+def test_an_unknown_gpu_name_gets_a_did_you_mean_when_nothing_matches() -> None:
+    requirements = parse_requirements({"vast.ai/gpu-type": "RTX 3090X"})
+    message = select([], requirements).describe()
+    assert 'did you mean "RTX 3090"?' in message
+    assert "did you mean" not in select([], parse_requirements({})).describe()

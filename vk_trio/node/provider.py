@@ -83,6 +83,8 @@ class Running:
     """Container port ("8000/tcp") → public "ip:port" where the world reaches it."""
     description: str
     """One line for the Event, e.g. ``instance 42 running at 203.0.113.7: 8000/tcp → …``."""
+    container_id: str
+    """``<scheme>://<id>``, the container's ID as ``kubectl describe`` shows it."""
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,8 @@ class PodView:
     reason: str | None = None
     skipped: dict[str, str] = field(default_factory=dict)
     """Containers that do not run on the instance → the reason shown for each."""
+    container_id: str | None = None
+    """The instance that runs (or last ran) the container, as ``<scheme>://<id>``."""
 
     def waiting(self, reason: str, message: str) -> PodView:
         """The container waits; the phase stays (a Running pod whose container restarts is
@@ -122,6 +124,9 @@ def status_patch(pod: Pod, view: PodView, *, chosen: str) -> dict[str, Any]:
             "restartCount": 0,
         }
         if container.name == chosen:
+            if view.container_id:
+                entry["containerID"] = view.container_id
+                entry["imageID"] = container.image  # the reference the instance was made from
             entry["ready"] = view.ready
             entry["started"] = isinstance(view.state, Running)
             entry["restartCount"] = view.restart_count

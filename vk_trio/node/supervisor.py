@@ -208,6 +208,7 @@ class _PodLifecycle:
                     f"{outcome.message} (the instance failed on {machine_failures} machines)",
                 )
             machine_failures = 0
+            outcome = self._dated(outcome)
             if not self._restarts(outcome):
                 await self._finish(outcome)
                 return
@@ -248,6 +249,18 @@ class _PodLifecycle:
             else self.view.state,
             address=pod.status.pod_ip if was_running else None,
             restart_count=previous.restart_count if previous else 0,
+        )
+
+    def _dated(self, outcome: Terminated) -> Terminated:
+        """``outcome`` with its start and finish times: when the container started running,
+        or (never started) when it gave up, so ``kubectl describe`` never shows year 1."""
+        now = now_rfc3339()
+        state = self.view.state
+        started = state.started_at if isinstance(state, RunningState) else now
+        return replace(
+            outcome,
+            started_at=outcome.started_at or started,
+            finished_at=outcome.finished_at or now,
         )
 
     async def _finish(self, outcome: Terminated) -> None:
@@ -349,6 +362,7 @@ class _PodLifecycle:
                 address=observed.address,
                 message=None,
                 reason=None,
+                container_id=observed.container_id,
             )
         )
         await self.report.event(

@@ -143,4 +143,5 @@ def _running(instance: Instance) -> Running:
         address=address,
         endpoints=endpoints,
         description=f"instance {instance.id} running at {address}: {where}",
+        container_id=f"vast://{instance.id}",
     )

@@ -13,6 +13,7 @@ No I/O happens in this module.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -45,11 +46,13 @@ __all__ = [
     "DEFAULT_VERIFIED",
     "GPU_LIMIT",
     "GPU_RESOURCE",
+    "KNOWN_GPUS",
     "MAX_STARTUP_TIMEOUT",
     "AnnotationError",
     "Requirements",
     "gpu_key",
     "parse_requirements",
+    "unknown_gpu_hints",
     "usd",
 ]
 
@@ -236,14 +239,53 @@ def _finite(number: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+KNOWN_GPUS: tuple[str, ...] = (
+    # Every model in the real marketplace capture (November 2024, 1,396 offers) ...
+    "A10", "A100 PCIE", "A100 SXM4", "A100X", "A30", "A40", "GTX 1050 Ti", "GTX 1060",
+    "GTX 1070", "GTX 1070 Ti", "GTX 1080", "GTX 1080 Ti", "GTX 1650", "GTX 1660", "GTX 1660 S",
+    "GTX 1660 Ti", "H100 NVL", "H100 PCIE", "H100 SXM", "L4", "L40", "L40S", "Q RTX 5000",
+    "Q RTX 6000", "Quadro K2200", "RTX 2060", "RTX 2060S", "RTX 2070", "RTX 2070S",
+    "RTX 2080 Ti", "RTX 2080S", "RTX 3060", "RTX 3060 Ti", "RTX 3060 laptop", "RTX 3070",
+    "RTX 3070 Ti", "RTX 3080", "RTX 3080 Ti", "RTX 3090", "RTX 3090 Ti", "RTX 4000Ada",
+    "RTX 4060", "RTX 4060 Ti", "RTX 4070", "RTX 4070 Ti", "RTX 4070S", "RTX 4070S Ti",
+    "RTX 4080", "RTX 4080S", "RTX 4090", "RTX 5000Ada", "RTX 6000Ada", "RTX A2000",
+    "RTX A4000", "RTX A5000", "RTX A6000", "Tesla P100", "Tesla T4", "Tesla V100", "Titan V",
+    "Titan Xp",
+    # ... and the models released since, which Vast lists under these names.
+    "RTX 5070", "RTX 5070 Ti", "RTX 5080", "RTX 5090", "H200", "B200",
+)  # fmt: skip
+"""GPU names as Vast spells them: a pod's name is respelt to one of these when it differs only
+in case or spacing ("rtx3090" is "RTX 3090"), and a name that matches none gets a "did you
+mean" when no offer matches it. A name not listed is still searched for as written: Vast adds
+models, and a new one must not be refused."""
+
+
 def _normalise_gpu(name: str) -> str:
-    """Spell a GPU name the way Vast does: the CLI turns ``_`` into spaces (``RTX_3090``)."""
-    return " ".join(name.replace("_", " ").split())
+    """Spell a GPU name the way Vast does: ``_`` as spaces (as the CLI does, ``RTX_3090``),
+    single spaces, and the listed spelling when only case or spacing differ (``rtx3090``)."""
+    spaced = " ".join(name.replace("_", " ").split())
+    return _KNOWN_BY_KEY.get(gpu_key(spaced), spaced)
 
 
 def gpu_key(name: str) -> str:
-    """What two GPU names must share to be the same model ("rtx_3060" is "RTX 3060")."""
-    return _normalise_gpu(name).casefold()
+    """What two GPU names must share to be the same model: "rtx_3060", "RTX3060" and
+    "rtx 3060" are all "RTX 3060"."""
+    return "".join(name.replace("_", " ").split()).casefold()
+
+
+_KNOWN_BY_KEY = {gpu_key(name): name for name in KNOWN_GPUS}
+
+
+def unknown_gpu_hints(req: Requirements) -> list[str]:
+    """For each wanted GPU name Vast does not list, a hint naming the closest one it does."""
+    hints = []
+    for name in req.gpu_names:
+        if gpu_key(name) in _KNOWN_BY_KEY:
+            continue
+        close = difflib.get_close_matches(gpu_key(name), list(_KNOWN_BY_KEY), n=1, cutoff=0.5)
+        meant = f'; did you mean "{_KNOWN_BY_KEY[close[0]]}"?' if close else ""
+        hints.append(f'"{_short(name)}" is not a GPU model Vast lists{meant}')
+    return hints
 
 
 def _gpu_names(primary: str | None, fallbacks: str | None, problems: list[str]) -> tuple[str, ...]:

@@ -33,7 +33,13 @@ from vk_trio.annotations import (
     REGION,
     VERIFIED,
 )
-from vk_trio.provider.requirements import GPU_LIMIT, Requirements, gpu_key, usd
+from vk_trio.provider.requirements import (
+    GPU_LIMIT,
+    Requirements,
+    gpu_key,
+    unknown_gpu_hints,
+    usd,
+)
 from vk_trio.vast.models import Offer
 
 __all__ = [
@@ -230,11 +236,12 @@ class Selection(msgspec.Struct, kw_only=True):
                 f" in {(best.geolocation or '').strip(' ,') or 'unknown location'}"
             )
         wanted = self.requirements.describe()
+        hints = "".join(f"; {hint}" for hint in unknown_gpu_hints(self.requirements))
         if not total:
-            return f"no offers found for {wanted}"
+            return f"no offers found for {wanted}{hints}"
         counts = sorted(self.rejected_by.items(), key=lambda item: -item[1])
         worst = ", ".join(f"{CONSTRAINTS[key]} {count}" for key, count in counts)
-        return f"none of {total} offers match {wanted}; rejected by {worst}"
+        return f"none of {total} offers match {wanted}; rejected by {worst}{hints}"
 
 
 def select(offers: Sequence[Offer], req: Requirements) -> Selection:
