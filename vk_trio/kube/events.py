@@ -88,7 +88,12 @@ class EventRecorder:
         except Exception as error:
             # Secondary work: log and carry on (the pod's status still tells the story).
             logger.warning(
-                "could not post event {} {} for pod {}: {}", type, reason, pod.key, error
+                "could not post an event",
+                event_type=type,
+                reason=reason,
+                pod=pod.key,
+                uid=pod.uid,
+                error=str(error),
             )
 
     async def _bump(self, seen: _Seen) -> bool:
