@@ -75,26 +75,45 @@ def parse_args(argv: Sequence[str] | None = None) -> Plan:
     parser = argparse.ArgumentParser(
         prog="python -m tests.chaos",
         description="Soak the node under churn, SIGKILLs and Vast faults, then audit the ledger.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--pods", type=int, default=30, help="pods kept live (%(default)s)")
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds (%(default)s)")
-    parser.add_argument("--kills", type=int, default=3, help="node SIGKILLs (%(default)s)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pods", type=int, default=30, help="pods kept live")
+    parser.add_argument(
+        "--duration", type=float, default=60.0, help="how long the churn lasts, seconds"
+    )
+    parser.add_argument("--kills", type=int, default=3, help="node SIGKILLs, at seeded moments")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the plan and the faults")
     parser.add_argument("--json", dest="json_path", default=None, metavar="PATH")
     parser.add_argument("--run-dir", default=None, metavar="DIR", help="logs and evidence")
-    parser.add_argument("--churn", type=float, default=None, help="replacements per second")
-    parser.add_argument("--force-delete", type=float, default=0.1, help="fraction, grace 0")
-    parser.add_argument("--max-downtime", type=float, default=2.0)
-    parser.add_argument("--settle", type=float, default=45.0, help="bound, seconds")
-    parser.add_argument("--boot-seconds", type=float, default=2.0)
-    parser.add_argument("--rate-scale", type=float, default=0.01)
-    parser.add_argument("--startup-timeout", type=float, default=8.0)
+    parser.add_argument(
+        "--churn", type=float, default=None, help="pod replacements per second (unset: pods/20)"
+    )
+    parser.add_argument(
+        "--force-delete", type=float, default=0.1, help="fraction of deletions with grace 0"
+    )
+    parser.add_argument(
+        "--max-downtime", type=float, default=2.0, help="seconds the node stays dead per kill"
+    )
+    parser.add_argument(
+        "--settle", type=float, default=45.0, help="longest wait for the settled audit, seconds"
+    )
+    parser.add_argument(
+        "--boot-seconds", type=float, default=2.0, help="simulated instance boot time"
+    )
+    parser.add_argument(
+        "--rate-scale", type=float, default=0.01, help="multiplier of Vast's real rate limits"
+    )
+    parser.add_argument(
+        "--startup-timeout", type=float, default=8.0, help="the node's STARTUP_TIMEOUT"
+    )
     parser.add_argument(
         "--node-arg", action="append", default=[], metavar="FLAG", help="extra vk-trio run flag"
     )
     faults = parser.add_argument_group("faults (probabilities, latency in seconds)")
     for field, (flag, default) in _FAULT_FLAGS.items():
-        faults.add_argument(flag, dest=field, type=float, default=default, metavar="RATE")
+        faults.add_argument(
+            flag, dest=field, type=float, default=default, metavar="RATE", help=_FAULT_HELP[field]
+        )
     args = parser.parse_args(argv)
     if args.pods < 1 or args.duration <= 0 or args.kills < 0:
         parser.error("--pods and --duration must be positive, --kills not negative")
@@ -129,3 +148,15 @@ _FAULT_FLAGS: dict[str, tuple[str, float]] = {
     "instance_exit": ("--instance-exit", 0.05),
 }
 """``Faults`` field (the flag's dest) → (flag, moderate default)."""
+
+_FAULT_HELP: dict[str, str] = {
+    "rate_429": "fraction of Vast calls answered 429",
+    "rate_5xx": "fraction of Vast calls answered 5xx",
+    "latency": "seconds added to every Vast answer",
+    "lose_create_response": "fraction of creates whose answer is lost",
+    "offer_taken": "fraction of creates whose offer is gone",
+    "stuck_loading": "fraction of instances that never finish booting",
+    "oci_failure": "fraction of instances that fail to start",
+    "host_offline": "fraction of instances whose host goes offline",
+    "instance_exit": "fraction of instances whose container exits",
+}
