@@ -211,7 +211,7 @@ def main(args: argparse.Namespace) -> int:
     except config.ConfigError as exc:
         logger.error(str(exc))
         return 2
-    configure_logging(settings.log_level, sink=sys.stdout)
+    configure_logging(settings.log_level, sink=sys.stdout, log_format=settings.log_format)
     if not settings.vast_api_key:
         logger.error("VAST_API_KEY is not set; create the vast-api-secret Secret (see README)")
         return 2
