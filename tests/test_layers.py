@@ -1,6 +1,7 @@
 """The package's layers hold: what each part may import is checked, not hoped for.
 
-``vast`` and ``kube`` are clients that never import each other or the lifecycle; ``offers``
+``vast`` and ``kube`` are clients that never import each other or the lifecycle; ``kubelet``
+(the kubelet API) knows ``kube`` and no provider; ``offers``
 is pure selection; ``pods`` (the lifecycle) never imports the app that wires it; the
 simulators are stand-ins that the product path never imports; ``chaos`` is a test harness
 (``python -m vk_trio.chaos``) that may use the product and the simulators, but nothing of
@@ -22,7 +23,14 @@ FORBIDDEN = {
     "vk_trio.offers": ("vk_trio.kube", "vk_trio.pods", "vk_trio.app", "vk_trio.sim"),
     "vk_trio.pods": ("vk_trio.app", "vk_trio.demo", "vk_trio.cli", "vk_trio.sim", "vk_trio.chaos"),
     "vk_trio.app": ("vk_trio.sim", "vk_trio.demo", "vk_trio.chaos"),
-    "vk_trio.sim": ("vk_trio.pods", "vk_trio.app", "vk_trio.kube", "vk_trio.chaos"),
+    "vk_trio.sim": (
+        "vk_trio.pods",
+        "vk_trio.app",
+        "vk_trio.kube",
+        "vk_trio.kubelet",
+        "vk_trio.chaos",
+    ),
+    "vk_trio.kubelet": ("vk_trio.vast", "vk_trio.pods", "vk_trio.app", "vk_trio.sim"),
     "vk_trio.cli": ("vk_trio.chaos",),
     "vk_trio.demo": ("vk_trio.chaos",),
     "vk_trio.dryrun": ("vk_trio.chaos",),
