@@ -128,7 +128,7 @@ class NodeApi:
             and parts[5] == "approval"
             and request.method == "PUT"
         ):
-            return self._approval(parts[4], request.json() or {})
+            return self._approval(parts[4], _approval_body(request))
         is_log = len(parts) == 7 and parts[4] == "pods" and parts[6] == "log"
         if is_log and parts[:3] == ["api", "v1", "namespaces"] and request.method == "GET":
             return await self._pod_log(request, parts[3], parts[5])
@@ -290,6 +290,60 @@ class NodeApi:
             stream=_relay(response),
             until_disconnect=follow,
         )
+
+
+def _approval_body(request: Request) -> Obj:
+    """The approval PUT's body: JSON, or the protobuf kubectl's typed client sends."""
+    if not request.body.startswith(_PROTOBUF_MAGIC):
+        body: Obj = request.json() or {}
+        return body
+    unknown = _fields(request.body[len(_PROTOBUF_MAGIC) :])
+    csr = _fields(unknown.get(2, [b""])[0])  # runtime.Unknown.raw
+    meta = _fields(csr.get(1, [b""])[0])
+    status = _fields(csr.get(3, [b""])[0])
+    conditions = []
+    for raw in status.get(1, []):
+        condition = _fields(raw)
+        names = {1: "type", 2: "reason", 3: "message", 6: "status"}
+        conditions.append({k: condition[n][0].decode() for n, k in names.items() if n in condition})
+    version = meta.get(6, [b""])[0].decode()
+    return {"metadata": {"resourceVersion": version}, "status": {"conditions": conditions}}
+
+
+_PROTOBUF_MAGIC = b"k8s\x00"
+
+
+def _fields(data: bytes) -> dict[int, list[bytes]]:
+    """The length-delimited fields of one protobuf message, by field number (varints and
+    fixed-width fields are skipped: the approval needs strings and sub-messages only)."""
+    found: dict[int, list[bytes]] = {}
+    at = 0
+
+    def varint() -> int:
+        nonlocal at
+        value = shift = 0
+        while True:
+            byte = data[at]
+            at += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return value
+
+    while at < len(data):
+        key = varint()
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            varint()
+        elif wire == 2:
+            size = varint()
+            found.setdefault(number, []).append(data[at : at + size])
+            at += size
+        elif wire in (1, 5):
+            at += 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+    return found
 
 
 async def _relay(response: httpx.Response) -> AsyncIterator[bytes]:
