@@ -44,6 +44,7 @@ from vk_trio.kube.errors import (
     KubeUnavailable,
     error_for_status,
 )
+from vk_trio.metrics import KUBE_REQUESTS
 
 if TYPE_CHECKING:
     from vk_trio.kube.config import ClusterConfig
@@ -287,7 +288,9 @@ class KubeClient:
                     method, url, params=params, content=body, headers=headers
                 )
         except httpx.HTTPError as exc:
+            KUBE_REQUESTS.labels(method, "error").inc()
             raise _transport_error(exc, method, path) from exc
+        KUBE_REQUESTS.labels(method, str(response.status_code)).inc()
         if not response.is_success:
             raise _status_error(response)
         if not response.content:

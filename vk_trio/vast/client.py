@@ -40,7 +40,7 @@ import msgspec
 import trio
 from loguru import logger
 
-from vk_trio import __version__
+from vk_trio import __version__, metrics
 from vk_trio.logs import redact
 from vk_trio.vast.errors import (
     CreateOutcomeUnknown,
@@ -412,11 +412,16 @@ class VastClient:
         started = trio.current_time()
         # Once a create's pacer slot is taken, the exchange is shielded (bounded by the HTTP
         # timeout): a caller cancelled mid-flight must still learn the id of what it rented.
-        async with self._in_flight:
-            with _map_http_errors(where), trio.CancelScope(shield=not endpoint.idempotent):
-                response = await self._http.request(
-                    endpoint.method, url, content=content, params=params, headers=self._headers
-                )
+        try:
+            async with self._in_flight:
+                with _map_http_errors(where), trio.CancelScope(shield=not endpoint.idempotent):
+                    response = await self._http.request(
+                        endpoint.method, url, content=content, params=params, headers=self._headers
+                    )
+        except VastError:
+            metrics.observe_vast(endpoint.name, None, None)
+            raise
+        metrics.observe_vast(endpoint.name, response.status_code, trio.current_time() - started)
         logger.debug(
             "vast {method} {endpoint} -> {status} in {ms:.0f} ms",
             method=endpoint.method,
