@@ -84,6 +84,8 @@ def test_run_serves_probes_registers_and_stops_cleanly_on_sigterm(tmp_path: Path
             "VAST_API_URL": vast_url,
             "KUBECONFIG": str(kubeconfig),
             "HEALTH_PORT": str(health),
+            "KUBELET_HOST": "127.0.0.1",
+            "KUBELET_PORT": str(free_port()),
             "LOG_LEVEL": "INFO",
         }
         log = tmp_path / "node.log"
@@ -128,6 +130,8 @@ def test_run_with_a_rejected_key_exits_at_once_and_says_why(tmp_path: Path) -> N
             "VAST_API_URL": vast.stdout.readline().decode().strip(),
             "KUBECONFIG": str(kubeconfig),
             "HEALTH_PORT": str(free_port()),
+            "KUBELET_HOST": "127.0.0.1",
+            "KUBELET_PORT": str(free_port()),
         }
         log = tmp_path / "node.log"
         with process("run", env=env, log=log) as node:
