@@ -160,11 +160,23 @@ class VastKubeletBackend:
                         if instance.start_date
                         else None
                     ),
+                    cpu_nano_cores=_scaled(
+                        instance.cpu_util, 1e9 * (instance.cpu_cores_effective or 1.0)
+                    ),
+                    memory_bytes=_scaled(instance.mem_usage, 1e9),
+                    disk_used_bytes=_scaled(instance.disk_usage, 1e9),
+                    disk_capacity_bytes=_scaled(instance.disk_space, 1e9),
+                    gpu_utilisation=instance.gpu_util,
                     gpu_name=instance.gpu_name,
                     gpu_memory_bytes=int(instance.gpu_ram * 2**20 * max(1, instance.num_gpus)),
+                    gpu_memory_used_bytes=_scaled(instance.vmem_usage, 1e9),
                 )
             )
         return stats_summary(self._node, self._started, usages, now=_dt.datetime.now(_dt.UTC))
+
+
+def _scaled(value: float | None, factor: float) -> int | None:
+    return None if value is None else int(value * factor)
 
 
 def _constant(text: str) -> Callable[[], Any]:

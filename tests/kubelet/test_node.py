@@ -4,6 +4,7 @@ reached by the real kubectl through the stand-in once its serving CSR is approve
 from __future__ import annotations
 
 import functools
+import json
 import os
 import socket
 from pathlib import Path
@@ -69,5 +70,13 @@ async def test_kubectl_logs_of_a_pod_on_a_rented_instance(
     assert out.startswith("Pulling image nginx:1.27\n")
     assert "[" in out and "nginx:1.27: step 1 done" in out
     code, out, _ = await kubectl("get", "--raw", f"/api/v1/nodes/{NODE}/proxy/stats/summary")
-    assert code == 0 and f'"nodeName":"{NODE}"' in out
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["node"]["nodeName"] == NODE
+    [pod] = summary["pods"]
+    [container] = pod["containers"]
+    assert pod["podRef"]["name"] == "trainer"
+    assert container["memory"]["workingSetBytes"] > 0 and container["cpu"]["usageNanoCores"] > 0
+    [gpu] = container["accelerators"]
+    assert gpu["model"] == "RTX 3090" and 40 <= gpu["dutyCycle"] <= 95
     nursery.cancel_scope.cancel()

@@ -840,7 +840,7 @@ class VastSim:
             is_bid=instance.is_bid,
             disk_space=float(body.get("disk") or 10.0),
             gpu_totalram=offer.get("gpu_total_ram"),
-            gpu_util=0.0 if status == "running" else None,
+            **self._usage(instance, running=status == "running"),
             start_date=instance.start_date,
             end_date=instance.start_date + float(offer.get("duration") or 0.0),
             duration=max(0.0, now - instance.created_at),
@@ -850,6 +850,26 @@ class VastSim:
             volume_info=[],
         )
         return row
+
+    @staticmethod
+    def _usage(instance: _Instance, *, running: bool) -> Row:
+        """Live metrics of a running instance, steady per instance (from its id): what
+        ``kubectl top`` shows through the kubelet API. Units as the API's: utilisations are
+        fractions (GPU: percent), memory and disk in GB."""
+        if not running:
+            return dict.fromkeys(
+                ("gpu_util", "cpu_util", "mem_usage", "mem_limit", "vmem_usage", "disk_usage")
+            )
+        spread = int(_digest(instance.id, "usage")[:4], 16) / 0xFFFF
+        gpu_ram_gb = float(instance.offer.get("gpu_ram") or 0.0) / 1024.0
+        return {
+            "gpu_util": round(40.0 + 55.0 * spread, 1),
+            "cpu_util": round(0.1 + 0.5 * spread, 3),
+            "mem_usage": round(2.0 + 6.0 * spread, 2),
+            "mem_limit": float(instance.offer.get("cpu_ram") or 0.0) / 1024.0 or None,
+            "vmem_usage": round(gpu_ram_gb * (0.5 + 0.4 * spread), 2),
+            "disk_usage": round(1.0 + 4.0 * spread, 2),
+        }
 
     def _notify(self) -> None:
         self._changed.set()
