@@ -7,23 +7,27 @@ kube-controller-manager; approval is a test (or the real ``kubectl certificate a
 from __future__ import annotations
 
 import base64
+import datetime as _dt
 import functools
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 import trio
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from loguru import logger
+from trio.testing import MockClock
 
 from tests.plugins.kube_sim import KUBECTL, Kubectl
 from vk_trio.http_server import Request, Response, serve_http
 from vk_trio.kube.api import KubeClient
-from vk_trio.kubelet.certs import SIGNER, ServingTLS, rotate_serving_certificate
+from vk_trio.kubelet.certs import CSR_RETRY, SIGNER, ServingTLS, rotate_serving_certificate
 from vk_trio.sim.kube import KubeSim
+from vk_trio.sim.kube_pki import ClusterCA
 
 NODE = "vk-cert-node"
 
@@ -184,3 +188,43 @@ async def test_kubectl_certificate_approve_issues_the_certificate(
         while tls.source == "self-signed":
             await tls.changed.wait()
     assert "Approved,Issued" in await kubectl("get", "csr", name)
+
+
+@pytest.fixture
+def thread_safe_clock() -> MockClock:
+    """Jumps only after 0.2 s of real idleness: key generation runs in a worker thread, and
+    a clock that jumps at once would time out while waiting for it."""
+    return MockClock(autojump_threshold=0.2)
+
+
+async def test_api_errors_while_requesting_are_retried_not_fatal(
+    thread_safe_clock: MockClock,
+) -> None:
+    ca = ClusterCA()
+    created: list[dict[str, Any]] = []
+
+    def api(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST" and request.url.path.endswith("/certificatesigningrequests"):
+            if not created:
+                created.append({})
+                return httpx.Response(503, json={"kind": "Status", "message": "etcd is down"})
+            created.append(msgspec.json.decode(request.content))
+            return httpx.Response(201, json=created[-1])
+        if request.method == "GET":
+            csr_pem = base64.b64decode(created[-1]["spec"]["request"])
+            issued = ca.sign_kubelet_serving(csr_pem, _dt.timedelta(days=30))
+            return httpx.Response(
+                200,
+                json={**created[-1], "status": {"certificate": base64.b64encode(issued).decode()}},
+            )
+        return httpx.Response(201, json={})  # the Event
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(api), base_url="http://kube")
+    async with KubeClient(http, backoffs=()) as kube, trio.open_nursery() as nursery:
+        tls = ServingTLS(client_ca_pem=None)
+        await start_rotation(nursery, kube, tls)
+        with trio.fail_after(CSR_RETRY * 2):
+            while tls.source == "self-signed":
+                await tls.changed.wait()
+        assert len(created) == 2  # the failed create, then the one that was issued
+        nursery.cancel_scope.cancel()

@@ -62,6 +62,8 @@ RENEW_AT = 0.8
 """Fraction of a certificate's lifetime after which a new one is requested (as the kubelet)."""
 CSR_POLL_INTERVAL = 5.0
 """Seconds between looks at a pending CSR: approval is a human typing a command."""
+CSR_RETRY = 60.0
+"""Seconds before asking again after a CSR could not be created (API errors, not refusals)."""
 SELF_SIGNED_DAYS = 365
 _CSR_PATH = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
 
@@ -229,7 +231,9 @@ async def rotate_serving_certificate(
 
     Error handling: a refused CSR or one the API forbids us to create ends the rotation (the
     current certificate stays; the log says what happened and what to do); other API errors
-    are retried at ``poll_interval``. Cancellation ends it at any point.
+    are retried (``CSR_RETRY``, or ``poll_interval`` while waiting for approval). It never
+    raises them: a node without a signed certificate still runs its pods. Cancellation ends
+    it at any point.
     """
     if tls.source == "":
         await tls.install_self_signed(
@@ -255,6 +259,15 @@ async def rotate_serving_certificate(
                 exc,
             )
             return
+        except KubeError as exc:
+            # The API is down or has no CSR API: keep serving what we have, ask again later.
+            logger.warning(
+                "kubelet api: requesting a serving certificate failed; retrying in {:.0f}s: {}",
+                CSR_RETRY,
+                exc,
+            )
+            await trio.sleep(CSR_RETRY)
+            continue
         await tls.install(pair, f"csr {name}")
         cert = pair.certificate
         start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
