@@ -225,6 +225,7 @@ def _simulators(
         "POD_IP": "127.0.0.1",
         "HEALTH_PORT": str(_free_port()),
         "KUBELET_PORT": str(_free_port()),
+        "KUBELET_HOST": "127.0.0.1",
         "LOG_LEVEL": "INFO",
     }
 

@@ -8,10 +8,14 @@ float, a probe on the wrong port, a wildcard verb) fails here rather than in a c
 
 from __future__ import annotations
 
+import functools
+import socket
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import trio
@@ -232,6 +236,9 @@ EXPECTED_RBAC: dict[tuple[str, str | None, str, str], set[str]] = {
     ("ClusterRole", None, "", "secrets"): {"get"},
     ("ClusterRole", None, "", "configmaps"): {"get"},
     ("Role", "kube-node-lease", "coordination.k8s.io", "leases"): {"get", "create", "update"},
+    ("ClusterRole", None, "certificates.k8s.io", "certificatesigningrequests"): {"create", "get"},
+    ("ClusterRole", None, "authentication.k8s.io", "tokenreviews"): {"create"},
+    ("ClusterRole", None, "authorization.k8s.io", "subjectaccessreviews"): {"create"},
 }
 
 
@@ -364,25 +371,29 @@ async def test_rbac_allows_every_call_the_node_makes(vk_docs: list[Obj], tmp_pat
                 kubeconfig=str(kubeconfig),
                 health_host="127.0.0.1",
                 health_port=0,
+                kubelet_host="127.0.0.1",
+                kubelet_port=free_port(),
                 poll_fast=0.2,
                 poll_slow=1.0,
                 pacing=0.0,
             )
+            serve = functools.partial(serve_node, settings, kubelet_api=True)
             async with trio.open_nursery() as node:
-                await node.start(serve_node, settings)
+                await node.start(serve)
                 for pod in pods:
                     namespace = pod["metadata"]["namespace"]
                     if kube.get("namespaces", None, namespace) is None:
                         kube.create({"kind": "Namespace", "metadata": {"name": namespace}})
                     kube.create(pod)
                 await kube.wait_until(lambda s: all(p == "Running" for p in phases(s)))
+                await use_the_kubelet_api(kube, settings.kubelet_port)
                 for key in keys:
                     kube.delete("pods", *key, grace_seconds=30)
                 await kube.wait_until(lambda s: all(s.get("pods", *k) is None for k in keys))
                 node.cancel_scope.cancel()  # the node shuts down while the API still answers
             registered = kube.get("nodes", None, settings.node_name)
             async with trio.open_nursery() as node:  # a restart: the Node already exists
-                await node.start(serve_node, settings)
+                await node.start(serve)
                 node.cancel_scope.cancel()
             sims.cancel_scope.cancel()
 
@@ -417,6 +428,34 @@ async def test_rbac_allows_every_call_the_node_makes(vk_docs: list[Obj], tmp_pat
                 and (t.get("operator") == "Exists" or t.get("value") == taint.get("value"))
                 for t in spec["tolerations"]
             ), f"{pod['metadata']['name']} does not tolerate {taint}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def use_the_kubelet_api(kube: KubeSim, port: int) -> None:
+    """Approve the node's serving CSR and call its kubelet API with a token: the CSR, token
+    review and access review calls the node makes for that are then authorized too."""
+    await kube.wait_until(lambda s: s.list("certificatesigningrequests"))
+    [csr] = kube.list("certificatesigningrequests")
+    kube.node_api.decide(csr["metadata"]["name"], approve=True)
+    kube.node_api.add_token("rbac-test-token", "admin", ("system:masters",))
+    context = ssl.create_default_context(cadata=kube.node_api.ca.cert_pem.decode())
+    async with httpx.AsyncClient(verify=context) as client:
+        while True:  # until the node serves the issued certificate
+            try:
+                response = await client.get(
+                    f"https://127.0.0.1:{port}/healthz",
+                    headers={"Authorization": "Bearer rbac-test-token"},
+                )
+                break
+            except httpx.ConnectError:
+                await trio.sleep(0.1)
+    assert response.text == "ok"
 
 
 # Granted verbs that a clean run cannot reach, and when the node needs them.

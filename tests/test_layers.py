@@ -2,8 +2,10 @@
 
 ``vast`` and ``kube`` are clients that import neither each other, the kubelet half (``node``)
 nor the provider; ``node`` knows Kubernetes and its own ``Provider`` protocol, never Vast or
-the Vast provider; the simulators are stand-ins that nothing on the product path imports;
-the chaos soak lives in ``tests/`` and nothing in the package imports tests.
+the Vast provider; ``kubelet`` (the kubelet HTTP API) knows Kubernetes and its own
+``KubeletBackend`` protocol, never Vast or the provider; the simulators are stand-ins that
+nothing on the product path imports; the chaos soak lives in ``tests/`` and nothing in the
+package imports tests.
 """
 
 from __future__ import annotations
@@ -20,15 +22,29 @@ FORBIDDEN = {
     "vk_trio.vast": ("vk_trio.kube", "vk_trio.node", "vk_trio.provider", "vk_trio.app"),
     "vk_trio.kube": ("vk_trio.vast", "vk_trio.node", "vk_trio.provider", "vk_trio.app"),
     "vk_trio.node": ("vk_trio.vast", "vk_trio.provider", "vk_trio.app"),
+    "vk_trio.kubelet": ("vk_trio.vast", "vk_trio.provider", "vk_trio.node", "vk_trio.app"),
     "vk_trio.provider": ("vk_trio.app", "vk_trio.demo", "vk_trio.cli"),
     "vk_trio.app": (),
-    "vk_trio.sim": ("vk_trio.node", "vk_trio.provider", "vk_trio.app", "vk_trio.kube"),
+    "vk_trio.sim": (
+        "vk_trio.node",
+        "vk_trio.provider",
+        "vk_trio.app",
+        "vk_trio.kube",
+        "vk_trio.kubelet",
+    ),
     "vk_trio.cli": (),
     "vk_trio.dryrun": (),
     "vk_trio": ("tests",),
 }
 """Layer → what it must not import; every product layer also stays off ``sim`` and tests."""
-PRODUCT = ("vk_trio.vast", "vk_trio.kube", "vk_trio.node", "vk_trio.provider", "vk_trio.app")
+PRODUCT = (
+    "vk_trio.vast",
+    "vk_trio.kube",
+    "vk_trio.node",
+    "vk_trio.kubelet",
+    "vk_trio.provider",
+    "vk_trio.app",
+)
 
 
 def module_name(path: Path) -> str:

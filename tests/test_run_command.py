@@ -6,6 +6,7 @@ health probes over HTTP, the Node through the API, the exit status.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -84,6 +85,8 @@ def test_run_serves_probes_registers_and_stops_cleanly_on_sigterm(tmp_path: Path
             "VAST_API_URL": vast_url,
             "KUBECONFIG": str(kubeconfig),
             "HEALTH_PORT": str(health),
+            "KUBELET_HOST": "127.0.0.1",
+            "KUBELET_PORT": str(free_port()),
             "LOG_LEVEL": "INFO",
         }
         log = tmp_path / "node.log"
@@ -104,7 +107,10 @@ def test_run_serves_probes_registers_and_stops_cleanly_on_sigterm(tmp_path: Path
     ready_condition = next(c for c in stopped["status"]["conditions"] if c["type"] == "Ready")
     assert ready_condition["status"] == "False"
     assert "shutting down" in ready_condition["message"]
-    assert '"message": "stopping"' in logs  # JSON log lines, as the container writes them
+    # Flat JSON log lines, as the container writes them (the simulators' share the file).
+    records = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+    stopping = [r for r in records if r["msg"] == "stopping"]
+    assert stopping == [{**stopping[0], "logger": "vk_trio.app", "signal": "SIGTERM"}]
     assert "run-test-key" not in logs
     assert stop_seconds < 5.0  # a rolling update never waits on us
 
@@ -128,6 +134,8 @@ def test_run_with_a_rejected_key_exits_at_once_and_says_why(tmp_path: Path) -> N
             "VAST_API_URL": vast.stdout.readline().decode().strip(),
             "KUBECONFIG": str(kubeconfig),
             "HEALTH_PORT": str(free_port()),
+            "KUBELET_HOST": "127.0.0.1",
+            "KUBELET_PORT": str(free_port()),
         }
         log = tmp_path / "node.log"
         with process("run", env=env, log=log) as node:

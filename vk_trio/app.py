@@ -40,6 +40,7 @@ from vk_trio.node.dispatch import Dispatcher
 from vk_trio.node.supervisor import NodeServices
 from vk_trio.provider import VastProvider
 from vk_trio.provider.budget import Budget
+from vk_trio.provider.kubelet_backend import VastKubeletBackend, start_kubelet_api
 from vk_trio.provider.poller import InstancePoller
 from vk_trio.provider.reaper import run_reaper
 from vk_trio.vast import Pacer, RetryPolicy, VastAuthError, VastClient
@@ -57,12 +58,17 @@ class NodeRuntime:
 
 
 async def serve_node(
-    settings: Settings, *, task_status: trio.TaskStatus[NodeRuntime] = trio.TASK_STATUS_IGNORED
+    settings: Settings,
+    *,
+    kubelet_api: bool = False,
+    task_status: trio.TaskStatus[NodeRuntime] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the virtual node until cancelled.
 
     Reports a ``NodeRuntime`` once the node is registered and every pod bound to it has been
-    listed and handed to its supervisor.
+    listed and handed to its supervisor. ``kubelet_api`` also serves the kubelet API on
+    ``settings.kubelet_port`` (``vk-trio run`` does; in-process callers opt in, since the
+    port is fixed: it is what the Node advertises).
     """
     if settings.vast_api_key:
         redact(settings.vast_api_key)
@@ -149,6 +155,14 @@ async def serve_node(
             dispatcher = Dispatcher(services)
             health.watch_synced = lambda: dispatcher.synced
             await root.start(dispatcher.run, watch_pods(kube, node_name=settings.node_name))
+            if kubelet_api:
+                backend = VastKubeletBackend(
+                    vast,
+                    poller,
+                    pods=lambda: [handle.pod for handle in dispatcher.handles.values()],
+                    node_name=settings.node_name,
+                )
+                await root.start(start_kubelet_api, settings, kube, cluster, backend)
             await root.start(
                 functools.partial(
                     run_reaper,
@@ -266,7 +280,7 @@ def main(args: argparse.Namespace) -> int:
     except config.ConfigError as exc:
         logger.error(str(exc))
         return 2
-    configure_logging(settings.log_level, sink=sys.stdout)
+    configure_logging(settings.log_level, sink=sys.stdout, log_format=settings.log_format)
     if not settings.vast_api_key:
         logger.error("VAST_API_KEY is not set; create the vast-api-secret Secret (see README)")
         return 2
@@ -284,7 +298,7 @@ def main(args: argparse.Namespace) -> int:
 async def _run_until_signal(settings: Settings) -> None:
     await startup.preflight(settings)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(serve_node, settings)
+        nursery.start_soon(functools.partial(serve_node, settings, kubelet_api=True))
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
                 logger.info("stopping", signal=signal.Signals(signum).name)

@@ -14,7 +14,16 @@ import os
 import re
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, NamedTuple, Union, get_args, get_origin, get_type_hints
+from typing import (
+    Annotated,
+    Any,
+    Literal,
+    NamedTuple,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 import msgspec
 from msgspec import Meta
@@ -258,6 +267,34 @@ class Settings(msgspec.Struct, kw_only=True):
             description="multiplier of Vast's minimum call intervals (0 disables pacing, for "
             "simulators without rate limits)",
             extra={"unit": "a multiplier"},
+        ),
+    ] = None
+    log_format: Annotated[
+        Literal["json", "text"],
+        Meta(
+            description="json: one flat JSON object per line (time, level, msg, logger, pod, "
+            "uid, instance_id...) for collectors and jq; text: a short human format"
+        ),
+    ] = "json"
+    kubelet_host: Annotated[
+        str, Meta(description="address the kubelet API (HTTPS, kubectl logs) listens on")
+    ] = "0.0.0.0"
+    tls_cert_file: Annotated[
+        str | None,
+        Meta(
+            description="the kubelet API's serving certificate (PEM, e.g. from a Secret); unset: "
+            "requested with a kubelet-serving CSR, self-signed until approved"
+        ),
+    ] = None
+    tls_private_key_file: Annotated[
+        str | None, Meta(description="the private key of --tls-cert-file (PEM)")
+    ] = None
+    client_ca_file: Annotated[
+        str | None,
+        Meta(
+            description="CA bundle that client certificates of the kubelet API must chain to "
+            "(the API server's kubelet client); unset: the cluster CA of the kubeconfig or "
+            "service account"
         ),
     ] = None
 

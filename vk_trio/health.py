@@ -10,6 +10,10 @@ answers: a refusal (a revoked key) shows at once, since retrying will not fix it
 timeouts show once several sweeps in a row failed. Readiness never gates the node's Lease: a
 Vast outage degrades the probe, not the node, so no pod is evicted for it.
 Each failing check is one line of the 503 body, so ``curl .../readyz`` says what is wrong.
+
+``/metrics`` (Prometheus text, ``vk_trio.metrics``) is served here too, unauthenticated like
+the probes: it holds counts and dollars, no secrets, and a scraper inside the cluster needs
+no token. The kubelet port serves the same behind its authentication.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections.abc import Callable
 import trio
 
 from vk_trio.http_server import Request, Response
+from vk_trio.metrics import render
 
 WATCHDOG_INTERVAL = 1.0
 STALL_LIMIT = 10.0
@@ -83,6 +88,9 @@ class Health:
             return _answer(self.liveness_problems())
         if request.path == "/readyz":
             return _answer(self.readiness_problems())
+        if request.path == "/metrics":
+            body, content_type = render()
+            return Response(body=body, headers=[("Content-Type", content_type)])
         return Response.text("not found\n", 404)
 
 

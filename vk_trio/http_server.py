@@ -14,10 +14,21 @@ connection ends when the client closes it, sends garbage, or idles past ``IDLE_T
 
 Error handling: a handler that raises is logged and answered with a 500 (the server keeps
 serving); a client that disappears mid-response only ends its own connection.
+
+TLS (the kubelet API): ``serve_http(..., tls=...)`` wraps each connection in a
+``trio.SSLStream``; ``tls`` is a function returning the current ``ssl.SSLContext``, called per
+connection, so a renewed serving certificate is used from the next connection on without a
+restart. A client certificate the context verified reaches the handler as
+``Request.peer_cert``. A failed handshake ends that connection only.
+
+Streams that follow something endless (``kubectl logs -f``) set ``Response.until_disconnect``:
+the socket is read while the stream is sent, and the stream is closed as soon as the client
+hangs up, instead of whenever the next chunk fails to send.
 """
 
 from __future__ import annotations
 
+import ssl
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -34,6 +45,9 @@ IDLE_TIMEOUT = 120.0
 MAX_BODY = 16 * 1024 * 1024
 """Largest request body accepted; more is answered with 413."""
 
+HANDSHAKE_TIMEOUT = 10.0
+"""Seconds a client may take to complete the TLS handshake."""
+
 _READ_SIZE = 65536
 
 
@@ -47,6 +61,8 @@ class Request:
     headers: dict[str, str]
     """Header names lower-cased; a repeated header keeps its last value."""
     body: bytes = b""
+    peer_cert: bytes | None = None
+    """DER of the client certificate the TLS layer verified; None without TLS or a cert."""
 
     def param(self, name: str, default: str | None = None) -> str | None:
         """The last value of query parameter ``name``, or ``default``."""
@@ -66,6 +82,8 @@ class Response:
     body: bytes = b""
     headers: list[tuple[str, str]] = field(default_factory=list)
     stream: AsyncIterator[bytes] | None = None
+    until_disconnect: bool = False
+    """Close ``stream`` as soon as the client hangs up (a follow that may be idle for long)."""
 
     @classmethod
     def json(
@@ -99,21 +117,34 @@ async def serve_http(
     *,
     host: str = "127.0.0.1",
     port: int = 0,
+    tls: Callable[[], ssl.SSLContext] | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``handler`` on ``host:port`` until cancelled.
+    """Serve ``handler`` on ``host:port`` until cancelled (HTTPS when ``tls`` is given).
 
-    Reports ``http://host:port`` (with the real port when ``port`` is 0) through
+    Reports ``http(s)://host:port`` (with the real port when ``port`` is 0) through
     ``task_status`` once the socket is bound, so ``await nursery.start(serve_http, h)``
     returns a URL that already accepts connections.
     """
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound_port = listeners[0].socket.getsockname()[1]
-    url = f"http://{host}:{bound_port}"
+    url = f"{'https' if tls else 'http'}://{host}:{bound_port}"
     logger.debug("http server listening", url=url)
 
     async def on_connection(stream: trio.SocketStream) -> None:
-        await _Connection(stream, handler).run()
+        if tls is None:
+            await _Connection(stream, handler).run()
+            return
+        secure = trio.SSLStream(stream, tls(), server_side=True)
+        try:
+            with trio.fail_after(HANDSHAKE_TIMEOUT):
+                await secure.do_handshake()
+        except (trio.BrokenResourceError, trio.TooSlowError) as exc:
+            logger.debug("tls handshake failed", error=str(exc.__cause__ or exc))
+            await trio.aclose_forcefully(stream)
+            return
+        peer = secure.getpeercert(binary_form=True)
+        await _Connection(secure, handler, peer_cert=peer or None).run()
 
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, on_connection, listeners)
@@ -123,9 +154,12 @@ async def serve_http(
 class _Connection:
     """One client connection: read requests, answer each, until either side closes."""
 
-    def __init__(self, stream: trio.abc.Stream, handler: Handler) -> None:
+    def __init__(
+        self, stream: trio.abc.Stream, handler: Handler, *, peer_cert: bytes | None = None
+    ) -> None:
         self._stream = stream
         self._handler = handler
+        self._peer_cert = peer_cert
         self._conn = h11.Connection(h11.SERVER)
 
     async def run(self) -> None:
@@ -180,6 +214,7 @@ class _Connection:
             query=urllib.parse.parse_qs(target.query, keep_blank_values=True),
             headers={k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers},
             body=bytes(body),
+            peer_cert=self._peer_cert,
         )
 
     async def _respond(self, request: Request) -> None:
@@ -203,15 +238,46 @@ class _Connection:
         else:
             stream = response.stream
             try:
-                async for chunk in stream:
-                    if chunk:
-                        await self._send(h11.Data(data=chunk))
+                if response.until_disconnect:
+                    await self._send_until_disconnect(stream)
+                else:
+                    await self._send_chunks(stream)
             finally:
                 aclose = getattr(stream, "aclose", None)
                 if aclose is not None:
                     with trio.CancelScope(shield=True):
                         await aclose()
         await self._send(h11.EndOfMessage())
+
+    async def _send_chunks(self, stream: AsyncIterator[bytes]) -> None:
+        async for chunk in stream:
+            if chunk:
+                await self._send(h11.Data(data=chunk))
+
+    async def _send_until_disconnect(self, stream: AsyncIterator[bytes]) -> None:
+        """Send ``stream`` while watching the socket: EOF from the client ends both."""
+        hung_up = False
+
+        async def watch_client(scope: trio.CancelScope) -> None:
+            nonlocal hung_up
+            try:
+                while data := await self._stream.receive_some(_READ_SIZE):
+                    self._conn.receive_data(bytes(data))  # a pipelined request waits its turn
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            hung_up = True
+            scope.cancel()
+
+        # Connection errors are caught inside the nursery: it would wrap them in a group.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch_client, nursery.cancel_scope)
+            try:
+                await self._send_chunks(stream)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                hung_up = True
+            nursery.cancel_scope.cancel()
+        if hung_up:
+            raise trio.ClosedResourceError("client hung up")
 
     async def _send(self, event: Any) -> None:
         data = self._conn.send(event)

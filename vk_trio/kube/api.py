@@ -44,6 +44,7 @@ from vk_trio.kube.errors import (
     KubeUnavailable,
     error_for_status,
 )
+from vk_trio.metrics import KUBE_REQUESTS
 from vk_trio.retry import Backoff, RetryPolicy
 
 if TYPE_CHECKING:
@@ -290,7 +291,9 @@ class KubeClient:
                     method, url, params=params, content=body, headers=headers
                 )
         except httpx.HTTPError as exc:
+            KUBE_REQUESTS.labels(method, "error").inc()
             raise _transport_error(exc, method, path) from exc
+        KUBE_REQUESTS.labels(method, str(response.status_code)).inc()
         if not response.is_success:
             raise _status_error(response)
         if not response.content:

@@ -45,6 +45,7 @@ from loguru import logger
 from vk_trio.kube.api import KubeClient
 from vk_trio.kube.errors import KubeError, KubeForbidden, KubeGone
 from vk_trio.kube.models import Pod
+from vk_trio.metrics import WATCH_RESTARTS
 from vk_trio.retry import Backoff
 
 __all__ = [
@@ -347,12 +348,14 @@ async def watch_pods(
             raise
         except KubeGone as error:
             logger.info("pod watch: relisting", error=str(error))
+            WATCH_RESTARTS.labels("expired").inc()
             must_list = True
             failures += 1
             if failures == 1:
                 continue  # the normal expiry path: relist at once
         except KubeError as error:
             failures += 1
+            WATCH_RESTARTS.labels("error").inc()
             if failures >= RELIST_AFTER_FAILURES:
                 must_list = True
             delay = backoff.delay(failures)

@@ -13,9 +13,14 @@ what is tested is the wire protocol, not a mock of it. Served:
 * discovery (``/version``, ``/api``, ``/apis``...) and ``as=Table`` responses (``kube_table``)
   so that ``kubectl get/describe/create/delete`` work against it.
 
+The kubelet API's side of the API server (``kube_node_api``): ``pods/{name}/log`` and
+``nodes/{name}/proxy/...`` proxied to the node's kubelet over HTTPS with the stand-in's
+kubelet-client certificate, CSR approval and signing, TokenReview and SubjectAccessReview. The
+stand-in's CA (``kube_pki``) is in the kubeconfig it writes, as a real cluster's is.
+
 Not served: authentication (any token is accepted), OpenAPI (404, use ``--validate=false``),
-server-side apply, subresources other than ``status``, controllers or a scheduler (pods are
-created with ``spec.nodeName`` already set, as if scheduled).
+server-side apply, subresources other than ``status`` (and the ones above), controllers or a
+scheduler (pods are created with ``spec.nodeName`` already set, as if scheduled).
 
 Run it with ``vk-trio sim kube --listen 127.0.0.1:0 --kubeconfig-out kubeconfig.yaml``; in
 tests, use the ``kube_sim`` fixture (``tests/plugins/kube_sim.py``).
@@ -43,6 +48,7 @@ from loguru import logger
 from vk_trio.http_server import Request, Response, serve_http
 from vk_trio.sim import kube_table
 from vk_trio.sim.kube_kinds import BY_PLURAL, RESOURCES, VERBS, Obj, Resource
+from vk_trio.sim.kube_node_api import NodeApi
 from vk_trio.sim.kube_select import (
     Matcher,
     SelectorError,
@@ -93,9 +99,20 @@ class KubeSim:
     """
 
     def __init__(
-        self, *, history: int = 1000, bookmark_interval: float = 5.0, watch_buffer: int = 1000
+        self,
+        *,
+        history: int = 1000,
+        bookmark_interval: float = 5.0,
+        watch_buffer: int = 1000,
+        kubelet_ca_pem: bytes | None = None,
+        csr_lifetime: float = 365 * 86400.0,
     ) -> None:
         self.store = Store(history=history, watch_buffer=watch_buffer)
+        self.node_api = NodeApi(
+            self.store, kubelet_ca_pem=kubelet_ca_pem, csr_lifetime=csr_lifetime
+        )
+        """Proxying to kubelets, CSRs and reviews; its ``ca`` is the cluster CA, ``add_token``
+        and ``grant`` script the review policy, ``decide`` approves or denies a CSR."""
         self.bookmark_interval = bookmark_interval
         self.requests: collections.Counter[str] = collections.Counter()
         self.url = ""
@@ -112,18 +129,26 @@ class KubeSim:
         task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve HTTP on ``host:port`` until cancelled; reports the URL once listening."""
-        async with trio.open_nursery() as nursery:
-            self.url = await nursery.start(
-                functools.partial(serve_http, self.handle, host=host, port=port)
-            )
-            task_status.started(self.url)
+        await self.node_api.open()
+        try:
+            async with trio.open_nursery() as nursery:
+                self.url = await nursery.start(
+                    functools.partial(serve_http, self.handle, host=host, port=port)
+                )
+                task_status.started(self.url)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.node_api.aclose()
 
     def kubeconfig(self) -> Obj:
-        """A kubeconfig for ``self.url``: plain http, a dummy bearer token (never checked)."""
+        """A kubeconfig for ``self.url``: plain http, a dummy bearer token (never checked),
+        and the cluster CA (what a node trusts for the API server's kubelet-client cert)."""
+        ca_data = base64.b64encode(self.node_api.ca.cert_pem).decode()
+        cluster = {"server": self.url, "certificate-authority-data": ca_data}
         return {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": CONTEXT, "cluster": {"server": self.url}}],
+            "clusters": [{"name": CONTEXT, "cluster": cluster}],
             "users": [{"name": CONTEXT, "user": {"token": "vk-trio-sim"}}],
             "contexts": [
                 {
@@ -230,6 +255,8 @@ class KubeSim:
         method = "WATCH" if is_watch else request.method
         self.requests[f"{method} {target.template if target else request.path}"] += 1
         try:
+            if (answer := await self.node_api.handle(request)) is not None:
+                return answer
             if target is None:
                 return _discovery(request.path)
             return self._handle_resource(request, target, is_watch=is_watch)

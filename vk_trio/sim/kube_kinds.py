@@ -75,6 +75,14 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("clusterrolebindings", "ClusterRoleBinding", group=_RBAC, namespaced=False),
     Resource("roles", "Role", group=_RBAC),
     Resource("rolebindings", "RoleBinding", group=_RBAC),
+    Resource(
+        "certificatesigningrequests",
+        "CertificateSigningRequest",
+        group="certificates.k8s.io",
+        namespaced=False,
+        short_names=("csr",),
+        has_status=True,
+    ),
 )
 
 BY_PLURAL: dict[str, Resource] = {r.plural: r for r in RESOURCES}

@@ -403,6 +403,26 @@ PRINTERS: dict[str, Printer] = {
     "Role": _ROLE,
     "ClusterRoleBinding": _BINDING,
     "RoleBinding": _BINDING,
+    "CertificateSigningRequest": (  # printCertificateSigningRequest
+        [
+            _NAME,
+            _AGE,
+            ("SignerName", "string", 0),
+            ("Requestor", "string", 0),
+            ("Condition", "string", 0),
+        ],
+        lambda o: [
+            o["metadata"]["name"],
+            _age(o),
+            (o.get("spec") or {}).get("signerName", ""),
+            (o.get("spec") or {}).get("username", ""),
+            ",".join(
+                [c["type"] for c in (o.get("status") or {}).get("conditions") or []]
+                + (["Issued"] if (o.get("status") or {}).get("certificate") else [])
+            )
+            or "Pending",
+        ],
+    ),
 }
 
 _DEFAULT_PRINTER: Printer = ([_NAME, _AGE], lambda o: [o["metadata"]["name"], _age(o)])

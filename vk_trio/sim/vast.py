@@ -64,6 +64,9 @@ BURSTS: dict[str, int] = {
 LOG_POLLS_BEFORE_READY = 1
 """Log URLs answer 404 this many times first, as S3 does until the host has uploaded them."""
 
+LOG_POLLS_WHEN_SLOW = 20
+"""With the ``logs_slow`` fault: 404s before the upload appears (a busy host)."""
+
 PAGE_SIZE = 25
 """``GET /api/v1/instances/`` returns at most this many rows per page."""
 
@@ -100,6 +103,10 @@ class Faults(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
     """The host goes ``offline`` one to three boot times after the instance is running."""
     instance_exit: float = 0.0
     """The container exits (``exited``, code 1) one to three boot times after running."""
+    logs_slow: float = 0.0
+    """A ``request_logs`` result URL answers 404 for ``LOG_POLLS_WHEN_SLOW`` polls first."""
+    logs_missing: float = 0.0
+    """A ``request_logs`` result is never uploaded: its URL answers 404 forever."""
 
 
 class VastSimConfig(msgspec.Struct, kw_only=True):
@@ -116,6 +123,8 @@ class VastSimConfig(msgspec.Struct, kw_only=True):
     offers_path: str | None = None
     """A JSON list of offers to use as the market, as it is; None uses the packaged seeded one."""
     faults: Faults = Faults()
+    log_interval: float = 5.0
+    """Seconds of run time per line a running container adds to its logs."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,6 +225,7 @@ class _LogUpload:
 
     text: str
     polls: int = 0
+    polls_needed: float = LOG_POLLS_BEFORE_READY
 
 
 # ---------------------------------------------------------------------------------------------
@@ -682,7 +692,12 @@ class VastSim:
         if tail is not None and str(tail).isdigit():
             lines = lines[-int(tail) :] if int(tail) else []
         token = f"{self._rng.getrandbits(128):032x}"
-        self._logs[token] = _LogUpload("".join(line + "\n" for line in lines))
+        upload = _LogUpload("".join(line + "\n" for line in lines))
+        if self._draw(self.config.faults.logs_missing):
+            upload.polls_needed = math.inf
+        elif self._draw(self.config.faults.logs_slow):
+            upload.polls_needed = LOG_POLLS_WHEN_SLOW
+        self._logs[token] = upload
         return Response.json(
             {
                 "success": True,
@@ -718,13 +733,27 @@ class VastSim:
             f"+ {command or 'ssh'}",
             f"[{instance.label or instance.id}] service started",
         ]
+        lines += self._progress_lines(instance)
         if status == "exited":
             lines.append(f"process exited with code {instance.exit_code}")
         return lines
 
+    def _progress_lines(self, instance: _Instance) -> list[str]:
+        """A line per ``log_interval`` seconds of run time: logs grow while it runs, and the
+        same instance at the same moment always has the same lines."""
+        running_since = instance.boot_from + self.config.boot_seconds
+        ends = [t for t in (instance.exit_at, instance.offline_at) if t is not None]
+        until = min([trio.current_time(), *ends])
+        count = int(max(0.0, until - running_since) // self.config.log_interval)
+        name = instance.label or instance.id
+        return [
+            f"[{name}] {instance.image}: step {n} done, {n * 12} samples/s"
+            for n in range(1, count + 1)
+        ]
+
     async def _fetch_logs(self, request: Request, params: dict[str, str]) -> Response:
         upload = self._logs.get(params["token"])
-        if upload is None or upload.polls < LOG_POLLS_BEFORE_READY:
+        if upload is None or upload.polls < upload.polls_needed:
             if upload is not None:
                 upload.polls += 1
             return Response.text("<Error><Code>NoSuchKey</Code></Error>", 404)
@@ -811,7 +840,7 @@ class VastSim:
             is_bid=instance.is_bid,
             disk_space=float(body.get("disk") or 10.0),
             gpu_totalram=offer.get("gpu_total_ram"),
-            gpu_util=0.0 if status == "running" else None,
+            **self._usage(instance, running=status == "running"),
             start_date=instance.start_date,
             end_date=instance.start_date + float(offer.get("duration") or 0.0),
             duration=max(0.0, now - instance.created_at),
@@ -821,6 +850,26 @@ class VastSim:
             volume_info=[],
         )
         return row
+
+    @staticmethod
+    def _usage(instance: _Instance, *, running: bool) -> Row:
+        """Live metrics of a running instance, steady per instance (from its id): what
+        ``kubectl top`` shows through the kubelet API. Units as the API's: utilisations are
+        fractions (GPU: percent), memory and disk in GB."""
+        if not running:
+            return dict.fromkeys(
+                ("gpu_util", "cpu_util", "mem_usage", "mem_limit", "vmem_usage", "disk_usage")
+            )
+        spread = int(_digest(instance.id, "usage")[:4], 16) / 0xFFFF
+        gpu_ram_gb = float(instance.offer.get("gpu_ram") or 0.0) / 1024.0
+        return {
+            "gpu_util": round(40.0 + 55.0 * spread, 1),
+            "cpu_util": round(0.1 + 0.5 * spread, 3),
+            "mem_usage": round(2.0 + 6.0 * spread, 2),
+            "mem_limit": float(instance.offer.get("cpu_ram") or 0.0) / 1024.0 or None,
+            "vmem_usage": round(gpu_ram_gb * (0.5 + 0.4 * spread), 2),
+            "disk_usage": round(1.0 + 4.0 * spread, 2),
+        }
 
     def _notify(self) -> None:
         self._changed.set()

@@ -40,7 +40,7 @@ import msgspec
 import trio
 from loguru import logger
 
-from vk_trio import __version__
+from vk_trio import __version__, metrics
 from vk_trio.logs import redact
 from vk_trio.retry import Backoff, RetryPolicy
 from vk_trio.vast.errors import (
@@ -377,16 +377,21 @@ class VastClient:
         # Once the pacer slot of a create or destroy is taken, the exchange is shielded
         # (bounded by its timeout): a caller cancelled mid-flight must still learn the id of
         # what it rented, and a destroy that left must be seen through.
-        async with self._in_flight:
-            with _map_http_errors(where), trio.CancelScope(shield=endpoint.completes):
-                response = await self._http.request(
-                    endpoint.method,
-                    url,
-                    content=content,
-                    params=params,
-                    headers=self._headers,
-                    timeout=httpx.USE_CLIENT_DEFAULT if http_timeout is None else http_timeout,
-                )
+        try:
+            async with self._in_flight:
+                with _map_http_errors(where), trio.CancelScope(shield=endpoint.completes):
+                    response = await self._http.request(
+                        endpoint.method,
+                        url,
+                        content=content,
+                        params=params,
+                        headers=self._headers,
+                        timeout=httpx.USE_CLIENT_DEFAULT if http_timeout is None else http_timeout,
+                    )
+        except VastError:
+            metrics.observe_vast(endpoint.name, None, None)
+            raise
+        metrics.observe_vast(endpoint.name, response.status_code, trio.current_time() - started)
         logger.debug(
             "vast {method} {endpoint} -> {status} in {ms:.0f} ms",
             method=endpoint.method,

@@ -111,6 +111,14 @@ class Instance(msgspec.Struct, kw_only=True):
     ssh_host: str | None = None
     ssh_port: int | None = None
     start_date: float | None = None
+    # Live usage (None when Vast does not report it): GPU percent, CPU as a fraction of the
+    # effective cores, memory, GPU memory and disk in GB ([unverified] units, see §5.1).
+    gpu_util: float | None = None
+    cpu_util: float | None = None
+    cpu_cores_effective: float | None = None
+    mem_usage: float | None = None
+    vmem_usage: float | None = None
+    disk_usage: float | None = None
 
     @property
     def address(self) -> str:

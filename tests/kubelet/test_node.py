@@ -1,0 +1,82 @@
+"""``serve_node(kubelet_api=True)`` against both simulators: the Vast-backed kubelet API,
+reached by the real kubectl through the stand-in once its serving CSR is approved."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.e2e.e2e import NODE, gpu_pod, settings_for
+from tests.kubelet.test_certs import pending_csr
+from tests.plugins.kube_sim import KUBECTL
+from tests.plugins.vast_sim import VastSimFactory
+from vk_trio.app import serve_node
+from vk_trio.sim.kube import KubeSim
+
+pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_kubectl_logs_of_a_pod_on_a_rented_instance(
+    nursery: trio.Nursery,
+    kube_sim: KubeSim,
+    kubeconfig: Path,
+    vast_sim_factory: VastSimFactory,
+    tmp_path: Path,
+) -> None:
+    vast = await vast_sim_factory(log_interval=0.5)
+    # The stand-in serves plain http, so the kubeconfig loader keeps no CA: name it.
+    client_ca = tmp_path / "ca.crt"
+    client_ca.write_bytes(kube_sim.node_api.ca.cert_pem)
+    settings = settings_for(
+        vast.url,
+        kubeconfig,
+        kubelet_host="127.0.0.1",
+        kubelet_port=free_port(),
+        client_ca_file=str(client_ca),
+    )
+    await nursery.start(functools.partial(serve_node, settings, kubelet_api=True))
+    csr = await pending_csr(kube_sim)
+    kube_sim.node_api.decide(csr["metadata"]["name"], approve=True)
+    kube_sim.create(gpu_pod("trainer", "default"))
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(tmp_path)}
+
+    async def kubectl(*args: str) -> tuple[int, str, str]:
+        result = await trio.run_process(
+            [str(KUBECTL), *args], env=env, capture_stdout=True, capture_stderr=True, check=False
+        )
+        return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+    with trio.fail_after(30):
+        while True:
+            code, out, err = await kubectl("logs", "trainer")
+            if code == 0 and "step 2 done" in out:
+                break
+            # Before the instance exists, or while the certificate is not served yet.
+            assert "waiting" in err or "certificate" in err or "x509" in err or code == 0, err
+            await trio.sleep(0.3)
+    assert out.startswith("Pulling image nginx:1.27\n")
+    assert "[" in out and "nginx:1.27: step 1 done" in out
+    code, out, _ = await kubectl("get", "--raw", f"/api/v1/nodes/{NODE}/proxy/stats/summary")
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["node"]["nodeName"] == NODE
+    [pod] = summary["pods"]
+    [container] = pod["containers"]
+    assert pod["podRef"]["name"] == "trainer"
+    assert container["memory"]["workingSetBytes"] > 0 and container["cpu"]["usageNanoCores"] > 0
+    [gpu] = container["accelerators"]
+    assert gpu["model"] == "RTX 3090" and 40 <= gpu["dutyCycle"] <= 95
+    nursery.cancel_scope.cancel()

@@ -1,0 +1,224 @@
+"""The kubelet HTTPS API (port 10250): the paths the API server proxies ``kubectl`` to.
+
+Routes, after ``auth`` has let the request through (nothing is served unauthenticated):
+
+- ``GET /containerLogs/{namespace}/{pod}/{container}``: ``kubectl logs``; the query is parsed
+  and validated like the kubelet's (``tailLines`` >= 0, ``limitBytes`` >= 1, ``sinceSeconds``
+  >= 1, ``sinceTime`` RFC 3339 and not with ``sinceSeconds``, booleans as Go's ``ParseBool``).
+  The body is chunked ``text/plain``; with ``follow`` it stays open until the container ends
+  or the client hangs up. Backend errors become the kubelet's plain-text answers (404, 400
+  "waiting to start: ..."), which the API server relays to ``kubectl``;
+- ``GET /stats/summary``: the stats/v1alpha1 Summary (metrics-server, ``kubectl top``);
+- ``GET /pods``: a PodList of this node's pods; ``GET /healthz``; ``GET /metrics``;
+- ``/exec``, ``/attach``, ``/portForward``, ``/run``: a ``Status`` saying they are not
+  supported on Vast.ai instances (yet), code 501, instead of a hang or a 404.
+
+Everything else is 404, like the kubelet's mux.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+import trio
+from loguru import logger
+
+from vk_trio.http_server import Request, Response, serve_http
+from vk_trio.kube.api import KubeClient
+from vk_trio.kubelet.auth import KubeletAuth
+from vk_trio.kubelet.backend import BackendError, KubeletBackend, LogOptions
+from vk_trio.kubelet.certs import ServingTLS, rotate_serving_certificate
+
+__all__ = ["KubeletServer", "parse_log_options", "serve_kubelet"]
+
+MetricsSource = Callable[[], tuple[bytes, str]]
+"""Returns (Prometheus exposition body, its Content-Type)."""
+
+_UNSUPPORTED = ("exec", "attach", "portForward", "run")
+_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+
+
+class _BadQuery(ValueError):
+    pass
+
+
+def _bool(request: Request, name: str) -> bool:
+    value = request.param(name)
+    if value is None or value == "":
+        return False
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise _BadQuery(f"invalid {name}: {value!r} is not a boolean")
+
+
+def _int(request: Request, name: str, minimum: int) -> int | None:
+    value = request.param(name)
+    if value is None or value == "":
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise _BadQuery(f"invalid {name}: {value!r} is not an integer") from None
+    if number < minimum:
+        raise _BadQuery(f"invalid {name}: must be >= {minimum}")
+    return number
+
+
+def parse_log_options(request: Request) -> LogOptions:
+    """The ``containerLogs`` query as ``LogOptions`` (raises ``ValueError`` saying what)."""
+    since_time = None
+    raw_time = request.param("sinceTime")
+    if raw_time:
+        try:
+            since_time = _dt.datetime.fromisoformat(raw_time.replace("Z", "+00:00"))
+        except ValueError:
+            raise _BadQuery(f"invalid sinceTime: {raw_time!r} is not RFC 3339") from None
+        if since_time.tzinfo is None:
+            raise _BadQuery(f"invalid sinceTime: {raw_time!r} has no time zone")
+    since_seconds = _int(request, "sinceSeconds", 1)
+    if since_time is not None and since_seconds is not None:
+        raise _BadQuery("at most one of sinceTime or sinceSeconds may be specified")
+    return LogOptions(
+        tail_lines=_int(request, "tailLines", 0),
+        limit_bytes=_int(request, "limitBytes", 1),
+        timestamps=_bool(request, "timestamps"),
+        since_seconds=since_seconds,
+        since_time=since_time,
+        previous=_bool(request, "previous"),
+        follow=_bool(request, "follow"),
+    )
+
+
+def _status(code: int, reason: str, message: str) -> Response:
+    return Response.json(
+        {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": message,
+            "reason": reason,
+            "code": code,
+        },
+        code,
+    )
+
+
+class KubeletServer:
+    """The request handler: auth first, then the routes in the module docstring."""
+
+    def __init__(
+        self,
+        backend: KubeletBackend,
+        auth: KubeletAuth,
+        *,
+        metrics: MetricsSource | None = None,
+    ) -> None:
+        self._backend = backend
+        self._auth = auth
+        self._metrics = metrics
+
+    async def handle(self, request: Request) -> Response:
+        refusal = await self._auth.check(request)
+        if refusal is not None:
+            return refusal
+        parts = [p for p in request.path.split("/") if p]
+        if parts and parts[0] in _UNSUPPORTED:
+            what = {"portForward": "port-forward"}.get(parts[0], parts[0])
+            return _status(
+                501,
+                "BadRequest",
+                f"kubectl {what} is not supported on Vast.ai instances (yet)",
+            )
+        if request.method not in ("GET", "HEAD"):
+            return Response.text("405: Method Not Allowed\n", 405)
+        try:
+            if parts == ["healthz"]:
+                return Response.text("ok")
+            if parts == ["pods"]:
+                return self._pods()
+            if parts == ["stats", "summary"]:
+                return Response.json(await self._backend.stats_summary())
+            if parts == ["metrics"] and self._metrics is not None:
+                body, content_type = self._metrics()
+                return Response(body=body, headers=[("Content-Type", content_type)])
+            if len(parts) == 4 and parts[0] == "containerLogs":
+                return await self._logs(request, *parts[1:])
+        except BackendError as exc:
+            return Response.text(str(exc), exc.status)
+        return Response.text("404 page not found\n", 404)
+
+    def _pods(self) -> Response:
+        items: list[Any] = [
+            {"apiVersion": "v1", "kind": "Pod", **msgspec.to_builtins(pod)}
+            for pod in self._backend.pods()
+        ]
+        return Response.json(
+            {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
+        )
+
+    async def _logs(self, request: Request, namespace: str, pod: str, container: str) -> Response:
+        try:
+            options = parse_log_options(request)
+        except _BadQuery as exc:
+            return Response.text(str(exc), 400)
+        stream = await self._backend.container_logs(namespace, pod, container, options)
+        return Response(
+            headers=[("Content-Type", "text/plain")],
+            stream=stream,
+            until_disconnect=options.follow,
+        )
+
+
+async def serve_kubelet(
+    kube: KubeClient,
+    backend: KubeletBackend,
+    *,
+    node_name: str,
+    addresses: Sequence[str],
+    host: str,
+    port: int,
+    client_ca_pem: bytes | None,
+    tls_cert_file: str | None = None,
+    tls_key_file: str | None = None,
+    metrics: MetricsSource | None = None,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the kubelet API until cancelled; reports its ``https://`` URL once listening.
+
+    The serving certificate comes from the files when both are given, else from the CSR
+    rotation (``certs``), which owns its own task here. Nothing is served before a
+    certificate is installed.
+    """
+    tls = ServingTLS(client_ca_pem=client_ca_pem)
+    if client_ca_pem is None:
+        logger.warning(
+            "kubelet api: no cluster CA known; client certificates are not accepted, only "
+            "bearer tokens (set --client-ca-file)"
+        )
+    server = KubeletServer(backend, KubeletAuth(kube, node_name=node_name), metrics=metrics)
+    async with trio.open_nursery() as nursery:
+        if tls_cert_file and tls_key_file:
+            await tls.install_files(tls_cert_file, tls_key_file)
+        else:
+            await nursery.start(
+                functools.partial(
+                    rotate_serving_certificate,
+                    kube,
+                    tls,
+                    node_name=node_name,
+                    addresses=addresses,
+                )
+            )
+        url = await nursery.start(
+            functools.partial(serve_http, server.handle, host=host, port=port, tls=tls.context)
+        )
+        logger.info("kubelet api listening", url=url, certificate=tls.source)
+        task_status.started(url)
