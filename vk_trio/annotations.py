@@ -28,6 +28,7 @@ __all__ = [
     "MIN_CUDA",
     "MIN_RELIABILITY",
     "MIRROR",
+    "NODE_SPEND",
     "OFFER_ID",
     "PREFIX",
     "PRICE",
@@ -132,6 +133,9 @@ WRITTEN: tuple[Annotation, ...] = (
         "present only while a create request is in flight (see *Money safety*)",
     ),
 )
+
+NODE_SPEND = "vast.ai/spend-per-hour"
+"""On the Node: USD per hour its instances bill now (``kubectl describe node`` shows it)."""
 
 MIRROR = "kubernetes.io/config.mirror"
 """Not ours: the API server's mark of a static pod's mirror (it runs on some kubelet's disk)."""

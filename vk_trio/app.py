@@ -16,19 +16,22 @@ import argparse
 import functools
 import signal
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import trio
 from loguru import logger
 
-from vk_trio import __version__, config, startup
+from vk_trio import __version__, config, metrics, startup
+from vk_trio.annotations import NODE_SPEND
 from vk_trio.config import Settings
 from vk_trio.errors import PermanentError
 from vk_trio.health import Health
 from vk_trio.http_server import serve_http
 from vk_trio.kube.api import KubeClient
 from vk_trio.kube.config import load_config
+from vk_trio.kube.errors import KubeError
 from vk_trio.kube.events import EventRecorder
 from vk_trio.kube.lease import run_lease
 from vk_trio.kube.models import ConfigMap, Secret
@@ -175,14 +178,54 @@ async def serve_node(
                     destroy_timeout=settings.destroy_timeout,
                 )
             )
+            metrics.register_state(_state(dispatcher, poller))
+            root.start_soon(_show_spend, reporter, poller, settings.poll_slow)
             await dispatcher.wait_synced()
             logger.info("node serving", node=settings.node_name, health=health_url)
             task_status.started(NodeRuntime(health_url, dispatcher, poller))
             try:
                 await trio.sleep_forever()
             finally:
+                metrics.register_state(None)
                 with trio.CancelScope(shield=True), trio.move_on_after(5):
                     await reporter.report(ready=False, message="vk-trio is shutting down")
+
+
+def _state(dispatcher: Dispatcher, poller: InstancePoller) -> metrics.StateSource:
+    """What /metrics reads at each scrape: the pods the node runs and what Vast bills."""
+
+    def pods() -> Counter[tuple[str, str]]:
+        counts: Counter[tuple[str, str]] = Counter()
+        for handle in dispatcher.handles.values():
+            status = handle.pod.status
+            waiting = next(
+                (c.state.waiting.reason for c in status.container_statuses if c.state.waiting),
+                "",
+            )
+            counts[(status.phase or "Pending", waiting or "")] += 1
+        return counts
+
+    return metrics.StateSource(
+        pods=pods,
+        instances=lambda: Counter(i.actual_status or "scheduling" for i in poller.all_instances()),
+        spend_per_hour=poller.spend_per_hour,
+        spent=poller.spent,
+    )
+
+
+async def _show_spend(reporter: NodeStatusReporter, poller: InstancePoller, every: float) -> None:
+    """Keep the Node's ``vast.ai/spend-per-hour`` annotation at what its instances bill."""
+    shown: str | None = None
+    while True:
+        await trio.sleep(every)
+        current = f"{poller.spend_per_hour():.4f}"
+        if current != shown:
+            try:
+                await reporter.annotate({NODE_SPEND: current})
+            except KubeError as exc:
+                logger.warning("node spend annotation failed", error=str(exc))
+                continue
+            shown = current
 
 
 class KubeObjects:

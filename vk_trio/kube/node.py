@@ -247,6 +247,14 @@ class NodeStatusReporter:
             logger.warning("node was deleted; registering it again", node=self.config.name)
             await self.register()
 
+    async def annotate(self, annotations: dict[str, str | None]) -> None:
+        """Merge ``annotations`` into the Node's (None removes a key); ``kubectl describe node``
+        shows them. Raises ``KubeError`` after ``KubeClient.request``'s retries."""
+        body = {"metadata": {"annotations": annotations}}
+        await self.client.request(
+            "PATCH", _node_path(self.config.name), json=body, content_type=SMP
+        )
+
     async def _patch_status(self) -> None:
         body = {"status": self.status_body(ready=self._ready, message=self._message)}
         await self.client.request(

@@ -25,16 +25,19 @@ The lifecycle, one instance per turn of the loop::
 
 from __future__ import annotations
 
+import datetime as dt
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 
 import trio
 from loguru import logger
 
+from vk_trio import metrics
 from vk_trio.config import Settings
 from vk_trio.kube.api import KubeClient
 from vk_trio.kube.errors import KubeError
 from vk_trio.kube.events import EventRecorder
+from vk_trio.kube.models import ObjectMeta
 from vk_trio.kube.pods import delete_pod
 from vk_trio.node.admission import unsupported_reason
 from vk_trio.node.handle import PodHandle
@@ -353,6 +356,8 @@ class _PodLifecycle:
     async def _running(self, observed: Running) -> None:
         state = self.view.state
         started = state.started_at if isinstance(state, RunningState) else now_rfc3339()
+        if self.view.phase == "Pending":  # the pod's first start, not a restart
+            metrics.observe_bound_to_running(_seconds_since(self.handle.pod.metadata))
         await self.show(
             replace(
                 self.view,
@@ -368,6 +373,15 @@ class _PodLifecycle:
         await self.report.event(
             "Normal", "InstanceReady", observed.description, log_as="Instance ready"
         )
+
+
+def _seconds_since(meta: ObjectMeta) -> float:
+    """Seconds since the pod was created (bound, on this node: the scheduler binds at once)."""
+    created = meta.creation_timestamp
+    if not created:
+        return 0.0
+    then = dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
+    return max(0.0, (dt.datetime.now(dt.UTC) - then).total_seconds())
 
 
 def _terminated(code: int | None, message: str) -> Terminated:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import trio
 from loguru import logger
 
+from vk_trio import metrics
 from vk_trio.annotations import BUYING, GPU, INSTANCE_ID, LOCATION, MACHINE_ID, OFFER_ID, PRICE
 from vk_trio.config import Settings
 from vk_trio.errors import PermanentError, TemporaryError, VkError
@@ -129,6 +130,9 @@ class Buyer:
             return "VastAPIError", str(exc)
         offers = [o for o in offers if o.machine_id not in excluded]
         selection = select(offers, requirements)
+        metrics.OFFERS_SEARCHED.inc(len(offers))
+        for constraint, count in selection.rejected_by.items():
+            metrics.OFFERS_REJECTED.labels(constraint).inc(count)
         if not selection.ranked:
             selection = await self._explain(requirements, selection)
             restrictive = selection.most_restrictive

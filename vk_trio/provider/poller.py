@@ -60,6 +60,9 @@ class InstancePoller:
         self.last_failure: VkError | None = None
         """Why the last sweep failed; None after a success."""
         self.failures_in_a_row = 0
+        self._rate = 0.0
+        self._rate_since = trio.current_time()
+        self._spent = 0.0
 
     # -- what pod tasks use -------------------------------------------------------------
 
@@ -71,6 +74,19 @@ class InstancePoller:
     def owner(self, instance: Instance) -> LabelOwner | None:
         """The pod ``instance`` was bought for."""
         return label_owner(instance.label, self._node)
+
+    def all_instances(self) -> list[Instance]:
+        """Every instance of this node as of the last sweep."""
+        return [instance for slot in self._slots.values() for instance in slot.instances]
+
+    def spend_per_hour(self) -> float:
+        """USD per hour this node's instances bill, as of the last sweep."""
+        return self._rate
+
+    def spent(self) -> float:
+        """USD this node's instances have billed since this process started (as swept:
+        each sweep's hourly total, held until the next sweep)."""
+        return self._spent + self._rate * (trio.current_time() - self._rate_since) / 3600
 
     def all_uids(self) -> set[str]:
         """Every pod UID that has at least one instance in the last sweep."""
@@ -166,6 +182,10 @@ class InstancePoller:
             owner = label_owner(instance.label, self._node)
             if owner is not None:
                 by_uid[owner.uid].append(instance)
+        now = trio.current_time()
+        self._spent = self.spent()
+        self._rate = sum(i.dph_total for found in by_uid.values() for i in found)
+        self._rate_since = now
         for uid in set(by_uid) | {u for u, s in self._slots.items() if s.instances}:
             current = tuple(sorted(by_uid.get(uid, ()), key=lambda i: i.id))
             slot = self._slots[uid]

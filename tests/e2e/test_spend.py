@@ -1,0 +1,55 @@
+"""What the node says it spends matches what the Vast simulator bills: /metrics, in the
+Prometheus text format (read back with prometheus_client's parser), and the Node's
+``vast.ai/spend-per-hour`` annotation (``kubectl describe node`` shows it)."""
+
+from __future__ import annotations
+
+import httpx
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.cluster import Cluster
+from tests.e2e.e2e import NODE, gpu_pod, phase, wait_pod
+from vk_trio.annotations import NODE_SPEND
+from vk_trio.app import NodeRuntime
+from vk_trio.sim.vast import VastSim
+
+
+def samples(text: str) -> dict[str, float]:
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if not sample.labels:
+                found[sample.name] = sample.value
+    return found
+
+
+async def test_metrics_and_the_node_show_what_vast_bills(
+    node: NodeRuntime, vast_sim: VastSim, cluster: Cluster
+) -> None:
+    for name in ("spend-a", "spend-b"):
+        await cluster.create(gpu_pod(name, cluster.namespace))
+    for name in ("spend-a", "spend-b"):
+        await wait_pod(cluster, name, lambda p: phase(p) == "Running")
+    await node.poller.fresh()
+    billed = sum(row["dph_total"] for row in vast_sim.live_instances())
+    assert billed > 0
+    async with httpx.AsyncClient(base_url=node.health_url) as client:
+        first = samples((await client.get("/metrics")).text)
+        await trio.sleep(1.0)
+        second = samples((await client.get("/metrics")).text)
+    assert abs(first["vk_trio_spend_dollars_per_hour"] - billed) < 1e-6
+    ledger = sum(row["cost"] for row in vast_sim.ledger())
+    assert 0 < second["vk_trio_spent_dollars_total"] <= ledger + 1e-9  # never more than was billed
+    assert (
+        second["vk_trio_spent_dollars_total"] > first["vk_trio_spent_dollars_total"]
+    )  # still accruing
+
+    async def annotated() -> str | None:
+        node_object = await cluster.get("nodes", None, NODE)
+        annotations = (node_object or {}).get("metadata", {}).get("annotations", {})
+        value: str | None = annotations.get(NODE_SPEND)
+        return value if value and abs(float(value) - billed) < 1e-3 else None
+
+    with trio.fail_after(10):
+        await cluster.wait_for(annotated)
