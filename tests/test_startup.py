@@ -55,10 +55,10 @@ def the_error(lines: list[str]) -> str:
     Every line must be a JSON log record (a traceback is not); lines before the error may
     say what was tried (retries of an unreachable API server).
     """
-    records = [json.loads(line)["record"] for line in lines]
-    errors = [record for record in records if record["level"]["no"] >= 40]
+    records = [json.loads(line) for line in lines]
+    errors = [record for record in records if record["level"].upper() in ("ERROR", "CRITICAL")]
     assert len(errors) == 1 and errors[0] is records[-1], "\n".join(lines)
-    message: str = errors[0]["message"]
+    message: str = errors[0]["msg"]
     return message
 
 

@@ -62,7 +62,9 @@ class NodeProcess:
         port = _free_port()
         self.health_url = f"http://127.0.0.1:{port}"
         """The same port for every incarnation, so readiness can be asked at any time."""
-        self._env = {**os.environ, **env, "HEALTH_PORT": str(port)}
+        # The kubelet API too, on loopback: never 0.0.0.0:10250 on a developer's machine.
+        kubelet = {"KUBELET_HOST": "127.0.0.1", "KUBELET_PORT": str(_free_port())}
+        self._env = {**os.environ, **env, **kubelet, "HEALTH_PORT": str(port)}
         self._flags = flags
         self._process: Popen | None = None
         self.incarnations = 0
