@@ -29,8 +29,9 @@ import collections
 import copy
 import functools
 import inspect
+import json
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,8 @@ import yaml
 from loguru import logger
 
 from vk_trio.http_server import Request, Response, serve_http
-from vk_trio.sim import kube_table
+from vk_trio.sim import kube_openapi, kube_table
+from vk_trio.sim.kube_controllers import Controllers
 from vk_trio.sim.kube_kinds import BY_PLURAL, RESOURCES, VERBS, Obj, Resource
 from vk_trio.sim.kube_select import (
     Matcher,
@@ -96,6 +98,7 @@ class KubeSim:
         self, *, history: int = 1000, bookmark_interval: float = 5.0, watch_buffer: int = 1000
     ) -> None:
         self.store = Store(history=history, watch_buffer=watch_buffer)
+        self.controllers = Controllers(self.store)
         self.bookmark_interval = bookmark_interval
         self.requests: collections.Counter[str] = collections.Counter()
         self.url = ""
@@ -116,6 +119,7 @@ class KubeSim:
             self.url = await nursery.start(
                 functools.partial(serve_http, self.handle, host=host, port=port)
             )
+            nursery.start_soon(self.controllers.run)
             task_status.started(self.url)
 
     def kubeconfig(self) -> Obj:
@@ -241,6 +245,8 @@ class KubeSim:
             self.store.notify()
 
     def _handle_resource(self, request: Request, target: Target, *, is_watch: bool) -> Response:
+        if target.subresource == "binding" and target.resource.kind == "Pod":
+            return self._bind(request, target)
         if target.subresource not in (None, "status") or (
             target.subresource == "status" and not target.resource.has_status
         ):
@@ -251,8 +257,10 @@ class KubeSim:
         if method in ("GET", "HEAD") and target.name is None:
             return self._list(request, target)
         if method == "POST" and target.name is None and target.subresource is None:
-            created = self.store.create(target.resource, target.namespace, _body(request))
-            return self._object_response(request, target.resource, created, 201)
+            body = _body(request)
+            warnings = _decode(request, target.resource, body)
+            created = self.store.create(target.resource, target.namespace, body)
+            return self._object_response(request, target.resource, created, 201, warnings)
         if target.name is None:
             raise _method_not_allowed()
         return self._handle_object(request, target, target.name)
@@ -265,17 +273,36 @@ class KubeSim:
             )
         if request.method == "PUT":
             body = _body(request)
+            warnings = _decode(request, resource, body)
             result = self.store.update(resource, namespace, name, body, subresource=sub)
-            return self._object_response(request, resource, result)
+            return self._object_response(request, resource, result, 200, warnings)
         if request.method == "PATCH":
             content_type = request.headers.get("content-type", "")
+            patch = request.json()
+            warnings = _decode(request, resource, patch)
             result = self.store.patch(
-                resource, namespace, name, content_type, request.json(), subresource=sub
+                resource, namespace, name, content_type, patch, subresource=sub
             )
-            return self._object_response(request, resource, result)
+            return self._object_response(request, resource, result, 200, warnings)
         if request.method == "DELETE" and sub is None:
             return self._delete(request, target, name)
         raise _method_not_allowed()
+
+    def _bind(self, request: Request, target: Target) -> Response:
+        """POST ``pods/{name}/binding`` (what a scheduler sends): a ``Binding`` naming the node."""
+        if request.method != "POST":
+            raise _method_not_allowed()
+        binding = _body(request)
+        meta, node = binding.get("metadata") or {}, binding.get("target") or {}
+        if meta.get("name", target.name) != target.name:
+            raise ApiError(400, "BadRequest", "name in URL does not match name in Binding")
+        if node.get("kind", "Node") not in ("", "Node") or not node.get("name"):
+            why = "target: Invalid value: a Binding's target must be a Node, named"
+            raise ApiError(422, "Invalid", f'Binding "{target.name}" is invalid: {why}')
+        assert target.namespace is not None and target.name is not None  # a pod URL
+        self.store.bind(target.namespace, target.name, node["name"], uid=meta.get("uid"))
+        status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
+        return Response.json({**status, "code": 201}, 201)
 
     def _delete(self, request: Request, target: Target, name: str) -> Response:
         options = _body(request) if request.body else {}
@@ -292,14 +319,22 @@ class KubeSim:
         return self._object_response(request, target.resource, result)
 
     def _object_response(
-        self, request: Request, resource: Resource, obj: Obj, status: int = 200
+        self,
+        request: Request,
+        resource: Resource,
+        obj: Obj,
+        status: int = 200,
+        warnings: Sequence[str] = (),
     ) -> Response:
+        """``obj`` as JSON or as a Table; each warning becomes a ``Warning`` header, which
+        kubectl prints as ``Warning: ...`` (the real server's RFC 7234 form: code 299)."""
+        headers = [("Warning", f"299 - {json.dumps(w)}") for w in warnings]
         if _wants_table(request):
             include = request.param("includeObject", "Metadata") or "Metadata"
             rv = obj["metadata"]["resourceVersion"]
             table = kube_table.table(resource, [obj], include_object=include, rv=rv)
-            return Response.json(table, status)
-        return Response.json(obj, status)
+            return Response.json(table, status, headers=headers)
+        return Response.json(obj, status, headers=headers)
 
     def _list(self, request: Request, target: Target) -> Response:
         matches = _matcher(request)
@@ -465,6 +500,14 @@ def _body(request: Request) -> Obj:
     return body
 
 
+def _decode(request: Request, resource: Resource, body: Any) -> list[str]:
+    """Field validation of a written body (``kube_openapi.decode``); JSON patches, lists of
+    operations, are not checked."""
+    if request.headers.get("content-type", "").startswith("application/json-patch+json"):
+        return []
+    return kube_openapi.decode(resource, body, request.param("fieldValidation"))
+
+
 def _matcher(request: Request, *, name: str | None = None) -> Matcher:
     """The request's field and label selectors; ``name`` (a watch on one object's URL)
     narrows it further to that object."""
@@ -519,9 +562,14 @@ async def _one_event(kind: str, obj: Obj) -> AsyncIterator[bytes]:
 
 
 def _discovery(path: str) -> Response:
-    """``/version``, ``/api``, ``/apis``, group and resource lists; 404 for everything else
-    (OpenAPI included, which makes kubectl skip client-side validation paths it can skip)."""
+    """``/version``, ``/api``, ``/apis``, group and resource lists, OpenAPI v3
+    (``kube_openapi``); 404 for everything else (``/openapi/v2`` included)."""
     path = path.rstrip("/") or "/"
+    if path == "/openapi/v3":
+        return Response(body=kube_openapi.index(), headers=[("Content-Type", "application/json")])
+    if path.startswith("/openapi/v3/") and path[len("/openapi/v3/") :] in kube_openapi.documents():
+        body = kube_openapi.documents()[path[len("/openapi/v3/") :]]
+        return Response(body=body, headers=[("Content-Type", "application/json")])
     groups = sorted({r.group for r in RESOURCES if r.group})
     if path == "/version":
         return Response.json({**SERVER_VERSION, "platform": "linux/amd64"})
@@ -572,6 +620,16 @@ def _resource_list(group: str) -> Obj:
         if r.short_names:
             entry["shortNames"] = list(r.short_names)
         resources.append(entry)
+        if r.kind == "Pod":
+            resources.append(
+                {
+                    "name": "pods/binding",
+                    "singularName": "",
+                    "namespaced": True,
+                    "kind": "Binding",
+                    "verbs": ["create"],
+                }
+            )
         if r.has_status:
             resources.append(
                 {

@@ -36,6 +36,7 @@ from vk_trio.sim.kube_kinds import (
     BY_PLURAL,
     Obj,
     Resource,
+    bind_pod,
     grace_period,
     merge_write,
     now,
@@ -187,6 +188,10 @@ class Store:
         self._watch_buffer = watch_buffer
         self._watchers: set[Watcher] = set()
         self._changed = trio.Event()
+        self.listeners: list[Callable[[Change], None]] = []
+        """Called with every committed change, in the writer's step: how the stand-in's own
+        controllers (``kube_controllers``) learn of changes without a watch, so that
+        ``watchers`` counts clients only. A listener must only take note (queue work)."""
 
     # ----- reads -------------------------------------------------------------------------
 
@@ -322,6 +327,19 @@ class Store:
             return old
         return self._commit("MODIFIED", resource, key, marked, old)
 
+    def bind(self, namespace: str, name: str, node: str, *, uid: str | None = None) -> Obj:
+        """POST ``pods/{name}/binding``: bind the pod to ``node`` (``kube_kinds.bind_pod``);
+        409 when it cannot be bound or ``uid`` is not the pod's."""
+        pods = BY_PLURAL["pods"]
+        old = self.get(pods, namespace, name)
+        if uid and uid != old["metadata"]["uid"]:
+            raise conflict(pods, name, _uid_mismatch(uid, old["metadata"]["uid"]))
+        bound, why = bind_pod(old, node)
+        if bound is None:
+            message = f'Operation cannot be fulfilled on pods/binding "{name}": {why}'
+            raise ApiError(409, "Conflict", message, resource=pods, name=name)
+        return self._commit("MODIFIED", pods, _key(pods, namespace, name), bound, old)
+
     # ----- watches -----------------------------------------------------------------------
 
     def watch(
@@ -410,6 +428,8 @@ class Store:
             self._floor = self._history[0].rv
         self._history.append(change)
         self._fan_out(change)
+        for listener in self.listeners:
+            listener(change)
         self.notify()
         return obj
 
