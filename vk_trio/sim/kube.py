@@ -42,7 +42,7 @@ import yaml
 from loguru import logger
 
 from vk_trio.http_server import Request, Response, serve_http
-from vk_trio.sim import kube_openapi, kube_table
+from vk_trio.sim import kube_openapi, kube_patch, kube_table
 from vk_trio.sim.kube_controllers import Controllers
 from vk_trio.sim.kube_kinds import BY_PLURAL, RESOURCES, VERBS, Obj, Resource
 from vk_trio.sim.kube_select import (
@@ -247,6 +247,8 @@ class KubeSim:
     def _handle_resource(self, request: Request, target: Target, *, is_watch: bool) -> Response:
         if target.subresource == "binding" and target.resource.kind == "Pod":
             return self._bind(request, target)
+        if target.subresource == "scale" and target.resource.kind in SCALABLE:
+            return self._scale(request, target)
         if target.subresource not in (None, "status") or (
             target.subresource == "status" and not target.resource.has_status
         ):
@@ -303,6 +305,29 @@ class KubeSim:
         self.store.bind(target.namespace, target.name, node["name"], uid=meta.get("uid"))
         status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
         return Response.json({**status, "code": 201}, 201)
+
+    def _scale(self, request: Request, target: Target) -> Response:
+        """``{deployments,replicasets}/{name}/scale`` (``kubectl scale``): an autoscaling/v1
+        ``Scale`` view of ``spec.replicas``; a write changes only that."""
+        resource, namespace, name = target.resource, target.namespace, target.name
+        assert name is not None  # an object URL
+        current = _scale_of(self.store.get(resource, namespace, name))
+        if request.method in ("PUT", "PATCH"):
+            content_type = request.headers.get("content-type", "")
+            wanted = (
+                _body(request)
+                if request.method == "PUT"
+                else _patched(current, content_type, request.json())
+            )
+            replicas = (wanted.get("spec") or {}).get("replicas")
+            if not isinstance(replicas, int) or replicas < 0:
+                why = f"spec.replicas: Invalid value: {replicas!r}: must be a non-negative integer"
+                raise ApiError(422, "Invalid", f'Scale.autoscaling "{name}" is invalid: {why}')
+            patch = {"spec": {"replicas": replicas}}
+            self.store.patch(resource, namespace, name, "application/merge-patch+json", patch)
+        elif request.method not in ("GET", "HEAD"):
+            raise _method_not_allowed()
+        return Response.json(_scale_of(self.store.get(resource, namespace, name)))
 
     def _delete(self, request: Request, target: Target, name: str) -> Response:
         options = _body(request) if request.body else {}
@@ -508,6 +533,44 @@ def _decode(request: Request, resource: Resource, body: Any) -> list[str]:
     return kube_openapi.decode(resource, body, request.param("fieldValidation"))
 
 
+SCALABLE = frozenset({"Deployment", "ReplicaSet"})
+"""Kinds with a ``scale`` subresource."""
+
+
+def _scale_of(obj: Obj) -> Obj:
+    meta = obj["metadata"]
+    labels = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+        },
+        "spec": {"replicas": obj["spec"].get("replicas", 1)},
+        "status": {
+            "replicas": (obj.get("status") or {}).get("replicas", 0),
+            "selector": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+        },
+    }
+
+
+def _patched(target: Obj, content_type: str, patch: Any) -> Obj:
+    """``patch`` applied to ``target`` (a subresource view, which the store does not keep)."""
+    media = content_type.split(";")[0].strip().lower()
+    try:
+        if media == "application/json-patch+json":
+            result = kube_patch.json_patch(target, patch)
+        elif media == "application/strategic-merge-patch+json":
+            result = kube_patch.strategic_merge_patch(target, patch)
+        else:
+            result = kube_patch.merge_patch(target, patch)
+    except kube_patch.PatchError as error:
+        raise ApiError(error.status, "BadRequest", str(error)) from error
+    if not isinstance(result, dict):
+        raise ApiError(422, "Invalid", "patch produced something that is not an object")
+    return result
+
+
 def _matcher(request: Request, *, name: str | None = None) -> Matcher:
     """The request's field and label selectors; ``name`` (a watch on one object's URL)
     narrows it further to that object."""
@@ -620,6 +683,18 @@ def _resource_list(group: str) -> Obj:
         if r.short_names:
             entry["shortNames"] = list(r.short_names)
         resources.append(entry)
+        if r.kind in SCALABLE:
+            resources.append(
+                {
+                    "name": f"{r.plural}/scale",
+                    "singularName": "",
+                    "namespaced": True,
+                    "group": "autoscaling",
+                    "version": "v1",
+                    "kind": "Scale",
+                    "verbs": ["get", "patch", "update"],
+                }
+            )
         if r.kind == "Pod":
             resources.append(
                 {

@@ -246,6 +246,11 @@ class Controllers:
         self.store.update(
             _REPLICASETS, namespace, name, {**rs, "status": status}, subresource="status"
         )
+        owner = _controller_ref(rs)
+        if owner is not None and owner["kind"] == "Deployment":
+            # Its pods changed, maybe without changing its status (an old pod finally gone,
+            # which a Recreate rollout waits for): the Deployment looks again.
+            self._enqueue(("deployments", namespace, owner["name"]))
 
     # ----- Deployment --------------------------------------------------------------------
 
