@@ -195,6 +195,11 @@ class KubeSim:
         result = self.store.delete(resource, namespace, name, grace_seconds=grace_seconds, uid=uid)
         return copy.deepcopy(result)
 
+    def bind(self, namespace: str, name: str, node: str) -> Obj:
+        """POST ``pods/{name}/binding`` in process, as a scheduler does: ``spec.nodeName`` and
+        ``PodScheduled=True`` (raises ``ApiError`` 409 for a bound or deleted pod)."""
+        return copy.deepcopy(self.store.bind(namespace, name, node))
+
     def compact(self) -> None:
         """Drop the watch history: a watch from any older resourceVersion gets 410 Expired."""
         self.store.compact()
