@@ -121,7 +121,8 @@ class Demo:
         """Apply, wait for everything to run, and (without ``--hold``) delete and check."""
         kube = self.kube
         await kube.wait_until(lambda s: _node_ready(s.get("nodes", None, NODE)))
-        _say(f"== node {NODE} is Ready; applying {self.args.examples}")
+        shown = "deployments/examples/" if self.args.examples == EXAMPLES else self.args.examples
+        _say(f"== node {NODE} is Ready; applying {shown}")
         self._apply(manifests)
         if not self.pods and not self.deployments:
             _say("no Pods or Deployments in the examples")
