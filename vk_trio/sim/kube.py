@@ -4,18 +4,21 @@ The node code (``vk_trio.kube``) and the real ``kubectl`` both talk to this over
 what is tested is the wire protocol, not a mock of it. Served:
 
 * core/v1 namespaces, nodes, pods, events, secrets, configmaps, services, serviceaccounts,
-  coordination.k8s.io/v1 leases, apps/v1 deployments and daemonsets, and the four
+  coordination.k8s.io/v1 leases, apps/v1 deployments, replicasets and daemonsets, and the four
   rbac.authorization.k8s.io/v1 kinds (``kube_kinds``), with ``/status`` for pods, nodes,
-  namespaces, services and the workloads; enough for ``kubectl apply`` of ``deployments/``;
+  namespaces, services and the workloads, ``pods/{name}/binding`` and
+  ``{deployments,replicasets}/{name}/scale``; enough for ``kubectl apply`` of ``deployments/``;
 * GET/LIST (field and label selectors, ``limit``/``continue``), WATCH (``resourceVersion``,
   bookmarks, ``timeoutSeconds``, 410 Expired), POST, PUT, PATCH (strategic merge, merge,
   JSON patch), DELETE (graceful pod deletion, finalizers, preconditions) (``kube_store``);
-* discovery (``/version``, ``/api``, ``/apis``...) and ``as=Table`` responses (``kube_table``)
-  so that ``kubectl get/describe/create/delete`` work against it.
+* discovery (``/version``, ``/api``, ``/apis``...), OpenAPI v3 and ``fieldValidation``
+  (``kube_openapi``) and ``as=Table`` responses (``kube_table``) so that ``kubectl
+  get/describe/create/apply/delete`` work against it, validation on;
+* a scheduler, the ReplicaSet and Deployment controllers and the garbage collector
+  (``kube_controllers``, ``kube_scheduler``), running while the server serves.
 
-Not served: authentication (any token is accepted), OpenAPI (404, use ``--validate=false``),
-server-side apply, subresources other than ``status``, controllers or a scheduler (pods are
-created with ``spec.nodeName`` already set, as if scheduled).
+Not served: authentication (any token is accepted), ``/openapi/v2``, server-side apply,
+other subresources, other controllers (DaemonSets, Jobs... get no pods).
 
 Run it with ``vk-trio sim kube --listen 127.0.0.1:0 --kubeconfig-out kubeconfig.yaml``; in
 tests, use the ``kube_sim`` fixture (``tests/plugins/kube_sim.py``).
