@@ -279,3 +279,30 @@ async def test_deleting_a_deployment_collects_its_replicasets_and_pods(
     await settle(kube_sim, lambda s: len(s.list("pods")) == 1)
     listed = json.loads(await kubectl("get", "deploy,rs", "-o", "json"))
     assert listed["items"] == []
+
+
+async def test_orphan_keeps_the_pods_and_foreground_waits_for_them(
+    kube_sim: KubeSim, kubelet: Kubelet, kubectl: Kubectl, tmp_path: Path
+) -> None:
+    await apply(kubectl, tmp_path, deployment(1, {"type": "RollingUpdate"}))
+    await kubectl("rollout", "status", "deployment/web", "--timeout=10s")
+    [pod] = kube_sim.list("pods")
+
+    # --cascade=orphan: the Deployment goes, its ReplicaSet stays, without the owner.
+    await kubectl("delete", "deployment", "web", "--cascade=orphan")
+    await settle(kube_sim, lambda s: s.get("deployments", "default", "web") is None)
+    [rs] = kube_sim.list("replicasets")
+    assert "ownerReferences" not in rs["metadata"] or rs["metadata"]["ownerReferences"] == []
+    assert [p["metadata"]["uid"] for p in live_pods(kube_sim)] == [pod["metadata"]["uid"]]
+
+    # --cascade=foreground: the ReplicaSet stays, marked, until its pod is gone.
+    kubelet.finish_deletions = False
+    name = rs["metadata"]["name"]
+    await kubectl("delete", "rs", name, "--cascade=foreground", "--wait=false")
+    await settle(kube_sim, lambda s: s.list("pods")[0]["metadata"].get("deletionTimestamp"))
+    waiting = kube_sim.get("replicasets", "default", rs["metadata"]["name"])
+    assert waiting is not None and waiting["metadata"]["finalizers"] == ["foregroundDeletion"]
+    assert waiting["metadata"].get("deletionTimestamp")
+    kubelet.finish_deletions = True
+    kubelet.resume()
+    await settle(kube_sim, lambda s: not s.list("pods") and not s.list("replicasets"))

@@ -54,7 +54,7 @@ from vk_trio.sim.kube_select import (
     parse_field_selector,
     parse_label_selector,
 )
-from vk_trio.sim.kube_store import ApiError, Expired, Store, Watcher
+from vk_trio.sim.kube_store import PROPAGATION_FINALIZERS, ApiError, Expired, Store, Watcher
 
 __all__ = ["ApiError", "KubeSim", "add_arguments", "main"]
 
@@ -341,6 +341,12 @@ class KubeSim:
         options = _body(request) if request.body else {}
         grace = options.get("gracePeriodSeconds", request.param("gracePeriodSeconds"))
         preconditions = options.get("preconditions") or {}
+        propagation = options.get("propagationPolicy", request.param("propagationPolicy"))
+        if propagation is None and options.get("orphanDependents") is True:
+            propagation = "Orphan"  # the deprecated spelling
+        if propagation not in (None, *PROPAGATION_FINALIZERS):
+            why = f"propagationPolicy: Unsupported value: {propagation!r}"
+            raise ApiError(422, "Invalid", f'DeleteOptions "{name}" is invalid: {why}')
         result = self.store.delete(
             target.resource,
             target.namespace,
@@ -348,6 +354,7 @@ class KubeSim:
             grace_seconds=int(grace) if grace is not None else None,
             uid=preconditions.get("uid"),
             resource_version=preconditions.get("resourceVersion"),
+            propagation=propagation,
         )
         return self._object_response(request, target.resource, result)
 

@@ -26,10 +26,13 @@ plane themselves, and the node would only ever see pods created already bound.
   status`` read it as usual; revisions are the ``deployment.kubernetes.io/revision``
   annotations. Not done: ``paused``, ``progressDeadlineSeconds`` timing out, cleanup of old
   ReplicaSets past ``revisionHistoryLimit``, adoption of orphans matching a selector.
-* **garbage collector**: when an owner is deleted, its dependents (``ownerReferences``) are
-  deleted too (pods gracefully), or lose the reference if another owner remains. Every
-  deletion is handled as ``propagationPolicy=Background`` (kubectl's default); ``Foreground``
-  and ``Orphan`` are not implemented.
+* **garbage collector**: when an owner is deleted (``propagationPolicy=Background``,
+  kubectl's default), its dependents (``ownerReferences``) are deleted too (pods gracefully),
+  or lose the reference if another owner remains. ``Orphan`` (the ``orphan`` finalizer): the
+  dependents lose the reference, then the owner goes. ``Foreground`` (``foregroundDeletion``):
+  the dependents are deleted and the owner goes once they are all gone (all, not only those
+  with ``blockOwnerDeletion``). Owners that never existed or vanished unseen (a dependent
+  created with a made-up owner) are not collected.
 
 How it runs: the store calls ``_on_change`` for every committed write (``Store.listeners``); it
 only queues keys. ``run`` (a task of ``KubeSim.serve``) works through the queue, one object at a
@@ -71,7 +74,10 @@ NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 Key = tuple[str, str, str]
 """(what, namespace, name): what is a plural (``pods``, ``replicasets``, ``deployments``),
-``gc`` (name is the deleted owner's uid) or ``nodes`` (every pending pod)."""
+``gc`` (name is the deleted owner's uid), ``finalize`` (name is ``plural/name`` of an owner
+that may be waiting on its dependents) or ``nodes`` (every pending pod)."""
+
+ORPHAN, FOREGROUND = "orphan", "foregroundDeletion"
 
 _PODS, _NODES, _EVENTS = BY_PLURAL["pods"], BY_PLURAL["nodes"], BY_PLURAL["events"]
 _REPLICASETS, _DEPLOYMENTS = BY_PLURAL["replicasets"], BY_PLURAL["deployments"]
@@ -124,8 +130,15 @@ class Controllers:
         if change.type == "DELETED":
             for ref in meta.get("ownerReferences") or []:
                 self._dependents[ref["uid"]].discard(key)
+                owner_plural = _plural(ref.get("kind", ""))
+                if owner_plural is not None:  # maybe deleting in the foreground, waiting
+                    self._enqueue(("finalize", namespace, f"{owner_plural}/{ref['name']}"))
             if self._dependents.get(meta["uid"]):
                 self._enqueue(("gc", namespace, meta["uid"]))
+        elif meta.get("deletionTimestamp") and {ORPHAN, FOREGROUND} & set(
+            meta.get("finalizers") or []
+        ):
+            self._enqueue(("finalize", namespace, f"{plural}/{meta['name']}"))
         owner = _controller_ref(obj)
         if owner is not None and owner["kind"] in ("ReplicaSet", "Deployment"):
             self._enqueue((f"{owner['kind'].lower()}s", namespace, owner["name"]))
@@ -150,6 +163,9 @@ class Controllers:
             self._sync_deployment(namespace, name)
         elif what == "gc":
             self._collect(name)
+        elif what == "finalize":
+            plural, _, owner = name.partition("/")
+            self._finalize(BY_PLURAL[plural], namespace or None, owner)
 
     # ----- scheduler ---------------------------------------------------------------------
 
@@ -476,10 +492,45 @@ class Controllers:
             else:
                 self.store.delete(resource, namespace or None, name)
 
+    def _finalize(self, resource: Resource, namespace: str | None, name: str) -> None:
+        """An owner deleted with ``Orphan`` or ``Foreground``: act on its dependents, then drop
+        the finalizer (the store then removes the owner)."""
+        owner = self._get(resource, namespace, name)
+        if owner is None or not owner["metadata"].get("deletionTimestamp"):
+            return
+        uid, finalizers = owner["metadata"]["uid"], owner["metadata"].get("finalizers") or []
+        dependents = [
+            (BY_PLURAL[plural], obj)
+            for plural, ns, dependent in sorted(self._dependents.get(uid, ()))
+            if (obj := self._get(BY_PLURAL[plural], ns or None, dependent)) is not None
+        ]
+        if ORPHAN in finalizers:
+            for dependent_resource, obj in dependents:
+                updated = copy.deepcopy(obj)
+                refs = obj["metadata"].get("ownerReferences") or []
+                updated["metadata"]["ownerReferences"] = [r for r in refs if r["uid"] != uid]
+                meta = obj["metadata"]
+                self.store.update(dependent_resource, meta.get("namespace"), meta["name"], updated)
+            done = ORPHAN
+        elif FOREGROUND in finalizers:
+            for dependent_resource, obj in dependents:
+                meta = obj["metadata"]
+                if not meta.get("deletionTimestamp"):
+                    self.store.delete(dependent_resource, meta.get("namespace"), meta["name"])
+            if dependents:
+                return  # again when the last of them is gone
+            done = FOREGROUND
+        else:
+            return
+        updated = copy.deepcopy(owner)
+        updated["metadata"]["finalizers"] = [f for f in finalizers if f != done]
+        self.store.update(resource, namespace, name, updated)
+
     def _owner_exists(self, ref: Obj, namespace: str) -> bool:
-        resource = next((r for r in BY_PLURAL.values() if r.kind == ref.get("kind")), None)
-        if resource is None:
+        plural = _plural(ref.get("kind", ""))
+        if plural is None:
             return True  # a kind the stand-in does not serve: cannot tell, keep the reference
+        resource = BY_PLURAL[plural]
         owner = self._get(resource, namespace if resource.namespaced else None, ref["name"])
         return owner is not None and owner["metadata"]["uid"] == ref["uid"]
 
@@ -562,6 +613,10 @@ def _pod_from_template(rs: Obj) -> Obj:
         "metadata": pod_meta,
         "spec": copy.deepcopy(template.get("spec") or {}),
     }
+
+
+def _plural(kind: str) -> str | None:
+    return next((r.plural for r in BY_PLURAL.values() if r.kind == kind), None)
 
 
 def _owner_ref(owner: Obj) -> Obj:

@@ -102,6 +102,13 @@ def conflict(resource: Resource, name: str, why: str) -> ApiError:
     return ApiError(409, "Conflict", message, resource=resource, name=name)
 
 
+PROPAGATION_FINALIZERS: dict[str, str | None] = {
+    "Background": None,
+    "Orphan": "orphan",
+    "Foreground": "foregroundDeletion",
+}
+"""``propagationPolicy`` -> the finalizer a DELETE adds (what the garbage collector reads)."""
+
 STALE = (
     "the object has been modified; please apply your changes to the latest version and try again"
 )
@@ -300,13 +307,16 @@ class Store:
         grace_seconds: int | None = None,
         uid: str | None = None,
         resource_version: str | None = None,
+        propagation: str | None = None,
     ) -> Obj:
         """DELETE, with the API server's graceful deletion and finalizer rules.
 
         A pod bound to a node and not terminal only gets ``deletionTimestamp`` and
         ``deletionGracePeriodSeconds`` (a MODIFIED event) until a delete with grace 0; an
-        object with finalizers stays, marked, until an update empties them. Returns the
-        object's last state.
+        object with finalizers stays, marked, until an update empties them. ``propagation``
+        ``Orphan`` or ``Foreground`` adds the ``orphan`` or ``foregroundDeletion`` finalizer
+        in the same write, for the garbage collector to act on (``Background``, the default,
+        adds none). Returns the object's last state.
         """
         old = self.get(resource, namespace, name)
         meta = old["metadata"]
@@ -318,11 +328,18 @@ class Store:
                 f"ResourceVersion in object meta: {meta['resourceVersion']}"
             )
             raise conflict(resource, name, why)
+        finalizers = list(meta.get("finalizers") or [])
+        added = PROPAGATION_FINALIZERS.get(propagation or "Background")
+        if added is not None and added not in finalizers:
+            finalizers.append(added)
         grace = grace_period(resource, old, grace_seconds)
         key = _key(resource, namespace, name)
-        if grace == 0 and not meta.get("finalizers"):
+        if grace == 0 and not finalizers:
             return self._commit("DELETED", resource, key, copy.deepcopy(old), old)
         marked = _mark_deleted(old, grace)
+        if finalizers != (meta.get("finalizers") or []):
+            marked = copy.deepcopy(marked)
+            marked["metadata"]["finalizers"] = finalizers
         if marked == old:
             return old
         return self._commit("MODIFIED", resource, key, marked, old)
