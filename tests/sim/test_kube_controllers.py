@@ -214,6 +214,16 @@ async def test_rolling_update_surges_then_retires_the_old_replicaset(
     history = await kubectl("rollout", "history", "deployment/web")
     assert re.search(r"^1\s", history, re.M) and re.search(r"^2\s", history, re.M)
 
+    # Undo: the first ReplicaSet's template again, so that ReplicaSet comes back as revision 3.
+    await kubectl("rollout", "undo", "deployment/web")
+    await kubectl("rollout", "status", "deployment/web", "--timeout=10s")
+    assert replicasets(kube_sim) == {old: 2, new: 0}
+    revived = kube_sim.get("replicasets", "default", old)
+    assert revived is not None
+    assert revived["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"
+    images = {p["spec"]["containers"][0]["image"] for p in live_pods(kube_sim)}
+    assert images == {"nginx:1.27"}
+
 
 async def test_recreate_starts_the_new_pods_only_once_the_old_ones_are_gone(
     kube_sim: KubeSim, kubelet: Kubelet, kubectl: Kubectl, tmp_path: Path

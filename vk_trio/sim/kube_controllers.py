@@ -48,6 +48,7 @@ import copy
 import math
 import secrets
 from collections import Counter, defaultdict
+from typing import Any
 
 import msgspec
 import trio
@@ -587,7 +588,7 @@ def template_hash(template: Obj) -> str:
     mapped through ``NAME_ALPHABET`` (``rand.SafeEncodeString``), as ``ComputeHash`` does.
     Same shape as the real value, not the same value (that one hashes a Go struct dump); no
     ``collisionCount``: a name collision is an error here."""
-    data = msgspec.json.encode(template, order="sorted")
+    data = msgspec.json.encode(_semantic(template), order="sorted")
     value = 0x811C9DC5
     for byte in data:
         value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
@@ -682,14 +683,27 @@ def _scheduling_view(node: Obj) -> tuple[object, ...]:
 
 
 def _same_template(rs_template: Obj, template: Obj) -> bool:
-    """``EqualIgnoreHash``: the templates are equal once the hash label is left out."""
+    """``EqualIgnoreHash``: the templates are equal once the hash label is left out, compared
+    as Go compares them (``_semantic``)."""
 
-    def without_hash(t: Obj) -> Obj:
+    def without_hash(t: Obj) -> Any:
         t = copy.deepcopy(t)
         (t.get("metadata") or {}).get("labels", {}).pop(HASH_LABEL, None)
-        return t
+        return _semantic(t)
 
-    return without_hash(rs_template) == without_hash(template)
+    return bool(without_hash(rs_template) == without_hash(template))
+
+
+def _semantic(value: Any) -> Any:
+    """``value`` without null, ``{}`` and ``[]`` fields: what a Go struct holds either way.
+    kubectl's ``rollout undo`` sends a template re-encoded from Go (``creationTimestamp:
+    null``, ``resources: {}``), which must still equal the one it came from."""
+    if isinstance(value, dict):
+        items = ((k, _semantic(v)) for k, v in value.items())
+        return {k: v for k, v in items if v not in (None, {}, [])}
+    if isinstance(value, list):
+        return [_semantic(item) for item in value]
+    return value
 
 
 def _revision(rs: Obj) -> int:
