@@ -36,6 +36,7 @@ from vk_trio.logs import configure_logging
 from vk_trio.sim import kube_openapi
 from vk_trio.sim.kube import KubeSim
 from vk_trio.sim.kube_kinds import RESOURCES
+from vk_trio.sim.kube_store import ApiError
 from vk_trio.sim.vast import VastSim, VastSimConfig
 
 NODE = "vast-gpu-node-python"
@@ -123,7 +124,11 @@ class Demo:
         await kube.wait_until(lambda s: _node_ready(s.get("nodes", None, NODE)))
         shown = "deployments/examples/" if self.args.examples == EXAMPLES else self.args.examples
         _say(f"== node {NODE} is Ready; applying {shown}")
-        self._apply(manifests)
+        try:
+            self._apply(manifests)
+        except ApiError as error:
+            _say(f"FAILED: {error.message}")
+            return 1
         if not self.pods and not self.deployments:
             _say("no Pods or Deployments in the examples")
             return 1
@@ -154,10 +159,16 @@ class Demo:
 
     def _apply(self, manifests: list[Obj]) -> None:
         """Create every object, as ``kubectl apply`` would on a fresh cluster: checked against
-        its schema (a wrong field fails the demo, as it would fail kubectl), namespaces that
-        exist left alone."""
+        its schema (a wrong field raises ``ApiError``, as kubectl would fail), namespaces that
+        exist left alone, kinds the stand-in does not serve skipped with a line saying so."""
         for doc in manifests:
-            resource = next(r for r in RESOURCES if r.kind == doc.get("kind"))
+            resource = next((r for r in RESOURCES if r.kind == doc.get("kind")), None)
+            if resource is None:
+                _say(
+                    f"   {doc.get('kind')} {doc.get('metadata', {}).get('name')}: skipped,"
+                    " a kind the stand-in does not serve"
+                )
+                continue
             kube_openapi.decode(resource, doc, "Strict")
             meta = doc["metadata"]
             if resource.kind == "Namespace" and self.kube.get("namespaces", None, meta["name"]):

@@ -11,6 +11,9 @@ the test on a non-zero exit (skip with ``KUBECTL is None`` where it is not insta
 should fail.
 
 The sim uses a short ``bookmark_interval`` (1 s) so tests that wait for a bookmark stay fast.
+Its control plane runs too (``vk_trio.sim.kube_controllers``): a pod created without
+``spec.nodeName`` is bound to a Ready node it fits, or marked Unschedulable; Deployments get
+ReplicaSets and pods; deleting an owner deletes its dependents.
 """
 
 from __future__ import annotations
