@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
+import kubernetes_validate  # type: ignore[import-untyped]
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS_FILE = ROOT / "vk_trio" / "sim" / "data" / "openapi-schemas.json"
