@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import msgspec
@@ -155,20 +156,24 @@ async def kube(kubeconfig: Path) -> AsyncIterator[KubeClient]:
         yield client
 
 
-def make_pod(sim: KubeSim, name: str = "web") -> Pod:
+def make_pod(sim: KubeSim, name: str = "web", node: str | None = "vk") -> Pod:
+    spec: dict[str, Any] = {"containers": [{"name": "main", "image": "busybox:1"}]}
+    if node is not None:
+        spec["nodeName"] = node
     created = sim.create(
         {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"name": name, "namespace": "default"},
-            "spec": {"nodeName": "vk", "containers": [{"name": "main", "image": "busybox:1"}]},
+            "spec": spec,
         }
     )
     return msgspec.convert(created, Pod)
 
 
 async def test_status_patch_keeps_pod_scheduled(kube: KubeClient, kube_sim: KubeSim) -> None:
-    pod = make_pod(kube_sim)
+    make_pod(kube_sim, node=None)
+    pod = msgspec.convert(kube_sim.bind("default", "web", "vk"), Pod)  # the scheduler's condition
     status = {
         "phase": "Running",
         "podIP": "10.0.0.7",

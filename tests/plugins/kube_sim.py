@@ -6,9 +6,14 @@ in-process helpers (``create``/``get``/``list``/``patch``/``delete``/``compact``
 ``close_watches``/``wait_until``/``requests``) script and inspect the cluster state.
 ``kubeconfig`` writes a kubeconfig for it to ``tmp_path`` and returns the path. ``kubectl``
 runs the real kubectl against it: ``await kubectl("get", "pods")`` returns stdout and fails
-the test on a non-zero exit (skip with ``KUBECTL is None`` where it is not installed).
+the test on a non-zero exit (skip with ``KUBECTL is None`` where it is not installed);
+``kubectl_result`` runs it and returns ``(exit code, stdout, stderr)``, for commands that
+should fail.
 
 The sim uses a short ``bookmark_interval`` (1 s) so tests that wait for a bookmark stay fast.
+Its control plane runs too (``vk_trio.sim.kube_controllers``): a pod created without
+``spec.nodeName`` is bound to a Ready node it fits, or marked Unschedulable; Deployments get
+ReplicaSets and pods; deleting an owner deletes its dependents.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ KUBECTL = shutil.which(
 )
 
 Kubectl = Callable[..., Awaitable[str]]
+KubectlResult = Callable[..., Awaitable[tuple[int, str, str]]]
 
 
 @pytest.fixture
@@ -47,13 +53,13 @@ def kubeconfig(kube_sim: KubeSim, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def kubectl(kubeconfig: Path, tmp_path: Path) -> Kubectl:
-    home = tmp_path / "home"  # kubectl's discovery cache stays inside the test
+def kubectl_result(kubeconfig: Path, tmp_path: Path) -> KubectlResult:
+    home = tmp_path / "home"  # kubectl's discovery and OpenAPI caches stay inside the test
     home.mkdir()
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(home)}
 
-    async def run(*args: str) -> str:
-        with trio.fail_after(30):
+    async def run(*args: str) -> tuple[int, str, str]:
+        with trio.fail_after(90):
             result = await trio.run_process(
                 [str(KUBECTL), *args],
                 env=env,
@@ -61,7 +67,16 @@ def kubectl(kubeconfig: Path, tmp_path: Path) -> Kubectl:
                 capture_stderr=True,
                 check=False,
             )
-        assert result.returncode == 0, result.stderr.decode()
-        return result.stdout.decode()
+        return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+    return run
+
+
+@pytest.fixture
+def kubectl(kubectl_result: KubectlResult) -> Kubectl:
+    async def run(*args: str) -> str:
+        code, out, error = await kubectl_result(*args)
+        assert code == 0, error
+        return out
 
     return run

@@ -67,7 +67,9 @@ async def test_create_get_list_with_selectors(client: httpx.AsyncClient) -> None
     assert body["status"]["qosClass"] == "BestEffort"
     assert body["spec"]["restartPolicy"] == "Always"
     assert body["spec"]["terminationGracePeriodSeconds"] == 30
-    assert body["status"]["conditions"][0]["type"] == "PodScheduled"
+    # Created with spec.nodeName: no scheduler ran, so a real server records no PodScheduled
+    # (the kubelet adds it); a stand-in that invented one hid that the node must.
+    assert "conditions" not in body["status"]
     await client.post(PODS, json=pod("b", node="other", app="db"))
     await client.post(PODS, json=pod("c", node=None, app="web", tier="back"))
 
@@ -297,7 +299,10 @@ async def test_put_with_stale_resource_version_conflicts(client: httpx.AsyncClie
 
 
 async def test_strategic_merge_keeps_other_writers_conditions(client: httpx.AsyncClient) -> None:
-    uid = (await client.post(PODS, json=pod("a"))).json()["metadata"]["uid"]
+    """The node's status patch must keep the scheduler's PodScheduled condition."""
+    uid = (await client.post(PODS, json=pod("a", node=None))).json()["metadata"]["uid"]
+    binding = {"metadata": {"name": "a"}, "target": {"kind": "Node", "name": "vk-node"}}
+    assert (await client.post(f"{PODS}/a/binding", json=binding)).status_code == 201
     patch = {
         "metadata": {"uid": uid},
         "status": {
@@ -411,7 +416,8 @@ async def test_deployment_generation_counts_spec_changes_only(client: httpx.Asyn
     status = {"status": {"observedGeneration": 2, "readyReplicas": 2}}
     reported = await client.patch(f"{path}/web/status", json=status, headers=SMP)
     assert reported.json()["metadata"]["generation"] == 2
-    assert reported.json()["status"] == {"observedGeneration": 2, "readyReplicas": 2}
+    # Merged into what the stand-in's Deployment controller wrote meanwhile.
+    assert status["status"].items() <= reported.json()["status"].items()
 
 
 async def test_rbac_kinds_are_served_cluster_wide_and_namespaced(

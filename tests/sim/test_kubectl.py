@@ -176,9 +176,7 @@ async def test_create_get_json_and_graceful_delete(
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: job\nspec:\n  nodeName: vk-node\n"
         "  containers:\n  - name: main\n    image: pytorch/pytorch:2.3.0\n"
     )
-    assert (await kubectl("create", "-f", str(manifest), "--validate=false")).strip() == (
-        "pod/job created"
-    )
+    assert (await kubectl("create", "-f", str(manifest))).strip() == ("pod/job created")
     created = json.loads(await kubectl("get", "pod", "job", "-o", "json"))
     assert created["status"]["phase"] == "Pending"
     assert created["spec"]["containers"][0]["imagePullPolicy"] == "IfNotPresent"
@@ -194,10 +192,10 @@ async def test_apply_twice_then_label(kube_sim: KubeSim, kubectl: Kubectl, tmp_p
     """``apply`` needs GET, POST, then a strategic merge PATCH (no OpenAPI: static schema)."""
     manifest = tmp_path / "pod.yaml"
     manifest.write_text(json.dumps(pod("applied")))
-    assert "created" in await kubectl("apply", "-f", str(manifest), "--validate=false")
+    assert "created" in await kubectl("apply", "-f", str(manifest))
     changed = {**pod("applied"), "metadata": {**pod("applied")["metadata"], "labels": {"a": "1"}}}
     manifest.write_text(json.dumps(changed))
-    assert "configured" in await kubectl("apply", "-f", str(manifest), "--validate=false")
+    assert "configured" in await kubectl("apply", "-f", str(manifest))
     await kubectl("label", "pod", "applied", "b=2")
     stored = kube_sim.get("pods", "default", "applied")
     assert stored is not None

@@ -4,9 +4,8 @@ What a cluster admin does with these files, with the real kubectl: discovery map
 to its resource (RBAC and apps kinds included), ``apply`` GETs each object, POSTs the new
 ones with the last-applied annotation, and on a second run computes a three-way strategic
 merge patch. The objects are then read back with ``kubectl get`` and must hold what the file
-says. The stand-in serves no OpenAPI, so kubectl's own schema check is off
-(``--validate=false``); tests/test_deployments.py validates every file against the Kubernetes
-schemas instead.
+says. kubectl's validation stays on (its default, ``--validate=strict``): it reads the
+stand-in's OpenAPI and has the server reject unknown fields, as a real one does.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.plugins.kube_sim import KUBECTL, Kubectl
+from tests.plugins.kube_sim import KUBECTL, Kubectl, KubectlResult
 from vk_trio.sim.kube import KubeSim
 
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed")
@@ -55,7 +54,7 @@ async def test_apply_creates_every_object_and_get_reads_it_back(
     path: Path, kubectl: Kubectl
 ) -> None:
     docs = documents(path)
-    created = (await kubectl("apply", "--validate=false", "-f", str(path))).splitlines()
+    created = (await kubectl("apply", "-f", str(path))).splitlines()
     # Namespaces the stand-in starts with (kube-system...) would say "unchanged"; none of
     # the files creates one of those.
     assert len(created) == len(docs) and all(line.endswith(" created") for line in created)
@@ -76,7 +75,7 @@ async def test_apply_creates_every_object_and_get_reads_it_back(
     # (a pod's tolerations list is replaced whole, then admission adds the defaults back,
     # as on a real cluster: it prints "configured"), but no object changes.
     versions = [item["metadata"]["resourceVersion"] for item in items]
-    await kubectl("apply", "--validate=false", "-f", str(path))
+    await kubectl("apply", "-f", str(path))
     again = json.loads(await kubectl("get", "-f", str(path), "-o", "json"))
     again_items = again["items"] if again.get("kind") == "List" else [again]
     assert [item["metadata"]["resourceVersion"] for item in again_items] == versions
@@ -88,12 +87,12 @@ async def test_reapply_patches_the_node_deployment_and_bumps_its_generation(
     """An edited manifest re-applied: kubectl sends a strategic merge patch of the change
     alone; the stand-in merges containers by name and counts the spec's generation up."""
     manifest = DEPLOYMENTS / "virtual-kubelet-vast-python.yaml"
-    await kubectl("apply", "--validate=false", "-f", str(manifest))
+    await kubectl("apply", "-f", str(manifest))
     edited = manifest.read_text().replace("ghcr.io/vk-trio/vk-trio:0.1.0", "example/vk:0.2.0")
     assert edited != manifest.read_text()
     (tmp_path / "edited.yaml").write_text(edited)
 
-    output = await kubectl("apply", "--validate=false", "-f", str(tmp_path / "edited.yaml"))
+    output = await kubectl("apply", "-f", str(tmp_path / "edited.yaml"))
     assert "deployment.apps/virtual-kubelet-vast-python configured" in output
     assert "clusterrole.rbac.authorization.k8s.io/virtual-kubelet-vast-python unchanged" in output
     patches = [r for r in kube_sim.requests if r.startswith("PATCH ")]
@@ -107,3 +106,29 @@ async def test_reapply_patches_the_node_deployment_and_bumps_its_generation(
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"  # merged, not replaced
     table = await kubectl("get", "deployments", "-n", "kube-system", "-o", "wide")
     assert "example/vk:0.2.0" in table and "0/1" in table
+
+
+async def test_a_wrong_field_is_rejected_unless_validation_is_off(
+    kube_sim: KubeSim, kubectl_result: KubectlResult, tmp_path: Path
+) -> None:
+    """A typo in a field name fails ``kubectl apply`` with the real server's message and
+    creates nothing; with ``--validate=false`` the field is dropped, as a real server drops it."""
+    text = (DEPLOYMENTS / "examples" / "pod-minimal.yaml").read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        text.replace("      image: nvidia", "      imagePullPolicyy: Always\n      image: nvidia")
+    )
+    code, _, error = await kubectl_result("apply", "-f", str(bad))
+    assert code == 1
+    assert (
+        'Error from server (BadRequest): error when creating "' in error
+        and 'Pod in version "v1" cannot be handled as a Pod: strict decoding error: '
+        'unknown field "spec.containers[0].imagePullPolicyy"'
+        in error
+    ), error
+    assert kube_sim.get("pods", "default", "gpu-smoke") is None
+
+    code, _, error = await kubectl_result("apply", "--validate=warn", "-f", str(bad))
+    assert code == 0 and 'Warning: unknown field "spec.containers[0].imagePullPolicyy"' in error
+    [container] = kube_sim.get("pods", "default", "gpu-smoke")["spec"]["containers"]  # type: ignore[index]
+    assert "imagePullPolicyy" not in container and container["imagePullPolicy"] == "IfNotPresent"

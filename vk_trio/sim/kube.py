@@ -4,23 +4,26 @@ The node code (``vk_trio.kube``) and the real ``kubectl`` both talk to this over
 what is tested is the wire protocol, not a mock of it. Served:
 
 * core/v1 namespaces, nodes, pods, events, secrets, configmaps, services, serviceaccounts,
-  coordination.k8s.io/v1 leases, apps/v1 deployments and daemonsets, and the four
+  coordination.k8s.io/v1 leases, apps/v1 deployments, replicasets and daemonsets, and the four
   rbac.authorization.k8s.io/v1 kinds (``kube_kinds``), with ``/status`` for pods, nodes,
-  namespaces, services and the workloads; enough for ``kubectl apply`` of ``deployments/``;
+  namespaces, services and the workloads, ``pods/{name}/binding`` and
+  ``{deployments,replicasets}/{name}/scale``; enough for ``kubectl apply`` of ``deployments/``;
 * GET/LIST (field and label selectors, ``limit``/``continue``), WATCH (``resourceVersion``,
   bookmarks, ``timeoutSeconds``, 410 Expired), POST, PUT, PATCH (strategic merge, merge,
   JSON patch), DELETE (graceful pod deletion, finalizers, preconditions) (``kube_store``);
-* discovery (``/version``, ``/api``, ``/apis``...) and ``as=Table`` responses (``kube_table``)
-  so that ``kubectl get/describe/create/delete`` work against it.
+* discovery (``/version``, ``/api``, ``/apis``...), OpenAPI v3 and ``fieldValidation``
+  (``kube_openapi``) and ``as=Table`` responses (``kube_table``) so that ``kubectl
+  get/describe/create/apply/delete`` work against it, validation on;
+* a scheduler, the ReplicaSet and Deployment controllers and the garbage collector
+  (``kube_controllers``, ``kube_scheduler``), running while the server serves.
 
 The kubelet API's side of the API server (``kube_node_api``): ``pods/{name}/log`` and
 ``nodes/{name}/proxy/...`` proxied to the node's kubelet over HTTPS with the stand-in's
 kubelet-client certificate, CSR approval and signing, TokenReview and SubjectAccessReview. The
 stand-in's CA (``kube_pki``) is in the kubeconfig it writes, as a real cluster's is.
 
-Not served: authentication (any token is accepted), OpenAPI (404, use ``--validate=false``),
-server-side apply, subresources other than ``status`` (and the ones above), controllers or a
-scheduler (pods are created with ``spec.nodeName`` already set, as if scheduled).
+Not served: authentication (any token is accepted), ``/openapi/v2``, server-side apply,
+other subresources, other controllers (DaemonSets, Jobs... get no pods).
 
 Run it with ``vk-trio sim kube --listen 127.0.0.1:0 --kubeconfig-out kubeconfig.yaml``; in
 tests, use the ``kube_sim`` fixture (``tests/plugins/kube_sim.py``).
@@ -34,8 +37,9 @@ import collections
 import copy
 import functools
 import inspect
+import json
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +50,8 @@ import yaml
 from loguru import logger
 
 from vk_trio.http_server import Request, Response, serve_http
-from vk_trio.sim import kube_table
+from vk_trio.sim import kube_openapi, kube_patch, kube_table
+from vk_trio.sim.kube_controllers import Controllers
 from vk_trio.sim.kube_kinds import BY_PLURAL, RESOURCES, VERBS, Obj, Resource
 from vk_trio.sim.kube_node_api import NodeApi
 from vk_trio.sim.kube_select import (
@@ -55,7 +60,7 @@ from vk_trio.sim.kube_select import (
     parse_field_selector,
     parse_label_selector,
 )
-from vk_trio.sim.kube_store import ApiError, Expired, Store, Watcher
+from vk_trio.sim.kube_store import PROPAGATION_FINALIZERS, ApiError, Expired, Store, Watcher
 
 __all__ = ["ApiError", "KubeSim", "add_arguments", "main"]
 
@@ -113,6 +118,7 @@ class KubeSim:
         )
         """Proxying to kubelets, CSRs and reviews; its ``ca`` is the cluster CA, ``add_token``
         and ``grant`` script the review policy, ``decide`` approves or denies a CSR."""
+        self.controllers = Controllers(self.store)
         self.bookmark_interval = bookmark_interval
         self.requests: collections.Counter[str] = collections.Counter()
         self.url = ""
@@ -135,6 +141,7 @@ class KubeSim:
                 self.url = await nursery.start(
                     functools.partial(serve_http, self.handle, host=host, port=port)
                 )
+                nursery.start_soon(self.controllers.run)
                 task_status.started(self.url)
         finally:
             with trio.CancelScope(shield=True):
@@ -216,6 +223,11 @@ class KubeSim:
         result = self.store.delete(resource, namespace, name, grace_seconds=grace_seconds, uid=uid)
         return copy.deepcopy(result)
 
+    def bind(self, namespace: str, name: str, node: str) -> Obj:
+        """POST ``pods/{name}/binding`` in process, as a scheduler does: ``spec.nodeName`` and
+        ``PodScheduled=True`` (raises ``ApiError`` 409 for a bound or deleted pod)."""
+        return copy.deepcopy(self.store.bind(namespace, name, node))
+
     def compact(self) -> None:
         """Drop the watch history: a watch from any older resourceVersion gets 410 Expired."""
         self.store.compact()
@@ -268,6 +280,10 @@ class KubeSim:
             self.store.notify()
 
     def _handle_resource(self, request: Request, target: Target, *, is_watch: bool) -> Response:
+        if target.subresource == "binding" and target.resource.kind == "Pod":
+            return self._bind(request, target)
+        if target.subresource == "scale" and target.resource.kind in SCALABLE:
+            return self._scale(request, target)
         if target.subresource not in (None, "status") or (
             target.subresource == "status" and not target.resource.has_status
         ):
@@ -278,8 +294,10 @@ class KubeSim:
         if method in ("GET", "HEAD") and target.name is None:
             return self._list(request, target)
         if method == "POST" and target.name is None and target.subresource is None:
-            created = self.store.create(target.resource, target.namespace, _body(request))
-            return self._object_response(request, target.resource, created, 201)
+            body = _body(request)
+            warnings = _decode(request, target.resource, body)
+            created = self.store.create(target.resource, target.namespace, body)
+            return self._object_response(request, target.resource, created, 201, warnings)
         if target.name is None:
             raise _method_not_allowed()
         return self._handle_object(request, target, target.name)
@@ -292,22 +310,70 @@ class KubeSim:
             )
         if request.method == "PUT":
             body = _body(request)
+            warnings = _decode(request, resource, body)
             result = self.store.update(resource, namespace, name, body, subresource=sub)
-            return self._object_response(request, resource, result)
+            return self._object_response(request, resource, result, 200, warnings)
         if request.method == "PATCH":
             content_type = request.headers.get("content-type", "")
+            patch = request.json()
+            warnings = _decode(request, resource, patch)
             result = self.store.patch(
-                resource, namespace, name, content_type, request.json(), subresource=sub
+                resource, namespace, name, content_type, patch, subresource=sub
             )
-            return self._object_response(request, resource, result)
+            return self._object_response(request, resource, result, 200, warnings)
         if request.method == "DELETE" and sub is None:
             return self._delete(request, target, name)
         raise _method_not_allowed()
+
+    def _bind(self, request: Request, target: Target) -> Response:
+        """POST ``pods/{name}/binding`` (what a scheduler sends): a ``Binding`` naming the node."""
+        if request.method != "POST":
+            raise _method_not_allowed()
+        binding = _body(request)
+        meta, node = binding.get("metadata") or {}, binding.get("target") or {}
+        if meta.get("name", target.name) != target.name:
+            raise ApiError(400, "BadRequest", "name in URL does not match name in Binding")
+        if node.get("kind", "Node") not in ("", "Node") or not node.get("name"):
+            why = "target: Invalid value: a Binding's target must be a Node, named"
+            raise ApiError(422, "Invalid", f'Binding "{target.name}" is invalid: {why}')
+        assert target.namespace is not None and target.name is not None  # a pod URL
+        self.store.bind(target.namespace, target.name, node["name"], uid=meta.get("uid"))
+        status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
+        return Response.json({**status, "code": 201}, 201)
+
+    def _scale(self, request: Request, target: Target) -> Response:
+        """``{deployments,replicasets}/{name}/scale`` (``kubectl scale``): an autoscaling/v1
+        ``Scale`` view of ``spec.replicas``; a write changes only that."""
+        resource, namespace, name = target.resource, target.namespace, target.name
+        assert name is not None  # an object URL
+        current = _scale_of(self.store.get(resource, namespace, name))
+        if request.method in ("PUT", "PATCH"):
+            content_type = request.headers.get("content-type", "")
+            wanted = (
+                _body(request)
+                if request.method == "PUT"
+                else _patched(current, content_type, request.json())
+            )
+            replicas = (wanted.get("spec") or {}).get("replicas")
+            if not isinstance(replicas, int) or replicas < 0:
+                why = f"spec.replicas: Invalid value: {replicas!r}: must be a non-negative integer"
+                raise ApiError(422, "Invalid", f'Scale.autoscaling "{name}" is invalid: {why}')
+            patch = {"spec": {"replicas": replicas}}
+            self.store.patch(resource, namespace, name, "application/merge-patch+json", patch)
+        elif request.method not in ("GET", "HEAD"):
+            raise _method_not_allowed()
+        return Response.json(_scale_of(self.store.get(resource, namespace, name)))
 
     def _delete(self, request: Request, target: Target, name: str) -> Response:
         options = _body(request) if request.body else {}
         grace = options.get("gracePeriodSeconds", request.param("gracePeriodSeconds"))
         preconditions = options.get("preconditions") or {}
+        propagation = options.get("propagationPolicy", request.param("propagationPolicy"))
+        if propagation is None and options.get("orphanDependents") is True:
+            propagation = "Orphan"  # the deprecated spelling
+        if propagation not in (None, *PROPAGATION_FINALIZERS):
+            why = f"propagationPolicy: Unsupported value: {propagation!r}"
+            raise ApiError(422, "Invalid", f'DeleteOptions "{name}" is invalid: {why}')
         result = self.store.delete(
             target.resource,
             target.namespace,
@@ -315,18 +381,27 @@ class KubeSim:
             grace_seconds=int(grace) if grace is not None else None,
             uid=preconditions.get("uid"),
             resource_version=preconditions.get("resourceVersion"),
+            propagation=propagation,
         )
         return self._object_response(request, target.resource, result)
 
     def _object_response(
-        self, request: Request, resource: Resource, obj: Obj, status: int = 200
+        self,
+        request: Request,
+        resource: Resource,
+        obj: Obj,
+        status: int = 200,
+        warnings: Sequence[str] = (),
     ) -> Response:
+        """``obj`` as JSON or as a Table; each warning becomes a ``Warning`` header, which
+        kubectl prints as ``Warning: ...`` (the real server's RFC 7234 form: code 299)."""
+        headers = [("Warning", f"299 - {json.dumps(w)}") for w in warnings]
         if _wants_table(request):
             include = request.param("includeObject", "Metadata") or "Metadata"
             rv = obj["metadata"]["resourceVersion"]
             table = kube_table.table(resource, [obj], include_object=include, rv=rv)
-            return Response.json(table, status)
-        return Response.json(obj, status)
+            return Response.json(table, status, headers=headers)
+        return Response.json(obj, status, headers=headers)
 
     def _list(self, request: Request, target: Target) -> Response:
         matches = _matcher(request)
@@ -492,6 +567,52 @@ def _body(request: Request) -> Obj:
     return body
 
 
+def _decode(request: Request, resource: Resource, body: Any) -> list[str]:
+    """Field validation of a written body (``kube_openapi.decode``); JSON patches, lists of
+    operations, are not checked."""
+    if request.headers.get("content-type", "").startswith("application/json-patch+json"):
+        return []
+    return kube_openapi.decode(resource, body, request.param("fieldValidation"))
+
+
+SCALABLE = frozenset({"Deployment", "ReplicaSet"})
+"""Kinds with a ``scale`` subresource."""
+
+
+def _scale_of(obj: Obj) -> Obj:
+    meta = obj["metadata"]
+    labels = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+        },
+        "spec": {"replicas": obj["spec"].get("replicas", 1)},
+        "status": {
+            "replicas": (obj.get("status") or {}).get("replicas", 0),
+            "selector": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+        },
+    }
+
+
+def _patched(target: Obj, content_type: str, patch: Any) -> Obj:
+    """``patch`` applied to ``target`` (a subresource view, which the store does not keep)."""
+    media = content_type.split(";")[0].strip().lower()
+    try:
+        if media == "application/json-patch+json":
+            result = kube_patch.json_patch(target, patch)
+        elif media == "application/strategic-merge-patch+json":
+            result = kube_patch.strategic_merge_patch(target, patch)
+        else:
+            result = kube_patch.merge_patch(target, patch)
+    except kube_patch.PatchError as error:
+        raise ApiError(error.status, "BadRequest", str(error)) from error
+    if not isinstance(result, dict):
+        raise ApiError(422, "Invalid", "patch produced something that is not an object")
+    return result
+
+
 def _matcher(request: Request, *, name: str | None = None) -> Matcher:
     """The request's field and label selectors; ``name`` (a watch on one object's URL)
     narrows it further to that object."""
@@ -546,9 +667,14 @@ async def _one_event(kind: str, obj: Obj) -> AsyncIterator[bytes]:
 
 
 def _discovery(path: str) -> Response:
-    """``/version``, ``/api``, ``/apis``, group and resource lists; 404 for everything else
-    (OpenAPI included, which makes kubectl skip client-side validation paths it can skip)."""
+    """``/version``, ``/api``, ``/apis``, group and resource lists, OpenAPI v3
+    (``kube_openapi``); 404 for everything else (``/openapi/v2`` included)."""
     path = path.rstrip("/") or "/"
+    if path == "/openapi/v3":
+        return Response(body=kube_openapi.index(), headers=[("Content-Type", "application/json")])
+    if path.startswith("/openapi/v3/") and path[len("/openapi/v3/") :] in kube_openapi.documents():
+        body = kube_openapi.documents()[path[len("/openapi/v3/") :]]
+        return Response(body=body, headers=[("Content-Type", "application/json")])
     groups = sorted({r.group for r in RESOURCES if r.group})
     if path == "/version":
         return Response.json({**SERVER_VERSION, "platform": "linux/amd64"})
@@ -599,6 +725,28 @@ def _resource_list(group: str) -> Obj:
         if r.short_names:
             entry["shortNames"] = list(r.short_names)
         resources.append(entry)
+        if r.kind in SCALABLE:
+            resources.append(
+                {
+                    "name": f"{r.plural}/scale",
+                    "singularName": "",
+                    "namespaced": True,
+                    "group": "autoscaling",
+                    "version": "v1",
+                    "kind": "Scale",
+                    "verbs": ["get", "patch", "update"],
+                }
+            )
+        if r.kind == "Pod":
+            resources.append(
+                {
+                    "name": "pods/binding",
+                    "singularName": "",
+                    "namespaced": True,
+                    "kind": "Binding",
+                    "verbs": ["create"],
+                }
+            )
         if r.has_status:
             resources.append(
                 {

@@ -10,9 +10,11 @@ with behaviour of their own get it here as plain functions, mirroring the API se
 * pods, nodes and namespaces have a ``status`` subresource: the main resource ignores status
   writes and the subresource ignores everything else;
 * pods are deleted gracefully when they are bound to a node and not terminal;
-* Deployments and DaemonSets (served so that ``kubectl apply`` of the install manifests and
-  the examples works; no controller acts on them) start with an empty status and count
-  ``metadata.generation`` up on every spec change, as their strategies do.
+* Deployments, ReplicaSets and DaemonSets are defaulted on every write (strategy, replicas,
+  the pod template's spec), start with an empty status and count ``metadata.generation`` up on
+  every spec change, as their strategies do (``kube_controllers`` acts on the first two);
+* a pod is bound to a node through its ``binding`` subresource (``bind_pod``), which sets
+  ``spec.nodeName`` and the ``PodScheduled`` condition in one write.
 
 RBAC kinds are stored and served, never enforced (the stand-in authorizes every request);
 ``tests/test_deployments.py`` checks the node's requests against the manifest's rules instead.
@@ -71,6 +73,7 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("leases", "Lease", group="coordination.k8s.io"),
     Resource("deployments", "Deployment", group="apps", short_names=("deploy",), has_status=True),
     Resource("daemonsets", "DaemonSet", group="apps", short_names=("ds",), has_status=True),
+    Resource("replicasets", "ReplicaSet", group="apps", short_names=("rs",), has_status=True),
     Resource("clusterroles", "ClusterRole", group=_RBAC, namespaced=False),
     Resource("clusterrolebindings", "ClusterRoleBinding", group=_RBAC, namespaced=False),
     Resource("roles", "Role", group=_RBAC),
@@ -94,7 +97,7 @@ DEFAULT_GRACE_SECONDS = 30
 
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 
-WORKLOADS = frozenset({"Deployment", "DaemonSet"})
+WORKLOADS = frozenset({"Deployment", "DaemonSet", "ReplicaSet"})
 """Kinds whose ``metadata.generation`` the server counts (a controller compares it with
 ``status.observedGeneration``; ``kubectl rollout status`` reads both)."""
 
@@ -131,34 +134,54 @@ def prepare_for_create(resource: Resource, obj: Obj) -> None:
     elif resource.kind in WORKLOADS:
         obj["metadata"]["generation"] = 1
         obj["status"] = {}
-        if resource.kind == "Deployment":
-            obj.setdefault("spec", {}).setdefault("replicas", 1)
+        _default_workload(resource, obj.setdefault("spec", {}))
+
+
+def _default_workload(resource: Resource, spec: Obj) -> None:
+    """The apps/v1 defaults (``pkg/apis/apps/v1/defaults.go``), the pod template's included:
+    the server applies them on every write, so what a controller compares (a Deployment's
+    template with its ReplicaSets') is always in the same, defaulted form."""
+    if resource.kind in ("Deployment", "ReplicaSet"):
+        spec.setdefault("replicas", 1)
+    if resource.kind == "Deployment":
+        strategy = spec.setdefault("strategy", {})
+        strategy.setdefault("type", "RollingUpdate")
+        if strategy["type"] == "RollingUpdate":
+            rolling = strategy.setdefault("rollingUpdate", {})
+            rolling.setdefault("maxUnavailable", "25%")
+            rolling.setdefault("maxSurge", "25%")
+        spec.setdefault("progressDeadlineSeconds", 600)
+    if resource.kind in ("Deployment", "DaemonSet"):
+        spec.setdefault("revisionHistoryLimit", 10)
+    template = spec.get("template")
+    if isinstance(template, dict):
+        _default_pod_spec(template.setdefault("spec", {}))
 
 
 def _default_pod(pod: Obj) -> None:
+    """A new pod: the pod spec defaults, then what admission plugins add to pods (and not to
+    templates): service account, priority, the default tolerations. No ``PodScheduled``
+    condition: on a real server only a binding (the scheduler) sets it; for a pod created with
+    ``spec.nodeName`` it is the kubelet that adds it."""
     spec = pod.setdefault("spec", {})
+    _default_pod_spec(spec)
+    spec.setdefault("serviceAccountName", "default")
+    spec.setdefault("serviceAccount", spec["serviceAccountName"])
+    spec.setdefault("priority", 0)
+    _add_default_tolerations(spec)
+    pod["status"] = {"phase": "Pending", "qosClass": qos_class(spec)}
+
+
+def _default_pod_spec(spec: Obj) -> None:
+    """``SetDefaults_PodSpec`` and the container defaults, for pods and pod templates."""
     spec.setdefault("restartPolicy", "Always")
     spec.setdefault("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
     spec.setdefault("dnsPolicy", "ClusterFirst")
     spec.setdefault("schedulerName", "default-scheduler")
-    spec.setdefault("serviceAccountName", "default")
     spec.setdefault("enableServiceLinks", True)
-    spec.setdefault("priority", 0)
     spec.setdefault("securityContext", {})
-    _add_default_tolerations(spec)
     for container in spec.get("initContainers", []) + spec.get("containers", []):
         _default_container(container)
-    status: Obj = {"phase": "Pending", "qosClass": qos_class(spec)}
-    if spec.get("nodeName"):
-        status["conditions"] = [
-            {
-                "type": "PodScheduled",
-                "status": "True",
-                "lastProbeTime": None,
-                "lastTransitionTime": timestamp(),
-            }
-        ]
-    pod["status"] = status
 
 
 def _add_default_tolerations(spec: Obj) -> None:
@@ -178,6 +201,8 @@ def _default_container(container: Obj) -> None:
     container.setdefault("imagePullPolicy", pull)
     container.setdefault("terminationMessagePath", "/dev/termination-log")
     container.setdefault("terminationMessagePolicy", "File")
+    for port in container.get("ports") or []:
+        port.setdefault("protocol", "TCP")
     resources = container.setdefault("resources", {})
     for kind in ("limits", "requests"):  # quantities are strings on the wire (1 → "1")
         if resources.get(kind):
@@ -226,6 +251,8 @@ def merge_write(resource: Resource, old: Obj, new: Obj, *, subresource: str | No
         result["spec"] = copy.deepcopy(result.get("spec") or {})
         _add_default_tolerations(result["spec"])
     if resource.kind in WORKLOADS:  # the server's count, whatever the client sent
+        result["spec"] = copy.deepcopy(result.get("spec") or {})
+        _default_workload(resource, result["spec"])
         generation = old["metadata"]["generation"]
         changed = result.get("spec") != old.get("spec")
         result["metadata"]["generation"] = generation + 1 if changed else generation
@@ -274,3 +301,36 @@ def grace_period(resource: Resource, obj: Obj, requested: int | None) -> int:
         return max(requested, 0)
     value = obj.get("spec", {}).get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
     return int(value) if value is not None else DEFAULT_GRACE_SECONDS
+
+
+def bind_pod(pod: Obj, node: str) -> tuple[Obj | None, str]:
+    """The pod bound to ``node``, or (None, why not): the binding subresource's ``assignPod``
+    (``pkg/registry/core/pod/storage``) sets ``spec.nodeName`` and ``PodScheduled=True`` in one
+    write, and refuses a pod that is being deleted, already bound, or gated."""
+    name, spec = pod["metadata"]["name"], pod.get("spec") or {}
+    if pod["metadata"].get("deletionTimestamp"):
+        return None, f"pod {name} is being deleted, cannot be assigned to a host"
+    if spec.get("nodeName"):
+        return None, f'pod {name} is already assigned to node "{spec["nodeName"]}"'
+    if spec.get("schedulingGates"):
+        return None, f"pod {name} has non-empty .spec.schedulingGates"
+    bound = copy.deepcopy(pod)
+    bound["spec"]["nodeName"] = node
+    set_condition(bound, {"type": "PodScheduled", "status": "True"})
+    return bound, ""
+
+
+def set_condition(obj: Obj, condition: Obj) -> None:
+    """Put ``condition`` into ``obj.status.conditions`` (replacing the one of its type) the way
+    ``UpdatePodCondition`` does: ``lastTransitionTime`` moves only when ``status`` changes."""
+    conditions = obj.setdefault("status", {}).setdefault("conditions", [])
+    old = next((c for c in conditions if c.get("type") == condition["type"]), None)
+    new = {"lastProbeTime": None, **condition}
+    if old is not None and old.get("status") == condition["status"]:
+        new["lastTransitionTime"] = old.get("lastTransitionTime")
+    else:
+        new["lastTransitionTime"] = timestamp()
+    if old is None:
+        conditions.append(new)
+    else:
+        conditions[conditions.index(old)] = new

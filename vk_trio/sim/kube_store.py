@@ -36,6 +36,7 @@ from vk_trio.sim.kube_kinds import (
     BY_PLURAL,
     Obj,
     Resource,
+    bind_pod,
     grace_period,
     merge_write,
     now,
@@ -100,6 +101,13 @@ def conflict(resource: Resource, name: str, why: str) -> ApiError:
     message = f'Operation cannot be fulfilled on {resource.qualified} "{name}": {why}'
     return ApiError(409, "Conflict", message, resource=resource, name=name)
 
+
+PROPAGATION_FINALIZERS: dict[str, str | None] = {
+    "Background": None,
+    "Orphan": "orphan",
+    "Foreground": "foregroundDeletion",
+}
+"""``propagationPolicy`` -> the finalizer a DELETE adds (what the garbage collector reads)."""
 
 STALE = (
     "the object has been modified; please apply your changes to the latest version and try again"
@@ -187,6 +195,10 @@ class Store:
         self._watch_buffer = watch_buffer
         self._watchers: set[Watcher] = set()
         self._changed = trio.Event()
+        self.listeners: list[Callable[[Change], None]] = []
+        """Called with every committed change, in the writer's step: how the stand-in's own
+        controllers (``kube_controllers``) learn of changes without a watch, so that
+        ``watchers`` counts clients only. A listener must only take note (queue work)."""
 
     # ----- reads -------------------------------------------------------------------------
 
@@ -295,13 +307,16 @@ class Store:
         grace_seconds: int | None = None,
         uid: str | None = None,
         resource_version: str | None = None,
+        propagation: str | None = None,
     ) -> Obj:
         """DELETE, with the API server's graceful deletion and finalizer rules.
 
         A pod bound to a node and not terminal only gets ``deletionTimestamp`` and
         ``deletionGracePeriodSeconds`` (a MODIFIED event) until a delete with grace 0; an
-        object with finalizers stays, marked, until an update empties them. Returns the
-        object's last state.
+        object with finalizers stays, marked, until an update empties them. ``propagation``
+        ``Orphan`` or ``Foreground`` adds the ``orphan`` or ``foregroundDeletion`` finalizer
+        in the same write, for the garbage collector to act on (``Background``, the default,
+        adds none). Returns the object's last state.
         """
         old = self.get(resource, namespace, name)
         meta = old["metadata"]
@@ -313,14 +328,34 @@ class Store:
                 f"ResourceVersion in object meta: {meta['resourceVersion']}"
             )
             raise conflict(resource, name, why)
+        finalizers = list(meta.get("finalizers") or [])
+        added = PROPAGATION_FINALIZERS.get(propagation or "Background")
+        if added is not None and added not in finalizers:
+            finalizers.append(added)
         grace = grace_period(resource, old, grace_seconds)
         key = _key(resource, namespace, name)
-        if grace == 0 and not meta.get("finalizers"):
+        if grace == 0 and not finalizers:
             return self._commit("DELETED", resource, key, copy.deepcopy(old), old)
         marked = _mark_deleted(old, grace)
+        if finalizers != (meta.get("finalizers") or []):
+            marked = copy.deepcopy(marked)
+            marked["metadata"]["finalizers"] = finalizers
         if marked == old:
             return old
         return self._commit("MODIFIED", resource, key, marked, old)
+
+    def bind(self, namespace: str, name: str, node: str, *, uid: str | None = None) -> Obj:
+        """POST ``pods/{name}/binding``: bind the pod to ``node`` (``kube_kinds.bind_pod``);
+        409 when it cannot be bound or ``uid`` is not the pod's."""
+        pods = BY_PLURAL["pods"]
+        old = self.get(pods, namespace, name)
+        if uid and uid != old["metadata"]["uid"]:
+            raise conflict(pods, name, _uid_mismatch(uid, old["metadata"]["uid"]))
+        bound, why = bind_pod(old, node)
+        if bound is None:
+            message = f'Operation cannot be fulfilled on pods/binding "{name}": {why}'
+            raise ApiError(409, "Conflict", message, resource=pods, name=name)
+        return self._commit("MODIFIED", pods, _key(pods, namespace, name), bound, old)
 
     # ----- watches -----------------------------------------------------------------------
 
@@ -410,6 +445,8 @@ class Store:
             self._floor = self._history[0].rv
         self._history.append(change)
         self._fan_out(change)
+        for listener in self.listeners:
+            listener(change)
         self.notify()
         return obj
 

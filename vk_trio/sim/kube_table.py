@@ -234,6 +234,18 @@ def _deployment_cells(deployment: Obj) -> list[Any]:
     ]
 
 
+def _replica_set_cells(replica_set: Obj) -> list[Any]:
+    status = replica_set.get("status") or {}
+    return [
+        replica_set["metadata"]["name"],
+        (replica_set.get("spec") or {}).get("replicas", 1),
+        status.get("replicas", 0),
+        status.get("readyReplicas", 0),
+        _age(replica_set),
+        *_template_cells(replica_set),
+    ]
+
+
 def _daemon_set_cells(daemon_set: Obj) -> list[Any]:
     status = daemon_set.get("status") or {}
     template_spec = ((daemon_set.get("spec") or {}).get("template") or {}).get("spec") or {}
@@ -380,6 +392,17 @@ PRINTERS: dict[str, Printer] = {
             *_WORKLOAD_WIDE,
         ],
         _deployment_cells,
+    ),
+    "ReplicaSet": (
+        [
+            _NAME,
+            ("Desired", "integer", 0),
+            ("Current", "integer", 0),
+            ("Ready", "integer", 0),
+            _AGE,
+            *_WORKLOAD_WIDE,
+        ],
+        _replica_set_cells,
     ),
     "DaemonSet": (
         [
