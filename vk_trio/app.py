@@ -32,7 +32,7 @@ from vk_trio.http_server import serve_http
 from vk_trio.kube.api import KubeClient
 from vk_trio.kube.config import load_config
 from vk_trio.kube.errors import KubeError
-from vk_trio.kube.events import EventRecorder
+from vk_trio.kube.events import EventRecorder, Involved
 from vk_trio.kube.lease import run_lease
 from vk_trio.kube.models import ConfigMap, Secret
 from vk_trio.kube.node import NodeConfig, NodeStatusReporter, run_node_status
@@ -117,6 +117,13 @@ async def serve_node(
             node_uid = await _register(reporter)
             health.node_registered = True
             logger.info("node registered", node=settings.node_name, uid=node_uid)
+            events = EventRecorder(kube, component="vk-trio", host=settings.node_name)
+            await events.emit_for(
+                Involved.node(settings.node_name, node_uid),
+                type="Normal",
+                reason="Starting",
+                message=f"Starting vk-trio {__version__} (Vast.ai provider)",
+            )
             await root.start(
                 functools.partial(
                     run_lease,
@@ -130,7 +137,11 @@ async def serve_node(
             )
             await root.start(
                 functools.partial(
-                    run_node_status, kube, reporter, health=lambda: _node_health(health)
+                    run_node_status,
+                    kube,
+                    reporter,
+                    health=lambda: _node_health(health),
+                    events=events,
                 )
             )
             await root.start(poller.run)
@@ -152,7 +163,7 @@ async def serve_node(
             services = NodeServices(
                 settings=settings,
                 kube=kube,
-                events=EventRecorder(kube, component="vk-trio", host=settings.node_name),
+                events=events,
                 provider=provider,
             )
             dispatcher = Dispatcher(services)

@@ -20,7 +20,9 @@ destroy the instances, and the demo's temporary folder is removed.
 from __future__ import annotations
 
 import argparse
+import functools
 import signal
+import socket
 import statistics
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -85,7 +87,8 @@ def main(args: argparse.Namespace) -> int:
     manifests = _load(args.examples)  # read before the loop starts: no file I/O inside it
     with tempfile.TemporaryDirectory(prefix="vk-trio-demo-") as workdir:
         try:
-            return trio.run(_demo, args, manifests, Path(workdir) / "kubeconfig")
+            kubelet_port = _free_port()
+            return trio.run(_demo, args, manifests, Path(workdir) / "kubeconfig", kubelet_port)
         except BaseException as error:
             # Ctrl-C before the demo's own handling is in place (while starting up) arrives
             # as KeyboardInterrupt, maybe wrapped in the nurseries' exception groups.
@@ -93,6 +96,14 @@ def main(args: argparse.Namespace) -> int:
                 raise
             _say("\nInterrupted while starting; nothing was applied.")
             return 130
+
+
+def _free_port() -> int:
+    """A free loopback port for the node's kubelet API (never 0.0.0.0:10250 on a laptop)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def _only_interrupts(error: BaseException) -> bool:
@@ -247,7 +258,9 @@ class Demo:
         return 0 if not self.leaked() else 1
 
 
-async def _demo(args: argparse.Namespace, manifests: list[Obj], kubeconfig: Path) -> int:
+async def _demo(
+    args: argparse.Namespace, manifests: list[Obj], kubeconfig: Path, kubelet_port: int
+) -> int:
     vast = VastSim(VastSimConfig(seed=args.seed, boot_seconds=args.boot_seconds))
     kube = KubeSim()
     demo = Demo(args, vast, kube)
@@ -255,6 +268,10 @@ async def _demo(args: argparse.Namespace, manifests: list[Obj], kubeconfig: Path
         vast_url = await simulators.start(vast.serve)
         await simulators.start(kube.serve)
         await trio.to_thread.run_sync(kube.write_kubeconfig, kubeconfig)
+        # The stand-in serves plain http, so the kubeconfig carries no CA the node would
+        # keep: hand it the cluster CA that signs the stand-in's kubelet-client certificate.
+        client_ca = kubeconfig.with_name("cluster-ca.crt")
+        await trio.to_thread.run_sync(client_ca.write_bytes, kube.node_api.ca.cert_pem)
         settings = Settings(
             node_name=NODE,
             vast_api_key="demo-key",
@@ -262,12 +279,16 @@ async def _demo(args: argparse.Namespace, manifests: list[Obj], kubeconfig: Path
             kubeconfig=str(kubeconfig),
             health_host="127.0.0.1",
             health_port=0,
+            kubelet_host="127.0.0.1",
+            kubelet_port=kubelet_port,
+            client_ca_file=str(client_ca),
             poll_fast=1.0,
             poll_slow=5.0,
         )
         # The node stops first, while the simulators still answer its goodbye.
         async with trio.open_nursery() as node:
-            runtime = await node.start(serve_node, settings)
+            node.start_soon(_approve_serving_certificate, kube)
+            runtime = await node.start(functools.partial(serve_node, settings, kubelet_api=True))
             _say(f"\n== vk-trio demo: node {NODE}, Vast simulator {vast_url}")
             _say(f"   health probes at {runtime.health_url}/healthz and /readyz")
             code = await _stoppable(lambda: _run(demo, manifests, kubeconfig))
@@ -280,6 +301,18 @@ async def _demo(args: argparse.Namespace, manifests: list[Obj], kubeconfig: Path
     return code
 
 
+async def _approve_serving_certificate(kube: KubeSim) -> None:
+    """Play the cluster admin once: approve the node's kubelet-serving CSR, as
+    ``kubectl certificate approve`` would, so ``kubectl logs`` works in ``--hold``."""
+
+    def pending(sim: KubeSim) -> list[Obj]:
+        return [c for c in sim.list("certificatesigningrequests") if not c.get("status")]
+
+    await kube.wait_until(lambda sim: bool(pending(sim)))
+    for csr in pending(kube):
+        kube.node_api.decide(csr["metadata"]["name"], approve=True)
+
+
 async def _run(demo: Demo, manifests: list[Obj], kubeconfig: Path) -> int:
     """The scenario, then, with ``--hold`` and once it passed, wait for Ctrl-C (which cancels
     this; ``_demo`` then cleans up and exits with the run's status)."""
@@ -288,6 +321,7 @@ async def _run(demo: Demo, manifests: list[Obj], kubeconfig: Path) -> int:
         demo.held = True
         _say(f"\nHolding. Try:  export KUBECONFIG={kubeconfig}")
         _say("   kubectl get nodes,deploy,pods -A -o wide")
+        _say("   kubectl logs -n june-services deploy/june-gpu-services  (the node's kubelet API)")
         _say(f"   kubectl apply -f {EXAMPLES / 'pod-minimal.yaml'}")
         _say("Ctrl-C to stop (deletes what runs, then exits).")
         await trio.sleep_forever()

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.plugins.kube_sim import KUBECTL, Kubectl
 from tests.e2e.e2e import bought_for, settings_for
+from tests.plugins.kube_sim import KUBECTL, Kubectl
 from vk_trio.app import serve_node
 from vk_trio.sim.kube import KubeSim
 from vk_trio.sim.vast import VastSim

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from loguru import logger
 
@@ -27,7 +27,7 @@ from vk_trio.kube.models import Pod
 from vk_trio.logs import scrub
 from vk_trio.retry import Backoff, RetryPolicy
 
-__all__ = ["MESSAGE_MAX", "EventRecorder"]
+__all__ = ["MESSAGE_MAX", "EventRecorder", "Involved"]
 
 MESSAGE_MAX = 1024
 """Characters of ``message`` kept (the apiserver rejects notes above 1 KiB for new events)."""
@@ -37,6 +37,26 @@ EVENT_RETRY = RetryPolicy(attempts=3, backoff=Backoff(0.5, 2.0, factor=4.0))
 waiting on us."""
 
 _MERGE_PATCH = "application/merge-patch+json"
+
+
+class Involved(NamedTuple):
+    """The object an Event is about (``involvedObject``)."""
+
+    kind: str
+    name: str
+    namespace: str = ""
+    uid: str = ""
+    resource_version: str | None = None
+
+    @classmethod
+    def of_pod(cls, pod: Pod) -> Involved:
+        meta = pod.metadata
+        return cls("Pod", meta.name, meta.namespace or "default", pod.uid, meta.resource_version)
+
+    @classmethod
+    def node(cls, name: str, uid: str = "") -> Involved:
+        """The Node (cluster-scoped): ``kubectl describe node`` lists its Events."""
+        return cls("Node", name, "", uid)
 
 
 @dataclass
@@ -76,23 +96,35 @@ class EventRecorder:
         message: str,
     ) -> None:
         """Record an Event about ``pod``; never raises (but cancellation), failures are logged."""
+        await self.emit_for(Involved.of_pod(pod), type=type, reason=reason, message=message)
+
+    async def emit_for(
+        self,
+        about: Involved,
+        *,
+        type: Literal["Normal", "Warning"],
+        reason: str,
+        message: str,
+    ) -> None:
+        """Record an Event about any object (``Involved.node`` for the Node); never raises."""
         message = scrub(message)[:MESSAGE_MAX]
-        key = (pod.uid, type, reason, message)
+        key = (about.uid or about.name, type, reason, message)
         try:
             seen = self._seen.get(key)
             if seen is not None:
                 self._seen.move_to_end(key)
                 if await self._bump(seen):
                     return
-            await self._create(pod, key, type=type, reason=reason, message=message)
+            await self._create(about, key, type=type, reason=reason, message=message)
         except Exception as error:
-            # Secondary work: log and carry on (the pod's status still tells the story).
+            # Secondary work: log and carry on (the object's status still tells the story).
             logger.warning(
                 "could not post an event",
                 event_type=type,
                 reason=reason,
-                pod=pod.key,
-                uid=pod.uid,
+                kind=about.kind,
+                name=about.name,
+                uid=about.uid,
                 error=str(error),
             )
 
@@ -111,7 +143,7 @@ class EventRecorder:
 
     async def _create(
         self,
-        pod: Pod,
+        about: Involved,
         key: tuple[str, str, str, str],
         *,
         type: str,
@@ -119,21 +151,22 @@ class EventRecorder:
         message: str,
     ) -> None:
         now = format_time(utcnow())
-        namespace = pod.metadata.namespace or "default"
+        # Events about a cluster-scoped object (the Node) live in "default", as the kubelet's.
+        namespace = about.namespace or "default"
         # client-go: "<involved object name>.<unix nanos in hex>", unique enough per object.
-        name = f"{pod.metadata.name}.{time.time_ns():x}"
+        name = f"{about.name}.{time.time_ns():x}"
+        involved: dict[str, Any] = {"kind": about.kind, "apiVersion": "v1", "name": about.name}
+        if about.namespace:
+            involved["namespace"] = about.namespace
+        if about.uid:
+            involved["uid"] = about.uid
+        if about.resource_version:
+            involved["resourceVersion"] = about.resource_version
         body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {"name": name, "namespace": namespace},
-            "involvedObject": {
-                "kind": "Pod",
-                "apiVersion": "v1",
-                "namespace": namespace,
-                "name": pod.metadata.name,
-                "uid": pod.uid,
-                "resourceVersion": pod.metadata.resource_version,
-            },
+            "involvedObject": involved,
             "reason": reason,
             "message": message,
             "type": type,

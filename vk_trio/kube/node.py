@@ -29,6 +29,7 @@ from vk_trio import __version__
 from vk_trio.errors import PermanentError
 from vk_trio.kube.api import KubeClient, format_time, utcnow
 from vk_trio.kube.errors import KubeConflict, KubeError, KubeNotFound
+from vk_trio.kube.events import EventRecorder, Involved
 
 __all__ = [
     "NodeConfig",
@@ -269,6 +270,7 @@ async def run_node_status(
     interval: float = 60.0,
     health: Callable[[], tuple[bool, str]],
     check_interval: float = HEALTH_CHECK_INTERVAL,
+    events: EventRecorder | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Keep the Node's status current: at start, every ``interval``, and when health changes.
@@ -281,6 +283,8 @@ async def run_node_status(
     the first report (through ``nursery.start``: a node that cannot write its status should not
     start), and ``PermanentError`` (RBAC) later on, so an operator sees the crash.
     ``reporter.register()`` must have run first (the caller needs the uid for the lease).
+    ``events`` records NodeReady / NodeNotReady on the Node when readiness changes, as the
+    kubelet does (``kubectl describe node`` shows them).
     """
     del client  # the reporter holds it; kept in the signature for symmetry with run_lease
     ready, message = health()
@@ -307,4 +311,18 @@ async def run_node_status(
             continue
         if current != last:
             logger.info("node readiness changed", ready=current[0], message=current[1])
+        if current[0] != last[0] and events is not None:
+            await _readiness_event(events, reporter, ready=current[0], why=current[1])
         last, last_report, pending = current, trio.current_time(), False
+
+
+async def _readiness_event(
+    events: EventRecorder, reporter: NodeStatusReporter, *, ready: bool, why: str
+) -> None:
+    state = "NodeReady" if ready else "NodeNotReady"
+    await events.emit_for(
+        Involved.node(reporter.config.name, reporter.uid),
+        type="Normal",
+        reason=state,
+        message=f"Node {reporter.config.name} status is now: {state} ({why})",
+    )

@@ -44,6 +44,7 @@ from loguru import logger
 
 from vk_trio.kube.api import KubeClient, format_time, utcnow
 from vk_trio.kube.errors import KubeError, KubeForbidden
+from vk_trio.kube.events import EventRecorder, Involved
 
 __all__ = [
     "CSR_POLL_INTERVAL",
@@ -304,11 +305,11 @@ async def _request_certificate(
     )
     command = f"kubectl certificate approve {name}"
     logger.warning(
-        "kubelet api: serving certificate requested; approve it with: {}", command, csr=name
+        "kubelet api: serving certificate requested; approve it", command=command, csr=name
     )
-    await _node_event(
-        kube,
-        node_name,
+    await EventRecorder(kube, host=node_name).emit_for(
+        Involved.node(node_name),
+        type="Warning",
         reason="CertificateApprovalNeeded",
         message=f"The kubelet API's serving certificate waits for approval: {command}",
     )
@@ -330,30 +331,3 @@ async def _request_certificate(
         if status.get("certificate"):
             return KeyPair(base64.b64decode(status["certificate"]), key_pem), name
         await trio.sleep(poll_interval)
-
-
-async def _node_event(kube: KubeClient, node_name: str, *, reason: str, message: str) -> None:
-    """A Warning Event on the Node (``kubectl describe node`` shows it); never fails the caller."""
-    now = utcnow()
-    try:
-        await kube.request(
-            "POST",
-            "/api/v1/namespaces/default/events",
-            json={
-                "apiVersion": "v1",
-                "kind": "Event",
-                "metadata": {"name": f"{node_name}.{secrets.token_hex(8)}", "namespace": "default"},
-                "involvedObject": {"apiVersion": "v1", "kind": "Node", "name": node_name},
-                "reason": reason,
-                "message": message,
-                "type": "Warning",
-                "source": {"component": "vk-trio", "host": node_name},
-                "reportingComponent": "vk-trio",
-                "reportingInstance": node_name,
-                "firstTimestamp": format_time(now),
-                "lastTimestamp": format_time(now),
-                "count": 1,
-            },
-        )
-    except KubeError as exc:
-        logger.info("kubelet api: could not post the node event", error=str(exc))

@@ -1,4 +1,5 @@
-"""What the node says it spends matches what the Vast simulator bills: /metrics, in the
+"""What `kubectl describe node` and /metrics show. Spend matches what the Vast simulator
+bills: /metrics, in the
 Prometheus text format (read back with prometheus_client's parser), and the Node's
 ``vast.ai/spend-per-hour`` annotation (``kubectl describe node`` shows it)."""
 
@@ -53,3 +54,21 @@ async def test_metrics_and_the_node_show_what_vast_bills(
 
     with trio.fail_after(10):
         await cluster.wait_for(annotated)
+
+
+async def test_describe_node_shows_its_events(node: NodeRuntime, cluster: Cluster) -> None:
+    """Starting at registration, as the kubelet does; readiness changes follow."""
+
+    async def started() -> list[str] | None:
+        events = await cluster.list("events", "default")
+        reasons = [
+            e["reason"]
+            for e in events
+            if e.get("involvedObject", {}).get("kind") == "Node"
+            and e["involvedObject"].get("name") == NODE
+        ]
+        return reasons if "Starting" in reasons else None
+
+    with trio.fail_after(10):
+        reasons = await cluster.wait_for(started)
+    assert "Starting" in reasons
