@@ -1,7 +1,6 @@
-"""What `kubectl describe node` and /metrics show. Spend matches what the Vast simulator
-bills: /metrics, in the
-Prometheus text format (read back with prometheus_client's parser), and the Node's
-``vast.ai/spend-per-hour`` annotation (``kubectl describe node`` shows it)."""
+"""What ``kubectl describe node`` and /metrics show: spend that matches what the Vast
+simulator bills (/metrics in the Prometheus text format, read back with prometheus_client's
+parser, and the Node's ``vast.ai/spend-per-hour`` annotation), and the Node's Events."""
 
 from __future__ import annotations
 
