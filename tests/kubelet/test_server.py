@@ -14,6 +14,7 @@ import ssl
 import httpx
 import msgspec
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.kubelet.conftest import NODE, Kubelet
 from tests.plugins.kube_sim import KUBECTL
@@ -142,6 +143,32 @@ async def test_stats_summary_through_the_node_proxy(kubelet: Kubelet) -> None:
     assert container["cpu"]["usageNanoCores"] == 250_000_000
     assert container["memory"]["workingSetBytes"] == 3 * 2**30
     assert container["accelerators"][0]["dutyCycle"] == 87
+
+
+async def test_resource_metrics_for_metrics_server(kubelet: Kubelet) -> None:
+    """What metrics-server scrapes for ``kubectl top``: cumulative CPU that grows at the
+    instance's rate, and the working set, per container, pod and node."""
+    kubelet.pod("p")
+    path = f"/api/v1/nodes/{NODE}/proxy/metrics/resource"
+    _, first, _ = await kubelet.kubectl("get", "--raw", path)
+    await trio.sleep(2.0)
+    _, second, _ = await kubelet.kubectl("get", "--raw", path)
+
+    def values(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    before, after = values(first), values(second)
+    labels = (("container", "main"), ("namespace", "default"), ("pod", "p"))
+    cpu = ("container_cpu_usage_seconds_total", labels)
+    grown = after[cpu] - before[cpu]
+    assert 0.25 * 1.5 < grown < 0.25 * 4  # 250 millicores for about two seconds
+    assert after[("container_memory_working_set_bytes", labels)] == 3 * 2**30
+    assert after[("node_memory_working_set_bytes", ())] == 3 * 2**30
+    assert after[("scrape_error", ())] == 0
 
 
 async def test_pods_healthz_and_metrics_through_the_node_proxy(kubelet: Kubelet) -> None:

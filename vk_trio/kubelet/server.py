@@ -8,7 +8,8 @@ Routes, after ``auth`` has let the request through (nothing is served unauthenti
   The body is chunked ``text/plain``; with ``follow`` it stays open until the container ends
   or the client hangs up. Backend errors become the kubelet's plain-text answers (404, 400
   "waiting to start: ..."), which the API server relays to ``kubectl``;
-- ``GET /stats/summary``: the stats/v1alpha1 Summary (metrics-server, ``kubectl top``);
+- ``GET /stats/summary``: the stats/v1alpha1 Summary; ``GET /metrics/resource``: the same
+  as resource metrics, which metrics-server (``kubectl top``) scrapes;
 - ``GET /pods``: a PodList of this node's pods; ``GET /healthz``; ``GET /metrics``;
 - ``/exec``, ``/attach``, ``/portForward``, ``/run``: a ``Status`` saying they are not
   supported on Vast.ai instances (yet), code 501, instead of a hang or a 404.
@@ -32,6 +33,8 @@ from vk_trio.kube.api import KubeClient
 from vk_trio.kubelet.auth import KubeletAuth
 from vk_trio.kubelet.backend import BackendError, KubeletBackend, LogOptions
 from vk_trio.kubelet.certs import ServingTLS, rotate_serving_certificate
+from vk_trio.kubelet.resource_metrics import CONTENT_TYPE as RESOURCE_TYPE
+from vk_trio.kubelet.resource_metrics import ResourceMetrics
 
 __all__ = ["KubeletServer", "parse_log_options", "serve_kubelet"]
 
@@ -124,6 +127,7 @@ class KubeletServer:
         self._backend = backend
         self._auth = auth
         self._metrics = metrics
+        self._resource = ResourceMetrics()
 
     async def handle(self, request: Request) -> Response:
         refusal = await self._auth.check(request)
@@ -146,6 +150,9 @@ class KubeletServer:
                 return self._pods()
             if parts == ["stats", "summary"]:
                 return Response.json(await self._backend.stats_summary())
+            if parts == ["metrics", "resource"]:
+                text = self._resource.render(await self._backend.stats_summary())
+                return Response(body=text.encode(), headers=[("Content-Type", RESOURCE_TYPE)])
             if parts == ["metrics"] and self._metrics is not None:
                 body, content_type = self._metrics()
                 return Response(body=body, headers=[("Content-Type", content_type)])
