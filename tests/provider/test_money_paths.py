@@ -29,7 +29,7 @@ from vk_trio.provider.labels import instance_label
 from vk_trio.provider.market import OfferClaims, SharedSearches
 from vk_trio.provider.poller import InstancePoller
 from vk_trio.provider.requirements import Requirements
-from vk_trio.vast import CreateInstance, Pacer, VastClient
+from vk_trio.vast import CreateInstance, Offer, Pacer, VastClient
 
 NODE = "vk-money"
 BURST = 40
@@ -145,3 +145,56 @@ class NoObjects:
 
     async def config_map(self, namespace: str, name: str) -> None:
         return None
+
+
+class RecordingProgress(RefusingProgress):
+    """A pod whose annotations can be written; it records what it was shown."""
+
+    async def annotate(self, annotations: Mapping[str, str | None]) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+async def test_a_spend_capped_pod_says_so_without_flickering(
+    autojump_clock: Any, vast_sim_factory: VastSimFactory
+) -> None:
+    """Issue 13: the waiting reason alternated between SearchingOffers and SpendCapReached at
+    every retry (and logged both). It says SearchingOffers once, then only why it waits."""
+    sim = await vast_sim_factory()
+    pod = msgspec.convert(
+        {
+            "metadata": {"name": "p", "namespace": "default", "uid": "uid-p"},
+            "spec": {"nodeName": NODE, "containers": [{"name": "main", "image": "busybox"}]},
+        },
+        Pod,
+    )
+    async with VastClient(api_key="k", base_url=str(sim.url), pacer=Pacer(scale=0)) as vast:
+        poller = InstancePoller(vast, node=NODE)
+        buyer = Buyer(
+            settings=Settings(node_name=NODE),
+            vast=vast,
+            poller=poller,
+            searches=SharedSearches(vast),
+            claims=OfferClaims(),
+            budget=Budget(poller, max_hourly=None, max_instances=0),
+            objects=NoObjects(),
+        )
+        progress = RecordingProgress(pod)
+        with trio.move_on_after(600):
+            await buyer.acquire(
+                pod,
+                Requirements(verified=False, min_reliability=0.0),
+                label=instance_label(NODE, "default", "p", "uid-p"),
+                excluded_machines=set(),
+                progress=progress,
+            )
+    reasons = [reason for reason, _ in progress.waits]
+    assert reasons[0] == "SearchingOffers"
+    assert len(reasons) > 5 and set(reasons[1:]) == {"SpendCapReached"}
+    assert sim.created == 0
+
+
+def test_a_location_without_a_city_reads_as_its_country() -> None:
+    from vk_trio.provider.buying import _location
+
+    assert _location(msgspec.convert({"id": 1, "geolocation": ", CA"}, Offer)) == "CA"
+    assert _location(msgspec.convert({"id": 1, "geolocation": "Texas, US"}, Offer)) == "Texas, US"
