@@ -29,6 +29,7 @@ from vk_trio.provider.labels import instance_label
 from vk_trio.provider.market import OfferClaims, SharedSearches
 from vk_trio.provider.poller import InstancePoller
 from vk_trio.provider.requirements import Requirements
+from vk_trio.sim.vast import VastSim
 from vk_trio.vast import CreateInstance, Offer, Pacer, VastClient
 
 NODE = "vk-money"
@@ -101,42 +102,13 @@ class RefusingProgress:
             raise KubeUnavailable("PATCH pods/p: connection refused")
 
 
-async def test_no_intent_on_record_no_create_sent(
-    autojump_clock: Any, vast_sim_factory: VastSimFactory
-) -> None:
-    sim = await vast_sim_factory()
-    pod = msgspec.convert(
-        {
-            "metadata": {"name": "p", "namespace": "default", "uid": "uid-p"},
-            "spec": {"nodeName": NODE, "containers": [{"name": "main", "image": "busybox"}]},
-        },
-        Pod,
-    )
-    settings = Settings(node_name=NODE)
-    async with VastClient(api_key="k", base_url=str(sim.url), pacer=Pacer(scale=0)) as vast:
-        poller = InstancePoller(vast, node=NODE)
-        buyer = Buyer(
-            settings=settings,
-            vast=vast,
-            poller=poller,
-            searches=SharedSearches(vast),
-            claims=OfferClaims(),
-            budget=Budget(poller, max_hourly=None, max_instances=None),
-            objects=NoObjects(),
-        )
-        progress = RefusingProgress(pod)
-        with trio.move_on_after(120):
-            await buyer.acquire(
-                pod,
-                Requirements(verified=False, min_reliability=0.0),
-                label=instance_label(NODE, "default", "p", "uid-p"),
-                excluded_machines=set(),
-                progress=progress,
-            )
-    assert sim.created == 0
-    reasons = {reason for reason, _ in progress.waits}
-    assert "KubeAPIError" in reasons
-    assert any("before buying" in message for _, message in progress.waits)
+POD = msgspec.convert(
+    {
+        "metadata": {"name": "p", "namespace": "default", "uid": "uid-p"},
+        "spec": {"nodeName": NODE, "containers": [{"name": "main", "image": "busybox"}]},
+    },
+    Pod,
+)
 
 
 class NoObjects:
@@ -154,19 +126,10 @@ class RecordingProgress(RefusingProgress):
         await trio.lowlevel.checkpoint()
 
 
-async def test_a_spend_capped_pod_says_so_without_flickering(
-    autojump_clock: Any, vast_sim_factory: VastSimFactory
+async def try_to_buy(
+    sim: VastSim, progress: RefusingProgress, *, max_instances: int | None, seconds: float
 ) -> None:
-    """Issue 13: the waiting reason alternated between SearchingOffers and SpendCapReached at
-    every retry (and logged both). It says SearchingOffers once, then only why it waits."""
-    sim = await vast_sim_factory()
-    pod = msgspec.convert(
-        {
-            "metadata": {"name": "p", "namespace": "default", "uid": "uid-p"},
-            "spec": {"nodeName": NODE, "containers": [{"name": "main", "image": "busybox"}]},
-        },
-        Pod,
-    )
+    """Let ``POD`` try to buy for ``seconds`` (virtual) with the Buyer of a real node."""
     async with VastClient(api_key="k", base_url=str(sim.url), pacer=Pacer(scale=0)) as vast:
         poller = InstancePoller(vast, node=NODE)
         buyer = Buyer(
@@ -175,18 +138,39 @@ async def test_a_spend_capped_pod_says_so_without_flickering(
             poller=poller,
             searches=SharedSearches(vast),
             claims=OfferClaims(),
-            budget=Budget(poller, max_hourly=None, max_instances=0),
+            budget=Budget(poller, max_hourly=None, max_instances=max_instances),
             objects=NoObjects(),
         )
-        progress = RecordingProgress(pod)
-        with trio.move_on_after(600):
+        with trio.move_on_after(seconds):
             await buyer.acquire(
-                pod,
+                POD,
                 Requirements(verified=False, min_reliability=0.0),
                 label=instance_label(NODE, "default", "p", "uid-p"),
                 excluded_machines=set(),
                 progress=progress,
             )
+
+
+async def test_no_intent_on_record_no_create_sent(
+    autojump_clock: Any, vast_sim_factory: VastSimFactory
+) -> None:
+    sim = await vast_sim_factory()
+    progress = RefusingProgress(POD)
+    await try_to_buy(sim, progress, max_instances=None, seconds=120)
+    assert sim.created == 0
+    reasons = {reason for reason, _ in progress.waits}
+    assert "KubeAPIError" in reasons
+    assert any("before buying" in message for _, message in progress.waits)
+
+
+async def test_a_spend_capped_pod_says_so_without_flickering(
+    autojump_clock: Any, vast_sim_factory: VastSimFactory
+) -> None:
+    """Issue 13: the waiting reason alternated between SearchingOffers and SpendCapReached at
+    every retry (and logged both). It says SearchingOffers once, then only why it waits."""
+    sim = await vast_sim_factory()
+    progress = RecordingProgress(POD)
+    await try_to_buy(sim, progress, max_instances=0, seconds=600)
     reasons = [reason for reason, _ in progress.waits]
     assert reasons[0] == "SearchingOffers"
     assert len(reasons) > 5 and set(reasons[1:]) == {"SpendCapReached"}
