@@ -100,7 +100,8 @@ class KubeSim:
 
     ``requests`` counts handled requests by ``"METHOD /path/{namespace}/.../{name}"``, with
     ``WATCH`` as the method for watch requests, e.g.
-    ``sim.requests["PUT /apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"]``.
+    ``sim.requests["PUT /apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"]``;
+    ``GET /_sim/stats`` answers them as JSON.
     """
 
     def __init__(
@@ -262,6 +263,8 @@ class KubeSim:
 
     async def handle(self, request: Request) -> Response:
         """The HTTP handler: discovery, then resources; API errors become ``Status`` bodies."""
+        if request.path == "/_sim/stats":  # for `vk-trio bench`; not an API request
+            return Response.json(dict(self.requests))
         target = _parse_target(request.path)
         is_watch = _truthy(request.param("watch"))
         method = "WATCH" if is_watch else request.method
