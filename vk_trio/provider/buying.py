@@ -262,7 +262,7 @@ class Buyer:
             "InstanceBought",
             f"bought instance {instance_id}: {describe_offer(offer, price)}",
         )
-        self._poller.hurry()
+        self._poller.hurry([instance_id])
 
 
 async def _clear_intent(progress: Progress) -> None:

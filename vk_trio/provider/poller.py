@@ -1,4 +1,4 @@
-"""One poller per node: a single instance-list sweep per tick feeds every pod task.
+"""One poller per node: instance-list sweeps shared by every pod task.
 
 Polling Vast per pod made the last attempts hit rate limits (dstack #4031) and would make Vast
 calls grow with pods. Here the number of calls per tick is the number of list pages (25
@@ -8,15 +8,31 @@ changed.
 
 Labels carry identity (``labels.py``): every instance is traceable to exactly one pod UID.
 
-The poller ticks fast (``poll_fast``) while any instance boots or a caller asked for a fresh
-sweep, slow (``poll_slow``) otherwise. A failed sweep keeps the last good snapshot and is
-retried on the next tick; ``last_success`` tells the readiness probe whether Vast answers.
+Two sweeps, two tasks, one snapshot:
+
+- the **full** sweep lists every instance, every ``poll_slow`` seconds, or at once when a
+  caller needs ``fresh()`` (before buying, to verify a destroy). With 1,000 steady instances
+  that is 40 pages per slow tick, and nothing more;
+- the **booting** sweep runs every ``poll_fast`` seconds *only while something boots* (or a
+  just-bought instance has not been seen yet): one list filtered on the booting statuses
+  (``select_filters={"actual_status": {"in": [null, "created", ...]}}``, vast-api.md §5.2),
+  usually one page, plus one filtered on ``id`` for the instances that left that list (now
+  running, exited or destroyed) or were just bought. So a booting pod turns Running within a
+  fast tick of its instance even when a full sweep of 5,000 instances takes minutes at Vast's
+  list limit: both share the pacer's list lane, first come first served.
+
+The two can overlap, so each instance remembers which sweep (numbered when it started) last
+wrote it, and a sweep never overwrites what a later-started one saw. A failed sweep keeps the
+last good snapshot and is retried on the next tick; ``last_success`` tells the readiness probe
+whether Vast answers.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 from loguru import logger
@@ -26,6 +42,8 @@ from vk_trio.provider.labels import LabelOwner, label_owner
 from vk_trio.vast import Instance, VastClient
 
 BOOTING = (None, "created", "loading", "scheduling", "rebooting")
+BOOTING_FILTER = {"actual_status": {"in": list(BOOTING)}}
+"""The booting sweep's ``select_filters`` (``in`` with null, as ``--status`` sends it)."""
 
 
 @dataclass
@@ -48,13 +66,21 @@ class InstancePoller:
         self._fast = fast
         self._slow = slow
         self._slots: dict[str, _Slot] = defaultdict(_Slot)
+        self._by_id: dict[int, Instance] = {}
+        self._written_by: dict[int, int] = {}
+        """Instance id → number of the sweep that last wrote (or removed) it."""
+        self._expected: dict[int, int] = {}
+        """Just-bought instance id → the full sweep after which it is no longer looked for."""
+        self._numbered = 0
+        """Sweeps of either kind started so far: the order in which their views were taken."""
         self._started = 0
         self._completed = 0
         self._last_ok = 0
-        """Number of the last sweep that succeeded (sweeps are numbered from 1)."""
+        """Number of the last full sweep that succeeded (full sweeps are numbered from 1)."""
         self._swept = trio.Event()
-        self._wake = trio.Event()
-        self._hurry_until = 0.0
+        self._wake_full = trio.Event()
+        self._wake_fast = trio.Event()
+        self.booting_sweeps = 0
         self.last_success: float | None = None
         """``trio.current_time()`` of the last sweep that succeeded, None before the first."""
         self.last_failure: VkError | None = None
@@ -77,7 +103,7 @@ class InstancePoller:
 
     def all_instances(self) -> list[Instance]:
         """Every instance of this node as of the last sweep."""
-        return [instance for slot in self._slots.values() for instance in slot.instances]
+        return list(self._by_id.values())
 
     def spend_per_hour(self) -> float:
         """USD per hour this node's instances bill, as of the last sweep."""
@@ -94,8 +120,17 @@ class InstancePoller:
 
     @property
     def sweeps(self) -> int:
-        """Sweeps completed so far (each costs one list call per page of instances)."""
+        """Full sweeps completed so far (each costs one list call per page of instances)."""
         return self._completed
+
+    def stats(self) -> dict[str, Any]:
+        """For ``/debug/vars``: sweeps made and what the snapshot holds."""
+        return {
+            "full_sweeps": self._completed,
+            "booting_sweeps": self.booting_sweeps,
+            "instances": len(self._by_id),
+            "booting": len(self._booting()),
+        }
 
     def version(self, uid: str) -> int:
         return self._slots[uid].version
@@ -108,85 +143,174 @@ class InstancePoller:
         return slot.instances
 
     async def fresh(self) -> None:
-        """Return once a sweep that *started after this call* has succeeded.
+        """Return once a full sweep that *started after this call* has succeeded.
 
         Used before buying (an instance a previous process bought must be seen first) and to
         find and verify what a deletion must destroy: one sweep serves every waiting pod, so
-        these checks cost list pages, not calls per pod. Asking wakes the poller at once.
+        these checks cost list pages, not calls per pod. Asking wakes the full sweep at once.
         Raises ``TemporaryError`` when that sweep failed: nothing can be known, so nothing
         may be bought or declared gone.
         """
         target = self._started + 1
-        self.hurry()
+        self._wake_full.set()
         while self._completed < target:
             await self._swept.wait()
         if self._last_ok < target:
             raise TemporaryError(f"cannot list Vast instances: {self.last_failure}")
 
-    def hurry(self, seconds: float = 0.0) -> None:
-        """Sweep now, and keep ticking fast for ``seconds`` (e.g. after a buy)."""
-        self._hurry_until = max(self._hurry_until, trio.current_time() + seconds)
-        self._wake.set()
+    def hurry(self, instance_ids: Iterable[int] = ()) -> None:
+        """Look at ``instance_ids`` (just bought or destroyed) in the next booting sweep.
 
-    # -- the loop -----------------------------------------------------------------------
+        The booting sweep runs within ``poll_fast``; a steady node starts it now. An id not
+        listed yet is looked for until a full sweep that starts after this call.
+        """
+        for instance_id in instance_ids:
+            self._expected[instance_id] = self._started + 1
+        self._wake_fast.set()
+
+    def forget(self, uid: str) -> None:
+        """Drop ``uid``'s slot once its pod is gone and its instances are destroyed."""
+        slot = self._slots.get(uid)
+        if slot is not None and not slot.instances:
+            del self._slots[uid]
+
+    # -- the loops ----------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Sweep forever. Owns nothing but its snapshot; never raises on Vast errors.
+        """Sweep forever. Owns its two loops; never raises on Vast errors.
 
-        ``task_status.started()`` fires after the first sweep (successful or not), so the
+        ``task_status.started()`` fires after the first full sweep (successful or not), so the
         caller knows a first picture of the world exists before pods are handled.
         """
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self._full_loop)
+            nursery.start_soon(self._booting_loop)
+            task_status.started()
+
+    async def _full_loop(self, *, task_status: trio.TaskStatus[None]) -> None:
         first = True
         while True:
-            self._wake = trio.Event()
-            await self._sweep()
+            self._wake_full = trio.Event()
+            await self._sweep_full()
             if first:
                 task_status.started()
                 first = False
-            with trio.move_on_after(self._interval()):
-                await self._wake.wait()
+            with trio.move_on_after(self._slow):
+                await self._wake_full.wait()
 
-    def _interval(self) -> float:
-        booting = any(
-            instance.actual_status in BOOTING
-            for slot in self._slots.values()
-            for instance in slot.instances
-        )
-        if booting or trio.current_time() < self._hurry_until:
-            return self._fast
-        return self._slow
+    async def _booting_loop(self) -> None:
+        while True:
+            self._wake_fast = trio.Event()
+            if self._booting() or self._expected:
+                await self._sweep_booting()
+                await trio.sleep(self._fast)  # at most one booting sweep per fast tick
+            else:
+                await self._wake_fast.wait()
 
-    async def _sweep(self) -> None:
+    def _booting(self) -> list[int]:
+        return [i.id for i in self._by_id.values() if i.actual_status in BOOTING]
+
+    async def _sweep_full(self) -> None:
         self._started += 1
         number = self._started
+        self._numbered += 1
+        order = self._numbered
         try:
             listed = await self._vast.list_instances()
         except VkError as exc:
-            self.last_failure = exc
-            self.failures_in_a_row += 1
-            logger.warning("instance sweep failed; keeping the last snapshot", error=str(exc))
+            self._failed(exc)
         else:
-            self.last_success = trio.current_time()
-            self.last_failure = None
-            self.failures_in_a_row = 0
+            self._succeeded()
             self._last_ok = number
-            self._publish(listed)
+            self._apply(self._ours(listed), order, complete=True)
+            self._expected = {i: n for i, n in self._expected.items() if n > number}
+            if self._booting():
+                self._wake_fast.set()
         finally:
             self._completed += 1
             swept, self._swept = self._swept, trio.Event()
             swept.set()
 
-    def _publish(self, listed: list[Instance]) -> None:
-        by_uid: dict[str, list[Instance]] = defaultdict(list)
-        for instance in listed:
-            owner = label_owner(instance.label, self._node)
-            if owner is not None:
-                by_uid[owner.uid].append(instance)
+    async def _sweep_booting(self) -> None:
+        self._numbered += 1
+        order = self._numbered
+        self.booting_sweeps += 1
+        looked_at = set(self._booting()) | set(self._expected)
+        try:
+            seen = self._ours(await self._vast.list_instances(select_filters=BOOTING_FILTER))
+            left = sorted(looked_at - {i.id for i in seen})
+            if left:  # running now, exited, destroyed, or bought but not booting any more
+                more = await self._vast.list_instances(select_filters={"id": {"in": left}})
+                seen += self._ours(more)
+        except VkError as exc:
+            self._failed(exc)
+            return
+        self._succeeded()
+        found = {i.id for i in seen}
+        for instance_id in found:
+            self._expected.pop(instance_id, None)
+        gone = {i for i in looked_at - found if i in self._by_id}
+        self._apply(seen, order, gone=gone)
+
+    def _failed(self, exc: VkError) -> None:
+        self.last_failure = exc
+        self.failures_in_a_row += 1
+        logger.warning("instance sweep failed; keeping the last snapshot", error=str(exc))
+
+    def _succeeded(self) -> None:
+        self.last_success = trio.current_time()
+        self.last_failure = None
+        self.failures_in_a_row = 0
+
+    def _ours(self, listed: list[Instance]) -> list[Instance]:
+        return [i for i in listed if label_owner(i.label, self._node) is not None]
+
+    def _apply(
+        self,
+        listed: list[Instance],
+        order: int,
+        *,
+        complete: bool = False,
+        gone: Iterable[int] = (),
+    ) -> None:
+        """Merge what sweep number ``order`` saw: ``listed`` instances, ``gone`` ids (or, for
+        a ``complete`` listing, every id it did not list). What a later-started sweep wrote
+        already stays."""
+        written = self._written_by
+        updates = {i.id: i for i in listed if written.get(i.id, 0) < order}
+        removed = set(gone)
+        if complete:
+            removed |= self._by_id.keys() - {i.id for i in listed}
+        removed = {i for i in removed if written.get(i, 0) < order}
+        touched: set[str] = set()
+        for instance_id in removed:
+            old = self._by_id.pop(instance_id, None)
+            written[instance_id] = order
+            if old is not None:
+                touched.add(self._uid(old))
+        for instance_id, instance in updates.items():
+            old = self._by_id.get(instance_id)
+            self._by_id[instance_id] = instance
+            written[instance_id] = order
+            if old != instance:
+                touched.add(self._uid(instance))
+                if old is not None:
+                    touched.add(self._uid(old))
         now = trio.current_time()
         self._spent = self.spent()
-        self._rate = sum(i.dph_total for found in by_uid.values() for i in found)
+        self._rate = sum(i.dph_total for i in self._by_id.values())
         self._rate_since = now
-        for uid in set(by_uid) | {u for u, s in self._slots.items() if s.instances}:
+        if complete:  # forget the marks of long-gone instances
+            for instance_id in [i for i in written if i not in self._by_id and written[i] < order]:
+                del written[instance_id]
+        if not touched:
+            return
+        by_uid: dict[str, list[Instance]] = defaultdict(list)
+        for instance in self._by_id.values():
+            uid = self._uid(instance)
+            if uid in touched:
+                by_uid[uid].append(instance)
+        for uid in touched:
             current = tuple(sorted(by_uid.get(uid, ()), key=lambda i: i.id))
             slot = self._slots[uid]
             if current != slot.instances:
@@ -195,8 +319,6 @@ class InstancePoller:
                 changed, slot.changed = slot.changed, trio.Event()
                 changed.set()
 
-    def forget(self, uid: str) -> None:
-        """Drop ``uid``'s slot once its pod is gone and its instances are destroyed."""
-        slot = self._slots.get(uid)
-        if slot is not None and not slot.instances:
-            del self._slots[uid]
+    def _uid(self, instance: Instance) -> str:
+        owner = label_owner(instance.label, self._node)
+        return owner.uid if owner is not None else ""

@@ -55,7 +55,8 @@ async def run_reaper(
         for uid, count in strikes.items():
             if count < 2 or not await _confirmed_orphan(poller, uid, pod_exists):
                 continue
-            for instance in poller.instances(uid):
+            instances = poller.instances(uid)
+            for instance in instances:
                 try:
                     with trio.CancelScope(shield=True), trio.fail_after(destroy_timeout):
                         await vast.destroy_instance(instance.id)
@@ -65,7 +66,7 @@ async def run_reaper(
                 logger.warning(
                     "destroyed orphan instance", instance_id=instance.id, label=instance.label
                 )
-            poller.hurry()
+            poller.hurry(i.id for i in instances)
 
 
 async def _confirmed_orphan(
