@@ -94,6 +94,7 @@ async def serve_node(
             vast_problem=lambda: _vast_problem(poller),
             vast_stale=max(5 * settings.poll_slow, 120.0),
         )
+        health.debug_vars = lambda: {"pacer": pacer.stats(), "poller": poller.stats()}
         node = NodeConfig(
             name=settings.node_name,
             internal_ip=settings.pod_ip,

@@ -14,11 +14,16 @@ Each failing check is one line of the 503 body, so ``curl .../readyz`` says what
 ``/metrics`` (Prometheus text, ``vk_trio.metrics``) is served here too, unauthenticated like
 the probes: it holds counts and dollars, no secrets, and a scraper inside the cluster needs
 no token. The kubelet port serves the same behind its authentication.
+
+``/debug/vars`` answers JSON for ``vk-trio bench`` and curious operators: the watchdog's recent
+lateness (event-loop stall p50/p99/max) and whatever the app adds (pacer waits, sweeps).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import trio
 
@@ -29,6 +34,8 @@ WATCHDOG_INTERVAL = 1.0
 STALL_LIMIT = 10.0
 """A loop that woke this many seconds late (within ``STALL_MEMORY``) is reported unhealthy."""
 STALL_MEMORY = 60.0
+LATENESS_KEPT = 3600
+"""Watchdog wake-ups remembered for ``/debug/vars`` (an hour at one a second)."""
 
 
 class Health:
@@ -48,6 +55,9 @@ class Health:
         self._vast_stale = vast_stale
         self._stalled_at = -float("inf")
         self._worst_stall = 0.0
+        self._lateness: deque[float] = deque(maxlen=LATENESS_KEPT)
+        self.debug_vars: Callable[[], dict[str, Any]] = dict
+        """More ``/debug/vars`` entries, set by the app."""
 
     async def watchdog(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -58,9 +68,20 @@ class Health:
             expected = trio.current_time() + WATCHDOG_INTERVAL
             await trio.sleep(WATCHDOG_INTERVAL)
             late = trio.current_time() - expected
+            self._lateness.append(late)
             if late > STALL_LIMIT:
                 self._stalled_at = trio.current_time()
                 self._worst_stall = late
+
+    def stall_stats(self) -> dict[str, float]:
+        """How late the watchdog woke, over its last ``LATENESS_KEPT`` wake-ups (seconds)."""
+        late = sorted(self._lateness) or [0.0]
+        return {
+            "samples": len(self._lateness),
+            "p50_s": round(late[len(late) // 2], 4),
+            "p99_s": round(late[min(len(late) - 1, len(late) * 99 // 100)], 4),
+            "max_s": round(late[-1], 4),
+        }
 
     def liveness_problems(self) -> list[str]:
         if trio.current_time() - self._stalled_at < STALL_MEMORY:
@@ -91,6 +112,8 @@ class Health:
         if request.path == "/metrics":
             body, content_type = render()
             return Response(body=body, headers=[("Content-Type", content_type)])
+        if request.path == "/debug/vars":
+            return Response.json({"loop_stall": self.stall_stats(), **self.debug_vars()})
         return Response.text("not found\n", 404)
 
 

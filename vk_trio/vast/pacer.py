@@ -18,6 +18,7 @@ seconds of ``trio.current_time()``; one Pacer belongs to one Trio run.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Mapping
 
 import trio
@@ -35,6 +36,9 @@ DEFAULT_INTERVALS: Mapping[str, float] = {
 }
 """Seconds between two calls of each endpoint: the thresholds Vast publishes (§7)."""
 
+WAITS_KEPT = 10_000
+"""Waits remembered per endpoint for ``Pacer.stats`` percentiles (80 KB each at most)."""
+
 DEFAULT_SCALE = 1.1
 """Stay 10 % above the published thresholds: calls spaced exactly at the threshold reach Vast
 with network jitter, and about half of them would land a little early and get a 429."""
@@ -47,6 +51,10 @@ class _Lane:
         self.interval = interval
         self.lock = trio.Lock()
         self.next_at = -math.inf
+        self.calls = 0
+        self.waited = 0.0
+        self.recent: deque[float] = deque(maxlen=WAITS_KEPT)
+        """The last waits in seconds, for percentiles (``Pacer.stats``)."""
 
 
 class Pacer:
@@ -76,9 +84,31 @@ class Pacer:
         The slot is taken on return, so call this immediately before sending.
         """
         lane = self._lanes[endpoint]
+        lane.calls += 1
         if lane.interval <= 0:
             await trio.lowlevel.checkpoint()
             return
+        asked = trio.current_time()
         async with lane.lock:
             await trio.sleep_until(lane.next_at)
-            lane.next_at = trio.current_time() + lane.interval
+            now = trio.current_time()
+            lane.next_at = now + lane.interval
+        lane.waited += now - asked
+        lane.recent.append(now - asked)
+
+    def stats(self) -> dict[str, dict[str, float]]:
+        """Per endpoint used so far: calls, seconds waited in total, and the p50/p99/max wait
+        of the last ``WAITS_KEPT`` calls (what ``vk-trio bench`` reports as pacer wait)."""
+        out: dict[str, dict[str, float]] = {}
+        for name, lane in self._lanes.items():
+            if not lane.calls:
+                continue
+            waits = sorted(lane.recent) or [0.0]
+            out[name] = {
+                "calls": lane.calls,
+                "waited_s": round(lane.waited, 3),
+                "p50_s": round(waits[len(waits) // 2], 3),
+                "p99_s": round(waits[min(len(waits) - 1, len(waits) * 99 // 100)], 3),
+                "max_s": round(waits[-1], 3),
+            }
+        return out
