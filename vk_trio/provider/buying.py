@@ -15,6 +15,8 @@ the price cap, the node's spend cap, a Vast outage, a missing Secret). Each turn
 
 from __future__ import annotations
 
+import random
+
 import trio
 from loguru import logger
 
@@ -50,6 +52,10 @@ OFFERS_PER_SEARCH = 5
 
 Wait = tuple[str, str]
 """(waiting reason, message): why the pod has no instance yet."""
+
+TAKEN: Wait = ("SearchingOffers", "taken")
+"""Every offer the last search found is being bought, or was bought, by this node's pods."""
+TAKEN_MESSAGE = "the offers found are being bought by this node's other pods; looking again"
 
 
 def describe_offer(offer: Offer, price: float) -> str:
@@ -106,6 +112,13 @@ class Buyer:
             outcome = await self._try_buy(pod, requirements, label, excluded_machines, progress)
             if isinstance(outcome, int):
                 return outcome
+            if outcome is TAKEN:
+                # Not a failure, so no backoff and no Event: the node's other pods hold every
+                # offer of the last answer (a thousand pods share one search of 200 offers).
+                # Look again soon, at a time of its own so that they do not all wake at once.
+                await progress.waiting("SearchingOffers", TAKEN_MESSAGE)
+                await trio.sleep(self._settings.poll_fast * random.uniform(0.5, 1.5))
+                continue
             reason, message = outcome
             # Room frees when another pod's instance goes: look again each slow sweep.
             delay = self._settings.poll_slow if reason == "SpendCapReached" else waits.next()
@@ -121,15 +134,20 @@ class Buyer:
         progress: Progress,
     ) -> int | Wait:
         """One search and up to ``OFFERS_PER_SEARCH`` buys: an instance id, or why not."""
+        query = build_query(requirements)
         try:
-            offers = await self._searches.search(build_query(requirements))
+            offers, answered_at = await self._searches.search_dated(query)
         except TemporaryError as exc:
             return "SearchingOffers", f"Vast API unavailable: {exc}"
         except PermanentError as exc:
             await progress.event("Warning", "VastAPIError", str(exc))
             return "VastAPIError", str(exc)
         offers = [o for o in offers if o.machine_id not in excluded]
-        selection = select(offers, requirements)
+        free = [o for o in offers if self._claims.available(o.id)]
+        selection = select(free, requirements)
+        if not selection.ranked and len(free) < len(offers):
+            self._searches.expire(query, answered_at)  # every offer in it is held or sold
+            return TAKEN
         metrics.OFFERS_SEARCHED.inc(len(offers))
         for constraint, count in selection.rejected_by.items():
             metrics.OFFERS_REJECTED.labels(constraint).inc(count)
@@ -164,7 +182,8 @@ class Buyer:
         if refusal is not None and tried == 0:
             await progress.event("Warning", "SpendCapReached", refusal)
             return "SpendCapReached", refusal
-        return "SearchingOffers", "every matching offer was taken before it could be bought"
+        self._searches.expire(query, answered_at)
+        return TAKEN
 
     async def _explain(self, requirements: Requirements, strict: Selection) -> Selection:
         """Why nothing matched: the strict query's server-side filter leaves nothing to count,

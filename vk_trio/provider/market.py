@@ -47,6 +47,20 @@ class SharedSearches:
         """Offers for ``query``: from the request in flight, a fresh-enough answer, or a new
         request. A failed request is not shared: each waiter then asks again itself, and
         gets (and handles) its own error."""
+        offers, _ = await self.search_dated(query)
+        return offers
+
+    def expire(self, query: dict[str, Any], answered_at: float) -> None:
+        """Drop the answer of ``answered_at`` (``search_dated``): the node's pods hold or
+        bought every offer in it, so the next asker must ask Vast again rather than wait
+        out ``ttl``. A newer answer stays."""
+        key = msgspec.json.encode(query, order="sorted")
+        entry = self._entries.get(key)
+        if entry is not None and entry.done.is_set() and entry.at <= answered_at:
+            del self._entries[key]
+
+    async def search_dated(self, query: dict[str, Any]) -> tuple[list[Offer], float]:
+        """``search``, and when the answer came (for ``expire``)."""
         key = msgspec.json.encode(query, order="sorted")
         while True:
             entry = self._entries.get(key)
@@ -60,9 +74,9 @@ class SharedSearches:
                 return await self._ask(key, query)
             await entry.done.wait()
             if entry.offers is not None:
-                return list(entry.offers)
+                return list(entry.offers), entry.at
 
-    async def _ask(self, key: bytes, query: dict[str, Any]) -> list[Offer]:
+    async def _ask(self, key: bytes, query: dict[str, Any]) -> tuple[list[Offer], float]:
         self._forget_stale()
         entry = self._entries[key] = _Entry()
         try:
@@ -72,7 +86,7 @@ class SharedSearches:
             entry.done.set()
             if entry.offers is None and self._entries.get(key) is entry:
                 del self._entries[key]
-        return list(entry.offers)
+        return list(entry.offers), entry.at
 
     def _forget_stale(self) -> None:
         now = trio.current_time()
