@@ -158,7 +158,6 @@ class Buyer:
             message = selection.describe()
             await progress.event("Warning", reason, message, log_as="offers found: 0")
             return reason, message
-        await progress.event("Normal", "OffersFound", selection.describe(), log_as="offers found")
         refusal = None
         tried = 0
         for offer in selection.ranked:
@@ -173,6 +172,10 @@ class Buyer:
                 continue
             tried += 1
             with self._claims.claim(offer.id):
+                if tried == 1:  # said only when this pod gets to buy: siblings may hold all
+                    await progress.event(
+                        "Normal", "OffersFound", selection.describe(), log_as="offers found"
+                    )
                 outcome = await self._try_offer(pod, offer, requirements, price, label, progress)
             if isinstance(outcome, int):
                 return outcome
