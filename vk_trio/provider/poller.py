@@ -191,11 +191,12 @@ class InstancePoller:
         first = True
         while True:
             self._wake_full = trio.Event()
+            next_at = trio.current_time() + self._slow  # a tick, however long the sweep took
             await self._sweep_full()
             if first:
                 task_status.started()
                 first = False
-            with trio.move_on_after(self._slow):
+            with trio.move_on_at(next_at):
                 await self._wake_full.wait()
 
     async def _booting_loop(self) -> None:
