@@ -46,7 +46,8 @@ from vk_trio.provider.budget import Budget
 from vk_trio.provider.kubelet_backend import VastKubeletBackend, start_kubelet_api
 from vk_trio.provider.poller import InstancePoller
 from vk_trio.provider.reaper import run_reaper
-from vk_trio.vast import Pacer, RetryPolicy, VastAuthError, VastClient
+from vk_trio.vast import RetryPolicy, VastAuthError, VastClient
+from vk_trio.vast.pacer import shared_pacer
 
 REGISTER_RETRY = 5.0
 
@@ -76,7 +77,7 @@ async def serve_node(
     if settings.vast_api_key:
         redact(settings.vast_api_key)
     cluster = await load_config(kubeconfig=settings.kubeconfig)
-    pacer = Pacer() if settings.pacing is None else Pacer(scale=settings.pacing)
+    pacer = shared_pacer(settings.vast_api_key, settings.pacing)  # Vast limits per key
     async with (
         VastClient(
             api_key=settings.vast_api_key,

@@ -24,7 +24,8 @@ from vk_trio.errors import TemporaryError, VkError
 from vk_trio.kube.api import KubeClient
 from vk_trio.kube.config import ClusterConfig, ConfigError, load_config
 from vk_trio.kube.errors import KubeError, KubeForbidden, KubeNotFound
-from vk_trio.vast import Pacer, RetryPolicy, VastAuthError, VastClient
+from vk_trio.vast import RetryPolicy, VastAuthError, VastClient
+from vk_trio.vast.pacer import shared_pacer
 
 __all__ = ["StartupError", "explain", "first_cause", "preflight"]
 
@@ -56,7 +57,7 @@ async def preflight(settings: Settings) -> None:
             pass  # a first start: registration creates it
         except KubeError as exc:
             raise StartupError(_kube_line(exc, cluster.server)) from None
-    pacer = Pacer() if settings.pacing is None else Pacer(scale=settings.pacing)
+    pacer = shared_pacer(settings.vast_api_key, settings.pacing)  # Vast limits per key
     async with VastClient(
         api_key=settings.vast_api_key,
         base_url=settings.vast_api_url,

@@ -10,6 +10,7 @@ import trio
 import trio.testing
 
 from vk_trio.vast import DEFAULT_INTERVALS, Pacer
+from vk_trio.vast.pacer import shared_pacer
 
 
 async def test_calls_of_one_endpoint_are_spaced_by_its_interval(autojump_clock: Any) -> None:
@@ -96,3 +97,12 @@ def test_intervals_can_be_overridden_and_scaled() -> None:
 def test_bad_configuration_is_rejected(intervals: dict[str, float] | None, scale: float) -> None:
     with pytest.raises(ValueError):
         Pacer(intervals, scale=scale)
+
+
+async def test_one_pacer_per_api_key_in_a_process() -> None:
+    """Vast limits per key: two nodes of one process on one key queue in the same lanes."""
+    first = shared_pacer("key-a", None)
+    assert shared_pacer("key-a", None) is first
+    assert shared_pacer("key-b", None) is not first
+    assert shared_pacer("key-a", 2.0) is not first  # another multiplier, another budget
+    assert first.interval("create") == pytest.approx(4.5 * 1.1)

@@ -22,8 +22,9 @@ from collections import deque
 from collections.abc import Mapping
 
 import trio
+from trio.lowlevel import RunVar
 
-__all__ = ["DEFAULT_INTERVALS", "DEFAULT_SCALE", "Pacer"]
+__all__ = ["DEFAULT_INTERVALS", "DEFAULT_SCALE", "Pacer", "shared_pacer"]
 
 DEFAULT_INTERVALS: Mapping[str, float] = {
     "create": 4.5,  # PUT /api/v0/asks/{id}/
@@ -112,3 +113,25 @@ class Pacer:
                 "max_s": round(waits[-1], 3),
             }
         return out
+
+
+_SHARED: RunVar[dict[tuple[str, float], Pacer]] = RunVar("vk_trio_pacers")
+
+
+def shared_pacer(api_key: str | None, scale: float | None = None) -> Pacer:
+    """The one pacer of every client of ``api_key`` in this Trio run.
+
+    Vast counts calls per endpoint *per API key*, so two virtual nodes of one process on one
+    account must queue in the same lanes, or together they would call twice as fast as
+    allowed. (Processes cannot share a pacer: give each ``--pacing N`` when N share a key.)
+    """
+    scale = DEFAULT_SCALE if scale is None else scale
+    try:
+        pacers = _SHARED.get()
+    except LookupError:
+        pacers = {}
+        _SHARED.set(pacers)
+    key = (api_key or "", scale)
+    if key not in pacers:
+        pacers[key] = Pacer(scale=scale)
+    return pacers[key]
