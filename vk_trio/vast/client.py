@@ -30,7 +30,7 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, NamedTuple, Self, TypeVar
@@ -254,14 +254,20 @@ class VastClient:
         )
 
     async def list_instances(
-        self, *, select_filters: Mapping[str, Any] | None = None
+        self,
+        *,
+        select_filters: Mapping[str, Any] | None = None,
+        select_cols: Sequence[str] | None = None,
     ) -> list[Instance]:
-        """Every instance matching ``select_filters`` (§5.2), following ``next_token`` pages."""
+        """Every instance matching ``select_filters`` (§5.2), following ``next_token`` pages;
+        only the ``select_cols`` columns (and ``id``) when given, the others left unset."""
         params = {
             "select_filters": msgspec.json.encode(select_filters or {}).decode(),
             "order_by": _ORDER_BY,
             "limit": str(PAGE_SIZE),
         }
+        if select_cols is not None:
+            params["select_cols"] = msgspec.json.encode(["id", *select_cols]).decode()
         instances: list[Instance] = []
         seen: set[str] = set()
         while True:
