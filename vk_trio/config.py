@@ -125,7 +125,8 @@ class Settings(msgspec.Struct, kw_only=True):
         float,
         Meta(
             gt=0,
-            description="seconds between instance sweeps while any instance boots",
+            description="seconds between sweeps of the booting instances (one list filtered "
+            "on their statuses) while any boots",
             extra=_SECONDS,
         ),
     ] = 2.0
@@ -133,8 +134,8 @@ class Settings(msgspec.Struct, kw_only=True):
         float,
         Meta(
             gt=0,
-            description="seconds between instance sweeps when all is steady; exits are "
-            "noticed within this; at least POLL_FAST",
+            description="seconds between full sweeps of every instance (one list call per "
+            "25); exits are noticed within this; at least POLL_FAST",
             extra=_SECONDS,
         ),
     ] = 15.0
@@ -265,7 +266,8 @@ class Settings(msgspec.Struct, kw_only=True):
         Annotated[float, Meta(ge=0)] | None,
         Meta(
             description="multiplier of Vast's minimum call intervals (0 disables pacing, for "
-            "simulators without rate limits)",
+            "simulators without rate limits; unset: 1.1); N processes on one API key: 1.1 x N "
+            "each",
             extra={"unit": "a multiplier"},
         ),
     ] = None
