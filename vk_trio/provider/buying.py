@@ -55,6 +55,8 @@ Wait = tuple[str, str]
 
 TAKEN: Wait = ("SearchingOffers", "taken")
 """Every offer the last search found is being bought, or was bought, by this node's pods."""
+TRIED: Wait = ("SearchingOffers", "tried")
+"""``TAKEN``, after trying offers that were gone or refused."""
 TAKEN_MESSAGE = "the offers found are being bought by this node's other pods; looking again"
 
 
@@ -108,17 +110,23 @@ class Buyer:
         # Said once: a retry keeps showing why the last turn failed until it knows better,
         # so a spend-capped pod does not flicker between two reasons every sweep.
         await progress.waiting("SearchingOffers", "searching Vast.ai offers")
+        taken = False
         while True:
             outcome = await self._try_buy(pod, requirements, label, excluded_machines, progress)
             if isinstance(outcome, int):
                 return outcome
+            if outcome is TRIED:  # the pod showed "Buying" meanwhile: say it again
+                taken, outcome = False, TAKEN
             if outcome is TAKEN:
                 # Not a failure, so no backoff and no Event: the node's other pods hold every
                 # offer of the last answer (a thousand pods share one search of 200 offers).
                 # Look again soon, at a time of its own so that they do not all wake at once.
-                await progress.waiting("SearchingOffers", TAKEN_MESSAGE)
+                if not taken:  # said once: hundreds of pods may wait like this for a while
+                    await progress.waiting("SearchingOffers", TAKEN_MESSAGE)
+                    taken = True
                 await trio.sleep(self._settings.poll_fast * random.uniform(0.5, 1.5))
                 continue
+            taken = False
             reason, message = outcome
             # Room frees when another pod's instance goes: look again each slow sweep.
             delay = self._settings.poll_slow if reason == "SpendCapReached" else waits.next()
@@ -186,7 +194,7 @@ class Buyer:
             await progress.event("Warning", "SpendCapReached", refusal)
             return "SpendCapReached", refusal
         self._searches.expire(query, answered_at)
-        return TAKEN
+        return TAKEN if tried == 0 else TRIED
 
     async def _explain(self, requirements: Requirements, strict: Selection) -> Selection:
         """Why nothing matched: the strict query's server-side filter leaves nothing to count,
