@@ -315,11 +315,10 @@ async def _measure(run: _Run) -> Obj:
         async def vast_stats() -> Counter[str]:
             return Counter((await vast.get("/_sim/stats")).json())
 
-        async def kube_requests() -> int | None:
+        async def kube_requests() -> Counter[str] | None:
             if kube_stats is None:
                 return None
-            counts: dict[str, int] = (await kube_stats.get("/_sim/stats")).json()
-            return sum(counts.values())
+            return Counter((await kube_stats.get("/_sim/stats")).json())
 
         await _wait_ready(run, probe)
         await trio.sleep(2.0)
@@ -387,8 +386,11 @@ async def _measure(run: _Run) -> Obj:
     creates = sorted(e["start_date"] for e in ledger)
     gaps = [b - a for a, b in itertools.pairwise(creates)]
     kube_calls = None
+    kube_by_endpoint: dict[str, float] = {}
     if kube_before is not None and kube_after is not None:
-        kube_calls = (kube_after - kube_before - run.kube_calls_by_bench) / n
+        made = kube_after - kube_before
+        kube_calls = (sum(made.values()) - run.kube_calls_by_bench) / n
+        kube_by_endpoint = {k: round(v / n, 2) for k, v in sorted(made.items())}
     return {
         "pods": n,
         "rate_limits": limits,
@@ -414,6 +416,7 @@ async def _measure(run: _Run) -> Obj:
         "vast_calls_per_min_steady": steady_calls,
         "vast_429s": sum(v for k, v in final_stats.items() if k.endswith(" 429")),
         "kube_calls_per_pod": None if kube_calls is None else round(kube_calls, 1),
+        "kube_calls_per_pod_by_endpoint": kube_by_endpoint,  # the bench's own included
         "loop_stall": end_vars.get("loop_stall"),
         "poller": end_vars.get("poller"),
         "delete_all_s": round(delete_all, 2),
