@@ -293,6 +293,10 @@ async def _measure(run: _Run) -> Obj:
         "KUBECONFIG": kubeconfig,
         "HEALTH_HOST": "127.0.0.1",
         "HEALTH_PORT": health.rpartition(":")[2],
+        # the kubelet API too, on loopback: never 0.0.0.0:10250 on someone's machine
+        "KUBELET_HOST": "127.0.0.1",
+        "KUBELET_PORT": str(_free_port()),
+        "POD_IP": "127.0.0.1",
     }
     flags = [] if args.real_limits else ["--pacing=0"]
     run.children["node"] = _spawn(
