@@ -1,4 +1,4 @@
-"""The ``vk-trio`` command: ``run`` (the node), ``demo``, ``offers`` (dry run), ``sim vast|kube``.
+"""The ``vk-trio`` command: ``run`` (the node), ``demo``, ``offers`` (dry run), ``bench``, ``sim``.
 
 Each subcommand lives in its own module, which offers ``add_arguments(parser)`` and
 ``main(args) -> int``; this file only wires them. Command modules keep their imports light
