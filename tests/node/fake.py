@@ -33,10 +33,10 @@ INVALID = "fake/invalid"
 Run = list[tuple[float, Observation]]
 
 
-def running(address: str = "127.0.0.1") -> Running:
+def running(address: str = "127.0.0.1", endpoints: dict[str, str] | None = None) -> Running:
     return Running(
         address=address,
-        endpoints={},
+        endpoints=endpoints or {},
         description=f"running at {address}",
         container_id="fake://instance",
     )

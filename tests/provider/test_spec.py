@@ -380,6 +380,19 @@ async def test_ports() -> None:
     assert body.env == {"A": "1", "-p 8000:8000": "1", "-p 53:53/udp": "1", "-p 22:22": "1"}
 
 
+async def test_probe_ports_are_published() -> None:
+    """vk-trio probes from outside: a probe's port needs a mapping even when not listed."""
+    pod = make_pod(
+        {
+            "ports": [{"containerPort": 8000, "name": "http"}],
+            "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}},
+            "livenessProbe": {"tcpSocket": {"port": 9000}},
+        }
+    )
+    body, _ = await request(pod)
+    assert body.env == {"-p 8000:8000": "1", "-p 9000:9000": "1"}
+
+
 async def test_sctp_port() -> None:
     pod = make_pod({"ports": [{"containerPort": 9, "protocol": "SCTP"}]})
     with pytest.raises(SpecError, match=r"9/SCTP .* TCP and UDP only"):

@@ -81,6 +81,48 @@ class ResourceRequirements(msgspec.Struct, kw_only=True):
     requests: dict[str, str] = msgspec.field(default_factory=dict)
 
 
+class HTTPHeader(msgspec.Struct, kw_only=True):
+    name: str
+    value: str = ""
+
+
+class HTTPGetAction(msgspec.Struct, kw_only=True, rename="camel"):
+    port: int | str
+    """A container port number, or the name of one in ``ports``."""
+    path: str = "/"
+    scheme: str = "HTTP"
+    host: str | None = None
+    http_headers: list[HTTPHeader] = msgspec.field(default_factory=list)
+
+
+class TCPSocketAction(msgspec.Struct, kw_only=True):
+    port: int | str
+    host: str | None = None
+
+
+class GRPCAction(msgspec.Struct, kw_only=True):
+    port: int
+    service: str | None = None
+
+
+class ExecAction(msgspec.Struct, kw_only=True):
+    command: list[str] = msgspec.field(default_factory=list)
+
+
+class Probe(msgspec.Struct, kw_only=True, rename="camel"):
+    """A container probe; the defaults are the API server's."""
+
+    http_get: HTTPGetAction | None = None
+    tcp_socket: TCPSocketAction | None = None
+    grpc: GRPCAction | None = None
+    exec: ExecAction | None = None
+    initial_delay_seconds: int = 0
+    period_seconds: int = 10
+    timeout_seconds: int = 1
+    success_threshold: int = 1
+    failure_threshold: int = 3
+
+
 class Container(msgspec.Struct, kw_only=True, rename="camel"):
     name: str
     image: str = ""
@@ -90,6 +132,9 @@ class Container(msgspec.Struct, kw_only=True, rename="camel"):
     env_from: list[EnvFromSource] = msgspec.field(default_factory=list)
     ports: list[ContainerPort] = msgspec.field(default_factory=list)
     resources: ResourceRequirements = msgspec.field(default_factory=ResourceRequirements)
+    startup_probe: Probe | None = None
+    readiness_probe: Probe | None = None
+    liveness_probe: Probe | None = None
 
 
 class Toleration(msgspec.Struct, kw_only=True):

@@ -22,6 +22,10 @@ from vk_trio.kube.models import Pod
 
 Phase = Literal["Pending", "Running", "Succeeded", "Failed"]
 
+PROBES_IGNORED = "vast.ai/ProbesIgnored"
+"""A pod condition of vk-trio's own: some probes of the container cannot run on the node
+(``exec``); its message says which. Not a readiness gate: it changes nothing, it tells."""
+
 
 def now_rfc3339() -> str:
     """Wall-clock time as Kubernetes ``metav1.Time`` ("2026-01-02T03:04:05Z")."""
@@ -69,6 +73,10 @@ class PodView:
     """Containers that do not run on the instance → the reason shown for each."""
     container_id: str | None = None
     """The instance that runs (or last ran) the container, as ``<scheme>://<id>``."""
+    started: bool = True
+    """False while the container runs but its startup probe has not succeeded yet."""
+    ignored_probes: str | None = None
+    """Why some of the container's probes are not run (``exec``), shown as a condition."""
 
     def waiting(self, reason: str, message: str) -> PodView:
         """The container waits; the phase stays (a Running pod whose container restarts is
@@ -128,7 +136,7 @@ def status_patch(pod: Pod, view: PodView, *, chosen: str) -> dict[str, Any]:
                 entry["containerID"] = view.container_id
                 entry["imageID"] = container.image  # the reference the instance was made from
             entry["ready"] = view.ready
-            entry["started"] = isinstance(view.state, Running)
+            entry["started"] = isinstance(view.state, Running) and view.started
             entry["restartCount"] = view.restart_count
             entry["state"] = _state(view.state)
             if view.last_state is not None:
@@ -145,6 +153,15 @@ def status_patch(pod: Pod, view: PodView, *, chosen: str) -> dict[str, Any]:
         _condition("ContainersReady", all_ready, "ContainersNotReady"),
         _condition("Ready", all_ready, "ContainersNotReady"),
     ]
+    if view.ignored_probes:
+        conditions.append(
+            {
+                "type": PROBES_IGNORED,
+                "status": "True",
+                "reason": "ProbeNotSupported",
+                "message": view.ignored_probes,
+            }
+        )
     if not any(c.type == "PodScheduled" for c in pod.status.conditions):
         conditions.insert(0, _condition("PodScheduled", True))
     status: dict[str, Any] = {

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 from contextlib import aclosing
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import trio
 from loguru import logger
@@ -37,10 +37,11 @@ from vk_trio.config import Settings
 from vk_trio.kube.api import KubeClient
 from vk_trio.kube.errors import KubeError
 from vk_trio.kube.events import EventRecorder
-from vk_trio.kube.models import ObjectMeta
+from vk_trio.kube.models import Container, ObjectMeta
 from vk_trio.kube.pods import delete_pod
 from vk_trio.node.admission import unsupported_reason
 from vk_trio.node.handle import PodHandle
+from vk_trio.node.probes import Kill, Prober, gates, run_probes, unsupported
 from vk_trio.node.provider import (
     Booting,
     Exited,
@@ -70,6 +71,8 @@ class NodeServices:
     kube: KubeClient
     events: EventRecorder
     provider: Provider
+    prober: Prober = field(default_factory=Prober)
+    """Bounds the probe attempts of every pod of the node."""
 
 
 async def supervise_pod(services: NodeServices, handle: PodHandle) -> None:
@@ -182,6 +185,7 @@ class _PodLifecycle:
             return
         await self._check()
         self._restore()
+        await self._ignored_probes()
         settings = self.s.settings
         crash = _backoff(settings).delays()
         outcome: Terminated | MachineFailed | None = None
@@ -331,39 +335,116 @@ class _PodLifecycle:
     # -- following one instance ----------------------------------------------------------
 
     async def _follow(self, instance: str) -> Terminated | MachineFailed:
-        """Show the instance's observations until it ends; return how it ended."""
+        """Show the instance's observations until it ends, and probe the container while it
+        runs; return how it ended (or how the probes killed it)."""
+        async with trio.open_nursery() as nursery:
+            try:
+                return await self._observe(instance, nursery)
+            finally:
+                nursery.cancel_scope.cancel()  # the probes end with the instance
+
+    async def _observe(self, instance: str, nursery: trio.Nursery) -> Terminated | MachineFailed:
         observations = self.provider.follow(self.handle.pod, instance, self.report)
-        async with aclosing(observations):
-            async for observed in observations:
-                match observed:
-                    case Booting(message):
-                        if isinstance(self.view.state, RunningState):
-                            await self.show(replace(self.view, ready=False, message=message))
-                        else:
-                            await self.show(self.view.waiting("Provisioning", message))
-                    case Running():
-                        await self._running(observed)
-                    case Exited(code, message):
-                        return _terminated(code, message)
-                    case MachineFailed(reason, message):
-                        await self.report.event("Warning", reason, message)
-                        return observed
-                    case Lost(reason, message):
-                        await self.report.event("Warning", reason, message)
-                        return Terminated(UNKNOWN_EXIT, reason, message)
+        probing: trio.CancelScope | None = None
+        killed: list[Kill] = []
+        since: float | None = None
+        running: Running | None = None
+        with trio.CancelScope() as following:
+            async with aclosing(observations):
+                async for observed in observations:
+                    if probing is not None and not isinstance(observed, Running):
+                        probing.cancel()
+                    match observed:
+                        case Booting(message):
+                            if isinstance(self.view.state, RunningState):
+                                await self.show(replace(self.view, ready=False, message=message))
+                            else:
+                                await self.show(self.view.waiting("Provisioning", message))
+                        case Running() if observed == running and probing is not None:
+                            pass  # the same again: the probes carry on
+                        case Running():
+                            running = observed
+                            await self._running(observed)
+                            if probing is not None:
+                                probing.cancel()
+                            since = trio.current_time() if since is None else since
+                            probing = await nursery.start(
+                                self._probe, observed, since, following, killed
+                            )
+                        case Exited(code, message):
+                            return _terminated(code, message)
+                        case MachineFailed(reason, message):
+                            await self.report.event("Warning", reason, message)
+                            return observed
+                        case Lost(reason, message):
+                            await self.report.event("Warning", reason, message)
+                            return Terminated(UNKNOWN_EXIT, reason, message)
+        if killed:
+            kill = killed[0]
+            await self.report.event(
+                "Normal",
+                "Killing",
+                f"Container {self.report.chosen} failed {kill.kind.lower()} probe, "
+                "will be restarted",
+            )
+            return Terminated(UNKNOWN_EXIT, "Error", kill.message)
         raise RuntimeError(f"provider stopped following instance {instance} before it ended")
+
+    async def _probe(
+        self,
+        observed: Running,
+        since: float,
+        following: trio.CancelScope,
+        killed: list[Kill],
+        *,
+        task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Probe the running container; a kill ends the instance's follow (``following``)."""
+        with trio.CancelScope() as scope:
+            task_status.started(scope)
+            container = self._container()
+            if container is None:
+                return
+            killed.append(
+                await run_probes(
+                    container, observed.endpoints, self.s.prober, _Probed(self), since=since
+                )
+            )
+            following.cancel()
+
+    def _container(self) -> Container | None:
+        return next(
+            (c for c in self.handle.pod.spec.containers if c.name == self.report.chosen), None
+        )
+
+    async def _ignored_probes(self) -> None:
+        """Probes that cannot run (``exec``) are said on the pod, never silently dropped."""
+        container = self._container()
+        names = unsupported(container) if container is not None else []
+        if not names:
+            self.report.view = replace(self.view, ignored_probes=None)
+            return
+        message = (
+            f"container {self.report.chosen!r}: {', '.join(names)} cannot run on the virtual "
+            "node (vk-trio probes the instance from outside: use httpGet or tcpSocket); ignored"
+        )
+        await self.report.event("Warning", "ProbeNotSupported", message)
+        self.report.view = replace(self.view, ignored_probes=message)
 
     async def _running(self, observed: Running) -> None:
         state = self.view.state
         started = state.started_at if isinstance(state, RunningState) else now_rfc3339()
         if self.view.phase == "Pending":  # the pod's first start, not a restart
             metrics.observe_bound_to_running(_seconds_since(self.handle.pod.metadata))
+        container = self._container()
+        probed_started, ready = gates(container) if container is not None else (True, True)
         await self.show(
             replace(
                 self.view,
                 phase="Running",
                 state=RunningState(started),
-                ready=True,
+                ready=ready,
+                started=probed_started,
                 address=observed.address,
                 message=None,
                 reason=None,
@@ -382,6 +463,21 @@ def _seconds_since(meta: ObjectMeta) -> float:
         return 0.0
     then = dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
     return max(0.0, (dt.datetime.now(dt.UTC) - then).total_seconds())
+
+
+class _Probed:
+    """The ``ProbeReport`` of one pod: probe results become its status and Events."""
+
+    def __init__(self, lifecycle: _PodLifecycle) -> None:
+        self._lifecycle = lifecycle
+
+    async def probed(self, *, started: bool, ready: bool) -> None:
+        view = self._lifecycle.view
+        if isinstance(view.state, RunningState):
+            await self._lifecycle.show(replace(view, started=started, ready=ready))
+
+    async def unhealthy(self, message: str) -> None:
+        await self._lifecycle.report.event("Warning", "Unhealthy", message)
 
 
 def _terminated(code: int | None, message: str) -> Terminated:

@@ -141,8 +141,9 @@ async def instance_request(
 
 
 def _port_flags(pod: Pod, container: Container) -> dict[str, str]:
-    """Docker ``-p`` options, which Vast takes as env keys. Host ports are Vast's choice
-    (``Instance.endpoints()`` reports them), so ``hostPort`` is ignored."""
+    """Docker ``-p`` options, which Vast takes as env keys: the container's ports and its
+    probes' ports. Host ports are Vast's choice (``Instance.endpoints()`` reports them), so
+    ``hostPort`` is ignored."""
     flags: dict[str, str] = {}
     for port in container.ports:
         protocol = port.protocol.upper()
@@ -155,6 +156,12 @@ def _port_flags(pod: Pod, container: Container) -> dict[str, str]:
             raise SpecError(f"container port {port.container_port} of pod {pod.key} is invalid")
         suffix = "/udp" if protocol == "UDP" else ""
         flags[f"-p {port.container_port}:{port.container_port}{suffix}"] = "1"
+    # vk-trio probes from outside, so a probe's port must be published even when the pod
+    # does not list it (a kubelet reaches every port of the pod's network namespace).
+    for probe in (container.startup_probe, container.readiness_probe, container.liveness_probe):
+        action = (probe.http_get or probe.tcp_socket) if probe is not None else None
+        if action is not None and isinstance(action.port, int) and 0 < action.port < 65536:
+            flags.setdefault(f"-p {action.port}:{action.port}", "1")
     return flags
 
 

@@ -1,0 +1,369 @@
+"""Container probes, as the kubelet's prober runs them, against the instance's public endpoints.
+
+A kubelet probes ``podIP:containerPort`` from the node. A virtual node's pod has no pod IP
+the node can reach: the world reaches the container at the public ``ip:port`` the backend
+mapped to each container port (``Running.endpoints``), so that is where vk-trio probes, from
+outside, like any client of the app. Nothing here knows which backend it is.
+
+What is run, with the probe's own ``initialDelaySeconds`` (from when the container was first
+seen running), ``periodSeconds``, ``timeoutSeconds``, ``successThreshold`` and
+``failureThreshold`` (``pkg/kubelet/prober/worker.go``):
+
+* ``startupProbe`` first; until it succeeds the container is not ``started`` and the other
+  two do not run; ``failureThreshold`` failures in a row kill the container;
+* ``readinessProbe``: not ready until ``successThreshold`` successes in a row, not ready
+  again after ``failureThreshold`` failures in a row;
+* ``livenessProbe``: ``failureThreshold`` failures in a row kill the container.
+
+Every failed attempt is a Warning Event ``Unhealthy`` with the kubelet's text ("Liveness probe
+failed: HTTP probe failed with statuscode: 500"); the recorder aggregates repeats.
+
+Handlers: ``httpGet`` (``http``/``https``; like the kubelet, https certificates are not
+verified, and 2xx/3xx is success without following redirects) and ``tcpSocket``. ``exec`` would
+need a shell inside the instance and ``grpc`` an HTTP/2 stack: neither is run, and
+``unsupported`` names them so the supervisor says so on the pod (they count as absent).
+
+Many pods probing must not starve the node: every attempt goes through the node-wide
+``Prober`` (a ``CapacityLimiter``), is bounded by its timeout, and does only trio socket I/O.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import h11
+import trio
+
+from vk_trio.kube.models import Container, HTTPGetAction, Probe
+
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "Kill",
+    "ProbeReport",
+    "Prober",
+    "Result",
+    "gates",
+    "run_probes",
+    "unsupported",
+]
+
+DEFAULT_CONCURRENCY = 64
+"""Probe attempts in flight node-wide. Each is one short TCP (and maybe TLS) exchange; 64 at
+once keeps 200 pods probed every 10 s with room to spare, and caps sockets and CPU when
+many apps are slow to answer."""
+
+USER_AGENT = "kube-probe/vk-trio"
+"""The kubelet sends ``kube-probe/<major>.<minor>``; apps that special-case it still match."""
+
+_READ_SIZE = 16384
+
+Kind = Literal["Startup", "Readiness", "Liveness"]
+
+
+@dataclass(frozen=True)
+class Result:
+    ok: bool
+    output: str
+    """Why it failed, in the kubelet's words (empty on success)."""
+
+
+@dataclass(frozen=True)
+class Kill:
+    """A startup or liveness probe failed ``failureThreshold`` times in a row."""
+
+    kind: Kind
+    output: str
+
+    @property
+    def message(self) -> str:
+        """The terminated state's message: ``liveness probe failed: …``."""
+        return f"{self.kind.lower()} probe failed: {self.output}"
+
+
+class ProbeReport(Protocol):
+    """What the probes of one container tell their pod's supervisor."""
+
+    async def probed(self, *, started: bool, ready: bool) -> None:
+        """The container's ``started`` and ``ready`` changed."""
+        ...
+
+    async def unhealthy(self, message: str) -> None:
+        """One failed attempt (the Event ``Unhealthy``)."""
+        ...
+
+
+def _probes(container: Container) -> dict[Kind, Probe]:
+    found: dict[Kind, Probe | None] = {
+        "Startup": container.startup_probe,
+        "Readiness": container.readiness_probe,
+        "Liveness": container.liveness_probe,
+    }
+    return {kind: probe for kind, probe in found.items() if probe is not None}
+
+
+def _runnable(probe: Probe) -> bool:
+    return probe.http_get is not None or probe.tcp_socket is not None
+
+
+def unsupported(container: Container) -> list[str]:
+    """The container's probes that cannot run from outside the instance, e.g.
+    ``livenessProbe (exec)``; they are treated as absent."""
+    named = []
+    for kind, probe in _probes(container).items():
+        if not _runnable(probe):
+            handler = "grpc" if probe.grpc is not None else "exec"
+            named.append(f"{kind[0].lower()}{kind[1:]}Probe ({handler})")
+    return named
+
+
+def gates(container: Container) -> tuple[bool, bool]:
+    """``(started, ready)`` when the container starts running, before any probe answered."""
+    probes = {k: p for k, p in _probes(container).items() if _runnable(p)}
+    started = "Startup" not in probes
+    return started, started and "Readiness" not in probes
+
+
+class Prober:
+    """The node's probing capacity: one per node, shared by every pod's probes."""
+
+    def __init__(self, *, concurrency: int = DEFAULT_CONCURRENCY) -> None:
+        self._limiter = trio.CapacityLimiter(concurrency)
+
+    async def check(
+        self, probe: Probe, container: Container, endpoints: Mapping[str, str]
+    ) -> Result:
+        """One attempt of ``probe`` against the container's public endpoint."""
+        action = probe.http_get or probe.tcp_socket
+        if action is None:
+            return Result(False, "the probe has no httpGet or tcpSocket handler")
+        target = _endpoint(action.port, container, endpoints)
+        if isinstance(target, str):
+            return Result(False, target)
+        host, number = target
+        async with self._limiter:
+            with trio.move_on_after(max(probe.timeout_seconds, 1)):
+                if probe.http_get is not None:
+                    return await _http_get(probe.http_get, host, number)
+                return await _tcp(host, number)
+        if probe.http_get is not None:
+            url = _url(probe.http_get, host, number)
+            return Result(
+                False,
+                f'Get "{url}": context deadline exceeded '
+                "(Client.Timeout exceeded while awaiting headers)",
+            )
+        return Result(False, f"dial tcp {host}:{number}: i/o timeout")
+
+
+async def run_probes(
+    container: Container,
+    endpoints: Mapping[str, str],
+    prober: Prober,
+    report: ProbeReport,
+    *,
+    since: float,
+) -> Kill:
+    """Probe ``container`` at ``endpoints`` until a startup or liveness probe kills it.
+
+    ``since`` is the trio time the container was first seen running (initial delays count
+    from there). Owns one task per probe, all ended when this returns or is cancelled (the
+    instance stopped running, or the pod is gone). Reports every change of ``started`` and
+    ``ready`` through ``report``; returns the ``Kill`` the supervisor acts on. Never raises:
+    a probe that cannot connect is a failed attempt.
+    """
+    probes = {k: p for k, p in _probes(container).items() if _runnable(p)}
+    started, ready = gates(container)
+    startup = probes.get("Startup")
+    if startup is not None:
+        killed = await _Worker("Startup", startup, container, endpoints, prober, report).run(
+            since, None
+        )
+        if killed is not None:
+            return killed
+        started = True
+        ready = "Readiness" not in probes
+        await report.probed(started=True, ready=ready)
+    readiness, liveness = probes.get("Readiness"), probes.get("Liveness")
+
+    async def on_ready(value: bool) -> None:
+        await report.probed(started=started, ready=value)
+
+    async with trio.open_nursery() as nursery:
+        if readiness is not None:
+            worker = _Worker("Readiness", readiness, container, endpoints, prober, report)
+            nursery.start_soon(worker.run, since, on_ready)
+        if liveness is None:
+            await trio.sleep_forever()
+        killed = await _Worker("Liveness", liveness, container, endpoints, prober, report).run(
+            since, None
+        )
+        nursery.cancel_scope.cancel()
+    assert killed is not None  # liveness runs until it kills
+    return killed
+
+
+class _Worker:
+    """One probe of one container: the kubelet's ``worker.doProbe`` loop."""
+
+    def __init__(
+        self,
+        kind: Kind,
+        probe: Probe,
+        container: Container,
+        endpoints: Mapping[str, str],
+        prober: Prober,
+        report: ProbeReport,
+    ) -> None:
+        self.kind = kind
+        self.probe = probe
+        self.container = container
+        self.endpoints = endpoints
+        self.prober = prober
+        self.report = report
+
+    async def run(self, since: float, on_ready: _OnReady | None) -> Kill | None:
+        """Startup: None once it succeeds. Readiness: never returns, ``on_ready`` on every
+        change. Liveness: returns the ``Kill``. Startup or liveness failing: the ``Kill``."""
+        probe = self.probe
+        # The initial result, as the kubelet's: readiness Failure, liveness Success,
+        # startup unknown (not started).
+        result = self.kind == "Liveness"
+        successes = failures = 0
+        next_at = since + max(probe.initial_delay_seconds, 0)
+        period = max(probe.period_seconds, 1)
+        while True:
+            await trio.sleep_until(next_at)
+            next_at = max(next_at + period, trio.current_time())
+            attempt = await self.prober.check(probe, self.container, self.endpoints)
+            if attempt.ok:
+                successes, failures = successes + 1, 0
+                if successes < max(probe.success_threshold, 1) or result:
+                    continue
+                result = True
+                if self.kind == "Startup":
+                    return None
+                if on_ready is not None:
+                    await on_ready(True)
+                continue
+            successes, failures = 0, failures + 1
+            await self.report.unhealthy(f"{self.kind} probe failed: {attempt.output}")
+            if failures < max(probe.failure_threshold, 1):
+                continue
+            if self.kind != "Readiness":
+                return Kill(self.kind, attempt.output)
+            if result and on_ready is not None:
+                result = False
+                await on_ready(False)
+
+
+class _OnReady(Protocol):
+    async def __call__(self, value: bool, /) -> None: ...
+
+
+def _endpoint(
+    port: int | str, container: Container, endpoints: Mapping[str, str]
+) -> tuple[str, int] | str:
+    """The public ``(host, port)`` for a probe's port (number or container-port name), or why
+    there is none."""
+    if isinstance(port, str):
+        named = next((p for p in container.ports if p.name == port), None)
+        if named is None:
+            return f"port {port!r} is not a named port of container {container.name!r}"
+        port = named.container_port
+    public = endpoints.get(f"{port}/tcp")
+    if public is None:
+        return f"container port {port}/tcp is not published by the instance"
+    host, _, number = public.rpartition(":")
+    return host, int(number)
+
+
+def _tls_context() -> ssl.SSLContext:
+    """No verification, as the kubelet's probes (``InsecureSkipVerify``); built without
+    loading CA files, so no disk I/O on the loop."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+_TLS = _tls_context()
+
+
+async def _tcp(host: str, port: int) -> Result:
+    try:
+        stream = await trio.open_tcp_stream(host, port)
+    except OSError as exc:
+        return Result(False, f"dial tcp {host}:{port}: {_reason(exc)}")
+    await stream.aclose()
+    return Result(True, "")
+
+
+def _path(action: HTTPGetAction) -> str:
+    return action.path if action.path.startswith("/") else f"/{action.path}"
+
+
+def _url(action: HTTPGetAction, host: str, port: int) -> str:
+    return f"{action.scheme.lower()}://{host}:{port}{_path(action)}"
+
+
+async def _http_get(action: HTTPGetAction, host: str, port: int) -> Result:
+    try:
+        status = await _exchange(action, host, port)
+    except (OSError, trio.BrokenResourceError, h11.ProtocolError) as exc:
+        return Result(False, f'Get "{_url(action, host, port)}": {_reason(exc)}')
+    if 200 <= status < 400:
+        return Result(True, "")
+    return Result(False, f"HTTP probe failed with statuscode: {status}")
+
+
+async def _exchange(action: HTTPGetAction, host: str, port: int) -> int:
+    """Send one GET and return the response status; one connection per attempt, as the
+    kubelet's probes (keep-alive off)."""
+    stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+    try:
+        if action.scheme.lower() == "https":
+            stream = trio.SSLStream(stream, _TLS, server_hostname=host)
+        connection = h11.Connection(h11.CLIENT)
+        user = [(h.name, h.value) for h in action.http_headers]
+        given = {name.lower() for name, _ in user}
+        headers = [
+            (name, value)
+            for name, value in (
+                ("Host", f"{host}:{port}"),
+                ("User-Agent", USER_AGENT),
+                ("Accept", "*/*"),
+            )
+            if name.lower() not in given
+        ]
+        headers += [*user, ("Connection", "close")]
+        request = h11.Request(method="GET", target=_path(action), headers=headers)
+        await stream.send_all(connection.send(request) + connection.send(h11.EndOfMessage()))
+        while True:
+            event = connection.next_event()
+            if event is h11.NEED_DATA:
+                connection.receive_data(bytes(await stream.receive_some(_READ_SIZE)))
+            elif isinstance(event, h11.Response):
+                return int(event.status_code)
+            elif isinstance(event, h11.ConnectionClosed):
+                raise trio.BrokenResourceError("EOF")
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(stream)
+
+
+def _reason(exc: BaseException) -> str:
+    """``connect: connection refused``-style text for a failed connection (trio wraps the
+    OS error of each attempt in "all attempts to connect ... failed")."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, BaseExceptionGroup) and cause.exceptions:
+            cause = cause.exceptions[0]
+            continue
+        if isinstance(cause, OSError) and cause.errno:
+            return f"connect: {os.strerror(cause.errno).lower()}"
+        cause = cause.__cause__
+    return str(exc) or type(exc).__name__
