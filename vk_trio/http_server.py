@@ -283,3 +283,9 @@ class _Connection:
         data = self._conn.send(event)
         if data:
             await self._stream.send_all(data)
+
+
+async def serve_connection(stream: trio.abc.Stream, *, handler: Handler) -> None:
+    """Serve ``handler`` on one accepted connection, for callers that own their listeners
+    (the Vast simulator's per-instance ports)."""
+    await _Connection(stream, handler).run()

@@ -27,6 +27,7 @@ import hashlib
 import math
 import random
 import re
+import socket as stdlib_socket
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -37,7 +38,7 @@ import msgspec
 import trio
 from loguru import logger
 
-from vk_trio.http_server import Request, Response, serve_http
+from vk_trio.http_server import Request, Response, serve_connection, serve_http
 from vk_trio.sim import vast_market as market
 from vk_trio.sim.vast_market import Row
 
@@ -107,6 +108,9 @@ class Faults(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
     """A ``request_logs`` result URL answers 404 for ``LOG_POLLS_WHEN_SLOW`` polls first."""
     logs_missing: float = 0.0
     """A ``request_logs`` result is never uploaded: its URL answers 404 forever."""
+    app_unhealthy: tuple[int, ...] = ()
+    """Instances whose app answers 500 on every served port (``--serve-ports``). Posting
+    one id (``{"app_unhealthy": 42}``) adds it to the list."""
 
 
 class VastSimConfig(msgspec.Struct, kw_only=True):
@@ -125,6 +129,12 @@ class VastSimConfig(msgspec.Struct, kw_only=True):
     faults: Faults = Faults()
     log_interval: float = 5.0
     """Seconds of run time per line a running container adds to its logs."""
+    serve_ports: bool = False
+    """Make each running instance really answer on its mapped ports: ``public_ipaddr`` is
+    127.0.0.1 and every mapped TCP port is a loopback HTTP listener (``_AppPorts``)."""
+    app_ready_after: float = 0.0
+    """With ``serve_ports``: seconds after ``running`` during which the app answers 503
+    (a model still loading), then 200 on any path."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,6 +210,59 @@ class _Instance:
         """Dollars billed: ``dph_total`` for every hour between create and destroy."""
         end = self.destroyed_at if self.destroyed_at is not None else now
         return self.dph_total * max(0.0, end - self.created_at) / 3600.0
+
+
+class _AppPorts:
+    """An instance's mapped TCP ports on 127.0.0.1, for ``serve_ports``.
+
+    Each socket is bound at creation to a port the OS picks (that port is the ``HostPort``
+    the API reports), so two instances, or another process, can never collide on it.
+    """
+
+    def __init__(self, specs: list[str]) -> None:
+        self._sockets: dict[str, stdlib_socket.socket] = {}
+        for spec in specs:
+            if spec.endswith("/tcp"):
+                self._sockets[spec] = self._bind(0)
+        self._ports = {spec: sock.getsockname()[1] for spec, sock in self._sockets.items()}
+
+    @staticmethod
+    def _bind(port: int) -> stdlib_socket.socket:
+        # A numeric loopback bind never blocks: no name lookup, no network.
+        sock = stdlib_socket.socket(stdlib_socket.AF_INET, stdlib_socket.SOCK_STREAM)
+        sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        return sock
+
+    def bindings(self) -> dict[str, list[dict[str, str]]]:
+        return {
+            spec: [{"HostIp": "0.0.0.0", "HostPort": str(port)}]
+            for spec, port in self._ports.items()
+        }
+
+    async def serve(self, handler: Callable[[Request], Awaitable[Response]]) -> None:
+        """Answer HTTP on every port until cancelled, then close them (trio takes each
+        socket over, so ``rebind`` makes new ones on the same ports)."""
+        listeners = []
+        for sock in self._sockets.values():
+            sock.listen(128)
+            listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
+        try:
+            serve = functools.partial(serve_connection, handler=handler)
+            await trio.serve_listeners(serve, listeners)
+        finally:
+            for listener in listeners:
+                listener.socket.close()
+
+    def rebind(self) -> None:
+        """Stop listening (connections are refused again), keeping each port."""
+        for spec, port in self._ports.items():
+            self._sockets[spec].close()
+            self._sockets[spec] = self._bind(port)
+
+    def close(self) -> None:
+        for sock in self._sockets.values():
+            sock.close()
 
 
 def _digest(*parts: object) -> str:
@@ -382,6 +445,8 @@ class VastSim:
         self._logs: dict[str, _LogUpload] = {}
         self._stats: Counter[str] = Counter()
         self._changed = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        """``serve``'s nursery: the instances' app ports are served in it."""
         if self.config.offers_path:
             rows = [
                 market.list_offer(
@@ -411,6 +476,7 @@ class VastSim:
                 functools.partial(serve_http, self.handle, host=host, port=port)
             )
             self.url = url
+            self._nursery = nursery
             logger.info(
                 "vast sim listening", url=url, offers=len(self._offers), seed=self.config.seed
             )
@@ -537,6 +603,11 @@ class VastSim:
             spec: [{"HostIp": "0.0.0.0", "HostPort": str(first + i)}]
             for i, spec in enumerate(specs)
         }
+        public_ipaddr = str(offer["public_ipaddr"]) + self._rng.choice(("", "", " ", "\n"))
+        app = _AppPorts(specs) if self.config.serve_ports else None
+        if app is not None:
+            public_ipaddr = "127.0.0.1" + public_ipaddr[len(str(offer["public_ipaddr"])) :]
+            ports.update(app.bindings())
         instance = _Instance(
             id=self._next_instance_id(),
             offer=offer,
@@ -548,13 +619,15 @@ class VastSim:
             is_bid=price is not None,
             ports=ports,
             direct_ports=(first, first + len(specs) - 1),
-            public_ipaddr=str(offer["public_ipaddr"]) + self._rng.choice(("", "", " ", "\n")),
+            public_ipaddr=public_ipaddr,
             api_key=f"{self._rng.getrandbits(256):064x}",
             boot_from=now,
             intended_status=str(body.get("target_state") or "running"),
         )
         self._decide_fate(instance)
         self._instances[instance.id] = instance
+        if app is not None:
+            self._serve_app(instance, app)
         logger.info(
             "vast sim: instance created",
             instance_id=instance.id,
@@ -914,6 +987,48 @@ class VastSim:
             default=math.inf,
         )
 
+    # -- the instances' apps (``serve_ports``) -------------------------------------------
+
+    def _serve_app(self, instance: _Instance, app: _AppPorts) -> None:
+        if self._nursery is None:
+            app.close()
+            raise RuntimeError("serve_ports needs the simulator served (await nursery.start)")
+        self._nursery.start_soon(self._run_app, instance, app, name=f"app of {instance.id}")
+
+    def _app_up(self, instance: _Instance) -> bool:
+        status, _ = instance.phase(trio.current_time(), self.config.boot_seconds)
+        return instance.destroyed_at is None and status == "running"
+
+    async def _run_app(self, instance: _Instance, app: _AppPorts) -> None:
+        """Listen on the instance's ports while it runs; refuse connections otherwise.
+
+        Owns the ports' sockets: bound (so nothing else takes the port) from creation,
+        listening only while ``running``, closed for good once the instance is destroyed.
+        """
+        handler = functools.partial(self._app_answer, instance)
+        try:
+            while True:
+                await self.wait_until(
+                    lambda _: instance.destroyed_at is not None or self._app_up(instance)
+                )
+                if instance.destroyed_at is not None:
+                    return
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(app.serve, handler)
+                    await self.wait_until(lambda _: not self._app_up(instance))
+                    nursery.cancel_scope.cancel()
+                app.rebind()  # stopped or exited: refused until it runs again
+        finally:
+            app.close()
+
+    async def _app_answer(self, instance: _Instance, request: Request) -> Response:
+        if instance.id in self.faults.app_unhealthy:
+            return Response.text("simulated app failure", 500)
+        running_since = instance.boot_from + self.config.boot_seconds
+        if trio.current_time() - running_since < self.config.app_ready_after:
+            return Response.text("loading", 503)
+        return Response.text("ok")
+
     # -- Python API for tests --------------------------------------------------------------
 
     @property
@@ -995,6 +1110,9 @@ class VastSim:
 
         Instance-level rates apply to instances created from now on.
         """
+        unhealthy = changes.get("app_unhealthy")
+        if isinstance(unhealthy, int):
+            changes["app_unhealthy"] = (*self.faults.app_unhealthy, unhealthy)
         merged = {**msgspec.structs.asdict(self.faults), **changes}
         self.faults = msgspec.convert(merged, Faults)
         logger.info("vast sim: faults set", **msgspec.structs.asdict(self.faults))
@@ -1206,6 +1324,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="JSON",
         help='initial faults, e.g. \'{"rate_429": 0.1, "oci_failure": 0.05}\'',
     )
+    parser.add_argument(
+        "--serve-ports",
+        action="store_true",
+        help="answer HTTP on each running instance's mapped ports, at 127.0.0.1",
+    )
+    parser.add_argument(
+        "--app-ready-after",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="with --serve-ports: answer 503 for this long after running, then 200",
+    )
     parser.add_argument("--log-level", default="INFO", help="loguru level (default %(default)s)")
 
 
@@ -1220,6 +1350,8 @@ def config_from_args(args: argparse.Namespace) -> VastSimConfig:
         rate_limits=args.rate_limits,
         offers_path=args.offers,
         faults=faults,
+        serve_ports=args.serve_ports,
+        app_ready_after=args.app_ready_after,
     )
 
 
