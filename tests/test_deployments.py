@@ -235,6 +235,13 @@ EXPECTED_RBAC: dict[tuple[str, str | None, str, str], set[str]] = {
     ("ClusterRole", None, "", "events"): {"create", "patch"},
     ("ClusterRole", None, "", "secrets"): {"get"},
     ("ClusterRole", None, "", "configmaps"): {"get"},
+    ("ClusterRole", None, "", "services"): {"list", "watch"},
+    ("ClusterRole", None, "discovery.k8s.io", "endpointslices"): {
+        "list",
+        "create",
+        "update",
+        "delete",
+    },
     ("Role", "kube-node-lease", "coordination.k8s.io", "leases"): {"get", "create", "update"},
     ("ClusterRole", None, "certificates.k8s.io", "certificatesigningrequests"): {"create", "get"},
     ("ClusterRole", None, "authentication.k8s.io", "tokenreviews"): {"create"},
@@ -347,10 +354,17 @@ def example_pod_objects() -> list[Obj]:
     return pods
 
 
+def example_services() -> list[Obj]:
+    """The examples' Services (the ones vk-trio writes EndpointSlices for)."""
+    return [
+        d for path in sorted(EXAMPLES.glob("*.yaml")) for d in load(path) if d["kind"] == "Service"
+    ]
+
+
 async def test_rbac_allows_every_call_the_node_makes(vk_docs: list[Obj], tmp_path: Path) -> None:
     """Run the real node against the stand-ins through the examples' whole lifecycle (register,
-    heartbeat, buy, Running, delete, then a restart that re-adopts the Node) and authorize
-    every request it made against the manifest's rules."""
+    heartbeat, buy, Running with the examples' Services routed, delete, then a restart that
+    re-adopts the Node) and authorize every request it made against the manifest's rules."""
     vast = VastSim(VastSimConfig(seed=7, boot_seconds=0.5, rate_limits="off"))
     kube = KubeSim(bookmark_interval=1.0)
     kubeconfig = tmp_path / "kubeconfig"
@@ -380,16 +394,18 @@ async def test_rbac_allows_every_call_the_node_makes(vk_docs: list[Obj], tmp_pat
             serve = functools.partial(serve_node, settings, kubelet_api=True)
             async with trio.open_nursery() as node:
                 await node.start(serve)
-                for pod in pods:
-                    namespace = pod["metadata"]["namespace"]
+                for obj in [*example_services(), *pods]:
+                    namespace = obj["metadata"]["namespace"]
                     if kube.get("namespaces", None, namespace) is None:
                         kube.create({"kind": "Namespace", "metadata": {"name": namespace}})
-                    kube.create(pod)
+                    kube.create(obj)
+                await kube.wait_until(lambda s: bool(s.list("endpointslices")))
                 await kube.wait_until(lambda s: all(p == "Running" for p in phases(s)))
                 await use_the_kubelet_api(kube, settings.kubelet_port)
                 for key in keys:
                     kube.delete("pods", *key, grace_seconds=30)
                 await kube.wait_until(lambda s: all(s.get("pods", *k) is None for k in keys))
+                await kube.wait_until(lambda s: not s.list("endpointslices"))
                 node.cancel_scope.cancel()  # the node shuts down while the API still answers
             registered = kube.get("nodes", None, settings.node_name)
             async with trio.open_nursery() as node:  # a restart: the Node already exists
@@ -463,6 +479,8 @@ NOT_EXERCISED = {
     ("get", "", "pods"),  # re-reading one pod after a 409 Conflict on a patch
     ("patch", "", "events"),  # bumping the count of an Event repeated within its series
     ("get", "", "configmaps"),  # pods with configMapKeyRef/envFrom (none in the examples)
+    # rewriting a slice when a pod's readiness or instance changes (tests/e2e/test_services.py)
+    ("update", "discovery.k8s.io", "endpointslices"),
 }
 
 

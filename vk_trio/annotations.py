@@ -35,6 +35,7 @@ __all__ = [
     "PRICE_MAX",
     "READ",
     "REGION",
+    "SERVICE_SELECTOR",
     "STARTUP_TIMEOUT",
     "VERIFIED",
     "WRITTEN",
@@ -67,6 +68,7 @@ MIN_CUDA = "vast.ai/min-cuda"
 INTERRUPTIBLE = "vast.ai/interruptible"
 CONTAINER = "vast.ai/container"
 STARTUP_TIMEOUT = "vast.ai/startup-timeout"
+SERVICE_SELECTOR = "vast.ai/selector"
 
 READ: tuple[Annotation, ...] = (
     Annotation(GPU_TYPE, '`"RTX 3060"`', "preferred GPU model (any model, cheapest first)"),
@@ -101,6 +103,12 @@ READ: tuple[Annotation, ...] = (
         '`"10m"`, `"900s"`, `"1h30m"`',
         "time from purchase to running before another machine is tried "
         "(the node's `--startup-timeout`, 15m)",
+    ),
+    Annotation(
+        SERVICE_SELECTOR,
+        '`"app=june-gpu-services"`',
+        "on a **Service** without `spec.selector`: vk-trio writes its EndpointSlices with the "
+        "public endpoints of the pods it selects (see *Services*) (no endpoints)",
     ),
 )
 

@@ -2,8 +2,9 @@
 
 The root nursery owns, in start order: the health server, the loop watchdog, node
 registration, the Lease (its own task: no Vast call can ever starve it), node status, the one
-instance poller, the orphan reaper, and the dispatcher, which owns the nursery of pod
-supervisors. Every task has an owner; nothing runs in the background unowned.
+instance poller, the EndpointSlice controller, the dispatcher, which owns the nursery of pod
+supervisors, and the orphan reaper. Every task has an owner; nothing runs in the background
+unowned.
 
 On SIGTERM/SIGINT the root scope is cancelled. Pod tasks end without destroying anything
 (instances keep running and the next process adopts them by label); the node is marked
@@ -40,6 +41,7 @@ from vk_trio.kube.pods import get_config_map, get_pod, get_secret
 from vk_trio.kube.watch import watch_pods
 from vk_trio.logs import configure_logging, redact
 from vk_trio.node.dispatch import Dispatcher
+from vk_trio.node.endpoints import EndpointsController
 from vk_trio.node.supervisor import NodeServices
 from vk_trio.provider import VastProvider
 from vk_trio.provider.budget import Budget
@@ -168,7 +170,9 @@ async def serve_node(
                 events=events,
                 provider=provider,
             )
-            dispatcher = Dispatcher(services)
+            endpoints = EndpointsController(kube, services.events, node_name=settings.node_name)
+            await root.start(endpoints.run)
+            dispatcher = Dispatcher(services, observer=endpoints.pod_event)
             health.watch_synced = lambda: dispatcher.synced
             await root.start(dispatcher.run, watch_pods(kube, node_name=settings.node_name))
             if kubelet_api:

@@ -33,6 +33,8 @@ _PATHS = {
     "secrets": "/api/v1/namespaces/{ns}/secrets",
     "leases": "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases",
     "daemonsets": "/apis/apps/v1/namespaces/{ns}/daemonsets",
+    "services": "/api/v1/namespaces/{ns}/services",
+    "endpointslices": "/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices",
     "nodes": "/api/v1/nodes",
     "namespaces": "/api/v1/namespaces",
 }

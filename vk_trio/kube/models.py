@@ -238,3 +238,29 @@ class Secret(msgspec.Struct, kw_only=True):
 class ConfigMap(msgspec.Struct, kw_only=True):
     metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
     data: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class ServicePort(msgspec.Struct, kw_only=True, rename="camel"):
+    port: int
+    name: str = ""
+    protocol: str = "TCP"
+    target_port: int | str | None = None
+    """A container port number or name; the API server defaults it to ``port``."""
+
+
+class ServiceSpec(msgspec.Struct, kw_only=True):
+    selector: dict[str, str] | None = None
+    ports: list[ServicePort] = msgspec.field(default_factory=list)
+
+
+class Service(msgspec.Struct, kw_only=True):
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    spec: ServiceSpec = msgspec.field(default_factory=ServiceSpec)
+
+    @property
+    def key(self) -> str:
+        return f"{self.metadata.namespace}/{self.metadata.name}"
+
+    @property
+    def uid(self) -> str:
+        return self.metadata.uid

@@ -14,7 +14,7 @@ cannot "move off" the node.)
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 
 import trio
@@ -28,8 +28,12 @@ from vk_trio.node.supervisor import NodeServices, supervise_pod
 class Dispatcher:
     """Owns the pods nursery; ``handles`` maps each live pod UID to its task's handle."""
 
-    def __init__(self, services: NodeServices) -> None:
+    def __init__(
+        self, services: NodeServices, *, observer: Callable[[PodEvent], None] | None = None
+    ) -> None:
         self._services = services
+        self._observer = observer
+        """Told every event first (the EndpointSlice controller); must not block."""
         self.handles: dict[str, PodHandle] = {}
         self._synced = trio.Event()
 
@@ -59,6 +63,8 @@ class Dispatcher:
                 self._dispatch(event, pods)
 
     def _dispatch(self, event: PodEvent, pods: trio.Nursery) -> None:
+        if self._observer is not None:
+            self._observer(event)
         if event.type == "SYNCED":
             if not self.synced:
                 logger.info("pod watch synced", pods=len(self.handles))

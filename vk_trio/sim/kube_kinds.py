@@ -71,6 +71,7 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("services", "Service", short_names=("svc",), has_status=True),
     Resource("serviceaccounts", "ServiceAccount", short_names=("sa",)),
     Resource("leases", "Lease", group="coordination.k8s.io"),
+    Resource("endpointslices", "EndpointSlice", group="discovery.k8s.io"),
     Resource("deployments", "Deployment", group="apps", short_names=("deploy",), has_status=True),
     Resource("daemonsets", "DaemonSet", group="apps", short_names=("ds",), has_status=True),
     Resource("replicasets", "ReplicaSet", group="apps", short_names=("rs",), has_status=True),

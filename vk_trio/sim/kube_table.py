@@ -284,6 +284,21 @@ def _binding_cells(binding: Obj) -> list[Any]:
     ]
 
 
+def _slice_ports(endpoint_slice: Obj) -> str:
+    """``printEndpointSlice``'s PORTS: the port numbers, or ``<unset>``."""
+    ports = [str(p["port"]) for p in endpoint_slice.get("ports") or [] if p.get("port")]
+    return ",".join(ports) or "<unset>"
+
+
+def _slice_endpoints(endpoint_slice: Obj) -> str:
+    """``printEndpointSlice``'s ENDPOINTS: up to three addresses, then ``+ N more...``."""
+    addresses = [a for e in endpoint_slice.get("endpoints") or [] for a in e.get("addresses", [])]
+    if not addresses:
+        return "<unset>"
+    shown = ",".join(addresses[:3])
+    return shown + (f" + {len(addresses) - 3} more..." if len(addresses) > 3 else "")
+
+
 _NAME: Column = ("Name", "string", 0)
 _AGE: Column = ("Age", "string", 0)
 _WORKLOAD_WIDE: list[Column] = [
@@ -417,6 +432,22 @@ PRINTERS: dict[str, Printer] = {
             *_WORKLOAD_WIDE,
         ],
         _daemon_set_cells,
+    ),
+    "EndpointSlice": (
+        [
+            _NAME,
+            ("AddressType", "string", 0),
+            ("Ports", "string", 0),
+            ("Endpoints", "string", 0),
+            _AGE,
+        ],
+        lambda o: [
+            o["metadata"]["name"],
+            o.get("addressType", ""),
+            _slice_ports(o),
+            _slice_endpoints(o),
+            _age(o),
+        ],
     ),
     "ServiceAccount": (
         [_NAME, ("Secrets", "string", 0), _AGE],

@@ -108,9 +108,6 @@ class Faults(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
     """A ``request_logs`` result URL answers 404 for ``LOG_POLLS_WHEN_SLOW`` polls first."""
     logs_missing: float = 0.0
     """A ``request_logs`` result is never uploaded: its URL answers 404 forever."""
-    app_unhealthy: tuple[int, ...] = ()
-    """Instances whose app answers 500 on every served port (``--serve-ports``). Posting
-    one id (``{"app_unhealthy": 42}``) adds it to the list."""
 
 
 class VastSimConfig(msgspec.Struct, kw_only=True):
@@ -446,6 +443,8 @@ class VastSim:
         self._stats: Counter[str] = Counter()
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
+        self.unhealthy_apps: set[int] = set()
+        """Instances whose app answers 500 (the ``app_unhealthy`` fault)."""
         """``serve``'s nursery: the instances' app ports are served in it."""
         if self.config.offers_path:
             rows = [
@@ -1022,7 +1021,7 @@ class VastSim:
             app.close()
 
     async def _app_answer(self, instance: _Instance, request: Request) -> Response:
-        if instance.id in self.faults.app_unhealthy:
+        if instance.id in self.unhealthy_apps:
             return Response.text("simulated app failure", 500)
         running_since = instance.boot_from + self.config.boot_seconds
         if trio.current_time() - running_since < self.config.app_ready_after:
@@ -1108,11 +1107,14 @@ class VastSim:
     def set_faults(self, **changes: Any) -> Faults:
         """Change some fault rates (others keep their value); returns the faults now in force.
 
+        ``app_unhealthy=<instance id>`` makes that instance's app answer 500 from now on
+        (``serve_ports``); it is per instance, so it is kept in ``unhealthy_apps``.
+
         Instance-level rates apply to instances created from now on.
         """
-        unhealthy = changes.get("app_unhealthy")
-        if isinstance(unhealthy, int):
-            changes["app_unhealthy"] = (*self.faults.app_unhealthy, unhealthy)
+        unhealthy = changes.pop("app_unhealthy", None)
+        if unhealthy is not None:
+            self.unhealthy_apps.add(int(unhealthy))
         merged = {**msgspec.structs.asdict(self.faults), **changes}
         self.faults = msgspec.convert(merged, Faults)
         logger.info("vast sim: faults set", **msgspec.structs.asdict(self.faults))
