@@ -9,6 +9,7 @@ Layering (nothing here imports ``vk_trio.vast`` or ``vk_trio.node`` or ``vk_trio
     watch    watch_pods: list + watch + relist, as PodEvents
     node     Node registration and status; lease: the heartbeat
     events   EventRecorder (never raises); pods: status/annotation patches, delete, gets
+    services watch_services, and the EndpointSlices vk-trio manages
     models   typed views (no I/O)
 
 Long-running pieces (``run_lease``, ``run_node_status``) take ``task_status`` and are started

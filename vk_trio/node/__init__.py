@@ -3,5 +3,7 @@
 ``dispatch`` routes watch events to one supervisor per pod UID and owns their nursery;
 ``supervisor`` runs one pod's lifecycle (restartPolicy, backoff, phases, teardown);
 ``status`` and ``reporter`` turn what it knows into the pod's status, Events and annotations;
-``admission`` says which pods the node refuses. Nothing here knows which backend runs pods.
+``admission`` says which pods the node refuses; ``probes`` runs the containers' probes against
+their public endpoints; ``endpoints`` writes the EndpointSlices of Services that route to the
+node's pods. Nothing here knows which backend runs pods.
 """
