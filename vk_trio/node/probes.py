@@ -29,7 +29,9 @@ Many pods probing must not starve the node: every attempt goes through the node-
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -293,9 +295,28 @@ def _tls_context() -> ssl.SSLContext:
 _TLS = _tls_context()
 
 
+async def _connect(host: str, port: int) -> trio.SocketStream:
+    """A TCP connection to ``host:port``. An IP address (what backends report) is connected
+    directly: ``open_tcp_stream``'s name lookup and happy-eyeballs nursery cost CPU and
+    cyclic garbage on every attempt, which many pods probing every second turn into
+    garbage-collector pauses on the loop."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return await trio.open_tcp_stream(host, port)
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    try:
+        await sock.connect((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)
+
+
 async def _tcp(host: str, port: int) -> Result:
     try:
-        stream = await trio.open_tcp_stream(host, port)
+        stream = await _connect(host, port)
     except OSError as exc:
         return Result(False, f"dial tcp {host}:{port}: {_reason(exc)}")
     await stream.aclose()
@@ -323,7 +344,7 @@ async def _http_get(action: HTTPGetAction, host: str, port: int) -> Result:
 async def _exchange(action: HTTPGetAction, host: str, port: int) -> int:
     """Send one GET and return the response status; one connection per attempt, as the
     kubelet's probes (keep-alive off)."""
-    stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+    stream: trio.abc.Stream = await _connect(host, port)
     try:
         if action.scheme.lower() == "https":
             stream = trio.SSLStream(stream, _TLS, server_hostname=host)
