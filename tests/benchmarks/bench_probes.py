@@ -19,6 +19,7 @@ import itertools
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,13 @@ class Collections:
         self.worst[generation] = max(self.worst[generation], time.perf_counter() - self.started)
 
 
+def collections_census() -> str:
+    """How many objects a full collection walks, and the commonest types among them."""
+    kinds = Counter(type(o).__name__ for o in gc.get_objects())
+    top = ", ".join(f"{name} {n}" for name, n in kinds.most_common(6))
+    return f"{kinds.total()} ({top})"
+
+
 async def measure(pods: int, period: int, steady: float, vast_url: str, kubeconfig: Path) -> bool:
     stall = 0.0
     steps = SlowSteps()
@@ -152,6 +160,7 @@ async def measure(pods: int, period: int, steady: float, vast_url: str, kubeconf
         trio.lowlevel.remove_instrument(steps)
         gc.callbacks.remove(collections)
         measured_stall = stall  # before this harness decodes every pod below
+        tracked = collections_census()
         still_ready = (await counts())[1]
         renewals.append(time.perf_counter())
         nursery.cancel_scope.cancel()
@@ -174,6 +183,7 @@ async def measure(pods: int, period: int, steady: float, vast_url: str, kubeconf
         for g, (n, w) in enumerate(zip(collections.count, collections.worst, strict=True))
     )
     print(f"garbage collections          {pauses}")
+    print(f"objects the collector tracks {tracked}")
     print(f"Lease renewals seen          {len(renewals) - 1}, longest gap {worst_gap:.1f} s")
     return measured_stall < STALL_LIMIT and worst_gap < RENEW_LIMIT and still_ready == pods
 
