@@ -57,8 +57,12 @@ async def start_simulator(run_dir: Path, kind: str, *args: str) -> tuple[Popen, 
 class NodeProcess:
     """``vk-trio run`` under the harness's control: started, SIGKILLed, started again."""
 
-    def __init__(self, run_dir: Path, *, env: dict[str, str], flags: list[str]) -> None:
+    def __init__(
+        self, run_dir: Path, *, env: dict[str, str], flags: list[str], name: str = "node"
+    ) -> None:
         self._run_dir = run_dir
+        self.name = name
+        """Its logs' prefix: ``node`` alone, ``node-a``/``node-b`` for replicas."""
         port = _free_port()
         self.health_url = f"http://127.0.0.1:{port}"
         """The same port for every incarnation, so readiness can be asked at any time."""
@@ -74,7 +78,7 @@ class NodeProcess:
     @property
     def log(self) -> Path:
         """The current incarnation's log (JSON lines, stdout and stderr together)."""
-        return self._run_dir / f"node-{self.incarnations - 1}.log"
+        return self._run_dir / f"{self.name}-{self.incarnations - 1}.log"
 
     def start(self) -> None:
         self.incarnations += 1
