@@ -22,9 +22,11 @@ import trio
 import yaml
 
 from tests.seed import SEED_ANNOTATIONS
+from vk_trio import config
 from vk_trio.app import serve_node
 from vk_trio.config import Settings
 from vk_trio.http_server import Request, Response, serve_http
+from vk_trio.kube.leader import lease_name
 from vk_trio.kube.node import NodeConfig
 from vk_trio.provider.requirements import (
     parse_requirements,
@@ -663,3 +665,103 @@ def test_daemon_set_affinity_excludes_the_virtual_node_only(daemon_set: Obj) -> 
     ordinary = {"kubernetes.io/os": "linux", "kubernetes.io/hostname": "worker-1"}
     assert not any(_term_matches(term, virtual) for term in terms)
     assert any(_term_matches(term, ordinary) for term in terms)
+
+
+# ----- several nodes (examples/multi-node) ----------------------------------------------------
+
+MULTI = EXAMPLES / "multi-node"
+
+
+def _literal_env(container: Obj) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container.get("env") or [] if "value" in e}
+
+
+def _node_of(deployment: Obj) -> tuple[str, dict[str, str], list[Obj]]:
+    """(name, labels, taints) of the Node a node Deployment registers, computed as
+    ``serve_node`` does from its settings (which must pass ``vk-trio run``'s checks)."""
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    settings = config.load(None, _literal_env(container))
+    node = NodeConfig(name=settings.node_name, labels=config.parse_labels(settings.node_labels))
+    taints = [{"key": t.key, "value": t.value, "effect": t.effect} for t in node.taints]
+    taints += [
+        {"key": k, "value": v, "effect": e} for k, v, e in config.parse_taints(settings.node_taints)
+    ]
+    return settings.node_name, node.all_labels(), taints
+
+
+def _fits(pod_spec: Obj, labels: dict[str, str], taints: list[Obj]) -> bool:
+    """nodeSelector and NoSchedule/NoExecute taints, as the scheduler filters."""
+    if not (pod_spec.get("nodeSelector") or {}).items() <= labels.items():
+        return False
+    return all(
+        any(
+            t["key"] == taint["key"]
+            and t.get("effect") in (None, taint["effect"])
+            and (t.get("operator") == "Exists" or t.get("value") == taint["value"])
+            for t in pod_spec.get("tolerations") or []
+        )
+        for taint in taints
+        if taint["effect"] in ("NoSchedule", "NoExecute")
+    )
+
+
+def test_each_node_of_the_multi_node_example_is_elected_budgeted_and_guarded(
+    vk_docs: list[Obj],
+) -> None:
+    docs = load(MULTI / "nodes.yaml")
+    deployments = [d for d in docs if d["kind"] == "Deployment"]
+    assert len(deployments) == 3
+    account = one(vk_docs, "ServiceAccount")["metadata"]["name"]
+    names = []
+    for deployment in deployments:
+        spec = deployment["spec"]["template"]["spec"]
+        [container] = spec["containers"]
+        env = _literal_env(container)
+        settings = config.load(None, env)  # NODE_LABELS, NODE_TAINTS... as the node checks them
+        names.append(settings.node_name)
+        assert settings.leader_elect and deployment["spec"]["replicas"] == 2
+        assert settings.max_hourly_spend is not None and settings.max_hourly_spend > 0
+        assert env_of(container)["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+            "metadata.name"
+        )
+        assert spec["serviceAccountName"] == account  # the main manifest's RBAC
+        budgets = [
+            d
+            for d in docs
+            if d["kind"] == "PodDisruptionBudget"
+            and d["spec"]["selector"]["matchLabels"].items()
+            <= deployment["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        assert len(budgets) == 1 and budgets[0]["spec"]["minAvailable"] == 1
+    assert len(set(names)) == 3 and "vast-gpu-node-python" not in names
+    # Their election Leases, by name, and nothing else in kube-system.
+    [role] = [d for d in docs if d["kind"] == "Role"]
+    named = [rule for rule in role["rules"] if "resourceNames" in rule]
+    assert {n for rule in named for n in rule["resourceNames"]} == {lease_name(n) for n in names}
+    [binding] = [d for d in docs if d["kind"] == "RoleBinding"]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == account
+
+
+def test_multi_node_workloads_land_on_their_pool_only() -> None:
+    nodes = [_node_of(d) for d in load(MULTI / "nodes.yaml") if d["kind"] == "Deployment"]
+    default = one(load(VK_MANIFEST), "Deployment")
+    nodes.append(_node_of(default))  # the main manifest's node is there too
+    placed = {}
+    for doc in load(MULTI / "workloads.yaml"):
+        if doc["kind"] != "Deployment":
+            continue
+        spec = doc["spec"]["template"]["spec"]
+        placed[doc["metadata"]["name"]] = sorted(
+            name for name, labels, taints in nodes if _fits(spec, labels, taints)
+        )
+        for constraint in spec.get("topologySpreadConstraints") or []:
+            # Spread over nodes, counting this workload's own pods.
+            assert constraint["topologyKey"] == "kubernetes.io/hostname"
+            assert constraint["labelSelector"]["matchLabels"].items() <= (
+                doc["spec"]["template"]["metadata"]["labels"].items()
+            )
+    assert placed == {
+        "inference": ["vast-gpu-team-a", "vast-gpu-team-b"],
+        "batch": ["vast-gpu-spot"],
+    }
