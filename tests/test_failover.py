@@ -371,9 +371,10 @@ async def _kill_the_leader_under_churn(cluster: Cluster, a: NodeProcess, b: Node
         await trio.sleep(3)
         nursery.cancel_scope.cancel()  # churn stops; the monitor with it
 
-    # Production timings: lease 15 s, seen within 2 s, polled every 2 s; the node Lease
-    # renewed every 10 s must never have gone 40 s without a renewal.
-    assert took < 15 + 2 * 2 + 2, f"takeover took {took:.1f}s"
+    # Production timings: lease 15 s, seen within 2 s, polled every 2 s, then the node's
+    # start (measured here: 17.6-18.4 s; the bound leaves room for a loaded machine). What
+    # matters is the node Lease, renewed every 10 s: it must never go 40 s without renewal.
+    assert 15 - 2 <= took < 15 + 2 * 2 + 8, f"takeover took {took:.1f}s"
     assert monitor.longest_silence < 40 - 5, monitor.longest_silence
     assert monitor.not_ready == []
 

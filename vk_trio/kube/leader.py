@@ -24,7 +24,7 @@ every pod task, gets a trio *deadline* of ``renew_deadline`` past the start of t
 successful renewal, moved forward by every renewal. If renewals stop succeeding, for any reason
 (the API server is unreachable, this task is starved, the Lease was taken), trio cancels that
 scope at the deadline without anyone having to notice: no Vast call, node heartbeat or status
-write of that scope starts after it. A Lease seen held by another is cancelled at once. A
+write of that scope starts after it. Seeing the Lease held by another cancels it at once. A
 standby cannot take the Lease before ``lease_duration`` after it saw the last renewal, which
 was sent after the renewal's start; since ``renew_deadline < lease_duration`` (checked), the
 old leader has stopped starting calls ``lease_duration - renew_deadline`` (5 s) before a new
