@@ -21,11 +21,14 @@ def test_every_setting_but_the_key_is_a_flag_with_its_env_var_and_default() -> N
     parser = argparse.ArgumentParser()
     config.add_arguments(parser)
     help_text = " ".join(parser.format_help().split())
-    for name in Settings.__struct_fields__:
-        if name == "vast_api_key":
+    for field in config._fields():
+        if field.name == "vast_api_key":
             assert "--vast-api-key " not in help_text  # a flag would show in `ps`
             continue
-        assert f"--{name.replace('_', '-')} {name.upper()}" in help_text
+        # POD_NAMESPACE and POD_NAME are the downward API's names; a bool flag stands alone.
+        value = f"[{field.env}]" if field.kind is bool else field.env
+        assert f"--{field.name.replace('_', '-')} {value}" in help_text
+    assert set(Settings.__struct_fields__) == {field.name for field in config._fields()}
 
 
 def test_env_then_flags_override_defaults() -> None:
@@ -136,3 +139,52 @@ def test_help_shows_each_range_from_the_table() -> None:
     assert "(> 0; default: 2.0)" in help_text
     assert "(10-120; default: 40)" in help_text
     assert "(>= 0; default: unset)" in help_text
+
+
+def test_leader_election_reads_the_downward_api_names_and_a_bare_flag() -> None:
+    environ = {"POD_NAMESPACE": "vk", "POD_NAME": "vk-7d9f-abcde"}
+    settings = config.load(parse("--leader-elect"), environ)
+    assert settings.leader_elect is True
+    assert settings.leader_elect_namespace == "vk"
+    assert settings.leader_elect_identity == "vk-7d9f-abcde"
+    assert config.load(None, {"LEADER_ELECT": "true"}).leader_elect is True
+    assert (
+        config.load(parse("--leader-elect=false"), {"LEADER_ELECT": "true"}).leader_elect is False
+    )
+    assert config.load(None, {}).leader_elect is False  # `vk-trio run` alone: one process
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"LEADER_ELECT_RENEW_DEADLINE": "15"}, "LEADER_ELECT_RENEW_DEADLINE"),
+        ({"LEADER_ELECT_RETRY_PERIOD": "9"}, "LEADER_ELECT_RETRY_PERIOD"),
+        # A standby would take over after the node Lease ran out: the node would go NotReady.
+        ({"LEADER_ELECT_LEASE_DURATION": "30"}, "LEADER_ELECT_LEASE_DURATION"),
+        ({"LEASE_SECONDS": "20"}, "LEADER_ELECT_LEASE_DURATION"),
+    ],
+)
+def test_election_timings_that_cannot_fence_or_take_over_in_time_are_refused(
+    environ: dict[str, str], named: str
+) -> None:
+    with pytest.raises(ConfigError, match=named):
+        config.load(None, {"LEADER_ELECT": "true", **environ})
+    config.load(None, environ)  # without election these do not matter
+
+
+def test_node_labels_and_taints_are_parsed_and_checked() -> None:
+    settings = config.load(
+        None,
+        {
+            "NODE_LABELS": "vast.ai/region=eu,tier=",
+            "NODE_TAINTS": "tier=spot:NoSchedule,x:NoExecute",
+        },
+    )
+    assert config.parse_labels(settings.node_labels) == {"vast.ai/region": "eu", "tier": ""}
+    assert config.parse_taints(settings.node_taints) == [
+        ("tier", "spot", "NoSchedule"),
+        ("x", "", "NoExecute"),
+    ]
+    for bad in ({"NODE_LABELS": "region"}, {"NODE_TAINTS": "tier=spot:Sometimes"}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            config.load(None, bad)

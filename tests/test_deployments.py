@@ -22,8 +22,11 @@ import trio
 import yaml
 
 from tests.seed import SEED_ANNOTATIONS
+from vk_trio import config
 from vk_trio.app import serve_node
 from vk_trio.config import Settings
+from vk_trio.http_server import Request, Response, serve_http
+from vk_trio.kube.leader import lease_name
 from vk_trio.kube.node import NodeConfig
 from vk_trio.provider.requirements import (
     parse_requirements,
@@ -130,13 +133,43 @@ def test_workload_selectors_match_their_templates(path: Path) -> None:
 # ----- the node's Deployment ----------------------------------------------------------------
 
 
-def test_deployment_runs_one_node_owner_in_kube_system(vk_docs: list[Obj]) -> None:
+def test_deployment_runs_two_replicas_that_elect_one_node_owner(
+    vk_docs: list[Obj], vk_container: Obj
+) -> None:
     deployment = one(vk_docs, "Deployment")
     assert deployment["metadata"]["namespace"] == "kube-system"
     assert deployment["metadata"]["labels"]["app"] == NAME
-    assert deployment["spec"]["replicas"] == 1
-    # A rolling update would run two processes owning the same node for a while.
-    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    assert deployment["spec"]["replicas"] == 2
+    # Two processes may run at once (the election picks the owner), so a rolling update is
+    # safe; it must never leave fewer than the replicas that are there.
+    strategy = deployment["spec"]["strategy"]
+    assert strategy["type"] == "RollingUpdate"
+    assert strategy["rollingUpdate"]["maxUnavailable"] == 0
+    env = env_of(vk_container)
+    assert env["LEADER_ELECT"]["value"] == "true"
+    # The identity in the Lease is the pod's name; the Lease lives in the pod's namespace.
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    template = deployment["spec"]["template"]
+    anti = template["spec"]["affinity"]["podAntiAffinity"]
+    [term] = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"].items() <= (
+        template["metadata"]["labels"].items()
+    )
+
+
+def test_a_disruption_budget_keeps_one_replica(vk_docs: list[Obj]) -> None:
+    budget = one(vk_docs, "PodDisruptionBudget")
+    deployment = one(vk_docs, "Deployment")
+    assert budget["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    assert budget["spec"]["minAvailable"] == 1
+    assert budget["spec"]["selector"]["matchLabels"].items() <= (
+        deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
+    # With one replica of two ready, minAvailable 1 would allow no eviction at all: the
+    # standby counts as ready (its /readyz is 200), and an unready pod never blocks a drain.
+    assert budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
 
 
 def test_container_runs_the_image_entrypoint_unchanged(vk_container: Obj) -> None:
@@ -246,7 +279,9 @@ EXPECTED_RBAC: dict[tuple[str, str | None, str, str], set[str]] = {
     ("ClusterRole", None, "certificates.k8s.io", "certificatesigningrequests"): {"create", "get"},
     ("ClusterRole", None, "authentication.k8s.io", "tokenreviews"): {"create"},
     ("ClusterRole", None, "authorization.k8s.io", "subjectaccessreviews"): {"create"},
+    ("Role", "kube-system", "coordination.k8s.io", "leases"): {"get", "create", "update"},
 }
+ELECTION_LEASE = "vk-trio-vast-gpu-node-python"
 
 
 def rbac_rules(docs: list[Obj]) -> Iterator[tuple[Obj, Obj]]:
@@ -277,11 +312,17 @@ def test_rbac_has_no_wildcards_or_extra_reach(vk_docs: list[Obj]) -> None:
             assert set(rule["verbs"]) == {"get"}
 
 
-def test_lease_rights_are_namespaced_to_kube_node_lease(vk_docs: list[Obj]) -> None:
+def test_lease_rights_are_namespaced_and_election_rights_name_their_lease(
+    vk_docs: list[Obj],
+) -> None:
     for role, rule in rbac_rules(vk_docs):
         if "leases" in rule["resources"]:
             assert role["kind"] == "Role"
-            assert role["metadata"]["namespace"] == "kube-node-lease"
+            assert role["metadata"]["namespace"] in ("kube-node-lease", "kube-system")
+            # Only the election Lease may be read or written in kube-system, where other
+            # components keep theirs; create cannot be limited by name.
+            if role["metadata"]["namespace"] == "kube-system" and rule["verbs"] != ["create"]:
+                assert rule["resourceNames"] == [ELECTION_LEASE]
 
 
 def test_every_role_is_bound_to_the_service_account(vk_docs: list[Obj]) -> None:
@@ -309,28 +350,51 @@ _DISCOVERY = ("/api", "/apis", "/version", "/openapi")
 def rbac_attributes(request: str) -> tuple[str, str, str, bool]:
     """``"PATCH /api/v1/namespaces/{namespace}/pods/{name}/status"`` as the authorizer sees
     it: (verb, apiGroup, resource[/subresource], namespaced)."""
+    verb, group, resource, namespace, _ = rbac_request(request)
+    return verb, group, resource, namespace is not None
+
+
+def rbac_request(request: str) -> tuple[str, str, str, str | None, str | None]:
+    """(verb, apiGroup, resource[/subresource], namespace, name) of a request with its real
+    path (``"PUT /apis/coordination.k8s.io/v1/namespaces/kube-system/leases/x"``); a
+    ``{placeholder}`` namespace or name is returned as it is."""
     method, path = request.split(" ", 1)
     parts = [p for p in path.split("/") if p]
     if parts[0] == "api":
         group, rest = "", parts[2:]
     else:
         group, rest = parts[1], parts[3:]
-    namespaced = rest[:1] == ["namespaces"] and len(rest) > 2
-    if namespaced:
-        rest = rest[2:]
-    resource, named, sub = rest[0], len(rest) > 1, rest[2:]
+    namespace = None
+    if rest[:1] == ["namespaces"] and len(rest) > 2:
+        namespace, rest = rest[1], rest[2:]
+    resource, name, sub = rest[0], (rest[1] if len(rest) > 1 else None), rest[2:]
     if method == "GET":
-        verb = "get" if named else "list"
+        verb = "get" if name else "list"
     elif method == "DELETE":
-        verb = "delete" if named else "deletecollection"
+        verb = "delete" if name else "deletecollection"
     else:
         verb = _VERB[method]
-    return verb, group, "/".join([resource, *sub]), namespaced
+    return verb, group, "/".join([resource, *sub]), namespace, name
 
 
-def allowed(docs: list[Obj], verb: str, group: str, resource: str, namespaced: bool) -> bool:
+def allowed(
+    docs: list[Obj],
+    verb: str,
+    group: str,
+    resource: str,
+    namespaced: bool,
+    *,
+    namespace: str | None = None,
+    name: str | None = None,
+) -> bool:
+    """Whether a rule grants it; with ``namespace``/``name`` known, a Role must be in that
+    namespace and ``resourceNames`` must list the name, as the authorizer checks."""
     for role, rule in rbac_rules(docs):
         if role["kind"] == "Role" and not namespaced:
+            continue
+        if role["kind"] == "Role" and namespace and role["metadata"]["namespace"] != namespace:
+            continue
+        if "resourceNames" in rule and (name is None or name not in rule["resourceNames"]):
             continue
         if group in rule["apiGroups"] and resource in rule["resources"] and verb in rule["verbs"]:
             return True
@@ -374,10 +438,19 @@ async def test_rbac_allows_every_call_the_node_makes(vk_docs: list[Obj], tmp_pat
     def phases(sim: KubeSim) -> list[str]:
         return [((sim.get("pods", *k) or {}).get("status") or {}).get("phase", "") for k in keys]
 
+    lease_requests: list[str] = []
+
+    async def recording(request: Request) -> Response:
+        """The stand-in counts paths as templates; Lease RBAC depends on the real names."""
+        if "/leases" in request.path:
+            lease_requests.append(f"{request.method} {request.path}")
+        return await kube.handle(request)
+
     with trio.fail_after(90):
         async with trio.open_nursery() as sims:
             vast_url = await sims.start(vast.serve)
             await sims.start(kube.serve)
+            kube.url = await sims.start(functools.partial(serve_http, recording))
             kube.write_kubeconfig(kubeconfig)
             settings = Settings(
                 vast_api_key="test-key",
@@ -390,6 +463,9 @@ async def test_rbac_allows_every_call_the_node_makes(vk_docs: list[Obj], tmp_pat
                 poll_fast=0.2,
                 poll_slow=1.0,
                 pacing=0.0,
+                # As the Deployment runs it: elected, the Lease in the pod's namespace.
+                leader_elect=True,
+                leader_elect_namespace="kube-system",
             )
             serve = functools.partial(serve_node, settings, kubelet_api=True)
             async with trio.open_nursery() as node:
@@ -419,8 +495,17 @@ async def test_rbac_allows_every_call_the_node_makes(vk_docs: list[Obj], tmp_pat
     assert requests, "the node made no API calls?"
     denied = [r for r in requests if not allowed(vk_docs, *rbac_attributes(r))]
     assert not denied, f"the RBAC in {VK_MANIFEST.name} would forbid: {denied}"
-    # The Role only reaches kube-node-lease; the node's Lease must be there.
-    assert {lease["metadata"]["namespace"] for lease in kube.list("leases")} == {"kube-node-lease"}
+    # The Roles reach kube-node-lease (the heartbeat) and, in kube-system, the election
+    # Lease by name: every Lease request must fall within them, namespace and name included.
+    assert {
+        (lease["metadata"]["namespace"], lease["metadata"]["name"]) for lease in kube.list("leases")
+    } == {("kube-node-lease", settings.node_name), ("kube-system", ELECTION_LEASE)}
+    assert {r.split(" ")[0] for r in lease_requests if "/kube-system/" in r} >= {"POST", "PUT"}
+    for request in lease_requests:
+        verb, group, resource, namespace, name = rbac_request(request)
+        assert allowed(vk_docs, verb, group, resource, True, namespace=namespace, name=name), (
+            f"the RBAC in {VK_MANIFEST.name} would forbid: {request}"
+        )
     # Every granted verb is needed: it was used here, or it is one this run cannot reach.
     used = {rbac_attributes(r)[:3] for r in requests}
     granted = {
@@ -598,3 +683,103 @@ def test_daemon_set_affinity_excludes_the_virtual_node_only(daemon_set: Obj) -> 
     ordinary = {"kubernetes.io/os": "linux", "kubernetes.io/hostname": "worker-1"}
     assert not any(_term_matches(term, virtual) for term in terms)
     assert any(_term_matches(term, ordinary) for term in terms)
+
+
+# ----- several nodes (examples/multi-node) ----------------------------------------------------
+
+MULTI = EXAMPLES / "multi-node"
+
+
+def _literal_env(container: Obj) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container.get("env") or [] if "value" in e}
+
+
+def _node_of(deployment: Obj) -> tuple[str, dict[str, str], list[Obj]]:
+    """(name, labels, taints) of the Node a node Deployment registers, computed as
+    ``serve_node`` does from its settings (which must pass ``vk-trio run``'s checks)."""
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    settings = config.load(None, _literal_env(container))
+    node = NodeConfig(name=settings.node_name, labels=config.parse_labels(settings.node_labels))
+    taints = [{"key": t.key, "value": t.value, "effect": t.effect} for t in node.taints]
+    taints += [
+        {"key": k, "value": v, "effect": e} for k, v, e in config.parse_taints(settings.node_taints)
+    ]
+    return settings.node_name, node.all_labels(), taints
+
+
+def _fits(pod_spec: Obj, labels: dict[str, str], taints: list[Obj]) -> bool:
+    """nodeSelector and NoSchedule/NoExecute taints, as the scheduler filters."""
+    if not (pod_spec.get("nodeSelector") or {}).items() <= labels.items():
+        return False
+    return all(
+        any(
+            t["key"] == taint["key"]
+            and t.get("effect") in (None, taint["effect"])
+            and (t.get("operator") == "Exists" or t.get("value") == taint["value"])
+            for t in pod_spec.get("tolerations") or []
+        )
+        for taint in taints
+        if taint["effect"] in ("NoSchedule", "NoExecute")
+    )
+
+
+def test_each_node_of_the_multi_node_example_is_elected_budgeted_and_guarded(
+    vk_docs: list[Obj],
+) -> None:
+    docs = load(MULTI / "nodes.yaml")
+    deployments = [d for d in docs if d["kind"] == "Deployment"]
+    assert len(deployments) == 3
+    account = one(vk_docs, "ServiceAccount")["metadata"]["name"]
+    names = []
+    for deployment in deployments:
+        spec = deployment["spec"]["template"]["spec"]
+        [container] = spec["containers"]
+        env = _literal_env(container)
+        settings = config.load(None, env)  # NODE_LABELS, NODE_TAINTS... as the node checks them
+        names.append(settings.node_name)
+        assert settings.leader_elect and deployment["spec"]["replicas"] == 2
+        assert settings.max_hourly_spend is not None and settings.max_hourly_spend > 0
+        assert env_of(container)["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+            "metadata.name"
+        )
+        assert spec["serviceAccountName"] == account  # the main manifest's RBAC
+        budgets = [
+            d
+            for d in docs
+            if d["kind"] == "PodDisruptionBudget"
+            and d["spec"]["selector"]["matchLabels"].items()
+            <= deployment["spec"]["template"]["metadata"]["labels"].items()
+        ]
+        assert len(budgets) == 1 and budgets[0]["spec"]["minAvailable"] == 1
+    assert len(set(names)) == 3 and "vast-gpu-node-python" not in names
+    # Their election Leases, by name, and nothing else in kube-system.
+    [role] = [d for d in docs if d["kind"] == "Role"]
+    named = [rule for rule in role["rules"] if "resourceNames" in rule]
+    assert {n for rule in named for n in rule["resourceNames"]} == {lease_name(n) for n in names}
+    [binding] = [d for d in docs if d["kind"] == "RoleBinding"]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == account
+
+
+def test_multi_node_workloads_land_on_their_pool_only() -> None:
+    nodes = [_node_of(d) for d in load(MULTI / "nodes.yaml") if d["kind"] == "Deployment"]
+    default = one(load(VK_MANIFEST), "Deployment")
+    nodes.append(_node_of(default))  # the main manifest's node is there too
+    placed = {}
+    for doc in load(MULTI / "workloads.yaml"):
+        if doc["kind"] != "Deployment":
+            continue
+        spec = doc["spec"]["template"]["spec"]
+        placed[doc["metadata"]["name"]] = sorted(
+            name for name, labels, taints in nodes if _fits(spec, labels, taints)
+        )
+        for constraint in spec.get("topologySpreadConstraints") or []:
+            # Spread over nodes, counting this workload's own pods.
+            assert constraint["topologyKey"] == "kubernetes.io/hostname"
+            assert constraint["labelSelector"]["matchLabels"].items() <= (
+                doc["spec"]["template"]["metadata"]["labels"].items()
+            )
+    assert placed == {
+        "inference": ["vast-gpu-team-a", "vast-gpu-team-b"],
+        "batch": ["vast-gpu-spot"],
+    }

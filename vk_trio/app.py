@@ -9,6 +9,14 @@ unowned.
 On SIGTERM/SIGINT the root scope is cancelled. Pod tasks end without destroying anything
 (instances keep running and the next process adopts them by label); the node is marked
 NotReady on the way out so that the scheduler stops sending pods at once.
+
+With ``--leader-elect`` the health server comes up first and the replica stands by until it
+holds the Lease ``vk-trio-<node>`` (``vk_trio.kube.leader``); only then does it register the
+node and start the rest, adopting every instance by its label as after a restart. The root
+nursery is the leader's fenced scope: its deadline follows the Lease's renewals, and losing
+the Lease cancels it, so a deposed leader stops driving at once and stands by again. A leader
+stopping gracefully leaves the node Ready and releases the Lease, so a standby takes over
+within one retry period (2 s).
 """
 
 from __future__ import annotations
@@ -35,9 +43,10 @@ from vk_trio.kube.api import KubeClient
 from vk_trio.kube.config import load_config
 from vk_trio.kube.errors import KubeError
 from vk_trio.kube.events import EventRecorder, Involved
+from vk_trio.kube.leader import Election, Elector, LeadershipLost, default_identity, lease_name
 from vk_trio.kube.lease import run_lease
 from vk_trio.kube.models import ConfigMap, Secret
-from vk_trio.kube.node import NodeConfig, NodeStatusReporter, run_node_status
+from vk_trio.kube.node import NodeConfig, NodeStatusReporter, Taint, run_node_status
 from vk_trio.kube.pods import get_config_map, get_pod, get_secret
 from vk_trio.kube.watch import watch_pods
 from vk_trio.logs import configure_logging, redact
@@ -53,6 +62,8 @@ from vk_trio.vast import RetryPolicy, VastAuthError, VastClient
 from vk_trio.vast.pacer import shared_pacer
 
 REGISTER_RETRY = 5.0
+RELEASE_TIMEOUT = 5.0
+"""Seconds a stopping leader may spend giving its Lease up; past that the Lease expires."""
 
 
 class NodeRuntime:
@@ -81,12 +92,14 @@ async def serve_node(
         redact(settings.vast_api_key)
     cluster = await load_config(kubeconfig=settings.kubeconfig)
     pacer = shared_pacer(settings.vast_api_key, settings.pacing)  # Vast limits per key
+    elector = _elector(settings)
     async with (
         VastClient(
             api_key=settings.vast_api_key,
             base_url=settings.vast_api_url,
             pacer=pacer,
             retry=RetryPolicy(attempts=settings.vast_attempts),
+            fence=elector.fence if elector is not None else None,
         ) as vast,
         KubeClient.from_config(cluster) as kube,
     ):
@@ -99,6 +112,9 @@ async def serve_node(
             vast_stale=max(5 * settings.poll_slow, 120.0),
         )
         health.debug_vars = lambda: {"pacer": pacer.stats(), "poller": poller.stats()}
+        if elector is not None:
+            health.standby = elector.standby_message
+            health.standby_problem = elector.standby_problem
         node = NodeConfig(
             name=settings.node_name,
             internal_ip=settings.pod_ip,
@@ -110,15 +126,22 @@ async def serve_node(
                 "pods": str(settings.max_pods),
                 "nvidia.com/gpu": str(settings.gpu_capacity),
             },
+            labels=config.parse_labels(settings.node_labels),
         )
+        extra_taints = config.parse_taints(settings.node_taints)
+        node.taints += [Taint(key=k, value=v, effect=e) for k, v, e in extra_taints]
         reporter = NodeStatusReporter(kube, node)
-        async with _not_ready_on_failure(reporter, settings) as root:
+        async with _not_ready_on_failure(reporter, settings, elector) as root:
             health_url = await root.start(
                 functools.partial(
                     serve_http, health.handle, host=settings.health_host, port=settings.health_port
                 )
             )
             await root.start(health.watchdog)
+            if elector is not None:
+                await root.start(elector.run, kube, root.cancel_scope)  # stands by until leader
+                # Taking over a node that is Ready: say Ready from the first write, no flap.
+                reporter.expect(*_node_health(health))
             node_uid = await _register(reporter)
             health.node_registered = True
             logger.info("node registered", node=settings.node_name, uid=node_uid)
@@ -210,8 +233,9 @@ async def serve_node(
                 await trio.sleep_forever()
             finally:
                 metrics.register_state(None)
-                with trio.CancelScope(shield=True), trio.move_on_after(5):
-                    await reporter.report(ready=False, message="vk-trio is shutting down")
+                if elector is None:  # else a standby takes over at once: the node stays Ready
+                    with trio.CancelScope(shield=True), trio.move_on_after(5):
+                        await reporter.report(ready=False, message="vk-trio is shutting down")
 
 
 def _state(dispatcher: Dispatcher, poller: InstancePoller) -> metrics.StateSource:
@@ -266,22 +290,48 @@ class KubeObjects:
 
 @asynccontextmanager
 async def _not_ready_on_failure(
-    reporter: NodeStatusReporter, settings: Settings
+    reporter: NodeStatusReporter, settings: Settings, elector: Elector | None
 ) -> AsyncIterator[trio.Nursery]:
     """The root nursery; if it fails after the node registered, the node says why, NotReady.
 
     Otherwise the Node would stay Ready until its Lease expired, and the scheduler would keep
-    sending pods to a process that has exited.
+    sending pods to a process that has exited. A replica that lost the leader election never
+    writes the node (its new leader does); once every task has ended it raises
+    ``LeadershipLost``. A leader that stops for any reason releases its Lease, after every
+    task has ended, so that no call of ours can overlap the next leader's.
     """
+    lost = None
     try:
         async with trio.open_nursery() as root:
             yield root
     except Exception as exc:
-        if reporter.uid:
+        if reporter.uid and (elector is None or elector.holds()):
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 why = startup.explain(exc, settings) or repr(startup.first_cause(exc))
                 await reporter.report(ready=False, message=f"vk-trio stopped: {why}")
         raise
+    finally:
+        if elector is not None:
+            lost = elector.lost_leadership()
+            with trio.CancelScope(shield=True), trio.move_on_after(RELEASE_TIMEOUT):
+                await elector.release()
+    if lost is not None:
+        raise LeadershipLost(lost)
+
+
+def _elector(settings: Settings) -> Elector | None:
+    if not settings.leader_elect:
+        return None
+    return Elector(
+        Election(
+            namespace=settings.leader_elect_namespace,
+            name=lease_name(settings.node_name),
+            identity=settings.leader_elect_identity or default_identity(),
+            lease_duration=settings.leader_elect_lease_duration,
+            renew_deadline=settings.leader_elect_renew_deadline,
+            retry_period=settings.leader_elect_retry_period,
+        )
+    )
 
 
 def _node_health(health: Health) -> tuple[bool, str]:
@@ -364,9 +414,20 @@ def main(args: argparse.Namespace) -> int:
 async def _run_until_signal(settings: Settings) -> None:
     await startup.preflight(settings)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(functools.partial(serve_node, settings, kubelet_api=True))
+        nursery.start_soon(_serve_while_elected, settings)
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
                 logger.info("stopping", signal=signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
                 break
+
+
+async def _serve_while_elected(settings: Settings) -> None:
+    """``serve_node``; after a lost leader election, everything it drove is gone: stand by
+    again with fresh state (the next leadership adopts instances like a restart)."""
+    while True:
+        try:
+            await serve_node(settings, kubelet_api=True)
+            return
+        except LeadershipLost as lost:
+            logger.warning("lost the leader election; standing by again", reason=str(lost))

@@ -35,6 +35,13 @@ class ConfigError(Exception):
 
 _SECONDS = {"unit": "seconds"}
 _DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_KEY = r"([a-z0-9.-]+/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
+_VALUE = r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?"
+_LABEL = f"{_KEY}={_VALUE}"
+_TAINT = f"{_KEY}(={_VALUE})?:(NoSchedule|PreferNoSchedule|NoExecute)"
+_LABELS = f"^{_LABEL}(,{_LABEL})*$"
+_TAINTS = f"^{_TAINT}(,{_TAINT})*$"
 
 LOG_LEVELS = {
     "trace": "TRACE",
@@ -300,6 +307,78 @@ class Settings(msgspec.Struct, kw_only=True):
         ),
     ] = None
 
+    node_labels: Annotated[
+        Annotated[str, Meta(pattern=_LABELS)] | None,
+        Meta(
+            description="labels added to the node's own, e.g. vast.ai/region=eu,price-class=spot: "
+            "pods pick a node by them (nodeSelector, affinity, topology spread)",
+            extra={"allowed": "key=value pairs separated by commas"},
+        ),
+    ] = None
+    node_taints: Annotated[
+        Annotated[str, Meta(pattern=_TAINTS)] | None,
+        Meta(
+            description="taints added to virtual-kubelet.io/provider=vast:NoSchedule, e.g. "
+            "price-class=spot:NoSchedule: only pods that tolerate them land here",
+            extra={
+                "allowed": "key=value:effect items separated by commas; effect NoSchedule, "
+                "PreferNoSchedule or NoExecute"
+            },
+        ),
+    ] = None
+    leader_elect: Annotated[
+        bool,
+        Meta(
+            description="run as one of several replicas: only the holder of the Lease "
+            "vk-trio-NODE_NAME drives the node, the others stand by and take over",
+            extra={"allowed": "true or false (the flag alone means true)"},
+        ),
+    ] = False
+    leader_elect_namespace: Annotated[
+        str,
+        Meta(
+            max_length=63,
+            pattern=_DNS_LABEL,
+            description="namespace of the leader-election Lease (the Deployment's own)",
+            extra={"env": "POD_NAMESPACE", "allowed": "a namespace name"},
+        ),
+    ] = "kube-system"
+    leader_elect_identity: Annotated[
+        str | None,
+        Meta(
+            description="this replica's name in the Lease's holderIdentity (the pod name); "
+            "unset: hostname and a random suffix",
+            extra={"env": "POD_NAME"},
+        ),
+    ] = None
+    leader_elect_lease_duration: Annotated[
+        int,
+        Meta(
+            ge=2,
+            le=60,
+            description="seconds a standby waits after the leader's last renewal before it "
+            "takes over (client-go's 15 s)",
+            extra=_SECONDS,
+        ),
+    ] = 15
+    leader_elect_renew_deadline: Annotated[
+        float,
+        Meta(
+            gt=0,
+            description="seconds the leader may fail to renew before it stops driving; "
+            "below LEADER_ELECT_LEASE_DURATION (client-go's 10 s)",
+            extra=_SECONDS,
+        ),
+    ] = 10.0
+    leader_elect_retry_period: Annotated[
+        float,
+        Meta(
+            gt=0,
+            description="seconds between election attempts and renewals (client-go's 2 s)",
+            extra=_SECONDS,
+        ),
+    ] = 2.0
+
     def __repr__(self) -> str:  # the API key must never reach a log line
         return f"Settings(node_name={self.node_name!r}, vast_api_url={self.vast_api_url!r})"
 
@@ -323,7 +402,9 @@ class _Field(NamedTuple):
 
     @property
     def env(self) -> str:
-        return self.name.upper()
+        """``POLL_FAST`` for ``poll_fast``; a few read the name Kubernetes gives them
+        (``POD_NAMESPACE``, ``POD_NAME`` from the downward API)."""
+        return str(self.extra.get("env", self.name.upper()))
 
     @property
     def flag(self) -> str:
@@ -343,7 +424,9 @@ class _Field(NamedTuple):
         """What a user may set, in words: ``a number > 0 (seconds)``."""
         if "allowed" in self.extra:
             return str(self.extra["allowed"])
-        kind = {int: "an integer", float: "a finite number"}.get(self.kind, "text")
+        kind = {int: "an integer", float: "a finite number", bool: "true or false"}.get(
+            self.kind, "text"
+        )
         limits = self.range()
         if limits and self.limits.ge is not None and self.limits.le is not None:
             limits = f"from {self.limits.ge} to {self.limits.le}"
@@ -388,6 +471,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             field.flag,
             default=None,
             metavar=field.env,
+            # A bool flag alone means true (``--leader-elect``), as Go's flags do.
+            nargs="?" if field.kind is bool else None,
+            const="true" if field.kind is bool else None,
             help=f"{field.description} ({limits + '; ' if limits else ''}default: {shown})",
         )
 
@@ -405,7 +491,7 @@ def load(args: argparse.Namespace | None = None, environ: dict[str, str] | None 
     for name in fields:
         raw = getattr(args, name, None) if args is not None else None
         if raw is None:
-            raw = environ.get(name.upper()) or None
+            raw = environ.get(fields[name].env) or None
         if raw is not None:
             values[name] = raw
     if "log_level" in values:
@@ -437,6 +523,8 @@ def load(args: argparse.Namespace | None = None, environ: dict[str, str] | None 
                 f"below {lower.upper()} ({getattr(settings, lower)}); allowed: at least "
                 f"{lower.upper()}"
             )
+    if settings.leader_elect:
+        _check_election(settings, fields)
     if not settings.vast_api_key and settings.vast_api_key_file:
         settings.vast_api_key = _read_key(settings.vast_api_key_file)
     return settings
@@ -465,3 +553,56 @@ def _read_key(path: str) -> str:
     if not key:
         raise ConfigError(f"VAST_API_KEY_FILE: {path} is empty")
     return key
+
+
+ELECTION_JITTER = 1.2
+"""client-go's ``JitterFactor``: the renew deadline must exceed this many retry periods."""
+
+
+def _check_election(settings: Settings, fields: dict[str, _Field]) -> None:
+    """The election's timings must fence a lost leader and let a standby take over in time.
+
+    As client-go: retry period x 1.2 < renew deadline < lease duration (a leader stops driving
+    before anyone may take its Lease). And ours: a standby must own the node before the node
+    Lease, last renewed up to a quarter of LEASE_SECONDS before the leader died, runs out.
+    """
+    lease = settings.leader_elect_lease_duration
+    renew = settings.leader_elect_renew_deadline
+    retry = settings.leader_elect_retry_period
+    problem = None
+    if not renew < lease:
+        problem = ("leader_elect_renew_deadline", f"below LEADER_ELECT_LEASE_DURATION ({lease})")
+    elif not retry * ELECTION_JITTER < renew:
+        problem = (
+            "leader_elect_retry_period",
+            f"below LEADER_ELECT_RENEW_DEADLINE / {ELECTION_JITTER} ({renew / ELECTION_JITTER:g})",
+        )
+    elif not lease + 2 * retry + settings.lease_seconds / 4 < settings.lease_seconds:
+        room = settings.lease_seconds * 3 / 4 - 2 * retry
+        problem = (
+            "leader_elect_lease_duration",
+            f"below {room:g}, so that a standby takes over before the node Lease "
+            f"(LEASE_SECONDS={settings.lease_seconds}) runs out",
+        )
+    if problem is not None:
+        field = fields[problem[0]]
+        raise ConfigError(
+            f"invalid setting {field.env} ({field.flag}): {getattr(settings, field.name)} is "
+            f"not allowed with LEADER_ELECT; allowed: {problem[1]}"
+        )
+
+
+def parse_labels(text: str | None) -> dict[str, str]:
+    """``{"a": "b", "c": ""}`` from ``NODE_LABELS``' ``a=b,c=`` (already checked by ``load``)."""
+    pairs = (item.partition("=") for item in (text or "").split(",") if item)
+    return {key: value for key, _, value in pairs}
+
+
+def parse_taints(text: str | None) -> list[tuple[str, str, str]]:
+    """``[(key, value, effect)]`` from ``NODE_TAINTS``' ``key=value:Effect,key:Effect``."""
+    taints = []
+    for item in filter(None, (text or "").split(",")):
+        pair, _, effect = item.rpartition(":")
+        key, _, value = pair.partition("=")
+        taints.append((key, value, effect))
+    return taints

@@ -4,6 +4,7 @@
 
     VkError                      every error vk-trio raises on purpose
     ├── TemporaryError           try again later; the pod stays Pending (Vast 5xx/429, timeouts)
+    │   └── Fenced               not sent: this replica lost the leader election
     └── PermanentError           retrying the same thing cannot help (bad annotation, bad API key)
 
 Clients (``vk_trio.vast``, ``vk_trio.kube``) subclass these, so the pod supervisor decides
@@ -25,3 +26,11 @@ class TemporaryError(VkError):
 
 class PermanentError(VkError):
     """Retrying the same request cannot succeed; the cause must be reported and fixed."""
+
+
+class Fenced(TemporaryError):
+    """Refused before it was sent: this replica no longer leads (``vk_trio.kube.leader``).
+
+    Raised by the fence a client checks right before a call that spends or frees money; the
+    caller's scope is being cancelled anyway, so nothing retries it.
+    """

@@ -17,6 +17,12 @@ no token. The kubelet port serves the same behind its authentication.
 
 ``/debug/vars`` answers JSON for ``vk-trio bench`` and curious operators: the watchdog's recent
 lateness (event-loop stall p50/p99/max) and whatever the app adds (pacer waits, sweeps).
+
+A standby replica (``--leader-elect``) answers ``/readyz`` 200 with ``standby: leader is X``:
+it is ready for its job, which is to take over. Were it unready, a PodDisruptionBudget of
+``minAvailable: 1`` would count one healthy pod of two and refuse every eviction, so a node
+drain could never move the leader. It answers 503 when it could not take over (the API
+server has not answered its election for a lease duration) or its loop stalls.
 """
 
 from __future__ import annotations
@@ -50,6 +56,9 @@ class Health:
     ) -> None:
         self.node_registered = False
         self.watch_synced: Callable[[], bool] = lambda: False
+        self.standby: Callable[[], str | None] = lambda: None
+        """``standby: leader is X`` while another replica drives the node; None otherwise."""
+        self.standby_problem: Callable[[], str | None] = lambda: None
         self._vast_last_success = vast_last_success
         self._vast_problem = vast_problem
         self._vast_stale = vast_stale
@@ -108,6 +117,10 @@ class Health:
         if request.path == "/healthz":
             return _answer(self.liveness_problems())
         if request.path == "/readyz":
+            standby = self.standby()
+            if standby is not None:
+                problem = self.standby_problem()
+                return _answer(self.liveness_problems() + ([problem] if problem else []), standby)
             return _answer(self.readiness_problems())
         if request.path == "/metrics":
             body, content_type = render()
@@ -117,7 +130,7 @@ class Health:
         return Response.text("not found\n", 404)
 
 
-def _answer(problems: list[str]) -> Response:
+def _answer(problems: list[str], ok: str = "ok") -> Response:
     if problems:
         return Response.text("".join(f"{p}\n" for p in problems), 503)
-    return Response.text("ok\n")
+    return Response.text(f"{ok}\n")

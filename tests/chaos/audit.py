@@ -63,6 +63,7 @@ class _ContainerStatus(msgspec.Struct):
 class _Status(msgspec.Struct, rename="camel"):
     phase: str | None = None
     message: str | None = None
+    pod_ip: str | None = msgspec.field(default=None, name="podIP")
     container_statuses: list[_ContainerStatus] = []
 
 

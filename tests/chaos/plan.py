@@ -49,10 +49,22 @@ class Plan(msgspec.Struct, kw_only=True, frozen=True):
     """Where logs and evidence go; None makes a fresh temporary directory."""
     node_args: tuple[str, ...] = ()
     """Extra flags for ``vk-trio run`` (``--node-arg=--max-instances=200``)."""
+    replicas: int = 1
+    """Processes of the node; above 1 they run with ``--leader-elect`` and each kill is the
+    leader's, so the audit covers take-overs (adoption by a standby) instead of restarts."""
 
     @property
     def replacements_per_second(self) -> float:
         return self.churn if self.churn is not None else self.pods / self.duration
+
+
+ELECTION_FLAGS = [
+    "--leader-elect-lease-duration=4",
+    "--leader-elect-renew-deadline=3",
+    "--leader-elect-retry-period=0.5",
+]
+"""Client-go's 15/10/2 s scaled down, so that a soak sees several take-overs in a minute
+(``tests/test_failover.py`` takes one over with the production timings)."""
 
 
 def node_flags(plan: Plan) -> list[str]:
@@ -66,6 +78,7 @@ def node_flags(plan: Plan) -> list[str]:
         "--destroy-timeout=5.0",
         f"--startup-timeout={plan.startup_timeout}",
         f"--pacing={plan.rate_scale}",
+        *(ELECTION_FLAGS if plan.replicas > 1 else []),
         *plan.node_args,
     ]
 
@@ -109,14 +122,20 @@ def parse_args(argv: Sequence[str] | None = None) -> Plan:
     parser.add_argument(
         "--node-arg", action="append", default=[], metavar="FLAG", help="extra vk-trio run flag"
     )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="node processes; above 1 they elect a leader and the leader is killed (%(default)s)",
+    )
     faults = parser.add_argument_group("faults (probabilities, latency in seconds)")
     for field, (flag, default) in _FAULT_FLAGS.items():
         faults.add_argument(
             flag, dest=field, type=float, default=default, metavar="RATE", help=_FAULT_HELP[field]
         )
     args = parser.parse_args(argv)
-    if args.pods < 1 or args.duration <= 0 or args.kills < 0:
-        parser.error("--pods and --duration must be positive, --kills not negative")
+    if args.pods < 1 or args.duration <= 0 or args.kills < 0 or args.replicas < 1:
+        parser.error("--pods, --duration and --replicas must be positive, --kills not negative")
     return Plan(
         pods=args.pods,
         duration=args.duration,
@@ -133,6 +152,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Plan:
         json_path=args.json_path,
         run_dir=args.run_dir,
         node_args=tuple(args.node_arg),
+        replicas=args.replicas,
     )
 
 

@@ -10,6 +10,7 @@ so the lines around each kill can be read later.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -57,8 +58,12 @@ async def start_simulator(run_dir: Path, kind: str, *args: str) -> tuple[Popen, 
 class NodeProcess:
     """``vk-trio run`` under the harness's control: started, SIGKILLed, started again."""
 
-    def __init__(self, run_dir: Path, *, env: dict[str, str], flags: list[str]) -> None:
+    def __init__(
+        self, run_dir: Path, *, env: dict[str, str], flags: list[str], name: str = "node"
+    ) -> None:
         self._run_dir = run_dir
+        self.name = name
+        """Its logs' prefix: ``node`` alone, ``node-a``/``node-b`` for replicas."""
         port = _free_port()
         self.health_url = f"http://127.0.0.1:{port}"
         """The same port for every incarnation, so readiness can be asked at any time."""
@@ -74,9 +79,11 @@ class NodeProcess:
     @property
     def log(self) -> Path:
         """The current incarnation's log (JSON lines, stdout and stderr together)."""
-        return self._run_dir / f"node-{self.incarnations - 1}.log"
+        return self._run_dir / f"{self.name}-{self.incarnations - 1}.log"
 
-    def start(self) -> None:
+    def start(self, env: dict[str, str] | None = None) -> None:
+        """Start an incarnation; ``env`` changes its environment from now on."""
+        self._env.update(env or {})
         self.incarnations += 1
         command = [sys.executable, "-m", "vk_trio", "run", *self._flags]
         self._process = _spawn(command, log=self.log, out=None, env=self._env)
@@ -122,6 +129,89 @@ class NodeProcess:
         if self._process is None:
             raise RuntimeError("the node is not running")
         return self._process
+
+
+class Replicas:
+    """Several ``vk-trio run --leader-elect`` of one node (``--replicas``); the interface of
+    ``NodeProcess``, where a kill is a SIGKILL of the replica that leads.
+
+    The leader is the replica whose ``/readyz`` is not a standby's (``standby: leader is X``);
+    mid-takeover, when none leads yet, a random replica is killed. A killed replica is
+    started again by the soak, either in place (the same pod name, as when its container is
+    restarted: it may take its own Lease back at once) or as a new pod (a new name, as when
+    the pod is replaced: the standby takes over once the Lease expires), by a seeded draw.
+    """
+
+    def __init__(
+        self, run_dir: Path, *, env: dict[str, str], flags: list[str], count: int, seed: int
+    ) -> None:
+        self.members = [
+            NodeProcess(
+                run_dir,
+                env={
+                    **env,
+                    "LEADER_ELECT": "true",
+                    "POD_NAMESPACE": "kube-system",
+                    "POD_NAME": f"replica-{chr(ord('a') + i)}",
+                },
+                flags=flags,
+                name=f"node-{chr(ord('a') + i)}",
+            )
+            for i in range(count)
+        ]
+        self._rng = random.Random(f"{seed}:replicas")
+        self._killed: NodeProcess | None = None
+        self.kills = 0
+
+    @property
+    def incarnations(self) -> int:
+        return sum(member.incarnations for member in self.members)
+
+    def start(self) -> None:
+        """All replicas at first; after a kill, the one killed."""
+        if self._killed is not None:
+            replaced = self._rng.random() < 0.5
+            name = f"{self._killed.name.replace('node', 'replica')}-{self._killed.incarnations}"
+            self._killed.start({"POD_NAME": name} if replaced else None)
+            self._killed = None
+            return
+        for member in self.members:
+            member.start()
+
+    async def kill(self) -> None:
+        roles = [await _readyz(member) for member in self.members]
+        leading = [m for m, body in zip(self.members, roles, strict=True) if body == "ok"]
+        victim = leading[0] if leading else self._rng.choice(self.members)
+        await victim.kill()
+        self._killed = victim
+        self.kills += 1
+
+    async def wait_ready(self) -> None:
+        """Return once a replica leads and is ready (``/readyz`` 200 ``ok``)."""
+        while True:
+            self.check()
+            for member in self.members:
+                if await _readyz(member) == "ok":
+                    return
+            await trio.sleep(0.2)
+
+    def check(self) -> None:
+        for member in self.members:
+            member.check()
+
+    def stop(self) -> None:
+        for member in self.members:
+            member.stop()
+
+
+async def _readyz(node: NodeProcess) -> str | None:
+    """The body of a 200 from ``/readyz`` (``ok`` or ``standby: leader is X``), else None."""
+    async with httpx.AsyncClient(base_url=node.health_url, timeout=2.0) as probe:
+        try:
+            answer = await probe.get("/readyz")
+        except httpx.TransportError:
+            return None
+    return answer.text.strip() if answer.status_code == 200 else None
 
 
 def _free_port() -> int:

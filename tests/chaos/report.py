@@ -38,6 +38,8 @@ class Context(msgspec.Struct, kw_only=True):
     kill_times: list[float]
     """Seconds after the soak began."""
     node_starts: int
+    replicas: int = 1
+    """Node processes; above 1 each kill was the elected leader's, taken over by a standby."""
     settled_after: float | None
     """Seconds of settling until every invariant that time can fix held; None: never."""
     settle_bound: float
@@ -99,7 +101,8 @@ def render(report: Report) -> str:
     """The one table."""
     c = report.context
     lines = [
-        f"== chaos soak: {c.pods} pods, {c.duration:.0f} s, {c.kills} kills, seed {c.seed}",
+        f"== chaos soak: {c.pods} pods, {c.duration:.0f} s, {c.kills} kills, seed {c.seed}"
+        + (f", {c.replicas} replicas" if c.replicas > 1 else ""),
         _row("instances created", report.instances_created),
     ]
     for name, count in report.invariants.items():

@@ -20,12 +20,21 @@ import trio
 from tests.chaos.audit import Findings, LedgerRow, PodObject, audit, exposed
 from tests.chaos.market import write_market
 from tests.chaos.plan import Plan, node_flags
-from tests.chaos.processes import ChildFailed, NodeProcess, Popen, start_simulator, stop
+from tests.chaos.processes import (
+    ChildFailed,
+    NodeProcess,
+    Popen,
+    Replicas,
+    start_simulator,
+    stop,
+)
 from tests.chaos.report import Context, Report, make_report, vast_numbers
 from tests.chaos.workload import NAMESPACE, PODS, SECRET_VALUE, Workload
 from vk_trio.sim.vast import Faults
 
 NODE = "vk-chaos-node"
+Node = NodeProcess | Replicas
+"""One ``vk-trio run``, or several electing a leader (``--replicas``)."""
 API_KEY = "chaos-soak-key-0123456789"
 SETTLE_POLL = 1.0
 """Seconds between audits while settling."""
@@ -51,7 +60,7 @@ class _EventList(msgspec.Struct):
 async def soak(plan: Plan, run_dir: Path) -> Report:
     """Run the soak described by ``plan``, keeping logs and evidence in ``run_dir``."""
     children: list[Popen] = []
-    node: NodeProcess | None = None
+    node: Node | None = None
     try:
         vast_url = await _start(
             children,
@@ -71,7 +80,12 @@ async def soak(plan: Plan, run_dir: Path) -> Report:
             "KUBECONFIG": str(kubeconfig),
             "LOG_LEVEL": "INFO",
         }
-        node = NodeProcess(run_dir, env=env, flags=node_flags(plan))
+        if plan.replicas > 1:
+            node = Replicas(
+                run_dir, env=env, flags=node_flags(plan), count=plan.replicas, seed=plan.seed
+            )
+        else:
+            node = NodeProcess(run_dir, env=env, flags=node_flags(plan))
         async with (
             httpx.AsyncClient(base_url=vast_url) as vast,
             httpx.AsyncClient(base_url=kube_url) as kube,
@@ -91,7 +105,7 @@ async def _start(children: list[Popen], run_dir: Path, kind: str, *args: str) ->
 
 
 async def _soak(
-    plan: Plan, run_dir: Path, node: NodeProcess, vast: httpx.AsyncClient, kube: httpx.AsyncClient
+    plan: Plan, run_dir: Path, node: Node, vast: httpx.AsyncClient, kube: httpx.AsyncClient
 ) -> Report:
     workload = Workload(kube, plan, node=NODE)
     await workload.prepare()
@@ -120,6 +134,7 @@ async def _soak(
         kills=node.kills,
         kill_times=[round(t - began, 1) for t in kill_times],
         node_starts=node.incarnations,
+        replicas=plan.replicas,
         settled_after=settled_after,
         settle_bound=plan.settle,
         fault_rates=msgspec.structs.asdict(plan.faults),
@@ -138,7 +153,7 @@ async def _soak(
 
 async def _settle(
     plan: Plan,
-    node: NodeProcess,
+    node: Node,
     vast: httpx.AsyncClient,
     kube: httpx.AsyncClient,
     workload: Workload,
@@ -167,7 +182,7 @@ async def _settle(
         await trio.sleep(SETTLE_POLL)
 
 
-async def _kill_at_random(plan: Plan, node: NodeProcess, kill_times: list[float]) -> None:
+async def _kill_at_random(plan: Plan, node: Node, kill_times: list[float]) -> None:
     """SIGKILL the node once in each of ``plan.kills`` equal slices, at a seeded moment."""
     rng = random.Random(f"{plan.seed}:kills")
     began = trio.current_time()
@@ -193,7 +208,7 @@ def _first(group: BaseExceptionGroup[ChildFailed]) -> ChildFailed:
     return first if isinstance(first, ChildFailed) else _first(first)
 
 
-async def _watch(node: NodeProcess) -> None:
+async def _watch(node: Node) -> None:
     """End the soak at once if the node exits without being killed."""
     while True:
         node.check()

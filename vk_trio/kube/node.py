@@ -174,6 +174,11 @@ class NodeStatusReporter:
     def _taints(self) -> list[dict[str, str]]:
         return [msgspec.to_builtins(taint) for taint in self.config.taints]
 
+    def expect(self, ready: bool, message: str) -> None:
+        """Set what the next write says (``register`` included) without writing now: a
+        replica taking over a Ready node registers it Ready, with no NotReady flap."""
+        self._ready, self._message = ready, message
+
     # ----- API calls --------------------------------------------------------------------
 
     async def register(self) -> str:

@@ -79,6 +79,8 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("clusterrolebindings", "ClusterRoleBinding", group=_RBAC, namespaced=False),
     Resource("roles", "Role", group=_RBAC),
     Resource("rolebindings", "RoleBinding", group=_RBAC),
+    # Stored only: nothing here runs the disruption controller that would write its status.
+    Resource("poddisruptionbudgets", "PodDisruptionBudget", group="policy", short_names=("pdb",)),
     Resource(
         "certificatesigningrequests",
         "CertificateSigningRequest",

@@ -30,7 +30,7 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, NamedTuple, Self, TypeVar
@@ -169,8 +169,12 @@ class VastClient:
         pacer: Pacer | None = None,
         retry: RetryPolicy | None = None,
         rng: random.Random | None = None,
+        fence: Callable[[str], None] | None = None,
     ) -> None:
         redact(api_key)
+        self._fence = fence
+        """Called right before a create or destroy leaves; raises to refuse it (a replica
+        that lost its leader election, ``vk_trio.kube.leader``)."""
         self._base_url = base_url.rstrip("/")
         self._owns_http = http is None
         self._http = http if http is not None else httpx.AsyncClient(timeout=DEFAULT_TIMEOUT)
@@ -385,6 +389,8 @@ class VastClient:
         # what it rented, and a destroy that left must be seen through.
         try:
             async with self._in_flight:
+                if endpoint.completes and self._fence is not None:
+                    self._fence(where)  # the last moment before it is shielded and sent
                 with _map_http_errors(where), trio.CancelScope(shield=endpoint.completes):
                     response = await self._http.request(
                         endpoint.method,
