@@ -148,7 +148,7 @@ async def _start_sim(folder: Path, kind: str, *args: str) -> tuple[Popen, str]:
     process = _spawn(command, out=out, log=log)
     with trio.move_on_after(STARTUP_SECONDS):
         while process.poll() is None:
-            first = out.read_text().partition("\n")
+            first = (await trio.Path(out).read_text()).partition("\n")
             if first[1]:
                 return process, first[0].strip()
             await trio.sleep(0.05)
@@ -279,8 +279,11 @@ async def _bench(pods: int, args: argparse.Namespace, folder: Path) -> Obj:
     try:
         return await _measure(run)
     finally:
-        for process in reversed(run.children.values()):
-            _stop(process)
+        # Waiting for a child to exit blocks: off the Trio thread, and finished even when
+        # the bench is interrupted, so no simulator or node outlives it.
+        with trio.CancelScope(shield=True):
+            for process in reversed(run.children.values()):
+                await trio.to_thread.run_sync(_stop, process)
 
 
 async def _measure(run: _Run) -> Obj:
