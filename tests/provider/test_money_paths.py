@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 import pytest
@@ -18,6 +18,7 @@ import trio
 from trio.testing import MockClock
 
 from tests.plugins.vast_sim import VastSimFactory
+from tests.provider.fakes import NoObjects, Recorder
 from vk_trio.annotations import BUYING
 from vk_trio.config import Settings
 from vk_trio.kube.errors import KubeUnavailable
@@ -76,25 +77,8 @@ async def test_a_burst_of_deletions_at_real_limits_destroys_everything(
     assert elapsed >= (BURST - 1) * 3.0 * 1.1  # really paced: far beyond one 60 s deadline
 
 
-class RefusingProgress:
+class RefusingProgress(Recorder):
     """A pod whose annotations cannot be written (the API server refuses the patch)."""
-
-    def __init__(self, pod: Pod) -> None:
-        self.pod = pod
-        self.waits: list[tuple[str, str]] = []
-
-    async def waiting(self, reason: str, message: str) -> None:
-        self.waits.append((reason, message))
-
-    async def event(
-        self,
-        kind: Literal["Normal", "Warning"],
-        reason: str,
-        message: str,
-        *,
-        log_as: str | None = None,
-    ) -> None:
-        await trio.lowlevel.checkpoint()
 
     async def annotate(self, annotations: Mapping[str, str | None]) -> None:
         await trio.lowlevel.checkpoint()
@@ -111,23 +95,8 @@ POD = msgspec.convert(
 )
 
 
-class NoObjects:
-    async def secret(self, namespace: str, name: str) -> None:
-        return None
-
-    async def config_map(self, namespace: str, name: str) -> None:
-        return None
-
-
-class RecordingProgress(RefusingProgress):
-    """A pod whose annotations can be written; it records what it was shown."""
-
-    async def annotate(self, annotations: Mapping[str, str | None]) -> None:
-        await trio.lowlevel.checkpoint()
-
-
 async def try_to_buy(
-    sim: VastSim, progress: RefusingProgress, *, max_instances: int | None, seconds: float
+    sim: VastSim, progress: Recorder, *, max_instances: int | None, seconds: float
 ) -> None:
     """Let ``POD`` try to buy for ``seconds`` (virtual) with the Buyer of a real node."""
     async with VastClient(api_key="k", base_url=str(sim.url), pacer=Pacer(scale=0)) as vast:
@@ -169,7 +138,7 @@ async def test_a_spend_capped_pod_says_so_without_flickering(
     """Issue 13: the waiting reason alternated between SearchingOffers and SpendCapReached at
     every retry (and logged both). It says SearchingOffers once, then only why it waits."""
     sim = await vast_sim_factory()
-    progress = RecordingProgress(POD)
+    progress = Recorder(POD)
     await try_to_buy(sim, progress, max_instances=0, seconds=600)
     reasons = [reason for reason, _ in progress.waits]
     assert reasons[0] == "SearchingOffers"

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping
-from typing import Literal
 
 import msgspec
 import pytest
@@ -21,6 +19,7 @@ import trio
 from trio.testing import MockClock
 
 from tests.plugins.vast_sim import VastSimFactory
+from tests.provider.fakes import NoObjects, Recorder
 from vk_trio.config import Settings
 from vk_trio.kube.models import Pod
 from vk_trio.provider.budget import Budget
@@ -41,38 +40,6 @@ BOOT = 30.0
 def jumpy_clock() -> MockClock:
     """Virtual time that jumps after 10 ms of real idleness (sockets are real here)."""
     return MockClock(autojump_threshold=0.01)
-
-
-class Recorder:
-    """A pod's progress, kept in memory (the Kubernetes side is not under test here)."""
-
-    def __init__(self, pod: Pod) -> None:
-        self.pod = pod
-        self.waits: list[tuple[str, str]] = []
-
-    async def waiting(self, reason: str, message: str) -> None:
-        self.waits.append((reason, message))
-
-    async def event(
-        self,
-        kind: Literal["Normal", "Warning"],
-        reason: str,
-        message: str,
-        *,
-        log_as: str | None = None,
-    ) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def annotate(self, annotations: Mapping[str, str | None]) -> None:
-        await trio.lowlevel.checkpoint()
-
-
-class NoObjects:
-    async def secret(self, namespace: str, name: str) -> None:
-        return None
-
-    async def config_map(self, namespace: str, name: str) -> None:
-        return None
 
 
 def pod(n: int) -> Pod:
