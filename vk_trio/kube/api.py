@@ -167,8 +167,13 @@ def _should_retry(error: KubeError, *, idempotent: bool) -> bool:
     return False
 
 
-MAX_IN_FLIGHT = 16
-"""Requests (not watches) on the wire at once; below the pool's 20 connections."""
+MAX_IN_FLIGHT = 8
+"""Requests (not watches) on the wire at once. Eight keep a remote API server busy (a few ms
+each) while the node's CPU, not the wire, is what limits it; more only made httpcore's
+per-request scan of its connections dearer."""
+
+WATCHES = 2
+"""Watch streams a node holds open (pods, Services), each on a connection of its own."""
 
 
 class KubeClient:

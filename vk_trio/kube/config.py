@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import trio
 
+from vk_trio.kube.api import MAX_IN_FLIGHT, WATCHES
 from vk_trio.logs import redact
 
 __all__ = [
@@ -268,7 +269,12 @@ def make_http_client(config: ClusterConfig, *, timeout: httpx.Timeout) -> httpx.
         auth=auth,
         timeout=timeout,
         event_hooks=hooks,
-        # The watch plus KubeClient's 16 requests in flight, every one on a kept-alive
+        # KubeClient's requests in flight plus the node's watches, every one on a kept-alive
         # connection: closing the extra ones after each request cost a connect per request.
-        limits=httpx.Limits(max_connections=20, max_keepalive_connections=20),
+        # No more than that: httpcore scans its idle connections (quadratically) for every
+        # request it queues or finishes, which cost a fifth of each request's CPU at 20.
+        limits=httpx.Limits(
+            max_connections=MAX_IN_FLIGHT + WATCHES,
+            max_keepalive_connections=MAX_IN_FLIGHT + WATCHES,
+        ),
     )

@@ -111,6 +111,11 @@ def _runnable(probe: Probe) -> bool:
     return probe.http_get is not None or probe.tcp_socket is not None
 
 
+def probed(container: Container) -> bool:
+    """Whether ``container`` has a probe vk-trio runs (else no probing task is started)."""
+    return any(_runnable(probe) for probe in _probes(container).values())
+
+
 def unsupported(container: Container) -> list[str]:
     """The container's probes that cannot run from outside the instance, e.g.
     ``livenessProbe (exec)``; they are treated as absent."""

@@ -22,25 +22,34 @@ from vk_trio.kube.errors import KubeError, KubeNotFound
 from vk_trio.kube.events import EventRecorder
 from vk_trio.kube.models import Pod
 from vk_trio.kube.pods import patch_pod_annotations, patch_pod_status
+from vk_trio.node.handle import PodHandle
 from vk_trio.node.status import PodView, now_rfc3339, status_patch, without_times
 
 
 class PodReporter:
-    """Reports one pod; owned by that pod's supervisor."""
+    """Reports one pod; owned by that pod's supervisor.
 
-    def __init__(self, kube: KubeClient, events: EventRecorder, pod: Pod, *, chosen: str) -> None:
+    It keeps no copy of the pod of its own: ``pod`` is the handle's, the newest the watch
+    delivered (or an annotation patch answered). A thousand pods held twice cost megabytes.
+    """
+
+    def __init__(
+        self, kube: KubeClient, events: EventRecorder, handle: PodHandle, *, chosen: str
+    ) -> None:
         self._kube = kube
         self._events = events
-        self.pod = pod
+        self._handle = handle
+        pod = handle.pod
         self.chosen = chosen
         self.view = PodView(start_time=pod.status.start_time or now_rfc3339())
         self._sent: dict[str, Any] | None = None
         self._conditions: dict[str, str] = {c.type: c.status for c in pod.status.conditions}
         self.log = logger.bind(pod=pod.key, uid=pod.uid)
 
-    def rebind(self, pod: Pod) -> None:
-        """Use the newest copy of the pod (annotations, resourceVersion) from now on."""
-        self.pod = pod
+    @property
+    def pod(self) -> Pod:
+        """The newest copy of the pod (annotations included)."""
+        return self._handle.pod
 
     async def show(self, view: PodView) -> None:
         """Make Kubernetes show ``view`` (patching only when it changed)."""
@@ -52,15 +61,13 @@ class PodReporter:
             if self._conditions.get(condition["type"]) != condition["status"]:
                 condition["lastTransitionTime"] = now_rfc3339()
         try:
-            updated = await patch_pod_status(self._kube, self.pod, status)
+            await patch_pod_status(self._kube, self.pod, status)
         except KubeError as exc:
             self.log.warning("pod status patch failed; will resend", error=str(exc))
             self._sent = None
             return
         self._sent = status
         self._conditions = {c["type"]: c["status"] for c in status["conditions"]}
-        if updated is not None:
-            self.pod = updated
 
     async def waiting(self, reason: str, message: str) -> None:
         """Show the container waiting for ``reason``; the phase stays where it is."""
@@ -93,4 +100,4 @@ class PodReporter:
         updated = await patch_pod_annotations(self._kube, self.pod, dict(annotations))
         if updated is None:
             raise KubeNotFound(f"pod {self.pod.key} (uid {self.pod.uid}) no longer exists")
-        self.pod = updated
+        self._handle.update(updated)  # the watch may not have brought it yet

@@ -41,7 +41,7 @@ from vk_trio.kube.models import Container, ObjectMeta
 from vk_trio.kube.pods import delete_pod
 from vk_trio.node.admission import unsupported_reason
 from vk_trio.node.handle import PodHandle
-from vk_trio.node.probes import Kill, Prober, gates, run_probes, unsupported
+from vk_trio.node.probes import Kill, Prober, gates, probed, run_probes, unsupported
 from vk_trio.node.provider import (
     Booting,
     Exited,
@@ -163,7 +163,7 @@ class _PodLifecycle:
         self.handle = handle
         pod = handle.pod
         first = pod.spec.containers[0].name if pod.spec.containers else ""
-        self.report = PodReporter(services.kube, services.events, pod, chosen=first)
+        self.report = PodReporter(services.kube, services.events, handle, chosen=first)
         self.log = self.report.log
 
     @property
@@ -302,7 +302,6 @@ class _PodLifecycle:
         shown: str | None = None
         while True:
             pod, seen = self.handle.pod, self.handle.version
-            self.report.rebind(pod)
             try:
                 placement = self.provider.check(pod)
             except InvalidPod as exc:
@@ -368,9 +367,11 @@ class _PodLifecycle:
                             if probing is not None:
                                 probing.cancel()
                             since = trio.current_time() if since is None else since
-                            probing = await nursery.start(
-                                self._probe, observed, since, following, killed
-                            )
+                            container = self._container()
+                            if container is not None and probed(container):
+                                probing = await nursery.start(
+                                    self._probe, container, observed, since, following, killed
+                                )
                         case Exited(code, message):
                             return _terminated(code, message)
                         case MachineFailed(reason, message):
@@ -392,6 +393,7 @@ class _PodLifecycle:
 
     async def _probe(
         self,
+        container: Container,
         observed: Running,
         since: float,
         following: trio.CancelScope,
@@ -402,9 +404,6 @@ class _PodLifecycle:
         """Probe the running container; a kill ends the instance's follow (``following``)."""
         with trio.CancelScope() as scope:
             task_status.started(scope)
-            container = self._container()
-            if container is None:
-                return
             killed.append(
                 await run_probes(
                     container, observed.endpoints, self.s.prober, _Probed(self), since=since

@@ -181,10 +181,12 @@ class Buyer:
             tried += 1
             with self._claims.claim(offer.id):
                 if tried == 1:  # said only when this pod gets to buy: siblings may hold all
-                    await progress.event(
-                        "Normal", "OffersFound", selection.describe(), log_as="offers found"
+                    logger.bind(pod=pod.key, uid=pod.uid).info(
+                        "offers found", detail=selection.describe()
                     )
-                outcome = await self._try_offer(pod, offer, requirements, price, label, progress)
+                outcome = await self._try_offer(
+                    pod, offer, requirements, price, label, progress, found=selection
+                )
             if isinstance(outcome, int):
                 return outcome
             self._budget.release(pod.uid)
@@ -216,8 +218,13 @@ class Buyer:
         price: float,
         label: str,
         progress: Progress,
+        *,
+        found: Selection,
     ) -> int | Wait | None:
-        """Buy ``offer``: an instance id, why the pod must wait, or None to try the next."""
+        """Buy ``offer``: an instance id, why the pod must wait, or None to try the next.
+
+        One Event says what is about to be bought and among how many offers (``found``): a
+        create can wait for the pacer for minutes at Vast's real limits."""
         try:
             request, secrets = await instance_request(
                 pod,
@@ -234,7 +241,13 @@ class Buyer:
         for secret in secrets:
             redact(secret)
         matched = describe_offer(offer, price)
-        await progress.event("Normal", "OfferMatched", matched, log_as="offer match")
+        await progress.event(
+            "Normal",
+            "OfferMatched",
+            f"{matched}; {len(found.ranked)} of {len(found.ranked) + len(found.rejected)}"
+            " offers match",
+            log_as="offer match",
+        )
         await progress.waiting("Buying", f"buying {matched}")
         try:
             await progress.annotate({BUYING: f"offer {offer.id} at {now_rfc3339()}"})

@@ -137,18 +137,19 @@ class VastProvider:
         )
         return str(instance_id)
 
-    async def follow(
+    def follow(
         self, pod: Pod, instance: str, progress: Progress
     ) -> AsyncGenerator[Observation, None]:
         """Observations of ``instance`` from the poller's sweeps, each reported once.
 
         Any *other* instance labelled for this pod (a create whose answer was lost and that
         was listed only after a second buy) is destroyed on sight: a pod never keeps two.
+        The observing generator holds no copy of ``pod`` (``progress.pod`` is the newest):
+        it lives as long as the instance, and a thousand stale copies add up.
         """
-        instance_id = int(instance)
         requirements = _requirements(pod)
         watch = InstanceWatch(
-            instance_id,
+            int(instance),
             now=trio.current_time(),
             startup=requirements.startup_timeout or self._settings.startup_timeout,
             visibility_grace=self._settings.visibility_grace,
@@ -156,25 +157,31 @@ class VastProvider:
             price_max=requirements.price_max,
             ran=_shows_running(progress.pod),
         )
+        return self._observe(pod.uid, watch, progress)
+
+    async def _observe(
+        self, uid: str, watch: InstanceWatch, progress: Progress
+    ) -> AsyncGenerator[Observation, None]:
+        instance_id = watch.instance_id
         last: Observation | None = None
         while True:
-            version = self._poller.version(pod.uid)
-            listed = self._poller.instances(pod.uid)
+            version = self._poller.version(uid)
+            listed = self._poller.instances(uid)
             if any(i.id != instance_id for i in listed):
-                self._log(pod).warning("a second instance for one pod; destroying it")
-                await self._release_until_done(pod, progress, keep=instance_id)
+                self._log(progress.pod).warning("a second instance for one pod; destroying it")
+                await self._release_until_done(progress.pod, progress, keep=instance_id)
             current = next((i for i in listed if i.id == instance_id), None)
             observed = watch.observe(current, trio.current_time())
             if observed is not None and observed != last:
                 last = observed
-                await self._record(pod, instance_id, observed, watch, progress)
+                await self._record(instance_id, observed, watch, progress)
                 yield observed
                 if isinstance(observed, Ended):
                     return
             # Wake at the startup deadline too: a stuck boot changes nothing to wake us.
             until_late = watch.startup_deadline() - trio.current_time()
             with trio.move_on_after(RECHECK if until_late <= 0 else min(RECHECK, until_late)):
-                await self._poller.wait_changed(pod.uid, version)
+                await self._poller.wait_changed(uid, version)
 
     async def release(self, pod: Pod, *, keep: str | None = None) -> int:
         destroyed = await destroy_all(
@@ -204,7 +211,6 @@ class VastProvider:
 
     async def _record(
         self,
-        pod: Pod,
         instance_id: int,
         observed: Observation,
         watch: InstanceWatch,
@@ -220,12 +226,13 @@ class VastProvider:
         elif isinstance(observed, Ended):
             annotations = {ENDPOINTS: None}
             if isinstance(observed, MachineFailed) and watch.machine_id is not None:
-                self._pods.setdefault(pod.uid, _PodMemory()).excluded_machines.add(watch.machine_id)
+                memory = self._pods.setdefault(progress.pod.uid, _PodMemory())
+                memory.excluded_machines.add(watch.machine_id)
         if annotations is not None:
             try:
                 await progress.annotate(annotations)
             except VkError as exc:
-                self._log(pod).warning("pod annotation patch failed", error=str(exc))
+                self._log(progress.pod).warning("pod annotation patch failed", error=str(exc))
 
     async def _fresh_sweep(self, progress: Progress) -> None:
         """Wait for a successful sweep that started now, reporting while Vast cannot list."""

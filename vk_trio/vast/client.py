@@ -77,8 +77,12 @@ MAX_PAGES = 400
 DEFAULT_RETRY = RetryPolicy(attempts=5, backoff=Backoff(1.0, 30.0, jitter=0.2))
 """Vast's own CLI starts at 0.15 s, but its rate-limit thresholds are 1-4.5 s."""
 
-MAX_IN_FLIGHT = 16
-"""Requests on the wire at once (the default httpx pool keeps up to 100 connections)."""
+MAX_IN_FLIGHT = 8
+"""API requests on the wire at once, each on a kept-alive connection."""
+
+POOL_SIZE = MAX_IN_FLIGHT + 2
+"""Connections kept: the API's plus two for log downloads (``result_url``, another host).
+No more: httpcore scans its idle connections quadratically for every request."""
 
 
 class _Endpoint(NamedTuple):
@@ -177,7 +181,14 @@ class VastClient:
         that lost its leader election, ``vk_trio.kube.leader``)."""
         self._base_url = base_url.rstrip("/")
         self._owns_http = http is None
-        self._http = http if http is not None else httpx.AsyncClient(timeout=DEFAULT_TIMEOUT)
+        self._http = (
+            http
+            if http is not None
+            else httpx.AsyncClient(
+                timeout=DEFAULT_TIMEOUT,
+                limits=httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=POOL_SIZE),
+            )
+        )
         self._pacer = pacer if pacer is not None else Pacer()
         self._retry = retry if retry is not None else DEFAULT_RETRY
         self._rng = rng if rng is not None else random.Random()
