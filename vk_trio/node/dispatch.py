@@ -54,10 +54,12 @@ class Dispatcher:
     ) -> None:
         """Dispatch ``events`` until they end or this task is cancelled.
 
-        Owns the nursery of every pod supervisor: when this returns (process shutdown), all
-        pod tasks have ended without destroying anything, as the supervisor documents.
+        Owns the nursery of every pod supervisor and of the status writer they share: when
+        this returns (process shutdown), all pod tasks have ended without destroying
+        anything, as the supervisor documents.
         """
         async with trio.open_nursery() as pods, aclosing(events):
+            await pods.start(self._services.statuses.run)
             task_status.started()
             async for event in events:
                 self._dispatch(event, pods)

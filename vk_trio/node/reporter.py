@@ -1,13 +1,13 @@
 """How one pod's supervisor (and its provider) tell the world what happens: status, Events,
 annotations, logs. ``PodReporter`` is the ``Progress`` a provider is handed.
 
-Every change of a ``PodView`` goes through ``PodReporter.show``, which patches
-``pods/<name>/status`` only when something a user can see changed (timestamps aside), so a
-steady pod costs no API calls. Events are aggregated by the recorder (``count`` goes up
-instead of new objects). Status and Events never fail the pod: a Kubernetes error is logged
-and the status is re-sent with the next change. An annotation write does raise: some are
-promises (``vast.ai/buying`` must be on record before a create is sent), and only the writer
-knows whether its write was one.
+Every change of a ``PodView`` goes through ``PodReporter.show``, which has
+``pods/<name>/status`` patched (by the node's ``StatusWriter``) only when something a user
+can see changed (timestamps aside), so a steady pod costs no API calls. Events are
+aggregated by the recorder (``count`` goes up instead of new objects). Status and Events
+never fail the pod: a Kubernetes error is logged and the status is re-sent with the next
+change. An annotation write does raise: some are promises (``vast.ai/buying`` must be on
+record before a create is sent), and only the writer knows whether its write was one.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from vk_trio.kube.models import Pod
 from vk_trio.kube.pods import patch_pod_annotations, patch_pod_status
 from vk_trio.node.handle import PodHandle
 from vk_trio.node.status import PodView, now_rfc3339, status_patch, without_times
+from vk_trio.node.status_writer import StatusWriter
 
 
 class PodReporter:
@@ -34,10 +35,17 @@ class PodReporter:
     """
 
     def __init__(
-        self, kube: KubeClient, events: EventRecorder, handle: PodHandle, *, chosen: str
+        self,
+        kube: KubeClient,
+        events: EventRecorder,
+        statuses: StatusWriter,
+        handle: PodHandle,
+        *,
+        chosen: str,
     ) -> None:
         self._kube = kube
         self._events = events
+        self._statuses = statuses
         self._handle = handle
         pod = handle.pod
         self.chosen = chosen
@@ -52,7 +60,10 @@ class PodReporter:
         return self._handle.pod
 
     async def show(self, view: PodView) -> None:
-        """Make Kubernetes show ``view`` (patching only when it changed)."""
+        """Make Kubernetes show ``view`` (patching only when it changed).
+
+        Returns at once: the node's ``StatusWriter`` sends the newest status of each pod.
+        """
         self.view = view
         status = status_patch(self.pod, view, chosen=self.chosen)
         if self._sent is not None and without_times(status) == without_times(self._sent):
@@ -60,14 +71,20 @@ class PodReporter:
         for condition in status["conditions"]:
             if self._conditions.get(condition["type"]) != condition["status"]:
                 condition["lastTransitionTime"] = now_rfc3339()
+        self._sent = status
+        self._conditions = {c["type"]: c["status"] for c in status["conditions"]}
+        self._statuses.submit(self.pod.uid, self._write)
+
+    async def _write(self) -> None:
+        status = self._sent
+        if status is None:
+            return
         try:
             await patch_pod_status(self._kube, self.pod, status)
         except KubeError as exc:
             self.log.warning("pod status patch failed; will resend", error=str(exc))
-            self._sent = None
-            return
-        self._sent = status
-        self._conditions = {c["type"]: c["status"] for c in status["conditions"]}
+            if self._sent is status:  # else a newer one is on its way
+                self._sent = None
 
     async def waiting(self, reason: str, message: str) -> None:
         """Show the container waiting for ``reason``; the phase stays where it is."""

@@ -54,6 +54,7 @@ from vk_trio.node.provider import (
 from vk_trio.node.reporter import PodReporter
 from vk_trio.node.status import Phase, PodView, Terminated, Waiting, now_rfc3339
 from vk_trio.node.status import Running as RunningState
+from vk_trio.node.status_writer import StatusWriter
 from vk_trio.retry import Backoff
 
 __all__ = ["NodeServices", "supervise_pod"]
@@ -73,6 +74,8 @@ class NodeServices:
     provider: Provider
     prober: Prober = field(default_factory=Prober)
     """Bounds the probe attempts of every pod of the node."""
+    statuses: StatusWriter = field(default_factory=StatusWriter)
+    """Writes every pod's status; the dispatcher runs it."""
 
 
 async def supervise_pod(services: NodeServices, handle: PodHandle) -> None:
@@ -163,7 +166,9 @@ class _PodLifecycle:
         self.handle = handle
         pod = handle.pod
         first = pod.spec.containers[0].name if pod.spec.containers else ""
-        self.report = PodReporter(services.kube, services.events, handle, chosen=first)
+        self.report = PodReporter(
+            services.kube, services.events, services.statuses, handle, chosen=first
+        )
         self.log = self.report.log
 
     @property

@@ -23,6 +23,11 @@ from vk_trio.vast import Offer, VastClient
 TTL = 5.0
 """Seconds an answer is reused; short, because the marketplace moves."""
 
+REFRESH = 1.0
+"""Seconds an answer is kept at least, however many pods find it used up (``expire``): a
+thousand pods waiting for offers asked for ten fresh searches a second, most of what the
+marketplace spent on them, when a buy takes longer than that to use up an offer anyway."""
+
 SPENT_MEMORY = 10_000
 """Used-up offers remembered; far more than any answer younger than ``TTL`` can hold."""
 
@@ -38,9 +43,10 @@ class _Entry:
 class SharedSearches:
     """Single-flight, briefly cached offer searches for one node."""
 
-    def __init__(self, vast: VastClient, *, ttl: float = TTL) -> None:
+    def __init__(self, vast: VastClient, *, ttl: float = TTL, refresh: float = REFRESH) -> None:
         self._vast = vast
         self._ttl = ttl
+        self._refresh = refresh
         self._entries: dict[bytes, _Entry] = {}
 
     async def search(self, query: dict[str, Any]) -> list[Offer]:
@@ -53,10 +59,15 @@ class SharedSearches:
     def expire(self, query: dict[str, Any], answered_at: float) -> None:
         """Drop the answer of ``answered_at`` (``search_dated``): the node's pods hold or
         bought every offer in it, so the next asker must ask Vast again rather than wait
-        out ``ttl``. A newer answer stays."""
+        out ``ttl``. A newer answer stays, and so does one younger than ``refresh``."""
         key = msgspec.json.encode(query, order="sorted")
         entry = self._entries.get(key)
-        if entry is not None and entry.done.is_set() and entry.at <= answered_at:
+        if (
+            entry is not None
+            and entry.done.is_set()
+            and entry.at <= answered_at
+            and trio.current_time() - entry.at >= self._refresh
+        ):
             del self._entries[key]
 
     async def search_dated(self, query: dict[str, Any]) -> tuple[list[Offer], float]:

@@ -69,6 +69,10 @@ CONTEXT = "vk-trio-sim"
 
 SERVER_VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-vk-trio-sim"}
 
+WATCH_BATCH = 100
+"""Queued watch events sent in one write at most (a client reading slowly still gets
+them in order, just in fewer, larger chunks)."""
+
 DEFAULT_WATCH_SECONDS = 1800.0
 """How long a watch without ``timeoutSeconds`` stays open (the real server picks 30-60 min)."""
 
@@ -502,7 +506,21 @@ class KubeSim:
                     except trio.EndOfChannel:
                         return
                 if event is not None:
-                    yield encode(*event)
+                    # The apiserver flushes only when no other event is queued for the
+                    # watcher (``serveWatch``): events that came together leave together.
+                    chunks = [encode(*event)]
+                    ended = False
+                    while len(chunks) < WATCH_BATCH:
+                        try:
+                            chunks.append(encode(*watcher.receive.receive_nowait()))
+                        except trio.WouldBlock:
+                            break
+                        except trio.EndOfChannel:
+                            ended = True
+                            break
+                    yield b"".join(chunks)
+                    if ended:
+                        return
                 elif bookmarks and trio.current_time() >= next_bookmark:
                     next_bookmark = trio.current_time() + self.bookmark_interval
                     yield _bookmark(watcher.resource, self.store.rv)
