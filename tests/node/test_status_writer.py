@@ -16,7 +16,7 @@ async def test_a_queued_status_is_replaced_by_the_newest(nursery: trio.Nursery) 
         await gate.wait()
         written.append("other pod")
 
-    def status(name: str): -> Write
+    def status(name: str) -> Write:
         async def write() -> None:
             written.append(name)
 
@@ -39,7 +39,7 @@ async def test_one_pods_writes_never_overlap(nursery: trio.Nursery) -> None:
     order: list[int] = []
     gates = [trio.Event(), trio.Event()]
 
-    def status(number: int): -> Write
+    def status(number: int) -> Write:
         async def write() -> None:
             nonlocal active
             active += 1
