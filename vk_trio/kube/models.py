@@ -6,6 +6,10 @@ as plain dicts next to the code that sends them, because a strategic-merge patch
 only the keys we own, which typed structs with defaults make easy to get wrong.
 
 No I/O happens in this module.
+
+Every struct here is ``gc=False``: decoded objects never refer back to what holds them, so
+the cyclic collector need not walk them (a full collection's pause grows with every object
+it walks, and a node keeps every pod of its own).
 """
 
 from __future__ import annotations
@@ -13,14 +17,14 @@ from __future__ import annotations
 import msgspec
 
 
-class OwnerReference(msgspec.Struct, kw_only=True, rename="camel"):
+class OwnerReference(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
     kind: str = ""
     name: str = ""
     uid: str = ""
     controller: bool | None = None
 
 
-class ObjectMeta(msgspec.Struct, kw_only=True, rename="camel"):
+class ObjectMeta(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
     name: str = ""
     namespace: str = ""
     uid: str = ""
@@ -33,7 +37,7 @@ class ObjectMeta(msgspec.Struct, kw_only=True, rename="camel"):
     owner_references: list[OwnerReference] = msgspec.field(default_factory=list)
 
 
-class KeySelector(msgspec.Struct, kw_only=True):
+class KeySelector(msgspec.Struct, gc=False, kw_only=True):
     """``secretKeyRef`` / ``configMapKeyRef``."""
 
     name: str = ""
@@ -41,52 +45,52 @@ class KeySelector(msgspec.Struct, kw_only=True):
     optional: bool | None = None
 
 
-class FieldSelector(msgspec.Struct, kw_only=True, rename="camel"):
+class FieldSelector(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
     field_path: str = ""
 
 
-class EnvVarSource(msgspec.Struct, kw_only=True, rename="camel"):
+class EnvVarSource(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
     secret_key_ref: KeySelector | None = None
     config_map_key_ref: KeySelector | None = None
     field_ref: FieldSelector | None = None
     resource_field_ref: dict[str, str] | None = None
 
 
-class EnvVar(msgspec.Struct, kw_only=True, rename="camel"):
+class EnvVar(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
     name: str
     value: str | None = None
     value_from: EnvVarSource | None = None
 
 
-class NameRef(msgspec.Struct, kw_only=True):
+class NameRef(msgspec.Struct, gc=False, kw_only=True):
     name: str = ""
     optional: bool | None = None
 
 
-class EnvFromSource(msgspec.Struct, kw_only=True, rename="camel"):
+class EnvFromSource(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
     prefix: str = ""
     secret_ref: NameRef | None = None
     config_map_ref: NameRef | None = None
 
 
-class ContainerPort(msgspec.Struct, kw_only=True, rename="camel"):
+class ContainerPort(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
     container_port: int
     name: str | None = None
     protocol: str = "TCP"
     host_port: int | None = None
 
 
-class ResourceRequirements(msgspec.Struct, kw_only=True):
+class ResourceRequirements(msgspec.Struct, gc=False, kw_only=True):
     limits: dict[str, str] = msgspec.field(default_factory=dict)
     requests: dict[str, str] = msgspec.field(default_factory=dict)
 
 
-class HTTPHeader(msgspec.Struct, kw_only=True):
+class HTTPHeader(msgspec.Struct, gc=False, kw_only=True):
     name: str
     value: str = ""
 
 
-class HTTPGetAction(msgspec.Struct, kw_only=True, rename="camel"):
+class HTTPGetAction(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
     port: int | str
     """A container port number, or the name of one in ``ports``."""
     path: str = "/"
@@ -95,21 +99,21 @@ class HTTPGetAction(msgspec.Struct, kw_only=True, rename="camel"):
     http_headers: list[HTTPHeader] = msgspec.field(default_factory=list)
 
 
-class TCPSocketAction(msgspec.Struct, kw_only=True):
+class TCPSocketAction(msgspec.Struct, gc=False, kw_only=True):
     port: int | str
     host: str | None = None
 
 
-class GRPCAction(msgspec.Struct, kw_only=True):
+class GRPCAction(msgspec.Struct, gc=False, kw_only=True):
     port: int
     service: str | None = None
 
 
-class ExecAction(msgspec.Struct, kw_only=True):
+class ExecAction(msgspec.Struct, gc=False, kw_only=True):
     command: list[str] = msgspec.field(default_factory=list)
 
 
-class Probe(msgspec.Struct, kw_only=True, rename="camel"):
+class Probe(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
     """A container probe; the defaults are the API server's."""
 
     http_get: HTTPGetAction | None = None
@@ -123,7 +127,7 @@ class Probe(msgspec.Struct, kw_only=True, rename="camel"):
     failure_threshold: int = 3
 
 
-class Container(msgspec.Struct, kw_only=True, rename="camel"):
+class Container(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
     name: str
     image: str = ""
     command: list[str] = msgspec.field(default_factory=list)
@@ -137,14 +141,14 @@ class Container(msgspec.Struct, kw_only=True, rename="camel"):
     liveness_probe: Probe | None = None
 
 
-class Toleration(msgspec.Struct, kw_only=True):
+class Toleration(msgspec.Struct, gc=False, kw_only=True):
     key: str | None = None
     operator: str | None = None
     value: str | None = None
     effect: str | None = None
 
 
-class PodSpec(msgspec.Struct, kw_only=True, rename="camel"):
+class PodSpec(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
     containers: list[Container] = msgspec.field(default_factory=list)
     init_containers: list[Container] = msgspec.field(default_factory=list)
     node_name: str = ""
@@ -155,16 +159,16 @@ class PodSpec(msgspec.Struct, kw_only=True, rename="camel"):
     tolerations: list[Toleration] = msgspec.field(default_factory=list)
 
 
-class ContainerStateWaiting(msgspec.Struct, kw_only=True):
+class ContainerStateWaiting(msgspec.Struct, gc=False, kw_only=True):
     reason: str = ""
     message: str = ""
 
 
-class ContainerStateRunning(msgspec.Struct, kw_only=True, rename="camel"):
+class ContainerStateRunning(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
     started_at: str | None = None
 
 
-class ContainerStateTerminated(msgspec.Struct, kw_only=True, rename="camel"):
+class ContainerStateTerminated(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
     exit_code: int = 0
     reason: str = ""
     message: str = ""
@@ -172,13 +176,13 @@ class ContainerStateTerminated(msgspec.Struct, kw_only=True, rename="camel"):
     finished_at: str | None = None
 
 
-class ContainerState(msgspec.Struct, kw_only=True):
+class ContainerState(msgspec.Struct, gc=False, kw_only=True):
     waiting: ContainerStateWaiting | None = None
     running: ContainerStateRunning | None = None
     terminated: ContainerStateTerminated | None = None
 
 
-class ContainerStatus(msgspec.Struct, kw_only=True, rename="camel"):
+class ContainerStatus(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
     name: str
     ready: bool = False
     restart_count: int = 0
@@ -186,7 +190,7 @@ class ContainerStatus(msgspec.Struct, kw_only=True, rename="camel"):
     image: str = ""
 
 
-class PodCondition(msgspec.Struct, kw_only=True, rename="camel"):
+class PodCondition(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
     type: str
     status: str
     reason: str | None = None
@@ -194,7 +198,7 @@ class PodCondition(msgspec.Struct, kw_only=True, rename="camel"):
     last_transition_time: str | None = None
 
 
-class PodStatus(msgspec.Struct, kw_only=True, rename="camel"):
+class PodStatus(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
     phase: str = "Pending"
     reason: str | None = None
     message: str | None = None
@@ -205,7 +209,7 @@ class PodStatus(msgspec.Struct, kw_only=True, rename="camel"):
     container_statuses: list[ContainerStatus] = msgspec.field(default_factory=list)
 
 
-class Pod(msgspec.Struct, kw_only=True):
+class Pod(msgspec.Struct, gc=False, kw_only=True):
     metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
     spec: PodSpec = msgspec.field(default_factory=PodSpec)
     status: PodStatus = msgspec.field(default_factory=PodStatus)
@@ -228,19 +232,19 @@ class Pod(msgspec.Struct, kw_only=True):
         return self.metadata.deletion_timestamp is not None
 
 
-class Secret(msgspec.Struct, kw_only=True):
+class Secret(msgspec.Struct, gc=False, kw_only=True):
     metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
     data: dict[str, str] = msgspec.field(default_factory=dict)
     """Values are base64, as the API sends them."""
     type: str = ""
 
 
-class ConfigMap(msgspec.Struct, kw_only=True):
+class ConfigMap(msgspec.Struct, gc=False, kw_only=True):
     metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
     data: dict[str, str] = msgspec.field(default_factory=dict)
 
 
-class ServicePort(msgspec.Struct, kw_only=True, rename="camel"):
+class ServicePort(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
     port: int
     name: str = ""
     protocol: str = "TCP"
@@ -248,12 +252,12 @@ class ServicePort(msgspec.Struct, kw_only=True, rename="camel"):
     """A container port number or name; the API server defaults it to ``port``."""
 
 
-class ServiceSpec(msgspec.Struct, kw_only=True):
+class ServiceSpec(msgspec.Struct, gc=False, kw_only=True):
     selector: dict[str, str] | None = None
     ports: list[ServicePort] = msgspec.field(default_factory=list)
 
 
-class Service(msgspec.Struct, kw_only=True):
+class Service(msgspec.Struct, gc=False, kw_only=True):
     metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
     spec: ServiceSpec = msgspec.field(default_factory=ServiceSpec)
 

@@ -13,6 +13,10 @@ Ids are validated on decoding (:data:`Id`): an id that is not a positive 64-bit 
 name anything on Vast, so a document carrying one is malformed, not a record to act on.
 
 No I/O happens in this module.
+
+Every struct here is ``gc=False``: decoded data never refers back to what holds it, so the
+cyclic collector need not walk the thousands a node keeps (a full collection's pause grows
+with every object it walks).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ Id = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
 _MAX_PORT = 65535
 
 
-class Offer(msgspec.Struct, kw_only=True):
+class Offer(msgspec.Struct, gc=False, kw_only=True):
     """One row of ``POST /api/v0/bundles/``: a machine slice that can be bought once."""
 
     id: Id
@@ -73,7 +77,7 @@ class Offer(msgspec.Struct, kw_only=True):
         return self.verification == "verified"
 
 
-class PortBinding(msgspec.Struct):
+class PortBinding(msgspec.Struct, gc=False):
     """One entry of an instance's Docker-style ``ports`` map; ``HostPort`` is a string, but
     an integer is accepted too: one odd record must not make a whole instance list unreadable.
     """
@@ -82,7 +86,7 @@ class PortBinding(msgspec.Struct):
     HostIp: str = "0.0.0.0"
 
 
-class Instance(msgspec.Struct, kw_only=True):
+class Instance(msgspec.Struct, gc=False, kw_only=True):
     """An instance (a rented contract) as the list and show endpoints return it."""
 
     id: Id
@@ -158,7 +162,7 @@ def _port(value: str | int) -> int | None:
     return port if 0 < port <= _MAX_PORT else None
 
 
-class CreateInstance(msgspec.Struct, kw_only=True):
+class CreateInstance(msgspec.Struct, gc=False, kw_only=True):
     """Body of ``PUT /api/v0/asks/{offer_id}/`` (``vast-api.md`` §4.1).
 
     vk-trio always runs the pod's own image with its own entrypoint, so ``runtype`` is
@@ -181,7 +185,7 @@ class CreateInstance(msgspec.Struct, kw_only=True):
     """Refuse (410) rather than create a stopped instance when the machine cannot start now."""
 
 
-class CreatedInstance(msgspec.Struct, kw_only=True):
+class CreatedInstance(msgspec.Struct, gc=False, kw_only=True):
     """What a create returned. ``started`` is False for ``success:false`` + ``new_contract``:
     the instance exists (stopped, billing storage) and must be tracked or destroyed."""
 
