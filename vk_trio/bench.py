@@ -96,6 +96,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=10.0,
         help="seconds between two polls of one pod in --baseline (Vast's docs suggest 10)",
     )
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        metavar="K",
+        help="virtual nodes, each its own `vk-trio run`; the N pods are spread evenly",
+    )
     parser.add_argument("--boot-seconds", type=float, default=5.0, help="simulated boot time")
     parser.add_argument(
         "--hold", type=float, default=45.0, help="seconds to hold every pod Running (steady)"
@@ -110,8 +117,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     configure_logging("WARNING", json=False)
-    if any(n < 1 for n in args.pods):
-        print("--pods must be positive", file=sys.stderr)
+    if any(n < 1 for n in args.pods) or args.nodes < 1:
+        print("--pods and --nodes must be positive", file=sys.stderr)
         return 2
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="vk-trio-bench-"))
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -221,8 +228,13 @@ def market_file(folder: Path, pods: int) -> Path:
     return path
 
 
-def bench_pod(name: str) -> Obj:
-    """A one-GPU pod bound to the bench node, as a scheduler would have bound it."""
+def node_names(count: int) -> list[str]:
+    """``vk-bench``, or ``vk-bench-0`` … for several nodes."""
+    return [NODE] if count == 1 else [f"{NODE}-{i}" for i in range(count)]
+
+
+def bench_pod(name: str, node: str = NODE) -> Obj:
+    """A one-GPU pod bound to ``node``, as a scheduler would have bound it."""
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -232,7 +244,7 @@ def bench_pod(name: str) -> Obj:
             "annotations": {"vast.ai/gpu-type": "RTX 3090", "vast.ai/price-max": "2.00"},
         },
         "spec": {
-            "nodeName": NODE,
+            "nodeName": node,
             "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}],
             "containers": [
                 {
@@ -255,6 +267,7 @@ class _Run:
     def __init__(self, pods: int, args: argparse.Namespace, folder: Path) -> None:
         self.pods = pods
         self.args = args
+        self.nodes = node_names(args.nodes)
         self.folder = folder
         self.children: dict[str, Popen] = {}
         self.posted: dict[str, float] = {}
@@ -266,7 +279,17 @@ class _Run:
         self.kube_calls_by_bench = 0
 
     def cpu(self) -> dict[str, float]:
-        return {name: cpu_seconds(p.pid) for name, p in self.children.items()}
+        """CPU-seconds by process, every node's added up under "node"."""
+        used: dict[str, float] = {}
+        for name, process in self.children.items():
+            key = "node" if name.startswith("node") else name
+            used[key] = used.get(key, 0.0) + cpu_seconds(process.pid)
+        return used
+
+    def rss_kb(self) -> tuple[int, int]:
+        """(VmRSS, VmHWM) of the node processes, added up."""
+        sizes = [memory_kb(p.pid) for n, p in self.children.items() if n.startswith("node")]
+        return sum(rss for rss, _ in sizes), sum(peak for _, peak in sizes)
 
     def check(self) -> None:
         for name, process in self.children.items():
@@ -301,31 +324,37 @@ async def _measure(run: _Run) -> Obj:
         kubeconfig = str(folder / "kubeconfig")
         kube_process, kube_url = await _start_sim(folder, "kube", "--kubeconfig-out", kubeconfig)
         run.children["kube sim"] = kube_process
-    health = f"http://127.0.0.1:{_free_port()}"
-    env = {
-        **os.environ,
-        "NODE_NAME": NODE,
-        "VAST_API_KEY": API_KEY,
-        "VAST_API_URL": vast_url,
-        "KUBECONFIG": kubeconfig,
-        "HEALTH_HOST": "127.0.0.1",
-        "HEALTH_PORT": health.rpartition(":")[2],
-        # the kubelet API too, on loopback: never 0.0.0.0:10250 on someone's machine
-        "KUBELET_HOST": "127.0.0.1",
-        "KUBELET_PORT": str(_free_port()),
-        "POD_IP": "127.0.0.1",
-    }
     flags = [] if args.real_limits else ["--pacing=0"]
-    run.children["node"] = _spawn(
-        [sys.executable, "-m", "vk_trio", "run", *flags], out=None, log=folder / "node.log", env=env
-    )
-    node_pid = run.children["node"].pid
+    healths = []
+    for i, node in enumerate(run.nodes):
+        health = f"http://127.0.0.1:{_free_port()}"
+        env = {
+            **os.environ,
+            "NODE_NAME": node,
+            "VAST_API_KEY": API_KEY,
+            "VAST_API_URL": vast_url,
+            "KUBECONFIG": kubeconfig,
+            "HEALTH_HOST": "127.0.0.1",
+            "HEALTH_PORT": health.rpartition(":")[2],
+            # the kubelet API too, on loopback: never 0.0.0.0:10250 on someone's machine
+            "KUBELET_HOST": "127.0.0.1",
+            "KUBELET_PORT": str(_free_port()),
+            "POD_IP": "127.0.0.1",
+        }
+        name, log = ("node", "node.log") if len(run.nodes) == 1 else (f"node {i}", f"{node}.log")
+        run.children[name] = _spawn(
+            [sys.executable, "-m", "vk_trio", "run", *flags], out=None, log=folder / log, env=env
+        )
+        healths.append(health)
     async with AsyncExitStack() as stack:
         kube = await stack.enter_async_context(
             KubeClient.from_config(await load_config(kubeconfig=kubeconfig))
         )
         vast = await stack.enter_async_context(httpx.AsyncClient(base_url=vast_url, timeout=60))
-        probe = await stack.enter_async_context(httpx.AsyncClient(base_url=health, timeout=10))
+        probes = [
+            await stack.enter_async_context(httpx.AsyncClient(base_url=health, timeout=10))
+            for health in healths
+        ]
         kube_stats: httpx.AsyncClient | None = None
         if "kube sim" in run.children:
             kube_stats = await stack.enter_async_context(
@@ -341,9 +370,10 @@ async def _measure(run: _Run) -> Obj:
                 return None
             return Counter((await kube_stats.get("/_sim/stats")).json())
 
-        await _wait_ready(run, probe)
+        for probe in probes:
+            await _wait_ready(run, probe)
         await trio.sleep(2.0)
-        idle_rss, _ = memory_kb(node_pid)
+        idle_rss, _ = run.rss_kb()
         nursery.start_soon(_follow_pods, run, kube)
 
         # -- ramp: N pods at once -----------------------------------------------------------
@@ -358,7 +388,7 @@ async def _measure(run: _Run) -> Obj:
                 await trio.sleep(0.2)
         to_running = time.time() - started
         cpu_ramp = _diff(run.cpu(), cpu_before)
-        running_rss, _ = memory_kb(node_pid)
+        running_rss, _ = run.rss_kb()
 
         # -- hold: steady state -------------------------------------------------------------
         stats_0, cpu_0, t_0 = await vast_stats(), run.cpu(), time.time()
@@ -369,12 +399,12 @@ async def _measure(run: _Run) -> Obj:
             k: round(v / steady_minutes, 1) for k, v in (stats_1 - stats_0).items() if v
         }
         steady_cores = {k: v / (t_1 - t_0) for k, v in _diff(cpu_1, cpu_0).items()}
-        held_rss, _ = memory_kb(node_pid)
+        held_rss, _ = run.rss_kb()
         ledger: list[Obj] = (await vast.get("/_sim/ledger")).json()
         baseline = None
         if args.baseline:
             baseline = await _baseline(run, vast, ledger, steady_calls, steady_cores)
-        debug_vars: Obj = (await probe.get("/debug/vars")).json()
+        debug_vars = await _debug_vars(probes)
 
         # -- delete all at once -------------------------------------------------------------
         deleting = time.time()
@@ -392,8 +422,8 @@ async def _measure(run: _Run) -> Obj:
         kube_after = await kube_requests()
         final_stats = await vast_stats()
         destroy_failed = await _count_events(kube, "DestroyFailed")
-        end_vars: Obj = (await probe.get("/debug/vars")).json()
-        _, peak_rss = memory_kb(node_pid)
+        end_vars = await _debug_vars(probes)
+        _, peak_rss = run.rss_kb()
         nursery.cancel_scope.cancel()
 
     per_pod = [run.running[p] - run.posted[p] for p in run.running]
@@ -414,6 +444,7 @@ async def _measure(run: _Run) -> Obj:
         kube_by_endpoint = {k: round(v / n, 2) for k, v in sorted(made.items())}
     return {
         "pods": n,
+        "nodes": len(run.nodes),
         "rate_limits": limits,
         "boot_seconds": args.boot_seconds,
         "create_pod_objects_s": round(created, 2),
@@ -462,9 +493,23 @@ async def _wait_ready(run: _Run, probe: httpx.AsyncClient) -> None:
             await trio.sleep(0.2)
 
 
+async def _debug_vars(probes: list[httpx.AsyncClient]) -> Obj:
+    """The first node's ``/debug/vars``, with the worst loop stall of any node."""
+    answers: list[Obj] = [(await probe.get("/debug/vars")).json() for probe in probes]
+    stalls = [a["loop_stall"] for a in answers if a.get("loop_stall")]
+    worst = max(stalls, key=lambda s: s.get("max_s", 0), default=None)
+    return {**answers[0], "loop_stall": worst}
+
+
 async def _follow_pods(run: _Run, kube: KubeClient) -> None:
-    """Note when each pod is first seen Running, and which pods exist (the node's watch)."""
-    async with aclosing(watch_pods(kube, node_name=NODE)) as events:
+    """Note when each pod is first seen Running, and which pods exist (the nodes' watch)."""
+    async with trio.open_nursery() as nursery:
+        for node in run.nodes:
+            nursery.start_soon(_follow_node, run, kube, node)
+
+
+async def _follow_node(run: _Run, kube: KubeClient, node: str) -> None:
+    async with aclosing(watch_pods(kube, node_name=node)) as events:
         async for event in events:
             if event.pod is None:
                 continue
@@ -492,7 +537,8 @@ async def _each(count: int, action: Callable[[int], Any], *, parallel: int = 32)
 async def _create_all(run: _Run, kube: KubeClient) -> None:
     async def create(i: int) -> None:
         name = f"bench-{i}"
-        created = await kube.request("POST", PODS, json=bench_pod(name))
+        node = run.nodes[i % len(run.nodes)]
+        created = await kube.request("POST", PODS, json=bench_pod(name, node))
         run.posted[name] = time.time()
         run.uids[created["metadata"]["uid"]] = name
 
@@ -521,7 +567,8 @@ def _first_instances(ledger: list[Obj], run: _Run) -> dict[str, float]:
     """Pod name → wall time the simulator created its first instance."""
     first: dict[str, float] = {}
     for entry in sorted(ledger, key=lambda e: e["start_date"]):
-        owner = label_owner(entry["label"], NODE)
+        owners = (label_owner(entry["label"], node) for node in run.nodes)
+        owner = next((o for o in owners if o is not None), None)
         name = run.uids.get(owner.uid) if owner else None
         if name is not None and name not in first:
             first[name] = entry["start_date"]
@@ -680,7 +727,8 @@ def render_table(results: list[Obj], args: argparse.Namespace) -> str:
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     lines = [
         f"vk-trio bench: Vast rate limits {'real' if args.real_limits else 'off'}, "
-        f"{args.boot_seconds:g} s boots, {args.hold:g} s hold, {os.cpu_count()} CPUs",
+        f"{args.boot_seconds:g} s boots, {args.hold:g} s hold, {os.cpu_count()} CPUs"
+        + (f", {args.nodes} nodes (CPU and RSS added up)" if args.nodes > 1 else ""),
         "",
     ]
     for i, row in enumerate(table):

@@ -22,10 +22,12 @@ from tests.plugins.vast_sim import VastSimFactory
 from tests.provider.fakes import NoObjects, Recorder
 from vk_trio.config import Settings
 from vk_trio.kube.models import Pod
+from vk_trio.node.provider import Booting, Observation
 from vk_trio.provider.budget import Budget
 from vk_trio.provider.buying import Buyer
 from vk_trio.provider.labels import instance_label
 from vk_trio.provider.market import OfferClaims, SharedSearches
+from vk_trio.provider.observing import InstanceWatch
 from vk_trio.provider.poller import InstancePoller
 from vk_trio.provider.requirements import Requirements
 from vk_trio.sim.vast import VastSim
@@ -147,3 +149,48 @@ async def test_steady_ticks_cost_pages_and_a_booting_instance_is_seen_within_a_f
             seen_after = trio.current_time() - bought_at
             nursery.cancel_scope.cancel()
     assert seen_after <= BOOT + 2.0 + 2 * 1.1
+
+
+async def test_a_just_bought_instance_is_not_lost_while_no_sweep_has_looked_for_it(
+    jumpy_clock: MockClock, vast_sim_factory: VastSimFactory
+) -> None:
+    """A just-bought instance is missing only once a sweep that started after the visibility
+    grace looked for it in vain, not when the grace has passed: with thousands of
+    instances one sweep at Vast's list limit outlasts any grace (the 5,000-pod bench once
+    lost 1,496 instances to the clock). Here every list fails for 20 s after the buy."""
+    sim = await vast_sim_factory(rate_limits="real", boot_seconds=BOOT, seed=11)
+    async with VastClient(api_key="k", base_url=str(sim.url), pacer=Pacer()) as vast:
+        poller = InstancePoller(vast, node=NODE)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(poller.run)  # one full sweep done; the next is 15 s away
+            offer = next(r["id"] for r in sim.offers() if r.get("rentable"))
+            label = instance_label(NODE, "default", "new", "uid-new")
+            created = await vast.create_instance(
+                offer, CreateInstance(image="x", disk=10, label=label)
+            )
+            sim.set_faults(rate_5xx=1.0)  # no list was under way: none has seen it
+            poller.hurry([created.instance_id])
+            watch = InstanceWatch(
+                created.instance_id,
+                now=trio.current_time(),
+                startup=BOOT * 10,
+                visibility_grace=2.0,
+                offline_grace=60.0,
+                price_max=None,
+                ran=False,
+            )
+
+            def observe() -> Observation | None:
+                listed = poller.instances("uid-new")
+                current = next((i for i in listed if i.id == created.instance_id), None)
+                looked = poller.looked_for(created.instance_id, since=watch.missing_from())
+                return watch.observe(current, trio.current_time(), looked=looked)
+
+            while trio.current_time() < watch.missing_from() + 20:
+                assert observe() is None
+                await trio.sleep(0.5)
+            sim.set_faults(rate_5xx=0.0)
+            while (observed := observe()) is None:
+                await poller.wait_changed("uid-new", poller.version("uid-new"))
+            nursery.cancel_scope.cancel()
+    assert isinstance(observed, Booting), observed

@@ -45,7 +45,8 @@ class InstanceWatch:
     """What one instance is doing, snapshot after snapshot.
 
     ``startup``: seconds from purchase to running before the machine is blamed;
-    ``visibility_grace``: seconds a just-bought instance may be missing from the list;
+    ``visibility_grace``: seconds a just-bought instance may be missing from the list (it is
+    lost only once a sweep that started after that looked for it in vain);
     ``offline_grace``: seconds a once-running instance may be offline before it is replaced;
     ``price_max``: the pod's cap, re-checked against what the instance really bills.
     ``ran``: the pod already showed this instance running (adopted after a restart).
@@ -77,10 +78,18 @@ class InstanceWatch:
         """Loop time at which a boot that has not reached running is given up."""
         return self.bought_at + self.startup
 
-    def observe(self, instance: Instance | None, now: float) -> Observation | None:
-        """What ``instance`` (None: not listed) amounts to now; None while nothing to say."""
+    def missing_from(self) -> float:
+        """When a listing without the (never seen) instance starts to mean it is gone."""
+        return self.bought_at + self.visibility_grace
+
+    def observe(
+        self, instance: Instance | None, now: float, *, looked: bool = True
+    ) -> Observation | None:
+        """What ``instance`` amounts to now; None while nothing to say. ``instance`` None is
+        "not listed"; ``looked`` says whether a sweep that started at ``missing_from()`` or
+        later looked for it, without which a never-seen instance is not yet missing."""
         if instance is None:
-            if self.seen or now - self.bought_at > self.visibility_grace:
+            if self.seen or (looked and now >= self.missing_from()):
                 return Lost("InstanceLost", f"instance {self.instance_id} disappeared")
             return None
         if not self.seen:  # adopted after a restart: its startup began when it was created

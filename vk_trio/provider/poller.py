@@ -29,6 +29,7 @@ whether Vast answers.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -75,6 +76,10 @@ class InstancePoller:
         """Instance id → number of the sweep that last wrote (or removed) it."""
         self._expected: dict[int, int] = {}
         """Just-bought instance id → the full sweep after which it is no longer looked for."""
+        self._full_ok_from = -math.inf
+        """When the last successful full sweep started: it looked for every instance."""
+        self._looked_from: dict[int, float] = {}
+        """Instance id → when the last successful booting sweep that looked for it started."""
         self._numbered = 0
         """Sweeps of either kind started so far: the order in which their views were taken."""
         self._started = 0
@@ -162,6 +167,13 @@ class InstancePoller:
         if self._last_ok < target:
             raise TemporaryError(f"cannot list Vast instances: {self.last_failure}")
 
+    def looked_for(self, instance_id: int, *, since: float) -> bool:
+        """Whether a sweep that started at ``since`` or later looked for ``instance_id``
+        and succeeded: only then does "not listed" mean anything. With thousands of
+        instances a full sweep takes minutes at Vast's list limit, so a clock alone would
+        call every instance bought meanwhile lost."""
+        return max(self._full_ok_from, self._looked_from.get(instance_id, -math.inf)) >= since
+
     def hurry(self, instance_ids: Iterable[int] = ()) -> None:
         """Look at ``instance_ids`` (just bought or destroyed) in the next booting sweep.
 
@@ -220,6 +232,7 @@ class InstancePoller:
         number = self._started
         self._numbered += 1
         order = self._numbered
+        started = trio.current_time()
         try:
             listed = await self._vast.list_instances(select_cols=COLUMNS)
         except VkError as exc:
@@ -227,6 +240,8 @@ class InstancePoller:
         else:
             self._succeeded()
             self._last_ok = number
+            self._full_ok_from = started
+            self._looked_from = {i: t for i, t in self._looked_from.items() if t > started}
             self._apply(self._ours(listed), order, complete=True)
             self._expected = {i: n for i, n in self._expected.items() if n > number}
             if self._booting():
@@ -241,6 +256,7 @@ class InstancePoller:
         order = self._numbered
         self.booting_sweeps += 1
         looked_at = set(self._booting()) | set(self._expected)
+        started = trio.current_time()
         try:
             seen = self._ours(
                 await self._vast.list_instances(select_filters=BOOTING_FILTER, select_cols=COLUMNS)
@@ -255,6 +271,8 @@ class InstancePoller:
             self._failed(exc)
             return
         self._succeeded()
+        for instance_id in looked_at:
+            self._looked_from[instance_id] = started
         found = {i.id for i in seen}
         for instance_id in found:
             self._expected.pop(instance_id, None)

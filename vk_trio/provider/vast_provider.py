@@ -171,7 +171,8 @@ class VastProvider:
                 self._log(progress.pod).warning("a second instance for one pod; destroying it")
                 await self._release_until_done(progress.pod, progress, keep=instance_id)
             current = next((i for i in listed if i.id == instance_id), None)
-            observed = watch.observe(current, trio.current_time())
+            looked = self._poller.looked_for(instance_id, since=watch.missing_from())
+            observed = watch.observe(current, trio.current_time(), looked=looked)
             if observed is not None and observed != last:
                 last = observed
                 await self._record(instance_id, observed, watch, progress)
