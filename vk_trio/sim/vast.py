@@ -71,6 +71,15 @@ LOG_POLLS_WHEN_SLOW = 20
 PAGE_SIZE = 25
 """``GET /api/v1/instances/`` returns at most this many rows per page."""
 
+WALK_SECONDS = 10.0
+"""How long the pages after a listing's first follow the rows that page found (membership and
+order; each row is rendered as it is when its page is asked); a page asked later starts a
+fresh walk from its cursor. The real API's keyset pages are each a fresh query: an
+instance created or booted mid-walk shows in the next listing here, not in this one."""
+
+WALKS_KEPT = 16
+"""Listings under way remembered at once (by filters and order)."""
+
 _OCI_FAILURE = (
     "Error response from daemon: failed to create task for container: failed to create shim "
     "task: OCI runtime create failed: runc create failed: unable to start container process: "
@@ -439,6 +448,8 @@ class VastSim:
         self._limiter = _RateLimiter(rate_factor(self.config.rate_limits))
         self._offers: dict[int, Row] = {}
         self._instances: dict[int, _Instance] = {}
+        self._walks: dict[tuple[str, str], _Walk] = {}
+        """Paged listings under way, by (filters, order): see ``_list``."""
         self._logs: dict[str, _LogUpload] = {}
         self._stats: Counter[str] = Counter()
         self._changed = trio.Event()
@@ -667,8 +678,12 @@ class VastSim:
         # Filter and sort on a few cheap columns and render only the rows of the page (and
         # those a filter or order on another column needs): rendering every instance for
         # every page made a sweep of N instances cost N²/25 renders, and the simulator, not
-        # the node, was what a thousand pods waited for.
+        # the node, was what a thousand pods waited for. The pages after the first follow
+        # the rows the first one found (a walk, for ``WALK_SECONDS``), rendered as they are
+        # now; filtering all N again for each page made a sweep of 5,000 cost a million.
         now = trio.current_time()
+        walk_key = (request.param("select_filters") or "", request.param("order_by") or "")
+        walk = self._walks.get(walk_key) if request.param("after_token") else None
         rendered: dict[int, Row] = {}
 
         def full(row: Row) -> Row:
@@ -682,22 +697,28 @@ class VastSim:
                 return True, row[field]
             return market.stored_column(full(row), field)
 
-        rows = [
-            row
-            for row in (self._skeleton(i, now) for i in self._instances.values())
-            if row and market.matches(row, filters, column)
-        ]
-        rows = market.sort_rows(rows, order, column)
+        if walk is None or now - walk.at > WALK_SECONDS:
+            rows = [
+                row
+                for row in (self._skeleton(i, now) for i in self._instances.values())
+                if row and market.matches(row, filters, column)
+            ]
+            rows = market.sort_rows(rows, order, column)
+            labels = dict(Counter(row.get("label") or "" for row in rows))
+            walk = self._walks[walk_key] = _Walk(now, rows, labels)
+            while len(self._walks) > WALKS_KEPT:
+                del self._walks[next(iter(self._walks))]
         try:
-            page, next_token = _page(rows, order, request.param("after_token"), limit, column)
+            page, next_token = _page(walk.rows, order, request.param("after_token"), limit, column)
         except ValueError:
             return _error(400, "invalid_token", "Invalid after_token")
+        page = [row for row in page if self._instances[int(row["id"])].destroyed_at is None]
         return Response.json(
             {
                 "success": True,
                 "instances_found": len(page),
-                "total_instances": len(rows),
-                "label_counts": dict(Counter(row.get("label") or "" for row in rows)),
+                "total_instances": len(walk.rows),
+                "label_counts": walk.labels,
                 "next_token": next_token,
                 "instances": [_project(full(row), select) for row in page],
             }
@@ -1230,6 +1251,15 @@ def _order_by(order: Any) -> list[tuple[str, bool]]:
     return pairs
 
 
+@dataclass
+class _Walk:
+    """The rows a paged listing's first page found (filtered and sorted), and when."""
+
+    at: float
+    rows: list[Row]
+    labels: dict[str, int]
+
+
 def _page_limit(raw: str | None) -> int:
     if raw is None or raw == "":
         return PAGE_SIZE
@@ -1258,13 +1288,22 @@ def _page(
     def key(row: Row) -> list[Any]:
         return [resolve(row, col)[1] for col, _ in order]
 
+    start = 0
     if token:
         after = _decode_token(token, len(order))
         if after is None:
             raise ValueError(token)
-        rows = [row for row in rows if market.compare_keys(key(row), after, descending) > 0]
-    page = rows[:limit]
-    return page, _encode_token(key(page[-1])) if len(rows) > limit else None
+        # ``rows`` are sorted by ``order``: the first row past the cursor, by bisection.
+        low, high = 0, len(rows)
+        while low < high:
+            middle = (low + high) // 2
+            if market.compare_keys(key(rows[middle]), after, descending) > 0:
+                high = middle
+            else:
+                low = middle + 1
+        start = low
+    page = rows[start : start + limit]
+    return page, _encode_token(key(page[-1])) if len(rows) > start + limit else None
 
 
 def _encode_token(key: list[Any]) -> str:
