@@ -57,6 +57,12 @@ TAKEN: Wait = ("SearchingOffers", "taken")
 """Every offer the last search found is being bought, or was bought, by this node's pods."""
 TRIED: Wait = ("SearchingOffers", "tried")
 """``TAKEN``, after trying offers that were gone or refused."""
+WAITERS_PER_LOOK = 100
+"""Pods waiting for offers (every one of the last answer held by a sibling) that look again
+per ``poll_fast``: with more waiting, each waits proportionally longer. Five thousand pods
+each looking every 2 s spent the node's CPU on re-reading one answer, while buys free up
+at the pace creates complete whoever looks."""
+
 TAKEN_MESSAGE = "the offers found are being bought by this node's other pods; looking again"
 
 
@@ -95,6 +101,8 @@ class Buyer:
         self._budget = budget
         self._objects = objects
         self._backoff = Backoff(settings.backoff_first, settings.backoff_cap)
+        self._waiting = 0
+        """Pods waiting because siblings hold every offer found (``WAITERS_PER_LOOK``)."""
 
     async def acquire(
         self,
@@ -124,7 +132,12 @@ class Buyer:
                 if not taken:  # said once: hundreds of pods may wait like this for a while
                     await progress.waiting("SearchingOffers", TAKEN_MESSAGE)
                     taken = True
-                await trio.sleep(self._settings.poll_fast * random.uniform(0.5, 1.5))
+                crowd = max(1.0, self._waiting / WAITERS_PER_LOOK)
+                self._waiting += 1
+                try:
+                    await trio.sleep(self._settings.poll_fast * crowd * random.uniform(0.5, 1.5))
+                finally:
+                    self._waiting -= 1
                 continue
             taken = False
             reason, message = outcome
