@@ -20,6 +20,7 @@ from trio.testing import MockClock
 from tests.node.conftest import Harness, Obj, container, phase, restarts
 from tests.node.fake import FakeProvider, running
 from vk_trio.http_server import Request, Response, serve_http
+from vk_trio.node.provider import Booting
 from vk_trio.node.status import PROBES_IGNORED
 
 SLACK = 2.0
@@ -112,6 +113,23 @@ async def test_readiness_waits_for_the_app(
     app.status = 500  # three failures in a row: not ready again
     pod = await harness.until("p", lambda p: not ready(p), within=40)
     assert phase(pod) == "Running" and restarts(pod) == 0  # readiness never restarts
+
+
+async def test_probes_resume_when_the_instance_runs_again(
+    jumpy_clock: MockClock, harness: Harness, provider: FakeProvider, app: App
+) -> None:
+    """Vast reboots an instance (or a stale page of its list says "loading" again) and then
+    reports it running at the same endpoints: the pod is not ready meanwhile, and ready
+    again once the probes, restarted, pass."""
+    same = running(endpoints=app.endpoints)
+    provider.runs["p"] = [[(0.0, same), (30.0, Booting("instance 1 rebooting")), (5.0, same)]]
+    harness.create("p", containers=main(readinessProbe=probe()))
+    await harness.until("p", ready)
+    pod = await harness.until("p", lambda p: not ready(p), within=40)
+    assert pod["status"]["message"] == "instance 1 rebooting"
+    pod = await harness.until("p", ready, within=20)
+    assert "message" not in pod["status"] and restarts(pod) == 0
+    assert provider.count == 1
 
 
 async def test_liveness_failure_buys_a_new_instance(

@@ -80,7 +80,6 @@ class NodeServices:
 
 async def supervise_pod(services: NodeServices, handle: PodHandle) -> None:
     """Run one pod's lifecycle until the pod is deleted, then release what it rented."""
-    log = logger.bind(pod=handle.pod.key, uid=handle.uid)
     restarts = _backoff(services.settings).delays()
     with handle.run_scope:
         while True:
@@ -89,6 +88,7 @@ async def supervise_pod(services: NodeServices, handle: PodHandle) -> None:
                 await trio.sleep_forever()  # terminal: nothing to do until the pod is deleted
             except Exception as exc:  # one pod's bug must never take the node down
                 delay = restarts.next()
+                log = logger.bind(pod=handle.pod.key, uid=handle.uid)  # bound only when used
                 log.opt(exception=exc).error("pod supervisor failed; restarting", retry_in=delay)
                 await services.events.emit(
                     handle.pod,
@@ -356,15 +356,21 @@ class _PodLifecycle:
         with trio.CancelScope() as following:
             async with aclosing(observations):
                 async for observed in observations:
-                    if probing is not None and not isinstance(observed, Running):
-                        probing.cancel()
+                    if not isinstance(observed, Running):
+                        # not serving (Vast rebooting it, say): the probes stop; a later
+                        # Running, even at the same endpoints, starts them again, their
+                        # initial delays counted anew as for a restarted container
+                        running = since = None
+                        if probing is not None:
+                            probing.cancel()
+                            probing = None
                     match observed:
                         case Booting(message):
                             if isinstance(self.view.state, RunningState):
                                 await self.show(replace(self.view, ready=False, message=message))
                             else:
                                 await self.show(self.view.waiting("Provisioning", message))
-                        case Running() if observed == running and probing is not None:
+                        case Running() if observed == running:
                             pass  # the same again: the probes carry on
                         case Running():
                             running = observed
