@@ -185,11 +185,11 @@ def main(args: argparse.Namespace) -> int:
 
 def _inputs(
     args: argparse.Namespace,
-) -> tuple[dict[str, str], str | None, list[OwnerReference]]:
+) -> tuple[dict[str, str], str | None, tuple[OwnerReference, ...]]:
     """Annotations, GPU limit and owner of the pod from the manifest (if any), flags over them."""
     annotations: dict[str, str] = {}
     gpu_limit: str | None = None
-    owner: list[OwnerReference] = []
+    owner: tuple[OwnerReference, ...] = ()
     if args.file is not None:
         pod = _pod_from_manifest(args.file)
         annotations.update(pod.metadata.annotations)
@@ -229,7 +229,7 @@ def _pod_from_manifest(path: Path) -> Pod:
         except msgspec.ValidationError as exc:
             raise InputError(f"{path}: the pod spec is invalid: {exc}") from None
         if owner_kind is not None:
-            pod.metadata.owner_references = [OwnerReference(kind=owner_kind, controller=True)]
+            pod.metadata.owner_references = (OwnerReference(kind=owner_kind, controller=True),)
         return pod
     raise InputError(
         f"{path} holds no Pod and no workload with a pod template"

@@ -34,7 +34,7 @@ class ObjectMeta(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
     deletion_timestamp: str | None = None
     deletion_grace_period_seconds: int | None = None
     creation_timestamp: str | None = None
-    owner_references: list[OwnerReference] = msgspec.field(default_factory=list)
+    owner_references: tuple[OwnerReference, ...] = ()
 
 
 class KeySelector(msgspec.Struct, gc=False, kw_only=True):
@@ -96,7 +96,7 @@ class HTTPGetAction(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
     path: str = "/"
     scheme: str = "HTTP"
     host: str | None = None
-    http_headers: list[HTTPHeader] = msgspec.field(default_factory=list)
+    http_headers: tuple[HTTPHeader, ...] = ()
 
 
 class TCPSocketAction(msgspec.Struct, gc=False, kw_only=True):
@@ -110,7 +110,7 @@ class GRPCAction(msgspec.Struct, gc=False, kw_only=True):
 
 
 class ExecAction(msgspec.Struct, gc=False, kw_only=True):
-    command: list[str] = msgspec.field(default_factory=list)
+    command: tuple[str, ...] = ()
 
 
 class Probe(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
@@ -130,11 +130,11 @@ class Probe(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
 class Container(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
     name: str
     image: str = ""
-    command: list[str] = msgspec.field(default_factory=list)
-    args: list[str] = msgspec.field(default_factory=list)
-    env: list[EnvVar] = msgspec.field(default_factory=list)
-    env_from: list[EnvFromSource] = msgspec.field(default_factory=list)
-    ports: list[ContainerPort] = msgspec.field(default_factory=list)
+    command: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()
+    env: tuple[EnvVar, ...] = ()
+    env_from: tuple[EnvFromSource, ...] = ()
+    ports: tuple[ContainerPort, ...] = ()
     resources: ResourceRequirements = msgspec.field(default_factory=ResourceRequirements)
     startup_probe: Probe | None = None
     readiness_probe: Probe | None = None
@@ -149,14 +149,14 @@ class Toleration(msgspec.Struct, gc=False, kw_only=True):
 
 
 class PodSpec(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
-    containers: list[Container] = msgspec.field(default_factory=list)
-    init_containers: list[Container] = msgspec.field(default_factory=list)
+    containers: tuple[Container, ...] = ()
+    init_containers: tuple[Container, ...] = ()
     node_name: str = ""
     restart_policy: str = "Always"
     service_account_name: str = ""
-    image_pull_secrets: list[NameRef] = msgspec.field(default_factory=list)
+    image_pull_secrets: tuple[NameRef, ...] = ()
     termination_grace_period_seconds: int | None = None
-    tolerations: list[Toleration] = msgspec.field(default_factory=list)
+    tolerations: tuple[Toleration, ...] = ()
 
 
 class ContainerStateWaiting(msgspec.Struct, gc=False, kw_only=True):
@@ -205,8 +205,8 @@ class PodStatus(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
     pod_ip: str | None = msgspec.field(default=None, name="podIP")
     host_ip: str | None = msgspec.field(default=None, name="hostIP")
     start_time: str | None = None
-    conditions: list[PodCondition] = msgspec.field(default_factory=list)
-    container_statuses: list[ContainerStatus] = msgspec.field(default_factory=list)
+    conditions: tuple[PodCondition, ...] = ()
+    container_statuses: tuple[ContainerStatus, ...] = ()
 
 
 class Pod(msgspec.Struct, gc=False, kw_only=True):
@@ -254,7 +254,7 @@ class ServicePort(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
 
 class ServiceSpec(msgspec.Struct, gc=False, kw_only=True):
     selector: dict[str, str] | None = None
-    ports: list[ServicePort] = msgspec.field(default_factory=list)
+    ports: tuple[ServicePort, ...] = ()
 
 
 class Service(msgspec.Struct, gc=False, kw_only=True):

@@ -177,98 +177,76 @@ async def run_probes(
     """Probe ``container`` at ``endpoints`` until a startup or liveness probe kills it.
 
     ``since`` is the trio time the container was first seen running (initial delays count
-    from there). Owns one task per probe, all ended when this returns or is cancelled (the
-    instance stopped running, or the pod is gone). Reports every change of ``started`` and
-    ``ready`` through ``report``; returns the ``Kill`` the supervisor acts on. Never raises:
-    a probe that cannot connect is a failed attempt.
+    from there). Reports every change of ``started`` and ``ready`` through ``report``;
+    returns the ``Kill`` the supervisor acts on. Never raises: a probe that cannot connect is
+    a failed attempt.
+
+    All the container's probes run in the calling task, each on its own schedule (the
+    kubelet runs a goroutine per probe; here a task per probe would add the state of a task
+    and its sleeps for each, which the garbage collector walks for every probing pod).
+    Attempts that fall due together run one after the other, each bounded by its timeout.
     """
     probes = {k: p for k, p in _probes(container).items() if _runnable(p)}
-    started, ready = gates(container)
-    startup = probes.get("Startup")
-    if startup is not None:
-        killed = await _Worker("Startup", startup, container, endpoints, prober, report).run(
-            since, None
-        )
-        if killed is not None:
-            return killed
-        started = True
-        ready = "Readiness" not in probes
-        await report.probed(started=True, ready=ready)
-    readiness, liveness = probes.get("Readiness"), probes.get("Liveness")
-
-    async def on_ready(value: bool) -> None:
-        await report.probed(started=started, ready=value)
-
-    async with trio.open_nursery() as nursery:
-        if readiness is not None:
-            worker = _Worker("Readiness", readiness, container, endpoints, prober, report)
-            nursery.start_soon(worker.run, since, on_ready)
-        if liveness is None:
-            await trio.sleep_forever()
-        killed = await _Worker("Liveness", liveness, container, endpoints, prober, report).run(
-            since, None
-        )
-        nursery.cancel_scope.cancel()
-    assert killed is not None  # liveness runs until it kills
-    return killed
+    startup = probes.pop("Startup", None)
+    workers = [_Worker("Startup", startup, since)] if startup is not None else []
+    if startup is None:
+        workers = [_Worker(kind, probe, since) for kind, probe in probes.items()]
+    while workers:
+        worker = min(workers, key=_due)
+        await trio.sleep_until(worker.next_at)
+        worker.next_at = max(worker.next_at + worker.period, trio.current_time())
+        attempt = await prober.check(worker.probe, container, endpoints)
+        if not attempt.ok:
+            await report.unhealthy(f"{worker.kind} probe failed: {attempt.output}")
+        turned = worker.record(attempt.ok)
+        if turned is None:
+            continue
+        if worker.kind == "Readiness":
+            await report.probed(started=True, ready=turned)
+        elif not turned:
+            return Kill(worker.kind, attempt.output)
+        else:  # the startup probe passed: the other two begin
+            workers = [_Worker(kind, probe, since) for kind, probe in probes.items()]
+            await report.probed(started=True, ready="Readiness" not in probes)
+    await trio.sleep_forever()
 
 
 class _Worker:
-    """One probe of one container: the kubelet's ``worker.doProbe`` loop."""
+    """One probe's schedule and counters: the kubelet's ``worker.doProbe`` bookkeeping."""
 
-    def __init__(
-        self,
-        kind: Kind,
-        probe: Probe,
-        container: Container,
-        endpoints: Mapping[str, str],
-        prober: Prober,
-        report: ProbeReport,
-    ) -> None:
+    def __init__(self, kind: Kind, probe: Probe, since: float) -> None:
         self.kind = kind
         self.probe = probe
-        self.container = container
-        self.endpoints = endpoints
-        self.prober = prober
-        self.report = report
-
-    async def run(self, since: float, on_ready: _OnReady | None) -> Kill | None:
-        """Startup: None once it succeeds. Readiness: never returns, ``on_ready`` on every
-        change. Liveness: returns the ``Kill``. Startup or liveness failing: the ``Kill``."""
-        probe = self.probe
         # The initial result, as the kubelet's: readiness Failure, liveness Success,
         # startup unknown (not started).
-        result = self.kind == "Liveness"
-        successes = failures = 0
-        next_at = since + max(probe.initial_delay_seconds, 0)
-        period = max(probe.period_seconds, 1)
-        while True:
-            await trio.sleep_until(next_at)
-            next_at = max(next_at + period, trio.current_time())
-            attempt = await self.prober.check(probe, self.container, self.endpoints)
-            if attempt.ok:
-                successes, failures = successes + 1, 0
-                if successes < max(probe.success_threshold, 1) or result:
-                    continue
-                result = True
-                if self.kind == "Startup":
-                    return None
-                if on_ready is not None:
-                    await on_ready(True)
-                continue
-            successes, failures = 0, failures + 1
-            await self.report.unhealthy(f"{self.kind} probe failed: {attempt.output}")
-            if failures < max(probe.failure_threshold, 1):
-                continue
-            if self.kind != "Readiness":
-                return Kill(self.kind, attempt.output)
-            if result and on_ready is not None:
-                result = False
-                await on_ready(False)
+        self.result = kind == "Liveness"
+        self.successes = self.failures = 0
+        self.next_at = since + max(probe.initial_delay_seconds, 0)
+        self.period = max(probe.period_seconds, 1)
+
+    def record(self, ok: bool) -> bool | None:
+        """Count one attempt; the probe's new result when this attempt turned it, else None.
+
+        Success needs ``successThreshold`` in a row, failure ``failureThreshold``. A startup
+        or liveness probe turning to failure kills the container; a readiness probe that
+        never succeeded has nothing to turn."""
+        if ok:
+            self.successes, self.failures = self.successes + 1, 0
+            if self.result or self.successes < max(self.probe.success_threshold, 1):
+                return None
+            self.result = True
+            return True
+        self.successes, self.failures = 0, self.failures + 1
+        if self.failures < max(self.probe.failure_threshold, 1):
+            return None
+        if self.kind == "Readiness" and not self.result:
+            return None
+        self.result = False
+        return False
 
 
-class _OnReady(Protocol):
-    async def __call__(self, value: bool, /) -> None: ...
+def _due(worker: _Worker) -> float:
+    return worker.next_at
 
 
 def _endpoint(

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
+import msgspec
 from loguru import logger
 
 from vk_trio.kube.api import KubeClient
@@ -50,7 +51,12 @@ class PodReporter:
         pod = handle.pod
         self.chosen = chosen
         self.view = PodView(start_time=pod.status.start_time or now_rfc3339())
-        self._sent: dict[str, Any] | None = None
+        self._shown: bytes | None = None
+        """The last status submitted, timestamps aside, as JSON: what the next view is
+        compared with. Bytes, because the garbage collector walks every dict and list a
+        steady pod keeps alive, and a status is a dozen of them."""
+        self._pending: dict[str, Any] | None = None
+        """The status the writer sends next; dropped once sent."""
         self._conditions: dict[str, str] = {c.type: c.status for c in pod.status.conditions}
         self.log = logger.bind(pod=pod.key, uid=pod.uid)
 
@@ -66,25 +72,26 @@ class PodReporter:
         """
         self.view = view
         status = status_patch(self.pod, view, chosen=self.chosen)
-        if self._sent is not None and without_times(status) == without_times(self._sent):
+        shown = msgspec.json.encode(without_times(status))
+        if shown == self._shown:
             return
         for condition in status["conditions"]:
             if self._conditions.get(condition["type"]) != condition["status"]:
                 condition["lastTransitionTime"] = now_rfc3339()
-        self._sent = status
+        self._shown, self._pending = shown, status
         self._conditions = {c["type"]: c["status"] for c in status["conditions"]}
         self._statuses.submit(self.pod.uid, self._write)
 
     async def _write(self) -> None:
-        status = self._sent
+        status, self._pending = self._pending, None
         if status is None:
             return
         try:
             await patch_pod_status(self._kube, self.pod, status)
         except KubeError as exc:
             self.log.warning("pod status patch failed; will resend", error=str(exc))
-            if self._sent is status:  # else a newer one is on its way
-                self._sent = None
+            if self._pending is None:  # else a newer one is on its way
+                self._shown = None
 
     async def waiting(self, reason: str, message: str) -> None:
         """Show the container waiting for ``reason``; the phase stays where it is."""
