@@ -1,9 +1,12 @@
 """``/healthz`` and ``/readyz``, served from the node's own Trio loop (port 10255).
 
-Liveness: a watchdog task wakes every second and records how late it woke. If something
-blocked the loop (a blocking call, a CPU-bound bug), the lateness shows, and ``/healthz``
-answers 503 for a while afterwards; if the loop is wedged for good, nothing answers at all
-and the probe times out. Either way the kubelet restarts us.
+Liveness: a watchdog task wakes every second and records the longest stall since it last
+woke: the longest turn of the event loop (from leaving its I/O wait to entering the next:
+task steps and the garbage collections they trigger, while no socket or timer is served),
+or its own lateness if that was longer. If something blocked the loop (a blocking call, a
+CPU-bound bug), the stall shows, and ``/healthz`` answers 503 for a while afterwards; if the
+loop is wedged for good, nothing answers at all and the probe times out. Either way the
+kubelet restarts us.
 
 Readiness: the node is registered, the pod watch has listed every pod once, and the Vast API
 answers: a refusal (a revoked key) shows at once, since retrying will not fix it; errors and
@@ -16,7 +19,9 @@ the probes: it holds counts and dollars, no secrets, and a scraper inside the cl
 no token. The kubelet port serves the same behind its authentication.
 
 ``/debug/vars`` answers JSON for ``vk-trio bench`` and curious operators: the watchdog's recent
-lateness (event-loop stall p50/p99/max) and whatever the app adds (pacer waits, sweeps).
+stalls (p50/p99/max of each second's longest, over the last hour or the last
+``?stall_seconds=N``), the cyclic garbage collector's pauses (the
+usual cause of a stall in a busy node) and whatever the app adds (pacer waits, sweeps).
 
 A standby replica (``--leader-elect``) answers ``/readyz`` 200 with ``standby: leader is X``:
 it is ready for its job, which is to take over. Were it unready, a PodDisruptionBudget of
@@ -27,6 +32,8 @@ server has not answered its election for a lease duration) or its loop stalls.
 
 from __future__ import annotations
 
+import gc
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -65,6 +72,7 @@ class Health:
         self._stalled_at = -float("inf")
         self._worst_stall = 0.0
         self._lateness: deque[float] = deque(maxlen=LATENESS_KEPT)
+        self._collections = _Collections()
         self.debug_vars: Callable[[], dict[str, Any]] = dict
         """More ``/debug/vars`` entries, set by the app."""
 
@@ -72,21 +80,30 @@ class Health:
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Measure event-loop stalls forever."""
-        task_status.started()
-        while True:
-            expected = trio.current_time() + WATCHDOG_INTERVAL
-            await trio.sleep(WATCHDOG_INTERVAL)
-            late = trio.current_time() - expected
-            self._lateness.append(late)
-            if late > STALL_LIMIT:
-                self._stalled_at = trio.current_time()
-                self._worst_stall = late
+        turns = _LoopTurns()
+        trio.lowlevel.add_instrument(turns)
+        gc.callbacks.append(self._collections)
+        try:
+            task_status.started()
+            while True:
+                expected = trio.current_time() + WATCHDOG_INTERVAL
+                await trio.sleep(WATCHDOG_INTERVAL)
+                late = max(trio.current_time() - expected, turns.take())
+                self._lateness.append(late)
+                if late > STALL_LIMIT:
+                    self._stalled_at = trio.current_time()
+                    self._worst_stall = late
+        finally:
+            gc.callbacks.remove(self._collections)
+            trio.lowlevel.remove_instrument(turns)
 
-    def stall_stats(self) -> dict[str, float]:
-        """How late the watchdog woke, over its last ``LATENESS_KEPT`` wake-ups (seconds)."""
-        late = sorted(self._lateness) or [0.0]
+    def stall_stats(self, last: int = LATENESS_KEPT) -> dict[str, float]:
+        """Each watchdog second's longest stall, over the ``last`` seconds (at most
+        ``LATENESS_KEPT``)."""
+        recent = list(self._lateness)[-max(last, 1) :]
+        late = sorted(recent) or [0.0]
         return {
-            "samples": len(self._lateness),
+            "samples": len(recent),
             "p50_s": round(late[len(late) // 2], 4),
             "p99_s": round(late[min(len(late) - 1, len(late) * 99 // 100)], 4),
             "max_s": round(late[-1], 4),
@@ -126,7 +143,10 @@ class Health:
             body, content_type = render()
             return Response(body=body, headers=[("Content-Type", content_type)])
         if request.path == "/debug/vars":
-            return Response.json({"loop_stall": self.stall_stats(), **self.debug_vars()})
+            window = request.param("stall_seconds", "")
+            last = int(window) if window and window.isdigit() else LATENESS_KEPT
+            stalls = {"loop_stall": self.stall_stats(last), "gc": self._collections.stats()}
+            return Response.json({**stalls, **self.debug_vars()})
         return Response.text("not found\n", 404)
 
 
@@ -134,3 +154,49 @@ def _answer(problems: list[str], ok: str = "ok") -> Response:
     if problems:
         return Response.text("".join(f"{p}\n" for p in problems), 503)
     return Response.text(f"{ok}\n")
+
+
+class _LoopTurns(trio.abc.Instrument):
+    """The longest turn of the event loop since ``take``: from waking from its I/O wait to
+    waiting again, the loop runs every ready task step and serves nothing else. Two hooks per
+    turn, none per task step."""
+
+    def __init__(self) -> None:
+        self._woke: float | None = None
+        self._longest = 0.0
+
+    def after_io_wait(self, timeout: float) -> None:
+        self._woke = time.perf_counter()
+
+    def before_io_wait(self, timeout: float) -> None:
+        if self._woke is not None:
+            self._longest = max(self._longest, time.perf_counter() - self._woke)
+
+    def take(self) -> float:
+        longest, self._longest = self._longest, 0.0
+        return longest
+
+
+class _Collections:
+    """Pauses of the cyclic garbage collector by generation (a ``gc.callbacks`` entry)."""
+
+    def __init__(self) -> None:
+        self._started = 0.0
+        self._count = [0, 0, 0]
+        self._worst = [0.0, 0.0, 0.0]
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        generation = info["generation"]
+        self._count[generation] += 1
+        took = time.perf_counter() - self._started
+        self._worst[generation] = max(self._worst[generation], took)
+
+    def stats(self) -> dict[str, dict[str, float]]:
+        """Collections and the longest pause (seconds) of each generation, since start."""
+        return {
+            f"gen{g}": {"count": self._count[g], "max_s": round(self._worst[g], 4)}
+            for g in range(3)
+        }
