@@ -224,8 +224,8 @@ async def serve_node(
             await dispatcher.wait_synced()
             # What exists now (modules, clients, settings) lives as long as the process; a
             # full collection walking it every time paused the loop for 180-290 ms with 200
-            # pods probing each second, 0 full collections (22 ms worst stall) once frozen
-            # (tests/benchmarks/bench_probes.py).
+            # pods probing each second, 118 ms once frozen (`vk-trio bench --probes`; the
+            # README's Benchmarks section has the rest of that story).
             gc.freeze()
             logger.info("node serving", node=settings.node_name, health=health_url)
             task_status.started(NodeRuntime(health_url, dispatcher, poller))

@@ -10,6 +10,12 @@ once, and prints one table (and ``--json``): where the time went, CPU and memory
 process, Vast calls per minute in steady state, Kubernetes calls per pod, the node's
 event-loop stalls, and what the simulator's ledger says about money (leaks, instances per pod).
 
+``--probes`` gives every pod an httpGet readiness and liveness probe, answered for real by
+the simulator's listeners on 127.0.0.1 (``sim vast --serve-ports``; 503 for the first
+``APP_READY_AFTER`` seconds of each instance, then 200), and adds the time until every pod
+is Ready; the hold is then steady probing, and the loop stall measured over it is what
+probing costs the node.
+
 ``--baseline`` also polls every pod's instance the way the seed did (one ``GET
 /api/v0/instances/{id}/`` per pod per ``--baseline-interval``) for a hold's length, so the
 ratio of Vast calls and simulator CPU is measured in the same run.
@@ -53,6 +59,9 @@ API_KEY = "vk-bench-key"
 NAMESPACE = "default"
 PODS = f"/api/v1/namespaces/{NAMESPACE}/pods"
 STARTUP_SECONDS = 120.0
+APP_READY_AFTER = 5.0
+"""With ``--probes``: seconds each simulated app answers 503 after its instance runs."""
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 Obj = dict[str, Any]
@@ -63,7 +72,8 @@ Measure the node as users run it: start the Vast simulator, the Kubernetes stand
 `vk-trio run` (production defaults; only the endpoints differ), create N pods at once, wait
 until all are Running, hold, delete them all, and print one table: time to Running per pod,
 where the wait went, CPU and memory of each process, Vast calls in steady state, Kubernetes
-calls per pod, event-loop stalls, delete time, leaks. 100 and 1,000 pods by default."""
+calls per pod, event-loop stalls, the longest gap between two renewals of each node's
+Lease, delete time, leaks. 100 and 1,000 pods by default."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,6 +112,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         metavar="K",
         help="virtual nodes, each its own `vk-trio run`; the N pods are spread evenly",
+    )
+    parser.add_argument(
+        "--probes",
+        type=int,
+        nargs="?",
+        const=1,
+        metavar="PERIOD",
+        help="every pod gets an httpGet readiness and liveness probe every PERIOD seconds "
+        "(default 1), answered by the simulator's listeners on 127.0.0.1",
     )
     parser.add_argument("--boot-seconds", type=float, default=5.0, help="simulated boot time")
     parser.add_argument(
@@ -233,8 +252,19 @@ def node_names(count: int) -> list[str]:
     return [NODE] if count == 1 else [f"{NODE}-{i}" for i in range(count)]
 
 
-def bench_pod(name: str, node: str = NODE) -> Obj:
-    """A one-GPU pod bound to ``node``, as a scheduler would have bound it."""
+def bench_pod(name: str, node: str = NODE, *, probe_period: int | None = None) -> Obj:
+    """A one-GPU pod bound to ``node``, as a scheduler would have bound it; with
+    ``probe_period``, probed on its port 8000 (liveness only after the app's start)."""
+    container: Obj = {
+        "name": "app",
+        "image": "nginx:1.27",
+        "ports": [{"containerPort": 8000}],
+        "resources": {"limits": {"nvidia.com/gpu": "1"}},
+    }
+    if probe_period is not None:
+        probe = {"httpGet": {"path": "/healthz", "port": 8000}, "periodSeconds": probe_period}
+        container["readinessProbe"] = probe
+        container["livenessProbe"] = {**probe, "initialDelaySeconds": 30, "failureThreshold": 3}
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -246,14 +276,7 @@ def bench_pod(name: str, node: str = NODE) -> Obj:
         "spec": {
             "nodeName": node,
             "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}],
-            "containers": [
-                {
-                    "name": "app",
-                    "image": "nginx:1.27",
-                    "ports": [{"containerPort": 8000}],
-                    "resources": {"limits": {"nvidia.com/gpu": "1"}},
-                }
-            ],
+            "containers": [container],
         },
     }
 
@@ -275,6 +298,10 @@ class _Run:
         self.uids: dict[str, str] = {}
         self.running: dict[str, float] = {}
         """Pod name → wall time the bench first saw it Running."""
+        self.ready: dict[str, float] = {}
+        """Pod name → wall time the bench first saw it Ready."""
+        self.renewals: dict[str, list[float]] = {node: [] for node in self.nodes}
+        """Node → wall times at which the bench saw its Lease renewed, while holding."""
         self.present: set[str] = set()
         self.kube_calls_by_bench = 0
 
@@ -317,6 +344,7 @@ async def _measure(run: _Run) -> Obj:
         "vast",
         *("--rate-limits", limits, "--boot-seconds", str(args.boot_seconds)),
         *("--api-key", API_KEY, "--offers", str(market_file(folder, n))),
+        *(("--serve-ports", "--app-ready-after", str(APP_READY_AFTER)) if args.probes else ()),
     )
     run.children["vast sim"] = vast_process
     kubeconfig = args.kubeconfig
@@ -387,13 +415,25 @@ async def _measure(run: _Run) -> Obj:
                 run.check()
                 await trio.sleep(0.2)
         to_running = time.time() - started
+        to_ready = None
+        if args.probes:
+            with trio.fail_after(args.timeout):
+                while len(run.ready) < n:
+                    run.check()
+                    await trio.sleep(0.2)
+            to_ready = time.time() - started
         cpu_ramp = _diff(run.cpu(), cpu_before)
         running_rss, _ = run.rss_kb()
 
-        # -- hold: steady state -------------------------------------------------------------
+        # -- hold: steady state (probing, with --probes) ------------------------------------
         stats_0, cpu_0, t_0 = await vast_stats(), run.cpu(), time.time()
-        await trio.sleep(args.hold)
+        async with trio.open_nursery() as holding:
+            for node in run.nodes:
+                holding.start_soon(_follow_lease, run, kube, node)
+            await trio.sleep(args.hold)
+            holding.cancel_scope.cancel()
         stats_1, cpu_1, t_1 = await vast_stats(), run.cpu(), time.time()
+        still_ready = sum(1 for name in run.ready if name in run.present)
         steady_minutes = (t_1 - t_0) / 60
         steady_calls = {
             k: round(v / steady_minutes, 1) for k, v in (stats_1 - stats_0).items() if v
@@ -404,7 +444,7 @@ async def _measure(run: _Run) -> Obj:
         baseline = None
         if args.baseline:
             baseline = await _baseline(run, vast, ledger, steady_calls, steady_cores)
-        debug_vars = await _debug_vars(probes)
+        hold_vars = await _debug_vars(probes, stall_seconds=math.floor(t_1 - t_0))
 
         # -- delete all at once -------------------------------------------------------------
         deleting = time.time()
@@ -449,11 +489,14 @@ async def _measure(run: _Run) -> Obj:
         "boot_seconds": args.boot_seconds,
         "create_pod_objects_s": round(created, 2),
         "all_running_s": round(to_running, 2),
+        "probe_period_s": args.probes,
+        "all_ready_s": None if to_ready is None else round(to_ready, 2),
+        "ready_after_hold": still_ready if args.probes else None,
         "pod_running_p50_s": _pct(per_pod, 50),
         "pod_running_p99_s": _pct(per_pod, 99),
         "bound_to_create_sent_p50_s": _pct(bound_to_create, 50),
         "bound_to_create_sent_p99_s": _pct(bound_to_create, 99),
-        "pacer_create_wait": debug_vars.get("pacer", {}).get("create"),
+        "pacer_create_wait": hold_vars.get("pacer", {}).get("create"),
         "create_gap_min_s": round(min(gaps), 2) if gaps else None,
         "instance_running_to_pod_running_p50_s": _pct(instance_to_running, 50),
         "instance_running_to_pod_running_p99_s": _pct(instance_to_running, 99),
@@ -470,6 +513,9 @@ async def _measure(run: _Run) -> Obj:
         "kube_calls_per_pod": None if kube_calls is None else round(kube_calls, 1),
         "kube_calls_per_pod_by_endpoint": kube_by_endpoint,  # the bench's own included
         "loop_stall": end_vars.get("loop_stall"),
+        "loop_stall_hold": hold_vars.get("loop_stall"),
+        "gc_pauses": end_vars.get("gc"),
+        "lease_renewal_gap_max_s": _longest_gap(run.renewals, t_1),
         "poller": end_vars.get("poller"),
         "delete_all_s": round(delete_all, 2),
         "destroy_failed_events": destroy_failed,
@@ -493,12 +539,16 @@ async def _wait_ready(run: _Run, probe: httpx.AsyncClient) -> None:
             await trio.sleep(0.2)
 
 
-async def _debug_vars(probes: list[httpx.AsyncClient]) -> Obj:
-    """The first node's ``/debug/vars``, with the worst loop stall of any node."""
-    answers: list[Obj] = [(await probe.get("/debug/vars")).json() for probe in probes]
+async def _debug_vars(probes: list[httpx.AsyncClient], *, stall_seconds: int = 0) -> Obj:
+    """The first node's ``/debug/vars``, with the worst loop stall and collector pauses of
+    any node (stalls over the last ``stall_seconds``, or the whole run)."""
+    query = {"stall_seconds": stall_seconds} if stall_seconds else {}
+    answers: list[Obj] = [(await probe.get("/debug/vars", params=query)).json() for probe in probes]
     stalls = [a["loop_stall"] for a in answers if a.get("loop_stall")]
     worst = max(stalls, key=lambda s: s.get("max_s", 0), default=None)
-    return {**answers[0], "loop_stall": worst}
+    pauses = [a["gc"] for a in answers if a.get("gc")]
+    worst_gc = max(pauses, key=lambda g: g["gen2"]["max_s"], default=None)
+    return {**answers[0], "loop_stall": worst, "gc": worst_gc}
 
 
 async def _follow_pods(run: _Run, kube: KubeClient) -> None:
@@ -520,6 +570,37 @@ async def _follow_node(run: _Run, kube: KubeClient, node: str) -> None:
             run.present.add(name)
             if event.pod.status.phase == "Running" and name not in run.running:
                 run.running[name] = time.time()
+            ready = any(
+                c.type == "Ready" and c.status == "True" for c in event.pod.status.conditions
+            )
+            if ready and name not in run.ready:
+                run.ready[name] = time.time()
+            elif not ready:
+                run.ready.pop(name, None)
+
+
+async def _follow_lease(run: _Run, kube: KubeClient, node: str) -> None:
+    """Note each renewal of ``node``'s Lease (the node renews it every 10 s; 40 s without
+    one and the node goes NotReady), reading it twice a second."""
+    renewed = None
+    while True:
+        lease = await kube.request("GET", f"{LEASES}/{node}")
+        run.kube_calls_by_bench += 1
+        if lease["spec"].get("renewTime") != renewed:
+            renewed = lease["spec"].get("renewTime")
+            run.renewals[node].append(time.time())
+        await trio.sleep(0.5)
+
+
+def _longest_gap(renewals: dict[str, list[float]], until: float) -> float | None:
+    """The longest time any node went without a renewal seen, up to ``until``."""
+    gaps = [
+        b - a
+        for times in renewals.values()
+        if times
+        for a, b in itertools.pairwise([*times, until])
+    ]
+    return round(max(gaps), 1) if gaps else None
 
 
 async def _each(count: int, action: Callable[[int], Any], *, parallel: int = 32) -> None:
@@ -538,7 +619,9 @@ async def _create_all(run: _Run, kube: KubeClient) -> None:
     async def create(i: int) -> None:
         name = f"bench-{i}"
         node = run.nodes[i % len(run.nodes)]
-        created = await kube.request("POST", PODS, json=bench_pod(name, node))
+        created = await kube.request(
+            "POST", PODS, json=bench_pod(name, node, probe_period=run.args.probes)
+        )
         run.posted[name] = time.time()
         run.uids[created["metadata"]["uid"]] = name
 
@@ -657,9 +740,20 @@ def render_table(results: list[Obj], args: argparse.Namespace) -> str:
         short = {k.split(" ", 1)[1].split("/api/")[-1]: v for k, v in d.items()}
         return ", ".join(f"{k} {v:g}" for k, v in sorted(short.items())) or "0"
 
-    def stall(r: Obj) -> str:
-        s = r["loop_stall"] or {}
-        return f"{s.get('p99_s', 0) * 1000:.0f} / {s.get('max_s', 0) * 1000:.0f} ms"
+    def stall(key: str) -> Callable[[Obj], str]:
+        def show(r: Obj) -> str:
+            s = r[key] or {}
+            return f"{s.get('p99_s', 0) * 1000:.0f} / {s.get('max_s', 0) * 1000:.0f} ms"
+
+        return show
+
+    def collections(r: Obj) -> str:
+        pauses = r["gc_pauses"] or {}
+        return " / ".join(
+            f"{pauses[g]['count']}x {pauses[g]['max_s'] * 1000:.0f} ms"
+            for g in ("gen0", "gen1", "gen2")
+            if g in pauses
+        )
 
     def pacer(r: Obj) -> str:
         wait = r["pacer_create_wait"]
@@ -683,6 +777,7 @@ def render_table(results: list[Obj], args: argparse.Namespace) -> str:
         ("pods", lambda r: str(r["pods"])),
         ("create pod objects", lambda r: cell(r["create_pod_objects_s"], " s")),
         ("all Running after", lambda r: cell(r["all_running_s"], " s")),
+        ("all Ready after (probed)", lambda r: cell(r["all_ready_s"], " s")),
         (
             "per pod to Running p50 / p99",
             lambda r: f"{cell(r['pod_running_p50_s'])} / {cell(r['pod_running_p99_s'])} s",
@@ -716,7 +811,11 @@ def render_table(results: list[Obj], args: argparse.Namespace) -> str:
         ("Vast calls/min steady", lambda r: calls(r["vast_calls_per_min_steady"])),
         ("Vast 429s", lambda r: str(r["vast_429s"])),
         ("Kubernetes calls per pod", lambda r: cell(r["kube_calls_per_pod"])),
-        ("loop stall p99 / max", stall),
+        ("loop stall p99 / max, whole run", stall("loop_stall")),
+        ("loop stall p99 / max, holding", stall("loop_stall_hold")),
+        ("GC gen0 / gen1 / gen2 (count, worst)", collections),
+        ("Lease renewal, longest gap", lambda r: cell(r["lease_renewal_gap_max_s"], " s")),
+        ("Ready after the hold", lambda r: cell(r["ready_after_hold"])),
         ("delete all → all destroyed", lambda r: cell(r["delete_all_s"], " s")),
         ("DestroyFailed events", lambda r: str(r["destroy_failed_events"])),
         ("leaked", lambda r: str(r["leaked"])),
@@ -728,6 +827,7 @@ def render_table(results: list[Obj], args: argparse.Namespace) -> str:
     lines = [
         f"vk-trio bench: Vast rate limits {'real' if args.real_limits else 'off'}, "
         f"{args.boot_seconds:g} s boots, {args.hold:g} s hold, {os.cpu_count()} CPUs"
+        + (f", readiness + liveness probes every {args.probes} s" if args.probes else "")
         + (f", {args.nodes} nodes (CPU and RSS added up)" if args.nodes > 1 else ""),
         "",
     ]
