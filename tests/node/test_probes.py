@@ -13,6 +13,9 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 import trio
 from trio.testing import MockClock
@@ -51,6 +54,64 @@ async def app(nursery: trio.Nursery) -> App:
     app = App()
     url = await nursery.start(functools.partial(serve_http, app.handle))
     app.port = int(url.rsplit(":", 1)[1])
+    return app
+
+
+@dataclass
+class GrpcApp:
+    """A loopback gRPC server answering ``grpc.health.v1.Health/Check`` with ``status``
+    (1 SERVING, 2 NOT_SERVING), or Unimplemented when ``implemented`` is false; written
+    with ``h2`` as a server, so the probe's client side is checked against an independent
+    HTTP/2 peer."""
+
+    status: int = 1
+    implemented: bool = True
+    port: int = 0
+    services: list[str] = field(default_factory=list)
+
+    async def serve(self, stream: trio.SocketStream) -> None:
+        config = h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
+        connection = h2.connection.H2Connection(config)
+        connection.initiate_connection()
+        bodies: dict[int, bytes] = {}
+        try:
+            await stream.send_all(connection.data_to_send())
+            while data := await stream.receive_some(65536):
+                for event in connection.receive_data(data):
+                    if isinstance(event, h2.events.DataReceived):
+                        bodies[event.stream_id] = bodies.get(event.stream_id, b"") + event.data
+                        connection.acknowledge_received_data(
+                            event.flow_controlled_length, event.stream_id
+                        )
+                    elif isinstance(event, h2.events.StreamEnded):
+                        self.answer(connection, event.stream_id, bodies.pop(event.stream_id, b""))
+                await stream.send_all(connection.data_to_send())
+        except trio.BrokenResourceError:
+            pass
+
+    def answer(self, connection: h2.connection.H2Connection, stream_id: int, body: bytes) -> None:
+        self.services.append(body[7:].decode())  # 5 bytes of framing, field 1's key and length
+        grpc = [(":status", "200"), ("content-type", "application/grpc")]
+        if not self.implemented:
+            unknown = [("grpc-status", "12"), ("grpc-message", "unknown service")]
+            connection.send_headers(stream_id, grpc + unknown, end_stream=True)
+            return
+        connection.send_headers(stream_id, grpc)
+        connection.send_data(stream_id, b"\x00\x00\x00\x00\x02\x08" + bytes([self.status]))
+        connection.send_headers(stream_id, [("grpc-status", "0")], end_stream=True)
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        return {"9000/tcp": f"127.0.0.1:{self.port}"}
+
+
+@pytest.fixture
+async def grpc_app(nursery: trio.Nursery) -> GrpcApp:
+    app = GrpcApp()
+    listeners = await nursery.start(
+        functools.partial(trio.serve_tcp, app.serve, 0, host="127.0.0.1")
+    )
+    app.port = listeners[0].socket.getsockname()[1]
     return app
 
 
@@ -222,6 +283,39 @@ async def test_startup_probe_that_never_passes_kills_the_container(
     )
 
 
+async def test_grpc_probes_ask_the_health_service(
+    jumpy_clock: MockClock, harness: Harness, provider: FakeProvider, grpc_app: GrpcApp
+) -> None:
+    grpc_app.status = 2  # NOT_SERVING
+    provider.runs["p"] = [[(0.0, running(endpoints=grpc_app.endpoints))]]
+    readiness = {"grpc": {"port": 9000, "service": "tts"}, "periodSeconds": 10}
+    harness.create("p", containers=main(readinessProbe=readiness))
+    await harness.until("p", lambda p: bool(messages(harness, "p", "Unhealthy")))
+    pod = await harness.until("p", lambda p: phase(p) == "Running")
+    assert not ready(pod)
+    assert messages(harness, "p", "Unhealthy") == [
+        'Readiness probe failed: service unhealthy (responded with "NOT_SERVING")'
+    ]
+    assert grpc_app.services[0] == "tts"
+    grpc_app.status = 1  # SERVING
+    await harness.until("p", ready, within=30)
+
+
+async def test_a_grpc_probe_on_a_server_without_the_health_service_says_so(
+    jumpy_clock: MockClock, harness: Harness, provider: FakeProvider, grpc_app: GrpcApp
+) -> None:
+    grpc_app.implemented = False
+    provider.runs["p"] = [[(0.0, running(endpoints=grpc_app.endpoints))]]
+    liveness = {"grpc": {"port": 9000}, "periodSeconds": 10, "failureThreshold": 1}
+    harness.create("p", restartPolicy="Never", containers=main(livenessProbe=liveness))
+    pod = await harness.until("p", lambda p: phase(p) == "Failed")
+    assert container(pod)["state"]["terminated"]["message"] == (
+        "liveness probe failed: error: this server does not implement the grpc health "
+        "protocol (grpc.health.v1.Health): unknown service"
+    )
+    assert PROBES_IGNORED not in {c["type"] for c in pod["status"]["conditions"]}
+
+
 async def test_a_probe_on_an_unpublished_port_fails_and_says_why(
     jumpy_clock: MockClock, harness: Harness, provider: FakeProvider, app: App
 ) -> None:
@@ -244,7 +338,7 @@ async def test_exec_probes_are_reported_and_ignored(
     assert ignored["status"] == "True" and ignored["reason"] == "ProbeNotSupported"
     assert "readinessProbe (exec), livenessProbe (exec)" in ignored["message"]
     [event] = messages(harness, "p", "ProbeNotSupported")
-    assert "use httpGet or tcpSocket" in event
+    assert "use httpGet, tcpSocket or grpc" in event
 
 
 async def test_probes_stop_with_the_pod(

@@ -387,10 +387,11 @@ async def test_probe_ports_are_published() -> None:
             "ports": [{"containerPort": 8000, "name": "http"}],
             "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}},
             "livenessProbe": {"tcpSocket": {"port": 9000}},
+            "startupProbe": {"grpc": {"port": 50051}},
         }
     )
     body, _ = await request(pod)
-    assert body.env == {"-p 8000:8000": "1", "-p 9000:9000": "1"}
+    assert body.env == {"-p 8000:8000": "1", "-p 9000:9000": "1", "-p 50051:50051": "1"}
 
 
 async def test_sctp_port() -> None:

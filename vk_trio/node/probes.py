@@ -19,9 +19,10 @@ Every failed attempt is a Warning Event ``Unhealthy`` with the kubelet's text ("
 failed: HTTP probe failed with statuscode: 500"); the recorder aggregates repeats.
 
 Handlers: ``httpGet`` (``http``/``https``; like the kubelet, https certificates are not
-verified, and 2xx/3xx is success without following redirects) and ``tcpSocket``. ``exec`` would
-need a shell inside the instance and ``grpc`` an HTTP/2 stack: neither is run, and
-``unsupported`` names them so the supervisor says so on the pod (they count as absent).
+verified, and 2xx/3xx is success without following redirects), ``tcpSocket`` and ``grpc``
+(the health-checking protocol over plaintext HTTP/2, ``grpc_health``). ``exec`` would need a
+shell inside the instance: it is not run, and ``unsupported`` names it so the supervisor
+says so on the pod (it counts as absent).
 
 Many pods probing must not starve the node: every attempt goes through the node-wide
 ``Prober`` (a ``CapacityLimiter``), is bounded by its timeout, and does only trio socket I/O.
@@ -37,10 +38,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+import h2.exceptions
 import h11
 import trio
 
-from vk_trio.kube.models import Container, HTTPGetAction, Probe
+from vk_trio.kube.models import Container, GRPCAction, HTTPGetAction, Probe
+from vk_trio.node import grpc_health
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
@@ -108,7 +111,7 @@ def _probes(container: Container) -> dict[Kind, Probe]:
 
 
 def _runnable(probe: Probe) -> bool:
-    return probe.http_get is not None or probe.tcp_socket is not None
+    return probe.exec is None
 
 
 def probed(container: Container) -> bool:
@@ -119,12 +122,11 @@ def probed(container: Container) -> bool:
 def unsupported(container: Container) -> list[str]:
     """The container's probes that cannot run from outside the instance, e.g.
     ``livenessProbe (exec)``; they are treated as absent."""
-    named = []
-    for kind, probe in _probes(container).items():
-        if not _runnable(probe):
-            handler = "grpc" if probe.grpc is not None else "exec"
-            named.append(f"{kind[0].lower()}{kind[1:]}Probe ({handler})")
-    return named
+    return [
+        f"{kind[0].lower()}{kind[1:]}Probe (exec)"
+        for kind, probe in _probes(container).items()
+        if not _runnable(probe)
+    ]
 
 
 def gates(container: Container) -> tuple[bool, bool]:
@@ -144,18 +146,23 @@ class Prober:
         self, probe: Probe, container: Container, endpoints: Mapping[str, str]
     ) -> Result:
         """One attempt of ``probe`` against the container's public endpoint."""
-        action = probe.http_get or probe.tcp_socket
+        action = probe.http_get or probe.tcp_socket or probe.grpc
         if action is None:
-            return Result(False, "the probe has no httpGet or tcpSocket handler")
+            return Result(False, "the probe has no httpGet, tcpSocket or grpc handler")
         target = _endpoint(action.port, container, endpoints)
         if isinstance(target, str):
             return Result(False, target)
         host, number = target
+        timeout = max(probe.timeout_seconds, 1)
         async with self._limiter:
-            with trio.move_on_after(max(probe.timeout_seconds, 1)):
+            with trio.move_on_after(timeout):
                 if probe.http_get is not None:
                     return await _http_get(probe.http_get, host, number)
+                if probe.grpc is not None:
+                    return await _grpc(probe.grpc, host, number)
                 return await _tcp(host, number)
+        if probe.grpc is not None:
+            return Result(False, f"timeout: health rpc did not complete within {timeout}s")
         if probe.http_get is not None:
             url = _url(probe.http_get, host, number)
             return Result(
@@ -357,6 +364,35 @@ async def _exchange(action: HTTPGetAction, host: str, port: int) -> int:
     finally:
         with trio.CancelScope(shield=True):
             await trio.aclose_forcefully(stream)
+
+
+async def _grpc(action: GRPCAction, host: str, port: int) -> Result:
+    """One ``grpc.health.v1.Health/Check``, with the kubelet's messages."""
+    address = f"{host}:{port}"
+    try:
+        stream = await _connect(host, port)
+    except OSError as exc:
+        return Result(False, f'error: failed to connect service at "{address}": {_reason(exc)}')
+    try:
+        status = await grpc_health.check(
+            stream, authority=address, service=action.service or "", user_agent=USER_AGENT
+        )
+    except grpc_health.RpcError as exc:
+        if exc.code == grpc_health.UNIMPLEMENTED:
+            return Result(
+                False,
+                "error: this server does not implement the grpc health protocol "
+                f"(grpc.health.v1.Health): {exc.message}",
+            )
+        return Result(False, f"error: health rpc probe failed: {exc}")
+    except (OSError, trio.BrokenResourceError, h2.exceptions.ProtocolError) as exc:
+        return Result(False, f"error: health rpc probe failed: {_reason(exc)}")
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(stream)
+    if status != grpc_health.SERVING:
+        return Result(False, f'service unhealthy (responded with "{status}")')
+    return Result(True, "")
 
 
 def _reason(exc: BaseException) -> str:

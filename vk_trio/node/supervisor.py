@@ -436,7 +436,8 @@ class _PodLifecycle:
             return
         message = (
             f"container {self.report.chosen!r}: {', '.join(names)} cannot run on the virtual "
-            "node (vk-trio probes the instance from outside: use httpGet or tcpSocket); ignored"
+            "node (vk-trio probes the instance from outside: use httpGet, tcpSocket or grpc); "
+            "ignored"
         )
         await self.report.event("Warning", "ProbeNotSupported", message)
         self.report.view = replace(self.view, ignored_probes=message)

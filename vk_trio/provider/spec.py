@@ -159,7 +159,7 @@ def _port_flags(pod: Pod, container: Container) -> dict[str, str]:
     # vk-trio probes from outside, so a probe's port must be published even when the pod
     # does not list it (a kubelet reaches every port of the pod's network namespace).
     for probe in (container.startup_probe, container.readiness_probe, container.liveness_probe):
-        action = (probe.http_get or probe.tcp_socket) if probe is not None else None
+        action = (probe.http_get or probe.tcp_socket or probe.grpc) if probe else None
         if action is not None and isinstance(action.port, int) and 0 < action.port < 65536:
             flags.setdefault(f"-p {action.port}:{action.port}", "1")
     return flags
