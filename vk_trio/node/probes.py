@@ -111,7 +111,7 @@ def _probes(container: Container) -> dict[Kind, Probe]:
 
 
 def _runnable(probe: Probe) -> bool:
-    return probe.exec is None
+    return any(h is not None for h in (probe.http_get, probe.tcp_socket, probe.grpc))
 
 
 def probed(container: Container) -> bool:
@@ -123,7 +123,7 @@ def unsupported(container: Container) -> list[str]:
     """The container's probes that cannot run from outside the instance, e.g.
     ``livenessProbe (exec)``; they are treated as absent."""
     return [
-        f"{kind[0].lower()}{kind[1:]}Probe (exec)"
+        f"{kind[0].lower()}{kind[1:]}Probe ({'exec' if probe.exec else 'no handler'})"
         for kind, probe in _probes(container).items()
         if not _runnable(probe)
     ]
