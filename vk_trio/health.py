@@ -20,8 +20,8 @@ no token. The kubelet port serves the same behind its authentication.
 
 ``/debug/vars`` answers JSON for ``vk-trio bench`` and curious operators: the watchdog's recent
 stalls (p50/p99/max of each second's longest, over the last hour or the last
-``?stall_seconds=N``), the cyclic garbage collector's pauses (the
-usual cause of a stall in a busy node) and whatever the app adds (pacer waits, sweeps).
+``?stall_seconds=N``), the cyclic garbage collector's pauses (the usual cause of a stall in
+a busy node) and whatever the app adds (pacer waits, sweeps).
 
 A standby replica (``--leader-elect``) answers ``/readyz`` 200 with ``standby: leader is X``:
 it is ready for its job, which is to take over. Were it unready, a PodDisruptionBudget of

@@ -195,9 +195,11 @@ async def run_probes(
     """
     probes = {k: p for k, p in _probes(container).items() if _runnable(p)}
     startup = probes.pop("Startup", None)
-    workers = [_Worker("Startup", startup, since)] if startup is not None else []
-    if startup is None:
-        workers = [_Worker(kind, probe, since) for kind, probe in probes.items()]
+    workers = (
+        [_Worker("Startup", startup, since)]
+        if startup is not None
+        else [_Worker(kind, probe, since) for kind, probe in probes.items()]
+    )
     while workers:
         worker = min(workers, key=_due)
         await trio.sleep_until(worker.next_at)
