@@ -13,9 +13,9 @@ import trio
 
 from tests.seed import SEED_ANNOTATIONS
 from vk_trio import cli, dryrun
+from vk_trio.devtools.sim.vast import Faults, VastSim
 from vk_trio.provider.requirements import parse_requirements
 from vk_trio.provider.selection import build_query
-from vk_trio.sim.vast import Faults, VastSim
 from vk_trio.vast import Pacer, RetryPolicy, VastClient
 
 DEPLOYMENT = """\

@@ -17,15 +17,15 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "vk_trio"
 
-PRODUCT_MUST_NOT_IMPORT = ("vk_trio.sim", "vk_trio.bench", "tests")
+PRODUCT_MUST_NOT_IMPORT = ("vk_trio.devtools.sim", "vk_trio.devtools.bench", "tests")
 FORBIDDEN = {
     "vk_trio.vast": ("vk_trio.kube", "vk_trio.node", "vk_trio.provider", "vk_trio.app"),
     "vk_trio.kube": ("vk_trio.vast", "vk_trio.node", "vk_trio.provider", "vk_trio.app"),
     "vk_trio.node": ("vk_trio.vast", "vk_trio.provider", "vk_trio.app"),
     "vk_trio.kubelet": ("vk_trio.vast", "vk_trio.provider", "vk_trio.node", "vk_trio.app"),
-    "vk_trio.provider": ("vk_trio.app", "vk_trio.demo", "vk_trio.cli"),
+    "vk_trio.provider": ("vk_trio.app", "vk_trio.devtools.demo", "vk_trio.cli"),
     "vk_trio.app": (),
-    "vk_trio.sim": (
+    "vk_trio.devtools.sim": (
         "vk_trio.node",
         "vk_trio.provider",
         "vk_trio.app",
@@ -34,7 +34,7 @@ FORBIDDEN = {
     ),
     "vk_trio.cli": (),
     "vk_trio.dryrun": (),
-    "vk_trio.bench": ("tests",),  # it runs the simulators, as the demo does
+    "vk_trio.devtools.bench": ("tests",),  # it runs the simulators, as the demo does
     "vk_trio": ("tests",),
 }
 """Layer → what it must not import; every product layer also stays off ``sim`` and tests."""

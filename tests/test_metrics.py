@@ -10,13 +10,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.plugins.vast_sim import VastSimFactory
+from vk_trio.devtools.sim.kube import KubeSim
+from vk_trio.devtools.sim.vast import Faults
 from vk_trio.health import Health
 from vk_trio.http_server import Request
 from vk_trio.kube.api import KubeClient
 from vk_trio.metrics import StateSource, register_state
 from vk_trio.retry import Backoff
-from vk_trio.sim.kube import KubeSim
-from vk_trio.sim.vast import Faults
 from vk_trio.vast import Pacer, RateLimited, RetryPolicy, VastClient
 
 

@@ -22,8 +22,8 @@ import yaml
 from tests.e2e.e2e import settings_for
 from vk_trio.app import serve_node
 from vk_trio.config import Settings
+from vk_trio.devtools.sim.kube import KubeSim
 from vk_trio.http_server import Request, Response, serve_http
-from vk_trio.sim.kube import KubeSim
 from vk_trio.vast import VastAuthError
 
 NODE = "vk-startup-test"

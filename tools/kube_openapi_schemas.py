@@ -1,5 +1,6 @@
-"""Regenerate ``vk_trio/sim/data/openapi-schemas.json``, the schemas the Kubernetes stand-in
-serves at ``/openapi/v3`` and checks writes against (``vk_trio.sim.kube_openapi``).
+"""Regenerate ``vk_trio/devtools/sim/data/openapi-schemas.json``, the schemas the Kubernetes
+stand-in serves at ``/openapi/v3`` and checks writes against
+(``vk_trio.devtools.sim.kube.openapi``).
 
 Why a generated file: kubectl validates what it applies by asking the server for its OpenAPI
 (and the server rejects unknown fields when kubectl asks for strict validation), so the
@@ -12,7 +13,7 @@ descriptions dropped and the JSON Schema spellings turned back into OpenAPI v3 o
     .venv/bin/python tools/kube_openapi_schemas.py          # rewrite the file
     .venv/bin/python tools/kube_openapi_schemas.py --check  # exit 1 if it is stale
 
-``tests/sim/test_kube_openapi.py`` runs the check, so adding a kind to ``kube_kinds.RESOURCES``
+``tests/devtools/sim/kube/test_openapi.py`` runs the check, so adding a kind to ``kinds.RESOURCES``
 without regenerating fails the suite.
 """
 
@@ -27,11 +28,11 @@ from typing import Any
 import kubernetes_validate  # type: ignore[import-untyped]
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMAS_FILE = ROOT / "vk_trio" / "sim" / "data" / "openapi-schemas.json"
+SCHEMAS_FILE = ROOT / "vk_trio" / "devtools" / "sim" / "data" / "openapi-schemas.json"
 sys.path.insert(0, str(ROOT))
 
-from vk_trio.sim.kube import SERVER_VERSION  # noqa: E402
-from vk_trio.sim.kube_kinds import RESOURCES  # noqa: E402
+from vk_trio.devtools.sim.kube import SERVER_VERSION  # noqa: E402
+from vk_trio.devtools.sim.kube.kinds import RESOURCES  # noqa: E402
 
 EXTRA_KINDS = (
     ("certificates.k8s.io", "v1", "CertificateSigningRequest"),

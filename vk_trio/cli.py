@@ -47,13 +47,16 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 _COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("vk_trio.app", "run the virtual node (the container's command)"),
-    "demo": ("vk_trio.demo", "run the node against the built-in simulators, end to end"),
+    "demo": ("vk_trio.devtools.demo", "run the node against the built-in simulators, end to end"),
     "offers": ("vk_trio.dryrun", "show which offers a pod's annotations would buy; buys nothing"),
-    "bench": ("vk_trio.bench", "N pods at once on the real node process and simulators, measured"),
+    "bench": (
+        "vk_trio.devtools.bench",
+        "N pods at once on the real node process and simulators, measured",
+    ),
 }
 _SIMS: dict[str, tuple[str, str]] = {
-    "vast": ("vk_trio.sim.vast", "serve a simulated Vast.ai API"),
-    "kube": ("vk_trio.sim.kube", "serve a Kubernetes API stand-in"),
+    "vast": ("vk_trio.devtools.sim.vast", "serve a simulated Vast.ai API"),
+    "kube": ("vk_trio.devtools.sim.kube", "serve a Kubernetes API stand-in"),
 }
 
 

@@ -301,7 +301,7 @@ async def _search(
 
 async def _search_simulator(req: Requirements, *, seed: int) -> list[Offer]:
     """Search an in-process simulator, served on a loopback port for the duration."""
-    from vk_trio.sim.vast import VastSim, VastSimConfig
+    from vk_trio.devtools.sim.vast import VastSim, VastSimConfig
 
     sim = VastSim(VastSimConfig(seed=seed, rate_limits="off"))
     async with trio.open_nursery() as nursery:

@@ -4,7 +4,7 @@ Pure functions of the Vast simulator's ledger (every instance ever created, with
 price, and create/destroy times on the simulator's clock), the pods the Kubernetes API holds
 at the end, and the price cap of every pod the workload created (a deleted pod's cap is no
 longer in the API). No I/O here, so the audit can be shown to *fail* on synthetic ledgers
-(``tests/test_chaos.py``): a harness that cannot fail proves nothing.
+(``tests/chaos/test_chaos.py``): a harness that cannot fail proves nothing.
 
 The invariants, each a count that must be 0:
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import msgspec
 
-from vk_trio.sim.vast import VastSim, VastSimConfig
+from vk_trio.devtools.sim.vast import VastSim, VastSimConfig
 
 CHEAP_PRICE = 0.25
 """Under every cap in ``workload.PRICE_CAPS``."""

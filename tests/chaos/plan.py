@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from vk_trio.sim.vast import Faults
+from vk_trio.devtools.sim.vast import Faults
 
 
 class Plan(msgspec.Struct, kw_only=True, frozen=True):
@@ -64,7 +64,7 @@ ELECTION_FLAGS = [
     "--leader-elect-retry-period=0.5",
 ]
 """Client-go's 15/10/2 s scaled down, so that a soak sees several take-overs in a minute
-(``tests/test_failover.py`` takes one over with the production timings)."""
+(``tests/e2e/test_failover.py`` takes one over with the production timings)."""
 
 
 def node_flags(plan: Plan) -> list[str]:

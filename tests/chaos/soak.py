@@ -30,7 +30,7 @@ from tests.chaos.processes import (
 )
 from tests.chaos.report import Context, Report, make_report, vast_numbers
 from tests.chaos.workload import NAMESPACE, PODS, SECRET_VALUE, Workload
-from vk_trio.sim.vast import Faults
+from vk_trio.devtools.sim.vast import Faults
 
 NODE = "vk-chaos-node"
 Node = NodeProcess | Replicas

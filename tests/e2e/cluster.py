@@ -18,10 +18,10 @@ from typing import Any, Protocol, TypeVar
 import pytest
 import trio
 
+from vk_trio.devtools.sim.kube import KubeSim
 from vk_trio.kube.api import KubeClient
 from vk_trio.kube.config import load_config
 from vk_trio.kube.errors import KubeNotFound
-from vk_trio.sim.kube import KubeSim
 
 Obj = dict[str, Any]
 T = TypeVar("T")

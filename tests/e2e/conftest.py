@@ -13,8 +13,8 @@ import trio
 from tests.e2e.cluster import Cluster, SimCluster, open_remote, remote_kubeconfig
 from tests.e2e.e2e import settings_for
 from vk_trio.app import NodeRuntime, serve_node
-from vk_trio.sim.kube import KubeSim
-from vk_trio.sim.vast import VastSim
+from vk_trio.devtools.sim.kube import KubeSim
+from vk_trio.devtools.sim.vast import VastSim
 
 
 @pytest.fixture

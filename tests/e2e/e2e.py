@@ -12,7 +12,7 @@ import trio
 
 from tests.e2e.cluster import Cluster
 from vk_trio.config import Settings
-from vk_trio.sim.vast import VastSim
+from vk_trio.devtools.sim.vast import VastSim
 
 NODE = "vk-e2e"
 Obj = dict[str, Any]

@@ -26,12 +26,12 @@ from tests.e2e.e2e import (
     waiting_reason,
 )
 from vk_trio.app import NodeRuntime, serve_node
+from vk_trio.devtools.sim.vast import VastSim
 from vk_trio.kube.api import KubeClient
 from vk_trio.kube.config import load_config
 from vk_trio.kube.pods import get_pod
 from vk_trio.provider.poller import InstancePoller
 from vk_trio.provider.reaper import run_reaper
-from vk_trio.sim.vast import VastSim
 from vk_trio.vast import VastClient
 
 ONLY_3090 = {"vast.ai/gpu-type": "RTX 3090", "vast.ai/gpu-fallbacks": ""}

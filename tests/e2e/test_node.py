@@ -20,6 +20,7 @@ import pytest
 import trio
 from loguru import logger
 
+from tests.devtools.sim.kube.test_kubectl import rows
 from tests.e2e.cluster import Cluster
 from tests.e2e.e2e import (
     H100_OFFER,
@@ -36,9 +37,8 @@ from tests.e2e.e2e import (
     waiting_reason,
 )
 from tests.plugins.kube_sim import KUBECTL
-from tests.sim.test_kubectl import rows
 from vk_trio.app import NodeRuntime, serve_node
-from vk_trio.sim.vast import VastSim
+from vk_trio.devtools.sim.vast import VastSim
 from vk_trio.vast import VastAuthError
 
 

@@ -12,7 +12,7 @@ from tests.e2e.cluster import Cluster
 from tests.e2e.e2e import NODE, gpu_pod, phase, wait_pod
 from vk_trio.annotations import NODE_SPEND
 from vk_trio.app import NodeRuntime
-from vk_trio.sim.vast import VastSim
+from vk_trio.devtools.sim.vast import VastSim
 
 
 def samples(text: str) -> dict[str, float]:

@@ -19,7 +19,7 @@ from tests.e2e.cluster import Cluster
 from tests.e2e.e2e import Obj, bought_for, gpu_pod, phase, settings_for, wait_pod
 from tests.plugins.vast_sim import VastSimFactory
 from vk_trio.app import NodeRuntime, serve_node
-from vk_trio.sim.vast import VastSim
+from vk_trio.devtools.sim.vast import VastSim
 
 APP_READY_AFTER = 2.0
 SERVICE = "june-gpu-services"

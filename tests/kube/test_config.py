@@ -17,6 +17,7 @@ import pytest
 import trio
 import yaml
 
+from vk_trio.devtools.sim.kube import KubeSim
 from vk_trio.kube.api import NO_RETRY, KubeClient
 from vk_trio.kube.config import (
     ClusterConfig,
@@ -26,7 +27,6 @@ from vk_trio.kube.config import (
     make_http_client,
 )
 from vk_trio.kube.errors import KubeUnavailable
-from vk_trio.sim.kube import KubeSim
 
 
 def write_kubeconfig(path: Path, *, server: str, user: dict[str, Any], namespace: str) -> None:

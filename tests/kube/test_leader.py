@@ -19,6 +19,7 @@ import pytest
 import trio
 from trio.testing import MockClock
 
+from vk_trio.devtools.sim.kube import KubeSim
 from vk_trio.errors import Fenced, PermanentError
 from vk_trio.http_server import Request, Response, serve_http
 from vk_trio.kube.api import KubeClient
@@ -31,7 +32,6 @@ from vk_trio.kube.leader import (
     Elector,
     lease_name,
 )
-from vk_trio.sim.kube import KubeSim
 
 NAMESPACE = "kube-system"
 NAME = lease_name("vk-node")

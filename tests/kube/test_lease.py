@@ -11,11 +11,11 @@ import httpx
 import pytest
 import trio
 
+from vk_trio.devtools.sim.kube import KubeSim
 from vk_trio.kube.api import KubeClient
 from vk_trio.kube.config import load_config
 from vk_trio.kube.errors import KubeForbidden
 from vk_trio.kube.lease import lease_body, run_lease
-from vk_trio.sim.kube import KubeSim
 
 NAME = "vk-vast"
 UID = "node-uid-1"

@@ -10,11 +10,11 @@ import httpx
 import pytest
 import trio
 
+from vk_trio.devtools.sim.kube import KubeSim
 from vk_trio.kube.api import KubeClient
 from vk_trio.kube.config import load_config
 from vk_trio.kube.errors import KubeForbidden
 from vk_trio.kube.node import NodeConfig, NodeStatusReporter, run_node_status
-from vk_trio.sim.kube import KubeSim
 
 NAME = "vk-vast"
 

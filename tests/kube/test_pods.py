@@ -10,6 +10,7 @@ import httpx
 import msgspec
 import pytest
 
+from vk_trio.devtools.sim.kube import KubeSim
 from vk_trio.kube.api import NO_RETRY, KubeClient
 from vk_trio.kube.config import load_config
 from vk_trio.kube.errors import KubeForbidden
@@ -22,7 +23,6 @@ from vk_trio.kube.pods import (
     patch_pod_annotations,
     patch_pod_status,
 )
-from vk_trio.sim.kube import KubeSim
 
 POD = Pod(metadata=ObjectMeta(name="web", namespace="team", uid="uid-1"))
 

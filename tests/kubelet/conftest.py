@@ -23,6 +23,7 @@ import pytest
 import trio
 
 from tests.plugins.kube_sim import KUBECTL
+from vk_trio.devtools.sim.kube import KubeSim
 from vk_trio.kube.api import KubeClient
 from vk_trio.kube.models import Pod
 from vk_trio.kubelet.backend import (
@@ -35,7 +36,6 @@ from vk_trio.kubelet.backend import (
 from vk_trio.kubelet.certs import build_csr
 from vk_trio.kubelet.logs import LogBook, stream_logs
 from vk_trio.kubelet.server import serve_kubelet
-from vk_trio.sim.kube import KubeSim
 
 NODE = "vk-kubelet-test"
 FOLLOW_INTERVAL = 0.1

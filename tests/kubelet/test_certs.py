@@ -23,11 +23,11 @@ from loguru import logger
 from trio.testing import MockClock
 
 from tests.plugins.kube_sim import KUBECTL, Kubectl
+from vk_trio.devtools.sim.kube import KubeSim
+from vk_trio.devtools.sim.kube.pki import ClusterCA
 from vk_trio.http_server import Request, Response, serve_http
 from vk_trio.kube.api import NO_RETRY, KubeClient
 from vk_trio.kubelet.certs import CSR_RETRY, SIGNER, ServingTLS, rotate_serving_certificate
-from vk_trio.sim.kube import KubeSim
-from vk_trio.sim.kube_pki import ClusterCA
 
 NODE = "vk-cert-node"
 

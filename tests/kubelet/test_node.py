@@ -17,7 +17,7 @@ from tests.kubelet.test_certs import pending_csr
 from tests.plugins.kube_sim import KUBECTL
 from tests.plugins.vast_sim import VastSimFactory
 from vk_trio.app import serve_node
-from vk_trio.sim.kube import KubeSim
+from vk_trio.devtools.sim.kube import KubeSim
 
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed")
 

@@ -19,15 +19,15 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-from tests.node.fake import FakeProvider
+from tests.node.fakes import FakeProvider
 from vk_trio.config import Settings
+from vk_trio.devtools.sim.kube import KubeSim
 from vk_trio.kube.api import KubeClient
 from vk_trio.kube.config import load_config
 from vk_trio.kube.events import EventRecorder
 from vk_trio.kube.watch import watch_pods
 from vk_trio.node.dispatch import Dispatcher
 from vk_trio.node.supervisor import NodeServices
-from vk_trio.sim.kube import KubeSim
 
 NODE = "vk-fake"
 NAMESPACE = "default"

@@ -10,11 +10,11 @@ from typing import Any
 import msgspec
 import pytest
 
+from tests.devtools.sim.kube.test_kubectl import rows
 from tests.plugins.kube_sim import KUBECTL, Kubectl
-from tests.sim.test_kubectl import rows
+from vk_trio.devtools.sim.kube import KubeSim
 from vk_trio.kube.models import Pod, Service
 from vk_trio.node.endpoints import _slice_bodies, parse_selector
-from vk_trio.sim.kube import KubeSim
 
 Obj = dict[str, Any]
 

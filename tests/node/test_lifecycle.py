@@ -17,7 +17,7 @@ import trio
 from trio.testing import MockClock
 
 from tests.node.conftest import Harness, container, phase, restarts, waiting
-from tests.node.fake import INVALID, FakeProvider, Run, running
+from tests.node.fakes import INVALID, FakeProvider, Run, running
 from vk_trio.node.provider import Booting, Exited, Lost, MachineFailed
 
 SLACK = 1.0

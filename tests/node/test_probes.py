@@ -21,7 +21,7 @@ import trio
 from trio.testing import MockClock
 
 from tests.node.conftest import Harness, Obj, container, phase, restarts
-from tests.node.fake import FakeProvider, running
+from tests.node.fakes import FakeProvider, running
 from vk_trio.http_server import Request, Response, serve_http
 from vk_trio.node.provider import Booting
 from vk_trio.node.status import PROBES_IGNORED

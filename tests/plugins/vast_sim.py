@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import trio
 
-from vk_trio.sim.vast import VastSim, VastSimConfig
+from vk_trio.devtools.sim.vast import VastSim, VastSimConfig
 
 VastSimFactory = Callable[..., Awaitable[VastSim]]
 """``await vast_sim_factory(**config_fields) -> VastSim`` (already serving, ``.url`` set)."""

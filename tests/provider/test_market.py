@@ -8,8 +8,8 @@ from typing import Any
 import trio
 
 from tests.plugins.vast_sim import VastSimFactory
+from vk_trio.devtools.sim.vast import VastSim
 from vk_trio.provider.market import OfferClaims, SharedSearches
-from vk_trio.sim.vast import VastSim
 from vk_trio.vast import Pacer, RetryPolicy, VastClient
 
 QUERY: dict[str, Any] = {"gpu_name": {"eq": "RTX 3090"}, "rentable": {"eq": True}}

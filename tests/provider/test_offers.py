@@ -539,7 +539,7 @@ def test_problems_quote_at_most_80_characters_of_a_value() -> None:
 def test_numbers_too_large_for_a_float_are_errors(
     annotations: dict[str, str], gpu_limit: str | None, problem: str
 ) -> None:
-    """Found by tests/test_fuzz.py: "9" * 400 parsed to inf (a price cap that passes every
+    """Found by tests/provider/test_fuzz.py: "9" * 400 parsed to inf (a price cap that passes every
     offer, a query Vast's JSON cannot carry), and 5,000 digits of GPUs raised ValueError."""
     with pytest.raises(AnnotationError) as caught:
         parse_requirements(annotations, gpu_limit=gpu_limit)

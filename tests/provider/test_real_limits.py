@@ -21,6 +21,7 @@ from trio.testing import MockClock
 from tests.plugins.vast_sim import VastSimFactory
 from tests.provider.fakes import NoObjects, Recorder
 from vk_trio.config import Settings
+from vk_trio.devtools.sim.vast import VastSim
 from vk_trio.kube.models import Pod
 from vk_trio.node.provider import Booting, Observation
 from vk_trio.provider.budget import Budget
@@ -30,7 +31,6 @@ from vk_trio.provider.market import OfferClaims, SharedSearches
 from vk_trio.provider.observing import InstanceWatch
 from vk_trio.provider.poller import InstancePoller
 from vk_trio.provider.requirements import Requirements
-from vk_trio.sim.vast import VastSim
 from vk_trio.vast import CreateInstance, Pacer, VastClient
 
 NODE = "vk-limits"

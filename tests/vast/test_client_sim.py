@@ -16,8 +16,8 @@ import trio
 from trio.testing import MockClock
 
 from tests.plugins.vast_sim import VastSimFactory
+from vk_trio.devtools.sim.vast import Faults, VastSim
 from vk_trio.retry import Backoff
-from vk_trio.sim.vast import Faults, VastSim
 from vk_trio.vast import (
     CreateInstance,
     CreateOutcomeUnknown,

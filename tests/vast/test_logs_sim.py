@@ -13,7 +13,7 @@ import trio
 from trio.testing import MockClock
 
 from tests.plugins.vast_sim import VastSimFactory
-from vk_trio.sim.vast import Faults, VastSim
+from vk_trio.devtools.sim.vast import Faults, VastSim
 from vk_trio.vast import CreateInstance, Pacer, VastClient, VastUnavailable
 from vk_trio.vast.client import LOG_POLL_TRIES
 

@@ -1,0 +1,852 @@
+"""A Kubernetes API server stand-in: real HTTP, real semantics, in one trio loop.
+
+The node code (``vk_trio.kube``) and the real ``kubectl`` both talk to this over a socket, so
+what is tested is the wire protocol, not a mock of it. Served:
+
+* core/v1 namespaces, nodes, pods, events, secrets, configmaps, services, serviceaccounts,
+  coordination.k8s.io/v1 leases, apps/v1 deployments, replicasets and daemonsets, and the four
+  rbac.authorization.k8s.io/v1 kinds (``kube_kinds``), with ``/status`` for pods, nodes,
+  namespaces, services and the workloads, ``pods/{name}/binding`` and
+  ``{deployments,replicasets}/{name}/scale``; enough for ``kubectl apply`` of ``deployments/``;
+* GET/LIST (field and label selectors, ``limit``/``continue``), WATCH (``resourceVersion``,
+  bookmarks, ``timeoutSeconds``, 410 Expired), POST, PUT, PATCH (strategic merge, merge,
+  JSON patch), DELETE (graceful pod deletion, finalizers, preconditions) (``kube_store``);
+* discovery (``/version``, ``/api``, ``/apis``...), OpenAPI v3 and ``fieldValidation``
+  (``kube_openapi``) and ``as=Table`` responses (``kube_table``) so that ``kubectl
+  get/describe/create/apply/delete`` work against it, validation on;
+* a scheduler, the ReplicaSet and Deployment controllers and the garbage collector
+  (``kube_controllers``, ``kube_scheduler``), running while the server serves.
+
+The kubelet API's side of the API server (``kube_node_api``): ``pods/{name}/log`` and
+``nodes/{name}/proxy/...`` proxied to the node's kubelet over HTTPS with the stand-in's
+kubelet-client certificate, CSR approval and signing, TokenReview and SubjectAccessReview. The
+stand-in's CA (``kube_pki``) is in the kubeconfig it writes, as a real cluster's is.
+
+Not served: authentication (any token is accepted), ``/openapi/v2``, server-side apply,
+other subresources, other controllers (DaemonSets, Jobs... get no pods).
+
+Run it with ``vk-trio sim kube --listen 127.0.0.1:0 --kubeconfig-out kubeconfig.yaml``; in
+tests, use the ``kube_sim`` fixture (``tests/plugins/kube_sim.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import collections
+import copy
+import functools
+import inspect
+import json
+import math
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import trio
+import yaml
+from loguru import logger
+
+from vk_trio.devtools.sim.kube import openapi as kube_openapi
+from vk_trio.devtools.sim.kube import patch as kube_patch
+from vk_trio.devtools.sim.kube import table as kube_table
+from vk_trio.devtools.sim.kube.controllers import Controllers
+from vk_trio.devtools.sim.kube.kinds import BY_PLURAL, RESOURCES, VERBS, Obj, Resource
+from vk_trio.devtools.sim.kube.node_api import NodeApi
+from vk_trio.devtools.sim.kube.selector import (
+    Matcher,
+    SelectorError,
+    parse_field_selector,
+    parse_label_selector,
+)
+from vk_trio.devtools.sim.kube.store import (
+    PROPAGATION_FINALIZERS,
+    ApiError,
+    Expired,
+    Store,
+    Watcher,
+)
+from vk_trio.http_server import Request, Response, serve_http
+
+__all__ = ["ApiError", "KubeSim", "add_arguments", "main"]
+
+CONTEXT = "vk-trio-sim"
+"""Name of the cluster, user and context in kubeconfigs written by the stand-in."""
+
+SERVER_VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-vk-trio-sim"}
+
+WATCH_BATCH = 100
+"""Queued watch events sent in one write at most (a client reading slowly still gets
+them in order, just in fewer, larger chunks)."""
+
+DEFAULT_WATCH_SECONDS = 1800.0
+"""How long a watch without ``timeoutSeconds`` stays open (the real server picks 30-60 min)."""
+
+PRE_CREATED_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+Predicate = Callable[["KubeSim"], object] | Callable[[], object]
+
+
+@dataclass(frozen=True)
+class Target:
+    """A parsed resource URL."""
+
+    resource: Resource
+    namespace: str | None
+    name: str | None
+    subresource: str | None
+    template: str
+    """The path with ``{namespace}``/``{name}`` placeholders, for ``KubeSim.requests``."""
+
+
+class KubeSim:
+    """The API server stand-in: a ``Store`` behind an HTTP handler, plus in-process helpers.
+
+    Construct, then ``await nursery.start(sim.serve)`` (returns the URL, also in ``sim.url``).
+    ``history`` is how many changes stay replayable for watches (older versions get 410
+    Expired); ``bookmark_interval`` is the seconds between BOOKMARK events on watches that
+    allow them; ``watch_buffer`` is how many undelivered events a watcher may hold before the
+    server ends its stream (as a real server does with a slow client).
+
+    ``requests`` counts handled requests by ``"METHOD /path/{namespace}/.../{name}"``, with
+    ``WATCH`` as the method for watch requests, e.g.
+    ``sim.requests["PUT /apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"]``;
+    ``GET /_sim/stats`` answers them as JSON.
+    """
+
+    def __init__(
+        self,
+        *,
+        history: int = 1000,
+        bookmark_interval: float = 5.0,
+        watch_buffer: int = 1000,
+        kubelet_ca_pem: bytes | None = None,
+        csr_lifetime: float = 365 * 86400.0,
+    ) -> None:
+        self.store = Store(history=history, watch_buffer=watch_buffer)
+        self.node_api = NodeApi(
+            self.store, kubelet_ca_pem=kubelet_ca_pem, csr_lifetime=csr_lifetime
+        )
+        """Proxying to kubelets, CSRs and reviews; its ``ca`` is the cluster CA, ``add_token``
+        and ``grant`` script the review policy, ``decide`` approves or denies a CSR."""
+        self.controllers = Controllers(self.store)
+        self.bookmark_interval = bookmark_interval
+        self.requests: collections.Counter[str] = collections.Counter()
+        self.url = ""
+        for namespace in PRE_CREATED_NAMESPACES:
+            self.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+
+    # ----- serving -----------------------------------------------------------------------
+
+    async def serve(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve HTTP on ``host:port`` until cancelled; reports the URL once listening."""
+        await self.node_api.open()
+        try:
+            async with trio.open_nursery() as nursery:
+                self.url = await nursery.start(
+                    functools.partial(serve_http, self.handle, host=host, port=port)
+                )
+                nursery.start_soon(self.controllers.run)
+                task_status.started(self.url)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.node_api.aclose()
+
+    def kubeconfig(self) -> Obj:
+        """A kubeconfig for ``self.url``: plain http, a dummy bearer token (never checked),
+        and the cluster CA (what a node trusts for the API server's kubelet-client cert)."""
+        ca_data = base64.b64encode(self.node_api.ca.cert_pem).decode()
+        cluster = {"server": self.url, "certificate-authority-data": ca_data}
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": CONTEXT, "cluster": cluster}],
+            "users": [{"name": CONTEXT, "user": {"token": "vk-trio-sim"}}],
+            "contexts": [
+                {
+                    "name": CONTEXT,
+                    "context": {"cluster": CONTEXT, "user": CONTEXT, "namespace": "default"},
+                }
+            ],
+            "current-context": CONTEXT,
+        }
+
+    def write_kubeconfig(self, path: str | Path) -> None:
+        """Write ``kubeconfig()`` as YAML to ``path`` (call after ``serve`` has started)."""
+        Path(path).write_text(yaml.safe_dump(self.kubeconfig(), sort_keys=False))
+
+    # ----- in-process helpers for tests --------------------------------------------------
+
+    def create(self, obj: Obj) -> Obj:
+        """Create ``obj`` (its ``kind`` picks the resource; namespace defaults to "default")."""
+        resource = _by_kind(obj.get("kind", ""))
+        namespace = (obj.get("metadata") or {}).get("namespace", "default")
+        return copy.deepcopy(self.store.create(resource, namespace, obj))
+
+    def get(self, kind_plural: str, namespace: str | None, name: str) -> Obj | None:
+        """A copy of the object, or None when it does not exist."""
+        try:
+            return copy.deepcopy(self.store.get(BY_PLURAL[kind_plural], namespace, name))
+        except ApiError as error:
+            if error.code == 404:
+                return None
+            raise
+
+    def list(self, kind_plural: str, namespace: str | None = None) -> list[Obj]:
+        """Copies of every object of that kind (in ``namespace``, or all namespaces)."""
+        return copy.deepcopy(self.store.list(BY_PLURAL[kind_plural], namespace))
+
+    def patch(
+        self,
+        kind_plural: str,
+        namespace: str | None,
+        name: str,
+        patch: Any,
+        *,
+        content_type: str = "application/merge-patch+json",
+        subresource: str | None = None,
+    ) -> Obj:
+        """PATCH as over HTTP (raises ``ApiError``), e.g. to play the scheduler in a test."""
+        resource = BY_PLURAL[kind_plural]
+        result = self.store.patch(
+            resource, namespace, name, content_type, patch, subresource=subresource
+        )
+        return copy.deepcopy(result)
+
+    def delete(
+        self,
+        kind_plural: str,
+        namespace: str | None,
+        name: str,
+        *,
+        grace_seconds: int | None = None,
+        uid: str | None = None,
+    ) -> Obj:
+        """DELETE as over HTTP: a bound pod only gets a deletionTimestamp unless grace is 0.
+        Returns the object's last state; raises ``ApiError`` (404, 409 on ``uid`` mismatch)."""
+        resource = BY_PLURAL[kind_plural]
+        result = self.store.delete(resource, namespace, name, grace_seconds=grace_seconds, uid=uid)
+        return copy.deepcopy(result)
+
+    def bind(self, namespace: str, name: str, node: str) -> Obj:
+        """POST ``pods/{name}/binding`` in process, as a scheduler does: ``spec.nodeName`` and
+        ``PodScheduled=True`` (raises ``ApiError`` 409 for a bound or deleted pod)."""
+        return copy.deepcopy(self.store.bind(namespace, name, node))
+
+    def compact(self) -> None:
+        """Drop the watch history: a watch from any older resourceVersion gets 410 Expired."""
+        self.store.compact()
+
+    def close_watches(self) -> None:
+        """End every open watch stream, as an API server restart would."""
+        self.store.close_watches()
+
+    @property
+    def resource_version(self) -> str:
+        """The latest resourceVersion (the one a LIST now would return)."""
+        return str(self.store.rv)
+
+    @property
+    def watchers(self) -> int:
+        """Number of open watch streams. A client that vanished while its watch was idle still
+        counts until the next event, bookmark or ``timeoutSeconds`` (writing is how the server
+        notices, as with a real API server)."""
+        return self.store.watchers
+
+    async def wait_until(self, predicate: Predicate) -> None:
+        """Return once ``predicate`` holds; it is re-checked after every write and request.
+
+        ``predicate`` takes the sim (``lambda s: s.get(...)``) or nothing. Bound it with
+        ``trio.fail_after`` in tests; this never polls on a timer.
+        """
+        takes_sim = bool(inspect.signature(predicate).parameters)
+        while not (predicate(self) if takes_sim else predicate()):  # type: ignore[call-arg]
+            await self.store.changed()
+
+    # ----- HTTP --------------------------------------------------------------------------
+
+    async def handle(self, request: Request) -> Response:
+        """The HTTP handler: discovery, then resources; API errors become ``Status`` bodies."""
+        if request.path == "/_sim/stats":  # for `vk-trio bench`; not an API request
+            return Response.json(dict(self.requests))
+        target = _parse_target(request.path)
+        is_watch = _truthy(request.param("watch"))
+        method = "WATCH" if is_watch else request.method
+        self.requests[f"{method} {target.template if target else request.path}"] += 1
+        try:
+            if (answer := await self.node_api.handle(request)) is not None:
+                return answer
+            if target is None:
+                return _discovery(request.path)
+            return self._handle_resource(request, target, is_watch=is_watch)
+        except ApiError as error:
+            return Response.json(error.status(), error.code)
+        except (msgspec.DecodeError, SelectorError, ValueError) as error:
+            return Response.json(ApiError(400, "BadRequest", str(error)).status(), 400)
+        finally:
+            self.store.notify()
+
+    def _handle_resource(self, request: Request, target: Target, *, is_watch: bool) -> Response:
+        if target.subresource == "binding" and target.resource.kind == "Pod":
+            return self._bind(request, target)
+        if target.subresource == "scale" and target.resource.kind in SCALABLE:
+            return self._scale(request, target)
+        if target.subresource not in (None, "status") or (
+            target.subresource == "status" and not target.resource.has_status
+        ):
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        method = request.method
+        if method in ("GET", "HEAD") and is_watch and target.subresource is None:
+            return self._watch(request, target)
+        if method in ("GET", "HEAD") and target.name is None:
+            return self._list(request, target)
+        if method == "POST" and target.name is None and target.subresource is None:
+            body = _body(request)
+            warnings = _decode(request, target.resource, body)
+            created = self.store.create(target.resource, target.namespace, body)
+            return self._object_response(request, target.resource, created, 201, warnings)
+        if target.name is None:
+            raise _method_not_allowed()
+        return self._handle_object(request, target, target.name)
+
+    def _handle_object(self, request: Request, target: Target, name: str) -> Response:
+        resource, namespace, sub = target.resource, target.namespace, target.subresource
+        if request.method in ("GET", "HEAD"):
+            return self._object_response(
+                request, resource, self.store.get(resource, namespace, name)
+            )
+        if request.method == "PUT":
+            body = _body(request)
+            warnings = _decode(request, resource, body)
+            result = self.store.update(resource, namespace, name, body, subresource=sub)
+            return self._object_response(request, resource, result, 200, warnings)
+        if request.method == "PATCH":
+            content_type = request.headers.get("content-type", "")
+            patch = request.json()
+            warnings = _decode(request, resource, patch)
+            result = self.store.patch(
+                resource, namespace, name, content_type, patch, subresource=sub
+            )
+            return self._object_response(request, resource, result, 200, warnings)
+        if request.method == "DELETE" and sub is None:
+            return self._delete(request, target, name)
+        raise _method_not_allowed()
+
+    def _bind(self, request: Request, target: Target) -> Response:
+        """POST ``pods/{name}/binding`` (what a scheduler sends): a ``Binding`` naming the node."""
+        if request.method != "POST":
+            raise _method_not_allowed()
+        binding = _body(request)
+        meta, node = binding.get("metadata") or {}, binding.get("target") or {}
+        if meta.get("name", target.name) != target.name:
+            raise ApiError(400, "BadRequest", "name in URL does not match name in Binding")
+        if node.get("kind", "Node") not in ("", "Node") or not node.get("name"):
+            why = "target: Invalid value: a Binding's target must be a Node, named"
+            raise ApiError(422, "Invalid", f'Binding "{target.name}" is invalid: {why}')
+        assert target.namespace is not None and target.name is not None  # a pod URL
+        self.store.bind(target.namespace, target.name, node["name"], uid=meta.get("uid"))
+        status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
+        return Response.json({**status, "code": 201}, 201)
+
+    def _scale(self, request: Request, target: Target) -> Response:
+        """``{deployments,replicasets}/{name}/scale`` (``kubectl scale``): an autoscaling/v1
+        ``Scale`` view of ``spec.replicas``; a write changes only that."""
+        resource, namespace, name = target.resource, target.namespace, target.name
+        assert name is not None  # an object URL
+        current = _scale_of(self.store.get(resource, namespace, name))
+        if request.method in ("PUT", "PATCH"):
+            content_type = request.headers.get("content-type", "")
+            wanted = (
+                _body(request)
+                if request.method == "PUT"
+                else _patched(current, content_type, request.json())
+            )
+            replicas = (wanted.get("spec") or {}).get("replicas")
+            if not isinstance(replicas, int) or replicas < 0:
+                why = f"spec.replicas: Invalid value: {replicas!r}: must be a non-negative integer"
+                raise ApiError(422, "Invalid", f'Scale.autoscaling "{name}" is invalid: {why}')
+            patch = {"spec": {"replicas": replicas}}
+            self.store.patch(resource, namespace, name, "application/merge-patch+json", patch)
+        elif request.method not in ("GET", "HEAD"):
+            raise _method_not_allowed()
+        return Response.json(_scale_of(self.store.get(resource, namespace, name)))
+
+    def _delete(self, request: Request, target: Target, name: str) -> Response:
+        options = _body(request) if request.body else {}
+        grace = options.get("gracePeriodSeconds", request.param("gracePeriodSeconds"))
+        preconditions = options.get("preconditions") or {}
+        propagation = options.get("propagationPolicy", request.param("propagationPolicy"))
+        if propagation is None and options.get("orphanDependents") is True:
+            propagation = "Orphan"  # the deprecated spelling
+        if propagation not in (None, *PROPAGATION_FINALIZERS):
+            why = f"propagationPolicy: Unsupported value: {propagation!r}"
+            raise ApiError(422, "Invalid", f'DeleteOptions "{name}" is invalid: {why}')
+        result = self.store.delete(
+            target.resource,
+            target.namespace,
+            name,
+            grace_seconds=int(grace) if grace is not None else None,
+            uid=preconditions.get("uid"),
+            resource_version=preconditions.get("resourceVersion"),
+            propagation=propagation,
+        )
+        return self._object_response(request, target.resource, result)
+
+    def _object_response(
+        self,
+        request: Request,
+        resource: Resource,
+        obj: Obj,
+        status: int = 200,
+        warnings: Sequence[str] = (),
+    ) -> Response:
+        """``obj`` as JSON or as a Table; each warning becomes a ``Warning`` header, which
+        kubectl prints as ``Warning: ...`` (the real server's RFC 7234 form: code 299)."""
+        headers = [("Warning", f"299 - {json.dumps(w)}") for w in warnings]
+        if _wants_table(request):
+            include = request.param("includeObject", "Metadata") or "Metadata"
+            rv = obj["metadata"]["resourceVersion"]
+            table = kube_table.table(resource, [obj], include_object=include, rv=rv)
+            return Response.json(table, status, headers=headers)
+        return Response.json(obj, status, headers=headers)
+
+    def _list(self, request: Request, target: Target) -> Response:
+        matches = _matcher(request)
+        items = self.store.list(target.resource, target.namespace, matches)
+        rv = str(self.store.rv)
+        items, next_token = _paginate(items, request)
+        if _wants_table(request):
+            include = request.param("includeObject", "Metadata") or "Metadata"
+            table = kube_table.table(target.resource, items, include_object=include, rv=rv)
+            if next_token:
+                table["metadata"]["continue"] = next_token
+            return Response.json(table)
+        metadata = {"resourceVersion": rv}
+        if next_token:
+            metadata["continue"] = next_token
+        resource = target.resource
+        # Like the real server, list items carry no kind/apiVersion (watch objects do).
+        bare = [
+            {k: v for k, v in item.items() if k not in ("kind", "apiVersion")} for item in items
+        ]
+        return Response.json(
+            {
+                "kind": f"{resource.kind}List",
+                "apiVersion": resource.api_version,
+                "metadata": metadata,
+                "items": bare,
+            }
+        )
+
+    def _watch(self, request: Request, target: Target) -> Response:
+        """A watch stream; ``sendInitialEvents=true`` (the "streaming list") starts, like an
+        unset or "0" ``resourceVersion``, with synthetic ADDEDs, then marks their end with a
+        bookmark annotated ``k8s.io/initial-events-end``."""
+        send_initial = _truthy(request.param("sendInitialEvents"))
+        since_text = request.param("resourceVersion", "") or "0"
+        since = None if send_initial or since_text == "0" else int(since_text)
+        headers = [("Content-Type", "application/json")]
+        try:
+            matches = _matcher(request, name=target.name)
+            watcher = self.store.watch(target.resource, target.namespace, matches, since)
+        except Expired as expired:
+            error = ApiError(410, "Expired", str(expired)).status()
+            return Response(headers=headers, stream=_one_event("ERROR", error))
+        timeout = float(request.param("timeoutSeconds") or DEFAULT_WATCH_SECONDS)
+        bookmarks = _truthy(request.param("allowWatchBookmarks")) and not _wants_table(request)
+        stream = self._watch_stream(
+            watcher,
+            deadline=trio.current_time() + timeout,
+            bookmarks=bookmarks,
+            initial_end=send_initial,
+            encode=self._event_encoder(request, target.resource),
+        )
+        return Response(headers=headers, stream=stream)
+
+    def _event_encoder(self, request: Request, resource: Resource) -> Callable[[str, Obj], bytes]:
+        if not _wants_table(request):
+            return _encode_event
+        include = request.param("includeObject", "Metadata") or "Metadata"
+
+        def encode(kind: str, obj: Obj) -> bytes:
+            rv = obj["metadata"]["resourceVersion"]
+            return _encode_event(
+                kind, kube_table.table(resource, [obj], include_object=include, rv=rv)
+            )
+
+        return encode
+
+    async def _watch_stream(
+        self,
+        watcher: Watcher,
+        *,
+        deadline: float,
+        bookmarks: bool,
+        initial_end: bool,
+        encode: Callable[[str, Obj], bytes],
+    ) -> AsyncIterator[bytes]:
+        """The chunks of one watch: owed events, then live ones, bookmarks while idle.
+
+        Ends at ``deadline``, when the store closes the watcher (``close_watches``, or the
+        buffer overflowed), or when the client goes away (the server then closes this
+        generator); the watcher is always unregistered. Never yields inside a cancel scope.
+        """
+        try:
+            for kind, obj in watcher.initial:
+                yield encode(kind, obj)
+            watcher.initial = []
+            if initial_end:
+                yield _bookmark(watcher.resource, watcher.start_rv, initial_events_end=True)
+            next_bookmark = trio.current_time() + self.bookmark_interval
+            while trio.current_time() < deadline:
+                event = None
+                with trio.move_on_at(min(deadline, next_bookmark if bookmarks else math.inf)):
+                    try:
+                        event = await watcher.receive.receive()
+                    except trio.EndOfChannel:
+                        return
+                if event is not None:
+                    # The apiserver flushes only when no other event is queued for the
+                    # watcher (``serveWatch``): events that came together leave together.
+                    chunks = [encode(*event)]
+                    ended = False
+                    while len(chunks) < WATCH_BATCH:
+                        try:
+                            chunks.append(encode(*watcher.receive.receive_nowait()))
+                        except trio.WouldBlock:
+                            break
+                        except trio.EndOfChannel:
+                            ended = True
+                            break
+                    yield b"".join(chunks)
+                    if ended:
+                        return
+                elif bookmarks and trio.current_time() >= next_bookmark:
+                    next_bookmark = trio.current_time() + self.bookmark_interval
+                    yield _bookmark(watcher.resource, self.store.rv)
+        finally:
+            self.store.unwatch(watcher)
+
+
+# ----- helpers ---------------------------------------------------------------------------
+
+
+def _by_kind(kind: str) -> Resource:
+    for resource in RESOURCES:
+        if resource.kind == kind:
+            return resource
+    raise ValueError(f"unknown kind {kind!r}")
+
+
+def _parse_target(path: str) -> Target | None:
+    """``/api/v1/...`` or ``/apis/{group}/{version}/...`` as a ``Target``; None otherwise."""
+    parts = [p for p in path.split("/") if p]
+    if parts[:2] == ["api", "v1"]:
+        group, version, rest, prefix = "", "v1", parts[2:], "/api/v1"
+    elif len(parts) >= 3 and parts[0] == "apis":
+        group, version, rest = parts[1], parts[2], parts[3:]
+        prefix = f"/apis/{group}/{version}"
+    else:
+        return None
+    namespace = None
+    if len(rest) >= 3 and rest[0] == "namespaces" and _lookup(group, version, rest[2]):
+        namespace, rest = rest[1], rest[2:]
+        prefix += "/namespaces/{namespace}"
+    resource = _lookup(group, version, rest[0]) if rest else None
+    if resource is None or len(rest) > 3:
+        return None
+    if namespace is not None and not resource.namespaced:
+        return None
+    if namespace is None and resource.namespaced and len(rest) > 1:
+        return None
+    template = "/".join(
+        [prefix, resource.plural, *(["{name}"] if len(rest) > 1 else []), *rest[2:]]
+    )
+    name = rest[1] if len(rest) > 1 else None
+    return Target(resource, namespace, name, rest[2] if len(rest) > 2 else None, template)
+
+
+def _lookup(group: str, version: str, plural: str) -> Resource | None:
+    resource = BY_PLURAL.get(plural)
+    if resource is None or resource.group != group or resource.version != version:
+        return None
+    return resource
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").lower() in ("1", "true", "t", "yes")
+
+
+def _wants_table(request: Request) -> bool:
+    return "as=Table" in request.headers.get("accept", "")
+
+
+def _body(request: Request) -> Obj:
+    body = request.json()
+    if not isinstance(body, dict):
+        raise ApiError(400, "BadRequest", "the request body must be a JSON object")
+    return body
+
+
+def _decode(request: Request, resource: Resource, body: Any) -> list[str]:
+    """Field validation of a written body (``kube_openapi.decode``); JSON patches, lists of
+    operations, are not checked."""
+    if request.headers.get("content-type", "").startswith("application/json-patch+json"):
+        return []
+    return kube_openapi.decode(resource, body, request.param("fieldValidation"))
+
+
+SCALABLE = frozenset({"Deployment", "ReplicaSet"})
+"""Kinds with a ``scale`` subresource."""
+
+
+def _scale_of(obj: Obj) -> Obj:
+    meta = obj["metadata"]
+    labels = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+        },
+        "spec": {"replicas": obj["spec"].get("replicas", 1)},
+        "status": {
+            "replicas": (obj.get("status") or {}).get("replicas", 0),
+            "selector": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+        },
+    }
+
+
+def _patched(target: Obj, content_type: str, patch: Any) -> Obj:
+    """``patch`` applied to ``target`` (a subresource view, which the store does not keep)."""
+    media = content_type.split(";")[0].strip().lower()
+    try:
+        if media == "application/json-patch+json":
+            result = kube_patch.json_patch(target, patch)
+        elif media == "application/strategic-merge-patch+json":
+            result = kube_patch.strategic_merge_patch(target, patch)
+        else:
+            result = kube_patch.merge_patch(target, patch)
+    except kube_patch.PatchError as error:
+        raise ApiError(error.status, "BadRequest", str(error)) from error
+    if not isinstance(result, dict):
+        raise ApiError(422, "Invalid", "patch produced something that is not an object")
+    return result
+
+
+def _matcher(request: Request, *, name: str | None = None) -> Matcher:
+    """The request's field and label selectors; ``name`` (a watch on one object's URL)
+    narrows it further to that object."""
+    by_field = parse_field_selector(request.param("fieldSelector"))
+    by_label = parse_label_selector(request.param("labelSelector"))
+    return lambda obj: (
+        by_field(obj) and by_label(obj) and name in (None, obj["metadata"].get("name"))
+    )
+
+
+def _paginate(items: list[Obj], request: Request) -> tuple[list[Obj], str]:
+    """Apply ``continue`` (a token naming the last key served) and ``limit``."""
+    token = request.param("continue")
+    if token:
+        after = msgspec.json.decode(base64.urlsafe_b64decode(token))
+        items = [i for i in items if _sort_key(i) > tuple(after)]
+    limit = int(request.param("limit") or 0)
+    if limit <= 0 or len(items) <= limit:
+        return items, ""
+    page = items[:limit]
+    return page, base64.urlsafe_b64encode(msgspec.json.encode(_sort_key(page[-1]))).decode()
+
+
+def _sort_key(obj: Obj) -> tuple[str, str]:
+    meta = obj["metadata"]
+    return (meta.get("namespace", ""), meta["name"])
+
+
+def _method_not_allowed() -> ApiError:
+    return ApiError(
+        405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+    )
+
+
+def _encode_event(kind: str, obj: Obj) -> bytes:
+    return msgspec.json.encode({"type": kind, "object": obj}) + b"\n"
+
+
+def _bookmark(resource: Resource, rv: int, *, initial_events_end: bool = False) -> bytes:
+    metadata: Obj = {"resourceVersion": str(rv)}
+    if initial_events_end:
+        metadata["annotations"] = {"k8s.io/initial-events-end": "true"}
+    obj = {"kind": resource.kind, "apiVersion": resource.api_version, "metadata": metadata}
+    return _encode_event("BOOKMARK", obj)
+
+
+async def _one_event(kind: str, obj: Obj) -> AsyncIterator[bytes]:
+    yield _encode_event(kind, obj)
+
+
+# ----- discovery -------------------------------------------------------------------------
+
+
+def _discovery(path: str) -> Response:
+    """``/version``, ``/api``, ``/apis``, group and resource lists, OpenAPI v3
+    (``kube_openapi``); 404 for everything else (``/openapi/v2`` included)."""
+    path = path.rstrip("/") or "/"
+    if path == "/openapi/v3":
+        return Response(body=kube_openapi.index(), headers=[("Content-Type", "application/json")])
+    if path.startswith("/openapi/v3/") and path[len("/openapi/v3/") :] in kube_openapi.documents():
+        body = kube_openapi.documents()[path[len("/openapi/v3/") :]]
+        return Response(body=body, headers=[("Content-Type", "application/json")])
+    groups = sorted({r.group for r in RESOURCES if r.group})
+    if path == "/version":
+        return Response.json({**SERVER_VERSION, "platform": "linux/amd64"})
+    if path in ("/healthz", "/readyz", "/livez"):
+        return Response.text("ok")
+    if path == "/api":
+        return Response.json(
+            {
+                "kind": "APIVersions",
+                "versions": ["v1"],
+                "serverAddressByClientCIDRs": [
+                    {"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}
+                ],
+            }
+        )
+    if path == "/apis":
+        return Response.json(
+            {"kind": "APIGroupList", "apiVersion": "v1", "groups": [_group(g) for g in groups]}
+        )
+    for group in groups:
+        if path == f"/apis/{group}":
+            return Response.json({"kind": "APIGroup", "apiVersion": "v1", **_group(group)})
+        if path == f"/apis/{group}/v1":
+            return Response.json(_resource_list(group))
+    if path == "/api/v1":
+        return Response.json(_resource_list(""))
+    error = ApiError(404, "NotFound", "the server could not find the requested resource")
+    return Response.json(error.status(), 404)
+
+
+def _group(group: str) -> Obj:
+    version = {"groupVersion": f"{group}/v1", "version": "v1"}
+    return {"name": group, "versions": [version], "preferredVersion": version}
+
+
+def _resource_list(group: str) -> Obj:
+    resources: list[Obj] = []
+    for r in RESOURCES:
+        if r.group != group:
+            continue
+        entry = {
+            "name": r.plural,
+            "singularName": r.singular,
+            "namespaced": r.namespaced,
+            "kind": r.kind,
+            "verbs": VERBS,
+        }
+        if r.short_names:
+            entry["shortNames"] = list(r.short_names)
+        resources.append(entry)
+        if r.kind in SCALABLE:
+            resources.append(
+                {
+                    "name": f"{r.plural}/scale",
+                    "singularName": "",
+                    "namespaced": True,
+                    "group": "autoscaling",
+                    "version": "v1",
+                    "kind": "Scale",
+                    "verbs": ["get", "patch", "update"],
+                }
+            )
+        if r.kind == "Pod":
+            resources.append(
+                {
+                    "name": "pods/binding",
+                    "singularName": "",
+                    "namespaced": True,
+                    "kind": "Binding",
+                    "verbs": ["create"],
+                }
+            )
+        if r.has_status:
+            resources.append(
+                {
+                    "name": f"{r.plural}/status",
+                    "singularName": "",
+                    "namespaced": r.namespaced,
+                    "kind": r.kind,
+                    "verbs": ["get", "patch", "update"],
+                }
+            )
+    group_version = f"{group}/v1" if group else "v1"
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": group_version,
+        "resources": resources,
+    }
+
+
+# ----- CLI -------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--listen",
+        default="127.0.0.1:0",
+        metavar="HOST:PORT",
+        help="address to serve on; port 0 picks a free one (default %(default)s)",
+    )
+    parser.add_argument(
+        "--kubeconfig-out",
+        type=Path,
+        metavar="PATH",
+        help=f"write a kubeconfig (context {CONTEXT!r}) pointing at the stand-in",
+    )
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=1000,
+        help="changes kept for watches; older resourceVersions get 410 (default %(default)s)",
+    )
+    parser.add_argument(
+        "--bookmark-interval",
+        type=float,
+        default=5.0,
+        help="seconds between watch BOOKMARK events (default %(default)s)",
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    """Serve until Ctrl-C (a normal stop: exit code 0); print the URL once listening."""
+    host, _, port = str(args.listen).rpartition(":")
+    sim = KubeSim(history=args.history, bookmark_interval=args.bookmark_interval)
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(
+                functools.partial(sim.serve, host=host or "127.0.0.1", port=int(port))
+            )
+            if args.kubeconfig_out is not None:
+                sim.write_kubeconfig(args.kubeconfig_out)
+                logger.info("kubeconfig written", path=str(args.kubeconfig_out))
+            print(url, flush=True)
+
+    try:
+        trio.run(run)
+    except KeyboardInterrupt:
+        pass
+    except BaseExceptionGroup as group:
+        # Ctrl-C arrives wrapped in the nurseries' exception groups; anything else is a crash.
+        _, rest = group.split(KeyboardInterrupt)
+        if rest is not None:
+            raise rest from None
+    return 0
