@@ -1,0 +1,215 @@
+"""What the simulator holds (offers, instances, log uploads, counters) and how time moves it.
+
+``SimState`` is the base of every part of ``VastSim``: the state, the seeded RNGs, and the waits
+(``wait_until``) that re-check on each change and at each instant a status changes by itself."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Self
+
+import trio
+
+from vk_trio.devtools.sim.vast import market
+from vk_trio.devtools.sim.vast.config import (
+    _OCI_FAILURE,
+    LOG_POLLS_BEFORE_READY,
+    Faults,
+    VastSimConfig,
+    rate_factor,
+)
+from vk_trio.devtools.sim.vast.market import Row
+from vk_trio.devtools.sim.vast.paging import _Walk
+from vk_trio.devtools.sim.vast.routes import _RateLimiter
+
+
+@dataclass
+class _Instance:
+    """One rented contract; its status is derived from the clock, never stored."""
+
+    id: int
+    offer: Row
+    body: Row
+    label: str | None
+    created_at: float
+    """trio clock: when the create call succeeded (billing starts here)."""
+    start_date: float
+    """Wall clock epoch, as the API reports it."""
+    dph_total: float
+    is_bid: bool
+    ports: dict[str, list[dict[str, str]]]
+    direct_ports: tuple[int, int]
+    public_ipaddr: str
+    api_key: str
+    boot_from: float
+    """trio clock: when the current boot began (create, or the last start)."""
+    intended_status: str = "running"
+    stuck_loading: bool = False
+    oci_failure: bool = False
+    offline_at: float | None = None
+    exit_at: float | None = None
+    exit_code: int = 1
+    destroyed_at: float | None = None
+
+    def phase(self, now: float, boot: float) -> tuple[str | None, str | None]:
+        """``(actual_status, status_msg)`` at trio time ``now``."""
+        if self.intended_status == "stopped":
+            return "stopped", "Instance stopped"
+        if self.offline_at is not None and now >= self.offline_at:
+            return "offline", "Host is offline"
+        if self.exit_at is not None and now >= self.exit_at:
+            return "exited", f"Container exited with code {self.exit_code}"
+        # Absolute marks, computed exactly as next_change computes them: comparing elapsed
+        # time instead can differ by one float ulp at a mark, and a waiter woken at that
+        # mark would find no later one and sleep forever.
+        created, loading, running = (self.boot_from + f * boot for f in (0.2, 0.4, 1.0))
+        if now < created:
+            return None, None
+        if now < loading:
+            return "created", "Creating container"
+        if self.oci_failure:
+            return "created", _OCI_FAILURE.format(command=self.body.get("onstart") or "sh")
+        if now < running or self.stuck_loading:
+            return "loading", f"{_digest(self.id, 'layer')[:12]}: Pull complete\n"
+        image = self.image.replace(":", "_")  # the real message spells tags this way
+        return "running", f"success, running {image}/{self.runtype}"
+
+    def next_change(self, now: float, boot: float) -> float:
+        """The next trio time at which ``phase`` may answer differently (inf if never)."""
+        marks = [self.boot_from + f * boot for f in (0.2, 0.4, 1.0)]
+        marks += [t for t in (self.offline_at, self.exit_at) if t is not None]
+        return min((t for t in marks if t > now), default=math.inf)
+
+    @property
+    def image(self) -> str:
+        return str(self.body.get("image") or "")
+
+    @property
+    def runtype(self) -> str:
+        return str(self.body.get("runtype") or "ssh")
+
+    def cost(self, now: float) -> float:
+        """Dollars billed: ``dph_total`` for every hour between create and destroy."""
+        end = self.destroyed_at if self.destroyed_at is not None else now
+        return self.dph_total * max(0.0, end - self.created_at) / 3600.0
+
+
+def _digest(*parts: object) -> str:
+    """A stable hex string for made-up container hashes and tokens."""
+    return hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()
+
+
+def _port_specs(env: Mapping[str, Any]) -> list[str]:
+    """Container port specs (``"8000/tcp"``) from ``-p host:container[/proto]`` env keys."""
+    specs = ["22/tcp"]
+    for key in env:
+        match = re.fullmatch(r"-p\s+(?:\d+:)?(\d+)(?:/(tcp|udp))?", key.strip())
+        if match:
+            spec = f"{match[1]}/{match[2] or 'tcp'}"
+            if spec not in specs:
+                specs.append(spec)
+    return specs
+
+
+@dataclass
+class _LogUpload:
+    """Logs captured by a ``request_logs`` call, served once the "upload" is done."""
+
+    text: str
+    polls: int = 0
+    polls_needed: float = LOG_POLLS_BEFORE_READY
+
+
+def _wall() -> float:
+    """Epoch seconds for the API's date fields (never used for durations)."""
+    return time.time()
+
+
+class SimState:
+    """The state of one simulated account and marketplace, shared by the parts of ``VastSim``."""
+
+    def __init__(self, config: VastSimConfig | None = None) -> None:
+        self.config = config or VastSimConfig()
+        self.faults: Faults = self.config.faults
+        """The faults in force; change them with ``set_faults``."""
+        self.url: str | None = None
+        """The base URL, set once ``serve`` is listening."""
+        market_rng = random.Random(self.config.seed)
+        self._rng = random.Random(f"{self.config.seed}:runtime")
+        self._fault_rng = random.Random(f"{self.config.seed}:faults")
+        self._next_offer_id = market.IdSequence(market_rng, 20_000_000)
+        self._next_instance_id = market.IdSequence(self._rng, 30_000_000)
+        self._limiter = _RateLimiter(rate_factor(self.config.rate_limits))
+        self._offers: dict[int, Row] = {}
+        self._instances: dict[int, _Instance] = {}
+        self._walks: dict[tuple[str, str], _Walk] = {}
+        """Paged listings under way, by (filters, order): see ``_list``."""
+        self._logs: dict[str, _LogUpload] = {}
+        self._stats: Counter[str] = Counter()
+        self._changed = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self.unhealthy_apps: set[int] = set()
+        """Instances whose app answers 500 (the ``app_unhealthy`` fault)."""
+        """``serve``'s nursery: the instances' app ports are served in it."""
+        if self.config.offers_path:
+            rows = [
+                market.list_offer(
+                    row,
+                    int(row.get("id") or self._next_offer_id()),
+                    start_date=float(row.get("start_date") or 0.0),
+                )
+                for row in market.load_rows(self.config.offers_path)
+            ]
+        else:
+            rows = market.seeded_offers(market.packaged_rows(), market_rng, self._next_offer_id)
+        self._offers = {row["id"]: row for row in rows}
+        self._template = dict(min(rows, key=lambda r: r["id"])) if rows else {}
+
+    def _draw(self, rate: float) -> bool:
+        return rate > 0 and self._fault_rng.random() < rate
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _live(self, instance_id: int | None) -> _Instance | None:
+        instance = self._instances.get(instance_id) if instance_id is not None else None
+        return instance if instance is not None and instance.destroyed_at is None else None
+
+    def _require(self, instance_id: int) -> _Instance:
+        instance = self._live(instance_id)
+        if instance is None:
+            raise KeyError(f"no live instance {instance_id}")
+        return instance
+
+    def _next_transition(self, *, after: float) -> float:
+        """The earliest instant after ``after`` at which some instance's status changes."""
+        now = after
+        boot = self.config.boot_seconds
+        return min(
+            (i.next_change(now, boot) for i in self._instances.values() if i.destroyed_at is None),
+            default=math.inf,
+        )
+
+    async def wait_until(self, predicate: Callable[[Self], bool]) -> None:
+        """Return once ``predicate(sim)`` holds (wrap it in ``trio.fail_after`` to bound it).
+
+        Re-checks on every state change and at every instant an instance's status changes on
+        its own (boot steps, scheduled faults), so nothing polls.
+        """
+        while True:
+            # Transitions are looked for after the moment of the check, not after "now": a
+            # status change between the two would otherwise be skipped and never waited for.
+            checked_at = trio.current_time()
+            if predicate(self):
+                return
+            changed = self._changed
+            with trio.move_on_at(self._next_transition(after=checked_at)):
+                await changed.wait()
