@@ -31,7 +31,6 @@ tests, use the ``kube_sim`` fixture (``tests/plugins/kube_sim.py``).
 
 from __future__ import annotations
 
-import argparse
 import base64
 import collections
 import copy
@@ -40,27 +39,19 @@ import inspect
 import json
 import math
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import trio
 import yaml
-from loguru import logger
 
-from vk_trio.devtools.sim.kube import openapi as kube_openapi
-from vk_trio.devtools.sim.kube import patch as kube_patch
 from vk_trio.devtools.sim.kube import table as kube_table
 from vk_trio.devtools.sim.kube.controllers import Controllers
-from vk_trio.devtools.sim.kube.kinds import BY_PLURAL, RESOURCES, VERBS, Obj, Resource
+from vk_trio.devtools.sim.kube.discovery import _discovery
+from vk_trio.devtools.sim.kube.kinds import BY_PLURAL, Obj, Resource
 from vk_trio.devtools.sim.kube.node_api import NodeApi
-from vk_trio.devtools.sim.kube.selector import (
-    Matcher,
-    SelectorError,
-    parse_field_selector,
-    parse_label_selector,
-)
+from vk_trio.devtools.sim.kube.selector import SelectorError
 from vk_trio.devtools.sim.kube.store import (
     PROPAGATION_FINALIZERS,
     ApiError,
@@ -68,37 +59,43 @@ from vk_trio.devtools.sim.kube.store import (
     Store,
     Watcher,
 )
+from vk_trio.devtools.sim.kube.wire import (
+    SCALABLE,
+    Target,
+    _body,
+    _bookmark,
+    _by_kind,
+    _decode,
+    _encode_event,
+    _matcher,
+    _method_not_allowed,
+    _one_event,
+    _paginate,
+    _parse_target,
+    _patched,
+    _scale_of,
+    _truthy,
+    _wants_table,
+)
 from vk_trio.http_server import Request, Response, serve_http
-
-__all__ = ["ApiError", "KubeSim", "add_arguments", "main"]
 
 CONTEXT = "vk-trio-sim"
 """Name of the cluster, user and context in kubeconfigs written by the stand-in."""
 
-SERVER_VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-vk-trio-sim"}
 
 WATCH_BATCH = 100
 """Queued watch events sent in one write at most (a client reading slowly still gets
 them in order, just in fewer, larger chunks)."""
 
+
 DEFAULT_WATCH_SECONDS = 1800.0
 """How long a watch without ``timeoutSeconds`` stays open (the real server picks 30-60 min)."""
 
+
 PRE_CREATED_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 
+
 Predicate = Callable[["KubeSim"], object] | Callable[[], object]
-
-
-@dataclass(frozen=True)
-class Target:
-    """A parsed resource URL."""
-
-    resource: Resource
-    namespace: str | None
-    name: str | None
-    subresource: str | None
-    template: str
-    """The path with ``{namespace}``/``{name}`` placeholders, for ``KubeSim.requests``."""
 
 
 class KubeSim:
@@ -534,319 +531,3 @@ class KubeSim:
                     yield _bookmark(watcher.resource, self.store.rv)
         finally:
             self.store.unwatch(watcher)
-
-
-# ----- helpers ---------------------------------------------------------------------------
-
-
-def _by_kind(kind: str) -> Resource:
-    for resource in RESOURCES:
-        if resource.kind == kind:
-            return resource
-    raise ValueError(f"unknown kind {kind!r}")
-
-
-def _parse_target(path: str) -> Target | None:
-    """``/api/v1/...`` or ``/apis/{group}/{version}/...`` as a ``Target``; None otherwise."""
-    parts = [p for p in path.split("/") if p]
-    if parts[:2] == ["api", "v1"]:
-        group, version, rest, prefix = "", "v1", parts[2:], "/api/v1"
-    elif len(parts) >= 3 and parts[0] == "apis":
-        group, version, rest = parts[1], parts[2], parts[3:]
-        prefix = f"/apis/{group}/{version}"
-    else:
-        return None
-    namespace = None
-    if len(rest) >= 3 and rest[0] == "namespaces" and _lookup(group, version, rest[2]):
-        namespace, rest = rest[1], rest[2:]
-        prefix += "/namespaces/{namespace}"
-    resource = _lookup(group, version, rest[0]) if rest else None
-    if resource is None or len(rest) > 3:
-        return None
-    if namespace is not None and not resource.namespaced:
-        return None
-    if namespace is None and resource.namespaced and len(rest) > 1:
-        return None
-    template = "/".join(
-        [prefix, resource.plural, *(["{name}"] if len(rest) > 1 else []), *rest[2:]]
-    )
-    name = rest[1] if len(rest) > 1 else None
-    return Target(resource, namespace, name, rest[2] if len(rest) > 2 else None, template)
-
-
-def _lookup(group: str, version: str, plural: str) -> Resource | None:
-    resource = BY_PLURAL.get(plural)
-    if resource is None or resource.group != group or resource.version != version:
-        return None
-    return resource
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").lower() in ("1", "true", "t", "yes")
-
-
-def _wants_table(request: Request) -> bool:
-    return "as=Table" in request.headers.get("accept", "")
-
-
-def _body(request: Request) -> Obj:
-    body = request.json()
-    if not isinstance(body, dict):
-        raise ApiError(400, "BadRequest", "the request body must be a JSON object")
-    return body
-
-
-def _decode(request: Request, resource: Resource, body: Any) -> list[str]:
-    """Field validation of a written body (``kube_openapi.decode``); JSON patches, lists of
-    operations, are not checked."""
-    if request.headers.get("content-type", "").startswith("application/json-patch+json"):
-        return []
-    return kube_openapi.decode(resource, body, request.param("fieldValidation"))
-
-
-SCALABLE = frozenset({"Deployment", "ReplicaSet"})
-"""Kinds with a ``scale`` subresource."""
-
-
-def _scale_of(obj: Obj) -> Obj:
-    meta = obj["metadata"]
-    labels = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-    return {
-        "kind": "Scale",
-        "apiVersion": "autoscaling/v1",
-        "metadata": {
-            k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
-        },
-        "spec": {"replicas": obj["spec"].get("replicas", 1)},
-        "status": {
-            "replicas": (obj.get("status") or {}).get("replicas", 0),
-            "selector": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
-        },
-    }
-
-
-def _patched(target: Obj, content_type: str, patch: Any) -> Obj:
-    """``patch`` applied to ``target`` (a subresource view, which the store does not keep)."""
-    media = content_type.split(";")[0].strip().lower()
-    try:
-        if media == "application/json-patch+json":
-            result = kube_patch.json_patch(target, patch)
-        elif media == "application/strategic-merge-patch+json":
-            result = kube_patch.strategic_merge_patch(target, patch)
-        else:
-            result = kube_patch.merge_patch(target, patch)
-    except kube_patch.PatchError as error:
-        raise ApiError(error.status, "BadRequest", str(error)) from error
-    if not isinstance(result, dict):
-        raise ApiError(422, "Invalid", "patch produced something that is not an object")
-    return result
-
-
-def _matcher(request: Request, *, name: str | None = None) -> Matcher:
-    """The request's field and label selectors; ``name`` (a watch on one object's URL)
-    narrows it further to that object."""
-    by_field = parse_field_selector(request.param("fieldSelector"))
-    by_label = parse_label_selector(request.param("labelSelector"))
-    return lambda obj: (
-        by_field(obj) and by_label(obj) and name in (None, obj["metadata"].get("name"))
-    )
-
-
-def _paginate(items: list[Obj], request: Request) -> tuple[list[Obj], str]:
-    """Apply ``continue`` (a token naming the last key served) and ``limit``."""
-    token = request.param("continue")
-    if token:
-        after = msgspec.json.decode(base64.urlsafe_b64decode(token))
-        items = [i for i in items if _sort_key(i) > tuple(after)]
-    limit = int(request.param("limit") or 0)
-    if limit <= 0 or len(items) <= limit:
-        return items, ""
-    page = items[:limit]
-    return page, base64.urlsafe_b64encode(msgspec.json.encode(_sort_key(page[-1]))).decode()
-
-
-def _sort_key(obj: Obj) -> tuple[str, str]:
-    meta = obj["metadata"]
-    return (meta.get("namespace", ""), meta["name"])
-
-
-def _method_not_allowed() -> ApiError:
-    return ApiError(
-        405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
-    )
-
-
-def _encode_event(kind: str, obj: Obj) -> bytes:
-    return msgspec.json.encode({"type": kind, "object": obj}) + b"\n"
-
-
-def _bookmark(resource: Resource, rv: int, *, initial_events_end: bool = False) -> bytes:
-    metadata: Obj = {"resourceVersion": str(rv)}
-    if initial_events_end:
-        metadata["annotations"] = {"k8s.io/initial-events-end": "true"}
-    obj = {"kind": resource.kind, "apiVersion": resource.api_version, "metadata": metadata}
-    return _encode_event("BOOKMARK", obj)
-
-
-async def _one_event(kind: str, obj: Obj) -> AsyncIterator[bytes]:
-    yield _encode_event(kind, obj)
-
-
-# ----- discovery -------------------------------------------------------------------------
-
-
-def _discovery(path: str) -> Response:
-    """``/version``, ``/api``, ``/apis``, group and resource lists, OpenAPI v3
-    (``kube_openapi``); 404 for everything else (``/openapi/v2`` included)."""
-    path = path.rstrip("/") or "/"
-    if path == "/openapi/v3":
-        return Response(body=kube_openapi.index(), headers=[("Content-Type", "application/json")])
-    if path.startswith("/openapi/v3/") and path[len("/openapi/v3/") :] in kube_openapi.documents():
-        body = kube_openapi.documents()[path[len("/openapi/v3/") :]]
-        return Response(body=body, headers=[("Content-Type", "application/json")])
-    groups = sorted({r.group for r in RESOURCES if r.group})
-    if path == "/version":
-        return Response.json({**SERVER_VERSION, "platform": "linux/amd64"})
-    if path in ("/healthz", "/readyz", "/livez"):
-        return Response.text("ok")
-    if path == "/api":
-        return Response.json(
-            {
-                "kind": "APIVersions",
-                "versions": ["v1"],
-                "serverAddressByClientCIDRs": [
-                    {"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}
-                ],
-            }
-        )
-    if path == "/apis":
-        return Response.json(
-            {"kind": "APIGroupList", "apiVersion": "v1", "groups": [_group(g) for g in groups]}
-        )
-    for group in groups:
-        if path == f"/apis/{group}":
-            return Response.json({"kind": "APIGroup", "apiVersion": "v1", **_group(group)})
-        if path == f"/apis/{group}/v1":
-            return Response.json(_resource_list(group))
-    if path == "/api/v1":
-        return Response.json(_resource_list(""))
-    error = ApiError(404, "NotFound", "the server could not find the requested resource")
-    return Response.json(error.status(), 404)
-
-
-def _group(group: str) -> Obj:
-    version = {"groupVersion": f"{group}/v1", "version": "v1"}
-    return {"name": group, "versions": [version], "preferredVersion": version}
-
-
-def _resource_list(group: str) -> Obj:
-    resources: list[Obj] = []
-    for r in RESOURCES:
-        if r.group != group:
-            continue
-        entry = {
-            "name": r.plural,
-            "singularName": r.singular,
-            "namespaced": r.namespaced,
-            "kind": r.kind,
-            "verbs": VERBS,
-        }
-        if r.short_names:
-            entry["shortNames"] = list(r.short_names)
-        resources.append(entry)
-        if r.kind in SCALABLE:
-            resources.append(
-                {
-                    "name": f"{r.plural}/scale",
-                    "singularName": "",
-                    "namespaced": True,
-                    "group": "autoscaling",
-                    "version": "v1",
-                    "kind": "Scale",
-                    "verbs": ["get", "patch", "update"],
-                }
-            )
-        if r.kind == "Pod":
-            resources.append(
-                {
-                    "name": "pods/binding",
-                    "singularName": "",
-                    "namespaced": True,
-                    "kind": "Binding",
-                    "verbs": ["create"],
-                }
-            )
-        if r.has_status:
-            resources.append(
-                {
-                    "name": f"{r.plural}/status",
-                    "singularName": "",
-                    "namespaced": r.namespaced,
-                    "kind": r.kind,
-                    "verbs": ["get", "patch", "update"],
-                }
-            )
-    group_version = f"{group}/v1" if group else "v1"
-    return {
-        "kind": "APIResourceList",
-        "apiVersion": "v1",
-        "groupVersion": group_version,
-        "resources": resources,
-    }
-
-
-# ----- CLI -------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--listen",
-        default="127.0.0.1:0",
-        metavar="HOST:PORT",
-        help="address to serve on; port 0 picks a free one (default %(default)s)",
-    )
-    parser.add_argument(
-        "--kubeconfig-out",
-        type=Path,
-        metavar="PATH",
-        help=f"write a kubeconfig (context {CONTEXT!r}) pointing at the stand-in",
-    )
-    parser.add_argument(
-        "--history",
-        type=int,
-        default=1000,
-        help="changes kept for watches; older resourceVersions get 410 (default %(default)s)",
-    )
-    parser.add_argument(
-        "--bookmark-interval",
-        type=float,
-        default=5.0,
-        help="seconds between watch BOOKMARK events (default %(default)s)",
-    )
-
-
-def main(args: argparse.Namespace) -> int:
-    """Serve until Ctrl-C (a normal stop: exit code 0); print the URL once listening."""
-    host, _, port = str(args.listen).rpartition(":")
-    sim = KubeSim(history=args.history, bookmark_interval=args.bookmark_interval)
-
-    async def run() -> None:
-        async with trio.open_nursery() as nursery:
-            url = await nursery.start(
-                functools.partial(sim.serve, host=host or "127.0.0.1", port=int(port))
-            )
-            if args.kubeconfig_out is not None:
-                sim.write_kubeconfig(args.kubeconfig_out)
-                logger.info("kubeconfig written", path=str(args.kubeconfig_out))
-            print(url, flush=True)
-
-    try:
-        trio.run(run)
-    except KeyboardInterrupt:
-        pass
-    except BaseExceptionGroup as group:
-        # Ctrl-C arrives wrapped in the nurseries' exception groups; anything else is a crash.
-        _, rest = group.split(KeyboardInterrupt)
-        if rest is not None:
-            raise rest from None
-    return 0
