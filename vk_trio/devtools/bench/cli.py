@@ -1,0 +1,106 @@
+"""``vk-trio bench``'s flags and its main: one run per pod count, then the table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import trio
+
+from vk_trio.devtools.bench.processes import ChildFailed
+from vk_trio.devtools.bench.run import _bench
+from vk_trio.devtools.bench.table import render_table
+from vk_trio.devtools.bench.workload import Obj
+from vk_trio.logs import configure_logging
+
+DESCRIPTION = """\
+Measure the node as users run it: start the Vast simulator, the Kubernetes stand-in and
+`vk-trio run` (production defaults; only the endpoints differ), create N pods at once, wait
+until all are Running, hold, delete them all, and print one table: time to Running per pod,
+where the wait went, CPU and memory of each process, Vast calls in steady state, Kubernetes
+calls per pod, event-loop stalls, the longest gap between two renewals of each node's
+Lease, delete time, leaks. 100 and 1,000 pods by default."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = DESCRIPTION
+    parser.add_argument(
+        "--pods",
+        type=int,
+        nargs="+",
+        default=[100, 1000],
+        metavar="N",
+        help="pod counts, one run each, e.g. --pods 100 1000 5000 (default: 100 1000)",
+    )
+    parser.add_argument(
+        "--real-limits",
+        action="store_true",
+        help="the simulator enforces Vast's rate limits and the node paces as in production",
+    )
+    parser.add_argument(
+        "--kubeconfig", metavar="PATH", help="use this cluster instead of the stand-in"
+    )
+    parser.add_argument(
+        "--json", type=Path, dest="json_path", metavar="PATH", help="also write results here"
+    )
+    parser.add_argument(
+        "--baseline", action="store_true", help="also measure the seed's per-pod polling"
+    )
+    parser.add_argument(
+        "--baseline-interval",
+        type=float,
+        default=10.0,
+        help="seconds between two polls of one pod in --baseline (Vast's docs suggest 10)",
+    )
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        metavar="K",
+        help="virtual nodes, each its own `vk-trio run`; the N pods are spread evenly",
+    )
+    parser.add_argument(
+        "--probes",
+        type=int,
+        nargs="?",
+        const=1,
+        metavar="PERIOD",
+        help="every pod gets an httpGet readiness and liveness probe every PERIOD seconds "
+        "(default 1), answered by the simulator's listeners on 127.0.0.1",
+    )
+    parser.add_argument("--boot-seconds", type=float, default=5.0, help="simulated boot time")
+    parser.add_argument(
+        "--hold", type=float, default=45.0, help="seconds to hold every pod Running (steady)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=900.0, help="give up a phase after (seconds)"
+    )
+    parser.add_argument(
+        "--run-dir", type=Path, metavar="DIR", help="where logs go (default: a temp folder)"
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    configure_logging("WARNING", json=False)
+    if any(n < 1 for n in args.pods) or args.nodes < 1:
+        print("--pods and --nodes must be positive", file=sys.stderr)
+        return 2
+    run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="vk-trio-bench-"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    results: list[Obj] = []
+    for pods in args.pods:
+        folder = run_dir / f"pods-{pods}"
+        folder.mkdir(exist_ok=True)
+        print(f"bench: {pods} pods (logs in {folder})", file=sys.stderr, flush=True)
+        try:
+            results.append(trio.run(_bench, pods, args, folder))
+        except (trio.TooSlowError, ChildFailed) as exc:
+            print(f"bench: {pods} pods FAILED: {exc or 'timed out'}", file=sys.stderr)
+            return 1
+    print(render_table(results, args))
+    if args.json_path:
+        args.json_path.write_text(json.dumps(results, indent=2) + "\n")
+    return 0

@@ -1,0 +1,81 @@
+"""The bench's children (simulators and nodes) as processes: start, stop, CPU and memory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+STARTUP_SECONDS = 120.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class ChildFailed(Exception):
+    """A child process exited on its own or never became ready; the message names its log."""
+
+
+Popen = subprocess.Popen[bytes]
+
+
+async def _start_sim(folder: Path, kind: str, *args: str) -> tuple[Popen, str]:
+    """``vk-trio sim KIND ARGS`` in its own process, and the URL it prints first."""
+    out, log = folder / f"sim-{kind}.out", folder / f"sim-{kind}.log"
+    command = [sys.executable, "-m", "vk_trio", "sim", kind, "--listen", "127.0.0.1:0", *args]
+    process = _spawn(command, out=out, log=log)
+    with trio.move_on_after(STARTUP_SECONDS):
+        while process.poll() is None:
+            first = (await trio.Path(out).read_text()).partition("\n")
+            if first[1]:
+                return process, first[0].strip()
+            await trio.sleep(0.05)
+    process.kill()
+    raise ChildFailed(f"the {kind} simulator did not start; see {log}")
+
+
+def _spawn(
+    command: list[str], *, out: Path | None, log: Path, env: dict[str, str] | None = None
+) -> Popen:
+    """Start a child writing to files (a pipe nobody reads could fill up and stall it)."""
+    with log.open("wb") as log_file:
+        if out is None:
+            return subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        with out.open("wb") as out_file:
+            return subprocess.Popen(command, stdout=out_file, stderr=log_file, env=env)
+
+
+def _stop(process: Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (``/proc/<pid>/stat``, fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def memory_kb(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of a process in KiB."""
+    found = {"VmRSS": 0, "VmHWM": 0}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in found:
+            found[key] = int(value.split()[0])
+    return found["VmRSS"], found["VmHWM"]
