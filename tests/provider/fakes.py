@@ -1,4 +1,4 @@
-"""In-memory stand-ins for what the Buyer is handed, when the Kubernetes side is not under test."""
+"""In-memory fakes of what the Buyer is handed, when the Kubernetes side is not under test."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import trio
 from vk_trio.kube.models import Pod
 
 
-class Recorder:
+class FakeProgress:
     """A pod's ``Progress``, kept in memory: ``waits`` holds every waiting reason shown."""
 
     def __init__(self, pod: Pod) -> None:
@@ -34,7 +34,7 @@ class Recorder:
         await trio.lowlevel.checkpoint()
 
 
-class NoObjects:
+class FakeObjects:
     """A namespace with no Secrets or ConfigMaps."""
 
     async def secret(self, namespace: str, name: str) -> None:

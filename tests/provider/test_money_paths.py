@@ -18,7 +18,7 @@ import trio
 from trio.testing import MockClock
 
 from tests.plugins.vast_sim import VastSimFactory
-from tests.provider.fakes import NoObjects, Recorder
+from tests.provider.fakes import FakeObjects, FakeProgress
 from vk_trio.annotations import BUYING
 from vk_trio.config import Settings
 from vk_trio.devtools.sim.vast import VastSim
@@ -77,7 +77,7 @@ async def test_a_burst_of_deletions_at_real_limits_destroys_everything(
     assert elapsed >= (BURST - 1) * 3.0 * 1.1  # really paced: far beyond one 60 s deadline
 
 
-class RefusingProgress(Recorder):
+class RefusingProgress(FakeProgress):
     """A pod whose annotations cannot be written (the API server refuses the patch)."""
 
     async def annotate(self, annotations: Mapping[str, str | None]) -> None:
@@ -96,7 +96,7 @@ POD = msgspec.convert(
 
 
 async def try_to_buy(
-    sim: VastSim, progress: Recorder, *, max_instances: int | None, seconds: float
+    sim: VastSim, progress: FakeProgress, *, max_instances: int | None, seconds: float
 ) -> None:
     """Let ``POD`` try to buy for ``seconds`` (virtual) with the Buyer of a real node."""
     async with VastClient(api_key="k", base_url=str(sim.url), pacer=Pacer(scale=0)) as vast:
@@ -108,7 +108,7 @@ async def try_to_buy(
             searches=SharedSearches(vast),
             claims=OfferClaims(),
             budget=Budget(poller, max_hourly=None, max_instances=max_instances),
-            objects=NoObjects(),
+            objects=FakeObjects(),
         )
         with trio.move_on_after(seconds):
             await buyer.acquire(
@@ -138,7 +138,7 @@ async def test_a_spend_capped_pod_says_so_without_flickering(
     """Issue 13: the waiting reason alternated between SearchingOffers and SpendCapReached at
     every retry (and logged both). It says SearchingOffers once, then only why it waits."""
     sim = await vast_sim_factory()
-    progress = Recorder(POD)
+    progress = FakeProgress(POD)
     await try_to_buy(sim, progress, max_instances=0, seconds=600)
     reasons = [reason for reason, _ in progress.waits]
     assert reasons[0] == "SearchingOffers"

@@ -19,7 +19,7 @@ import trio
 from trio.testing import MockClock
 
 from tests.plugins.vast_sim import VastSimFactory
-from tests.provider.fakes import NoObjects, Recorder
+from tests.provider.fakes import FakeObjects, FakeProgress
 from vk_trio.config import Settings
 from vk_trio.devtools.sim.vast import VastSim
 from vk_trio.kube.models import Pod
@@ -68,7 +68,7 @@ async def test_twenty_pods_at_once_are_bought_at_vasts_pace_without_a_429(
             searches=SharedSearches(vast),
             claims=OfferClaims(),
             budget=Budget(poller, max_hourly=None, max_instances=None),
-            objects=NoObjects(),
+            objects=FakeObjects(),
         )
 
         async def run_pod(n: int) -> None:
@@ -77,7 +77,7 @@ async def test_twenty_pods_at_once_are_bought_at_vasts_pace_without_a_429(
                 Requirements(verified=False, min_reliability=0.0),
                 label=instance_label(NODE, "default", f"p{n}", f"uid-{n}"),
                 excluded_machines=set(),
-                progress=Recorder(pod(n)),
+                progress=FakeProgress(pod(n)),
             )
             while True:  # what the pod task does: wait for its instance to run
                 version = poller.version(f"uid-{n}")
