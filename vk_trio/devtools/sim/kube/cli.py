@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import signal
 from pathlib import Path
 
 import trio
@@ -40,23 +41,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Serve until Ctrl-C (a normal stop: exit code 0); print the URL once listening."""
+    """Serve until Ctrl-C (a normal stop: exit code 0); print the URL once listening.
+
+    SIGINT is received explicitly (as ``vk-trio demo`` does) rather than left to Python's
+    KeyboardInterrupt: a process started from a shell's background job inherits SIGINT
+    ignored, and Python then never turns it into KeyboardInterrupt, so Ctrl-C (or a test's
+    SIGINT) would not stop it.
+    """
     host, _, port = str(args.listen).rpartition(":")
     sim = KubeSim(history=args.history, bookmark_interval=args.bookmark_interval)
 
     async def run() -> None:
-        async with trio.open_nursery() as nursery:
-            url = await nursery.start(
-                functools.partial(sim.serve, host=host or "127.0.0.1", port=int(port))
-            )
-            if args.kubeconfig_out is not None:
-                sim.write_kubeconfig(args.kubeconfig_out)
-                logger.info("kubeconfig written", path=str(args.kubeconfig_out))
-            print(url, flush=True)
+        with trio.open_signal_receiver(signal.SIGINT) as interrupts:
+            async with trio.open_nursery() as nursery:
+                url = await nursery.start(
+                    functools.partial(sim.serve, host=host or "127.0.0.1", port=int(port))
+                )
+                if args.kubeconfig_out is not None:
+                    sim.write_kubeconfig(args.kubeconfig_out)
+                    logger.info("kubeconfig written", path=str(args.kubeconfig_out))
+                print(url, flush=True)
+                async for _ in interrupts:
+                    logger.info("kube stand-in stopping (SIGINT)")
+                    nursery.cancel_scope.cancel()
+                    break
 
     try:
         trio.run(run)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # before the receiver is installed
         pass
     except BaseExceptionGroup as group:
         # Ctrl-C arrives wrapped in the nurseries' exception groups; anything else is a crash.
