@@ -22,5 +22,5 @@ How (``python -m tests.chaos --pods 30 --duration 60 --kills 3 --json report.jso
    the run directory as evidence.
 
 A harness, not product code: nothing in the product imports this package
-(``tests/test_layers.py`` checks it); it uses the simulators and the product's label format.
+(an import-linter contract checks it); it uses the simulators and the product's label format.
 """
