@@ -315,6 +315,7 @@ class _PodLifecycle:
                     await self.report.event("Warning", exc.reason, shown)
                     await self.show(self.view.waiting(exc.reason, shown))
             else:
+                self.handle.placement = placement
                 self.report.chosen = placement.container
                 self.report.view = replace(self.view, skipped=dict(placement.skipped))
                 return

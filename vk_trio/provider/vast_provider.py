@@ -3,13 +3,15 @@
 It owns everything Vast-specific a pod's life needs: annotations → requirements, the pod
 spec → a create request, labels, buying (``buying.Buyer``), reading instances
 (``observing.InstanceWatch`` fed by the node's one ``poller.InstancePoller``) and destroying
-(``instances.destroy_all``). Per pod it keeps only what a restart may lose: the machines that
-failed the pod (so another is tried), dropped by ``forget``.
+(``instances.destroy_all``), and what the kubelet API asks of a running container: its logs
+(``logs.VastLogs``, over Vast's log upload) and usage (``usage``, from the poller's sweep).
+Per pod it keeps only what a restart may lose: the machines that failed the pod (so another
+is tried) and its log books, dropped by ``forget``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -24,22 +26,26 @@ from vk_trio.kube.models import Pod
 from vk_trio.node.provider import (
     Ended,
     InvalidPod,
+    LogOptions,
     Lost,
     MachineFailed,
     Observation,
     Placement,
     Progress,
     Running,
+    Usage,
 )
 from vk_trio.provider.budget import Budget
 from vk_trio.provider.buying import Buyer
 from vk_trio.provider.instances import LOOKUP_ATTEMPTS, LOOKUP_INTERVAL, destroy_all
 from vk_trio.provider.labels import instance_label
+from vk_trio.provider.logs import VastLogs
 from vk_trio.provider.market import OfferClaims, SharedSearches
 from vk_trio.provider.observing import InstanceWatch
 from vk_trio.provider.poller import InstancePoller
 from vk_trio.provider.requirements import AnnotationError, Requirements, parse_requirements
 from vk_trio.provider.spec import ObjectLookup, SpecError, chosen_container, skipped_containers
+from vk_trio.provider.usage import instance_usage
 from vk_trio.retry import Backoff
 from vk_trio.vast import VastClient
 
@@ -82,6 +88,7 @@ class VastProvider:
             budget=budget,
             objects=objects,
         )
+        self._logs = VastLogs(vast, poller)
         self._backoff = Backoff(settings.backoff_first, settings.backoff_cap)
         self._pods: dict[str, _PodMemory] = {}
 
@@ -199,7 +206,15 @@ class VastProvider:
 
     def forget(self, pod: Pod) -> None:
         self._pods.pop(pod.uid, None)
+        self._logs.forget(pod.uid)
         self._poller.forget(pod.uid)
+
+    async def logs(self, pod: Pod, container: str, options: LogOptions) -> AsyncIterator[bytes]:
+        return await self._logs.stream(pod, container, options)
+
+    async def usage(self, pod: Pod) -> Usage | None:
+        instances = self._poller.instances(pod.uid)
+        return instance_usage(max(instances, key=lambda i: i.id)) if instances else None
 
     # -- helpers --------------------------------------------------------------------------
 

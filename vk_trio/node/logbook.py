@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import trio
 from loguru import logger
 
-from vk_trio.kubelet.backend import BackendError, LogOptions
+from vk_trio.node.provider import ContainerError, LogOptions
 
 __all__ = ["DEFAULT_MAX_LINES", "FOLLOW_INTERVAL", "LogBook", "LogLine", "stream_logs"]
 
@@ -57,8 +57,8 @@ class LogLine:
 class LogBook:
     """The lines one container has printed so far, rebuilt from snapshots (module docstring).
 
-    ``fetch`` returns the provider's current snapshot (full text) and raises the backend's
-    typed errors when there is nothing to fetch yet. ``clock`` is the wall clock for stamps.
+    ``fetch`` returns the provider's current snapshot (full text) and raises the provider's
+    ``ContainerError`` when there is nothing to fetch yet. ``clock`` is the wall clock for stamps.
     """
 
     def __init__(
@@ -184,7 +184,7 @@ async def stream_logs(
             await trio.sleep(interval)
         try:
             await book.refresh(max_age=0.0 if ending else interval)
-        except BackendError:
+        except ContainerError:
             return  # nothing more to fetch (the instance is gone): what was sent is all
         except Exception as exc:
             # A provider hiccup (timeout, 5xx after its retries): try again next interval;
