@@ -48,6 +48,7 @@ from vk_trio.node.provider import (
     InvalidPod,
     Lost,
     MachineFailed,
+    Observation,
     Provider,
     Running,
 )
@@ -350,50 +351,15 @@ class _PodLifecycle:
 
     async def _observe(self, instance: str, nursery: trio.Nursery) -> Terminated | MachineFailed:
         observations = self.provider.follow(self.handle.pod, instance, self.report)
-        probing: trio.CancelScope | None = None
-        killed: list[Kill] = []
-        since: float | None = None
-        running: Running | None = None
-        with trio.CancelScope() as following:
+        probing = _Probing(nursery)
+        with trio.CancelScope() as probing.following:
             async with aclosing(observations):
                 async for observed in observations:
-                    if not isinstance(observed, Running):
-                        # not serving (Vast rebooting it, say): the probes stop; a later
-                        # Running, even at the same endpoints, starts them again, their
-                        # initial delays counted anew as for a restarted container
-                        running = since = None
-                        if probing is not None:
-                            probing.cancel()
-                            probing = None
-                    match observed:
-                        case Booting(message):
-                            if isinstance(self.view.state, RunningState):
-                                await self.show(replace(self.view, ready=False, message=message))
-                            else:
-                                await self.show(self.view.waiting("Provisioning", message))
-                        case Running() if observed == running:
-                            pass  # the same again: the probes carry on
-                        case Running():
-                            running = observed
-                            await self._running(observed)
-                            if probing is not None:
-                                probing.cancel()
-                            since = trio.current_time() if since is None else since
-                            container = self._container()
-                            if container is not None and probed(container):
-                                probing = await nursery.start(
-                                    self._probe, container, observed, since, following, killed
-                                )
-                        case Exited(code, message):
-                            return _terminated(code, message)
-                        case MachineFailed(reason, message):
-                            await self.report.event("Warning", reason, message)
-                            return observed
-                        case Lost(reason, message):
-                            await self.report.event("Warning", reason, message)
-                            return Terminated(UNKNOWN_EXIT, reason, message)
-        if killed:
-            kill = killed[0]
+                    ended = await self._observed(observed, probing)
+                    if ended is not None:
+                        return ended
+        if probing.killed:
+            kill = probing.killed[0]
             await self.report.event(
                 "Normal",
                 "Killing",
@@ -403,25 +369,54 @@ class _PodLifecycle:
             return Terminated(UNKNOWN_EXIT, "Error", kill.message)
         raise RuntimeError(f"provider stopped following instance {instance} before it ended")
 
+    async def _observed(
+        self, observed: Observation, probing: _Probing
+    ) -> Terminated | MachineFailed | None:
+        """Show one observation (and start or stop the probes); how the instance ended, if
+        it did."""
+        if not isinstance(observed, Running):
+            # not serving (Vast rebooting it, say): the probes stop; a later Running, even
+            # at the same endpoints, starts them again, their initial delays counted anew as
+            # for a restarted container
+            probing.stop()
+        match observed:
+            case Booting(message):
+                if isinstance(self.view.state, RunningState):
+                    await self.show(replace(self.view, ready=False, message=message))
+                else:
+                    await self.show(self.view.waiting("Provisioning", message))
+            case Running() if observed == probing.running:
+                pass  # the same again: the probes carry on
+            case Running():
+                await self._running(observed)
+                await probing.restart(self, observed)
+            case Exited(code, message):
+                return _terminated(code, message)
+            case MachineFailed(reason, message):
+                await self.report.event("Warning", reason, message)
+                return observed
+            case Lost(reason, message):
+                await self.report.event("Warning", reason, message)
+                return Terminated(UNKNOWN_EXIT, reason, message)
+        return None
+
     async def _probe(
         self,
         container: Container,
         observed: Running,
-        since: float,
-        following: trio.CancelScope,
-        killed: list[Kill],
+        probing: _Probing,
         *,
         task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Probe the running container; a kill ends the instance's follow (``following``)."""
+        """Probe the running container; a kill ends the instance's follow."""
         with trio.CancelScope() as scope:
             task_status.started(scope)
-            killed.append(
+            probing.killed.append(
                 await run_probes(
-                    container, observed.endpoints, self.s.prober, _Probed(self), since=since
+                    container, observed.endpoints, self.s.prober, _Probed(self), since=probing.since
                 )
             )
-            following.cancel()
+            probing.following.cancel()
 
     def _container(self) -> Container | None:
         return next(
@@ -475,6 +470,38 @@ def _seconds_since(meta: ObjectMeta) -> float:
         return 0.0
     then = dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
     return max(0.0, (dt.datetime.now(dt.UTC) - then).total_seconds())
+
+
+class _Probing:
+    """The probes of the instance being followed: one task at a time, restarted by each new
+    ``Running`` and stopped by anything else; a liveness kill lands in ``killed`` and
+    cancels ``following`` (the follow of the instance)."""
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self.nursery = nursery
+        self.following = trio.CancelScope()
+        self.killed: list[Kill] = []
+        self.running: Running | None = None
+        self.since: float = 0.0
+        """When the container first ran in this follow: initial delays count from it."""
+        self._scope: trio.CancelScope | None = None
+
+    def stop(self) -> None:
+        self.running = None
+        if self._scope is not None:
+            self._scope.cancel()
+            self._scope = None
+
+    async def restart(self, lifecycle: _PodLifecycle, observed: Running) -> None:
+        if self.running is None:
+            self.since = trio.current_time()
+        self.running = observed
+        if self._scope is not None:
+            self._scope.cancel()
+            self._scope = None
+        container = lifecycle._container()
+        if container is not None and probed(container):
+            self._scope = await self.nursery.start(lifecycle._probe, container, observed, self)
 
 
 class _Probed:

@@ -16,6 +16,7 @@ the price cap, the node's spend cap, a Vast outage, a missing Secret). Each turn
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import trio
 from loguru import logger
@@ -179,6 +180,22 @@ class Buyer:
             message = selection.describe()
             await progress.event("Warning", reason, message, log_as="offers found: 0")
             return reason, message
+        return await self._buy_ranked(
+            pod, requirements, label, progress, selection, expire=(query, answered_at)
+        )
+
+    async def _buy_ranked(
+        self,
+        pod: Pod,
+        requirements: Requirements,
+        label: str,
+        progress: Progress,
+        selection: Selection,
+        *,
+        expire: tuple[dict[str, Any], float],
+    ) -> int | Wait:
+        """Try the best ``OFFERS_PER_SEARCH`` offers still free and within the budget, in
+        order; ``expire`` is the search to forget when none of them could be had."""
         refusal = None
         tried = 0
         for offer in selection.ranked:
@@ -208,7 +225,7 @@ class Buyer:
         if refusal is not None and tried == 0:
             await progress.event("Warning", "SpendCapReached", refusal)
             return "SpendCapReached", refusal
-        self._searches.expire(query, answered_at)
+        self._searches.expire(*expire)
         return TAKEN if tried == 0 else TRIED
 
     async def _explain(self, requirements: Requirements, strict: Selection) -> Selection:
