@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 
 import trio
@@ -178,7 +179,23 @@ async def stream_logs(
     chunk = cut(b"".join(_render(line, options.timestamps) for line in shown))
     if chunk:
         yield chunk
-    while options.follow and budget != 0:
+    if not options.follow:
+        return
+    async with aclosing(_new_lines(book, seq, alive, interval)) as batches:
+        async for new in batches:
+            if budget == 0:
+                return
+            chunk = cut(b"".join(_render(line, options.timestamps) for line in new))
+            if chunk:
+                yield chunk
+
+
+async def _new_lines(
+    book: LogBook, seq: int, alive: Callable[[], bool], interval: float
+) -> AsyncGenerator[list[LogLine], None]:
+    """The lines after ``seq`` as they arrive: a refresh every ``interval`` seconds (shared
+    with other followers) until ``alive()`` is false, then one last refresh."""
+    while True:
         ending = not alive()
         if not ending:
             await trio.sleep(interval)
@@ -196,8 +213,6 @@ async def stream_logs(
         new = book.after(seq)
         if new:
             seq = new[-1].seq
-            chunk = cut(b"".join(_render(line, options.timestamps) for line in new))
-            if chunk:
-                yield chunk
+            yield new
         if ending:
             return
