@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from vk_trio.errors import PermanentError, TemporaryError
-from vk_trio.kube.api import DEFAULT_RETRY, NO_RETRY, KubeClient, format_micro_time, format_time
+from vk_trio.kube.api import KubeClient, format_micro_time, format_time
 from vk_trio.kube.errors import (
     KubeConflict,
     KubeError,
@@ -25,15 +25,15 @@ from vk_trio.kube.errors import (
     KubeServerError,
     KubeUnavailable,
 )
-from vk_trio.retry import RetryPolicy
+from vk_trio.retry import KUBE_CALL, NO_RETRY, RetryPolicy
 
-BACKOFFS = [DEFAULT_RETRY.backoff.delay(n) for n in range(1, DEFAULT_RETRY.attempts)]
+BACKOFFS = [KUBE_CALL.backoff.delay(n) for n in range(1, KUBE_CALL.attempts)]
 """The waits of the default policy: 0.2 s doubling, five of them."""
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
-def make_client(handler: Handler, *, retry: RetryPolicy = DEFAULT_RETRY) -> KubeClient:
+def make_client(handler: Handler, *, retry: RetryPolicy = KUBE_CALL) -> KubeClient:
     http = httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://kube")
     return KubeClient(http, retry=retry)
 
