@@ -58,10 +58,10 @@ from vk_trio.provider.budget import Budget
 from vk_trio.provider.kubelet_backend import VastKubeletBackend, start_kubelet_api
 from vk_trio.provider.poller import InstancePoller
 from vk_trio.provider.reaper import run_reaper
-from vk_trio.vast import RetryPolicy, VastAuthError, VastClient
+from vk_trio.retry import NODE_REGISTER, UNLESS_PERMANENT, log_retry, retry_until_done, vast_policy
+from vk_trio.vast import VastAuthError, VastClient
 from vk_trio.vast.pacer import shared_pacer
 
-REGISTER_RETRY = 5.0
 RELEASE_TIMEOUT = 5.0
 """Seconds a stopping leader may spend giving its Lease up; past that the Lease expires."""
 
@@ -98,7 +98,7 @@ async def serve_node(
             api_key=settings.vast_api_key,
             base_url=settings.vast_api_url,
             pacer=pacer,
-            retry=RetryPolicy(attempts=settings.vast_attempts),
+            retry=vast_policy(settings),
             fence=elector.fence if elector is not None else None,
         ) as vast,
         KubeClient.from_config(cluster) as kube,
@@ -360,15 +360,16 @@ def _vast_problem(poller: InstancePoller) -> str | None:
 
 
 async def _register(reporter: NodeStatusReporter) -> str:
-    """Register the node, retrying until the API server accepts it (probes stay unready)."""
-    while True:
-        try:
-            return await reporter.register()
-        except PermanentError:
-            raise  # RBAC or credentials: an operator must act, and the exit line says so
-        except Exception as exc:
-            logger.warning("node registration failed; retrying", error=str(exc))
-            await trio.sleep(REGISTER_RETRY)
+    """Register the node, retrying until the API server accepts it (probes stay unready).
+
+    A ``PermanentError`` (RBAC or credentials) escalates: an operator must act, and the exit
+    line says so."""
+    return await retry_until_done(
+        reporter.register,
+        schedule=NODE_REGISTER,
+        on=UNLESS_PERMANENT,
+        on_retry=log_retry("node registration failed; retrying"),
+    )
 
 
 DESCRIPTION = """\
