@@ -29,7 +29,7 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 import msgspec
@@ -37,6 +37,7 @@ import trio
 from loguru import logger
 
 from vk_trio import __version__
+from vk_trio.kube.config import MAX_IN_FLIGHT, ClusterConfig, make_http_client
 from vk_trio.kube.errors import (
     MESSAGE_LIMIT,
     KubeError,
@@ -47,9 +48,6 @@ from vk_trio.kube.errors import (
 )
 from vk_trio.metrics import KUBE_REQUESTS
 from vk_trio.retry import KUBE_CALL, RetryPolicy
-
-if TYPE_CHECKING:
-    from vk_trio.kube.config import ClusterConfig
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -159,15 +157,6 @@ def _should_retry(error: KubeError, *, idempotent: bool) -> bool:
     return False
 
 
-MAX_IN_FLIGHT = 8
-"""Requests (not watches) on the wire at once. Eight keep a remote API server busy (a few ms
-each) while the node's CPU, not the wire, is what limits it; more only made httpcore's
-per-request scan of its connections dearer."""
-
-WATCHES = 2
-"""Watch streams a node holds open (pods, Services), each on a connection of its own."""
-
-
 class KubeClient:
     """A thin, typed-error client for the Kubernetes REST API.
 
@@ -202,8 +191,6 @@ class KubeClient:
         retry: RetryPolicy = KUBE_CALL,
     ) -> KubeClient:
         """A client for the cluster ``config`` describes (TLS verified, bearer/cert auth)."""
-        from vk_trio.kube.config import make_http_client
-
         return cls(make_http_client(config, timeout=timeout), retry=retry)
 
     async def aclose(self) -> None:
