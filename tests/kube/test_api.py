@@ -238,23 +238,6 @@ def test_time_formats() -> None:
     assert format_time(when.astimezone(plus2)) == "2026-01-02T03:04:05Z"
 
 
-def test_public_surface_is_pinned() -> None:
-    import vk_trio.kube
-
-    assert vk_trio.kube.__all__ == sorted(vk_trio.kube.__all__)
-    assert all(hasattr(vk_trio.kube, name) for name in vk_trio.kube.__all__)
-    assert set(vk_trio.kube.__all__) >= {
-        "KubeClient",
-        "load_config",
-        "watch_pods",
-        "run_lease",
-        "run_node_status",
-        "EventRecorder",
-        "patch_pod_status",
-        "delete_pod",
-    }
-
-
 def test_kube_never_imports_its_siblings_or_kubernetes_eagerly() -> None:
     import ast
     from pathlib import Path
