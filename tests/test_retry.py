@@ -14,6 +14,7 @@ from vk_trio.retry import (
     VK_FAILURES,
     Backoff,
     Retryable,
+    log_retry,
     pod_backoff,
     retry_until_done,
 )
@@ -152,3 +153,25 @@ def test_the_pod_backoff_is_the_users() -> None:
     settings = load(None, {"VAST_API_KEY": "k", "BACKOFF_FIRST": "2", "BACKOFF_CAP": "9"})
     backoff = pod_backoff(settings)
     assert [backoff.delay(n) for n in (1, 2, 3, 4)] == [2.0, 4.0, 8.0, 9.0]
+
+
+async def test_log_retry_names_the_caller_and_keeps_the_fields_flat(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    from loguru import logger
+
+    records: list[dict[str, object]] = []
+    sink = logger.add(lambda m: records.append(dict(m.record)), level="WARNING")
+    try:
+        await retry_until_done(
+            Flaky(TemporaryError("down")),
+            schedule=Backoff(1.5, 60.0),
+            on=TRANSIENT,
+            on_retry=log_retry("thing failed; retrying", thing="x"),
+        )
+    finally:
+        logger.remove(sink)
+    [record] = records
+    assert record["message"] == "thing failed; retrying"
+    assert record["extra"] == {"error": "down", "retry_in": 1.5, "thing": "x"}
+    assert record["name"] == __name__

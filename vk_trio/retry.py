@@ -22,6 +22,11 @@ differ), the crash loop (``restartPolicy`` with a reset after a long healthy run
 (its outcomes are not exceptions, and a spend cap waits a sweep), the lost-create lookup
 (counts answered lists) and the Lease renewer (a period of its own).
 
+Why not ``stamina`` (installed, and it sleeps with ``trio.sleep``): its retry hooks are global
+and synchronous, so a loop cannot await its own report (an Event on the pod naming the wait);
+its ``timeout`` (45 s by default) runs on the wall clock, not trio's; and its jitter is
+additive, where ours is a fraction. What is left to write is the loop below.
+
 Jitter (a fraction, e.g. 0.2 = ±20 %) spreads callers hit by the same outage, so they do not
 all come back in step; it is off by default so that fake-time tests can assert exact times.
 """
@@ -288,6 +293,7 @@ def log_retry(message: str, *, log: Logger = logger, **fields: Any) -> OnRetry:
     ``retry_in`` and ``fields`` as keyword fields (the JSON log stays flat)."""
 
     async def logged(error: Exception, wait: float) -> None:
-        log.warning(message, error=str(error), retry_in=round(wait, 2), **fields)
+        # depth 2: the record names the caller of retry_until_done, not this module
+        log.opt(depth=2).warning(message, error=str(error), retry_in=round(wait, 2), **fields)
 
     return logged
