@@ -34,7 +34,6 @@ from loguru import logger
 
 from vk_trio import __version__, config, election, metrics, startup
 from vk_trio.config import Settings
-from vk_trio.errors import PermanentError
 from vk_trio.health import Health
 from vk_trio.http_server import serve_http
 from vk_trio.kube.api import KubeClient
@@ -51,8 +50,7 @@ from vk_trio.node.lookup import PodLookup
 from vk_trio.node.supervisor import NodeServices
 from vk_trio.provider.poller import InstancePoller
 from vk_trio.provider.wiring import VastBackend, open_vast_backend
-
-REGISTER_RETRY = 5.0
+from vk_trio.retry import NODE_REGISTER, UNLESS_PERMANENT, log_retry, retry_until_done
 
 
 class NodeRuntime:
@@ -181,15 +179,12 @@ async def _register(
     """Register the node, retrying until the API server accepts it (probes stay unready),
     and say so in an Event on it; returns the node's Event recorder."""
     node = reporter.config.name
-    while True:
-        try:
-            node_uid = await reporter.register()
-            break
-        except PermanentError:
-            raise  # RBAC or credentials: an operator must act, and the exit line says so
-        except Exception as exc:
-            logger.warning("node registration failed; retrying", error=str(exc))
-            await trio.sleep(REGISTER_RETRY)
+    node_uid = await retry_until_done(  # a PermanentError (RBAC, credentials) escalates
+        reporter.register,
+        schedule=NODE_REGISTER,
+        on=UNLESS_PERMANENT,
+        on_retry=log_retry("node registration failed; retrying"),
+    )
     health.node_registered = True
     logger.info("node registered", node=node, uid=node_uid)
     events = EventRecorder(kube, component="vk-trio", host=node)

@@ -10,7 +10,8 @@
 Clients (``vk_trio.vast``, ``vk_trio.kube``) subclass these, so the pod supervisor decides
 "retry or report" from the type alone and never from a message string. How long to wait is
 the retrier's business (``vk_trio.retry``); a client that honours a server's ``Retry-After``
-does so inside its own retries.
+does so inside its own retries, and a temporary error it then raises carries the wait it was
+told (``delay``), which ``vk_trio.retry.retry_until_done`` never undercuts.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ class VkError(Exception):
 
 class TemporaryError(VkError):
     """A condition that may clear by itself; retrying later may succeed."""
+
+    delay: float | None = None
+    """Seconds not to retry before, when the failing side said so (a ``Retry-After``, a
+    quota's reset, the client's own last backoff step); ``None``: the retrier's schedule
+    alone decides."""
 
 
 class PermanentError(VkError):

@@ -17,7 +17,7 @@ import pytest
 import trio
 import yaml
 
-from vk_trio.kube.api import NO_RETRY, KubeClient
+from vk_trio.kube.api import KubeClient
 from vk_trio.kube.config import (
     ClusterConfig,
     ConfigError,
@@ -26,6 +26,7 @@ from vk_trio.kube.config import (
     make_http_client,
 )
 from vk_trio.kube.errors import KubeUnavailable
+from vk_trio.retry import NO_RETRY
 from vk_trio.sim.kube import KubeSim
 
 

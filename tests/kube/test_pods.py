@@ -10,7 +10,7 @@ import httpx
 import msgspec
 import pytest
 
-from vk_trio.kube.api import NO_RETRY, KubeClient
+from vk_trio.kube.api import KubeClient
 from vk_trio.kube.config import load_config
 from vk_trio.kube.errors import KubeForbidden
 from vk_trio.kube.models import ObjectMeta, Pod
@@ -22,6 +22,7 @@ from vk_trio.kube.pods import (
     patch_pod_annotations,
     patch_pod_status,
 )
+from vk_trio.retry import NO_RETRY
 from vk_trio.sim.kube import KubeSim
 
 POD = Pod(metadata=ObjectMeta(name="web", namespace="team", uid="uid-1"))

@@ -58,8 +58,9 @@ import trio
 from loguru import logger
 
 from vk_trio.errors import Fenced, PermanentError
-from vk_trio.kube.api import NO_RETRY, KubeClient, format_micro_time, utcnow
+from vk_trio.kube.api import KubeClient, format_micro_time, utcnow
 from vk_trio.kube.errors import KubeConflict, KubeError, KubeNotFound
+from vk_trio.retry import NO_RETRY
 
 __all__ = [
     "JITTER_FACTOR",

@@ -38,7 +38,7 @@ from vk_trio.kube.events import EventRecorder, Involved
 from vk_trio.kube.models import Pod, Service
 from vk_trio.kube.services import delete_slice, list_slices, put_slice, watch_services
 from vk_trio.kube.watch import PodEvent
-from vk_trio.retry import Backoff
+from vk_trio.retry import ENDPOINT_WRITE
 
 __all__ = [
     "MANAGED_BY",
@@ -50,8 +50,6 @@ __all__ = [
 MANAGED_BY = "vk-trio.vast.ai"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
-
-WRITE_BACKOFF = Backoff(1.0, 60.0)
 
 Obj = dict[str, Any]
 SliceKey = tuple[str, str]
@@ -146,7 +144,7 @@ class EndpointsController:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch)
             task_status.started()
-            retry = WRITE_BACKOFF.delays()
+            retry = ENDPOINT_WRITE.delays()
             while True:
                 await self._dirty.wait()
                 self._dirty = trio.Event()

@@ -35,7 +35,6 @@ from loguru import logger
 from vk_trio import metrics
 from vk_trio.config import Settings
 from vk_trio.kube.api import KubeClient
-from vk_trio.kube.errors import KubeError
 from vk_trio.kube.events import EventRecorder
 from vk_trio.kube.models import Container, ObjectMeta
 from vk_trio.kube.pods import delete_pod
@@ -56,7 +55,7 @@ from vk_trio.node.reporter import PodReporter
 from vk_trio.node.status import Phase, PodView, Terminated, Waiting, now_rfc3339
 from vk_trio.node.status import Running as RunningState
 from vk_trio.node.status_writer import StatusWriter
-from vk_trio.retry import Backoff
+from vk_trio.retry import ANY_FAILURE, VK_FAILURES, log_retry, pod_backoff, retry_until_done
 
 __all__ = ["NodeServices", "supervise_pod"]
 
@@ -80,25 +79,30 @@ class NodeServices:
 
 
 async def supervise_pod(services: NodeServices, handle: PodHandle) -> None:
-    """Run one pod's lifecycle until the pod is deleted, then release what it rented."""
-    restarts = _backoff(services.settings).delays()
+    """Run one pod's lifecycle until the pod is deleted, then release what it rented.
+
+    A lifecycle that raises anything (one pod's bug must never take the node down) is logged,
+    said on the pod and started again along the pod backoff."""
+
+    async def run() -> None:
+        await _PodLifecycle(services, handle).run()
+        await trio.sleep_forever()  # terminal: nothing to do until the pod is deleted
+
+    async def said(exc: Exception, delay: float) -> None:
+        log = logger.bind(pod=handle.pod.key, uid=handle.uid)  # bound only when used
+        log.opt(exception=exc).error("pod supervisor failed; restarting", retry_in=delay)
+        await services.events.emit(
+            handle.pod,
+            type="Warning",
+            reason="SupervisorError",
+            # no delay in the text: identical messages aggregate into one Event
+            message=f"internal error, retrying: {_describe(exc)}",
+        )
+
     with handle.run_scope:
-        while True:
-            try:
-                await _PodLifecycle(services, handle).run()
-                await trio.sleep_forever()  # terminal: nothing to do until the pod is deleted
-            except Exception as exc:  # one pod's bug must never take the node down
-                delay = restarts.next()
-                log = logger.bind(pod=handle.pod.key, uid=handle.uid)  # bound only when used
-                log.opt(exception=exc).error("pod supervisor failed; restarting", retry_in=delay)
-                await services.events.emit(
-                    handle.pod,
-                    type="Warning",
-                    reason="SupervisorError",
-                    # no delay in the text: identical messages aggregate into one Event
-                    message=f"internal error, retrying: {_describe(exc)}",
-                )
-                await trio.sleep(delay)
+        await retry_until_done(
+            run, schedule=pod_backoff(services.settings), on=ANY_FAILURE, on_retry=said
+        )
     await _teardown(services, handle)
 
 
@@ -111,21 +115,20 @@ async def _teardown(services: NodeServices, handle: PodHandle) -> None:
     """
     pod = handle.pod
     log = logger.bind(pod=pod.key, uid=pod.uid)
-    retry = _backoff(services.settings).delays()
-    while True:
-        try:
-            released = await services.provider.release(pod)
-            break
-        except Exception as exc:
-            delay = retry.next()
-            log.warning("release failed; retrying", error=_describe(exc), retry_in=delay)
-            await services.events.emit(
-                pod,
-                type="Warning",
-                reason="DestroyFailed",
-                message=f"could not destroy the instance yet, retrying: {_describe(exc)}",
-            )
-            await trio.sleep(delay)
+    backoff = pod_backoff(services.settings)
+
+    async def said(exc: Exception, delay: float) -> None:
+        log.warning("release failed; retrying", error=_describe(exc), retry_in=delay)
+        await services.events.emit(
+            pod,
+            type="Warning",
+            reason="DestroyFailed",
+            message=f"could not destroy the instance yet, retrying: {_describe(exc)}",
+        )
+
+    released = await retry_until_done(
+        lambda: services.provider.release(pod), schedule=backoff, on=ANY_FAILURE, on_retry=said
+    )
     if released:
         await services.events.emit(
             pod, type="Normal", reason="InstanceDestroyed", message="instance destroyed"
@@ -136,20 +139,13 @@ async def _teardown(services: NodeServices, handle: PodHandle) -> None:
         return
     # Not shielded: the instance is gone, so a stopping process may leave the pod
     # Terminating; the next one sees the deletionTimestamp and finishes the delete.
-    retry.reset()
-    while True:
-        try:
-            await delete_pod(services.kube, pod)
-            break
-        except KubeError as exc:
-            delay = retry.next()
-            log.warning("pod delete failed; retrying", error=str(exc), retry_in=delay)
-            await trio.sleep(delay)
+    await retry_until_done(
+        lambda: delete_pod(services.kube, pod),
+        schedule=backoff,
+        on=VK_FAILURES,
+        on_retry=log_retry("pod delete failed; retrying", log=log),
+    )
     log.info("pod deleted", destroyed=released)
-
-
-def _backoff(settings: Settings) -> Backoff:
-    return Backoff(settings.backoff_first, settings.backoff_cap)
 
 
 def _describe(exc: BaseException) -> str:
@@ -193,7 +189,7 @@ class _PodLifecycle:
         self._restore()
         await self._ignored_probes()
         settings = self.s.settings
-        crash = _backoff(settings).delays()
+        crash = pod_backoff(settings).delays()
         outcome: Terminated | MachineFailed | None = None
         machine_failures = 0
         adopted = await self.provider.adopt(self.handle.pod, self.report)
@@ -325,18 +321,20 @@ class _PodLifecycle:
     async def _release(self) -> None:
         """Release the pod's instances while the pod lives on (a restart, a terminal phase),
         retrying until the provider verifies it; every failure is said on the pod."""
-        retry = _backoff(self.s.settings).delays()
-        while True:
-            try:
-                await self.provider.release(self.handle.pod)
-                return
-            except Exception as exc:
-                await self.report.event(
-                    "Warning",
-                    "DestroyFailed",
-                    f"could not destroy the instance yet, retrying: {_describe(exc)}",
-                )
-                await trio.sleep(retry.next())
+
+        async def said(exc: Exception, _: float) -> None:
+            await self.report.event(
+                "Warning",
+                "DestroyFailed",
+                f"could not destroy the instance yet, retrying: {_describe(exc)}",
+            )
+
+        await retry_until_done(
+            lambda: self.provider.release(self.handle.pod),
+            schedule=pod_backoff(self.s.settings),
+            on=ANY_FAILURE,
+            on_retry=said,
+        )
 
     # -- following one instance ----------------------------------------------------------
 

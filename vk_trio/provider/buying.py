@@ -43,7 +43,7 @@ from vk_trio.provider.selection import (
     select,
 )
 from vk_trio.provider.spec import MissingReference, ObjectLookup, SpecError, instance_request
-from vk_trio.retry import Backoff
+from vk_trio.retry import pod_backoff
 from vk_trio.vast import Offer, OfferGone, VastClient
 
 __all__ = ["OFFERS_PER_SEARCH", "Buyer", "describe_offer"]
@@ -101,7 +101,7 @@ class Buyer:
         self._claims = claims
         self._budget = budget
         self._objects = objects
-        self._backoff = Backoff(settings.backoff_first, settings.backoff_cap)
+        self._backoff = pod_backoff(settings)
         self._waiting = 0
         """Pods waiting because siblings hold every offer found (``WAITERS_PER_LOOK``)."""
 

@@ -37,7 +37,8 @@ from vk_trio.provider.budget import Budget
 from vk_trio.provider.poller import InstancePoller
 from vk_trio.provider.reaper import run_reaper
 from vk_trio.provider.vast_provider import VastProvider
-from vk_trio.vast import RetryPolicy, VastAuthError, VastClient
+from vk_trio.retry import vast_policy
+from vk_trio.vast import VastAuthError, VastClient
 from vk_trio.vast.pacer import Pacer, shared_pacer
 
 __all__ = ["DEGRADED_AFTER", "VastBackend", "open_vast_backend"]
@@ -59,7 +60,7 @@ async def open_vast_backend(
         api_key=settings.vast_api_key,
         base_url=settings.vast_api_url,
         pacer=pacer,
-        retry=RetryPolicy(attempts=settings.vast_attempts),
+        retry=vast_policy(settings),
         fence=fence,
     ) as vast:
         yield VastBackend(settings, vast, pacer)

@@ -108,7 +108,7 @@ class Controllers:
                 try:
                     self._sync(key)
                 except ApiError as error:
-                    logger.debug("stand-in controller skipped {}: {}", key, error.message)
+                    logger.debug("stand-in controller skipped", key=str(key), error=error.message)
                 await trio.lowlevel.checkpoint()
 
     # ----- what to sync ------------------------------------------------------------------
