@@ -85,8 +85,16 @@ class PodView:
 
 
 def _condition(kind: str, ok: bool, reason: str | None = None) -> dict[str, Any]:
+    """A condition for a strategic-merge patch: a True one carries no reason nor message.
+
+    Conditions merge by ``type`` key by key, so a True condition that merely left out its
+    reason would keep the one of its False days (``Ready=True`` with ``ContainersNotReady``);
+    the nulls delete them, as the kubelet's ``GeneratePodReadyCondition`` leaves them empty.
+    """
     condition: dict[str, Any] = {"type": kind, "status": "True" if ok else "False"}
-    if reason and not ok:
+    if ok:
+        condition["reason"] = condition["message"] = None
+    elif reason:
         condition["reason"] = reason
     return condition
 
