@@ -115,10 +115,10 @@ def test_a_port_the_pod_does_not_publish_is_left_out() -> None:
 @pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
 async def test_kubectl_get_endpointslices(kube_sim: KubeSim, kubectl: Kubectl) -> None:
     kube_sim.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "june"}})
-    pods = [pod(n, {"8000/tcp": f"127.0.0.{i}:41000"}) for i, n in enumerate("abcd", 1)]
+    pods = [pod(n, {"8000/tcp": f"203.0.113.{i}:41000"}) for i, n in enumerate("abcd", 1)]
     for body in _slice_bodies(SERVICE, pods, "vk"):
         kube_sim.create(body)
     output = await kubectl("get", "endpointslices", "-n", "june")
     [header, row] = rows(output)
     assert header == ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"]
-    assert row[1:4] == ["IPv4", "41000", "127.0.0.1,127.0.0.2,127.0.0.3 + 1 more..."]
+    assert row[1:4] == ["IPv4", "41000", "203.0.113.1,203.0.113.2,203.0.113.3 + 1 more..."]
