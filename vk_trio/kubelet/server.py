@@ -12,7 +12,9 @@ Routes, after ``auth`` has let the request through (nothing is served unauthenti
   as resource metrics, which metrics-server (``kubectl top``) scrapes;
 - ``GET /pods``: a PodList of this node's pods; ``GET /healthz``; ``GET /metrics``;
 - ``/exec``, ``/attach``, ``/portForward``, ``/run``: a ``Status`` saying they are not
-  supported on Vast.ai instances (yet), code 501, instead of a hang or a 404.
+  supported on Vast.ai instances (yet), code 501, instead of a hang or a 404; the logs of an
+  ephemeral container (``kubectl debug`` reads them once its container is terminated, which
+  the node reports at once) are a 400 that says the same of ``kubectl debug``.
 
 Everything else is 404, like the kubelet's mux.
 """
@@ -162,6 +164,14 @@ class KubeletServer:
             return Response.text(str(exc), exc.status)
         return Response.text("404 page not found\n", 404)
 
+    def _is_ephemeral(self, namespace: str, name: str, container: str) -> bool:
+        return any(
+            pod.metadata.namespace == namespace
+            and pod.metadata.name == name
+            and any(c.name == container for c in pod.spec.ephemeral_containers)
+            for pod in self._backend.pods()
+        )
+
     def _pods(self) -> Response:
         items: list[Any] = [
             {"apiVersion": "v1", "kind": "Pod", **msgspec.to_builtins(pod)}
@@ -176,6 +186,12 @@ class KubeletServer:
             options = parse_log_options(request)
         except _BadQuery as exc:
             return Response.text(str(exc), 400)
+        if self._is_ephemeral(namespace, pod, container):
+            return Response.text(
+                f"kubectl debug is not supported on Vast.ai instances (yet): ephemeral "
+                f"container {container} does not run",
+                400,
+            )
         stream = await self._backend.container_logs(namespace, pod, container, options)
         return Response(
             headers=[("Content-Type", "text/plain")],

@@ -54,6 +54,15 @@ class Terminated:
 
 ContainerState = Waiting | Running | Terminated
 
+EPHEMERAL_UNSUPPORTED = Terminated(
+    128,
+    "NotSupportedOnVirtualNode",
+    "kubectl debug is not supported on Vast.ai instances (yet): ephemeral containers do not run",
+)
+"""The state of every ephemeral container. Terminated, because ``kubectl debug`` waits for
+its container to be running or terminated (a waiting one would keep it waiting forever);
+128 is the kubelet's exit code for a container that could not start."""
+
 
 @dataclass(frozen=True)
 class PodView:
@@ -179,6 +188,18 @@ def status_patch(pod: Pod, view: PodView, *, chosen: str) -> dict[str, Any]:
         "reason": view.reason,
         "message": view.message,
     }
+    if pod.spec.ephemeral_containers:
+        status["ephemeralContainerStatuses"] = [
+            {
+                "name": container.name,
+                "image": container.image,
+                "imageID": "",
+                "ready": False,
+                "restartCount": 0,
+                "state": _state(EPHEMERAL_UNSUPPORTED),
+            }
+            for container in pod.spec.ephemeral_containers
+        ]
     if view.start_time:
         status["startTime"] = view.start_time
     # No address (a new instance is being bought): null clears the old one, as above.

@@ -52,7 +52,7 @@ from loguru import logger
 from vk_trio.http_server import Request, Response, serve_http
 from vk_trio.sim import kube_openapi, kube_patch, kube_table
 from vk_trio.sim.kube_controllers import Controllers
-from vk_trio.sim.kube_kinds import BY_PLURAL, RESOURCES, VERBS, Obj, Resource
+from vk_trio.sim.kube_kinds import BY_PLURAL, RESOURCES, VERBS, Obj, Resource, subresources
 from vk_trio.sim.kube_node_api import NodeApi
 from vk_trio.sim.kube_select import (
     Matcher,
@@ -298,7 +298,7 @@ class KubeSim:
             return self._bind(request, target)
         if target.subresource == "scale" and target.resource.kind in SCALABLE:
             return self._scale(request, target)
-        if target.subresource not in (None, "status") or (
+        if target.subresource not in (None, "status", *subresources(target.resource)) or (
             target.subresource == "status" and not target.resource.has_status
         ):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
