@@ -57,7 +57,7 @@ from typing import Any
 import trio
 from loguru import logger
 
-from vk_trio.errors import Fenced, PermanentError
+from vk_trio.errors import Fenced, LeadershipLost, PermanentError
 from vk_trio.kube.api import NO_RETRY, KubeClient, format_micro_time, utcnow
 from vk_trio.kube.errors import KubeConflict, KubeError, KubeNotFound
 
@@ -82,10 +82,6 @@ RETRY_PERIOD = 2.0
 """Seconds (client-go's ``RetryPeriod``) between a standby's tries and a leader's renewals."""
 JITTER_FACTOR = 1.2
 """client-go's bound: ``renew_deadline`` must exceed this many ``retry_period``s."""
-
-
-class LeadershipLost(Exception):
-    """This replica stopped leading; the message says why. Its driving scope was cancelled."""
 
 
 def lease_name(node_name: str) -> str:
