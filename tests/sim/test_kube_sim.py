@@ -410,6 +410,27 @@ async def test_status_subresource_only_touches_status(client: httpx.AsyncClient)
     assert through_main["status"]["phase"] == "Running"
 
 
+async def test_ephemeral_containers_are_added_through_their_subresource_only(
+    client: httpx.AsyncClient,
+) -> None:
+    """``kubectl debug``'s PATCH: the subresource adds one; the main resource cannot touch
+    them; once added, one may be neither changed nor removed."""
+    await client.post(PODS, json=pod("a"))
+    debugger = {"name": "dbg", "image": "busybox", "stdin": True}
+    patch: dict[str, Any] = {"spec": {"ephemeralContainers": [debugger]}}
+    added = await client.patch(f"{PODS}/a/ephemeralcontainers", json=patch, headers=SMP)
+    assert added.status_code == 200, added.text
+    assert added.json()["spec"]["ephemeralContainers"] == [debugger]
+    main = await client.patch(
+        f"{PODS}/a", json={"spec": {"ephemeralContainers": []}}, headers=MERGE
+    )
+    assert main.json()["spec"]["ephemeralContainers"] == [debugger]
+    changed = {"spec": {"ephemeralContainers": [{**debugger, "image": "alpine"}]}}
+    refused = await client.patch(f"{PODS}/a/ephemeralcontainers", json=changed, headers=SMP)
+    assert refused.status_code == 422
+    assert 'existing ephemeral containers "dbg" may not be changed' in refused.json()["message"]
+
+
 async def test_node_status_put_and_patch(client: httpx.AsyncClient) -> None:
     node = {
         "apiVersion": "v1",
