@@ -19,9 +19,10 @@ from loguru import logger
 
 from vk_trio import startup
 from vk_trio.config import Settings
+from vk_trio.errors import LeadershipLost
 from vk_trio.health import Health
 from vk_trio.kube.api import KubeClient
-from vk_trio.kube.leader import Election, Elector, LeadershipLost, default_identity, lease_name
+from vk_trio.kube.leader import Election, Elector, default_identity, lease_name
 from vk_trio.kube.node import NodeStatusReporter
 
 __all__ = ["RELEASE_TIMEOUT", "elector_for", "root", "serve_while_elected", "stand_by"]

@@ -4,7 +4,8 @@
 
     VkError                      every error vk-trio raises on purpose
     ├── TemporaryError           try again later; the pod stays Pending (Vast 5xx/429, timeouts)
-    │   └── Fenced               not sent: this replica lost the leader election
+    │   ├── Fenced               not sent: this replica lost the leader election
+    │   └── LeadershipLost       this replica stopped leading: it stands by and may lead again
     └── PermanentError           retrying the same thing cannot help (bad annotation, bad API key)
 
 Clients (``vk_trio.vast``, ``vk_trio.kube``) subclass these, so the pod supervisor decides
@@ -39,4 +40,13 @@ class Fenced(TemporaryError):
 
     Raised by the fence a client checks right before a call that spends or frees money; the
     caller's scope is being cancelled anyway, so nothing retries it.
+    """
+
+
+class LeadershipLost(TemporaryError):
+    """This replica stopped leading; the message says why. Its driving scope was cancelled.
+
+    Raised by ``serve_node`` once every task it drove has ended (``vk_trio.kube.leader``
+    re-exports it); the process stands by and, elected again, starts afresh, so it is
+    temporary: nothing between ``serve_node`` and its caller catches it as such.
     """

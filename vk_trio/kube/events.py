@@ -23,7 +23,7 @@ from loguru import logger
 
 from vk_trio.kube.api import KubeClient, format_time, utcnow
 from vk_trio.kube.errors import KubeNotFound
-from vk_trio.kube.models import Pod
+from vk_trio.kube.models import Pod, Service
 from vk_trio.logs import scrub
 from vk_trio.retry import KUBE_EVENT
 
@@ -48,6 +48,12 @@ class Involved(NamedTuple):
     def of_pod(cls, pod: Pod) -> Involved:
         meta = pod.metadata
         return cls("Pod", meta.name, meta.namespace or "default", pod.uid, meta.resource_version)
+
+    @classmethod
+    def of_service(cls, service: Service) -> Involved:
+        """The Service: ``kubectl describe service`` lists its Events."""
+        meta = service.metadata
+        return cls("Service", meta.name, meta.namespace, meta.uid, meta.resource_version)
 
     @classmethod
     def node(cls, name: str, uid: str = "") -> Involved:

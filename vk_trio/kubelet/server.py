@@ -14,7 +14,9 @@ Routes, after ``auth`` has let the request through (nothing is served unauthenti
   as resource metrics, which metrics-server (``kubectl top``) scrapes;
 - ``GET /pods``: a PodList of this node's pods; ``GET /healthz``; ``GET /metrics``;
 - ``/exec``, ``/attach``, ``/portForward``, ``/run``: a ``Status`` saying they are not
-  supported on Vast.ai instances (yet), code 501, instead of a hang or a 404.
+  supported on Vast.ai instances (yet), code 501, instead of a hang or a 404; the logs of an
+  ephemeral container (``kubectl debug`` reads them once its container is terminated, which
+  the node reports at once) are a 400 that says the same of ``kubectl debug``.
 
 Everything else is 404, like the kubelet's mux.
 """

@@ -91,7 +91,7 @@ class Dispatcher:
         handle = self.handles.get(pod.uid)
         if event.type == "DELETED":
             if handle is not None:
-                handle.stop(gone=event.type == "DELETED")
+                handle.stop(gone=True)
             return
         if handle is not None:
             handle.update(pod)

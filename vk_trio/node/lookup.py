@@ -5,7 +5,8 @@ pods (the dispatcher's handles) and, once the provider has checked a pod, which 
 instance runs (``PodHandle.placement``). ``PodLookup`` turns a request into that pod, or into
 the answer the real kubelet gives: 404 for a pod or container it does not have, 400 "waiting
 to start" for a container that does not run (the provider skipped it, or has not placed the
-pod yet). So a provider is only ever asked about the container it runs.
+pod yet), and 400 for an ephemeral container (``kubectl debug``), which no instance can add.
+So a provider is only ever asked about the container it runs.
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ class PodLookup:
         if handle is None:
             raise NotFound(f"pod {namespace}/{name} is not on node {self._node}")
         pod = handle.pod
+        if container in {c.name for c in pod.spec.ephemeral_containers}:
+            raise NotReady(
+                "kubectl debug is not supported on Vast.ai instances (yet): ephemeral "
+                f"container {container} does not run"
+            )
         if container not in {c.name for c in pod.spec.containers}:
             raise NotFound(f"container {container} is not valid for pod {name}")
         placement = handle.placement

@@ -148,6 +148,10 @@ async def _teardown(services: NodeServices, handle: PodHandle) -> None:
     log.info("pod deleted", destroyed=released)
 
 
+def _ephemeral(handle: PodHandle) -> tuple[str, ...]:
+    return tuple(c.name for c in handle.pod.spec.ephemeral_containers)
+
+
 def _describe(exc: BaseException) -> str:
     """``Type: message``, never empty (``str(TooSlowError())`` is ``''``)."""
     text = str(exc)
@@ -178,6 +182,22 @@ class _PodLifecycle:
     # -- the loop ------------------------------------------------------------------------
 
     async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._show_ephemeral_containers)
+            await self._run()
+            nursery.cancel_scope.cancel()
+
+    async def _show_ephemeral_containers(self) -> None:
+        """Show the status again when ``kubectl debug`` adds an ephemeral container, so that
+        its status (it cannot run) ends kubectl's wait for it."""
+        shown = _ephemeral(self.handle)
+        while True:
+            await self.handle.wait_updated(self.handle.version)
+            if _ephemeral(self.handle) != shown:
+                shown = _ephemeral(self.handle)
+                await self.report.refresh()
+
+    async def _run(self) -> None:
         if self.handle.pod.is_terminal:  # finished earlier: only make sure nothing still bills
             await self._release()
             return

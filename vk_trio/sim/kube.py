@@ -52,7 +52,7 @@ from loguru import logger
 from vk_trio.http_server import Request, Response, serve_http
 from vk_trio.sim import kube_openapi, kube_patch, kube_table
 from vk_trio.sim.kube_controllers import Controllers
-from vk_trio.sim.kube_kinds import BY_PLURAL, RESOURCES, VERBS, Obj, Resource
+from vk_trio.sim.kube_kinds import BY_PLURAL, RESOURCES, VERBS, Obj, Resource, subresources
 from vk_trio.sim.kube_node_api import NodeApi
 from vk_trio.sim.kube_select import (
     Matcher,
@@ -101,6 +101,8 @@ class KubeSim:
     Expired); ``bookmark_interval`` is the seconds between BOOKMARK events on watches that
     allow them; ``watch_buffer`` is how many undelivered events a watcher may hold before the
     server ends its stream (as a real server does with a slow client).
+    ``allow_loopback_endpoints`` accepts EndpointSlices that name 127.0.0.1, which a real
+    server refuses (422): only for simulated instances that listen on loopback.
 
     ``requests`` counts handled requests by ``"METHOD /path/{namespace}/.../{name}"``, with
     ``WATCH`` as the method for watch requests, e.g.
@@ -116,8 +118,13 @@ class KubeSim:
         watch_buffer: int = 1000,
         kubelet_ca_pem: bytes | None = None,
         csr_lifetime: float = 365 * 86400.0,
+        allow_loopback_endpoints: bool = False,
     ) -> None:
-        self.store = Store(history=history, watch_buffer=watch_buffer)
+        self.store = Store(
+            history=history,
+            watch_buffer=watch_buffer,
+            allow_loopback_endpoints=allow_loopback_endpoints,
+        )
         self.node_api = NodeApi(
             self.store, kubelet_ca_pem=kubelet_ca_pem, csr_lifetime=csr_lifetime
         )
@@ -291,7 +298,7 @@ class KubeSim:
             return self._bind(request, target)
         if target.subresource == "scale" and target.resource.kind in SCALABLE:
             return self._scale(request, target)
-        if target.subresource not in (None, "status") or (
+        if target.subresource not in (None, "status", *subresources(target.resource)) or (
             target.subresource == "status" and not target.resource.has_status
         ):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -815,12 +822,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=5.0,
         help="seconds between watch BOOKMARK events (default %(default)s)",
     )
+    parser.add_argument(
+        "--allow-loopback-endpoints",
+        action="store_true",
+        help="accept EndpointSlices naming 127.0.0.1, which a real API server refuses "
+        "(for Services over `vk-trio sim vast --serve-ports`)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     """Serve until Ctrl-C (a normal stop: exit code 0); print the URL once listening."""
     host, _, port = str(args.listen).rpartition(":")
-    sim = KubeSim(history=args.history, bookmark_interval=args.bookmark_interval)
+    sim = KubeSim(
+        history=args.history,
+        bookmark_interval=args.bookmark_interval,
+        allow_loopback_endpoints=args.allow_loopback_endpoints,
+    )
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:
