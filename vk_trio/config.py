@@ -487,6 +487,29 @@ def load(args: argparse.Namespace | None = None, environ: dict[str, str] | None 
     """
     environ = dict(os.environ if environ is None else environ)
     fields = {field.name: field for field in _fields()}
+    values = _given(fields, args, environ)
+    try:
+        settings = msgspec.convert(values, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        # msgspec says "Expected `float` > 0.0 - at `$.poll_fast`": say it in the user's terms.
+        path = re.search(r"at `\$\.(\w+)`", str(exc))
+        if path is None:  # pragma: no cover - every field error carries its path
+            raise ConfigError(f"invalid settings: {exc}") from None
+        field = fields[path.group(1)]
+        raise _invalid(field, values[field.name]) from None
+    _check_ranges(settings, fields, values)
+    if settings.leader_elect:
+        _check_election(settings, fields)
+    if not settings.vast_api_key and settings.vast_api_key_file:
+        settings.vast_api_key = _read_key(settings.vast_api_key_file)
+    return settings
+
+
+def _given(
+    fields: dict[str, _Field], args: argparse.Namespace | None, environ: dict[str, str]
+) -> dict[str, str]:
+    """The raw value of each setting given, a flag winning over its env var; the log level
+    normalised (``RUST_LOG`` too, as the seed README's troubleshooting says)."""
     values: dict[str, str] = {}
     for name in fields:
         raw = getattr(args, name, None) if args is not None else None
@@ -500,17 +523,12 @@ def load(args: argparse.Namespace | None = None, environ: dict[str, str] | None 
             raise _invalid(fields["log_level"], values["log_level"])
         values["log_level"] = level
     elif environ.get("RUST_LOG"):
-        # The seed README's troubleshooting says RUST_LOG=debug; keep that working.
         values["log_level"] = _rust_log_level(environ["RUST_LOG"])
-    try:
-        settings = msgspec.convert(values, Settings, strict=False)
-    except msgspec.ValidationError as exc:
-        # msgspec says "Expected `float` > 0.0 - at `$.poll_fast`": say it in the user's terms.
-        path = re.search(r"at `\$\.(\w+)`", str(exc))
-        if path is None:  # pragma: no cover - every field error carries its path
-            raise ConfigError(f"invalid settings: {exc}") from None
-        field = fields[path.group(1)]
-        raise _invalid(field, values[field.name]) from None
+    return values
+
+
+def _check_ranges(settings: Settings, fields: dict[str, _Field], values: dict[str, str]) -> None:
+    """No infinite number, and every lower bound below its upper one."""
     for field in fields.values():
         value = getattr(settings, field.name)
         if isinstance(value, float) and not math.isfinite(value):
@@ -523,11 +541,6 @@ def load(args: argparse.Namespace | None = None, environ: dict[str, str] | None 
                 f"below {lower.upper()} ({getattr(settings, lower)}); allowed: at least "
                 f"{lower.upper()}"
             )
-    if settings.leader_elect:
-        _check_election(settings, fields)
-    if not settings.vast_api_key and settings.vast_api_key_file:
-        settings.vast_api_key = _read_key(settings.vast_api_key_file)
-    return settings
 
 
 def _invalid(field: _Field, raw: str) -> ConfigError:

@@ -114,6 +114,14 @@ class Health:
             return [f"event loop stalled for {self._worst_stall:.1f}s recently"]
         return []
 
+    def node_ready(self) -> tuple[bool, str]:
+        """The Node's Ready condition: (ready, message), from liveness alone (a Vast outage
+        must not make the node NotReady, or every pod would be evicted)."""
+        problems = self.liveness_problems()
+        if problems:
+            return False, "; ".join(problems)
+        return True, "kubelet is posting ready status"
+
     def readiness_problems(self) -> list[str]:
         problems = self.liveness_problems()
         if not self.node_registered:

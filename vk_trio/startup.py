@@ -24,7 +24,8 @@ from vk_trio.errors import TemporaryError, VkError
 from vk_trio.kube.api import KubeClient
 from vk_trio.kube.config import ClusterConfig, ConfigError, load_config
 from vk_trio.kube.errors import KubeError, KubeForbidden, KubeNotFound
-from vk_trio.vast import RetryPolicy, VastAuthError, VastClient
+from vk_trio.retry import NO_RETRY
+from vk_trio.vast import VastAuthError, VastClient
 from vk_trio.vast.pacer import shared_pacer
 
 __all__ = ["StartupError", "explain", "first_cause", "preflight"]
@@ -62,7 +63,7 @@ async def preflight(settings: Settings) -> None:
         api_key=settings.vast_api_key,
         base_url=settings.vast_api_url,
         pacer=pacer,
-        retry=RetryPolicy(attempts=1),
+        retry=NO_RETRY,
     ) as vast:
         with trio.move_on_after(VAST_CHECK_TIMEOUT) as deadline:
             try:

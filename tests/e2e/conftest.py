@@ -18,10 +18,19 @@ from vk_trio.devtools.sim.vast import VastSim
 
 
 @pytest.fixture
-async def cluster(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Cluster]:
+def allow_loopback_endpoints() -> bool:
+    """Whether the stand-in accepts EndpointSlices naming 127.0.0.1 (a real server refuses
+    them): a module whose simulated instances listen on loopback overrides this with True."""
+    return False
+
+
+@pytest.fixture
+async def cluster(
+    nursery: trio.Nursery, tmp_path: Path, allow_loopback_endpoints: bool
+) -> AsyncIterator[Cluster]:
     remote = remote_kubeconfig()
     if remote is None:
-        sim = KubeSim(bookmark_interval=1.0)
+        sim = KubeSim(bookmark_interval=1.0, allow_loopback_endpoints=allow_loopback_endpoints)
         await nursery.start(sim.serve)
         sim.write_kubeconfig(tmp_path / "kubeconfig")
         yield SimCluster(sim, tmp_path / "kubeconfig")

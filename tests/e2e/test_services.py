@@ -26,6 +26,13 @@ SERVICE = "june-gpu-services"
 
 
 @pytest.fixture
+def allow_loopback_endpoints() -> bool:
+    """The instances listen on 127.0.0.1, which a real API server refuses in a slice: the
+    stand-in is told to accept it (on a real cluster these tests cannot route)."""
+    return True
+
+
+@pytest.fixture
 async def vast(vast_sim_factory: VastSimFactory) -> VastSim:
     return await vast_sim_factory(serve_ports=True, app_ready_after=APP_READY_AFTER)
 

@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from vk_trio.errors import PermanentError, TemporaryError
-from vk_trio.kube.api import DEFAULT_RETRY, NO_RETRY, KubeClient, format_micro_time, format_time
+from vk_trio.kube.api import KubeClient, format_micro_time, format_time
 from vk_trio.kube.errors import (
     KubeConflict,
     KubeError,
@@ -25,15 +25,15 @@ from vk_trio.kube.errors import (
     KubeServerError,
     KubeUnavailable,
 )
-from vk_trio.retry import RetryPolicy
+from vk_trio.retry import KUBE_CALL, NO_RETRY, RetryPolicy
 
-BACKOFFS = [DEFAULT_RETRY.backoff.delay(n) for n in range(1, DEFAULT_RETRY.attempts)]
+BACKOFFS = [KUBE_CALL.backoff.delay(n) for n in range(1, KUBE_CALL.attempts)]
 """The waits of the default policy: 0.2 s doubling, five of them."""
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
-def make_client(handler: Handler, *, retry: RetryPolicy = DEFAULT_RETRY) -> KubeClient:
+def make_client(handler: Handler, *, retry: RetryPolicy = KUBE_CALL) -> KubeClient:
     http = httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://kube")
     return KubeClient(http, retry=retry)
 
@@ -236,23 +236,6 @@ def test_time_formats() -> None:
     assert format_time(when) == "2026-01-02T03:04:05Z"
     plus2 = dt.timezone(dt.timedelta(hours=2))
     assert format_time(when.astimezone(plus2)) == "2026-01-02T03:04:05Z"
-
-
-def test_public_surface_is_pinned() -> None:
-    import vk_trio.kube
-
-    assert vk_trio.kube.__all__ == sorted(vk_trio.kube.__all__)
-    assert all(hasattr(vk_trio.kube, name) for name in vk_trio.kube.__all__)
-    assert set(vk_trio.kube.__all__) >= {
-        "KubeClient",
-        "load_config",
-        "watch_pods",
-        "run_lease",
-        "run_node_status",
-        "EventRecorder",
-        "patch_pod_status",
-        "delete_pod",
-    }
 
 
 def test_kube_never_imports_its_siblings_or_kubernetes_eagerly() -> None:

@@ -18,7 +18,7 @@ import trio
 import yaml
 
 from vk_trio.devtools.sim.kube import KubeSim
-from vk_trio.kube.api import NO_RETRY, KubeClient
+from vk_trio.kube.api import KubeClient
 from vk_trio.kube.config import (
     ClusterConfig,
     ConfigError,
@@ -27,6 +27,7 @@ from vk_trio.kube.config import (
     make_http_client,
 )
 from vk_trio.kube.errors import KubeUnavailable
+from vk_trio.retry import NO_RETRY
 
 
 def write_kubeconfig(path: Path, *, server: str, user: dict[str, Any], namespace: str) -> None:

@@ -11,11 +11,12 @@ import pytest
 import trio
 
 from vk_trio.devtools.sim.kube import KubeSim
-from vk_trio.kube.api import NO_RETRY, KubeClient
+from vk_trio.kube.api import KubeClient
 from vk_trio.kube.config import load_config
 from vk_trio.kube.events import MESSAGE_MAX, EventRecorder
 from vk_trio.kube.models import ObjectMeta, Pod
 from vk_trio.logs import redact
+from vk_trio.retry import NO_RETRY
 
 POD = Pod(metadata=ObjectMeta(name="web", namespace="team", uid="uid-1", resource_version="7"))
 

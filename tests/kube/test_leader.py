@@ -19,8 +19,9 @@ import pytest
 import trio
 from trio.testing import MockClock
 
+from vk_trio import errors
 from vk_trio.devtools.sim.kube import KubeSim
-from vk_trio.errors import Fenced, PermanentError
+from vk_trio.errors import Fenced, PermanentError, TemporaryError
 from vk_trio.http_server import Request, Response, serve_http
 from vk_trio.kube.api import KubeClient
 from vk_trio.kube.config import load_config
@@ -282,3 +283,9 @@ async def test_a_forbidden_lease_fails_at_start(
     async with KubeClient(httpx.AsyncClient(base_url=url)) as kube:
         with pytest.raises(PermanentError):
             await elector("pod-a").run(kube, trio.CancelScope())
+
+
+def test_leadership_lost_is_in_the_error_tree() -> None:
+    """Issue 20: it stood outside ``vk_trio.errors``; losing the lead is temporary (the
+    replica stands by and may lead again), like ``Fenced``."""
+    assert issubclass(errors.LeadershipLost, TemporaryError)

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from vk_trio.devtools.sim.kube import KubeSim
-from vk_trio.kube.api import NO_RETRY, KubeClient
+from vk_trio.kube.api import KubeClient
 from vk_trio.kube.config import load_config
 from vk_trio.kube.errors import KubeForbidden
 from vk_trio.kube.models import ObjectMeta, Pod
@@ -23,6 +23,7 @@ from vk_trio.kube.pods import (
     patch_pod_annotations,
     patch_pod_status,
 )
+from vk_trio.retry import NO_RETRY
 
 POD = Pod(metadata=ObjectMeta(name="web", namespace="team", uid="uid-1"))
 

@@ -18,11 +18,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from vk_trio.devtools.sim.kube import KubeSim
-from vk_trio.kube.api import NO_RETRY, KubeClient
+from vk_trio.kube.api import KubeClient
 from vk_trio.kube.config import load_config
 from vk_trio.kube.errors import KubeForbidden
 from vk_trio.kube.watch import PodEvent, watch_pods
-from vk_trio.retry import Backoff
+from vk_trio.retry import NO_RETRY, Backoff
 
 Reply = Callable[[httpx.Request], httpx.Response]
 

@@ -26,8 +26,9 @@ from tests.plugins.kube_sim import KUBECTL, Kubectl
 from vk_trio.devtools.sim.kube import KubeSim
 from vk_trio.devtools.sim.kube.pki import ClusterCA
 from vk_trio.http_server import Request, Response, serve_http
-from vk_trio.kube.api import NO_RETRY, KubeClient
-from vk_trio.kubelet.certs import CSR_RETRY, SIGNER, ServingTLS, rotate_serving_certificate
+from vk_trio.kube.api import KubeClient
+from vk_trio.kubelet.certs import SIGNER, ServingTLS, rotate_serving_certificate
+from vk_trio.retry import CSR_CREATE, NO_RETRY
 
 NODE = "vk-cert-node"
 
@@ -148,8 +149,8 @@ async def test_the_certificate_is_renewed_before_it_expires(nursery: trio.Nurser
 async def test_a_denied_csr_keeps_the_self_signed_certificate_and_says_so(
     nursery: trio.Nursery, kube_sim: KubeSim, kube: KubeClient
 ) -> None:
-    messages: list[str] = []
-    sink = logger.add(lambda m: messages.append(m.record["message"]), level="ERROR")
+    errors: list[str] = []  # the ``error`` field of each error logged (keyword fields only)
+    sink = logger.add(lambda m: errors.append(m.record["extra"].get("error", "")), level="ERROR")
     try:
         tls = ServingTLS(client_ca_pem=None)
         done = trio.Event()
@@ -169,7 +170,7 @@ async def test_a_denied_csr_keeps_the_self_signed_certificate_and_says_so(
     finally:
         logger.remove(sink)
     assert tls.source == "self-signed"
-    assert any(f"CSR {name} denied: not our node" in m for m in messages), messages
+    assert f"CSR {name} denied: not our node" in errors, errors
 
 
 @pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed")
@@ -223,7 +224,7 @@ async def test_api_errors_while_requesting_are_retried_not_fatal(
     async with KubeClient(http, retry=NO_RETRY) as kube, trio.open_nursery() as nursery:
         tls = ServingTLS(client_ca_pem=None)
         await start_rotation(nursery, kube, tls)
-        with trio.fail_after(CSR_RETRY * 2):
+        with trio.fail_after(CSR_CREATE.cap * 2):
             while tls.source == "self-signed":
                 await tls.changed.wait()
         assert len(created) == 2  # the failed create, then the one that was issued

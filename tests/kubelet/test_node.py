@@ -80,3 +80,62 @@ async def test_kubectl_logs_of_a_pod_on_a_rented_instance(
     [gpu] = container["accelerators"]
     assert gpu["model"] == "RTX 3090" and 40 <= gpu["dutyCycle"] <= 95
     nursery.cancel_scope.cancel()
+
+
+async def test_logs_and_stats_follow_the_container_the_instance_runs(
+    nursery: trio.Nursery,
+    kube_sim: KubeSim,
+    kubeconfig: Path,
+    vast_sim_factory: VastSimFactory,
+    tmp_path: Path,
+) -> None:
+    """``vast.ai/container`` picks the second container: stats name it, its logs are the
+    instance's, and the first container (not run) says so instead of showing them."""
+    vast = await vast_sim_factory(log_interval=0.5)
+    client_ca = tmp_path / "ca.crt"
+    client_ca.write_bytes(kube_sim.node_api.ca.cert_pem)
+    settings = settings_for(
+        vast.url,
+        kubeconfig,
+        kubelet_host="127.0.0.1",
+        kubelet_port=free_port(),
+        client_ca_file=str(client_ca),
+    )
+    await nursery.start(functools.partial(serve_node, settings, kubelet_api=True))
+    csr = await pending_csr(kube_sim)
+    kube_sim.node_api.decide(csr["metadata"]["name"], approve=True)
+    kube_sim.create(
+        gpu_pod(
+            "pair",
+            "default",
+            annotations={"vast.ai/container": "model"},
+            containers=[
+                {"name": "sidecar", "image": "busybox:1.36"},
+                {"name": "model", "image": "nginx:1.27"},
+            ],
+        )
+    )
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(tmp_path)}
+
+    async def kubectl(*args: str) -> tuple[int, str, str]:
+        result = await trio.run_process(
+            [str(KUBECTL), *args], env=env, capture_stdout=True, capture_stderr=True, check=False
+        )
+        return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+    with trio.fail_after(30):
+        while True:
+            code, out, err = await kubectl("logs", "pair", "-c", "model")
+            if code == 0 and "step 1 done" in out:
+                break
+            await trio.sleep(0.3)
+    assert "nginx:1.27" in out
+    code, out, err = await kubectl("logs", "pair", "-c", "sidecar")
+    assert code != 0 and out == ""
+    assert 'container "sidecar" in pod "pair" is waiting to start' in err, err
+    assert 'the instance runs "model"' in err, err
+    code, out, _ = await kubectl("get", "--raw", f"/api/v1/nodes/{NODE}/proxy/stats/summary")
+    assert code == 0, out
+    [pod] = json.loads(out)["pods"]
+    assert [c["name"] for c in pod["containers"]] == ["model"]
+    nursery.cancel_scope.cancel()

@@ -1,30 +1,39 @@
-"""A scripted ``Provider`` for the lifecycle tests: the seam faked, everything else real.
+"""A scripted ``Provider`` for the lifecycle and kubelet API tests: the seam faked,
+everything else real.
 
 Each pod (by name) gets a list of runs; every ``acquire`` rents a new instance and its
 ``follow`` plays the next run: ``(seconds, observation)`` steps on the (fake) clock, then,
 if the run does not end, the instance keeps running. The fake keeps a ledger (``rented``,
 ``released``, ``calls``) so a test can assert what would have been paid for.
+
+``outputs`` holds what each pod's container printed (``FakeOutput``: the whole current text,
+as Vast hands it out), served by ``logs`` through the real ``LogBook``, and ``usage`` a fixed
+measurement of every pod with an output.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import trio
 
 from vk_trio.errors import TemporaryError
 from vk_trio.kube.models import Pod
+from vk_trio.node.logbook import LogBook, stream_logs
 from vk_trio.node.provider import (
     Ended,
     InvalidPod,
+    LogOptions,
     Lost,
+    NotReady,
     Observation,
     Placement,
     Progress,
     Provider,
     Running,
+    Usage,
 )
 
 INVALID = "fake/invalid"
@@ -40,6 +49,39 @@ def running(address: str = "127.0.0.1", endpoints: dict[str, str] | None = None)
         description=f"running at {address}",
         container_id="fake://instance",
     )
+
+
+FOLLOW_INTERVAL = 0.1
+"""Seconds between log refreshes while a test follows a fake container's output."""
+
+USAGE = Usage(
+    cpu_nano_cores=250_000_000,
+    memory_bytes=3 * 2**30,
+    gpu_utilisation=87.0,
+    gpu_name="RTX 4090",
+    gpu_memory_bytes=24 * 2**30,
+    gpu_memory_used_bytes=20 * 2**30,
+)
+"""What ``usage`` reports of every pod with an output."""
+
+
+@dataclass
+class FakeOutput:
+    """One container's output as a provider would return it: the whole current text."""
+
+    text: str = ""
+    previous_text: str | None = None
+    waiting: str | None = None
+    """Set: there is no instance yet, and this says what the pod waits for."""
+    running: bool = True
+    fetches: int = 0
+
+    def append(self, *lines: str) -> None:
+        self.text += "".join(line + "\n" for line in lines)
+
+    async def fetch(self) -> str:
+        self.fetches += 1
+        return self.text
 
 
 @dataclass
@@ -60,6 +102,9 @@ class FakeProvider:
     rented: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     """Pod UID → instances rented and not released: what would bill."""
     count: int = 0
+    outputs: dict[str, FakeOutput] = field(default_factory=dict)
+    """Pod name → what its container printed."""
+    _books: dict[str, LogBook] = field(default_factory=dict)
 
     def times(self, operation: str, pod: str) -> list[float]:
         return [t for t, op, name in self.calls if op == operation and name == pod]
@@ -119,6 +164,29 @@ class FakeProvider:
     def forget(self, pod: Pod) -> None:
         self._call("forget", pod)
 
+    async def logs(self, pod: Pod, container: str, options: LogOptions) -> AsyncIterator[bytes]:
+        name = pod.metadata.name
+        output = self.outputs[name]
+        if output.waiting is not None:
+            raise NotReady(
+                f'container "{container}" in pod "{name}" is waiting to start: {output.waiting}'
+            )
+        if options.previous:
+            if output.previous_text is None:
+                raise NotReady(
+                    f'previous terminated container "{container}" in pod "{name}" not found'
+                )
+            previous = LogBook(_constant(output.previous_text))
+            await previous.refresh()
+            return stream_logs(previous, options)
+        book = self._books.setdefault(name, LogBook(output.fetch))
+        await book.refresh(max_age=FOLLOW_INTERVAL)
+        return stream_logs(book, options, alive=lambda: output.running, interval=FOLLOW_INTERVAL)
+
+    async def usage(self, pod: Pod) -> Usage | None:
+        await trio.lowlevel.checkpoint()
+        return USAGE if pod.metadata.name in self.outputs else None
+
     def billing(self) -> int:
         """Instances rented and never released."""
         return sum(len(instances) for instances in self.rented.values())
@@ -128,4 +196,11 @@ def _typed(provider: FakeProvider) -> Provider:
     return provider  # mypy checks that the fake really is a Provider
 
 
-__all__ = ["INVALID", "FakeProvider", "Run", "running"]
+def _constant(text: str) -> Callable[[], Awaitable[str]]:
+    async def fetch() -> str:
+        return text
+
+    return fetch
+
+
+__all__ = ["INVALID", "FakeOutput", "FakeProvider", "Run", "running"]

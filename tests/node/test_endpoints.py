@@ -5,16 +5,23 @@ Service's ports map to each pod's public host ports, one slice per distinct mapp
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+import trio
+from trio.testing import MockClock
 
 from tests.devtools.sim.kube.test_kubectl import rows
 from tests.plugins.kube_sim import KUBECTL, Kubectl
 from vk_trio.devtools.sim.kube import KubeSim
+from vk_trio.kube.api import KubeClient
+from vk_trio.kube.config import load_config
+from vk_trio.kube.events import EventRecorder
 from vk_trio.kube.models import Pod, Service
-from vk_trio.node.endpoints import _slice_bodies, parse_selector
+from vk_trio.kube.watch import PodEvent
+from vk_trio.node.endpoints import EndpointsController, _slice_bodies, parse_selector
 
 Obj = dict[str, Any]
 
@@ -115,10 +122,76 @@ def test_a_port_the_pod_does_not_publish_is_left_out() -> None:
 @pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
 async def test_kubectl_get_endpointslices(kube_sim: KubeSim, kubectl: Kubectl) -> None:
     kube_sim.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "june"}})
-    pods = [pod(n, {"8000/tcp": f"127.0.0.{i}:41000"}) for i, n in enumerate("abcd", 1)]
+    pods = [pod(n, {"8000/tcp": f"203.0.113.{i}:41000"}) for i, n in enumerate("abcd", 1)]
     for body in _slice_bodies(SERVICE, pods, "vk"):
         kube_sim.create(body)
     output = await kubectl("get", "endpointslices", "-n", "june")
     [header, row] = rows(output)
     assert header == ["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"]
-    assert row[1:4] == ["IPv4", "41000", "127.0.0.1,127.0.0.2,127.0.0.3 + 1 more..."]
+    assert row[1:4] == ["IPv4", "41000", "203.0.113.1,203.0.113.2,203.0.113.3 + 1 more..."]
+
+
+CREATE_SLICE = "POST /apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices"
+
+
+async def test_a_refused_slice_is_told_on_the_service_once_and_not_retried(
+    jumpy_clock: MockClock, nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """Issue 20: a real server refuses a slice naming 127.0.0.1 (422, permanent). The
+    Service gets one Warning Event with the server's words; the same slice is not sent
+    again (no retry on a backoff) until what it should hold changes."""
+    sim = KubeSim(bookmark_interval=60.0)  # the default: loopback refused, as on a cluster
+    await nursery.start(sim.serve)
+    sim.write_kubeconfig(tmp_path / "kubeconfig")
+    sim.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "june"}})
+    service = sim.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": "gpu",
+                "namespace": "june",
+                "annotations": {"vast.ai/selector": "app=stt"},
+            },
+            "spec": {"ports": [{"name": "stt", "port": 80, "targetPort": "stt"}]},
+        }
+    )
+
+    def warnings(sim: KubeSim) -> list[Obj]:
+        return [
+            e
+            for e in sim.list("events", "june")
+            if e["involvedObject"]["kind"] == "Service" and e["type"] == "Warning"
+        ]
+
+    async with KubeClient.from_config(
+        await load_config(kubeconfig=str(tmp_path / "kubeconfig"))
+    ) as kube:
+        controller = EndpointsController(kube, EventRecorder(kube, host="vk"), node_name="vk")
+        await nursery.start(controller.run)
+        controller.pod_event(PodEvent(type="ADDED", pod=pod("a", {"8000/tcp": "127.0.0.1:41000"})))
+        controller.pod_event(PodEvent(type="SYNCED"))
+        with trio.fail_after(30):
+            await sim.wait_until(warnings)
+        [event] = warnings(sim)
+        assert event["involvedObject"]["uid"] == service["metadata"]["uid"]
+        assert event["reason"] == "FailedToUpdateEndpointSlices"
+        assert event["message"].startswith("Error updating Endpoint Slices for Service june/gpu: ")
+        assert event["message"].endswith(
+            '"127.0.0.1": may not be in the loopback range (127.0.0.0/8, ::1/128)'
+        )
+        attempts = sim.requests[CREATE_SLICE]
+        controller.pod_event(PodEvent(type="MODIFIED", pod=pod("b", {})))  # nothing to route
+        await trio.sleep(600)  # virtual: a retry schedule would have sent it ten times
+        assert sim.requests[CREATE_SLICE] == attempts
+        assert [e["count"] for e in warnings(sim)] == [1]
+
+        # What the slice should hold changes: it is sent again, and this time stored.
+        controller.pod_event(
+            PodEvent(type="MODIFIED", pod=pod("a", {"8000/tcp": "203.0.113.7:41000"}))
+        )
+        with trio.fail_after(30):
+            await sim.wait_until(lambda s: s.list("endpointslices", "june"))
+        [stored] = sim.list("endpointslices", "june")
+        assert stored["endpoints"][0]["addresses"] == ["203.0.113.7"]
+        nursery.cancel_scope.cancel()

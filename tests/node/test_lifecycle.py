@@ -271,3 +271,24 @@ async def test_a_pod_created_with_a_node_name_gets_pod_scheduled(
     pod = await harness.until("p", lambda p: phase(p) == "Running") if harness.create("p") else {}
     conditions = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
     assert conditions["PodScheduled"] == "True"
+
+
+async def test_a_true_condition_keeps_no_reason_from_its_false_days(
+    jumpy_clock: MockClock, harness: Harness, provider: FakeProvider
+) -> None:
+    """Issue 20: the pod was ``ContainersReady=False`` (``ContainersNotReady``) while its
+    instance booted; once ready, strategic merge must not keep that stale reason (the
+    kubelet clears reason and message when a condition turns True)."""
+    harness.create("p")
+    await harness.until("p", lambda p: waiting(p) is not None)  # False, with its reason
+    pod = await harness.until(
+        "p",
+        lambda p: any(
+            c["type"] == "Ready" and c["status"] == "True" for c in p["status"]["conditions"]
+        ),
+    )
+    for condition in pod["status"]["conditions"]:
+        if condition["type"] in ("Ready", "ContainersReady"):
+            assert condition["status"] == "True"
+            assert "reason" not in condition, condition
+            assert "message" not in condition, condition

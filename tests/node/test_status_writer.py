@@ -77,3 +77,31 @@ async def test_a_failing_write_does_not_stop_the_others(nursery: trio.Nursery) -
     writer.submit("b", fine)
     await trio.testing.wait_all_tasks_blocked()
     assert written == ["b"]
+
+
+async def test_the_queue_holds_one_status_per_pod_in_turn(nursery: trio.Nursery) -> None:
+    """The bound the docstring promises: however many statuses come while the workers are
+    busy, each pod waits with its newest one only, in the turn it first took."""
+    writer = StatusWriter(workers=1)
+    written: list[tuple[str, int]] = []
+    gate = trio.Event()
+
+    async def busy() -> None:
+        await gate.wait()
+
+    def status(pod: str, n: int) -> Write:
+        async def write() -> None:
+            written.append((pod, n))
+
+        return write
+
+    await nursery.start(writer.run)
+    writer.submit("busy", busy)
+    await trio.testing.wait_all_tasks_blocked()
+    pods = [f"p{i}" for i in range(100)]
+    for n in range(10):
+        for pod in pods:
+            writer.submit(pod, status(pod, n))
+    gate.set()
+    await trio.testing.wait_all_tasks_blocked()
+    assert written == [(pod, 9) for pod in pods]

@@ -2,7 +2,7 @@
 
 What it owns: an ``httpx.AsyncClient`` (injected, so tests pass a ``MockTransport`` or the
 stand-in's URL) and the retry policy. What it retries, kopf style, as a *named set*, under
-one ``RetryPolicy`` (``DEFAULT_RETRY``, the shape every retry in vk-trio has):
+one ``RetryPolicy`` (``vk_trio.retry.KUBE_CALL`` unless the caller passes another):
 
 - connection errors and timeouts (``KubeUnavailable``), 5xx (``KubeServerError``): only for
   idempotent verbs (GET, PUT, DELETE, and PATCH: every patch vk-trio sends is a merge patch, so
@@ -13,7 +13,8 @@ one ``RetryPolicy`` (``DEFAULT_RETRY``, the shape every retry in vk-trio has):
 
 What escalates: every other 4xx at once (404, 409, 410, 422, 401/403, ...), and the last error
 once the attempts are used up. Callers never write their own retry loops around ``request``;
-a caller with its own schedule (the lease renewer) passes ``retry=NO_RETRY``.
+a caller with its own schedule (the lease renewer) passes ``retry=NO_RETRY``
+(``vk_trio.retry``).
 
 Watches (``stream_lines``) are never retried here: the watch loop in ``watch.py`` decides
 whether to re-watch or relist. Their read timeout is off; inactivity is a trio cancel scope
@@ -28,7 +29,7 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 import msgspec
@@ -36,6 +37,7 @@ import trio
 from loguru import logger
 
 from vk_trio import __version__
+from vk_trio.kube.config import MAX_IN_FLIGHT, ClusterConfig, make_http_client
 from vk_trio.kube.errors import (
     MESSAGE_LIMIT,
     KubeError,
@@ -45,27 +47,15 @@ from vk_trio.kube.errors import (
     error_for_status,
 )
 from vk_trio.metrics import KUBE_REQUESTS
-from vk_trio.retry import Backoff, RetryPolicy
-
-if TYPE_CHECKING:
-    from vk_trio.kube.config import ClusterConfig
+from vk_trio.retry import KUBE_CALL, RetryPolicy
 
 __all__ = [
-    "DEFAULT_RETRY",
     "DEFAULT_TIMEOUT",
-    "NO_RETRY",
     "KubeClient",
     "format_micro_time",
     "format_time",
     "utcnow",
 ]
-
-DEFAULT_RETRY = RetryPolicy(attempts=6, backoff=Backoff(0.2, 4.0))
-"""Five retries spread over ~6 s (0.2 s doubling), shorter than the 10 s lease renew interval,
-so a flaky apiserver costs one renewal at most."""
-
-NO_RETRY = RetryPolicy(attempts=1)
-"""For callers that own their schedule (the Lease, the watch)."""
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 """Per-request timeout for ordinary calls: the apiserver's own request timeout is 60 s, but
@@ -167,15 +157,6 @@ def _should_retry(error: KubeError, *, idempotent: bool) -> bool:
     return False
 
 
-MAX_IN_FLIGHT = 8
-"""Requests (not watches) on the wire at once. Eight keep a remote API server busy (a few ms
-each) while the node's CPU, not the wire, is what limits it; more only made httpcore's
-per-request scan of its connections dearer."""
-
-WATCHES = 2
-"""Watch streams a node holds open (pods, Services), each on a connection of its own."""
-
-
 class KubeClient:
     """A thin, typed-error client for the Kubernetes REST API.
 
@@ -189,7 +170,7 @@ class KubeClient:
         http: httpx.AsyncClient,
         *,
         base_url: str | None = None,
-        retry: RetryPolicy = DEFAULT_RETRY,
+        retry: RetryPolicy = KUBE_CALL,
         watch_connect_timeout: float = WATCH_CONNECT_TIMEOUT,
         max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
@@ -207,11 +188,9 @@ class KubeClient:
         config: ClusterConfig,
         *,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
-        retry: RetryPolicy = DEFAULT_RETRY,
+        retry: RetryPolicy = KUBE_CALL,
     ) -> KubeClient:
         """A client for the cluster ``config`` describes (TLS verified, bearer/cert auth)."""
-        from vk_trio.kube.config import make_http_client
-
         return cls(make_http_client(config, timeout=timeout), retry=retry)
 
     async def aclose(self) -> None:

@@ -25,11 +25,12 @@ from typing import Any
 import httpx
 import trio
 
-from vk_trio.kube.api import MAX_IN_FLIGHT, WATCHES
 from vk_trio.logs import redact
 
 __all__ = [
+    "MAX_IN_FLIGHT",
     "SERVICE_ACCOUNT_DIR",
+    "WATCHES",
     "ClusterConfig",
     "ConfigError",
     "in_cluster_config",
@@ -38,6 +39,14 @@ __all__ = [
 ]
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+MAX_IN_FLIGHT = 8
+"""Requests (not watches) on the wire at once. Eight keep a remote API server busy (a few ms
+each) while the node's CPU, not the wire, is what limits it; more only made httpcore's
+per-request scan of its connections dearer. ``KubeClient`` queues the rest."""
+
+WATCHES = 2
+"""Watch streams a node holds open (pods, Services), each on a connection of its own."""
 
 TOKEN_REREAD_INTERVAL = 60.0
 """Seconds a service-account token read from disk is reused. The kubelet rotates projected

@@ -104,4 +104,7 @@ def error_for_status(
         cls = KubeServerError
     else:
         cls = KubeError
-    return cls(message, status=status, reason=reason, retry_after=retry_after)
+    error = cls(message, status=status, reason=reason, retry_after=retry_after)
+    if isinstance(error, TemporaryError):
+        error.delay = retry_after  # a retrier out of the client's reach waits it too
+    return error

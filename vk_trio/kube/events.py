@@ -23,18 +23,14 @@ from loguru import logger
 
 from vk_trio.kube.api import KubeClient, format_time, utcnow
 from vk_trio.kube.errors import KubeNotFound
-from vk_trio.kube.models import Pod
+from vk_trio.kube.models import Pod, Service
 from vk_trio.logs import scrub
-from vk_trio.retry import Backoff, RetryPolicy
+from vk_trio.retry import KUBE_EVENT
 
 __all__ = ["MESSAGE_MAX", "EventRecorder", "Involved"]
 
 MESSAGE_MAX = 1024
 """Characters of ``message`` kept (the apiserver rejects notes above 1 KiB for new events)."""
-
-EVENT_RETRY = RetryPolicy(attempts=3, backoff=Backoff(0.5, 2.0, factor=4.0))
-"""Two retries (0.5 s, 2 s) for posting an Event: few and short, because whoever emits is
-waiting on us."""
 
 _MERGE_PATCH = "application/merge-patch+json"
 
@@ -52,6 +48,12 @@ class Involved(NamedTuple):
     def of_pod(cls, pod: Pod) -> Involved:
         meta = pod.metadata
         return cls("Pod", meta.name, meta.namespace or "default", pod.uid, meta.resource_version)
+
+    @classmethod
+    def of_service(cls, service: Service) -> Involved:
+        """The Service: ``kubectl describe service`` lists its Events."""
+        meta = service.metadata
+        return cls("Service", meta.name, meta.namespace, meta.uid, meta.resource_version)
 
     @classmethod
     def node(cls, name: str, uid: str = "") -> Involved:
@@ -134,7 +136,7 @@ class EventRecorder:
         path = f"/api/v1/namespaces/{seen.namespace}/events/{seen.name}"
         try:
             await self._client.request(
-                "PATCH", path, json=body, content_type=_MERGE_PATCH, retry=EVENT_RETRY
+                "PATCH", path, json=body, content_type=_MERGE_PATCH, retry=KUBE_EVENT
             )
         except KubeNotFound:
             return False
@@ -185,7 +187,7 @@ class EventRecorder:
             self._seen.popitem(last=False)
         try:
             await self._client.request(
-                "POST", f"/api/v1/namespaces/{namespace}/events", json=body, retry=EVENT_RETRY
+                "POST", f"/api/v1/namespaces/{namespace}/events", json=body, retry=KUBE_EVENT
             )
         except BaseException:
             self._seen.pop(key, None)

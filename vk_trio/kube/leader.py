@@ -58,8 +58,9 @@ import trio
 from loguru import logger
 
 from vk_trio.errors import Fenced, PermanentError
-from vk_trio.kube.api import NO_RETRY, KubeClient, format_micro_time, utcnow
+from vk_trio.kube.api import KubeClient, format_micro_time, utcnow
 from vk_trio.kube.errors import KubeConflict, KubeError, KubeNotFound
+from vk_trio.retry import NO_RETRY
 
 __all__ = [
     "JITTER_FACTOR",
@@ -68,7 +69,6 @@ __all__ = [
     "RETRY_PERIOD",
     "Election",
     "Elector",
-    "LeadershipLost",
     "default_identity",
     "lease_name",
 ]
@@ -82,10 +82,6 @@ RETRY_PERIOD = 2.0
 """Seconds (client-go's ``RetryPeriod``) between a standby's tries and a leader's renewals."""
 JITTER_FACTOR = 1.2
 """client-go's bound: ``renew_deadline`` must exceed this many ``retry_period``s."""
-
-
-class LeadershipLost(Exception):
-    """This replica stopped leading; the message says why. Its driving scope was cancelled."""
 
 
 def lease_name(node_name: str) -> str:

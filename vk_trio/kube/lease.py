@@ -7,8 +7,8 @@ nothing but Kubernetes calls, is never blocked by anything else, and owns its ow
 
 Renewal: ``PUT`` the cached Lease with ``renewTime=now`` and the cached resourceVersion (no GET
 needed). On a 409 the Lease changed under us: re-GET and retry, at most ``MAX_UPDATE_RETRIES``
-times. On any other failure fall back to ``ensure``: GET, or POST if missing, with backoff from
-``ENSURE_BACKOFF_START`` doubling to ``ENSURE_BACKOFF_CAP``, then PUT again. The Lease is never
+times. On any other failure fall back to ``ensure``: GET, or POST if missing, with backoff along
+``vk_trio.retry.LEASE_ENSURE``, then PUT again. The Lease is never
 created without an ownerReference to the Node, so it is garbage-collected with the Node.
 """
 
@@ -22,9 +22,9 @@ import trio
 from loguru import logger
 
 from vk_trio.errors import PermanentError
-from vk_trio.kube.api import NO_RETRY, KubeClient, format_micro_time, utcnow
+from vk_trio.kube.api import KubeClient, format_micro_time, utcnow
 from vk_trio.kube.errors import KubeConflict, KubeError, KubeNotFound
-from vk_trio.retry import Backoff
+from vk_trio.retry import LEASE_ENSURE, NO_RETRY, Retryable, log_retry, retry_until_done
 
 __all__ = [
     "DEFAULT_LEASE_DURATION",
@@ -40,8 +40,8 @@ DEFAULT_LEASE_DURATION = 40
 DEFAULT_RENEW_FRACTION = 0.25
 """Renew every ``duration * fraction`` seconds: 10 s, four chances before the lease runs out."""
 MAX_UPDATE_RETRIES = 5
-ENSURE_BACKOFF = Backoff(0.2, 7.0)
-"""The kubelet's retry schedule for a failed renewal: 200 ms doubling, capped at 7 s."""
+ENSURE_FAILURES = Retryable((KubeError,), never=(PermanentError,))
+"""What ``ensure`` retries: every API error but RBAC or an invalid body."""
 
 
 def _path(name: str | None = None) -> str:
@@ -140,36 +140,29 @@ class _Renewer:
 
     async def ensure(self) -> None:
         """GET the lease, or create it; retried until it works (but PermanentError escalates)."""
-        delays = ENSURE_BACKOFF.delays()
-        while True:
-            try:
-                lease = await self._get()
-                if lease is None:
-                    body = lease_body(
-                        node_name=self.node_name, node_uid=self.node_uid, duration=self.duration
-                    )
-                    try:
-                        lease = await self.client.request(
-                            "POST", _path(), json=body, retry=NO_RETRY
-                        )
-                        logger.info(
-                            "created lease", namespace=LEASE_NAMESPACE, lease=self.node_name
-                        )
-                    except KubeConflict:  # created meanwhile: read it on the next round
-                        continue
-                self.cached = lease
-                return
-            except PermanentError:
-                raise
-            except KubeError as error:
-                delay = delays.next()
-                logger.warning(
-                    "lease write failed; retrying",
-                    lease=self.node_name,
-                    error=str(error),
-                    retry_in=delay,
-                )
-                await trio.sleep(delay)
+        self.cached = await retry_until_done(
+            self._get_or_create,
+            schedule=LEASE_ENSURE,
+            on=ENSURE_FAILURES,
+            on_retry=log_retry("lease write failed; retrying", lease=self.node_name),
+        )
+
+    async def _get_or_create(self) -> dict[str, Any]:
+        lease = await self._get()
+        if lease is not None:
+            return lease
+        body = lease_body(node_name=self.node_name, node_uid=self.node_uid, duration=self.duration)
+        try:
+            created: dict[str, Any] = await self.client.request(
+                "POST", _path(), json=body, retry=NO_RETRY
+            )
+        except KubeConflict as conflict:  # created meanwhile: read it at once
+            lease = await self._get()
+            if lease is None:  # and deleted again: retried along the schedule
+                raise conflict
+            return lease
+        logger.info("created lease", namespace=LEASE_NAMESPACE, lease=self.node_name)
+        return created
 
 
 async def run_lease(
@@ -223,7 +216,7 @@ async def run_lease(
             except KubeError as error:
                 # Renewal failed even after ensure(): try again soon, not a full interval later.
                 logger.warning("lease renewal failed", lease=node_name, error=str(error))
-                await trio.sleep(ENSURE_BACKOFF.first)
+                await trio.sleep(LEASE_ENSURE.first)
                 continue
         if not started:
             started = True

@@ -151,6 +151,8 @@ class Toleration(msgspec.Struct, gc=False, kw_only=True):
 class PodSpec(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
     containers: tuple[Container, ...] = ()
     init_containers: tuple[Container, ...] = ()
+    ephemeral_containers: tuple[Container, ...] = ()
+    """Added by ``kubectl debug``; the fields vk-trio reads are a container's."""
     node_name: str = ""
     restart_policy: str = "Always"
     service_account_name: str = ""

@@ -1,4 +1,5 @@
-"""Pod verbs the lifecycle needs: patch status/annotations, delete, and read what pods reference.
+"""Pod verbs the lifecycle needs: patch status/annotations, delete, and read what pods reference
+(``KubeObjects``: the Secrets and ConfigMaps a pod names, for the provider).
 
 Rules (kopf ``patching.py``, the kubelet's ``PatchPodStatus``):
 
@@ -27,6 +28,7 @@ from vk_trio.kube.errors import KubeConflict, KubeNotFound
 from vk_trio.kube.models import ConfigMap, Pod, Secret
 
 __all__ = [
+    "KubeObjects",
     "delete_pod",
     "get_config_map",
     "get_pod",
@@ -142,3 +144,16 @@ async def get_secret(client: KubeClient, namespace: str, name: str) -> Secret | 
 async def get_config_map(client: KubeClient, namespace: str, name: str) -> ConfigMap | None:
     """The ConfigMap, or ``None`` if it does not exist."""
     return await _get(client, f"/api/v1/namespaces/{namespace}/configmaps/{name}", ConfigMap)
+
+
+class KubeObjects:
+    """Secrets and ConfigMaps a pod references, read on demand (RBAC: get only, no informer)."""
+
+    def __init__(self, kube: KubeClient) -> None:
+        self._kube = kube
+
+    async def secret(self, namespace: str, name: str) -> Secret | None:
+        return await get_secret(self._kube, namespace, name)
+
+    async def config_map(self, namespace: str, name: str) -> ConfigMap | None:
+        return await get_config_map(self._kube, namespace, name)

@@ -24,7 +24,7 @@ from loguru import logger
 from vk_trio.kube.api import KubeClient
 from vk_trio.kube.errors import KubeConflict, KubeError, KubeNotFound
 from vk_trio.kube.models import Service
-from vk_trio.retry import Backoff
+from vk_trio.retry import SERVICE_WATCH, Backoff
 
 __all__ = [
     "SLICES",
@@ -36,9 +36,6 @@ __all__ = [
 
 SLICES = "/apis/discovery.k8s.io/v1"
 
-RELIST_BACKOFF = Backoff(1.0, 60.0)
-"""After a failure: 1 s doubling to a minute."""
-
 Services = dict[str, Service]
 """``namespace/name`` → Service."""
 
@@ -49,7 +46,7 @@ class _Envelope(msgspec.Struct):
 
 
 async def watch_services(
-    client: KubeClient, *, backoff: Backoff = RELIST_BACKOFF
+    client: KubeClient, *, backoff: Backoff = SERVICE_WATCH
 ) -> AsyncGenerator[Services, None]:
     """The cluster's Services after each change, forever (see the module docstring)."""
     failures = 0

@@ -13,7 +13,7 @@ Three layers, each doing one thing (kopf ``watching.py``):
    the list's resourceVersion, re-watching from the last seen one whenever a stream ends.
 3. ``watch_pods`` owns the failure policy: ``410 Gone`` (an HTTP 410, or an ``ERROR`` event
    with code 410 / reason Expired) relists at once; any other failure (connection errors,
-   5xx, other ``ERROR`` events) backs off along ``RECONNECT_BACKOFF`` and re-watches from the
+   5xx, other ``ERROR`` events) backs off along ``vk_trio.retry.POD_WATCH`` and re-watches from the
    last resourceVersion, relisting after ``RELIST_AFTER_FAILURES`` failures in a row.
 
 A pod vk-trio cannot decode (a field of the wrong type, from a non-conforming server or a
@@ -46,11 +46,10 @@ from vk_trio.kube.api import KubeClient
 from vk_trio.kube.errors import KubeError, KubeForbidden, KubeGone
 from vk_trio.kube.models import Pod
 from vk_trio.metrics import WATCH_RESTARTS
-from vk_trio.retry import Backoff
+from vk_trio.retry import POD_WATCH, Backoff
 
 __all__ = [
     "INACTIVITY_TIMEOUT",
-    "RECONNECT_BACKOFF",
     "PodEvent",
     "watch_pods",
 ]
@@ -60,10 +59,6 @@ INACTIVITY_TIMEOUT = 600.0
 The apiserver sends bookmarks about once a minute when asked, but promises nothing, and a
 quiet node legitimately has no pod events for hours; a re-watch is cheap, so the default is
 the upper end of ``timeout_range`` (a healthy stream ends by itself before this fires)."""
-
-RECONNECT_BACKOFF = Backoff(0.5, 30.0)
-"""Wait after the n-th consecutive failure: reflector-style exponential backoff, capped so a
-node recovers within half a minute of the apiserver."""
 
 RELIST_AFTER_FAILURES = 3
 """Consecutive watch failures after which we relist instead of re-watching from the last RV."""
@@ -304,7 +299,7 @@ async def watch_pods(
     node_name: str,
     timeout_range: tuple[int, int] = (300, 600),
     inactivity_timeout: float = INACTIVITY_TIMEOUT,
-    backoff: Backoff = RECONNECT_BACKOFF,
+    backoff: Backoff = POD_WATCH,
 ) -> AsyncGenerator[PodEvent, None]:
     """Every change to pods bound to ``node_name``, forever (layer 3: the failure policy).
 
@@ -360,11 +355,11 @@ async def watch_pods(
                 must_list = True
             delay = backoff.delay(failures)
             logger.warning(
-                "pod watch failed ({} in a row): {}; retrying in {:.1f}s{}",
-                failures,
-                error,
-                delay,
-                " with a relist" if must_list else "",
+                "pod watch failed; retrying",
+                failures=failures,
+                error=str(error),
+                retry_in=round(delay, 2),
+                relist=must_list,
             )
             await trio.sleep(delay)
             continue

@@ -45,6 +45,7 @@ from loguru import logger
 from vk_trio.kube.api import KubeClient, format_time, utcnow
 from vk_trio.kube.errors import KubeError, KubeForbidden
 from vk_trio.kube.events import EventRecorder, Involved
+from vk_trio.retry import CSR_CREATE, Retryable, log_retry, retry_until_done
 
 __all__ = [
     "CSR_POLL_INTERVAL",
@@ -63,8 +64,9 @@ RENEW_AT = 0.8
 """Fraction of a certificate's lifetime after which a new one is requested (as the kubelet)."""
 CSR_POLL_INTERVAL = 5.0
 """Seconds between looks at a pending CSR: approval is a human typing a command."""
-CSR_RETRY = 60.0
-"""Seconds before asking again after a CSR could not be created (API errors, not refusals)."""
+CSR_FAILURES = Retryable((KubeError,), never=(KubeForbidden,))
+"""Asked again (along ``vk_trio.retry.CSR_CREATE``): the API is down or has no CSR API. Not
+a 403 (RBAC: an operator must act), nor a refused CSR."""
 SELF_SIGNED_DAYS = 365
 _CSR_PATH = "/apis/certificates.k8s.io/v1/certificatesigningrequests"
 
@@ -208,10 +210,10 @@ class ServingTLS:
         pair = await trio.to_thread.run_sync(self_signed, node_name, list(addresses))
         await self.install(pair, "self-signed")
         logger.warning(
-            "kubelet api: serving with a SELF-SIGNED certificate: {}; an API server started "
+            "kubelet api: serving with a SELF-SIGNED certificate; an API server started "
             "with --kubelet-certificate-authority will refuse it (kubectl logs then fails "
             "with 'x509: certificate signed by unknown authority')",
-            why,
+            why=why,
         )
 
 
@@ -232,7 +234,7 @@ async def rotate_serving_certificate(
 
     Error handling: a refused CSR or one the API forbids us to create ends the rotation (the
     current certificate stays; the log says what happened and what to do); other API errors
-    are retried (``CSR_RETRY``, or ``poll_interval`` while waiting for approval). It never
+    are retried (``CSR_FAILURES``, or ``poll_interval`` while waiting for approval). It never
     raises them: a node without a signed certificate still runs its pods. Cancellation ends
     it at any point.
     """
@@ -243,32 +245,28 @@ async def rotate_serving_certificate(
     task_status.started()
     while True:
         try:
-            pair, name = await _request_certificate(
-                kube, node_name=node_name, addresses=addresses, poll_interval=poll_interval
+            pair, name = await retry_until_done(
+                lambda: _request_certificate(
+                    kube, node_name=node_name, addresses=addresses, poll_interval=poll_interval
+                ),
+                schedule=CSR_CREATE,
+                on=CSR_FAILURES,
+                on_retry=log_retry("kubelet api: requesting a serving certificate failed"),
             )
         except CertificateRefused as exc:
             logger.error(
-                "kubelet api: serving certificate refused: {}; keeping the {} certificate",
-                exc,
-                tls.source,
+                "kubelet api: serving certificate refused; keeping the current certificate",
+                error=str(exc),
+                certificate=tls.source,
             )
             return
         except KubeForbidden as exc:
             logger.error(
-                "kubelet api: cannot request a serving certificate (RBAC: certificatesigning"
-                "requests create/get): {}",
-                exc,
+                "kubelet api: cannot request a serving certificate (RBAC: "
+                "certificatesigningrequests create/get)",
+                error=str(exc),
             )
             return
-        except KubeError as exc:
-            # The API is down or has no CSR API: keep serving what we have, ask again later.
-            logger.warning(
-                "kubelet api: requesting a serving certificate failed; retrying in {:.0f}s: {}",
-                CSR_RETRY,
-                exc,
-            )
-            await trio.sleep(CSR_RETRY)
-            continue
         await tls.install(pair, f"csr {name}")
         cert = pair.certificate
         start, end = cert.not_valid_before_utc, cert.not_valid_after_utc

@@ -6,13 +6,17 @@ Routes, after ``auth`` has let the request through (nothing is served unauthenti
   and validated like the kubelet's (``tailLines`` >= 0, ``limitBytes`` >= 1, ``sinceSeconds``
   >= 1, ``sinceTime`` RFC 3339 and not with ``sinceSeconds``, booleans as Go's ``ParseBool``).
   The body is chunked ``text/plain``; with ``follow`` it stays open until the container ends
-  or the client hangs up. Backend errors become the kubelet's plain-text answers (404, 400
-  "waiting to start: ..."), which the API server relays to ``kubectl``;
+  or the client hangs up. The node (``PodLookup``) says which pod and container are meant and
+  answers for a container that does not run; the provider streams the one that does. Their
+  ``ContainerError``s become the kubelet's plain-text answers (404, 400 "waiting to start:
+  ..."), which the API server relays to ``kubectl``;
 - ``GET /stats/summary``: the stats/v1alpha1 Summary; ``GET /metrics/resource``: the same
   as resource metrics, which metrics-server (``kubectl top``) scrapes;
 - ``GET /pods``: a PodList of this node's pods; ``GET /healthz``; ``GET /metrics``;
 - ``/exec``, ``/attach``, ``/portForward``, ``/run``: a ``Status`` saying they are not
-  supported on Vast.ai instances (yet), code 501, instead of a hang or a 404.
+  supported on Vast.ai instances (yet), code 501, instead of a hang or a 404; the logs of an
+  ephemeral container (``kubectl debug`` reads them once its container is terminated, which
+  the node reports at once) are a 400 that says the same of ``kubectl debug``.
 
 Everything else is 404, like the kubelet's mux.
 """
@@ -28,15 +32,26 @@ import msgspec
 import trio
 from loguru import logger
 
+from vk_trio.config import Settings
 from vk_trio.http_server import Request, Response, serve_http
 from vk_trio.kube.api import KubeClient
+from vk_trio.kube.config import ClusterConfig
 from vk_trio.kubelet.auth import KubeletAuth
-from vk_trio.kubelet.backend import BackendError, KubeletBackend, LogOptions
 from vk_trio.kubelet.certs import ServingTLS, rotate_serving_certificate
 from vk_trio.kubelet.resource_metrics import CONTENT_TYPE as RESOURCE_TYPE
 from vk_trio.kubelet.resource_metrics import ResourceMetrics
+from vk_trio.kubelet.stats import ContainerUsage, stats_summary
+from vk_trio.metrics import render
+from vk_trio.node.lookup import PodLookup
+from vk_trio.node.provider import ContainerError, LogOptions, Provider
 
-__all__ = ["KubeletServer", "parse_log_options", "serve_kubelet"]
+__all__ = [
+    "KubeletServer",
+    "cluster_ca_pem",
+    "parse_log_options",
+    "serve_kubelet",
+    "serve_kubelet_api",
+]
 
 MetricsSource = Callable[[], tuple[bytes, str]]
 """Returns (Prometheus exposition body, its Content-Type)."""
@@ -119,15 +134,20 @@ class KubeletServer:
 
     def __init__(
         self,
-        backend: KubeletBackend,
+        pods: PodLookup,
+        provider: Provider,
         auth: KubeletAuth,
         *,
+        node_name: str,
         metrics: MetricsSource | None = None,
     ) -> None:
-        self._backend = backend
+        self._pods = pods
+        self._provider = provider
         self._auth = auth
+        self._node = node_name
         self._metrics = metrics
         self._resource = ResourceMetrics()
+        self._started = _dt.datetime.now(_dt.UTC)
 
     async def handle(self, request: Request) -> Response:
         refusal = await self._auth.check(request)
@@ -147,25 +167,25 @@ class KubeletServer:
             if parts == ["healthz"]:
                 return Response.text("ok")
             if parts == ["pods"]:
-                return self._pods()
+                return self._pod_list()
             if parts == ["stats", "summary"]:
-                return Response.json(await self._backend.stats_summary())
+                return Response.json(await self._summary())
             if parts == ["metrics", "resource"]:
-                text = self._resource.render(await self._backend.stats_summary())
+                text = self._resource.render(await self._summary())
                 return Response(body=text.encode(), headers=[("Content-Type", RESOURCE_TYPE)])
             if parts == ["metrics"] and self._metrics is not None:
                 body, content_type = self._metrics()
                 return Response(body=body, headers=[("Content-Type", content_type)])
             if len(parts) == 4 and parts[0] == "containerLogs":
                 return await self._logs(request, *parts[1:])
-        except BackendError as exc:
+        except ContainerError as exc:
             return Response.text(str(exc), exc.status)
         return Response.text("404 page not found\n", 404)
 
-    def _pods(self) -> Response:
+    def _pod_list(self) -> Response:
         items: list[Any] = [
             {"apiVersion": "v1", "kind": "Pod", **msgspec.to_builtins(pod)}
-            for pod in self._backend.pods()
+            for pod in self._pods.pods()
         ]
         return Response.json(
             {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
@@ -176,17 +196,28 @@ class KubeletServer:
             options = parse_log_options(request)
         except _BadQuery as exc:
             return Response.text(str(exc), 400)
-        stream = await self._backend.container_logs(namespace, pod, container, options)
+        running = self._pods.running(namespace, pod, container)
+        stream = await self._provider.logs(running, container, options)
         return Response(
             headers=[("Content-Type", "text/plain")],
             stream=stream,
             until_disconnect=options.follow,
         )
 
+    async def _summary(self) -> dict[str, Any]:
+        """The Summary of every placed pod whose running container the provider can measure."""
+        measured: list[ContainerUsage] = []
+        for pod, container in self._pods.placed():
+            usage = await self._provider.usage(pod)
+            if usage is not None:
+                measured.append((pod, container, usage))
+        return stats_summary(self._node, self._started, measured, now=_dt.datetime.now(_dt.UTC))
+
 
 async def serve_kubelet(
     kube: KubeClient,
-    backend: KubeletBackend,
+    pods: PodLookup,
+    provider: Provider,
     *,
     node_name: str,
     addresses: Sequence[str],
@@ -210,7 +241,13 @@ async def serve_kubelet(
             "kubelet api: no cluster CA known; client certificates are not accepted, only "
             "bearer tokens (set --client-ca-file)"
         )
-    server = KubeletServer(backend, KubeletAuth(kube, node_name=node_name), metrics=metrics)
+    server = KubeletServer(
+        pods,
+        provider,
+        KubeletAuth(kube, node_name=node_name),
+        node_name=node_name,
+        metrics=metrics,
+    )
     async with trio.open_nursery() as nursery:
         if tls_cert_file and tls_key_file:
             await tls.install_files(tls_cert_file, tls_key_file)
@@ -229,3 +266,40 @@ async def serve_kubelet(
         )
         logger.info("kubelet api listening", url=url, certificate=tls.source)
         task_status.started(url)
+
+
+async def cluster_ca_pem(cluster: ClusterConfig, override: str | None) -> bytes | None:
+    """The CA that client certificates must chain to: ``override`` (``--client-ca-file``),
+    else the cluster CA the kubeconfig or service account gave us, else None."""
+    path = override or cluster.ca_file
+    if path:
+        return await trio.Path(path).read_bytes()
+    return cluster.ca_data.encode() if cluster.ca_data else None
+
+
+async def serve_kubelet_api(
+    settings: Settings,
+    kube: KubeClient,
+    cluster: ClusterConfig,
+    pods: PodLookup,
+    provider: Provider,
+    *,
+    metrics: MetricsSource = render,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """``serve_kubelet`` as the settings say (address, port, certificates, client CA), with
+    the node's ``/metrics``."""
+    await serve_kubelet(
+        kube,
+        pods,
+        provider,
+        node_name=settings.node_name,
+        addresses=[settings.pod_ip],
+        host=settings.kubelet_host,
+        port=settings.kubelet_port,
+        client_ca_pem=await cluster_ca_pem(cluster, settings.client_ca_file),
+        tls_cert_file=settings.tls_cert_file,
+        tls_key_file=settings.tls_private_key_file,
+        metrics=metrics,
+        task_status=task_status,
+    )

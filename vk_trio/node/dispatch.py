@@ -14,6 +14,7 @@ cannot "move off" the node.)
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 
@@ -41,6 +42,18 @@ class Dispatcher:
     def synced(self) -> bool:
         """True once the first list of this node's pods has been dispatched."""
         return self._synced.is_set()
+
+    def phase_counts(self) -> Counter[tuple[str, str]]:
+        """(phase, waiting reason or "") → this node's pods in it, for /metrics."""
+        counts: Counter[tuple[str, str]] = Counter()
+        for handle in self.handles.values():
+            status = handle.pod.status
+            waiting = next(
+                (c.state.waiting.reason for c in status.container_statuses if c.state.waiting),
+                "",
+            )
+            counts[(status.phase or "Pending", waiting or "")] += 1
+        return counts
 
     async def wait_synced(self) -> None:
         """Return once the first list of this node's pods has been dispatched."""
@@ -78,7 +91,7 @@ class Dispatcher:
         handle = self.handles.get(pod.uid)
         if event.type == "DELETED":
             if handle is not None:
-                handle.stop(gone=event.type == "DELETED")
+                handle.stop(gone=True)
             return
         if handle is not None:
             handle.update(pod)

@@ -17,6 +17,10 @@ cluster's Services (``watch_services``). Nothing is written before both have bee
 once, so a restart never empties a slice. Owns the slices it manages, and only those: any
 managed slice that no annotated Service wants is deleted. Retries every failed write with a
 capped backoff; nothing escalates (routing is a side feature; the pods run regardless).
+A slice the server refuses (422 Invalid, e.g. an address in the loopback or link-local range)
+is permanent: the Service gets a ``FailedToUpdateEndpointSlices`` Warning Event with the
+server's words, as from the cluster's EndpointSlice controller, once per refusal, and that
+slice is not sent again until what it should hold changes.
 """
 
 from __future__ import annotations
@@ -33,12 +37,12 @@ from loguru import logger
 
 from vk_trio.annotations import ENDPOINTS, SERVICE_SELECTOR
 from vk_trio.kube.api import KubeClient
-from vk_trio.kube.errors import KubeError
+from vk_trio.kube.errors import KubeError, KubeInvalid
 from vk_trio.kube.events import EventRecorder, Involved
 from vk_trio.kube.models import Pod, Service
 from vk_trio.kube.services import delete_slice, list_slices, put_slice, watch_services
 from vk_trio.kube.watch import PodEvent
-from vk_trio.retry import Backoff
+from vk_trio.retry import ENDPOINT_WRITE
 
 __all__ = [
     "MANAGED_BY",
@@ -50,8 +54,6 @@ __all__ = [
 MANAGED_BY = "vk-trio.vast.ai"
 MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
-
-WRITE_BACKOFF = Backoff(1.0, 60.0)
 
 Obj = dict[str, Any]
 SliceKey = tuple[str, str]
@@ -128,6 +130,9 @@ class EndpointsController:
         """The managed slices as last written or listed (``_comparable``); None: not listed."""
         self._warned: dict[str, str] = {}
         """Service uid → the last warning sent about it (each is said once)."""
+        self._refused: dict[SliceKey, Obj] = {}
+        """Slices the server refused (422) → the refused body (``_comparable``): not sent
+        again while the desired body stays the same."""
         self._dirty = trio.Event()
 
     def pod_event(self, event: PodEvent) -> None:
@@ -146,7 +151,7 @@ class EndpointsController:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch)
             task_status.started()
-            retry = WRITE_BACKOFF.delays()
+            retry = ENDPOINT_WRITE.delays()
             while True:
                 await self._dirty.wait()
                 self._dirty = trio.Event()
@@ -170,10 +175,13 @@ class EndpointsController:
 
     async def _reconcile(self, services: dict[str, Service]) -> None:
         desired: dict[SliceKey, Obj] = {}
+        owners: dict[SliceKey, Service] = {}
         for service in services.values():
             for body in await self._slices_for(service):
                 meta = body["metadata"]
                 desired[meta["namespace"], meta["name"]] = body
+                owners[meta["namespace"], meta["name"]] = service
+        self._refused = {k: v for k, v in self._refused.items() if k in desired}
         if self._written is None:
             listed = await list_slices(
                 self._kube, label_selector=f"{MANAGED_BY_LABEL}={MANAGED_BY}"
@@ -182,10 +190,18 @@ class EndpointsController:
                 (s["metadata"]["namespace"], s["metadata"]["name"]): _comparable(s) for s in listed
             }
         for key, body in desired.items():
-            if self._written.get(key) != _comparable(body):
+            wanted = _comparable(body)
+            if self._written.get(key) == wanted or self._refused.get(key) == wanted:
+                continue
+            try:
                 await put_slice(self._kube, body, exists=key in self._written)
-                self._written[key] = _comparable(body)
-                logger.info("endpointslice written", slice="/".join(key), endpoints=_count(body))
+            except KubeInvalid as exc:
+                self._refused[key] = wanted
+                await self._refusal(owners[key], key, exc)
+                continue
+            self._refused.pop(key, None)
+            self._written[key] = wanted
+            logger.info("endpointslice written", slice="/".join(key), endpoints=_count(body))
         for key in [k for k in self._written if k not in desired]:
             await delete_slice(self._kube, *key)
             del self._written[key]
@@ -222,13 +238,26 @@ class EndpointsController:
         ]
         return _slice_bodies(service, selected, self._node)
 
+    async def _refusal(self, service: Service, key: SliceKey, exc: KubeInvalid) -> None:
+        """Tell a permanent refusal once: in the log and on the Service (what the cluster's
+        EndpointSlice controller says when its write fails)."""
+        logger.warning("endpointslice refused; not retried", slice="/".join(key), error=str(exc))
+        meta = service.metadata
+        message = f"Error updating Endpoint Slices for Service {meta.namespace}/{meta.name}: {exc}"
+        await self._events.emit_for(
+            Involved.of_service(service),
+            type="Warning",
+            reason="FailedToUpdateEndpointSlices",
+            message=message,
+        )
+
     async def _warn(self, service: Service, reason: str, message: str) -> None:
         if self._warned.get(service.metadata.uid) == message:
             return
         self._warned[service.metadata.uid] = message
-        meta = service.metadata
-        about = Involved("Service", meta.name, meta.namespace, meta.uid, meta.resource_version)
-        await self._events.emit_for(about, type="Warning", reason=reason, message=message)
+        await self._events.emit_for(
+            Involved.of_service(service), type="Warning", reason=reason, message=message
+        )
 
 
 def _selects(selector: Mapping[str, str], pod: Pod) -> bool:

@@ -84,29 +84,44 @@ async def check(stream: trio.abc.Stream, *, authority: str, service: str, user_a
     )
     connection.send_data(stream_id, _framed(_request(service)), end_stream=True)
     await stream.send_all(connection.data_to_send())
-    headers: dict[str, str] = {}
-    body = bytearray()
+    answer = _Answer(connection, stream_id)
     while True:
         data = await stream.receive_some(_READ_SIZE)
         if not data:
             raise trio.BrokenResourceError("the server closed the connection")
         for event in connection.receive_data(data):
-            if isinstance(event, h2.events.ConnectionTerminated):
-                raise trio.BrokenResourceError(f"the server ended the connection: {event}")
-            if getattr(event, "stream_id", None) != stream_id:
-                continue
-            if isinstance(event, h2.events.ResponseReceived | h2.events.TrailersReceived):
-                headers.update((str(k), str(v)) for k, v in event.headers or ())
-            elif isinstance(event, h2.events.DataReceived):
-                body += event.data or b""
-                connection.acknowledge_received_data(event.flow_controlled_length or 0, stream_id)
-            elif isinstance(event, h2.events.StreamReset):
-                raise RpcError(UNKNOWN, f"stream reset with error code {event.error_code}")
-            elif isinstance(event, h2.events.StreamEnded):
-                return _status(headers, bytes(body))
+            if answer.take(event):
+                return _status(answer.headers, bytes(answer.body))
         pending = connection.data_to_send()
         if pending:
             await stream.send_all(pending)
+
+
+class _Answer:
+    """The call's response as h2 events arrive: headers and trailers, then the body."""
+
+    def __init__(self, connection: h2.connection.H2Connection, stream_id: int) -> None:
+        self._connection = connection
+        self._stream_id = stream_id
+        self.headers: dict[str, str] = {}
+        self.body = bytearray()
+
+    def take(self, event: h2.events.Event) -> bool:
+        """Take one event; True once the call's stream has ended."""
+        if isinstance(event, h2.events.ConnectionTerminated):
+            raise trio.BrokenResourceError(f"the server ended the connection: {event}")
+        if getattr(event, "stream_id", None) != self._stream_id:
+            return False
+        if isinstance(event, h2.events.ResponseReceived | h2.events.TrailersReceived):
+            self.headers.update((str(k), str(v)) for k, v in event.headers or ())
+        elif isinstance(event, h2.events.DataReceived):
+            self.body += event.data or b""
+            self._connection.acknowledge_received_data(
+                event.flow_controlled_length or 0, self._stream_id
+            )
+        elif isinstance(event, h2.events.StreamReset):
+            raise RpcError(UNKNOWN, f"stream reset with error code {event.error_code}")
+        return isinstance(event, h2.events.StreamEnded)
 
 
 def _status(headers: dict[str, str], body: bytes) -> str:

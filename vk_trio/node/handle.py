@@ -5,6 +5,7 @@ from __future__ import annotations
 import trio
 
 from vk_trio.kube.models import Pod
+from vk_trio.node.provider import Placement
 
 __all__ = ["PodHandle"]
 
@@ -23,6 +24,9 @@ class PodHandle:
         self.run_scope = trio.CancelScope()
         self.gone = False
         """The pod object no longer exists in the API (DELETED), so nothing to delete."""
+        self.placement: Placement | None = None
+        """Where the provider runs the pod's containers, once it has checked the pod: what
+        the kubelet API follows to answer for a container (``vk_trio.node.lookup``)."""
         self.version = 0
         """Bumped by every ``update``, so a waiter cannot miss one that came meanwhile."""
         self._updated = trio.Event()

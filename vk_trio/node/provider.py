@@ -13,6 +13,17 @@ The lifecycle a supervisor drives through it, one instance per turn::
     follow(pod, id, progress)      observations until the instance ends
     release(pod)                   destroy everything rented for the pod, verified
 
+What the kubelet API asks of a pod's running container, through the same seam (the node
+checks first that the pod is its own and that the container is the one ``check`` placed, so
+a provider is only ever asked about the container it runs)::
+
+    logs(pod, container, options)  its output under ``LogOptions``, as a stream of bytes
+    usage(pod)                     what it uses now (CPU, memory, disk, GPU), if known
+
+Both answer with streams or values, and fail with a ``ContainerError`` whose ``status`` is
+the HTTP status the kubelet would answer with; the streaming verbs of ``kubectl exec``,
+``attach`` and ``port-forward`` belong here too, in the same shape.
+
 Progress flows one way: the provider tells the ``Progress`` it is handed what it is doing
 (a waiting reason, an Event, its own annotations); it never calls back into the lifecycle.
 Cancellation is the caller's: a pod deleted mid-``acquire`` cancels it, and ``release``
@@ -22,25 +33,32 @@ pod UID, so a rental whose answer was lost is still found).
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+import datetime as _dt
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from vk_trio.errors import PermanentError
+from vk_trio.errors import PermanentError, VkError
 from vk_trio.kube.models import Pod
 
 __all__ = [
     "Booting",
+    "ContainerError",
     "Ended",
     "Exited",
     "InvalidPod",
+    "LogOptions",
     "Lost",
     "MachineFailed",
+    "NotFound",
+    "NotReady",
     "Observation",
     "Placement",
     "Progress",
     "Provider",
+    "ProviderUnavailable",
     "Running",
+    "Usage",
 ]
 
 
@@ -62,6 +80,80 @@ class Placement:
     container: str
     skipped: Mapping[str, str]
     """Every other container → the reason shown in its waiting state."""
+
+
+# -- what the kubelet API asks: options, answers, errors -----------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogOptions:
+    """The query of ``GET /containerLogs/...``, parsed and validated as the kubelet does."""
+
+    tail_lines: int | None = None
+    """Only the last this many lines (before ``follow`` adds more)."""
+    limit_bytes: int | None = None
+    """Stop after this many bytes of output (follow included)."""
+    timestamps: bool = False
+    """Prefix every line with its RFC 3339 time and a space."""
+    since_seconds: int | None = None
+    since_time: _dt.datetime | None = None
+    """Only lines newer than this (exclusive with ``since_seconds``)."""
+    previous: bool = False
+    """The logs of the previous instance of the container (after a restart or replacement)."""
+    follow: bool = False
+    """Keep the response open and send new lines until the container ends or the client
+    leaves."""
+
+    def cutoff(self, now: _dt.datetime) -> _dt.datetime | None:
+        """The oldest time a line may have to be shown, or None for all of them."""
+        if self.since_time is not None:
+            return self.since_time
+        if self.since_seconds is not None:
+            return now - _dt.timedelta(seconds=self.since_seconds)
+        return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Usage:
+    """What a provider knows of the running container's usage; None where it does not."""
+
+    start_time: _dt.datetime | None = None
+    cpu_nano_cores: int | None = None
+    memory_bytes: int | None = None
+    disk_used_bytes: int | None = None
+    disk_capacity_bytes: int | None = None
+    gpu_utilisation: float | None = None
+    """0..100 percent, as ``nvidia-smi`` shows it."""
+    gpu_memory_bytes: int | None = None
+    gpu_memory_used_bytes: int | None = None
+    gpu_name: str | None = None
+
+
+class ContainerError(VkError):
+    """A container's logs (or, later, streams) cannot be served; ``status`` is the HTTP
+    status the kubelet answers with, and the message reaches ``kubectl`` as it is: say what
+    the container waits for ("no instance yet: waiting for an offer"), not "error"."""
+
+    status = 500
+
+
+class NotFound(ContainerError):
+    """No such pod or container on this node."""
+
+    status = 404
+
+
+class NotReady(ContainerError):
+    """The container has nothing to show yet (or any more): the message says what it waits
+    for. The real kubelet answers 400 ("container ... is waiting to start: ...")."""
+
+    status = 400
+
+
+class ProviderUnavailable(ContainerError):
+    """The backend could not answer now (its API failed); trying again later may work."""
+
+    status = 503
 
 
 # -- observations: what ``follow`` reports, provider-neutral ---------------------------------
@@ -175,4 +267,20 @@ class Provider(Protocol):
 
     def forget(self, pod: Pod) -> None:
         """The pod is gone and released: drop whatever the provider kept about it."""
+        ...
+
+    async def logs(self, pod: Pod, container: str, options: LogOptions) -> AsyncIterator[bytes]:
+        """The output of ``container`` (the one ``check`` placed) under ``options``, as
+        chunks of whole lines.
+
+        Awaiting it does the first fetch, so that a ``ContainerError`` is raised before the
+        response starts; the iterator then ends when the output is complete (or, with
+        ``follow``, when the container ends). ``vk_trio.node.logbook`` does the slicing and
+        following for a provider that can only fetch full snapshots.
+        """
+        ...
+
+    async def usage(self, pod: Pod) -> Usage | None:
+        """What the pod's running container uses now (as last observed, or asked of the
+        instance); None while nothing runs for it."""
         ...

@@ -82,6 +82,12 @@ class PodReporter:
         self._conditions = {c["type"]: c["status"] for c in status["conditions"]}
         self._statuses.submit(self.pod.uid, self._write)
 
+    async def refresh(self) -> None:
+        """Show the current view again for a newer pod whose spec changes the status (an
+        ephemeral container added); nothing before the first ``show``."""
+        if self._shown is not None:
+            await self.show(self.view)
+
     async def _write(self) -> None:
         status, self._pending = self._pending, None
         if status is None:

@@ -54,6 +54,15 @@ class Terminated:
 
 ContainerState = Waiting | Running | Terminated
 
+EPHEMERAL_UNSUPPORTED = Terminated(
+    128,
+    "NotSupportedOnVirtualNode",
+    "kubectl debug is not supported on Vast.ai instances (yet): ephemeral containers do not run",
+)
+"""The state of every ephemeral container. Terminated, because ``kubectl debug`` waits for
+its container to be running or terminated (a waiting one would keep it waiting forever);
+128 is the kubelet's exit code for a container that could not start."""
+
 
 @dataclass(frozen=True)
 class PodView:
@@ -85,8 +94,16 @@ class PodView:
 
 
 def _condition(kind: str, ok: bool, reason: str | None = None) -> dict[str, Any]:
+    """A condition for a strategic-merge patch: a True one carries no reason nor message.
+
+    Conditions merge by ``type`` key by key, so a True condition that merely left out its
+    reason would keep the one of its False days (``Ready=True`` with ``ContainersNotReady``);
+    the nulls delete them, as the kubelet's ``GeneratePodReadyCondition`` leaves them empty.
+    """
     condition: dict[str, Any] = {"type": kind, "status": "True" if ok else "False"}
-    if reason and not ok:
+    if ok:
+        condition["reason"] = condition["message"] = None
+    elif reason:
         condition["reason"] = reason
     return condition
 
@@ -171,6 +188,18 @@ def status_patch(pod: Pod, view: PodView, *, chosen: str) -> dict[str, Any]:
         "reason": view.reason,
         "message": view.message,
     }
+    if pod.spec.ephemeral_containers:
+        status["ephemeralContainerStatuses"] = [
+            {
+                "name": container.name,
+                "image": container.image,
+                "imageID": "",
+                "ready": False,
+                "restartCount": 0,
+                "state": _state(EPHEMERAL_UNSUPPORTED),
+            }
+            for container in pod.spec.ephemeral_containers
+        ]
     if view.start_time:
         status["startTime"] = view.start_time
     # No address (a new instance is being bought): null clears the old one, as above.

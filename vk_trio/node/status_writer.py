@@ -10,11 +10,15 @@ them waits on another's patches before buying.
 One pod's writes never overlap, so they reach the server in the order they were decided.
 Writes are lost when the process stops, as the kubelet's are: what a status says is
 observed again by the next process.
+
+The queue is bounded by the node's pods, by construction: it is the dict of pending writes,
+one entry per pod (a newer status replaces the queued one in place, keeping its turn), and
+idle workers park until ``submit`` wakes one. No channel (an unbounded one hid that bound;
+a bounded one would need a size picked apart from the pods the node really has).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -35,15 +39,17 @@ class StatusWriter:
     def __init__(self, *, workers: int = WORKERS) -> None:
         self._workers = workers
         self._due: dict[str, Write] = {}
-        """Pods whose newest status is not written yet (uid → how to write it)."""
+        """The queue: pods whose newest status is not written yet (uid → how to write it),
+        oldest first; at most one entry per pod."""
         self._writing: set[str] = set()
-        self._send, self._receive = trio.open_memory_channel[str](math.inf)
+        """Pods being written: at most ``workers``, skipped in ``_due`` until done."""
+        self._idle = trio.lowlevel.ParkingLot()
 
     def submit(self, uid: str, write: Write) -> None:
         """Have ``write`` run soon, replacing a write of ``uid`` that has not started."""
-        if uid not in self._due and uid not in self._writing:
-            self._send.send_nowait(uid)
         self._due[uid] = write
+        if uid not in self._writing:
+            self._idle.unpark()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Write statuses until cancelled."""
@@ -52,8 +58,16 @@ class StatusWriter:
                 nursery.start_soon(self._work)
             task_status.started()
 
+    def _next(self) -> str | None:
+        """The oldest pending pod not being written (skips at most ``workers`` entries)."""
+        return next((uid for uid in self._due if uid not in self._writing), None)
+
     async def _work(self) -> None:
-        async for uid in self._receive:
+        while True:
+            uid = self._next()
+            if uid is None:
+                await self._idle.park()
+                continue
             write = self._due.pop(uid)
             self._writing.add(uid)
             try:
@@ -63,4 +77,4 @@ class StatusWriter:
             finally:
                 self._writing.discard(uid)
                 if uid in self._due:  # a newer status came while this one was written
-                    self._send.send_nowait(uid)
+                    self._idle.unpark()

@@ -35,7 +35,6 @@ from loguru import logger
 from vk_trio import metrics
 from vk_trio.config import Settings
 from vk_trio.kube.api import KubeClient
-from vk_trio.kube.errors import KubeError
 from vk_trio.kube.events import EventRecorder
 from vk_trio.kube.models import Container, ObjectMeta
 from vk_trio.kube.pods import delete_pod
@@ -48,6 +47,7 @@ from vk_trio.node.provider import (
     InvalidPod,
     Lost,
     MachineFailed,
+    Observation,
     Provider,
     Running,
 )
@@ -55,7 +55,7 @@ from vk_trio.node.reporter import PodReporter
 from vk_trio.node.status import Phase, PodView, Terminated, Waiting, now_rfc3339
 from vk_trio.node.status import Running as RunningState
 from vk_trio.node.status_writer import StatusWriter
-from vk_trio.retry import Backoff
+from vk_trio.retry import ANY_FAILURE, VK_FAILURES, log_retry, pod_backoff, retry_until_done
 
 __all__ = ["NodeServices", "supervise_pod"]
 
@@ -79,25 +79,30 @@ class NodeServices:
 
 
 async def supervise_pod(services: NodeServices, handle: PodHandle) -> None:
-    """Run one pod's lifecycle until the pod is deleted, then release what it rented."""
-    restarts = _backoff(services.settings).delays()
+    """Run one pod's lifecycle until the pod is deleted, then release what it rented.
+
+    A lifecycle that raises anything (one pod's bug must never take the node down) is logged,
+    said on the pod and started again along the pod backoff."""
+
+    async def run() -> None:
+        await _PodLifecycle(services, handle).run()
+        await trio.sleep_forever()  # terminal: nothing to do until the pod is deleted
+
+    async def said(exc: Exception, delay: float) -> None:
+        log = logger.bind(pod=handle.pod.key, uid=handle.uid)  # bound only when used
+        log.opt(exception=exc).error("pod supervisor failed; restarting", retry_in=delay)
+        await services.events.emit(
+            handle.pod,
+            type="Warning",
+            reason="SupervisorError",
+            # no delay in the text: identical messages aggregate into one Event
+            message=f"internal error, retrying: {_describe(exc)}",
+        )
+
     with handle.run_scope:
-        while True:
-            try:
-                await _PodLifecycle(services, handle).run()
-                await trio.sleep_forever()  # terminal: nothing to do until the pod is deleted
-            except Exception as exc:  # one pod's bug must never take the node down
-                delay = restarts.next()
-                log = logger.bind(pod=handle.pod.key, uid=handle.uid)  # bound only when used
-                log.opt(exception=exc).error("pod supervisor failed; restarting", retry_in=delay)
-                await services.events.emit(
-                    handle.pod,
-                    type="Warning",
-                    reason="SupervisorError",
-                    # no delay in the text: identical messages aggregate into one Event
-                    message=f"internal error, retrying: {_describe(exc)}",
-                )
-                await trio.sleep(delay)
+        await retry_until_done(
+            run, schedule=pod_backoff(services.settings), on=ANY_FAILURE, on_retry=said
+        )
     await _teardown(services, handle)
 
 
@@ -110,21 +115,20 @@ async def _teardown(services: NodeServices, handle: PodHandle) -> None:
     """
     pod = handle.pod
     log = logger.bind(pod=pod.key, uid=pod.uid)
-    retry = _backoff(services.settings).delays()
-    while True:
-        try:
-            released = await services.provider.release(pod)
-            break
-        except Exception as exc:
-            delay = retry.next()
-            log.warning("release failed; retrying", error=_describe(exc), retry_in=delay)
-            await services.events.emit(
-                pod,
-                type="Warning",
-                reason="DestroyFailed",
-                message=f"could not destroy the instance yet, retrying: {_describe(exc)}",
-            )
-            await trio.sleep(delay)
+    backoff = pod_backoff(services.settings)
+
+    async def said(exc: Exception, delay: float) -> None:
+        log.warning("release failed; retrying", error=_describe(exc), retry_in=delay)
+        await services.events.emit(
+            pod,
+            type="Warning",
+            reason="DestroyFailed",
+            message=f"could not destroy the instance yet, retrying: {_describe(exc)}",
+        )
+
+    released = await retry_until_done(
+        lambda: services.provider.release(pod), schedule=backoff, on=ANY_FAILURE, on_retry=said
+    )
     if released:
         await services.events.emit(
             pod, type="Normal", reason="InstanceDestroyed", message="instance destroyed"
@@ -135,20 +139,17 @@ async def _teardown(services: NodeServices, handle: PodHandle) -> None:
         return
     # Not shielded: the instance is gone, so a stopping process may leave the pod
     # Terminating; the next one sees the deletionTimestamp and finishes the delete.
-    retry.reset()
-    while True:
-        try:
-            await delete_pod(services.kube, pod)
-            break
-        except KubeError as exc:
-            delay = retry.next()
-            log.warning("pod delete failed; retrying", error=str(exc), retry_in=delay)
-            await trio.sleep(delay)
+    await retry_until_done(
+        lambda: delete_pod(services.kube, pod),
+        schedule=backoff,
+        on=VK_FAILURES,
+        on_retry=log_retry("pod delete failed; retrying", log=log),
+    )
     log.info("pod deleted", destroyed=released)
 
 
-def _backoff(settings: Settings) -> Backoff:
-    return Backoff(settings.backoff_first, settings.backoff_cap)
+def _ephemeral(handle: PodHandle) -> tuple[str, ...]:
+    return tuple(c.name for c in handle.pod.spec.ephemeral_containers)
 
 
 def _describe(exc: BaseException) -> str:
@@ -181,6 +182,22 @@ class _PodLifecycle:
     # -- the loop ------------------------------------------------------------------------
 
     async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._show_ephemeral_containers)
+            await self._run()
+            nursery.cancel_scope.cancel()
+
+    async def _show_ephemeral_containers(self) -> None:
+        """Show the status again when ``kubectl debug`` adds an ephemeral container, so that
+        its status (it cannot run) ends kubectl's wait for it."""
+        shown = _ephemeral(self.handle)
+        while True:
+            await self.handle.wait_updated(self.handle.version)
+            if _ephemeral(self.handle) != shown:
+                shown = _ephemeral(self.handle)
+                await self.report.refresh()
+
+    async def _run(self) -> None:
         if self.handle.pod.is_terminal:  # finished earlier: only make sure nothing still bills
             await self._release()
             return
@@ -192,7 +209,7 @@ class _PodLifecycle:
         self._restore()
         await self._ignored_probes()
         settings = self.s.settings
-        crash = _backoff(settings).delays()
+        crash = pod_backoff(settings).delays()
         outcome: Terminated | MachineFailed | None = None
         machine_failures = 0
         adopted = await self.provider.adopt(self.handle.pod, self.report)
@@ -315,6 +332,7 @@ class _PodLifecycle:
                     await self.report.event("Warning", exc.reason, shown)
                     await self.show(self.view.waiting(exc.reason, shown))
             else:
+                self.handle.placement = placement
                 self.report.chosen = placement.container
                 self.report.view = replace(self.view, skipped=dict(placement.skipped))
                 return
@@ -323,18 +341,20 @@ class _PodLifecycle:
     async def _release(self) -> None:
         """Release the pod's instances while the pod lives on (a restart, a terminal phase),
         retrying until the provider verifies it; every failure is said on the pod."""
-        retry = _backoff(self.s.settings).delays()
-        while True:
-            try:
-                await self.provider.release(self.handle.pod)
-                return
-            except Exception as exc:
-                await self.report.event(
-                    "Warning",
-                    "DestroyFailed",
-                    f"could not destroy the instance yet, retrying: {_describe(exc)}",
-                )
-                await trio.sleep(retry.next())
+
+        async def said(exc: Exception, _: float) -> None:
+            await self.report.event(
+                "Warning",
+                "DestroyFailed",
+                f"could not destroy the instance yet, retrying: {_describe(exc)}",
+            )
+
+        await retry_until_done(
+            lambda: self.provider.release(self.handle.pod),
+            schedule=pod_backoff(self.s.settings),
+            on=ANY_FAILURE,
+            on_retry=said,
+        )
 
     # -- following one instance ----------------------------------------------------------
 
@@ -349,50 +369,15 @@ class _PodLifecycle:
 
     async def _observe(self, instance: str, nursery: trio.Nursery) -> Terminated | MachineFailed:
         observations = self.provider.follow(self.handle.pod, instance, self.report)
-        probing: trio.CancelScope | None = None
-        killed: list[Kill] = []
-        since: float | None = None
-        running: Running | None = None
-        with trio.CancelScope() as following:
+        probing = _Probing(nursery)
+        with trio.CancelScope() as probing.following:
             async with aclosing(observations):
                 async for observed in observations:
-                    if not isinstance(observed, Running):
-                        # not serving (Vast rebooting it, say): the probes stop; a later
-                        # Running, even at the same endpoints, starts them again, their
-                        # initial delays counted anew as for a restarted container
-                        running = since = None
-                        if probing is not None:
-                            probing.cancel()
-                            probing = None
-                    match observed:
-                        case Booting(message):
-                            if isinstance(self.view.state, RunningState):
-                                await self.show(replace(self.view, ready=False, message=message))
-                            else:
-                                await self.show(self.view.waiting("Provisioning", message))
-                        case Running() if observed == running:
-                            pass  # the same again: the probes carry on
-                        case Running():
-                            running = observed
-                            await self._running(observed)
-                            if probing is not None:
-                                probing.cancel()
-                            since = trio.current_time() if since is None else since
-                            container = self._container()
-                            if container is not None and probed(container):
-                                probing = await nursery.start(
-                                    self._probe, container, observed, since, following, killed
-                                )
-                        case Exited(code, message):
-                            return _terminated(code, message)
-                        case MachineFailed(reason, message):
-                            await self.report.event("Warning", reason, message)
-                            return observed
-                        case Lost(reason, message):
-                            await self.report.event("Warning", reason, message)
-                            return Terminated(UNKNOWN_EXIT, reason, message)
-        if killed:
-            kill = killed[0]
+                    ended = await self._observed(observed, probing)
+                    if ended is not None:
+                        return ended
+        if probing.killed:
+            kill = probing.killed[0]
             await self.report.event(
                 "Normal",
                 "Killing",
@@ -402,25 +387,54 @@ class _PodLifecycle:
             return Terminated(UNKNOWN_EXIT, "Error", kill.message)
         raise RuntimeError(f"provider stopped following instance {instance} before it ended")
 
+    async def _observed(
+        self, observed: Observation, probing: _Probing
+    ) -> Terminated | MachineFailed | None:
+        """Show one observation (and start or stop the probes); how the instance ended, if
+        it did."""
+        if not isinstance(observed, Running):
+            # not serving (Vast rebooting it, say): the probes stop; a later Running, even
+            # at the same endpoints, starts them again, their initial delays counted anew as
+            # for a restarted container
+            probing.stop()
+        match observed:
+            case Booting(message):
+                if isinstance(self.view.state, RunningState):
+                    await self.show(replace(self.view, ready=False, message=message))
+                else:
+                    await self.show(self.view.waiting("Provisioning", message))
+            case Running() if observed == probing.running:
+                pass  # the same again: the probes carry on
+            case Running():
+                await self._running(observed)
+                await probing.restart(self, observed)
+            case Exited(code, message):
+                return _terminated(code, message)
+            case MachineFailed(reason, message):
+                await self.report.event("Warning", reason, message)
+                return observed
+            case Lost(reason, message):
+                await self.report.event("Warning", reason, message)
+                return Terminated(UNKNOWN_EXIT, reason, message)
+        return None
+
     async def _probe(
         self,
         container: Container,
         observed: Running,
-        since: float,
-        following: trio.CancelScope,
-        killed: list[Kill],
+        probing: _Probing,
         *,
         task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Probe the running container; a kill ends the instance's follow (``following``)."""
+        """Probe the running container; a kill ends the instance's follow."""
         with trio.CancelScope() as scope:
             task_status.started(scope)
-            killed.append(
+            probing.killed.append(
                 await run_probes(
-                    container, observed.endpoints, self.s.prober, _Probed(self), since=since
+                    container, observed.endpoints, self.s.prober, _Probed(self), since=probing.since
                 )
             )
-            following.cancel()
+            probing.following.cancel()
 
     def _container(self) -> Container | None:
         return next(
@@ -474,6 +488,38 @@ def _seconds_since(meta: ObjectMeta) -> float:
         return 0.0
     then = dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
     return max(0.0, (dt.datetime.now(dt.UTC) - then).total_seconds())
+
+
+class _Probing:
+    """The probes of the instance being followed: one task at a time, restarted by each new
+    ``Running`` and stopped by anything else; a liveness kill lands in ``killed`` and
+    cancels ``following`` (the follow of the instance)."""
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self.nursery = nursery
+        self.following = trio.CancelScope()
+        self.killed: list[Kill] = []
+        self.running: Running | None = None
+        self.since: float = 0.0
+        """When the container first ran in this follow: initial delays count from it."""
+        self._scope: trio.CancelScope | None = None
+
+    def stop(self) -> None:
+        self.running = None
+        if self._scope is not None:
+            self._scope.cancel()
+            self._scope = None
+
+    async def restart(self, lifecycle: _PodLifecycle, observed: Running) -> None:
+        if self.running is None:
+            self.since = trio.current_time()
+        self.running = observed
+        if self._scope is not None:
+            self._scope.cancel()
+            self._scope = None
+        container = lifecycle._container()
+        if container is not None and probed(container):
+            self._scope = await self.nursery.start(lifecycle._probe, container, observed, self)
 
 
 class _Probed:

@@ -16,6 +16,7 @@ the price cap, the node's spend cap, a Vast outage, a missing Secret). Each turn
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import trio
 from loguru import logger
@@ -42,7 +43,7 @@ from vk_trio.provider.selection import (
     select,
 )
 from vk_trio.provider.spec import MissingReference, ObjectLookup, SpecError, instance_request
-from vk_trio.retry import Backoff
+from vk_trio.retry import pod_backoff
 from vk_trio.vast import Offer, OfferGone, VastClient
 
 __all__ = ["OFFERS_PER_SEARCH", "Buyer", "describe_offer"]
@@ -100,7 +101,7 @@ class Buyer:
         self._claims = claims
         self._budget = budget
         self._objects = objects
-        self._backoff = Backoff(settings.backoff_first, settings.backoff_cap)
+        self._backoff = pod_backoff(settings)
         self._waiting = 0
         """Pods waiting because siblings hold every offer found (``WAITERS_PER_LOOK``)."""
 
@@ -179,6 +180,22 @@ class Buyer:
             message = selection.describe()
             await progress.event("Warning", reason, message, log_as="offers found: 0")
             return reason, message
+        return await self._buy_ranked(
+            pod, requirements, label, progress, selection, expire=(query, answered_at)
+        )
+
+    async def _buy_ranked(
+        self,
+        pod: Pod,
+        requirements: Requirements,
+        label: str,
+        progress: Progress,
+        selection: Selection,
+        *,
+        expire: tuple[dict[str, Any], float],
+    ) -> int | Wait:
+        """Try the best ``OFFERS_PER_SEARCH`` offers still free and within the budget, in
+        order; ``expire`` is the search to forget when none of them could be had."""
         refusal = None
         tried = 0
         for offer in selection.ranked:
@@ -208,7 +225,7 @@ class Buyer:
         if refusal is not None and tried == 0:
             await progress.event("Warning", "SpendCapReached", refusal)
             return "SpendCapReached", refusal
-        self._searches.expire(query, answered_at)
+        self._searches.expire(*expire)
         return TAKEN if tried == 0 else TRIED
 
     async def _explain(self, requirements: Requirements, strict: Selection) -> Selection:

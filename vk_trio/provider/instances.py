@@ -23,8 +23,14 @@ from typing import NamedTuple
 import trio
 from loguru import logger
 
-from vk_trio.errors import TemporaryError
 from vk_trio.provider.poller import InstancePoller
+from vk_trio.retry import (
+    LOST_CREATE_LOOKUP,
+    LOST_CREATE_LOOKUPS,
+    TRANSIENT,
+    log_retry,
+    retry_until_done,
+)
 from vk_trio.vast import (
     CreatedInstance,
     CreateInstance,
@@ -33,11 +39,6 @@ from vk_trio.vast import (
     Offer,
     VastClient,
 )
-
-LOOKUP_ATTEMPTS = 4
-LOOKUP_INTERVAL = 3.0
-"""A create whose answer was lost is looked up this many times, this far apart, because a
-just-created instance may take a moment to show in the list."""
 
 
 class BuyResult(NamedTuple):
@@ -70,26 +71,26 @@ async def buy(vast: VastClient, offer: Offer, request: CreateInstance) -> BuyRes
 
 
 async def _lookup_after_lost_answer(vast: VastClient, label: str) -> Instance | None:
-    """The instance a lost create made, if any, after ``LOOKUP_ATTEMPTS`` answered lists.
+    """The instance a lost create made, if any, after ``LOST_CREATE_LOOKUPS`` answered lists
+    (``vk_trio.retry.LOST_CREATE_LOOKUP`` apart).
 
     Only answered lists count: while listing fails, nothing can be known, and returning None
     would let the caller buy again, so it keeps trying (a pod deleted meanwhile cancels this;
     its teardown destroys by the same label). Not shielded, for that reason.
     """
-    answered = 0
-    while True:
-        try:
-            found = await vast.find_by_label(label)
-        except TemporaryError as exc:
-            logger.warning("cannot look the lost instance up yet", label=label, error=str(exc))
-            await trio.sleep(LOOKUP_INTERVAL)
-            continue
+    waits = LOST_CREATE_LOOKUP.delays()
+    for answered in range(1, LOST_CREATE_LOOKUPS + 1):
+        found = await retry_until_done(
+            lambda: vast.find_by_label(label),
+            schedule=LOST_CREATE_LOOKUP,
+            on=TRANSIENT,
+            on_retry=log_retry("cannot look the lost instance up yet", label=label),
+        )
         if found:
             return max(found, key=lambda i: i.id)
-        answered += 1
-        if answered == LOOKUP_ATTEMPTS:
-            return None
-        await trio.sleep(LOOKUP_INTERVAL)
+        if answered < LOST_CREATE_LOOKUPS:
+            await trio.sleep(waits.next())
+    return None
 
 
 async def destroy_all(

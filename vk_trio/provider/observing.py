@@ -123,16 +123,26 @@ class InstanceWatch:
         if status == "exited":
             return Exited(exit_code(message), message[:500])
         if status in BOOTING:
-            if self.ran:
-                return Booting(f"{name} {status}")
-            if late:
-                return MachineFailed(
-                    "BootTimeout",
-                    f"{name} not running within its startup timeout; trying another machine",
-                )
-            detail = f": {message[:200]}" if message else ""
-            return Booting(f"{name} {status or 'scheduling'}{detail}")
-        # stopped, frozen, offline, unknown: not serving; replaced if it lasts
+            return self._booting(instance, late)
+        return self._not_serving(instance, now, late)
+
+    def _booting(self, instance: Instance, late: bool) -> Observation:
+        """Created or loading: a reboot of one that ran, a boot, or a boot too slow."""
+        name, status = f"instance {instance.id}", instance.actual_status
+        if self.ran:
+            return Booting(f"{name} {status}")
+        if late:
+            return MachineFailed(
+                "BootTimeout",
+                f"{name} not running within its startup timeout; trying another machine",
+            )
+        message = (instance.status_msg or "").strip()
+        detail = f": {message[:200]}" if message else ""
+        return Booting(f"{name} {status or 'scheduling'}{detail}")
+
+    def _not_serving(self, instance: Instance, now: float, late: bool) -> Observation:
+        """Stopped, frozen, offline, unknown: not serving; replaced if it lasts."""
+        name, status = f"instance {instance.id}", instance.actual_status
         if self.offline_since is not None and now - self.offline_since > self.offline_grace:
             return Lost("HostOffline", f"{name} {status} too long")
         if self.ran:

@@ -309,6 +309,20 @@ class InstancePoller:
         if complete:
             removed |= self._by_id.keys() - {i.id for i in listed}
         removed = {i for i in removed if written.get(i, 0) < order}
+        touched = self._merge(updates, removed, order)
+        now = trio.current_time()
+        self._spent = self.spent()
+        self._rate = sum(i.dph_total for i in self._by_id.values())
+        self._rate_since = now
+        if complete:  # forget the marks of long-gone instances
+            for instance_id in [i for i in written if i not in self._by_id and written[i] < order]:
+                del written[instance_id]
+        if touched:
+            self._notify(touched)
+
+    def _merge(self, updates: dict[int, Instance], removed: set[int], order: int) -> set[str]:
+        """Write sweep ``order``'s updates and removals; return the pod UIDs they touched."""
+        written = self._written_by
         touched: set[str] = set()
         for instance_id in removed:
             old = self._by_id.pop(instance_id, None)
@@ -323,15 +337,10 @@ class InstancePoller:
                 touched.add(self._uid(instance))
                 if old is not None:
                     touched.add(self._uid(old))
-        now = trio.current_time()
-        self._spent = self.spent()
-        self._rate = sum(i.dph_total for i in self._by_id.values())
-        self._rate_since = now
-        if complete:  # forget the marks of long-gone instances
-            for instance_id in [i for i in written if i not in self._by_id and written[i] < order]:
-                del written[instance_id]
-        if not touched:
-            return
+        return touched
+
+    def _notify(self, touched: set[str]) -> None:
+        """Wake the waiters of each touched pod whose instances really changed."""
         by_uid: dict[str, list[Instance]] = defaultdict(list)
         for instance in self._by_id.values():
             uid = self._uid(instance)

@@ -154,29 +154,35 @@ def offer_price(offer: Offer, req: Requirements) -> float:
 
 def violations(offer: Offer, req: Requirements) -> list[Rejection]:
     """Every constraint ``offer`` fails, in :data:`CONSTRAINTS` order; empty if it fits."""
+    found = _offer_violations(offer, req)
+    price_problem = _price_violation(offer, req)
+    if price_problem is not None:
+        found.append(price_problem)
+    return found + _machine_violations(offer, req)
+
+
+def _offer_violations(offer: Offer, req: Requirements) -> list[Rejection]:
+    """Whether the offer can be had at all, and with the GPUs the pod asks for."""
+    found: list[Rejection] = []
+    if not offer.rentable:
+        found.append(Rejection("available", "not rentable"))
+    elif offer.rented:
+        found.append(Rejection("available", "already rented"))
+    if req.gpu_names and gpu_key(offer.gpu_name) not in {gpu_key(n) for n in req.gpu_names}:
+        wanted = ", ".join(req.gpu_names)
+        found.append(Rejection("gpu-type", f"gpu {offer.gpu_name or '?'} not in [{wanted}]"))
+    if offer.num_gpus != req.num_gpus:
+        found.append(Rejection("gpu-count", f"{offer.num_gpus} GPUs, need {req.num_gpus}"))
+    return found
+
+
+def _machine_violations(offer: Offer, req: Requirements) -> list[Rejection]:
+    """Where the machine is and what it has: region, GPU memory, disk, trust, CUDA."""
     found: list[Rejection] = []
 
     def reject(constraint: str, reason: str) -> None:
         found.append(Rejection(constraint, reason))
 
-    if not offer.rentable:
-        reject("available", "not rentable")
-    elif offer.rented:
-        reject("available", "already rented")
-    if req.gpu_names and gpu_key(offer.gpu_name) not in {gpu_key(n) for n in req.gpu_names}:
-        reject("gpu-type", f"gpu {offer.gpu_name or '?'} not in [{', '.join(req.gpu_names)}]")
-    if offer.num_gpus != req.num_gpus:
-        reject("gpu-count", f"{offer.num_gpus} GPUs, need {req.num_gpus}")
-    price = offer_price(offer, req)
-    if req.interruptible and not (math.isfinite(offer.min_bid) and offer.min_bid > 0):
-        reject("interruptible", "no bid price (min_bid)")
-    elif not (math.isfinite(price) and price > 0):
-        # A malformed offer (dph_total missing, negative, huge): without a cap it would
-        # otherwise rank first and be bought at whatever Vast really charges.
-        reject("available", f"no valid price (dph_total {price:g})")
-    elif req.price_max is not None and not price <= req.price_max + _PRICE_EPSILON:
-        what = "bid with storage" if req.interruptible else "price"
-        reject("price-max", f"{what} {usd(price)}/h > price-max {usd(req.price_max)}/h")
     if req.countries is not None and offer.country not in req.countries:
         reject("region", f"country {offer.country or 'unknown'} not in {req.region}")
     if req.min_gpu_ram_mb is not None and not offer.gpu_ram >= req.min_gpu_ram_mb:
@@ -190,6 +196,21 @@ def violations(offer: Offer, req: Requirements) -> list[Rejection]:
     if req.min_cuda is not None and not offer.cuda_max_good >= req.min_cuda:
         reject("min-cuda", f"cuda {offer.cuda_max_good:g} < {req.min_cuda:g}")
     return found
+
+
+def _price_violation(offer: Offer, req: Requirements) -> Rejection | None:
+    """What is wrong with the offer's price (or bid) for ``req``, if anything."""
+    price = offer_price(offer, req)
+    if req.interruptible and not (math.isfinite(offer.min_bid) and offer.min_bid > 0):
+        return Rejection("interruptible", "no bid price (min_bid)")
+    if not (math.isfinite(price) and price > 0):
+        # A malformed offer (dph_total missing, negative, huge): without a cap it would
+        # otherwise rank first and be bought at whatever Vast really charges.
+        return Rejection("available", f"no valid price (dph_total {price:g})")
+    if req.price_max is not None and not price <= req.price_max + _PRICE_EPSILON:
+        what = "bid with storage" if req.interruptible else "price"
+        return Rejection("price-max", f"{what} {usd(price)}/h > price-max {usd(req.price_max)}/h")
+    return None
 
 
 def rejection(offer: Offer, req: Requirements) -> Rejection | None:

@@ -37,7 +37,7 @@ from typing import Protocol
 
 from vk_trio.annotations import CONTAINER
 from vk_trio.errors import PermanentError, TemporaryError
-from vk_trio.kube.models import ConfigMap, Container, EnvVar, Pod, Secret
+from vk_trio.kube.models import ConfigMap, Container, EnvFromSource, EnvVar, Pod, Secret
 from vk_trio.vast.models import CreateInstance
 
 __all__ = [
@@ -288,26 +288,7 @@ class _EnvResolver:
     async def resolve(self, container: Container) -> dict[str, str]:
         env: dict[str, str] = {}
         for source in container.env_from:
-            if source.config_map_ref is not None:
-                ref = source.config_map_ref
-                config_map = await self.config_map(ref.name)
-                if config_map is None:
-                    self._missing("configmap", ref.name, ref.optional)
-                    continue
-                items = config_map.data.items()
-            elif source.secret_ref is not None:
-                ref = source.secret_ref
-                secret = await self.secret(ref.name)
-                if secret is None:
-                    self._missing("secret", ref.name, ref.optional)
-                    continue
-                items = {
-                    key: self.secret_value(ref.name, key, value)
-                    for key, value in secret.data.items()
-                }.items()
-            else:
-                continue
-            for key, text in items:
+            for key, text in (await self._source_items(source)).items():
                 if _valid_env_name(source.prefix + key):
                     env[source.prefix + key] = text
         for var in container.env:
@@ -317,6 +298,27 @@ class _EnvResolver:
             if value is not None:
                 env[var.name] = value
         return env
+
+    async def _source_items(self, source: EnvFromSource) -> dict[str, str]:
+        """The keys and values one ``envFrom`` entry brings (none when optional and missing)."""
+        if source.config_map_ref is not None:
+            ref = source.config_map_ref
+            config_map = await self.config_map(ref.name)
+            if config_map is None:
+                self._missing("configmap", ref.name, ref.optional)
+                return {}
+            return dict(config_map.data)
+        if source.secret_ref is not None:
+            secret_ref = source.secret_ref
+            secret = await self.secret(secret_ref.name)
+            if secret is None:
+                self._missing("secret", secret_ref.name, secret_ref.optional)
+                return {}
+            return {
+                key: self.secret_value(secret_ref.name, key, value)
+                for key, value in secret.data.items()
+            }
+        return {}
 
     async def _value(self, var: EnvVar, env: Mapping[str, str]) -> str | None:
         """The variable's value; None drops it (optional and missing, or resourceFieldRef)."""

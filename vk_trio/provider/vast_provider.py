@@ -3,13 +3,15 @@
 It owns everything Vast-specific a pod's life needs: annotations → requirements, the pod
 spec → a create request, labels, buying (``buying.Buyer``), reading instances
 (``observing.InstanceWatch`` fed by the node's one ``poller.InstancePoller``) and destroying
-(``instances.destroy_all``). Per pod it keeps only what a restart may lose: the machines that
-failed the pod (so another is tried), dropped by ``forget``.
+(``instances.destroy_all``), and what the kubelet API asks of a running container: its logs
+(``logs.VastLogs``, over Vast's log upload) and usage (``usage``, from the poller's sweep).
+Per pod it keeps only what a restart may lose: the machines that failed the pod (so another
+is tried) and its log books, dropped by ``forget``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -19,28 +21,39 @@ from loguru import logger
 
 from vk_trio.annotations import BUYING, ENDPOINTS, INSTANCE_ID
 from vk_trio.config import Settings
-from vk_trio.errors import TemporaryError, VkError
+from vk_trio.errors import VkError
 from vk_trio.kube.models import Pod
 from vk_trio.node.provider import (
     Ended,
     InvalidPod,
+    LogOptions,
     Lost,
     MachineFailed,
     Observation,
     Placement,
     Progress,
     Running,
+    Usage,
 )
 from vk_trio.provider.budget import Budget
 from vk_trio.provider.buying import Buyer
-from vk_trio.provider.instances import LOOKUP_ATTEMPTS, LOOKUP_INTERVAL, destroy_all
+from vk_trio.provider.instances import destroy_all
 from vk_trio.provider.labels import instance_label
+from vk_trio.provider.logs import VastLogs
 from vk_trio.provider.market import OfferClaims, SharedSearches
 from vk_trio.provider.observing import InstanceWatch
 from vk_trio.provider.poller import InstancePoller
 from vk_trio.provider.requirements import AnnotationError, Requirements, parse_requirements
 from vk_trio.provider.spec import ObjectLookup, SpecError, chosen_container, skipped_containers
-from vk_trio.retry import Backoff
+from vk_trio.provider.usage import instance_usage
+from vk_trio.retry import (
+    LOST_CREATE_LOOKUP,
+    LOST_CREATE_LOOKUPS,
+    TRANSIENT,
+    VK_FAILURES,
+    pod_backoff,
+    retry_until_done,
+)
 from vk_trio.vast import VastClient
 
 if TYPE_CHECKING:
@@ -82,7 +95,8 @@ class VastProvider:
             budget=budget,
             objects=objects,
         )
-        self._backoff = Backoff(settings.backoff_first, settings.backoff_cap)
+        self._logs = VastLogs(vast, poller)
+        self._backoff = pod_backoff(settings)
         self._pods: dict[str, _PodMemory] = {}
 
     # -- the Provider protocol ------------------------------------------------------------
@@ -105,8 +119,9 @@ class VastProvider:
         instances = self._poller.instances(pod.uid)
         if not instances and BUYING in progress.pod.metadata.annotations:
             self._log(pod).warning("a buy was in flight when vk-trio stopped; looking for it")
-            for _ in range(LOOKUP_ATTEMPTS):
-                await trio.sleep(LOOKUP_INTERVAL)
+            waits = LOST_CREATE_LOOKUP.delays()
+            for _ in range(LOST_CREATE_LOOKUPS):
+                await trio.sleep(waits.next())
                 await self._fresh_sweep(progress)
                 instances = self._poller.instances(pod.uid)
                 if instances:
@@ -199,7 +214,15 @@ class VastProvider:
 
     def forget(self, pod: Pod) -> None:
         self._pods.pop(pod.uid, None)
+        self._logs.forget(pod.uid)
         self._poller.forget(pod.uid)
+
+    async def logs(self, pod: Pod, container: str, options: LogOptions) -> AsyncIterator[bytes]:
+        return await self._logs.stream(pod, container, options)
+
+    async def usage(self, pod: Pod) -> Usage | None:
+        instances = self._poller.instances(pod.uid)
+        return instance_usage(max(instances, key=lambda i: i.id)) if instances else None
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -236,33 +259,34 @@ class VastProvider:
                 self._log(progress.pod).warning("pod annotation patch failed", error=str(exc))
 
     async def _fresh_sweep(self, progress: Progress) -> None:
-        """Wait for a successful sweep that started now, reporting while Vast cannot list."""
-        retry = self._backoff.delays()
-        while True:
-            try:
-                await self._poller.fresh()
-                return
-            except TemporaryError as exc:  # e.g. a revoked API key: the list is refused
-                delay = retry.next()
-                await progress.event("Warning", "VastAPIError", str(exc))
-                if progress.pod.status.phase != "Running":
-                    await progress.waiting("VastAPIError", f"{exc}; retrying in {delay:.0f}s")
-                await trio.sleep(delay)
+        """Wait for a successful sweep that started now, reporting while Vast cannot list
+        (e.g. a revoked API key: the list is refused)."""
+
+        async def said(exc: Exception, delay: float) -> None:
+            await progress.event("Warning", "VastAPIError", str(exc))
+            if progress.pod.status.phase != "Running":
+                await progress.waiting("VastAPIError", f"{exc}; retrying in {delay:.0f}s")
+
+        await retry_until_done(
+            self._poller.fresh, schedule=self._backoff, on=TRANSIENT, on_retry=said
+        )
 
     async def _release_until_done(self, pod: Pod, progress: Progress, *, keep: int) -> None:
         """Destroy the pod's extra instances (all but ``keep``), retrying until done."""
-        retry = self._backoff.delays()
-        while True:
-            try:
-                await self.release(pod, keep=str(keep))
-                return
-            except VkError as exc:
-                await progress.event(
-                    "Warning",
-                    "DestroyFailed",
-                    f"could not destroy an extra instance yet, retrying: {exc}",
-                )
-                await trio.sleep(retry.next())
+
+        async def said(exc: Exception, _: float) -> None:
+            await progress.event(
+                "Warning",
+                "DestroyFailed",
+                f"could not destroy an extra instance yet, retrying: {exc}",
+            )
+
+        await retry_until_done(
+            lambda: self.release(pod, keep=str(keep)),
+            schedule=self._backoff,
+            on=VK_FAILURES,
+            on_retry=said,
+        )
 
 
 def _requirements(pod: Pod) -> Requirements:

@@ -42,7 +42,7 @@ from loguru import logger
 
 from vk_trio import __version__, metrics
 from vk_trio.logs import redact
-from vk_trio.retry import Backoff, RetryPolicy
+from vk_trio.retry import VAST_CALL, RetryPolicy
 from vk_trio.vast.errors import (
     CreateOutcomeUnknown,
     InstanceNotFound,
@@ -73,9 +73,6 @@ MAX_PAGES = 400
 """10,000 instances: far more than one account rents. A server handing out ever-new
 ``next_token`` values must end in an error, not page forever."""
 
-
-DEFAULT_RETRY = RetryPolicy(attempts=5, backoff=Backoff(1.0, 30.0, jitter=0.2))
-"""Vast's own CLI starts at 0.15 s, but its rate-limit thresholds are 1-4.5 s."""
 
 MAX_IN_FLIGHT = 8
 """API requests on the wire at once, each on a kept-alive connection."""
@@ -190,7 +187,7 @@ class VastClient:
             )
         )
         self._pacer = pacer if pacer is not None else Pacer()
-        self._retry = retry if retry is not None else DEFAULT_RETRY
+        self._retry = retry if retry is not None else VAST_CALL
         self._rng = rng if rng is not None else random.Random()
         self._calls: Counter[str] = Counter()
         # Requests queue here (FIFO, cheap) rather than in httpcore's pool, whose queue is

@@ -77,6 +77,8 @@ class RateLimited(VastError, TemporaryError):
     ``delay`` runs to the quota reset.
     """
 
+    delay: float
+
     def __init__(
         self,
         message: str,
@@ -97,6 +99,8 @@ class VastUnavailable(VastError, TemporaryError):
     ``request_sent`` is False only when the request provably never reached Vast (the connection
     could not be opened), which is what makes even a create safe to repeat.
     """
+
+    delay: float
 
     def __init__(
         self,

@@ -342,6 +342,62 @@ async def test_terminal_phase_is_final(client: httpx.AsyncClient) -> None:
     assert (refused.status_code, refused.json()["reason"]) == (422, "Invalid")
 
 
+SLICES = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
+
+
+def endpoint_slice(name: str, *addresses: str, family: str = "IPv4") -> dict[str, Any]:
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": name},
+        "addressType": family,
+        "endpoints": [{"addresses": [address]} for address in addresses],
+        "ports": [{"name": "http", "port": 8000, "protocol": "TCP"}],
+    }
+
+
+async def test_endpoint_slices_refuse_special_addresses_as_the_real_server_does(
+    client: httpx.AsyncClient,
+) -> None:
+    """A v1.36 API server answered 422 to a slice naming 127.0.0.1; so does the stand-in, in
+    the server's words (``ValidateNonSpecialIP``), on create and on update."""
+    refused = await client.post(SLICES, json=endpoint_slice("lo", "203.0.113.7", "127.0.0.1"))
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["reason"] == "Invalid"
+    assert refused.json()["message"] == (
+        'EndpointSlice.discovery.k8s.io "lo" is invalid: endpoints[1].addresses[0]: Invalid'
+        ' value: "127.0.0.1": may not be in the loopback range (127.0.0.0/8, ::1/128)'
+    )
+    link_local = await client.post(SLICES, json=endpoint_slice("ll", "169.254.169.254"))
+    assert link_local.status_code == 422
+    assert link_local.json()["message"].endswith(
+        "may not be in the link-local range (169.254.0.0/16, fe80::/10)"
+    )
+    six = await client.post(SLICES, json=endpoint_slice("six", "::1", "fe80::1", family="IPv6"))
+    assert six.status_code == 422
+    assert "::1/128" in six.json()["message"] and "fe80::/10" in six.json()["message"]
+
+    created = await client.post(SLICES, json=endpoint_slice("ok", "203.0.113.7"))
+    assert created.status_code == 201, created.text
+    patch = {"endpoints": [{"addresses": ["127.0.0.2"]}]}
+    updated = await client.patch(f"{SLICES}/ok", json=patch, headers=MERGE)
+    assert updated.status_code == 422
+    assert "loopback range" in updated.json()["message"]
+
+
+async def test_the_loopback_switch_lets_loopback_through_and_nothing_else(
+    nursery: trio.Nursery,
+) -> None:
+    """``allow_loopback_endpoints``: for simulated instances on 127.0.0.1, and only them."""
+    sim = KubeSim(allow_loopback_endpoints=True)
+    await nursery.start(sim.serve)
+    async with httpx.AsyncClient(base_url=sim.url, timeout=10) as http:
+        loopback = await http.post(SLICES, json=endpoint_slice("lo", "127.0.0.1"))
+        assert loopback.status_code == 201, loopback.text
+        link_local = await http.post(SLICES, json=endpoint_slice("ll", "169.254.1.1"))
+        assert link_local.status_code == 422
+
+
 async def test_status_subresource_only_touches_status(client: httpx.AsyncClient) -> None:
     await client.post(PODS, json=pod("a"))
     patch: dict[str, Any] = {"spec": {"nodeName": "moved"}, "status": {"phase": "Running"}}
@@ -352,6 +408,27 @@ async def test_status_subresource_only_touches_status(client: httpx.AsyncClient)
     through_main = (await client.patch(f"{PODS}/a", json=patch, headers=SMP)).json()
     assert through_main["metadata"]["labels"] == {"x": "y"}
     assert through_main["status"]["phase"] == "Running"
+
+
+async def test_ephemeral_containers_are_added_through_their_subresource_only(
+    client: httpx.AsyncClient,
+) -> None:
+    """``kubectl debug``'s PATCH: the subresource adds one; the main resource cannot touch
+    them; once added, one may be neither changed nor removed."""
+    await client.post(PODS, json=pod("a"))
+    debugger = {"name": "dbg", "image": "busybox", "stdin": True}
+    patch: dict[str, Any] = {"spec": {"ephemeralContainers": [debugger]}}
+    added = await client.patch(f"{PODS}/a/ephemeralcontainers", json=patch, headers=SMP)
+    assert added.status_code == 200, added.text
+    assert added.json()["spec"]["ephemeralContainers"] == [debugger]
+    main = await client.patch(
+        f"{PODS}/a", json={"spec": {"ephemeralContainers": []}}, headers=MERGE
+    )
+    assert main.json()["spec"]["ephemeralContainers"] == [debugger]
+    changed = {"spec": {"ephemeralContainers": [{**debugger, "image": "alpine"}]}}
+    refused = await client.patch(f"{PODS}/a/ephemeralcontainers", json=changed, headers=SMP)
+    assert refused.status_code == 422
+    assert 'existing ephemeral containers "dbg" may not be changed' in refused.json()["message"]
 
 
 async def test_node_status_put_and_patch(client: httpx.AsyncClient) -> None:

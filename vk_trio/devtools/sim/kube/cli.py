@@ -38,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=5.0,
         help="seconds between watch BOOKMARK events (default %(default)s)",
     )
+    parser.add_argument(
+        "--allow-loopback-endpoints",
+        action="store_true",
+        help="accept EndpointSlices naming 127.0.0.1, which a real API server refuses "
+        "(for Services over `vk-trio sim vast --serve-ports`)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -49,7 +55,11 @@ def main(args: argparse.Namespace) -> int:
     SIGINT) would not stop it.
     """
     host, _, port = str(args.listen).rpartition(":")
-    sim = KubeSim(history=args.history, bookmark_interval=args.bookmark_interval)
+    sim = KubeSim(
+        history=args.history,
+        bookmark_interval=args.bookmark_interval,
+        allow_loopback_endpoints=args.allow_loopback_endpoints,
+    )
 
     async def run() -> None:
         with trio.open_signal_receiver(signal.SIGINT) as interrupts:

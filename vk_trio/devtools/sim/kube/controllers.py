@@ -92,7 +92,7 @@ class Controllers(WorkloadControllers):
                 try:
                     self._sync(key)
                 except ApiError as error:
-                    logger.debug("stand-in controller skipped {}: {}", key, error.message)
+                    logger.debug("stand-in controller skipped", key=str(key), error=error.message)
                 await trio.lowlevel.checkpoint()
 
     def _on_change(self, change: Change) -> None:

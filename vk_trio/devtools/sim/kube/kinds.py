@@ -101,6 +101,9 @@ DEFAULT_GRACE_SECONDS = 30
 
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 
+EPHEMERAL_CONTAINERS = "ephemeralcontainers"
+"""The pod subresource through which ``kubectl debug`` adds an ephemeral container."""
+
 WORKLOADS = frozenset({"Deployment", "DaemonSet", "ReplicaSet"})
 """Kinds whose ``metadata.generation`` the server counts (a controller compares it with
 ``status.observedGeneration``; ``kubectl rollout status`` reads both)."""
@@ -243,6 +246,9 @@ def merge_write(resource: Resource, old: Obj, new: Obj, *, subresource: str | No
     changes (nodes keep label and annotation changes too, which VK's node status patch relies
     on); through the main resource of a kind with a status subresource, ``.status`` is kept.
     """
+    if subresource == EPHEMERAL_CONTAINERS:  # only the list changes (kubectl debug adds one)
+        wanted = (new.get("spec") or {}).get("ephemeralContainers") or []
+        return {**old, "spec": {**(old.get("spec") or {}), "ephemeralContainers": wanted}}
     if subresource == "status":
         result = {**old, "status": new.get("status", {})}
         if resource.kind == "Node":
@@ -254,6 +260,10 @@ def merge_write(resource: Resource, old: Obj, new: Obj, *, subresource: str | No
     if resource.kind == "Pod":
         result["spec"] = copy.deepcopy(result.get("spec") or {})
         _add_default_tolerations(result["spec"])
+        # Only the ephemeralcontainers subresource changes them.
+        result["spec"].pop("ephemeralContainers", None)
+        if "ephemeralContainers" in (old.get("spec") or {}):
+            result["spec"]["ephemeralContainers"] = old["spec"]["ephemeralContainers"]
     if resource.kind in WORKLOADS:  # the server's count, whatever the client sent
         result["spec"] = copy.deepcopy(result.get("spec") or {})
         _default_workload(resource, result["spec"])
@@ -274,14 +284,29 @@ def _keep_identity(old: Obj, new: Obj) -> Obj:
     return meta
 
 
+def subresources(resource: Resource) -> tuple[str, ...]:
+    """Subresources served besides ``status`` (``binding`` and ``scale`` have their own
+    routes): a pod's ``ephemeralcontainers``, which ``kubectl debug`` patches."""
+    return (EPHEMERAL_CONTAINERS,) if resource.kind == "Pod" else ()
+
+
 def update_error(resource: Resource, old: Obj, new: Obj) -> str | None:
     """Why the API server would refuse to store ``new`` over ``old`` (422), or None.
 
-    Only the rule a node can break by mistake is checked: a pod in a terminal phase stays
-    there (``ValidatePodStatusUpdate``), which is what makes Failed/Succeeded safe to act on.
+    Only the rules a client can break by mistake are checked: a pod in a terminal phase
+    stays there (``ValidatePodStatusUpdate``), which is what makes Failed/Succeeded safe to
+    act on, and an ephemeral container, once added, stays as it is.
     """
     if resource.kind != "Pod":
         return None
+    kept = {c.get("name"): c for c in (new.get("spec") or {}).get("ephemeralContainers") or []}
+    for container in (old.get("spec") or {}).get("ephemeralContainers") or []:
+        name = container.get("name")
+        if kept.get(name) != container:
+            why = "may not be removed" if name not in kept else "may not be changed"
+            return (
+                f'spec.ephemeralContainers: Forbidden: existing ephemeral containers "{name}" {why}'
+            )
     before = (old.get("status") or {}).get("phase")
     after = (new.get("status") or {}).get("phase")
     if before in TERMINAL_PHASES and after != before:

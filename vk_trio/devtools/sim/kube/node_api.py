@@ -9,6 +9,11 @@ Like a real API server, the stand-in
   certificate, verifying the kubelet's serving certificate against its CA (and
   ``kubelet_ca_pem`` when a test brings its own); a non-2xx answer to a log request becomes a
   ``Status`` with the kubelet's text as message, as ``NewGenericServerResponse`` does;
+* proxies ``pods/{name}/exec``, ``/attach`` (to ``/{exec,attach}/{ns}/{name}/{container}``)
+  and ``/portforward`` (to ``/portForward/{ns}/{name}``) the same way, checking the container
+  first as ``streamLocation`` does. The stand-in cannot switch protocols, so this serves what
+  a node answers without upgrading (a refusal), relayed as the real proxy relays a non-101
+  answer; a client asking for a WebSocket is told no (400), and kubectl falls back to SPDY;
 * serves ``PUT .../certificatesigningrequests/{name}/approval`` (``kubectl certificate
   approve|deny``) and signs approved ``kubernetes.io/kubelet-serving`` CSRs with its CA, like
   kube-controller-manager's signer (a CSR that breaks the signer's rules gets ``Failed``);
@@ -47,6 +52,7 @@ if TYPE_CHECKING:
 KUBELET_SERVING = "kubernetes.io/kubelet-serving"
 _LOG_PARAMS = ("follow", "previous", "timestamps", "sinceSeconds", "sinceTime", "tailLines")
 _LOG_PARAMS_ALL = (*_LOG_PARAMS, "limitBytes")
+_STREAMS = frozenset({"exec", "attach", "portforward"})
 _REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound"}
 
 
@@ -132,6 +138,9 @@ class NodeApi:
         is_log = len(parts) == 7 and parts[4] == "pods" and parts[6] == "log"
         if is_log and parts[:3] == ["api", "v1", "namespaces"] and request.method == "GET":
             return await self._pod_log(request, parts[3], parts[5])
+        is_stream = len(parts) == 7 and parts[4] == "pods" and parts[6] in _STREAMS
+        if is_stream and parts[:3] == ["api", "v1", "namespaces"]:
+            return await self._pod_stream(request, parts[3], parts[5], parts[6])
         if len(parts) >= 5 and parts[:3] == ["api", "v1", "nodes"] and parts[4] == "proxy":
             path = "/" + "/".join(parts[5:])
             return await self._proxy(request, parts[3], path, request.query, logs=False)
@@ -228,7 +237,7 @@ class NodeApi:
 
     async def _pod_log(self, request: Request, namespace: str, name: str) -> Response:
         pod = self._store.get(BY_PLURAL["pods"], namespace, name)
-        containers = [c["name"] for c in (pod.get("spec") or {}).get("containers") or []]
+        containers = _container_names(pod, ephemeral=False)
         container = request.param("container") or ""
         if not container:
             if len(containers) != 1:
@@ -238,7 +247,7 @@ class NodeApi:
                     f"choose one of: [{' '.join(containers)}]",
                 )
             container = containers[0]
-        elif container not in containers:
+        elif container not in _container_names(pod):
             return _status(400, f"container {container} is not valid for pod {name}")
         node = (pod.get("spec") or {}).get("nodeName")
         if not node:
@@ -246,6 +255,36 @@ class NodeApi:
         query = {k: v for k, v in request.query.items() if k in _LOG_PARAMS_ALL}
         path = f"/containerLogs/{namespace}/{name}/{container}"
         return await self._proxy(request, node, path, query, logs=True)
+
+    async def _pod_stream(self, request: Request, namespace: str, name: str, verb: str) -> Response:
+        """``pods/{name}/{exec,attach,portforward}``, as ``streamLocation`` resolves them."""
+        if request.method not in ("GET", "POST"):
+            return _status(405, f"{request.method} is not allowed", "MethodNotAllowed")
+        if "websocket" in request.headers.get("upgrade", "").lower():
+            # What a server without the stream translator answers; kubectl then uses SPDY.
+            return _status(400, "WebSocket upgrades are not served by this stand-in")
+        pod = self._store.get(BY_PLURAL["pods"], namespace, name)
+        node = (pod.get("spec") or {}).get("nodeName")
+        if verb == "portforward":
+            path = f"/portForward/{namespace}/{name}"
+        else:
+            container = request.param("container") or ""
+            names = _container_names(pod)
+            if not container:
+                if len(names) != 1:
+                    return _status(
+                        400,
+                        f"a container name must be specified for pod {name}, "
+                        f"choose one of: [{' '.join(names)}]",
+                    )
+                container = names[0]
+            elif container not in names:
+                return _status(400, f"container {container} is not valid for pod {name}")
+            path = f"/{verb}/{namespace}/{name}/{container}"
+        if not node:
+            return _status(400, f"pod {name} does not have a host assigned")
+        query = {k: v for k, v in request.query.items() if k != "container"}
+        return await self._proxy(request, node, path, query, logs=False)
 
     async def _proxy(
         self,
@@ -290,6 +329,16 @@ class NodeApi:
             stream=_relay(response),
             until_disconnect=follow,
         )
+
+
+def _container_names(pod: Obj, *, ephemeral: bool = True) -> list[str]:
+    """The pod's container names: regular ones, then init and (``ephemeral``) ephemeral
+    ones, which a request naming its container may also reach (``podHasContainerWithName``)."""
+    spec = pod.get("spec") or {}
+    kinds = (
+        ("containers", "initContainers", "ephemeralContainers") if ephemeral else ("containers",)
+    )
+    return [c["name"] for kind in kinds for c in spec.get(kind) or []]
 
 
 def _approval_body(request: Request) -> Obj:

@@ -49,7 +49,7 @@ import yaml
 from vk_trio.devtools.sim.kube import table as kube_table
 from vk_trio.devtools.sim.kube.controllers import Controllers
 from vk_trio.devtools.sim.kube.discovery import _discovery
-from vk_trio.devtools.sim.kube.kinds import BY_PLURAL, Obj, Resource
+from vk_trio.devtools.sim.kube.kinds import BY_PLURAL, Obj, Resource, subresources
 from vk_trio.devtools.sim.kube.node_api import NodeApi
 from vk_trio.devtools.sim.kube.selector import SelectorError
 from vk_trio.devtools.sim.kube.store import (
@@ -106,6 +106,8 @@ class KubeSim:
     Expired); ``bookmark_interval`` is the seconds between BOOKMARK events on watches that
     allow them; ``watch_buffer`` is how many undelivered events a watcher may hold before the
     server ends its stream (as a real server does with a slow client).
+    ``allow_loopback_endpoints`` accepts EndpointSlices that name 127.0.0.1, which a real
+    server refuses (422): only for simulated instances that listen on loopback.
 
     ``requests`` counts handled requests by ``"METHOD /path/{namespace}/.../{name}"``, with
     ``WATCH`` as the method for watch requests, e.g.
@@ -121,8 +123,13 @@ class KubeSim:
         watch_buffer: int = 1000,
         kubelet_ca_pem: bytes | None = None,
         csr_lifetime: float = 365 * 86400.0,
+        allow_loopback_endpoints: bool = False,
     ) -> None:
-        self.store = Store(history=history, watch_buffer=watch_buffer)
+        self.store = Store(
+            history=history,
+            watch_buffer=watch_buffer,
+            allow_loopback_endpoints=allow_loopback_endpoints,
+        )
         self.node_api = NodeApi(
             self.store, kubelet_ca_pem=kubelet_ca_pem, csr_lifetime=csr_lifetime
         )
@@ -296,7 +303,7 @@ class KubeSim:
             return self._bind(request, target)
         if target.subresource == "scale" and target.resource.kind in SCALABLE:
             return self._scale(request, target)
-        if target.subresource not in (None, "status") or (
+        if target.subresource not in (None, "status", *subresources(target.resource)) or (
             target.subresource == "status" and not target.resource.has_status
         ):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")

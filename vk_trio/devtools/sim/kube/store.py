@@ -45,6 +45,7 @@ from vk_trio.devtools.sim.kube.kinds import (
     update_error,
 )
 from vk_trio.devtools.sim.kube.selector import Matcher
+from vk_trio.devtools.sim.kube.validation import aggregate, endpoint_slice_errors
 
 Key = tuple[str, str, str]
 """(plural, namespace or "", name)."""
@@ -184,10 +185,19 @@ class Store:
 
     ``history`` bounds how many changes stay replayable; ``watch_buffer`` bounds how many
     undelivered events one watcher may hold before its stream is ended.
+    ``allow_loopback_endpoints`` lets EndpointSlices name loopback addresses, which the real
+    server refuses: a test-only switch for simulated instances that listen on 127.0.0.1.
     """
 
-    def __init__(self, *, history: int = 1000, watch_buffer: int = 1000) -> None:
+    def __init__(
+        self,
+        *,
+        history: int = 1000,
+        watch_buffer: int = 1000,
+        allow_loopback_endpoints: bool = False,
+    ) -> None:
         self.rv = 0
+        self.allow_loopback_endpoints = allow_loopback_endpoints
         self._objects: dict[Key, Obj] = {}
         self._history: collections.deque[Change] = collections.deque(maxlen=history)
         self._floor = 0
@@ -250,6 +260,7 @@ class Store:
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = timestamp()
         prepare_for_create(resource, obj)
+        self._validate(resource, obj)
         return self._commit("ADDED", resource, key, obj, None)
 
     def update(
@@ -413,6 +424,14 @@ class Store:
 
     # ----- internals ---------------------------------------------------------------------
 
+    def _validate(self, resource: Resource, obj: Obj) -> None:
+        """Refuse (422) what the real server's field validation refuses (``validation``)."""
+        if resource.kind != "EndpointSlice":
+            return
+        errors = endpoint_slice_errors(obj, allow_loopback=self.allow_loopback_endpoints)
+        if errors:
+            raise _invalid(resource, obj["metadata"]["name"], aggregate(errors))
+
     def _require_namespace(self, namespace: str) -> None:
         if _key(BY_PLURAL["namespaces"], None, namespace) not in self._objects:
             raise not_found(BY_PLURAL["namespaces"], namespace)
@@ -422,6 +441,7 @@ class Store:
         refusal = update_error(resource, old, merged)
         if refusal is not None:
             raise _invalid(resource, old["metadata"]["name"], refusal)
+        self._validate(resource, merged)
         merged["apiVersion"], merged["kind"] = resource.api_version, resource.kind
         merged["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
         meta = merged["metadata"]
@@ -485,8 +505,10 @@ def _uid_mismatch(wanted: object, actual: object) -> str:
 
 
 def _invalid(resource: Resource, name: str, why: str) -> ApiError:
+    """422 Invalid, named by the group-qualified kind (``EndpointSlice.discovery.k8s.io``)."""
+    kind = f"{resource.kind}.{resource.group}" if resource.group else resource.kind
     return ApiError(
-        422, "Invalid", f'{resource.kind} "{name}" is invalid: {why}', resource=resource, name=name
+        422, "Invalid", f'{kind} "{name}" is invalid: {why}', resource=resource, name=name
     )
 
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import trio
 
-from vk_trio.kubelet.backend import LogOptions, NotReady
-from vk_trio.kubelet.logs import LogBook, stream_logs
+from vk_trio.node.logbook import LogBook, stream_logs
+from vk_trio.node.provider import LogOptions, NotReady
 
 T0 = _dt.datetime(2026, 11, 30, 12, 0, 0, tzinfo=_dt.UTC)
 

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 
 import trio
 from loguru import logger
 
-from vk_trio.kubelet.backend import BackendError, LogOptions
+from vk_trio.node.provider import ContainerError, LogOptions
 
 __all__ = ["DEFAULT_MAX_LINES", "FOLLOW_INTERVAL", "LogBook", "LogLine", "stream_logs"]
 
@@ -57,8 +58,8 @@ class LogLine:
 class LogBook:
     """The lines one container has printed so far, rebuilt from snapshots (module docstring).
 
-    ``fetch`` returns the provider's current snapshot (full text) and raises the backend's
-    typed errors when there is nothing to fetch yet. ``clock`` is the wall clock for stamps.
+    ``fetch`` returns the provider's current snapshot (full text) and raises the provider's
+    ``ContainerError`` when there is nothing to fetch yet. ``clock`` is the wall clock for stamps.
     """
 
     def __init__(
@@ -178,13 +179,29 @@ async def stream_logs(
     chunk = cut(b"".join(_render(line, options.timestamps) for line in shown))
     if chunk:
         yield chunk
-    while options.follow and budget != 0:
+    if not options.follow:
+        return
+    async with aclosing(_new_lines(book, seq, alive, interval)) as batches:
+        async for new in batches:
+            if budget == 0:
+                return
+            chunk = cut(b"".join(_render(line, options.timestamps) for line in new))
+            if chunk:
+                yield chunk
+
+
+async def _new_lines(
+    book: LogBook, seq: int, alive: Callable[[], bool], interval: float
+) -> AsyncGenerator[list[LogLine], None]:
+    """The lines after ``seq`` as they arrive: a refresh every ``interval`` seconds (shared
+    with other followers) until ``alive()`` is false, then one last refresh."""
+    while True:
         ending = not alive()
         if not ending:
             await trio.sleep(interval)
         try:
             await book.refresh(max_age=0.0 if ending else interval)
-        except BackendError:
+        except ContainerError:
             return  # nothing more to fetch (the instance is gone): what was sent is all
         except Exception as exc:
             # A provider hiccup (timeout, 5xx after its retries): try again next interval;
@@ -196,8 +213,6 @@ async def stream_logs(
         new = book.after(seq)
         if new:
             seq = new[-1].seq
-            chunk = cut(b"".join(_render(line, options.timestamps) for line in new))
-            if chunk:
-                yield chunk
+            yield new
         if ending:
             return
