@@ -6,7 +6,7 @@ Pending with no node; the demo and the README's walkthrough would have to play t
 plane themselves, and the node would only ever see pods created already bound.
 
 * **scheduler**: binds each pending pod (no ``spec.nodeName``, ``schedulerName``
-  ``default-scheduler``) to a node it fits (``kube_scheduler``) through the same code as the
+  ``default-scheduler``) to a node it fits (``scheduler``) through the same code as the
   ``binding`` subresource, recording a ``Scheduled`` Event; a pod that fits nowhere gets
   ``PodScheduled=False`` (``Unschedulable``) and a ``FailedScheduling`` Event, and is tried
   again whenever a node changes in a way that matters (Ready, labels, taints).

@@ -13,7 +13,7 @@ SERVER_VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-vk-trio-si
 
 def _discovery(path: str) -> Response:
     """``/version``, ``/api``, ``/apis``, group and resource lists, OpenAPI v3
-    (``kube_openapi``); 404 for everything else (``/openapi/v2`` included)."""
+    (``openapi``); 404 for everything else (``/openapi/v2`` included)."""
     path = path.rstrip("/") or "/"
     if path == "/openapi/v3":
         return Response(body=kube_openapi.index(), headers=[("Content-Type", "application/json")])

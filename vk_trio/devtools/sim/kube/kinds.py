@@ -12,7 +12,7 @@ with behaviour of their own get it here as plain functions, mirroring the API se
 * pods are deleted gracefully when they are bound to a node and not terminal;
 * Deployments, ReplicaSets and DaemonSets are defaulted on every write (strategy, replicas,
   the pod template's spec), start with an empty status and count ``metadata.generation`` up on
-  every spec change, as their strategies do (``kube_controllers`` acts on the first two);
+  every spec change, as their strategies do (``controllers`` acts on the first two);
 * a pod is bound to a node through its ``binding`` subresource (``bind_pod``), which sets
   ``spec.nodeName`` and the ``PodScheduled`` condition in one write.
 
@@ -20,7 +20,7 @@ RBAC kinds are stored and served, never enforced (the stand-in authorizes every 
 ``tests/deployments/test_deployments.py`` checks the node's requests against the manifest's rules
 instead.
 
-No I/O and no state here: ``kube_store`` calls these on copies it owns.
+No I/O and no state here: ``store`` calls these on copies it owns.
 """
 
 from __future__ import annotations

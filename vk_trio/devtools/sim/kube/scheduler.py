@@ -20,7 +20,7 @@ A pod that fits nowhere gets the real scheduler's message, e.g. ``0/2 nodes are 
 node(s) didn't match Pod's node affinity/selector, 1 node(s) had untolerated taint
 {virtual-kubelet.io/provider: vast}.`` (the preemption half of the real message is left out).
 
-Pure functions on JSON objects; ``kube_controllers`` runs them and writes the results.
+Pure functions on JSON objects; ``controllers`` runs them and writes the results.
 """
 
 from __future__ import annotations

@@ -5,22 +5,22 @@ what is tested is the wire protocol, not a mock of it. Served:
 
 * core/v1 namespaces, nodes, pods, events, secrets, configmaps, services, serviceaccounts,
   coordination.k8s.io/v1 leases, apps/v1 deployments, replicasets and daemonsets, and the four
-  rbac.authorization.k8s.io/v1 kinds (``kube_kinds``), with ``/status`` for pods, nodes,
+  rbac.authorization.k8s.io/v1 kinds (``kinds``), with ``/status`` for pods, nodes,
   namespaces, services and the workloads, ``pods/{name}/binding`` and
   ``{deployments,replicasets}/{name}/scale``; enough for ``kubectl apply`` of ``deployments/``;
 * GET/LIST (field and label selectors, ``limit``/``continue``), WATCH (``resourceVersion``,
   bookmarks, ``timeoutSeconds``, 410 Expired), POST, PUT, PATCH (strategic merge, merge,
-  JSON patch), DELETE (graceful pod deletion, finalizers, preconditions) (``kube_store``);
+  JSON patch), DELETE (graceful pod deletion, finalizers, preconditions) (``store``);
 * discovery (``/version``, ``/api``, ``/apis``...), OpenAPI v3 and ``fieldValidation``
-  (``kube_openapi``) and ``as=Table`` responses (``kube_table``) so that ``kubectl
+  (``openapi``) and ``as=Table`` responses (``table``) so that ``kubectl
   get/describe/create/apply/delete`` work against it, validation on;
 * a scheduler, the ReplicaSet and Deployment controllers and the garbage collector
-  (``kube_controllers``, ``kube_scheduler``), running while the server serves.
+  (``controllers``, ``scheduler``), running while the server serves.
 
-The kubelet API's side of the API server (``kube_node_api``): ``pods/{name}/log`` and
+The kubelet API's side of the API server (``node_api``): ``pods/{name}/log`` and
 ``nodes/{name}/proxy/...`` proxied to the node's kubelet over HTTPS with the stand-in's
 kubelet-client certificate, CSR approval and signing, TokenReview and SubjectAccessReview. The
-stand-in's CA (``kube_pki``) is in the kubeconfig it writes, as a real cluster's is.
+stand-in's CA (``pki``) is in the kubeconfig it writes, as a real cluster's is.
 
 Not served: authentication (any token is accepted), ``/openapi/v2``, server-side apply,
 other subresources, other controllers (DaemonSets, Jobs... get no pods).

@@ -207,7 +207,7 @@ class Store:
         self._changed = trio.Event()
         self.listeners: list[Callable[[Change], None]] = []
         """Called with every committed change, in the writer's step: how the stand-in's own
-        controllers (``kube_controllers``) learn of changes without a watch, so that
+        controllers (``controllers``) learn of changes without a watch, so that
         ``watchers`` counts clients only. A listener must only take note (queue work)."""
 
     # ----- reads -------------------------------------------------------------------------
@@ -356,7 +356,7 @@ class Store:
         return self._commit("MODIFIED", resource, key, marked, old)
 
     def bind(self, namespace: str, name: str, node: str, *, uid: str | None = None) -> Obj:
-        """POST ``pods/{name}/binding``: bind the pod to ``node`` (``kube_kinds.bind_pod``);
+        """POST ``pods/{name}/binding``: bind the pod to ``node`` (``kinds.bind_pod``);
         409 when it cannot be bound or ``uid`` is not the pod's."""
         pods = BY_PLURAL["pods"]
         old = self.get(pods, namespace, name)
