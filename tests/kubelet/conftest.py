@@ -13,48 +13,20 @@ import datetime as _dt
 import functools
 import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
-import msgspec
 import pytest
 import trio
 
-from tests.node.fakes import FakeOutput, FakeProvider
+from tests.kubelet.fakes import NODE, FakeNode
+from tests.node.fakes import FakeOutput
 from tests.plugins.kube_sim import KUBECTL
 from vk_trio.devtools.sim.kube import KubeSim
 from vk_trio.kube.api import KubeClient
-from vk_trio.kube.models import Pod
 from vk_trio.kubelet.certs import build_csr
 from vk_trio.kubelet.server import serve_kubelet
-from vk_trio.node.handle import PodHandle
-from vk_trio.node.lookup import PodLookup
-from vk_trio.node.provider import Placement
-
-NODE = "vk-kubelet-test"
-
-
-@dataclass
-class FakeNode:
-    """The node half the kubelet API reads: real ``PodHandle``s, each placed on its pod's
-    one container, over the fake provider's outputs."""
-
-    provider: FakeProvider = field(default_factory=FakeProvider)
-    handles: dict[str, PodHandle] = field(default_factory=dict)
-
-    def add_pod(self, pod: dict[str, Any]) -> FakeOutput:
-        decoded = msgspec.convert(pod, Pod)
-        handle = PodHandle(decoded)
-        handle.placement = Placement(decoded.spec.containers[0].name, {})
-        self.handles[decoded.uid] = handle
-        output = self.provider.outputs[decoded.metadata.name] = FakeOutput()
-        return output
-
-    @property
-    def lookup(self) -> PodLookup:
-        return PodLookup(self.handles, node_name=NODE)
 
 
 @dataclass

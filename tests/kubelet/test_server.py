@@ -16,7 +16,8 @@ import msgspec
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.kubelet.conftest import NODE, Kubelet
+from tests.kubelet.conftest import Kubelet
+from tests.kubelet.fakes import NODE
 from tests.plugins.kube_sim import KUBECTL
 
 
