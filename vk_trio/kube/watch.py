@@ -256,22 +256,8 @@ class _ListWatch:
         """Update the reflector state from one envelope; the event to yield, if any."""
         kind = envelope.type
         if kind in ("BOOKMARK", "ERROR"):
-            try:
-                status = _head_decoder.decode(envelope.object)
-            except msgspec.DecodeError as error:
-                if kind == "ERROR":
-                    raise _WatchError(f"watch ERROR with an unreadable object: {error}") from None
-                logger.warning("pod watch: unreadable bookmark ignored", error=str(error))
-                return None
-        if kind == "BOOKMARK":
-            rv = status.metadata.resource_version
-            self.resource_version = rv or self.resource_version
+            self._control(envelope)
             return None
-        if kind == "ERROR":
-            text = f"watch ERROR {status.code} {status.reason}: {status.message}"
-            if status.code == 410 or status.reason in ("Expired", "Gone"):
-                raise KubeGone(text, status=410, reason=status.reason)
-            raise _WatchError(text, status=status.code or None, reason=status.reason)
         change = _CHANGES.get(kind)
         if change is None:
             logger.warning("pod watch: unknown event type ignored", event_type=kind)
@@ -291,6 +277,25 @@ class _ListWatch:
         else:
             self.known[pod.uid] = pod
         return PodEvent(type=change, pod=pod)
+
+    def _control(self, envelope: _Envelope) -> None:
+        """A ``BOOKMARK`` moves the resourceVersion on; an ``ERROR`` raises (``KubeGone`` for
+        an expired one, so the caller relists)."""
+        kind = envelope.type
+        try:
+            status = _head_decoder.decode(envelope.object)
+        except msgspec.DecodeError as error:
+            if kind == "ERROR":
+                raise _WatchError(f"watch ERROR with an unreadable object: {error}") from None
+            logger.warning("pod watch: unreadable bookmark ignored", error=str(error))
+            return
+        if kind == "BOOKMARK":
+            self.resource_version = status.metadata.resource_version or self.resource_version
+            return
+        text = f"watch ERROR {status.code} {status.reason}: {status.message}"
+        if status.code == 410 or status.reason in ("Expired", "Gone"):
+            raise KubeGone(text, status=410, reason=status.reason)
+        raise _WatchError(text, status=status.code or None, reason=status.reason)
 
 
 async def watch_pods(
@@ -338,34 +343,41 @@ async def watch_pods(
                 failures = 0
                 continue
             await trio.sleep(backoff.first)
-            continue
         except KubeForbidden:
             raise
-        except KubeGone as error:
-            logger.info("pod watch: relisting", error=str(error))
-            WATCH_RESTARTS.labels("expired").inc()
-            must_list = True
+        except (KubeError, msgspec.DecodeError, msgspec.ValidationError) as error:
             failures += 1
-            if failures == 1:
-                continue  # the normal expiry path: relist at once
-        except KubeError as error:
-            failures += 1
-            WATCH_RESTARTS.labels("error").inc()
-            if failures >= RELIST_AFTER_FAILURES:
-                must_list = True
-            delay = backoff.delay(failures)
-            logger.warning(
-                "pod watch failed; retrying",
-                failures=failures,
-                error=str(error),
-                retry_in=round(delay, 2),
-                relist=must_list,
-            )
-            await trio.sleep(delay)
-            continue
-        except (msgspec.DecodeError, msgspec.ValidationError) as error:
-            # A list body we could not read: treat like a server error.
-            failures += 1
-            must_list = True
-            logger.warning("pod watch: undecodable list; retrying", error=str(error))
-        await trio.sleep(backoff.delay(failures))
+            relist, delay = _after_failure(error, failures, backoff, listing=must_list)
+            must_list = must_list or relist
+            if delay:
+                await trio.sleep(delay)
+
+
+def _after_failure(
+    error: Exception, failures: int, backoff: Backoff, *, listing: bool
+) -> tuple[bool, float]:
+    """Whether to relist, and how long to wait, after failure number ``failures`` in a row.
+
+    An expired resourceVersion (410) relists at once the first time, which is the normal
+    expiry path; other API errors re-watch from the last resourceVersion and relist only
+    after ``RELIST_AFTER_FAILURES``; a list body we could not read relists, like a server
+    error. ``listing``: a relist is due anyway (said in the log line).
+    """
+    if isinstance(error, KubeGone):
+        logger.info("pod watch: relisting", error=str(error))
+        WATCH_RESTARTS.labels("expired").inc()
+        return True, 0.0 if failures == 1 else backoff.delay(failures)
+    if isinstance(error, KubeError):
+        WATCH_RESTARTS.labels("error").inc()
+        relist = failures >= RELIST_AFTER_FAILURES
+        delay = backoff.delay(failures)
+        logger.warning(
+            "pod watch failed; retrying",
+            failures=failures,
+            error=str(error),
+            retry_in=round(delay, 2),
+            relist=listing or relist,
+        )
+        return relist, delay
+    logger.warning("pod watch: undecodable list; retrying", error=str(error))
+    return True, backoff.delay(failures)

@@ -164,22 +164,25 @@ class KubeletServer:
         if request.method not in ("GET", "HEAD"):
             return Response.text("405: Method Not Allowed\n", 405)
         try:
-            if parts == ["healthz"]:
-                return Response.text("ok")
-            if parts == ["pods"]:
-                return self._pod_list()
-            if parts == ["stats", "summary"]:
-                return Response.json(await self._summary())
-            if parts == ["metrics", "resource"]:
-                text = self._resource.render(await self._summary())
-                return Response(body=text.encode(), headers=[("Content-Type", RESOURCE_TYPE)])
-            if parts == ["metrics"] and self._metrics is not None:
-                body, content_type = self._metrics()
-                return Response(body=body, headers=[("Content-Type", content_type)])
-            if len(parts) == 4 and parts[0] == "containerLogs":
-                return await self._logs(request, *parts[1:])
+            return await self._get(request, parts)
         except ContainerError as exc:
             return Response.text(str(exc), exc.status)
+
+    async def _get(self, request: Request, parts: list[str]) -> Response:
+        if parts == ["healthz"]:
+            return Response.text("ok")
+        if parts == ["pods"]:
+            return self._pod_list()
+        if parts == ["stats", "summary"]:
+            return Response.json(await self._summary())
+        if parts == ["metrics", "resource"]:
+            text = self._resource.render(await self._summary())
+            return Response(body=text.encode(), headers=[("Content-Type", RESOURCE_TYPE)])
+        if parts == ["metrics"] and self._metrics is not None:
+            body, content_type = self._metrics()
+            return Response(body=body, headers=[("Content-Type", content_type)])
+        if len(parts) == 4 and parts[0] == "containerLogs":
+            return await self._logs(request, *parts[1:])
         return Response.text("404 page not found\n", 404)
 
     def _pod_list(self) -> Response:

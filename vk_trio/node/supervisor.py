@@ -208,58 +208,66 @@ class _PodLifecycle:
         await self._check()
         self._restore()
         await self._ignored_probes()
+        adopted = await self.provider.adopt(self.handle.pod, self.report)
+        if isinstance(adopted, Lost):
+            await self._instances(None, Terminated(UNKNOWN_EXIT, adopted.reason, adopted.message))
+        else:
+            await self._instances(adopted, None)
+
+    async def _instances(self, instance: str | None, outcome: Terminated | None) -> None:
+        """Run the pod on one instance after another (``instance`` first, if adopted; or
+        ``outcome`` first, how the adopted one ended) until ``restartPolicy`` says it ends."""
         settings = self.s.settings
         crash = pod_backoff(settings).delays()
-        outcome: Terminated | MachineFailed | None = None
+        ended: Terminated | MachineFailed | None = outcome
         machine_failures = 0
-        adopted = await self.provider.adopt(self.handle.pod, self.report)
-        instance = adopted if isinstance(adopted, str) else None
-        if isinstance(adopted, Lost):
-            outcome = Terminated(UNKNOWN_EXIT, adopted.reason, adopted.message)
         while True:
-            if outcome is None:
+            if ended is None:
                 if instance is None:
                     instance = await self.provider.acquire(self.handle.pod, self.report)
                 followed_from = trio.current_time()
-                outcome = await self._follow(instance)
+                ended = await self._follow(instance)
                 await self._release()
                 instance = None
                 if trio.current_time() - followed_from > settings.backoff_reset:
                     crash.reset()  # a long healthy run: the next exit is not a crash loop
-            if isinstance(outcome, MachineFailed):
+            if isinstance(ended, MachineFailed):
                 machine_failures += 1
                 if machine_failures < settings.machine_failures:
-                    outcome = None
+                    ended = None
                     continue
-                outcome = Terminated(
+                ended = Terminated(
                     128,
                     "StartError",
-                    f"{outcome.message} (the instance failed on {machine_failures} machines)",
+                    f"{ended.message} (the instance failed on {machine_failures} machines)",
                 )
             machine_failures = 0
-            outcome = self._dated(outcome)
-            if not self._restarts(outcome):
-                await self._finish(outcome)
+            ended = self._dated(ended)
+            if not self._restarts(ended):
+                await self._finish(ended)
                 return
-            delay = crash.next()
-            await self.report.event(
-                "Warning",
-                "BackOff",
-                f"container {outcome.reason.lower()} (exit {outcome.exit_code}); "
-                f"buying a new instance in {delay:.0f}s",
+            await self._back_off(ended, crash.next())
+            ended = None
+
+    async def _back_off(self, outcome: Terminated, delay: float) -> None:
+        """CrashLoopBackOff: say why and for how long, then wait before the next instance."""
+        await self.report.event(
+            "Warning",
+            "BackOff",
+            f"container {outcome.reason.lower()} (exit {outcome.exit_code}); "
+            f"buying a new instance in {delay:.0f}s",
+        )
+        await self.show(
+            replace(
+                self.view,
+                state=Waiting("CrashLoopBackOff", f"back-off {delay:.0f}s restarting"),
+                ready=False,
+                restart_count=self.view.restart_count + 1,
+                last_state=outcome,
+                address=None,
             )
-            await self.show(
-                replace(
-                    self.view,
-                    state=Waiting("CrashLoopBackOff", f"back-off {delay:.0f}s restarting"),
-                    ready=False,
-                    restart_count=self.view.restart_count + 1,
-                    last_state=outcome,
-                    address=None,
-                )
-            )
-            outcome = None
-            await trio.sleep(delay)
+        )
+        await trio.sleep(delay)
 
     def _restore(self) -> None:
         """Start from what an earlier run (maybe another process) showed: a pod whose
