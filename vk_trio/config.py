@@ -28,6 +28,8 @@ from typing import (
 import msgspec
 from msgspec import Meta
 
+from vk_trio.logs import LOG_LEVELS, rust_log_level
+
 
 class ConfigError(Exception):
     """The configuration cannot work; the message says which setting and why."""
@@ -42,20 +44,6 @@ _LABEL = f"{_KEY}={_VALUE}"
 _TAINT = f"{_KEY}(={_VALUE})?:(NoSchedule|PreferNoSchedule|NoExecute)"
 _LABELS = f"^{_LABEL}(,{_LABEL})*$"
 _TAINTS = f"^{_TAINT}(,{_TAINT})*$"
-
-LOG_LEVELS = {
-    "trace": "TRACE",
-    "debug": "DEBUG",
-    "info": "INFO",
-    "warn": "WARNING",
-    "warning": "WARNING",
-    "err": "ERROR",
-    "error": "ERROR",
-    "critical": "CRITICAL",
-    "fatal": "CRITICAL",
-}
-"""Accepted ``LOG_LEVEL`` spellings (any case) and the level each means: Python's names plus
-the aliases other tools use (``warn``, ``err``, ``fatal``, ``trace``)."""
 
 
 class Settings(msgspec.Struct, kw_only=True):
@@ -523,7 +511,7 @@ def _given(
             raise _invalid(fields["log_level"], values["log_level"])
         values["log_level"] = level
     elif environ.get("RUST_LOG"):
-        values["log_level"] = _rust_log_level(environ["RUST_LOG"])
+        values["log_level"] = rust_log_level(environ["RUST_LOG"])
     return values
 
 
@@ -548,14 +536,6 @@ def _invalid(field: _Field, raw: str) -> ConfigError:
         f"invalid setting {field.env} ({field.flag}): {raw!r} is not allowed; allowed: "
         f"{field.allowed()}"
     )
-
-
-def _rust_log_level(value: str) -> str:
-    """``DEBUG`` from ``debug`` or ``vk=debug,hyper=info``: the most verbose level named."""
-    levels = ["trace", "debug", "info", "warn", "error"]
-    named = [part.rsplit("=", 1)[-1].strip().lower() for part in value.split(",")]
-    known = [level for level in named if level in levels] or ["info"]
-    return LOG_LEVELS[min(known, key=levels.index)]
 
 
 def _read_key(path: str) -> str:

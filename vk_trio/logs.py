@@ -40,6 +40,29 @@ _CORE = ("time", "level", "msg", "logger")
 ``<name>_`` so it cannot overwrite them."""
 
 
+LOG_LEVELS = {
+    "trace": "TRACE",
+    "debug": "DEBUG",
+    "info": "INFO",
+    "warn": "WARNING",
+    "warning": "WARNING",
+    "err": "ERROR",
+    "error": "ERROR",
+    "critical": "CRITICAL",
+    "fatal": "CRITICAL",
+}
+"""Accepted ``LOG_LEVEL`` spellings (any case) and the level each means: Python's names plus
+the aliases other tools use (``warn``, ``err``, ``fatal``, ``trace``)."""
+
+
+def rust_log_level(value: str) -> str:
+    """``DEBUG`` from ``debug`` or ``vk=debug,hyper=info``: the most verbose level named."""
+    levels = ["trace", "debug", "info", "warn", "error"]
+    named = [part.rsplit("=", 1)[-1].strip().lower() for part in value.split(",")]
+    known = [level for level in named if level in levels] or ["info"]
+    return LOG_LEVELS[min(known, key=levels.index)]
+
+
 def redact(secret: str) -> None:
     """Never print ``secret`` in a log line from now on (short strings are ignored).
 
