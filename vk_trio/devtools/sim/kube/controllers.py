@@ -100,20 +100,9 @@ class Controllers(WorkloadControllers):
         obj, meta = change.obj, change.obj["metadata"]
         plural, namespace = change.resource.plural, meta.get("namespace", "")
         key = (plural, namespace, meta["name"])
-        before = (change.old or {}).get("metadata", {}).get("ownerReferences") or []
-        after = [] if change.type == "DELETED" else meta.get("ownerReferences") or []
-        for ref in before:
-            self._dependents[ref["uid"]].discard(key)
-        for ref in after:
-            self._dependents[ref["uid"]].add(key)
+        self._track_owners(change, key)
         if change.type == "DELETED":
-            for ref in meta.get("ownerReferences") or []:
-                self._dependents[ref["uid"]].discard(key)
-                owner_plural = _plural(ref.get("kind", ""))
-                if owner_plural is not None:  # maybe deleting in the foreground, waiting
-                    self._enqueue(("finalize", namespace, f"{owner_plural}/{ref['name']}"))
-            if self._dependents.get(meta["uid"]):
-                self._enqueue(("gc", namespace, meta["uid"]))
+            self._on_deleted(meta, key)
         elif meta.get("deletionTimestamp") and {ORPHAN, FOREGROUND} & set(
             meta.get("finalizers") or []
         ):
@@ -128,6 +117,29 @@ class Controllers(WorkloadControllers):
             change.old is None or _scheduling_view(change.old) != _scheduling_view(obj)
         ):
             self._enqueue(("nodes", "", ""))
+
+    def _track_owners(self, change: Change, key: Key) -> None:
+        """Keep ``_dependents`` in step with the owners ``change`` adds or drops, so that the
+        garbage collector finds an owner's dependents without listing every kind."""
+        meta = change.obj["metadata"]
+        before = (change.old or {}).get("metadata", {}).get("ownerReferences") or []
+        after = [] if change.type == "DELETED" else meta.get("ownerReferences") or []
+        for ref in before:
+            self._dependents[ref["uid"]].discard(key)
+        for ref in after:
+            self._dependents[ref["uid"]].add(key)
+
+    def _on_deleted(self, meta: Obj, key: Key) -> None:
+        """A deleted object may be the last dependent an owner deleting in the foreground
+        waits for, and may itself own objects the garbage collector must now deal with."""
+        _, namespace, _ = key
+        for ref in meta.get("ownerReferences") or []:
+            self._dependents[ref["uid"]].discard(key)
+            owner_plural = _plural(ref.get("kind", ""))
+            if owner_plural is not None:  # maybe deleting in the foreground, waiting
+                self._enqueue(("finalize", namespace, f"{owner_plural}/{ref['name']}"))
+        if self._dependents.get(meta["uid"]):
+            self._enqueue(("gc", namespace, meta["uid"]))
 
     def _sync(self, key: Key) -> None:
         what, namespace, name = key

@@ -518,19 +518,8 @@ class KubeSim:
                     except trio.EndOfChannel:
                         return
                 if event is not None:
-                    # The apiserver flushes only when no other event is queued for the
-                    # watcher (``serveWatch``): events that came together leave together.
-                    chunks = [encode(*event)]
-                    ended = False
-                    while len(chunks) < WATCH_BATCH:
-                        try:
-                            chunks.append(encode(*watcher.receive.receive_nowait()))
-                        except trio.WouldBlock:
-                            break
-                        except trio.EndOfChannel:
-                            ended = True
-                            break
-                    yield b"".join(chunks)
+                    chunk, ended = _batch(watcher, event, encode)
+                    yield chunk
                     if ended:
                         return
                 elif bookmarks and trio.current_time() >= next_bookmark:
@@ -538,3 +527,23 @@ class KubeSim:
                     yield _bookmark(watcher.resource, self.store.rv)
         finally:
             self.store.unwatch(watcher)
+
+
+def _batch(
+    watcher: Watcher, first: tuple[str, Obj], encode: Callable[[str, Obj], bytes]
+) -> tuple[bytes, bool]:
+    """``first`` and the events already queued behind it (up to ``WATCH_BATCH``) as one chunk,
+    and whether the store closed the watcher meanwhile.
+
+    The apiserver flushes only when no other event is queued for the watcher (``serveWatch``):
+    events that came together leave together.
+    """
+    chunks = [encode(*first)]
+    while len(chunks) < WATCH_BATCH:
+        try:
+            chunks.append(encode(*watcher.receive.receive_nowait()))
+        except trio.WouldBlock:
+            return b"".join(chunks), False
+        except trio.EndOfChannel:
+            return b"".join(chunks), True
+    return b"".join(chunks), False
