@@ -11,7 +11,7 @@ from vk_trio.http_server import Response
 SERVER_VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-vk-trio-sim"}
 
 
-def _discovery(path: str) -> Response:
+def discovery_response(path: str) -> Response:
     """``/version``, ``/api``, ``/apis``, group and resource lists, OpenAPI v3
     (``openapi``); 404 for everything else (``/openapi/v2`` included)."""
     path = path.rstrip("/") or "/"
