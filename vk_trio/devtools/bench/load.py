@@ -30,6 +30,8 @@ async def _each(count: int, action: Callable[[int], Any], *, parallel: int = 32)
 
 
 async def create_pods(run: BenchRun, kube: KubeClient) -> None:
+    """Create the run's pods, spread round-robin over its nodes, noting when each was posted."""
+
     async def create(i: int) -> None:
         name = f"bench-{i}"
         node = run.nodes[i % len(run.nodes)]
@@ -44,6 +46,7 @@ async def create_pods(run: BenchRun, kube: KubeClient) -> None:
 
 
 async def delete_pods(run: BenchRun, kube: KubeClient) -> None:
+    """Delete the run's pods (30 s grace, as kubectl's default), 32 requests at a time."""
     body = {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 30}
 
     async def delete(i: int) -> None:

@@ -20,6 +20,7 @@ from vk_trio.provider.labels import label_owner
 
 
 async def wait_ready(run: BenchRun, probe: httpx.AsyncClient) -> None:
+    """Wait for a node's ``/readyz``, failing at once if a child process exits meanwhile."""
     with trio.fail_after(STARTUP_SECONDS):
         while True:
             run.check()
@@ -96,6 +97,7 @@ def longest_renewal_gap(renewals: dict[str, list[float]], until: float) -> float
 
 
 async def count_events(kube: KubeClient, reason: str) -> int:
+    """Events of ``reason`` in the bench namespace, counting each repeat of a deduplicated one."""
     listed = await kube.request("GET", f"/api/v1/namespaces/{NAMESPACE}/events")
     return sum(
         int(e.get("count") or 1) for e in listed.get("items", []) if e.get("reason") == reason
@@ -115,10 +117,12 @@ def first_instance_times(ledger: list[Obj], run: BenchRun) -> dict[str, float]:
 
 
 def deltas(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    """``after - before`` per key of ``after`` (a key new in ``after`` counts from 0)."""
     return {k: after[k] - before.get(k, 0.0) for k in after}
 
 
 def percentile(values: Sequence[float], q: int) -> float | None:
+    """The nearest-rank ``q``th percentile, rounded for the report; None for no values."""
     if not values:
         return None
     ordered = sorted(values)

@@ -49,6 +49,7 @@ def spawn(
 
 
 def stop_process(process: Popen) -> None:
+    """SIGTERM, then SIGKILL after 15 s: a child gets time to shut down cleanly, but not forever."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -59,6 +60,7 @@ def stop_process(process: Popen) -> None:
 
 
 def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for a child that must be told its port up front."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]

@@ -39,6 +39,7 @@ from vk_trio.kube.config import load_config
 
 
 async def bench_pod_count(pods: int, args: argparse.Namespace, folder: Path) -> Obj:
+    """Measure one pod count end to end; every child process is stopped whatever happens."""
     run = BenchRun(pods, args, folder)
     try:
         return await _measure(run)

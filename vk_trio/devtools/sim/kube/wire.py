@@ -31,6 +31,7 @@ class Target:
 
 
 def resource_of_kind(kind: str) -> Resource:
+    """The resource of ``kind``; ``ValueError`` for a kind the stand-in does not serve."""
     for resource in RESOURCES:
         if resource.kind == kind:
             return resource
@@ -73,14 +74,17 @@ def _lookup(group: str, version: str, plural: str) -> Resource | None:
 
 
 def truthy(value: str | None) -> bool:
+    """A boolean query parameter: ``1``, ``true``, ``t`` or ``yes``, in any case."""
     return (value or "").lower() in ("1", "true", "t", "yes")
 
 
 def wants_table(request: Request) -> bool:
+    """Whether the client asked for a server-side printed Table (``kubectl get`` does)."""
     return "as=Table" in request.headers.get("accept", "")
 
 
 def json_body(request: Request) -> Obj:
+    """The request body, which must be a JSON object (a 400 otherwise, as the apiserver answers)."""
     body = request.json()
     if not isinstance(body, dict):
         raise ApiError(400, "BadRequest", "the request body must be a JSON object")
@@ -100,6 +104,7 @@ SCALABLE = frozenset({"Deployment", "ReplicaSet"})
 
 
 def scale_of(obj: Obj) -> Obj:
+    """The ``autoscaling/v1`` Scale view of a scalable object (its ``scale`` subresource)."""
     meta = obj["metadata"]
     labels = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
     return {
@@ -162,16 +167,19 @@ def _sort_key(obj: Obj) -> tuple[str, str]:
 
 
 def method_not_allowed() -> ApiError:
+    """The apiserver's 405 for a verb a resource does not support."""
     return ApiError(
         405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
     )
 
 
 def encode_event(kind: str, obj: Obj) -> bytes:
+    """One watch event as a line of the JSON stream."""
     return msgspec.json.encode({"type": kind, "object": obj}) + b"\n"
 
 
 def bookmark_event(resource: Resource, rv: int, *, initial_events_end: bool = False) -> bytes:
+    """A BOOKMARK event carrying only ``rv`` (and, if asked, the end of the initial events)."""
     metadata: Obj = {"resourceVersion": str(rv)}
     if initial_events_end:
         metadata["annotations"] = {"k8s.io/initial-events-end": "true"}
@@ -180,4 +188,5 @@ def bookmark_event(resource: Resource, rv: int, *, initial_events_end: bool = Fa
 
 
 async def one_event_stream(kind: str, obj: Obj) -> AsyncIterator[bytes]:
+    """A watch stream of one event: the ERROR answering a watch from an expired version."""
     yield encode_event(kind, obj)

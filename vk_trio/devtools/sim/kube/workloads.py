@@ -407,6 +407,7 @@ def _pod_from_template(rs: Obj) -> Obj:
 
 
 def plural_of_kind(kind: str) -> str | None:
+    """The plural of ``kind`` if the stand-in serves that kind, else None."""
     return next((r.plural for r in BY_PLURAL.values() if r.kind == kind), None)
 
 
@@ -422,11 +423,13 @@ def _owner_ref(owner: Obj) -> Obj:
 
 
 def controller_ref(obj: Obj) -> Obj | None:
+    """The owner reference marked ``controller``, if any: the object that manages this one."""
     refs = obj["metadata"].get("ownerReferences") or []
     return next((r for r in refs if r.get("controller")), None)
 
 
 def pod_phase(pod: Obj) -> str:
+    """The pod's ``status.phase``, empty when it has none yet."""
     return str((pod.get("status") or {}).get("phase", ""))
 
 

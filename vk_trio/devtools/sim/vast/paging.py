@@ -37,6 +37,7 @@ class PagedWalk:
 
 
 def parse_page_limit(raw: str | None) -> int:
+    """``limit`` as the API applies it: ``PAGE_SIZE`` by default and at most, 5 if not positive."""
     if raw is None or raw == "":
         return PAGE_SIZE
     try:

@@ -43,6 +43,8 @@ RouteHandler = Callable[[Request, dict[str, str]], Awaitable[Response]]
 
 @dataclass(frozen=True)
 class Route:
+    """One endpoint: the method and path it answers, and the handler method that serves it."""
+
     method: str
     pattern: re.Pattern[str]
     endpoint: str
@@ -99,16 +101,19 @@ ROUTES: list[Route] = [
 
 
 def error_response(status: int, error: str, msg: str, **extra: Any) -> Response:
+    """A Vast error body (``success: false``, ``error``, ``msg``) with ``status``."""
     return Response.json({"success": False, "error": error, "msg": msg, **extra}, status)
 
 
 def rate_limited(threshold: float) -> Response:
+    """The 429 the API returns when a client calls an endpoint too often."""
     return error_response(
         429, "rate_limit_exceeded", f"API requests too frequent endpoint threshold={threshold}"
     )
 
 
 def no_such_instance(instance_id: int) -> Response:
+    """The 404 the API returns for an instance id it does not know."""
     return error_response(404, "no_such_instance", f"Instance {instance_id} not found.")
 
 
@@ -121,6 +126,7 @@ def path_id(params: Mapping[str, str]) -> int | None:
 
 
 def json_object_body(request: Request) -> Row | None:
+    """The body as a JSON object (no body is ``{}``); None when it is not JSON or not an object."""
     try:
         body = request.json()
     except msgspec.DecodeError:
@@ -131,6 +137,7 @@ def json_object_body(request: Request) -> Row | None:
 
 
 def json_query_param(request: Request, name: str, default: Any) -> Any:
+    """A query parameter holding JSON, or ``default`` when absent; ``ValueError`` when not JSON."""
     raw = request.param(name)
     if not raw:
         return default
