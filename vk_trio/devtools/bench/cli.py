@@ -11,7 +11,7 @@ from pathlib import Path
 import trio
 
 from vk_trio.devtools.bench.processes import ChildFailed
-from vk_trio.devtools.bench.run import _bench
+from vk_trio.devtools.bench.run import bench_pod_count
 from vk_trio.devtools.bench.table import render_table
 from vk_trio.devtools.bench.workload import Obj
 from vk_trio.logs import configure_logging
@@ -96,7 +96,7 @@ def main(args: argparse.Namespace) -> int:
         folder.mkdir(exist_ok=True)
         print(f"bench: {pods} pods (logs in {folder})", file=sys.stderr, flush=True)
         try:
-            results.append(trio.run(_bench, pods, args, folder))
+            results.append(trio.run(bench_pod_count, pods, args, folder))
         except (trio.TooSlowError, ChildFailed) as exc:
             print(f"bench: {pods} pods FAILED: {exc or 'timed out'}", file=sys.stderr)
             return 1

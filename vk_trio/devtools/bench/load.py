@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import trio
 
-from vk_trio.devtools.bench.observe import _diff
-from vk_trio.devtools.bench.state import _Run
+from vk_trio.devtools.bench.observe import deltas
+from vk_trio.devtools.bench.state import BenchRun
 from vk_trio.devtools.bench.workload import API_KEY, PODS, Obj, bench_pod
 from vk_trio.kube.api import KubeClient
 
@@ -29,7 +29,9 @@ async def _each(count: int, action: Callable[[int], Any], *, parallel: int = 32)
             nursery.start_soon(one, i)
 
 
-async def _create_all(run: _Run, kube: KubeClient) -> None:
+async def create_pods(run: BenchRun, kube: KubeClient) -> None:
+    """Create the run's pods, spread round-robin over its nodes, noting when each was posted."""
+
     async def create(i: int) -> None:
         name = f"bench-{i}"
         node = run.nodes[i % len(run.nodes)]
@@ -43,7 +45,8 @@ async def _create_all(run: _Run, kube: KubeClient) -> None:
     await _each(run.pods, create)
 
 
-async def _delete_all(run: _Run, kube: KubeClient) -> None:
+async def delete_pods(run: BenchRun, kube: KubeClient) -> None:
+    """Delete the run's pods (30 s grace, as kubectl's default), 32 requests at a time."""
     body = {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 30}
 
     async def delete(i: int) -> None:
@@ -53,8 +56,8 @@ async def _delete_all(run: _Run, kube: KubeClient) -> None:
     await _each(run.pods, delete)
 
 
-async def _baseline(
-    run: _Run,
+async def measure_seed_polling(
+    run: BenchRun,
     vast: httpx.AsyncClient,
     ledger: list[Obj],
     steady_calls: dict[str, float],
@@ -83,7 +86,7 @@ async def _baseline(
             for k, instance_id in enumerate(live):
                 nursery.start_soon(poll, k, instance_id)
     elapsed = time.time() - t_0
-    cpu = {k: v / elapsed for k, v in _diff(run.cpu(), cpu_0).items()}
+    cpu = {k: v / elapsed for k, v in deltas(run.cpu(), cpu_0).items()}
     after = resource.getrusage(resource.RUSAGE_SELF)
     poller_cores = (after.ru_utime + after.ru_stime - bench_cpu.ru_utime - bench_cpu.ru_stime) / (
         elapsed

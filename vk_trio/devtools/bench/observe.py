@@ -12,14 +12,15 @@ import httpx
 import trio
 
 from vk_trio.devtools.bench.processes import STARTUP_SECONDS
-from vk_trio.devtools.bench.state import _Run
+from vk_trio.devtools.bench.state import BenchRun
 from vk_trio.devtools.bench.workload import LEASES, NAMESPACE, Obj
 from vk_trio.kube.api import KubeClient
 from vk_trio.kube.watch import watch_pods
 from vk_trio.provider.labels import label_owner
 
 
-async def _wait_ready(run: _Run, probe: httpx.AsyncClient) -> None:
+async def wait_ready(run: BenchRun, probe: httpx.AsyncClient) -> None:
+    """Wait for a node's ``/readyz``, failing at once if a child process exits meanwhile."""
     with trio.fail_after(STARTUP_SECONDS):
         while True:
             run.check()
@@ -31,7 +32,7 @@ async def _wait_ready(run: _Run, probe: httpx.AsyncClient) -> None:
             await trio.sleep(0.2)
 
 
-async def _debug_vars(probes: list[httpx.AsyncClient], *, stall_seconds: int = 0) -> Obj:
+async def fetch_debug_vars(probes: list[httpx.AsyncClient], *, stall_seconds: int = 0) -> Obj:
     """The first node's ``/debug/vars``, with the worst loop stall and collector pauses of
     any node (stalls over the last ``stall_seconds``, or the whole run)."""
     query = {"stall_seconds": stall_seconds} if stall_seconds else {}
@@ -43,14 +44,14 @@ async def _debug_vars(probes: list[httpx.AsyncClient], *, stall_seconds: int = 0
     return {**answers[0], "loop_stall": worst, "gc": worst_gc}
 
 
-async def _follow_pods(run: _Run, kube: KubeClient) -> None:
+async def follow_pods(run: BenchRun, kube: KubeClient) -> None:
     """Note when each pod is first seen Running, and which pods exist (the nodes' watch)."""
     async with trio.open_nursery() as nursery:
         for node in run.nodes:
             nursery.start_soon(_follow_node, run, kube, node)
 
 
-async def _follow_node(run: _Run, kube: KubeClient, node: str) -> None:
+async def _follow_node(run: BenchRun, kube: KubeClient, node: str) -> None:
     async with aclosing(watch_pods(kube, node_name=node)) as events:
         async for event in events:
             if event.pod is None:
@@ -71,7 +72,7 @@ async def _follow_node(run: _Run, kube: KubeClient, node: str) -> None:
                 run.ready.pop(name, None)
 
 
-async def _follow_lease(run: _Run, kube: KubeClient, node: str) -> None:
+async def follow_lease(run: BenchRun, kube: KubeClient, node: str) -> None:
     """Note each renewal of ``node``'s Lease (the node renews it every 10 s; 40 s without
     one and the node goes NotReady), reading it twice a second."""
     renewed = None
@@ -84,7 +85,7 @@ async def _follow_lease(run: _Run, kube: KubeClient, node: str) -> None:
         await trio.sleep(0.5)
 
 
-def _longest_gap(renewals: dict[str, list[float]], until: float) -> float | None:
+def longest_renewal_gap(renewals: dict[str, list[float]], until: float) -> float | None:
     """The longest time any node went without a renewal seen, up to ``until``."""
     gaps = [
         b - a
@@ -95,14 +96,15 @@ def _longest_gap(renewals: dict[str, list[float]], until: float) -> float | None
     return round(max(gaps), 1) if gaps else None
 
 
-async def _count_events(kube: KubeClient, reason: str) -> int:
+async def count_events(kube: KubeClient, reason: str) -> int:
+    """Events of ``reason`` in the bench namespace, counting each repeat of a deduplicated one."""
     listed = await kube.request("GET", f"/api/v1/namespaces/{NAMESPACE}/events")
     return sum(
         int(e.get("count") or 1) for e in listed.get("items", []) if e.get("reason") == reason
     )
 
 
-def _first_instances(ledger: list[Obj], run: _Run) -> dict[str, float]:
+def first_instance_times(ledger: list[Obj], run: BenchRun) -> dict[str, float]:
     """Pod name → wall time the simulator created its first instance."""
     first: dict[str, float] = {}
     for entry in sorted(ledger, key=lambda e: e["start_date"]):
@@ -114,11 +116,13 @@ def _first_instances(ledger: list[Obj], run: _Run) -> dict[str, float]:
     return first
 
 
-def _diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+def deltas(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    """``after - before`` per key of ``after`` (a key new in ``after`` counts from 0)."""
     return {k: after[k] - before.get(k, 0.0) for k in after}
 
 
-def _pct(values: Sequence[float], q: int) -> float | None:
+def percentile(values: Sequence[float], q: int) -> float | None:
+    """The nearest-rank ``q``th percentile, rounded for the report; None for no values."""
     if not values:
         return None
     ordered = sorted(values)

@@ -22,11 +22,11 @@ class ChildFailed(Exception):
 Popen = subprocess.Popen[bytes]
 
 
-async def _start_sim(folder: Path, kind: str, *args: str) -> tuple[Popen, str]:
+async def start_sim(folder: Path, kind: str, *args: str) -> tuple[Popen, str]:
     """``vk-trio sim KIND ARGS`` in its own process, and the URL it prints first."""
     out, log = folder / f"sim-{kind}.out", folder / f"sim-{kind}.log"
     command = [sys.executable, "-m", "vk_trio", "sim", kind, "--listen", "127.0.0.1:0", *args]
-    process = _spawn(command, out=out, log=log)
+    process = spawn(command, out=out, log=log)
     with trio.move_on_after(STARTUP_SECONDS):
         while process.poll() is None:
             first = (await trio.Path(out).read_text()).partition("\n")
@@ -37,7 +37,7 @@ async def _start_sim(folder: Path, kind: str, *args: str) -> tuple[Popen, str]:
     raise ChildFailed(f"the {kind} simulator did not start; see {log}")
 
 
-def _spawn(
+def spawn(
     command: list[str], *, out: Path | None, log: Path, env: dict[str, str] | None = None
 ) -> Popen:
     """Start a child writing to files (a pipe nobody reads could fill up and stall it)."""
@@ -48,7 +48,8 @@ def _spawn(
             return subprocess.Popen(command, stdout=out_file, stderr=log_file, env=env)
 
 
-def _stop(process: Popen) -> None:
+def stop_process(process: Popen) -> None:
+    """SIGTERM, then SIGKILL after 15 s: a child gets time to shut down cleanly, but not forever."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -58,7 +59,8 @@ def _stop(process: Popen) -> None:
             process.wait()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for a child that must be told its port up front."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]

@@ -19,27 +19,28 @@ from pathlib import Path
 import httpx
 import trio
 
-from vk_trio.devtools.bench.load import _baseline, _create_all, _delete_all
+from vk_trio.devtools.bench.load import create_pods, delete_pods, measure_seed_polling
 from vk_trio.devtools.bench.observe import (
-    _count_events,
-    _debug_vars,
-    _diff,
-    _first_instances,
-    _follow_lease,
-    _follow_pods,
-    _longest_gap,
-    _pct,
-    _wait_ready,
+    count_events,
+    deltas,
+    fetch_debug_vars,
+    first_instance_times,
+    follow_lease,
+    follow_pods,
+    longest_renewal_gap,
+    percentile,
+    wait_ready,
 )
-from vk_trio.devtools.bench.processes import _free_port, _spawn, _start_sim, _stop
-from vk_trio.devtools.bench.state import _Run
+from vk_trio.devtools.bench.processes import free_port, spawn, start_sim, stop_process
+from vk_trio.devtools.bench.state import BenchRun
 from vk_trio.devtools.bench.workload import API_KEY, APP_READY_AFTER, Obj, market_file
 from vk_trio.kube.api import KubeClient
 from vk_trio.kube.config import load_config
 
 
-async def _bench(pods: int, args: argparse.Namespace, folder: Path) -> Obj:
-    run = _Run(pods, args, folder)
+async def bench_pod_count(pods: int, args: argparse.Namespace, folder: Path) -> Obj:
+    """Measure one pod count end to end; every child process is stopped whatever happens."""
+    run = BenchRun(pods, args, folder)
     try:
         return await _measure(run)
     finally:
@@ -47,17 +48,17 @@ async def _bench(pods: int, args: argparse.Namespace, folder: Path) -> Obj:
         # the bench is interrupted, so no simulator or node outlives it.
         with trio.CancelScope(shield=True):
             for process in reversed(run.children.values()):
-                await trio.to_thread.run_sync(_stop, process)
+                await trio.to_thread.run_sync(stop_process, process)
 
 
-async def _measure(run: _Run) -> Obj:
+async def _measure(run: BenchRun) -> Obj:
     """Start everything, then ramp, hold and delete, measuring each phase; the report."""
     urls = await _start_processes(run)
     async with AsyncExitStack() as stack:
         clients = await _Clients.open(stack, urls)
         async with trio.open_nursery() as nursery:
             idle_rss = await _wait_nodes_ready(run, clients)
-            nursery.start_soon(_follow_pods, run, clients.kube)
+            nursery.start_soon(follow_pods, run, clients.kube)
             ramp = await _ramp(run, clients)
             hold = await _hold(run, clients)
             deleted = await _delete(run, clients)
@@ -78,20 +79,20 @@ class _Urls:
     """Each node's health server (``/readyz``, ``/debug/vars``)."""
 
 
-async def _start_processes(run: _Run) -> _Urls:
+async def _start_processes(run: BenchRun) -> _Urls:
     vast = await _start_vast_sim(run)
     kubeconfig, kube = run.args.kubeconfig, None
     if kubeconfig is None:
         kubeconfig = str(run.folder / "kubeconfig")
-        process, kube = await _start_sim(run.folder, "kube", "--kubeconfig-out", kubeconfig)
+        process, kube = await start_sim(run.folder, "kube", "--kubeconfig-out", kubeconfig)
         run.children["kube sim"] = process
     healths = [_start_node(run, i, node, vast, kubeconfig) for i, node in enumerate(run.nodes)]
     return _Urls(vast, kube, kubeconfig, healths)
 
 
-async def _start_vast_sim(run: _Run) -> str:
+async def _start_vast_sim(run: BenchRun) -> str:
     args = run.args
-    process, url = await _start_sim(
+    process, url = await start_sim(
         run.folder,
         "vast",
         *("--rate-limits", _limits(args), "--boot-seconds", str(args.boot_seconds)),
@@ -102,9 +103,9 @@ async def _start_vast_sim(run: _Run) -> str:
     return url
 
 
-def _start_node(run: _Run, i: int, node: str, vast_url: str, kubeconfig: str) -> str:
+def _start_node(run: BenchRun, i: int, node: str, vast_url: str, kubeconfig: str) -> str:
     """``vk-trio run`` as ``node``, production defaults; returns its health server's URL."""
-    health_port = _free_port()
+    health_port = free_port()
     env = {
         **os.environ,
         "NODE_NAME": node,
@@ -115,12 +116,12 @@ def _start_node(run: _Run, i: int, node: str, vast_url: str, kubeconfig: str) ->
         "HEALTH_PORT": str(health_port),
         # the kubelet API too, on loopback: never 0.0.0.0:10250 on someone's machine
         "KUBELET_HOST": "127.0.0.1",
-        "KUBELET_PORT": str(_free_port()),
+        "KUBELET_PORT": str(free_port()),
         "POD_IP": "127.0.0.1",
     }
     flags = [] if run.args.real_limits else ["--pacing=0"]
     name, log = ("node", "node.log") if len(run.nodes) == 1 else (f"node {i}", f"{node}.log")
-    run.children[name] = _spawn(
+    run.children[name] = spawn(
         [sys.executable, "-m", "vk_trio", "run", *flags], out=None, log=run.folder / log, env=env
     )
     return f"http://127.0.0.1:{health_port}"
@@ -163,10 +164,10 @@ class _Clients:
         return ledger
 
 
-async def _wait_nodes_ready(run: _Run, clients: _Clients) -> int:
+async def _wait_nodes_ready(run: BenchRun, clients: _Clients) -> int:
     """Wait for every node's ``/readyz``, let them settle; their RSS, idle (KiB)."""
     for probe in clients.probes:
-        await _wait_ready(run, probe)
+        await wait_ready(run, probe)
     await trio.sleep(2.0)
     idle_rss, _ = run.rss_kb()
     return idle_rss
@@ -185,11 +186,11 @@ class _Ramp:
     running_rss: int
 
 
-async def _ramp(run: _Run, clients: _Clients) -> _Ramp:
+async def _ramp(run: BenchRun, clients: _Clients) -> _Ramp:
     kube_before = await clients.kube_stats()
     cpu_before = run.cpu()
     started = time.time()
-    await _create_all(run, clients.kube)
+    await create_pods(run, clients.kube)
     created = time.time() - started
     await _until(run, lambda: len(run.running) >= run.pods, interval=0.2)
     to_running = time.time() - started
@@ -197,12 +198,12 @@ async def _ramp(run: _Run, clients: _Clients) -> _Ramp:
     if run.args.probes:
         await _until(run, lambda: len(run.ready) >= run.pods, interval=0.2)
         to_ready = time.time() - started
-    cpu = _diff(run.cpu(), cpu_before)
+    cpu = deltas(run.cpu(), cpu_before)
     running_rss, _ = run.rss_kb()
     return _Ramp(kube_before, created, to_running, to_ready, cpu, running_rss)
 
 
-async def _until(run: _Run, done: Callable[[], bool], *, interval: float) -> None:
+async def _until(run: BenchRun, done: Callable[[], bool], *, interval: float) -> None:
     """Poll ``done`` until it holds (``--timeout`` at most), failing when a child exits."""
     with trio.fail_after(run.args.timeout):
         while not done():
@@ -226,22 +227,22 @@ class _Hold:
     debug_vars: Obj
 
 
-async def _hold(run: _Run, clients: _Clients) -> _Hold:
+async def _hold(run: BenchRun, clients: _Clients) -> _Hold:
     stats_0, cpu_0, t_0 = await clients.vast_stats(), run.cpu(), time.time()
     async with trio.open_nursery() as holding:
         for node in run.nodes:
-            holding.start_soon(_follow_lease, run, clients.kube, node)
+            holding.start_soon(follow_lease, run, clients.kube, node)
         await trio.sleep(run.args.hold)
         holding.cancel_scope.cancel()
     stats_1, cpu_1, t_1 = await clients.vast_stats(), run.cpu(), time.time()
     minutes = (t_1 - t_0) / 60
     steady_calls = {k: round(v / minutes, 1) for k, v in (stats_1 - stats_0).items() if v}
-    steady_cores = {k: v / (t_1 - t_0) for k, v in _diff(cpu_1, cpu_0).items()}
+    steady_cores = {k: v / (t_1 - t_0) for k, v in deltas(cpu_1, cpu_0).items()}
     held_rss, _ = run.rss_kb()
     baseline = None
     if run.args.baseline:
         ledger = await clients.ledger()
-        baseline = await _baseline(run, clients.vast, ledger, steady_calls, steady_cores)
+        baseline = await measure_seed_polling(run, clients.vast, ledger, steady_calls, steady_cores)
     return _Hold(
         seconds=t_1 - t_0,
         ended_at=t_1,
@@ -250,7 +251,7 @@ async def _hold(run: _Run, clients: _Clients) -> _Hold:
         steady_cores=steady_cores,
         held_rss=held_rss,
         baseline=baseline,
-        debug_vars=await _debug_vars(clients.probes, stall_seconds=math.floor(t_1 - t_0)),
+        debug_vars=await fetch_debug_vars(clients.probes, stall_seconds=math.floor(t_1 - t_0)),
     )
 
 
@@ -270,9 +271,9 @@ class _Delete:
     peak_rss: int
 
 
-async def _delete(run: _Run, clients: _Clients) -> _Delete:
+async def _delete(run: BenchRun, clients: _Clients) -> _Delete:
     started, cpu_before = time.time(), run.cpu()
-    await _delete_all(run, clients.kube)
+    await delete_pods(run, clients.kube)
     ledger: list[Obj] = []
 
     async def all_destroyed() -> bool:
@@ -287,15 +288,15 @@ async def _delete(run: _Run, clients: _Clients) -> _Delete:
                 break
             await trio.sleep(0.5)
     seconds = time.time() - started
-    cpu = _diff(run.cpu(), cpu_before)
+    cpu = deltas(run.cpu(), cpu_before)
     return _Delete(
         seconds=seconds,
         cpu=cpu,
         ledger=ledger,
         kube_after=await clients.kube_stats(),
         vast_stats=await clients.vast_stats(),
-        destroy_failed=await _count_events(clients.kube, "DestroyFailed"),
-        debug_vars=await _debug_vars(clients.probes),
+        destroy_failed=await count_events(clients.kube, "DestroyFailed"),
+        debug_vars=await fetch_debug_vars(clients.probes),
         peak_rss=run.rss_kb()[1],
     )
 
@@ -303,11 +304,11 @@ async def _delete(run: _Run, clients: _Clients) -> _Delete:
 # -- the report -----------------------------------------------------------------------------
 
 
-def _report(run: _Run, idle_rss: int, ramp: _Ramp, hold: _Hold, deleted: _Delete) -> Obj:
+def _report(run: BenchRun, idle_rss: int, ramp: _Ramp, hold: _Hold, deleted: _Delete) -> Obj:
     """The run's measures, one flat dict (keys in the order the JSON has always had)."""
     args, n, ledger = run.args, run.pods, deleted.ledger
     per_pod = [run.running[p] - run.posted[p] for p in run.running]
-    first_instance = _first_instances(ledger, run)
+    first_instance = first_instance_times(ledger, run)
     bound_to_create = [start - run.posted[name] for name, start in first_instance.items()]
     instance_to_running = [
         run.running[name] - (start + args.boot_seconds)
@@ -327,14 +328,14 @@ def _report(run: _Run, idle_rss: int, ramp: _Ramp, hold: _Hold, deleted: _Delete
         "probe_period_s": args.probes,
         "all_ready_s": None if ramp.to_ready_s is None else round(ramp.to_ready_s, 2),
         "ready_after_hold": hold.still_ready if args.probes else None,
-        "pod_running_p50_s": _pct(per_pod, 50),
-        "pod_running_p99_s": _pct(per_pod, 99),
-        "bound_to_create_sent_p50_s": _pct(bound_to_create, 50),
-        "bound_to_create_sent_p99_s": _pct(bound_to_create, 99),
+        "pod_running_p50_s": percentile(per_pod, 50),
+        "pod_running_p99_s": percentile(per_pod, 99),
+        "bound_to_create_sent_p50_s": percentile(bound_to_create, 50),
+        "bound_to_create_sent_p99_s": percentile(bound_to_create, 99),
         "pacer_create_wait": hold_vars.get("pacer", {}).get("create"),
         "create_gap_min_s": round(min(gaps), 2) if gaps else None,
-        "instance_running_to_pod_running_p50_s": _pct(instance_to_running, 50),
-        "instance_running_to_pod_running_p99_s": _pct(instance_to_running, 99),
+        "instance_running_to_pod_running_p50_s": percentile(instance_to_running, 50),
+        "instance_running_to_pod_running_p99_s": percentile(instance_to_running, 99),
         "cpu_ramp_s": {k: round(v, 1) for k, v in ramp.cpu.items()},
         "cpu_steady_cores": {k: round(v, 4) for k, v in hold.steady_cores.items()},
         "cpu_delete_s": {k: round(v, 1) for k, v in deleted.cpu.items()},
@@ -350,7 +351,7 @@ def _report(run: _Run, idle_rss: int, ramp: _Ramp, hold: _Hold, deleted: _Delete
         "loop_stall": end_vars.get("loop_stall"),
         "loop_stall_hold": hold_vars.get("loop_stall"),
         "gc_pauses": end_vars.get("gc"),
-        "lease_renewal_gap_max_s": _longest_gap(run.renewals, hold.ended_at),
+        "lease_renewal_gap_max_s": longest_renewal_gap(run.renewals, hold.ended_at),
         "poller": end_vars.get("poller"),
         "delete_all_s": round(deleted.seconds, 2),
         "destroy_failed_events": deleted.destroy_failed,
@@ -363,7 +364,7 @@ def _report(run: _Run, idle_rss: int, ramp: _Ramp, hold: _Hold, deleted: _Delete
 
 
 def _kube_calls(
-    run: _Run, before: Counter[str] | None, after: Counter[str] | None
+    run: BenchRun, before: Counter[str] | None, after: Counter[str] | None
 ) -> tuple[float | None, dict[str, float]]:
     """Kubernetes calls per pod, the node's alone, and by endpoint (the bench's included)."""
     if before is None or after is None:

@@ -9,7 +9,7 @@ from vk_trio.devtools.bench.processes import ChildFailed, Popen, cpu_seconds, me
 from vk_trio.devtools.bench.workload import node_names
 
 
-class _Run:
+class BenchRun:
     """The processes and clients of one pod count's run, and what was seen."""
 
     def __init__(self, pods: int, args: argparse.Namespace, folder: Path) -> None:

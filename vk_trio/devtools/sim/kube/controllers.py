@@ -54,17 +54,17 @@ from vk_trio.devtools.sim.kube import scheduler as kube_scheduler
 from vk_trio.devtools.sim.kube.kinds import BY_PLURAL, TERMINAL_PHASES, Obj, Resource, set_condition
 from vk_trio.devtools.sim.kube.store import ApiError, Change, Store
 from vk_trio.devtools.sim.kube.workloads import (
-    _NODES,
-    _PODS,
     FOREGROUND,
+    NODE_RESOURCE,
     ORPHAN,
+    POD_RESOURCE,
     Key,
     WorkloadControllers,
-    _controller_ref,
-    _pending,
-    _phase,
-    _plural,
-    _scheduling_view,
+    awaits_scheduling,
+    controller_ref,
+    plural_of_kind,
+    pod_phase,
+    scheduling_view,
 )
 
 
@@ -100,41 +100,53 @@ class Controllers(WorkloadControllers):
         obj, meta = change.obj, change.obj["metadata"]
         plural, namespace = change.resource.plural, meta.get("namespace", "")
         key = (plural, namespace, meta["name"])
+        self._track_owners(change, key)
+        if change.type == "DELETED":
+            self._on_deleted(meta, key)
+        elif meta.get("deletionTimestamp") and {ORPHAN, FOREGROUND} & set(
+            meta.get("finalizers") or []
+        ):
+            self._enqueue(("finalize", namespace, f"{plural}/{meta['name']}"))
+        owner = controller_ref(obj)
+        if owner is not None and owner["kind"] in ("ReplicaSet", "Deployment"):
+            self._enqueue((f"{owner['kind'].lower()}s", namespace, owner["name"]))
+        pending = plural == "pods" and change.type != "DELETED" and awaits_scheduling(obj)
+        if pending or plural in ("replicasets", "deployments"):
+            self._enqueue(key)
+        elif plural == "nodes" and (
+            change.old is None or scheduling_view(change.old) != scheduling_view(obj)
+        ):
+            self._enqueue(("nodes", "", ""))
+
+    def _track_owners(self, change: Change, key: Key) -> None:
+        """Keep ``_dependents`` in step with the owners ``change`` adds or drops, so that the
+        garbage collector finds an owner's dependents without listing every kind."""
+        meta = change.obj["metadata"]
         before = (change.old or {}).get("metadata", {}).get("ownerReferences") or []
         after = [] if change.type == "DELETED" else meta.get("ownerReferences") or []
         for ref in before:
             self._dependents[ref["uid"]].discard(key)
         for ref in after:
             self._dependents[ref["uid"]].add(key)
-        if change.type == "DELETED":
-            for ref in meta.get("ownerReferences") or []:
-                self._dependents[ref["uid"]].discard(key)
-                owner_plural = _plural(ref.get("kind", ""))
-                if owner_plural is not None:  # maybe deleting in the foreground, waiting
-                    self._enqueue(("finalize", namespace, f"{owner_plural}/{ref['name']}"))
-            if self._dependents.get(meta["uid"]):
-                self._enqueue(("gc", namespace, meta["uid"]))
-        elif meta.get("deletionTimestamp") and {ORPHAN, FOREGROUND} & set(
-            meta.get("finalizers") or []
-        ):
-            self._enqueue(("finalize", namespace, f"{plural}/{meta['name']}"))
-        owner = _controller_ref(obj)
-        if owner is not None and owner["kind"] in ("ReplicaSet", "Deployment"):
-            self._enqueue((f"{owner['kind'].lower()}s", namespace, owner["name"]))
-        pending = plural == "pods" and change.type != "DELETED" and _pending(obj)
-        if pending or plural in ("replicasets", "deployments"):
-            self._enqueue(key)
-        elif plural == "nodes" and (
-            change.old is None or _scheduling_view(change.old) != _scheduling_view(obj)
-        ):
-            self._enqueue(("nodes", "", ""))
+
+    def _on_deleted(self, meta: Obj, key: Key) -> None:
+        """A deleted object may be the last dependent an owner deleting in the foreground
+        waits for, and may itself own objects the garbage collector must now deal with."""
+        _, namespace, _ = key
+        for ref in meta.get("ownerReferences") or []:
+            self._dependents[ref["uid"]].discard(key)
+            owner_plural = plural_of_kind(ref.get("kind", ""))
+            if owner_plural is not None:  # maybe deleting in the foreground, waiting
+                self._enqueue(("finalize", namespace, f"{owner_plural}/{ref['name']}"))
+        if self._dependents.get(meta["uid"]):
+            self._enqueue(("gc", namespace, meta["uid"]))
 
     def _sync(self, key: Key) -> None:
         what, namespace, name = key
         if what == "pods":
             self._schedule(namespace, name)
         elif what == "nodes":
-            for pod in self.store.list(_PODS, None, _pending):
+            for pod in self.store.list(POD_RESOURCE, None, awaits_scheduling):
                 self._enqueue(("pods", pod["metadata"]["namespace"], pod["metadata"]["name"]))
         elif what == "replicasets":
             self._sync_replicaset(namespace, name)
@@ -147,8 +159,8 @@ class Controllers(WorkloadControllers):
             self._finalize(BY_PLURAL[plural], namespace or None, owner)
 
     def _schedule(self, namespace: str, name: str) -> None:
-        pod = self._get(_PODS, namespace, name)
-        if pod is None or not _pending(pod):
+        pod = self._get(POD_RESOURCE, namespace, name)
+        if pod is None or not awaits_scheduling(pod):
             return
         if pod["spec"].get("schedulingGates"):
             self._pod_unscheduled(
@@ -157,10 +169,10 @@ class Controllers(WorkloadControllers):
             return
         load = Counter(
             p["spec"]["nodeName"]
-            for p in self.store.list(_PODS, None)
-            if p["spec"].get("nodeName") and _phase(p) not in TERMINAL_PHASES
+            for p in self.store.list(POD_RESOURCE, None)
+            if p["spec"].get("nodeName") and pod_phase(p) not in TERMINAL_PHASES
         )
-        node, message = kube_scheduler.choose(pod, self.store.list(_NODES, None), load)
+        node, message = kube_scheduler.choose(pod, self.store.list(NODE_RESOURCE, None), load)
         if node is None:
             if self._pod_unscheduled(pod, "Unschedulable", message):
                 self._event(pod, "Warning", "FailedScheduling", message, "default-scheduler")
@@ -176,7 +188,7 @@ class Controllers(WorkloadControllers):
         set_condition(updated, {**condition, "message": message})
         meta = pod["metadata"]
         stored = self.store.update(
-            _PODS, meta["namespace"], meta["name"], updated, subresource="status"
+            POD_RESOURCE, meta["namespace"], meta["name"], updated, subresource="status"
         )
         return stored is not pod
 
@@ -231,7 +243,7 @@ class Controllers(WorkloadControllers):
         self.store.update(resource, namespace, name, updated)
 
     def _owner_exists(self, ref: Obj, namespace: str) -> bool:
-        plural = _plural(ref.get("kind", ""))
+        plural = plural_of_kind(ref.get("kind", ""))
         if plural is None:
             return True  # a kind the stand-in does not serve: cannot tell, keep the reference
         resource = BY_PLURAL[plural]

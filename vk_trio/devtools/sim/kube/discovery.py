@@ -11,16 +11,31 @@ from vk_trio.http_server import Response
 SERVER_VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-vk-trio-sim"}
 
 
-def _discovery(path: str) -> Response:
+def discovery_response(path: str) -> Response:
     """``/version``, ``/api``, ``/apis``, group and resource lists, OpenAPI v3
     (``openapi``); 404 for everything else (``/openapi/v2`` included)."""
     path = path.rstrip("/") or "/"
+    for answer in (_openapi, _server_info, _api_groups):
+        response = answer(path)
+        if response is not None:
+            return response
+    error = ApiError(404, "NotFound", "the server could not find the requested resource")
+    return Response.json(error.status(), 404)
+
+
+def _openapi(path: str) -> Response | None:
+    """The OpenAPI v3 index and its per-group documents (kubectl's ``explain`` and
+    client-side validation read them)."""
     if path == "/openapi/v3":
         return Response(body=kube_openapi.index(), headers=[("Content-Type", "application/json")])
     if path.startswith("/openapi/v3/") and path[len("/openapi/v3/") :] in kube_openapi.documents():
         body = kube_openapi.documents()[path[len("/openapi/v3/") :]]
         return Response(body=body, headers=[("Content-Type", "application/json")])
-    groups = sorted({r.group for r in RESOURCES if r.group})
+    return None
+
+
+def _server_info(path: str) -> Response | None:
+    """``/version``, the health endpoints and ``/api``: what a client asks before any kind."""
     if path == "/version":
         return Response.json({**SERVER_VERSION, "platform": "linux/amd64"})
     if path in ("/healthz", "/readyz", "/livez"):
@@ -35,6 +50,12 @@ def _discovery(path: str) -> Response:
                 ],
             }
         )
+    return None
+
+
+def _api_groups(path: str) -> Response | None:
+    """``/apis``, each group, and the resource lists of the core and named groups."""
+    groups = sorted({r.group for r in RESOURCES if r.group})
     if path == "/apis":
         return Response.json(
             {"kind": "APIGroupList", "apiVersion": "v1", "groups": [_group(g) for g in groups]}
@@ -46,8 +67,7 @@ def _discovery(path: str) -> Response:
             return Response.json(_resource_list(group))
     if path == "/api/v1":
         return Response.json(_resource_list(""))
-    error = ApiError(404, "NotFound", "the server could not find the requested resource")
-    return Response.json(error.status(), 404)
+    return None
 
 
 def _group(group: str) -> Obj:

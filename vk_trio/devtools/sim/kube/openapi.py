@@ -204,21 +204,28 @@ def _unknown(schema: Obj, value: Any, path: str, *, prune: bool) -> list[str]:
         return []
     found: list[str] = []
     if isinstance(value, dict) and "properties" in schema:
-        properties = schema["properties"]
-        for key in list(value):
-            where = f"{path}.{key}" if path else key
-            if key.startswith("$"):
-                continue
-            if key not in properties:
-                found.append(where)
-                if prune:
-                    del value[key]
-            else:
-                found += _unknown(properties[key], value[key], where, prune=prune)
+        found = _unknown_properties(schema["properties"], value, path, prune=prune)
     elif isinstance(value, dict) and isinstance(schema.get("additionalProperties"), dict):
         for key, item in value.items():
             found += _unknown(schema["additionalProperties"], item, f"{path}[{key}]", prune=prune)
     elif isinstance(value, list) and isinstance(schema.get("items"), dict):
         for index, item in enumerate(value):
             found += _unknown(schema["items"], item, f"{path}[{index}]", prune=prune)
+    return found
+
+
+def _unknown_properties(properties: Obj, value: Obj, path: str, *, prune: bool) -> list[str]:
+    """``_unknown`` for an object with declared ``properties``: keys not among them are unknown
+    (and dropped when pruning); the others are checked against their own schema."""
+    found: list[str] = []
+    for key in list(value):
+        where = f"{path}.{key}" if path else key
+        if key.startswith("$"):
+            continue
+        if key not in properties:
+            found.append(where)
+            if prune:
+                del value[key]
+        else:
+            found += _unknown(properties[key], value[key], where, prune=prune)
     return found

@@ -48,7 +48,7 @@ import yaml
 
 from vk_trio.devtools.sim.kube import table as kube_table
 from vk_trio.devtools.sim.kube.controllers import Controllers
-from vk_trio.devtools.sim.kube.discovery import _discovery
+from vk_trio.devtools.sim.kube.discovery import discovery_response
 from vk_trio.devtools.sim.kube.kinds import BY_PLURAL, Obj, Resource, subresources
 from vk_trio.devtools.sim.kube.node_api import NodeApi
 from vk_trio.devtools.sim.kube.selector import SelectorError
@@ -62,20 +62,20 @@ from vk_trio.devtools.sim.kube.store import (
 from vk_trio.devtools.sim.kube.wire import (
     SCALABLE,
     Target,
-    _body,
-    _bookmark,
-    _by_kind,
-    _decode,
-    _encode_event,
-    _matcher,
-    _method_not_allowed,
-    _one_event,
-    _paginate,
-    _parse_target,
-    _patched,
-    _scale_of,
-    _truthy,
-    _wants_table,
+    bookmark_event,
+    encode_event,
+    field_warnings,
+    json_body,
+    method_not_allowed,
+    one_event_stream,
+    paginate,
+    parse_target,
+    patched_view,
+    request_matcher,
+    resource_of_kind,
+    scale_of,
+    truthy,
+    wants_table,
 )
 from vk_trio.http_server import Request, Response, serve_http
 
@@ -191,7 +191,7 @@ class KubeSim:
 
     def create(self, obj: Obj) -> Obj:
         """Create ``obj`` (its ``kind`` picks the resource; namespace defaults to "default")."""
-        resource = _by_kind(obj.get("kind", ""))
+        resource = resource_of_kind(obj.get("kind", ""))
         namespace = (obj.get("metadata") or {}).get("namespace", "default")
         return copy.deepcopy(self.store.create(resource, namespace, obj))
 
@@ -281,15 +281,15 @@ class KubeSim:
         """The HTTP handler: discovery, then resources; API errors become ``Status`` bodies."""
         if request.path == "/_sim/stats":  # for `vk-trio bench`; not an API request
             return Response.json(dict(self.requests))
-        target = _parse_target(request.path)
-        is_watch = _truthy(request.param("watch"))
+        target = parse_target(request.path)
+        is_watch = truthy(request.param("watch"))
         method = "WATCH" if is_watch else request.method
         self.requests[f"{method} {target.template if target else request.path}"] += 1
         try:
             if (answer := await self.node_api.handle(request)) is not None:
                 return answer
             if target is None:
-                return _discovery(request.path)
+                return discovery_response(request.path)
             return self._handle_resource(request, target, is_watch=is_watch)
         except ApiError as error:
             return Response.json(error.status(), error.code)
@@ -313,12 +313,12 @@ class KubeSim:
         if method in ("GET", "HEAD") and target.name is None:
             return self._list(request, target)
         if method == "POST" and target.name is None and target.subresource is None:
-            body = _body(request)
-            warnings = _decode(request, target.resource, body)
+            body = json_body(request)
+            warnings = field_warnings(request, target.resource, body)
             created = self.store.create(target.resource, target.namespace, body)
             return self._object_response(request, target.resource, created, 201, warnings)
         if target.name is None:
-            raise _method_not_allowed()
+            raise method_not_allowed()
         return self._handle_object(request, target, target.name)
 
     def _handle_object(self, request: Request, target: Target, name: str) -> Response:
@@ -328,27 +328,27 @@ class KubeSim:
                 request, resource, self.store.get(resource, namespace, name)
             )
         if request.method == "PUT":
-            body = _body(request)
-            warnings = _decode(request, resource, body)
+            body = json_body(request)
+            warnings = field_warnings(request, resource, body)
             result = self.store.update(resource, namespace, name, body, subresource=sub)
             return self._object_response(request, resource, result, 200, warnings)
         if request.method == "PATCH":
             content_type = request.headers.get("content-type", "")
             patch = request.json()
-            warnings = _decode(request, resource, patch)
+            warnings = field_warnings(request, resource, patch)
             result = self.store.patch(
                 resource, namespace, name, content_type, patch, subresource=sub
             )
             return self._object_response(request, resource, result, 200, warnings)
         if request.method == "DELETE" and sub is None:
             return self._delete(request, target, name)
-        raise _method_not_allowed()
+        raise method_not_allowed()
 
     def _bind(self, request: Request, target: Target) -> Response:
         """POST ``pods/{name}/binding`` (what a scheduler sends): a ``Binding`` naming the node."""
         if request.method != "POST":
-            raise _method_not_allowed()
-        binding = _body(request)
+            raise method_not_allowed()
+        binding = json_body(request)
         meta, node = binding.get("metadata") or {}, binding.get("target") or {}
         if meta.get("name", target.name) != target.name:
             raise ApiError(400, "BadRequest", "name in URL does not match name in Binding")
@@ -365,13 +365,13 @@ class KubeSim:
         ``Scale`` view of ``spec.replicas``; a write changes only that."""
         resource, namespace, name = target.resource, target.namespace, target.name
         assert name is not None  # an object URL
-        current = _scale_of(self.store.get(resource, namespace, name))
+        current = scale_of(self.store.get(resource, namespace, name))
         if request.method in ("PUT", "PATCH"):
             content_type = request.headers.get("content-type", "")
             wanted = (
-                _body(request)
+                json_body(request)
                 if request.method == "PUT"
-                else _patched(current, content_type, request.json())
+                else patched_view(current, content_type, request.json())
             )
             replicas = (wanted.get("spec") or {}).get("replicas")
             if not isinstance(replicas, int) or replicas < 0:
@@ -380,11 +380,11 @@ class KubeSim:
             patch = {"spec": {"replicas": replicas}}
             self.store.patch(resource, namespace, name, "application/merge-patch+json", patch)
         elif request.method not in ("GET", "HEAD"):
-            raise _method_not_allowed()
-        return Response.json(_scale_of(self.store.get(resource, namespace, name)))
+            raise method_not_allowed()
+        return Response.json(scale_of(self.store.get(resource, namespace, name)))
 
     def _delete(self, request: Request, target: Target, name: str) -> Response:
-        options = _body(request) if request.body else {}
+        options = json_body(request) if request.body else {}
         grace = options.get("gracePeriodSeconds", request.param("gracePeriodSeconds"))
         preconditions = options.get("preconditions") or {}
         propagation = options.get("propagationPolicy", request.param("propagationPolicy"))
@@ -415,7 +415,7 @@ class KubeSim:
         """``obj`` as JSON or as a Table; each warning becomes a ``Warning`` header, which
         kubectl prints as ``Warning: ...`` (the real server's RFC 7234 form: code 299)."""
         headers = [("Warning", f"299 - {json.dumps(w)}") for w in warnings]
-        if _wants_table(request):
+        if wants_table(request):
             include = request.param("includeObject", "Metadata") or "Metadata"
             rv = obj["metadata"]["resourceVersion"]
             table = kube_table.table(resource, [obj], include_object=include, rv=rv)
@@ -423,11 +423,11 @@ class KubeSim:
         return Response.json(obj, status, headers=headers)
 
     def _list(self, request: Request, target: Target) -> Response:
-        matches = _matcher(request)
+        matches = request_matcher(request)
         items = self.store.list(target.resource, target.namespace, matches)
         rv = str(self.store.rv)
-        items, next_token = _paginate(items, request)
-        if _wants_table(request):
+        items, next_token = paginate(items, request)
+        if wants_table(request):
             include = request.param("includeObject", "Metadata") or "Metadata"
             table = kube_table.table(target.resource, items, include_object=include, rv=rv)
             if next_token:
@@ -454,18 +454,18 @@ class KubeSim:
         """A watch stream; ``sendInitialEvents=true`` (the "streaming list") starts, like an
         unset or "0" ``resourceVersion``, with synthetic ADDEDs, then marks their end with a
         bookmark annotated ``k8s.io/initial-events-end``."""
-        send_initial = _truthy(request.param("sendInitialEvents"))
+        send_initial = truthy(request.param("sendInitialEvents"))
         since_text = request.param("resourceVersion", "") or "0"
         since = None if send_initial or since_text == "0" else int(since_text)
         headers = [("Content-Type", "application/json")]
         try:
-            matches = _matcher(request, name=target.name)
+            matches = request_matcher(request, name=target.name)
             watcher = self.store.watch(target.resource, target.namespace, matches, since)
         except Expired as expired:
             error = ApiError(410, "Expired", str(expired)).status()
-            return Response(headers=headers, stream=_one_event("ERROR", error))
+            return Response(headers=headers, stream=one_event_stream("ERROR", error))
         timeout = float(request.param("timeoutSeconds") or DEFAULT_WATCH_SECONDS)
-        bookmarks = _truthy(request.param("allowWatchBookmarks")) and not _wants_table(request)
+        bookmarks = truthy(request.param("allowWatchBookmarks")) and not wants_table(request)
         stream = self._watch_stream(
             watcher,
             deadline=trio.current_time() + timeout,
@@ -476,13 +476,13 @@ class KubeSim:
         return Response(headers=headers, stream=stream)
 
     def _event_encoder(self, request: Request, resource: Resource) -> Callable[[str, Obj], bytes]:
-        if not _wants_table(request):
-            return _encode_event
+        if not wants_table(request):
+            return encode_event
         include = request.param("includeObject", "Metadata") or "Metadata"
 
         def encode(kind: str, obj: Obj) -> bytes:
             rv = obj["metadata"]["resourceVersion"]
-            return _encode_event(
+            return encode_event(
                 kind, kube_table.table(resource, [obj], include_object=include, rv=rv)
             )
 
@@ -508,7 +508,7 @@ class KubeSim:
                 yield encode(kind, obj)
             watcher.initial = []
             if initial_end:
-                yield _bookmark(watcher.resource, watcher.start_rv, initial_events_end=True)
+                yield bookmark_event(watcher.resource, watcher.start_rv, initial_events_end=True)
             next_bookmark = trio.current_time() + self.bookmark_interval
             while trio.current_time() < deadline:
                 event = None
@@ -518,23 +518,32 @@ class KubeSim:
                     except trio.EndOfChannel:
                         return
                 if event is not None:
-                    # The apiserver flushes only when no other event is queued for the
-                    # watcher (``serveWatch``): events that came together leave together.
-                    chunks = [encode(*event)]
-                    ended = False
-                    while len(chunks) < WATCH_BATCH:
-                        try:
-                            chunks.append(encode(*watcher.receive.receive_nowait()))
-                        except trio.WouldBlock:
-                            break
-                        except trio.EndOfChannel:
-                            ended = True
-                            break
-                    yield b"".join(chunks)
+                    chunk, ended = _batch(watcher, event, encode)
+                    yield chunk
                     if ended:
                         return
                 elif bookmarks and trio.current_time() >= next_bookmark:
                     next_bookmark = trio.current_time() + self.bookmark_interval
-                    yield _bookmark(watcher.resource, self.store.rv)
+                    yield bookmark_event(watcher.resource, self.store.rv)
         finally:
             self.store.unwatch(watcher)
+
+
+def _batch(
+    watcher: Watcher, first: tuple[str, Obj], encode: Callable[[str, Obj], bytes]
+) -> tuple[bytes, bool]:
+    """``first`` and the events already queued behind it (up to ``WATCH_BATCH``) as one chunk,
+    and whether the store closed the watcher meanwhile.
+
+    The apiserver flushes only when no other event is queued for the watcher (``serveWatch``):
+    events that came together leave together.
+    """
+    chunks = [encode(*first)]
+    while len(chunks) < WATCH_BATCH:
+        try:
+            chunks.append(encode(*watcher.receive.receive_nowait()))
+        except trio.WouldBlock:
+            return b"".join(chunks), False
+        except trio.EndOfChannel:
+            return b"".join(chunks), True
+    return b"".join(chunks), False

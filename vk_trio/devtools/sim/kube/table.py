@@ -30,6 +30,13 @@ def human_duration(delta: datetime.timedelta) -> str:
         return "0s"
     if seconds < 120:
         return f"{seconds}s"
+    if seconds < 48 * 3600:
+        return _minutes_and_hours(seconds)
+    return _days_and_years(seconds // 3600)
+
+
+def _minutes_and_hours(seconds: int) -> str:
+    """``human_duration`` from two minutes to two days: ``3m12s``, ``42m``, ``5h3m``, ``30h``."""
     minutes, hours = seconds // 60, seconds // 3600
     if minutes < 10:
         return f"{minutes}m{seconds % 60}s" if seconds % 60 else f"{minutes}m"
@@ -37,8 +44,11 @@ def human_duration(delta: datetime.timedelta) -> str:
         return f"{minutes}m"
     if hours < 8:
         return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
-    if hours < 48:
-        return f"{hours}h"
+    return f"{hours}h"
+
+
+def _days_and_years(hours: int) -> str:
+    """``human_duration`` from two days on: ``3d4h``, ``12d``, ``2y5d``, ``9y``."""
     if hours < 24 * 8:
         return f"{hours // 24}d{hours % 24}h" if hours % 24 else f"{hours // 24}d"
     if hours < 24 * 365 * 2:
@@ -64,48 +74,68 @@ def _pod_status(pod: Obj) -> tuple[str, int, int, str]:
     """(STATUS, ready containers, restarts, last restart time) as ``printPod`` computes them."""
     status, spec = pod.get("status") or {}, pod.get("spec") or {}
     reason = status.get("reason") or status.get("phase") or ""
-    restarts, ready, last_restart = 0, 0, ""
-    initializing = False
     init_count = len(spec.get("initContainers") or [])
+    init_reason, restarts = _init_containers_status(status, init_count)
+    ready, last_restart = 0, ""
+    if init_reason is not None:
+        reason = init_reason
+    if init_reason is None or _condition_true(status, "Initialized"):
+        reason, ready, container_restarts, last_restart = _containers_status(status, reason)
+        restarts += container_restarts
+    return _deletion_reason(pod) or reason, ready, restarts, last_restart
+
+
+def _init_containers_status(status: Obj, init_count: int) -> tuple[str | None, int]:
+    """(``Init:...`` reason while an init container has not succeeded, else None; init
+    container restarts, counted up to the first one that has not succeeded)."""
+    restarts = 0
     for index, container in enumerate(status.get("initContainerStatuses") or []):
         restarts += container.get("restartCount", 0)
         state = container.get("state") or {}
         terminated, waiting = state.get("terminated"), state.get("waiting")
         if terminated and terminated.get("exitCode", 0) == 0:
             continue
-        initializing = True
         if terminated:
-            reason = "Init:" + (terminated.get("reason") or _exit_text(terminated))
-        elif waiting and waiting.get("reason") not in (None, "", "PodInitializing"):
-            reason = "Init:" + waiting["reason"]
-        else:
-            reason = f"Init:{index}/{init_count}"
-        break
-    if not initializing or _condition_true(status, "Initialized"):
-        has_running = False
-        for container in reversed(status.get("containerStatuses") or []):
-            restarts += container.get("restartCount", 0)
-            finished = ((container.get("lastState") or {}).get("terminated") or {}).get(
-                "finishedAt"
-            )
-            last_restart = max(last_restart, finished or "")
-            state = container.get("state") or {}
-            waiting, terminated = state.get("waiting") or {}, state.get("terminated")
-            if waiting.get("reason"):
-                reason = waiting["reason"]
-            elif terminated:
-                reason = terminated.get("reason") or _exit_text(terminated)
-            elif container.get("ready") and state.get("running") is not None:
-                has_running = True
-                ready += 1
-        if reason == "Completed" and has_running:
-            reason = "Running" if _condition_true(status, "Ready") else "NotReady"
-    deleting = pod["metadata"].get("deletionTimestamp")
-    if deleting and status.get("reason") == "NodeLost":
-        reason = "Unknown"
-    elif deleting and status.get("phase") not in TERMINAL_PHASES:
-        reason = "Terminating"
+            return "Init:" + (terminated.get("reason") or _exit_text(terminated)), restarts
+        if waiting and waiting.get("reason") not in (None, "", "PodInitializing"):
+            return "Init:" + waiting["reason"], restarts
+        return f"Init:{index}/{init_count}", restarts
+    return None, restarts
+
+
+def _containers_status(status: Obj, reason: str) -> tuple[str, int, int, str]:
+    """(STATUS, ready, restarts, last restart time) from the app containers, the last
+    container's waiting or terminated reason winning over ``reason`` as in ``printPod``."""
+    restarts, ready, last_restart, has_running = 0, 0, "", False
+    for container in reversed(status.get("containerStatuses") or []):
+        restarts += container.get("restartCount", 0)
+        finished = ((container.get("lastState") or {}).get("terminated") or {}).get("finishedAt")
+        last_restart = max(last_restart, finished or "")
+        state = container.get("state") or {}
+        waiting, terminated = state.get("waiting") or {}, state.get("terminated")
+        if waiting.get("reason"):
+            reason = waiting["reason"]
+        elif terminated:
+            reason = terminated.get("reason") or _exit_text(terminated)
+        elif container.get("ready") and state.get("running") is not None:
+            has_running = True
+            ready += 1
+    if reason == "Completed" and has_running:
+        reason = "Running" if _condition_true(status, "Ready") else "NotReady"
     return reason, ready, restarts, last_restart
+
+
+def _deletion_reason(pod: Obj) -> str | None:
+    """``Unknown`` or ``Terminating`` for a pod being deleted, which override any other
+    STATUS; None otherwise."""
+    status = pod.get("status") or {}
+    if not pod["metadata"].get("deletionTimestamp"):
+        return None
+    if status.get("reason") == "NodeLost":
+        return "Unknown"
+    if status.get("phase") not in TERMINAL_PHASES:
+        return "Terminating"
+    return None
 
 
 def _exit_text(terminated: Obj) -> str:

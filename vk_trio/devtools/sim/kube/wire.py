@@ -30,14 +30,15 @@ class Target:
     """The path with ``{namespace}``/``{name}`` placeholders, for ``KubeSim.requests``."""
 
 
-def _by_kind(kind: str) -> Resource:
+def resource_of_kind(kind: str) -> Resource:
+    """The resource of ``kind``; ``ValueError`` for a kind the stand-in does not serve."""
     for resource in RESOURCES:
         if resource.kind == kind:
             return resource
     raise ValueError(f"unknown kind {kind!r}")
 
 
-def _parse_target(path: str) -> Target | None:
+def parse_target(path: str) -> Target | None:
     """``/api/v1/...`` or ``/apis/{group}/{version}/...`` as a ``Target``; None otherwise."""
     parts = [p for p in path.split("/") if p]
     if parts[:2] == ["api", "v1"]:
@@ -72,22 +73,25 @@ def _lookup(group: str, version: str, plural: str) -> Resource | None:
     return resource
 
 
-def _truthy(value: str | None) -> bool:
+def truthy(value: str | None) -> bool:
+    """A boolean query parameter: ``1``, ``true``, ``t`` or ``yes``, in any case."""
     return (value or "").lower() in ("1", "true", "t", "yes")
 
 
-def _wants_table(request: Request) -> bool:
+def wants_table(request: Request) -> bool:
+    """Whether the client asked for a server-side printed Table (``kubectl get`` does)."""
     return "as=Table" in request.headers.get("accept", "")
 
 
-def _body(request: Request) -> Obj:
+def json_body(request: Request) -> Obj:
+    """The request body, which must be a JSON object (a 400 otherwise, as the apiserver answers)."""
     body = request.json()
     if not isinstance(body, dict):
         raise ApiError(400, "BadRequest", "the request body must be a JSON object")
     return body
 
 
-def _decode(request: Request, resource: Resource, body: Any) -> list[str]:
+def field_warnings(request: Request, resource: Resource, body: Any) -> list[str]:
     """Field validation of a written body (``kube_openapi.decode``); JSON patches, lists of
     operations, are not checked."""
     if request.headers.get("content-type", "").startswith("application/json-patch+json"):
@@ -99,7 +103,8 @@ SCALABLE = frozenset({"Deployment", "ReplicaSet"})
 """Kinds with a ``scale`` subresource."""
 
 
-def _scale_of(obj: Obj) -> Obj:
+def scale_of(obj: Obj) -> Obj:
+    """The ``autoscaling/v1`` Scale view of a scalable object (its ``scale`` subresource)."""
     meta = obj["metadata"]
     labels = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
     return {
@@ -116,7 +121,7 @@ def _scale_of(obj: Obj) -> Obj:
     }
 
 
-def _patched(target: Obj, content_type: str, patch: Any) -> Obj:
+def patched_view(target: Obj, content_type: str, patch: Any) -> Obj:
     """``patch`` applied to ``target`` (a subresource view, which the store does not keep)."""
     media = content_type.split(";")[0].strip().lower()
     try:
@@ -133,7 +138,7 @@ def _patched(target: Obj, content_type: str, patch: Any) -> Obj:
     return result
 
 
-def _matcher(request: Request, *, name: str | None = None) -> Matcher:
+def request_matcher(request: Request, *, name: str | None = None) -> Matcher:
     """The request's field and label selectors; ``name`` (a watch on one object's URL)
     narrows it further to that object."""
     by_field = parse_field_selector(request.param("fieldSelector"))
@@ -143,7 +148,7 @@ def _matcher(request: Request, *, name: str | None = None) -> Matcher:
     )
 
 
-def _paginate(items: list[Obj], request: Request) -> tuple[list[Obj], str]:
+def paginate(items: list[Obj], request: Request) -> tuple[list[Obj], str]:
     """Apply ``continue`` (a token naming the last key served) and ``limit``."""
     token = request.param("continue")
     if token:
@@ -161,23 +166,27 @@ def _sort_key(obj: Obj) -> tuple[str, str]:
     return (meta.get("namespace", ""), meta["name"])
 
 
-def _method_not_allowed() -> ApiError:
+def method_not_allowed() -> ApiError:
+    """The apiserver's 405 for a verb a resource does not support."""
     return ApiError(
         405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
     )
 
 
-def _encode_event(kind: str, obj: Obj) -> bytes:
+def encode_event(kind: str, obj: Obj) -> bytes:
+    """One watch event as a line of the JSON stream."""
     return msgspec.json.encode({"type": kind, "object": obj}) + b"\n"
 
 
-def _bookmark(resource: Resource, rv: int, *, initial_events_end: bool = False) -> bytes:
+def bookmark_event(resource: Resource, rv: int, *, initial_events_end: bool = False) -> bytes:
+    """A BOOKMARK event carrying only ``rv`` (and, if asked, the end of the initial events)."""
     metadata: Obj = {"resourceVersion": str(rv)}
     if initial_events_end:
         metadata["annotations"] = {"k8s.io/initial-events-end": "true"}
     obj = {"kind": resource.kind, "apiVersion": resource.api_version, "metadata": metadata}
-    return _encode_event("BOOKMARK", obj)
+    return encode_event("BOOKMARK", obj)
 
 
-async def _one_event(kind: str, obj: Obj) -> AsyncIterator[bytes]:
-    yield _encode_event(kind, obj)
+async def one_event_stream(kind: str, obj: Obj) -> AsyncIterator[bytes]:
+    """A watch stream of one event: the ERROR answering a watch from an expired version."""
+    yield encode_event(kind, obj)

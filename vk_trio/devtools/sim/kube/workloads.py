@@ -42,7 +42,8 @@ that may be waiting on its dependents) or ``nodes`` (every pending pod)."""
 ORPHAN, FOREGROUND = "orphan", "foregroundDeletion"
 
 
-_PODS, _NODES, _EVENTS = BY_PLURAL["pods"], BY_PLURAL["nodes"], BY_PLURAL["events"]
+POD_RESOURCE, NODE_RESOURCE = BY_PLURAL["pods"], BY_PLURAL["nodes"]
+_EVENTS = BY_PLURAL["events"]
 
 
 _REPLICASETS, _DEPLOYMENTS = BY_PLURAL["replicasets"], BY_PLURAL["deployments"]
@@ -68,7 +69,7 @@ class WorkloadControllers:
             obj = (
                 self._get(BY_PLURAL[what], ns, name) if what == plural and ns == namespace else None
             )
-            if obj is not None and (_controller_ref(obj) or {}).get("uid") == uid:
+            if obj is not None and (controller_ref(obj) or {}).get("uid") == uid:
                 found.append(obj)
         return found
 
@@ -121,7 +122,7 @@ class WorkloadControllers:
         active = [p for p in self._owned(rs, "pods") if _active(p)]
         missing = int(rs["spec"].get("replicas", 1)) - len(active)
         for _ in range(missing):
-            pod = self.store.create(_PODS, namespace, _pod_from_template(rs))
+            pod = self.store.create(POD_RESOURCE, namespace, _pod_from_template(rs))
             self._event(
                 rs,
                 "Normal",
@@ -130,7 +131,7 @@ class WorkloadControllers:
                 "replicaset-controller",
             )
         for pod in _deletion_order(active)[: max(-missing, 0)]:
-            self.store.delete(_PODS, namespace, pod["metadata"]["name"])
+            self.store.delete(POD_RESOURCE, namespace, pod["metadata"]["name"])
             self._event(
                 rs,
                 "Normal",
@@ -159,7 +160,7 @@ class WorkloadControllers:
         self.store.update(
             _REPLICASETS, namespace, name, {**rs, "status": status}, subresource="status"
         )
-        owner = _controller_ref(rs)
+        owner = controller_ref(rs)
         if owner is not None and owner["kind"] == "Deployment":
             # Its pods changed, maybe without changing its status (an old pod finally gone,
             # which a Recreate rollout waits for): the Deployment looks again.
@@ -184,7 +185,9 @@ class WorkloadControllers:
         if spec["strategy"]["type"] == "Recreate":
             for rs in old:
                 self._scale(deploy, rs, 0)
-            if any(_phase(p) not in TERMINAL_PHASES for rs in old for p in self._owned(rs, "pods")):
+            if any(
+                pod_phase(p) not in TERMINAL_PHASES for rs in old for p in self._owned(rs, "pods")
+            ):
                 new = None  # the new ReplicaSet waits until every old pod is gone
             elif new is None:
                 new, created = self._new_replicaset(deploy, owned, replicas), True
@@ -403,7 +406,8 @@ def _pod_from_template(rs: Obj) -> Obj:
     }
 
 
-def _plural(kind: str) -> str | None:
+def plural_of_kind(kind: str) -> str | None:
+    """The plural of ``kind`` if the stand-in serves that kind, else None."""
     return next((r.plural for r in BY_PLURAL.values() if r.kind == kind), None)
 
 
@@ -418,16 +422,18 @@ def _owner_ref(owner: Obj) -> Obj:
     }
 
 
-def _controller_ref(obj: Obj) -> Obj | None:
+def controller_ref(obj: Obj) -> Obj | None:
+    """The owner reference marked ``controller``, if any: the object that manages this one."""
     refs = obj["metadata"].get("ownerReferences") or []
     return next((r for r in refs if r.get("controller")), None)
 
 
-def _phase(pod: Obj) -> str:
+def pod_phase(pod: Obj) -> str:
+    """The pod's ``status.phase``, empty when it has none yet."""
     return str((pod.get("status") or {}).get("phase", ""))
 
 
-def _pending(pod: Obj) -> bool:
+def awaits_scheduling(pod: Obj) -> bool:
     """Waiting for the scheduler: unbound, not being deleted, for ``default-scheduler``."""
     spec = pod.get("spec") or {}
     return (
@@ -435,12 +441,12 @@ def _pending(pod: Obj) -> bool:
         and not pod["metadata"].get("deletionTimestamp")
         and spec.get("schedulerName", kube_scheduler.SCHEDULER_NAME)
         == kube_scheduler.SCHEDULER_NAME
-        and _phase(pod) not in TERMINAL_PHASES
+        and pod_phase(pod) not in TERMINAL_PHASES
     )
 
 
 def _active(pod: Obj) -> bool:
-    return not pod["metadata"].get("deletionTimestamp") and _phase(pod) not in TERMINAL_PHASES
+    return not pod["metadata"].get("deletionTimestamp") and pod_phase(pod) not in TERMINAL_PHASES
 
 
 def _ready(pod: Obj) -> bool:
@@ -455,11 +461,11 @@ def _deletion_order(pods: list[Obj]) -> list[Obj]:
     newest_first = sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", ""))[::-1]
     return sorted(
         newest_first,
-        key=lambda p: (bool(p["spec"].get("nodeName")), order.get(_phase(p), 0), _ready(p)),
+        key=lambda p: (bool(p["spec"].get("nodeName")), order.get(pod_phase(p), 0), _ready(p)),
     )
 
 
-def _scheduling_view(node: Obj) -> tuple[object, ...]:
+def scheduling_view(node: Obj) -> tuple[object, ...]:
     """What of a node the scheduler looks at: a heartbeat that changes none of it is no reason
     to try the pending pods again."""
     spec = node.get("spec") or {}

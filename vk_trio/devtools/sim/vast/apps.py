@@ -9,11 +9,11 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from vk_trio.devtools.sim.vast.state import SimState, _Instance
+from vk_trio.devtools.sim.vast.state import SimInstance, SimState
 from vk_trio.http_server import Request, Response, serve_connection
 
 
-class _AppPorts:
+class AppPorts:
     """An instance's mapped TCP ports on 127.0.0.1, for ``serve_ports``.
 
     Each socket is bound at creation to a port the OS picks (that port is the ``HostPort``
@@ -69,17 +69,17 @@ class _AppPorts:
 class InstanceApps(SimState):
     """Serves, while the instance runs, the app that answers on its ports."""
 
-    def _serve_app(self, instance: _Instance, app: _AppPorts) -> None:
+    def _serve_app(self, instance: SimInstance, app: AppPorts) -> None:
         if self._nursery is None:
             app.close()
             raise RuntimeError("serve_ports needs the simulator served (await nursery.start)")
         self._nursery.start_soon(self._run_app, instance, app, name=f"app of {instance.id}")
 
-    def _app_up(self, instance: _Instance) -> bool:
+    def _app_up(self, instance: SimInstance) -> bool:
         status, _ = instance.phase(trio.current_time(), self.config.boot_seconds)
         return instance.destroyed_at is None and status == "running"
 
-    async def _run_app(self, instance: _Instance, app: _AppPorts) -> None:
+    async def _run_app(self, instance: SimInstance, app: AppPorts) -> None:
         """Listen on the instance's ports while it runs; refuse connections otherwise.
 
         Owns the ports' sockets: bound (so nothing else takes the port) from creation,
@@ -101,7 +101,7 @@ class InstanceApps(SimState):
         finally:
             app.close()
 
-    async def _app_answer(self, instance: _Instance, request: Request) -> Response:
+    async def _app_answer(self, instance: SimInstance, request: Request) -> Response:
         if instance.id in self.unhealthy_apps:
             return Response.text("simulated app failure", 500)
         running_since = instance.boot_from + self.config.boot_seconds

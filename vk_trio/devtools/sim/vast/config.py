@@ -49,7 +49,7 @@ WALKS_KEPT = 16
 """Listings under way remembered at once (by filters and order)."""
 
 
-_OCI_FAILURE = (
+OCI_FAILURE_TEMPLATE = (
     "Error response from daemon: failed to create task for container: failed to create shim "
     "task: OCI runtime create failed: runc create failed: unable to start container process: "
     'exec: "{command}": executable file not found in $PATH: unknown'
@@ -106,7 +106,7 @@ class VastSimConfig(msgspec.Struct, kw_only=True):
     """Seconds of run time per line a running container adds to its logs."""
     serve_ports: bool = False
     """Make each running instance really answer on its mapped ports: ``public_ipaddr`` is
-    127.0.0.1 and every mapped TCP port is a loopback HTTP listener (``_AppPorts``)."""
+    127.0.0.1 and every mapped TCP port is a loopback HTTP listener (``AppPorts``)."""
     app_ready_after: float = 0.0
     """With ``serve_ports``: seconds after ``running`` during which the app answers 503
     (a model still loading), then 200 on any path."""

@@ -9,15 +9,15 @@ import trio
 from loguru import logger
 
 from vk_trio.devtools.sim.vast.config import Faults
-from vk_trio.devtools.sim.vast.routes import _error, _json_object
-from vk_trio.devtools.sim.vast.state import SimState, _Instance
+from vk_trio.devtools.sim.vast.routes import error_response, json_object_body
+from vk_trio.devtools.sim.vast.state import SimInstance, SimState
 from vk_trio.http_server import Request, Response
 
 
 class FaultControl(SimState):
     """The faults in force, each instance's fate, and the calls that break one instance now."""
 
-    def _decide_fate(self, instance: _Instance) -> None:
+    def _decide_fate(self, instance: SimInstance) -> None:
         """Draw the instance-level faults once, at birth, so its story is reproducible."""
         instance.stuck_loading = self._draw(self.faults.stuck_loading)
         instance.oci_failure = self._draw(self.faults.oci_failure)
@@ -70,9 +70,9 @@ class FaultControl(SimState):
         return Response.json(self.faults)
 
     async def _post_faults(self, request: Request, params: dict[str, str]) -> Response:
-        body = _json_object(request)
+        body = json_object_body(request)
         try:
             self.set_faults(**(body or {}))
         except (TypeError, msgspec.ValidationError) as exc:
-            return _error(400, "invalid_args", str(exc))
+            return error_response(400, "invalid_args", str(exc))
         return Response.json(self.faults)

@@ -10,20 +10,26 @@ import trio
 from loguru import logger
 
 from vk_trio.devtools.sim.vast import market
-from vk_trio.devtools.sim.vast.apps import InstanceApps, _AppPorts
+from vk_trio.devtools.sim.vast.apps import AppPorts, InstanceApps
 from vk_trio.devtools.sim.vast.config import WALK_SECONDS, WALKS_KEPT
 from vk_trio.devtools.sim.vast.faults import FaultControl
 from vk_trio.devtools.sim.vast.market import Row
 from vk_trio.devtools.sim.vast.offers import OfferRoutes
-from vk_trio.devtools.sim.vast.paging import _order_by, _page, _page_limit, _project, _Walk
-from vk_trio.devtools.sim.vast.routes import (
-    _error,
-    _int_param,
-    _json_object,
-    _json_param,
-    _no_such_instance,
+from vk_trio.devtools.sim.vast.paging import (
+    PagedWalk,
+    keyset_page,
+    parse_order_by,
+    parse_page_limit,
+    select_columns,
 )
-from vk_trio.devtools.sim.vast.state import _digest, _Instance, _port_specs, _wall
+from vk_trio.devtools.sim.vast.routes import (
+    error_response,
+    json_object_body,
+    json_query_param,
+    no_such_instance,
+    path_id,
+)
+from vk_trio.devtools.sim.vast.state import SimInstance, digest, port_specs, wall_time
 from vk_trio.http_server import Request, Response
 
 
@@ -31,10 +37,10 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
     """``PUT /api/v0/asks/{id}/``, ``GET /api/v1/instances/`` and ``/api/v0/instances/{id}/``."""
 
     async def _create(self, request: Request, params: dict[str, str]) -> Response:
-        offer_id = _int_param(params)
-        body = _json_object(request)
+        offer_id = path_id(params)
+        body = json_object_body(request)
         if offer_id is None or body is None:
-            return _error(
+            return error_response(
                 400,
                 "invalid_args",
                 "Invalid args: 'id' is required and must be a valid offer ID",
@@ -42,10 +48,10 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
             )
         problem = _create_problem(body, self._offers.get(offer_id))
         if problem:
-            return _error(400, problem[0], problem[1], ask_id=offer_id)
+            return error_response(400, problem[0], problem[1], ask_id=offer_id)
         offer = self._take_offer(offer_id)
         if offer is None:
-            return _error(
+            return error_response(
                 404,
                 "no_such_ask",
                 f"error 404/3603: no_such_ask Instance type by id {offer_id} is not available.",
@@ -59,29 +65,29 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
             {"success": True, "new_contract": instance.id, "instance_api_key": instance.api_key}
         )
 
-    def _new_instance(self, offer: Row, body: Row) -> _Instance:
+    def _new_instance(self, offer: Row, body: Row) -> SimInstance:
         now = trio.current_time()
         price = body.get("price")
         gpu = float(price) if price is not None else float(offer["dph_base"])
         disk = float(body.get("disk") or 10.0)
-        specs = _port_specs(body.get("env") or {})
+        specs = port_specs(body.get("env") or {})
         first = self._rng.randrange(20_000, 60_000)
         ports = {
             spec: [{"HostIp": "0.0.0.0", "HostPort": str(first + i)}]
             for i, spec in enumerate(specs)
         }
         public_ipaddr = str(offer["public_ipaddr"]) + self._rng.choice(("", "", " ", "\n"))
-        app = _AppPorts(specs) if self.config.serve_ports else None
+        app = AppPorts(specs) if self.config.serve_ports else None
         if app is not None:
             public_ipaddr = "127.0.0.1" + public_ipaddr[len(str(offer["public_ipaddr"])) :]
             ports.update(app.bindings())
-        instance = _Instance(
+        instance = SimInstance(
             id=self._next_instance_id(),
             offer=offer,
             body=body,
             label=body.get("label"),
             created_at=now,
-            start_date=_wall(),
+            start_date=wall_time(),
             dph_total=gpu + float(offer["storage_cost"]) * disk / market.HOURS_PER_MONTH,
             is_bid=price is not None,
             ports=ports,
@@ -107,14 +113,14 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
 
     async def _list(self, request: Request, params: dict[str, str]) -> Response:
         try:
-            filters = _json_param(request, "select_filters", {})
-            order = _order_by(_json_param(request, "order_by", []))
-            limit = _page_limit(request.param("limit"))
-            select = _json_param(request, "select_cols", ["*"])
+            filters = json_query_param(request, "select_filters", {})
+            order = parse_order_by(json_query_param(request, "order_by", []))
+            limit = parse_page_limit(request.param("limit"))
+            select = json_query_param(request, "select_cols", ["*"])
         except ValueError as exc:
-            return _error(400, "invalid_args", str(exc))
+            return error_response(400, "invalid_args", str(exc))
         if not isinstance(filters, dict):
-            return _error(400, "invalid_args", "select_filters must be an object")
+            return error_response(400, "invalid_args", "select_filters must be an object")
         # Filter and sort on a few cheap columns and render only the rows of the page (and
         # those a filter or order on another column needs): rendering every instance for
         # every page made a sweep of N instances cost N²/25 renders, and the simulator, not
@@ -145,13 +151,15 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
             ]
             rows = market.sort_rows(rows, order, column)
             labels = dict(Counter(row.get("label") or "" for row in rows))
-            walk = self._walks[walk_key] = _Walk(now, rows, labels)
+            walk = self._walks[walk_key] = PagedWalk(now, rows, labels)
             while len(self._walks) > WALKS_KEPT:
                 del self._walks[next(iter(self._walks))]
         try:
-            page, next_token = _page(walk.rows, order, request.param("after_token"), limit, column)
+            page, next_token = keyset_page(
+                walk.rows, order, request.param("after_token"), limit, column
+            )
         except ValueError:
-            return _error(400, "invalid_token", "Invalid after_token")
+            return error_response(400, "invalid_token", "Invalid after_token")
         page = [row for row in page if self._instances[int(row["id"])].destroyed_at is None]
         return Response.json(
             {
@@ -160,11 +168,11 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
                 "total_instances": len(walk.rows),
                 "label_counts": walk.labels,
                 "next_token": next_token,
-                "instances": [_project(full(row), select) for row in page],
+                "instances": [select_columns(full(row), select) for row in page],
             }
         )
 
-    def _skeleton(self, instance: _Instance, now: float) -> Row:
+    def _skeleton(self, instance: SimInstance, now: float) -> Row:
         """The columns lists filter and sort on most, cheaply; {} for a destroyed one."""
         if instance.destroyed_at is not None:
             return {}
@@ -177,7 +185,7 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
         }
 
     async def _legacy_list(self, request: Request, params: dict[str, str]) -> Response:
-        return _error(
+        return error_response(
             410,
             "deprecated",
             "Endpoint deprecated: /api/v0/instances/ is deprecated. "
@@ -185,23 +193,23 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
         )
 
     async def _show(self, request: Request, params: dict[str, str]) -> Response:
-        instance_id = _int_param(params)
+        instance_id = path_id(params)
         if instance_id is None:
-            return _error(400, "invalid_args", "invalid instance_id")
+            return error_response(400, "invalid_args", "invalid instance_id")
         instance = self._live(instance_id)
         return Response.json({"instances": self._render(instance) if instance else None})
 
     async def _modify(self, request: Request, params: dict[str, str]) -> Response:
-        instance = self._live(_int_param(params))
-        body = _json_object(request)
+        instance = self._live(path_id(params))
+        body = json_object_body(request)
         if instance is None:
-            return _no_such_instance(_int_param(params) or 0)
+            return no_such_instance(path_id(params) or 0)
         if not body or not ({"label", "state"} & body.keys()):
-            return _error(400, "invalid_args", "label or state is required")
+            return error_response(400, "invalid_args", "label or state is required")
         if "state" in body and body["state"] not in ("running", "stopped"):
             return Response.json({"success": False, "msg": "Invalid target state"}, 400)
         if len(str(body.get("label") or "")) > 1024:
-            return _error(400, "invalid_args", "label_too_long")
+            return error_response(400, "invalid_args", "label_too_long")
         if "state" in body:
             self._set_state(instance, str(body["state"]))
         if "label" in body:
@@ -209,7 +217,7 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
         self._notify()
         return Response.json({"success": True})
 
-    def _set_state(self, instance: _Instance, state: str) -> None:
+    def _set_state(self, instance: SimInstance, state: str) -> None:
         """Stop, or start again: a start boots anew, clearing an exit (a host stays offline)."""
         if state == "running" and instance.intended_status != "running":
             instance.boot_from = trio.current_time()
@@ -218,14 +226,14 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
         instance.intended_status = state
 
     async def _destroy(self, request: Request, params: dict[str, str]) -> Response:
-        instance_id = _int_param(params)
+        instance_id = path_id(params)
         instance = self._live(instance_id)
         if instance is None:
-            return _no_such_instance(instance_id or 0)
+            return no_such_instance(instance_id or 0)
         self._destroy_instance(instance)
         return Response.json({"success": True})
 
-    def _destroy_instance(self, instance: _Instance) -> None:
+    def _destroy_instance(self, instance: SimInstance) -> None:
         """Stop billing and put the machine back on the market under a fresh offer id."""
         instance.destroyed_at = trio.current_time()
         relisted = market.list_offer(
@@ -241,7 +249,7 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
         )
         self._notify()
 
-    def _render(self, instance: _Instance) -> Row:
+    def _render(self, instance: SimInstance) -> Row:
         """The instance as the API shows it (``vast-api.md`` §5.1, §8.2)."""
         now = trio.current_time()
         status, message = instance.phase(now, self.config.boot_seconds)
@@ -273,7 +281,7 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
             ssh_port=10_000 + instance.id % 50_000,
             ssh_idx=str(instance.id % 9 + 1),
             machine_dir_ssh_port=instance.direct_ports[0] - 1,
-            jupyter_token=_digest(instance.api_key, "jupyter"),
+            jupyter_token=digest(instance.api_key, "jupyter"),
             dph_total=instance.dph_total,
             storage_total_cost=disk_hour,
             is_bid=instance.is_bid,
@@ -291,7 +299,7 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
         return row
 
     @staticmethod
-    def _usage(instance: _Instance, *, running: bool) -> Row:
+    def _usage(instance: SimInstance, *, running: bool) -> Row:
         """Live metrics of a running instance, steady per instance (from its id): what
         ``kubectl top`` shows through the kubelet API. Units as the API's: utilisations are
         fractions (GPU: percent), memory and disk in GB."""
@@ -299,7 +307,7 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
             return dict.fromkeys(
                 ("gpu_util", "cpu_util", "mem_usage", "mem_limit", "vmem_usage", "disk_usage")
             )
-        spread = int(_digest(instance.id, "usage")[:4], 16) / 0xFFFF
+        spread = int(digest(instance.id, "usage")[:4], 16) / 0xFFFF
         gpu_ram_gb = float(instance.offer.get("gpu_ram") or 0.0) / 1024.0
         return {
             "gpu_util": round(40.0 + 55.0 * spread, 1),

@@ -8,8 +8,8 @@ import math
 import trio
 
 from vk_trio.devtools.sim.vast.config import LOG_POLLS_WHEN_SLOW
-from vk_trio.devtools.sim.vast.routes import _error, _int_param, _json_object
-from vk_trio.devtools.sim.vast.state import SimState, _digest, _Instance, _LogUpload
+from vk_trio.devtools.sim.vast.routes import error_response, json_object_body, path_id
+from vk_trio.devtools.sim.vast.state import LogUpload, SimInstance, SimState, digest
 from vk_trio.http_server import Request, Response
 
 
@@ -17,10 +17,10 @@ class LogRoutes(SimState):
     """``PUT /api/v0/instances/request_logs/{id}/`` and ``GET /_sim/logs/{token}.log``."""
 
     async def _request_logs(self, request: Request, params: dict[str, str]) -> Response:
-        instance = self._live(_int_param(params))
+        instance = self._live(path_id(params))
         if instance is None:
-            return _error(404, "invalid_id", "Invalid instance id.")
-        body = _json_object(request) or {}
+            return error_response(404, "invalid_id", "Invalid instance id.")
+        body = json_object_body(request) or {}
         lines = self._log_lines(instance, daemon=str(body.get("daemon_logs")).lower() == "true")
         if body.get("filter"):
             lines = [line for line in lines if str(body["filter"]) in line]
@@ -28,7 +28,7 @@ class LogRoutes(SimState):
         if tail is not None and str(tail).isdigit():
             lines = lines[-int(tail) :] if int(tail) else []
         token = f"{self._rng.getrandbits(128):032x}"
-        upload = _LogUpload("".join(line + "\n" for line in lines))
+        upload = LogUpload("".join(line + "\n" for line in lines))
         if self._draw(self.config.faults.logs_missing):
             upload.polls_needed = math.inf
         elif self._draw(self.config.faults.logs_slow):
@@ -42,7 +42,7 @@ class LogRoutes(SimState):
             }
         )
 
-    def _log_lines(self, instance: _Instance, *, daemon: bool) -> list[str]:
+    def _log_lines(self, instance: SimInstance, *, daemon: bool) -> list[str]:
         """Plausible logs for the instance's current phase: the image pull, then the command."""
         status, message = instance.phase(trio.current_time(), self.config.boot_seconds)
         if daemon:
@@ -50,11 +50,11 @@ class LogRoutes(SimState):
                 f"vast daemon: contract {instance.id} image {instance.image}",
                 f"vast daemon: status {status}: {message}",
             ]
-        layers = [_digest(instance.id, "layer", i)[:12] for i in range(3)]
+        layers = [digest(instance.id, "layer", i)[:12] for i in range(3)]
         lines = [f"Pulling image {instance.image}"]
         lines += [f"{layer}: Pull complete" for layer in layers]
         lines += [
-            f"Digest: sha256:{_digest(instance.image)}",
+            f"Digest: sha256:{digest(instance.image)}",
             f"Status: Downloaded newer image for {instance.image}",
         ]
         if status == "created" and instance.oci_failure:
@@ -74,7 +74,7 @@ class LogRoutes(SimState):
             lines.append(f"process exited with code {instance.exit_code}")
         return lines
 
-    def _progress_lines(self, instance: _Instance) -> list[str]:
+    def _progress_lines(self, instance: SimInstance) -> list[str]:
         """A line per ``log_interval`` seconds of run time: logs grow while it runs, and the
         same instance at the same moment always has the same lines."""
         running_since = instance.boot_from + self.config.boot_seconds

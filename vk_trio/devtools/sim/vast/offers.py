@@ -10,8 +10,8 @@ from loguru import logger
 
 from vk_trio.devtools.sim.vast import market
 from vk_trio.devtools.sim.vast.market import Row
-from vk_trio.devtools.sim.vast.routes import _error
-from vk_trio.devtools.sim.vast.state import SimState, _wall
+from vk_trio.devtools.sim.vast.routes import error_response
+from vk_trio.devtools.sim.vast.state import SimState, wall_time
 from vk_trio.http_server import Request, Response
 
 
@@ -23,8 +23,8 @@ class OfferRoutes(SimState):
             body = self._search_body(request)
             query = market.parse_offer_query(body)
         except (msgspec.DecodeError, market.QueryError) as exc:
-            return _error(400, "invalid_request", str(exc))
-        offers = market.search(self._offers.values(), query, now=_wall())
+            return error_response(400, "invalid_request", str(exc))
+        offers = market.search(self._offers.values(), query, now=wall_time())
         return Response.json({"offers": offers})
 
     @staticmethod

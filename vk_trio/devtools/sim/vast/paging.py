@@ -13,7 +13,7 @@ from vk_trio.devtools.sim.vast.config import PAGE_SIZE
 from vk_trio.devtools.sim.vast.market import Row
 
 
-def _order_by(order: Any) -> list[tuple[str, bool]]:
+def parse_order_by(order: Any) -> list[tuple[str, bool]]:
     """``[{"col":"id","dir":"asc"}]`` as ``(column, descending)`` pairs, ``id`` appended last."""
     if not isinstance(order, list):
         raise ValueError("order_by must be a list")
@@ -28,7 +28,7 @@ def _order_by(order: Any) -> list[tuple[str, bool]]:
 
 
 @dataclass
-class _Walk:
+class PagedWalk:
     """The rows a paged listing's first page found (filtered and sorted), and when."""
 
     at: float
@@ -36,7 +36,8 @@ class _Walk:
     labels: dict[str, int]
 
 
-def _page_limit(raw: str | None) -> int:
+def parse_page_limit(raw: str | None) -> int:
+    """``limit`` as the API applies it: ``PAGE_SIZE`` by default and at most, 5 if not positive."""
     if raw is None or raw == "":
         return PAGE_SIZE
     try:
@@ -46,7 +47,7 @@ def _page_limit(raw: str | None) -> int:
     return 5 if limit <= 0 else min(limit, PAGE_SIZE)
 
 
-def _page(
+def keyset_page(
     rows: list[Row],
     order: list[tuple[str, bool]],
     token: str | None,
@@ -94,7 +95,7 @@ def _decode_token(token: str, width: int) -> list[Any] | None:
     return key if isinstance(key, list) and len(key) == width else None
 
 
-def _project(row: Row, select: Any) -> Row:
+def select_columns(row: Row, select: Any) -> Row:
     """``select_cols``: the named columns only (unknown ones null), everything for ``*``."""
     if not isinstance(select, list) or "*" in select:
         return row

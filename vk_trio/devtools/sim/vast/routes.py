@@ -15,7 +15,7 @@ from vk_trio.devtools.sim.vast.market import Row
 from vk_trio.http_server import Request, Response
 
 
-class _RateLimiter:
+class RateLimiter:
     """Token buckets per (endpoint, identity) on the trio clock; ``factor`` scales intervals."""
 
     def __init__(self, factor: float) -> None:
@@ -38,11 +38,13 @@ class _RateLimiter:
         return None
 
 
-_Handler = Callable[[Request, dict[str, str]], Awaitable[Response]]
+RouteHandler = Callable[[Request, dict[str, str]], Awaitable[Response]]
 
 
 @dataclass(frozen=True)
-class _Route:
+class Route:
+    """One endpoint: the method and path it answers, and the handler method that serves it."""
+
     method: str
     pattern: re.Pattern[str]
     endpoint: str
@@ -55,29 +57,29 @@ class _Route:
     """Subject to latency, injected failures, auth and rate limits: the ``/api/`` calls."""
 
 
-def _route(method: str, template: str, handler: str, *, auth: bool = True) -> _Route:
+def _route(method: str, template: str, handler: str, *, auth: bool = True) -> Route:
     """An ``/api/`` route; ``{name}`` in ``template`` captures one path segment."""
     return _make_route(method, template, handler, auth=auth, counted=True, gated=True)
 
 
 def _make_route(
     method: str, template: str, handler: str, *, auth: bool, counted: bool, gated: bool
-) -> _Route:
+) -> Route:
     parts = re.split(r"\{(\w+)\}", template.rstrip("/"))
     regex = "".join(
         re.escape(part) if i % 2 == 0 else f"(?P<{part}>[^/]+)" for i, part in enumerate(parts)
     )
-    return _Route(
+    return Route(
         method, re.compile(regex + "/"), f"{method} {template}", handler, auth, counted, gated
     )
 
 
-def _control(method: str, template: str, handler: str, *, counted: bool = False) -> _Route:
+def _control(method: str, template: str, handler: str, *, counted: bool = False) -> Route:
     """A simulator route: never authenticated, never failed or rate limited."""
     return _make_route(method, template, handler, auth=False, counted=counted, gated=False)
 
 
-_ROUTES: list[_Route] = [
+ROUTES: list[Route] = [
     _route("POST", "/api/v0/bundles/", "_search", auth=False),
     _route("GET", "/api/v0/bundles/", "_search", auth=False),
     _route("PUT", "/api/v0/search/asks/", "_search", auth=False),
@@ -98,21 +100,24 @@ _ROUTES: list[_Route] = [
 ]
 
 
-def _error(status: int, error: str, msg: str, **extra: Any) -> Response:
+def error_response(status: int, error: str, msg: str, **extra: Any) -> Response:
+    """A Vast error body (``success: false``, ``error``, ``msg``) with ``status``."""
     return Response.json({"success": False, "error": error, "msg": msg, **extra}, status)
 
 
-def _rate_limited(threshold: float) -> Response:
-    return _error(
+def rate_limited(threshold: float) -> Response:
+    """The 429 the API returns when a client calls an endpoint too often."""
+    return error_response(
         429, "rate_limit_exceeded", f"API requests too frequent endpoint threshold={threshold}"
     )
 
 
-def _no_such_instance(instance_id: int) -> Response:
-    return _error(404, "no_such_instance", f"Instance {instance_id} not found.")
+def no_such_instance(instance_id: int) -> Response:
+    """The 404 the API returns for an instance id it does not know."""
+    return error_response(404, "no_such_instance", f"Instance {instance_id} not found.")
 
 
-def _int_param(params: Mapping[str, str]) -> int | None:
+def path_id(params: Mapping[str, str]) -> int | None:
     """The ``{id}`` path segment as an int, or None when it is not one (a 400 for the API)."""
     try:
         return int(params["id"])
@@ -120,7 +125,8 @@ def _int_param(params: Mapping[str, str]) -> int | None:
         return None
 
 
-def _json_object(request: Request) -> Row | None:
+def json_object_body(request: Request) -> Row | None:
+    """The body as a JSON object (no body is ``{}``); None when it is not JSON or not an object."""
     try:
         body = request.json()
     except msgspec.DecodeError:
@@ -130,7 +136,8 @@ def _json_object(request: Request) -> Row | None:
     return body if isinstance(body, dict) else None
 
 
-def _json_param(request: Request, name: str, default: Any) -> Any:
+def json_query_param(request: Request, name: str, default: Any) -> Any:
+    """A query parameter holding JSON, or ``default`` when absent; ``ValueError`` when not JSON."""
     raw = request.param(name)
     if not raw:
         return default

@@ -28,7 +28,13 @@ from loguru import logger
 from vk_trio.devtools.sim.vast.config import RATE_LIMITS
 from vk_trio.devtools.sim.vast.control import ControlSurface
 from vk_trio.devtools.sim.vast.logs import LogRoutes
-from vk_trio.devtools.sim.vast.routes import _ROUTES, _error, _Handler, _rate_limited, _Route
+from vk_trio.devtools.sim.vast.routes import (
+    ROUTES,
+    Route,
+    RouteHandler,
+    error_response,
+    rate_limited,
+)
 from vk_trio.http_server import Request, Response, serve_http
 
 
@@ -64,9 +70,9 @@ class VastSim(ControlSurface, LogRoutes):
         path = "/" + request.path.strip("/") + "/"
         found = self._match(request.method, path)
         if found is None:
-            return _error(404, "not_found", f"{request.method} {request.path} not found")
+            return error_response(404, "not_found", f"{request.method} {request.path} not found")
         route, params = found
-        handler: _Handler = getattr(self, route.handler)
+        handler: RouteHandler = getattr(self, route.handler)
         gate = await self._gate(route, request) if route.gated else None
         response = gate or await handler(request, params)
         if route.counted:
@@ -75,14 +81,14 @@ class VastSim(ControlSurface, LogRoutes):
                 self._stats[f"{route.endpoint} {response.status}"] += 1
         return response
 
-    def _match(self, method: str, path: str) -> tuple[_Route, dict[str, str]] | None:
-        for route in _ROUTES:
+    def _match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+        for route in ROUTES:
             match = route.pattern.fullmatch(path)
             if match and route.method == method:
                 return route, match.groupdict()
         return None
 
-    async def _gate(self, route: _Route, request: Request) -> Response | None:
+    async def _gate(self, route: Route, request: Request) -> Response | None:
         """Latency, injected failures, auth and rate limits, in that order; None lets it pass."""
         if self.faults.latency > 0:
             await trio.sleep(self.faults.latency)
@@ -90,12 +96,12 @@ class VastSim(ControlSurface, LogRoutes):
             status = self._fault_rng.choice((500, 502, 503))
             return Response.text(f"{status} simulated server error", status)
         if self._draw(self.faults.rate_429):
-            return _rate_limited(RATE_LIMITS.get(route.endpoint, 1.0))
+            return rate_limited(RATE_LIMITS.get(route.endpoint, 1.0))
         key = self._api_key(request)
         if route.auth and not self._key_ok(key):
-            return _error(401, "auth_error", "Invalid user key")
+            return error_response(401, "auth_error", "Invalid user key")
         threshold = self._limiter.check(route.endpoint, key or "anonymous", trio.current_time())
-        return None if threshold is None else _rate_limited(threshold)
+        return None if threshold is None else rate_limited(threshold)
 
     @staticmethod
     def _api_key(request: Request) -> str | None:

@@ -19,19 +19,19 @@ import trio
 
 from vk_trio.devtools.sim.vast import market
 from vk_trio.devtools.sim.vast.config import (
-    _OCI_FAILURE,
     LOG_POLLS_BEFORE_READY,
+    OCI_FAILURE_TEMPLATE,
     Faults,
     VastSimConfig,
     rate_factor,
 )
 from vk_trio.devtools.sim.vast.market import Row
-from vk_trio.devtools.sim.vast.paging import _Walk
-from vk_trio.devtools.sim.vast.routes import _RateLimiter
+from vk_trio.devtools.sim.vast.paging import PagedWalk
+from vk_trio.devtools.sim.vast.routes import RateLimiter
 
 
 @dataclass
-class _Instance:
+class SimInstance:
     """One rented contract; its status is derived from the clock, never stored."""
 
     id: int
@@ -75,9 +75,9 @@ class _Instance:
         if now < loading:
             return "created", "Creating container"
         if self.oci_failure:
-            return "created", _OCI_FAILURE.format(command=self.body.get("onstart") or "sh")
+            return "created", OCI_FAILURE_TEMPLATE.format(command=self.body.get("onstart") or "sh")
         if now < running or self.stuck_loading:
-            return "loading", f"{_digest(self.id, 'layer')[:12]}: Pull complete\n"
+            return "loading", f"{digest(self.id, 'layer')[:12]}: Pull complete\n"
         image = self.image.replace(":", "_")  # the real message spells tags this way
         return "running", f"success, running {image}/{self.runtype}"
 
@@ -101,12 +101,12 @@ class _Instance:
         return self.dph_total * max(0.0, end - self.created_at) / 3600.0
 
 
-def _digest(*parts: object) -> str:
+def digest(*parts: object) -> str:
     """A stable hex string for made-up container hashes and tokens."""
     return hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()
 
 
-def _port_specs(env: Mapping[str, Any]) -> list[str]:
+def port_specs(env: Mapping[str, Any]) -> list[str]:
     """Container port specs (``"8000/tcp"``) from ``-p host:container[/proto]`` env keys."""
     specs = ["22/tcp"]
     for key in env:
@@ -119,7 +119,7 @@ def _port_specs(env: Mapping[str, Any]) -> list[str]:
 
 
 @dataclass
-class _LogUpload:
+class LogUpload:
     """Logs captured by a ``request_logs`` call, served once the "upload" is done."""
 
     text: str
@@ -127,7 +127,7 @@ class _LogUpload:
     polls_needed: float = LOG_POLLS_BEFORE_READY
 
 
-def _wall() -> float:
+def wall_time() -> float:
     """Epoch seconds for the API's date fields (never used for durations)."""
     return time.time()
 
@@ -146,12 +146,12 @@ class SimState:
         self._fault_rng = random.Random(f"{self.config.seed}:faults")
         self._next_offer_id = market.IdSequence(market_rng, 20_000_000)
         self._next_instance_id = market.IdSequence(self._rng, 30_000_000)
-        self._limiter = _RateLimiter(rate_factor(self.config.rate_limits))
+        self._limiter = RateLimiter(rate_factor(self.config.rate_limits))
         self._offers: dict[int, Row] = {}
-        self._instances: dict[int, _Instance] = {}
-        self._walks: dict[tuple[str, str], _Walk] = {}
+        self._instances: dict[int, SimInstance] = {}
+        self._walks: dict[tuple[str, str], PagedWalk] = {}
         """Paged listings under way, by (filters, order): see ``_list``."""
-        self._logs: dict[str, _LogUpload] = {}
+        self._logs: dict[str, LogUpload] = {}
         self._stats: Counter[str] = Counter()
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -179,11 +179,11 @@ class SimState:
         self._changed.set()
         self._changed = trio.Event()
 
-    def _live(self, instance_id: int | None) -> _Instance | None:
+    def _live(self, instance_id: int | None) -> SimInstance | None:
         instance = self._instances.get(instance_id) if instance_id is not None else None
         return instance if instance is not None and instance.destroyed_at is None else None
 
-    def _require(self, instance_id: int) -> _Instance:
+    def _require(self, instance_id: int) -> SimInstance:
         instance = self._live(instance_id)
         if instance is None:
             raise KeyError(f"no live instance {instance_id}")
