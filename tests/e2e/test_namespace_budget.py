@@ -3,7 +3,8 @@
 at $1/h, at $0.30/h each, are created at once. What was paid for is read from the simulator's
 ledger (every instance ever created, with its create and destroy times): never more than three
 alive at any moment, including after a node is killed while a pod of it is deleted, and when
-that node comes back and cleans up after it."""
+that node comes back and cleans up after it. And a malformed budget: nothing bought, a one-line
+reason on the pod, until it is fixed."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import msgspec
 import trio
 
 from tests.e2e.e2e import H100_OFFER, gpu_pod, settings_for, waiting_reason
-from vk_trio.annotations import NAMESPACE_HOLDS, NAMESPACE_MAX_HOURLY
+from vk_trio.annotations import NAMESPACE_HOLDS, NAMESPACE_MAX_HOURLY, NAMESPACE_MAX_INSTANCES
 from vk_trio.app import NodeRuntime, serve_node
 from vk_trio.devtools.sim.kube import KubeSim
 from vk_trio.devtools.sim.vast import VastSim
@@ -148,4 +149,44 @@ async def test_three_nodes_never_rent_beyond_the_namespace_cap_even_when_one_die
     assert most_alive_at_once(ledger) == CAP, ledger
     assert len(ledger) == CAP + 1 and len(vast_sim.live_instances()) == CAP
     assert sum(i["dph_total"] for i in vast_sim.live_instances()) <= 1.0
+    nursery.cancel_scope.cancel()
+
+
+async def test_a_malformed_budget_buys_nothing_and_says_why_until_fixed(
+    nursery: trio.Nursery, vast_sim: VastSim, kube_sim: KubeSim, kubeconfig: Path
+) -> None:
+    kube_sim.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": NS, "annotations": {NAMESPACE_MAX_INSTANCES: "two"}},
+        }
+    )
+    node = Node(NODES[0], str(vast_sim.url), kubeconfig)
+    await nursery.start(node.run)
+    kube_sim.create(team_pod(0))
+
+    def shown() -> Obj | None:
+        pod = kube_sim.get("pods", NS, "p00")
+        return pod if pod is not None and waiting_reason(pod) == "InvalidAnnotation" else None
+
+    await settle(kube_sim, lambda: shown() is not None, within=10)
+    pod = shown()
+    assert pod is not None
+    message = pod["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+    assert f'namespace {NS}: {NAMESPACE_MAX_INSTANCES} "two"' in message and "\n" not in message
+    events = [e for e in kube_sim.list("events", NS) if e["reason"] == "InvalidAnnotation"]
+    assert events and '"two"' in events[0]["message"]
+    assert vast_sim.ledger() == []
+
+    kube_sim.patch(
+        "namespaces", None, NS, {"metadata": {"annotations": {NAMESPACE_MAX_INSTANCES: "2"}}}
+    )
+
+    def running() -> bool:
+        pod = kube_sim.get("pods", NS, "p00")
+        return pod is not None and pod.get("status", {}).get("phase") == "Running"
+
+    await settle(kube_sim, running, within=15)
+    assert len(vast_sim.ledger()) == 1
     nursery.cancel_scope.cancel()
