@@ -43,6 +43,9 @@ class NoNamespaceBudgets:
     async def release(self, pod: Pod) -> None:
         await trio.lowlevel.checkpoint()
 
+    def holding(self, pod: Pod) -> bool:
+        return False
+
 
 class FakeObjects:
     """A namespace with no Secrets or ConfigMaps."""

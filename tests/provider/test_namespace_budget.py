@@ -109,7 +109,7 @@ async def test_no_cap_holds_nothing_and_writes_nothing(kube: KubeClient, kube_si
     make_namespace(kube_sim, {})
     budget = NamespaceBudget(kube, node="a")
     assert await budget.hold(pod("p"), 5.0) is None
-    assert holdings(kube_sim) == {}
+    assert holdings(kube_sim) == {} and not budget.holding(pod("p"))
     assert not any(key.startswith("PATCH") for key in kube_sim.requests)
 
 
@@ -156,6 +156,9 @@ async def test_the_instance_cap_counts_every_nodes_holds(
     assert refused is not None and refused[0] == NAMESPACE_BUDGET_REACHED
     assert "2 of its 2" in refused[1]
     assert await a.hold(pod("one"), 0.2) is None  # a pod re-holding keeps its own room
+    assert a.holding(pod("one")) and not b.holding(pod("one"))
+    await a.release(pod("one"))
+    assert not a.holding(pod("one")) and await a.hold(pod("three"), 0.1) is None
 
 
 async def test_a_malformed_budget_stops_buying_with_a_one_line_reason(

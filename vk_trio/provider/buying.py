@@ -1,13 +1,14 @@
 """Buying an instance for one pod: search, pick, hold budget, claim, record intent, create.
 
 ``Buyer.acquire`` loops until an instance exists, showing on the pod why it waits (no offers,
-the price cap, the node's or the namespace's spend cap, a Vast outage, a missing Secret). Each turn:
+the price cap, the node's or the namespace's spend cap, a Vast outage, a missing Secret).
+Each turn:
 
 1. search (shared by every pod with the same query, ``market.SharedSearches``) and re-check
    the offers locally (``selection.select``), leaving out machines that failed this pod;
-2. for up to ``OFFERS_PER_SEARCH`` offers, best first: hold the price in the node budget and
-   in the namespace's (``namespace_budget``: on the Namespace, shared by every node), claim
-   the offer against sibling pods, build the create request from the pod spec;
+2. for up to ``OFFERS_PER_SEARCH`` offers, best first: claim the offer against sibling pods,
+   hold the price in the node budget and in the namespace's (``namespace_budget``: on the
+   Namespace, shared by every node), build the create request from the pod spec;
 3. write the intent (``vast.ai/buying``) on the pod; **no intent written, no create sent**: a
    process killed from here on must know to look for the instance before buying again;
 4. create (shielded once sent; a lost answer is looked up by label, ``instances.buy``) and
@@ -299,8 +300,10 @@ class Buyer:
     async def _release_holds(self, pod: Pod) -> None:
         """Nothing was bought: free the pod's room in both budgets (a namespace that cannot
         be written now keeps the hold, which costs room, not money, until the pod's next
-        hold or release)."""
+        hold or release). A namespace without a cap, where nothing was held, is not asked."""
         self._budget.release(pod.uid)
+        if not self._namespaces.holding(pod):
+            return
         try:
             await self._namespaces.release(pod)
         except VkError as exc:

@@ -168,6 +168,8 @@ class NamespaceHolds(Protocol):
 
     async def release(self, pod: Pod) -> None: ...
 
+    def holding(self, pod: Pod) -> bool: ...
+
 
 class NamespaceBudget:
     """This node's side of the namespace budgets: hold, release, and tidy its own holds."""
@@ -180,6 +182,8 @@ class NamespaceBudget:
         other."""
         self.namespaces: set[str] = set()
         """Namespaces this process saw its pods hold in, or its instances live in (tidied)."""
+        self._holding: set[str] = set()
+        """UIDs of pods this process gave a hold and has not released (``holding``)."""
 
     async def hold(self, pod: Pod, price: float) -> tuple[str, str] | None:
         """Take room for ``pod`` at ``price`` in its namespace's budget, on the Namespace,
@@ -193,6 +197,7 @@ class NamespaceBudget:
             refused = refusal(namespace, caps, holdings, uid, price)
             if refused is None:
                 holdings.setdefault(self._node, {})[uid] = Hold(pod.metadata.name, price)
+                self._holding.add(uid)
             return refused
 
         try:
@@ -207,6 +212,13 @@ class NamespaceBudget:
         """``pod`` bought nothing, or its instances are destroyed: free its room. Raises
         ``VkError`` when the Namespace cannot be written (the caller retries)."""
         await self.drop(pod.metadata.namespace, {pod.uid})
+        self._holding.discard(pod.uid)
+
+    def holding(self, pod: Pod) -> bool:
+        """Whether this process gave ``pod`` a hold it has not released. Only a shortcut for
+        a buy that just failed: a pod adopted from an earlier process may hold one unknown
+        here, which ``release`` (always asking the Namespace) frees."""
+        return pod.uid in self._holding
 
     async def own_holds(self, namespace: str) -> dict[str, Hold]:
         """This node's holds in ``namespace``."""

@@ -78,8 +78,9 @@ class VastBackend:
         self.poller = InstancePoller(
             vast, node=settings.node_name, fast=settings.poll_fast, slow=settings.poll_slow
         )
-        self.namespaces: NamespaceBudget | None = None
-        """This node's side of the namespace budgets, once ``run`` has the kube client."""
+        self._namespaces: NamespaceBudget | None = None
+        """This node's side of the namespace budgets (``namespace_budget``), made with the
+        kube client by whichever of ``run`` and ``reap`` needs it first."""
         self.stale = max(5 * settings.poll_slow, 120.0)
         """Seconds without a successful sweep after which readiness says Vast is silent."""
 
@@ -104,7 +105,6 @@ class VastBackend:
                 max_hourly=settings.max_hourly_spend,
                 max_instances=settings.max_instances,
             )
-            self.namespaces = NamespaceBudget(kube, node=settings.node_name)
             task_status.started(
                 VastProvider(
                     settings=settings,
@@ -112,7 +112,7 @@ class VastBackend:
                     poller=self.poller,
                     objects=KubeObjects(kube),
                     budget=budget,
-                    namespaces=self.namespaces,
+                    namespaces=self._namespace_budget(kube),
                 )
             )
             await self._show_spend(reporter)
@@ -136,18 +136,17 @@ class VastBackend:
         pod_exists = functools.partial(_pod_exists, kube)
         interval = self._settings.reap_interval
         async with trio.open_nursery() as nursery:
-            if self.namespaces is not None:
-                await nursery.start(
-                    functools.partial(
-                        run_tidy,
-                        self.namespaces,
-                        self.poller,
-                        live_uids=live_uids,
-                        synced=synced,
-                        pod_exists=pod_exists,
-                        interval=interval,
-                    )
+            await nursery.start(
+                functools.partial(
+                    run_tidy,
+                    self._namespace_budget(kube),
+                    self.poller,
+                    live_uids=live_uids,
+                    synced=synced,
+                    pod_exists=pod_exists,
+                    interval=interval,
                 )
+            )
             await nursery.start(
                 functools.partial(
                     run_reaper,
@@ -161,6 +160,11 @@ class VastBackend:
                 )
             )
             task_status.started()
+
+    def _namespace_budget(self, kube: KubeClient) -> NamespaceBudget:
+        if self._namespaces is None:
+            self._namespaces = NamespaceBudget(kube, node=self._settings.node_name)
+        return self._namespaces
 
     # -- what the node's probes, /debug/vars and /metrics read ----------------------------
 
