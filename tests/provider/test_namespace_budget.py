@@ -89,8 +89,9 @@ def test_caps_parse(annotations: dict[str, str], caps: Caps) -> None:
         (NAMESPACE_MAX_HOURLY, "nan"),
         (NAMESPACE_MAX_INSTANCES, "2.5"),
         (NAMESPACE_MAX_INSTANCES, "-3"),
+        (NAMESPACE_MAX_INSTANCES, "²"),
     ],
-    ids=["word", "negative", "nan", "fraction", "negative-count"],
+    ids=["word", "negative", "nan", "fraction", "negative-count", "superscript"],
 )
 def test_malformed_caps_name_the_namespace_the_annotation_and_the_value(
     key: str, value: str

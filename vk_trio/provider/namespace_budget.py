@@ -110,7 +110,7 @@ def parse_caps(namespace: str, annotations: Mapping[str, str]) -> Caps:
             )
         caps = Caps(max_hourly=value)
     if count is not None:
-        if not count.strip().isdigit():
+        if not (count.strip().isascii() and count.strip().isdigit()):
             raise NamespaceBudgetError(
                 f'namespace {namespace}: {NAMESPACE_MAX_INSTANCES} "{count}" is not a whole '
                 'number of instances (e.g. "3")'
