@@ -14,12 +14,15 @@ The protocol (a compare-and-swap on the Namespace's resourceVersion):
    fits, the hold is added and the annotation written with a merge patch that carries the
    ``metadata.resourceVersion`` read: the API server applies it only if nobody wrote since,
    else 409, and the node re-reads and decides again (``NAMESPACE_CONFLICTS`` times, then the
-   pod waits a turn). Two nodes deciding at once therefore cannot both take the last room.
+   pod waits a turn). Two nodes deciding at once therefore cannot both take the last room;
+   within one process, writes to one Namespace take turns (a lock), so its own pods do not
+   race each other.
    Only then is the buy intent written on the pod and the create sent (``buying``).
 2. **release, after the destroy**: the pod's hold is removed the same way once its instances
    are destroyed (``VastProvider.release``), or when its buy came to nothing. A failed release
    raises, and the pod's teardown retries it as it retries the destroy.
-3. **restarts and fail-over lose nothing**: nothing is kept in memory; a node's next process
+3. **restarts and fail-over lose nothing**: nothing the protocol needs is kept in memory
+   (``holding`` only spares a read after a failed buy); a node's next process
    (or the replica that takes its Lease; holds are keyed by node name, not process) finds its
    holds on the Namespaces and releases them as its pods go. A node that is down keeps its
    holds, which keep counting for everyone: its instances may still bill.
