@@ -8,19 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from vk_trio.annotations import NODE_SPEND, PREFIX, READ, WRITTEN, markdown_table
+from vk_trio.annotations import NAMESPACE, NODE_SPEND, PREFIX, READ, WRITTEN, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("table", [READ, WRITTEN], ids=["read", "written"])
+@pytest.mark.parametrize("table", [READ, WRITTEN, NAMESPACE], ids=["read", "written", "namespace"])
 def test_the_readme_renders_the_table(table: tuple[object, ...]) -> None:
     readme = (ROOT / "README.md").read_text()
     assert markdown_table(table) in readme  # type: ignore[arg-type]
 
 
 def test_every_key_in_the_code_is_declared() -> None:
-    declared = {a.key for a in (*READ, *WRITTEN)} | {NODE_SPEND}
+    declared = {a.key for a in (*READ, *WRITTEN, *NAMESPACE)} | {NODE_SPEND}
     used: set[str] = set()
     for path in (ROOT / "vk_trio").rglob("*.py"):
         if "sim" in path.parts:

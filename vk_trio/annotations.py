@@ -1,11 +1,12 @@
-"""Every pod annotation vk-trio reads or writes, in one table.
+"""Every annotation vk-trio reads or writes, in one table.
 
 The code takes each key from here, ``vk-trio offers`` checks typed keys against it, and the
 README's two annotation tables are rendered from it (``tests/test_annotations.py`` keeps them
 equal), so a key, its example and its meaning are written down exactly once.
 
 ``READ`` are the user's contract (what the pod asks for); ``WRITTEN`` are vk-trio's record of
-what it bought, readable with ``kubectl get pod -o yaml`` and read back after a restart.
+what it bought, readable with ``kubectl get pod -o yaml`` and read back after a restart;
+``NAMESPACE`` are on a Namespace: its budget, and what the nodes hold against it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ __all__ = [
     "MIN_CUDA",
     "MIN_RELIABILITY",
     "MIRROR",
+    "NAMESPACE",
+    "NAMESPACE_HOLDS",
+    "NAMESPACE_MAX_HOURLY",
+    "NAMESPACE_MAX_INSTANCES",
     "NODE_SPEND",
     "OFFER_ID",
     "PREFIX",
@@ -142,6 +147,31 @@ WRITTEN: tuple[Annotation, ...] = (
     ),
 )
 
+# -- on a Namespace: a budget for the pods in it, across every vk-trio node -----------------
+
+NAMESPACE_MAX_HOURLY = "vast.ai/max-hourly-spend"
+NAMESPACE_MAX_INSTANCES = "vast.ai/max-instances"
+NAMESPACE_HOLDS = "vast.ai/budget-holds"
+
+NAMESPACE: tuple[Annotation, ...] = (
+    Annotation(
+        NAMESPACE_MAX_HOURLY,
+        '`"1.00"`',
+        "USD per hour all pods of the namespace may rent together, on every vk-trio node (no cap)",
+    ),
+    Annotation(
+        NAMESPACE_MAX_INSTANCES,
+        '`"3"`',
+        "instances the pods of the namespace may rent together, on every vk-trio node (no cap)",
+    ),
+    Annotation(
+        NAMESPACE_HOLDS,
+        '`{"vast-gpu-a":{"<pod uid>":{"pod":"train-0","usd":0.3}}}`',
+        "written by vk-trio: what each node's pods hold or rent against those caps "
+        "(see *Budgets per namespace*)",
+    ),
+)
+
 NODE_SPEND = "vast.ai/spend-per-hour"
 """On the Node: USD per hour its instances bill now (``kubectl describe node`` shows it)."""
 
@@ -150,7 +180,8 @@ MIRROR = "kubernetes.io/config.mirror"
 
 
 def markdown_table(annotations: tuple[Annotation, ...]) -> str:
-    """The README table of ``annotations`` (``READ`` or ``WRITTEN``), without a final newline."""
+    """The README table of ``annotations`` (``READ``, ``WRITTEN`` or ``NAMESPACE``), without a
+    final newline."""
     rows = ["| annotation | example | meaning |", "|---|---|---|"]
     rows += [f"| `{a.key}` | {a.example} | {a.meaning} |" for a in annotations]
     return "\n".join(rows)

@@ -58,6 +58,8 @@ __all__ = [
     "LEASE_ENSURE",
     "LOST_CREATE_LOOKUP",
     "LOST_CREATE_LOOKUPS",
+    "NAMESPACE_CONFLICT",
+    "NAMESPACE_CONFLICTS",
     "NODE_REGISTER",
     "NO_RETRY",
     "POD_WATCH",
@@ -212,6 +214,12 @@ moment to show in the list."""
 CSR_CREATE = Backoff.fixed(60.0)
 """Asking again after a serving-certificate CSR could not be created (API errors, not
 refusals): the node serves a self-signed certificate meanwhile, so there is no hurry."""
+
+NAMESPACE_CONFLICT = Backoff(0.02, 1.0, jitter=0.5)
+NAMESPACE_CONFLICTS = 10
+"""A namespace budget write refused with 409 (another node or pod wrote first) is re-read
+and tried again up to ``NAMESPACE_CONFLICTS`` times, this far apart: short and jittered,
+because the writers are other nodes deciding at the same moment."""
 
 
 def pod_backoff(settings: Settings) -> Backoff:

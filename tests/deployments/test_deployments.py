@@ -268,6 +268,7 @@ EXPECTED_RBAC: dict[tuple[str, str | None, str, str], set[str]] = {
     ("ClusterRole", None, "", "events"): {"create", "patch"},
     ("ClusterRole", None, "", "secrets"): {"get"},
     ("ClusterRole", None, "", "configmaps"): {"get"},
+    ("ClusterRole", None, "", "namespaces"): {"get", "patch"},
     ("ClusterRole", None, "", "services"): {"list", "watch"},
     ("ClusterRole", None, "discovery.k8s.io", "endpointslices"): {
         "list",
@@ -564,6 +565,7 @@ NOT_EXERCISED = {
     ("get", "", "pods"),  # re-reading one pod after a 409 Conflict on a patch
     ("patch", "", "events"),  # bumping the count of an Event repeated within its series
     ("get", "", "configmaps"),  # pods with configMapKeyRef/envFrom (none in the examples)
+    ("patch", "", "namespaces"),  # holds in a namespace with a budget (none in the examples)
     # rewriting a slice when a pod's readiness or instance changes (tests/e2e/test_services.py)
     ("update", "discovery.k8s.io", "endpointslices"),
 }

@@ -34,6 +34,19 @@ class FakeProgress:
         await trio.lowlevel.checkpoint()
 
 
+class NoNamespaceBudgets:
+    """Namespaces without a budget: every hold fits, nothing is written."""
+
+    async def hold(self, pod: Pod, price: float) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def release(self, pod: Pod) -> None:
+        await trio.lowlevel.checkpoint()
+
+    def holding(self, pod: Pod) -> bool:
+        return False
+
+
 class FakeObjects:
     """A namespace with no Secrets or ConfigMaps."""
 

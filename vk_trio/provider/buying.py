@@ -1,12 +1,14 @@
 """Buying an instance for one pod: search, pick, hold budget, claim, record intent, create.
 
 ``Buyer.acquire`` loops until an instance exists, showing on the pod why it waits (no offers,
-the price cap, the node's spend cap, a Vast outage, a missing Secret). Each turn:
+the price cap, the node's or the namespace's spend cap, a Vast outage, a missing Secret).
+Each turn:
 
 1. search (shared by every pod with the same query, ``market.SharedSearches``) and re-check
    the offers locally (``selection.select``), leaving out machines that failed this pod;
-2. for up to ``OFFERS_PER_SEARCH`` offers, best first: hold the price in the node budget,
-   claim the offer against sibling pods, build the create request from the pod spec;
+2. for up to ``OFFERS_PER_SEARCH`` offers, best first: claim the offer against sibling pods,
+   hold the price in the node budget and in the namespace's (``namespace_budget``: on the
+   Namespace, shared by every node), build the create request from the pod spec;
 3. write the intent (``vast.ai/buying``) on the pod; **no intent written, no create sent**: a
    process killed from here on must know to look for the instance before buying again;
 4. create (shielded once sent; a lost answer is looked up by label, ``instances.buy``) and
@@ -15,8 +17,9 @@ the price cap, the node's spend cap, a Vast outage, a missing Secret). Each turn
 
 from __future__ import annotations
 
+import math
 import random
-from typing import Any
+from typing import Any, NamedTuple
 
 import trio
 from loguru import logger
@@ -32,6 +35,7 @@ from vk_trio.node.status import now_rfc3339
 from vk_trio.provider.budget import Budget
 from vk_trio.provider.instances import buy, destroy_all
 from vk_trio.provider.market import OfferClaims, SharedSearches
+from vk_trio.provider.namespace_budget import NAMESPACE_BUDGET_REACHED, NamespaceHolds
 from vk_trio.provider.poller import InstancePoller
 from vk_trio.provider.requirements import Requirements
 from vk_trio.provider.selection import (
@@ -64,7 +68,17 @@ per ``poll_fast``: with more waiting, each waits proportionally longer. Five tho
 each looking every 2 s spent the node's CPU on re-reading one answer, while buys free up
 at the pace creates complete whoever looks."""
 
+ROOM_REASONS = frozenset({"SpendCapReached", NAMESPACE_BUDGET_REACHED})
+"""Waits for a budget's room (the node's, the namespace's): it frees when another pod's
+instance goes, so the pod looks again each slow sweep rather than backing off."""
+
 TAKEN_MESSAGE = "the offers found are being bought by this node's other pods; looking again"
+
+
+class _Refused(NamedTuple):
+    """A budget (the node's, the namespace's) refused the price; ``wait`` says why."""
+
+    wait: Wait
 
 
 def describe_offer(offer: Offer, price: float) -> str:
@@ -92,6 +106,7 @@ class Buyer:
         searches: SharedSearches,
         claims: OfferClaims,
         budget: Budget,
+        namespaces: NamespaceHolds,
         objects: ObjectLookup,
     ) -> None:
         self._settings = settings
@@ -100,6 +115,7 @@ class Buyer:
         self._searches = searches
         self._claims = claims
         self._budget = budget
+        self._namespaces = namespaces
         self._objects = objects
         self._backoff = pod_backoff(settings)
         self._waiting = 0
@@ -143,7 +159,7 @@ class Buyer:
             taken = False
             reason, message = outcome
             # Room frees when another pod's instance goes: look again each slow sweep.
-            delay = self._settings.poll_slow if reason == "SpendCapReached" else waits.next()
+            delay = self._settings.poll_slow if reason in ROOM_REASONS else waits.next()
             await progress.waiting(reason, f"{message}; retrying in {delay:.0f}s")
             await trio.sleep(delay)
 
@@ -196,37 +212,104 @@ class Buyer:
     ) -> int | Wait:
         """Try the best ``OFFERS_PER_SEARCH`` offers still free and within the budget, in
         order; ``expire`` is the search to forget when none of them could be had."""
-        refusal = None
+        refusal: Wait | None = None
         tried = 0
+        too_dear = math.inf  # the namespace refused this price: dearer ones need no asking
         for offer in selection.ranked:
             if tried == OFFERS_PER_SEARCH:
                 break
-            if not self._claims.available(offer.id):  # bought, gone, or a sibling's now
-                continue
             price = offer_price(offer, requirements)
-            refused = self._budget.hold(pod.uid, price)
-            if refused is not None:  # a cheaper fallback may still fit
-                refusal = refusal or refused
+            if not self._claims.available(offer.id) or price >= too_dear:
+                continue  # bought, gone, or a sibling's now; or over the namespace's room
+            outcome = await self._take(
+                pod, offer, requirements, price, label, progress, selection, first=tried == 0
+            )
+            if isinstance(outcome, _Refused):  # a cheaper fallback may still fit
+                if outcome.wait[0] not in ROOM_REASONS:  # e.g. a malformed namespace budget
+                    await progress.event("Warning", *outcome.wait)
+                    return outcome.wait
+                if outcome.wait[0] == NAMESPACE_BUDGET_REACHED:
+                    too_dear = price
+                refusal = refusal or outcome.wait
                 continue
             tried += 1
-            with self._claims.claim(offer.id):
-                if tried == 1:  # said only when this pod gets to buy: siblings may hold all
-                    logger.bind(pod=pod.key, uid=pod.uid).info(
-                        "offers found", detail=selection.describe()
-                    )
-                outcome = await self._try_offer(
-                    pod, offer, requirements, price, label, progress, found=selection
-                )
-            if isinstance(outcome, int):
-                return outcome
-            self._budget.release(pod.uid)
             if outcome is not None:
                 return outcome
+        return await self._none_bought(progress, refusal, tried, expire)
+
+    async def _none_bought(
+        self,
+        progress: Progress,
+        refusal: Wait | None,
+        tried: int,
+        expire: tuple[dict[str, Any], float],
+    ) -> Wait:
+        """Why a turn that ``tried`` offers bought nothing: a budget's ``refusal`` when no
+        offer could be held (a Warning Event says it), else the offers are taken or were
+        tried: search again (``expire`` that search)."""
         if refusal is not None and tried == 0:
-            await progress.event("Warning", "SpendCapReached", refusal)
-            return "SpendCapReached", refusal
+            await progress.event("Warning", *refusal)
+            return refusal
         self._searches.expire(*expire)
         return TAKEN if tried == 0 else TRIED
+
+    async def _take(
+        self,
+        pod: Pod,
+        offer: Offer,
+        requirements: Requirements,
+        price: float,
+        label: str,
+        progress: Progress,
+        selection: Selection,
+        *,
+        first: bool,
+    ) -> int | Wait | _Refused | None:
+        """Claim ``offer``, hold its price in both budgets and buy it: an instance id, why
+        the pod must wait, a budget's refusal, or None to try the next offer.
+
+        The claim comes first, with no ``await`` since ``available`` was checked: the
+        namespace hold is a round trip to the API server, and sibling pods must not pick
+        the same offer meanwhile."""
+        with self._claims.claim(offer.id):
+            refused = await self._hold(pod, price)
+            if refused is not None:
+                return _Refused(refused)
+            if first:  # said only when this pod gets to buy: siblings may hold all
+                logger.bind(pod=pod.key, uid=pod.uid).info(
+                    "offers found", detail=selection.describe()
+                )
+            outcome = await self._try_offer(
+                pod, offer, requirements, price, label, progress, found=selection
+            )
+        if not isinstance(outcome, int):
+            await self._release_holds(pod)
+        return outcome
+
+    async def _hold(self, pod: Pod, price: float) -> Wait | None:
+        """Hold ``price`` in the node's budget, then in the pod's namespace's (on the
+        Namespace, shared with every node): None when both are held, else why not."""
+        refused = self._budget.hold(pod.uid, price)
+        if refused is not None:
+            return "SpendCapReached", refused
+        waits = await self._namespaces.hold(pod, price)
+        if waits is not None:
+            self._budget.release(pod.uid)
+        return waits
+
+    async def _release_holds(self, pod: Pod) -> None:
+        """Nothing was bought: free the pod's room in both budgets (a namespace that cannot
+        be written now keeps the hold, which costs room, not money, until the pod's next
+        hold or release). A namespace without a cap, where nothing was held, is not asked."""
+        self._budget.release(pod.uid)
+        if not self._namespaces.holding(pod):
+            return
+        try:
+            await self._namespaces.release(pod)
+        except VkError as exc:
+            logger.bind(pod=pod.key, uid=pod.uid).warning(
+                "namespace hold not released", error=str(exc)
+            )
 
     async def _explain(self, requirements: Requirements, strict: Selection) -> Selection:
         """Why nothing matched: the strict query's server-side filter leaves nothing to count,

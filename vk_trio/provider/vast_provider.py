@@ -41,6 +41,7 @@ from vk_trio.provider.instances import destroy_all
 from vk_trio.provider.labels import instance_label
 from vk_trio.provider.logs import VastLogs
 from vk_trio.provider.market import OfferClaims, SharedSearches
+from vk_trio.provider.namespace_budget import NamespaceHolds
 from vk_trio.provider.observing import InstanceWatch
 from vk_trio.provider.poller import InstancePoller
 from vk_trio.provider.requirements import AnnotationError, Requirements, parse_requirements
@@ -81,11 +82,13 @@ class VastProvider:
         poller: InstancePoller,
         objects: ObjectLookup,
         budget: Budget,
+        namespaces: NamespaceHolds,
     ) -> None:
         self._settings = settings
         self._vast = vast
         self._poller = poller
         self._budget = budget
+        self._namespaces = namespaces
         self._buyer = Buyer(
             settings=settings,
             vast=vast,
@@ -93,6 +96,7 @@ class VastProvider:
             searches=SharedSearches(vast),
             claims=OfferClaims(),
             budget=budget,
+            namespaces=namespaces,
             objects=objects,
         )
         self._logs = VastLogs(vast, poller)
@@ -209,6 +213,7 @@ class VastProvider:
         )
         if keep is None:
             self._budget.release(pod.uid)
+            await self._namespaces.release(pod)  # raises when it cannot: retried as a whole
         self._poller.hurry()
         return destroyed
 

@@ -6,7 +6,8 @@ election) and returns a ``VastBackend``. The app starts its two tasks in the roo
 - ``run``: the one instance poller that feeds every pod (a rejected API key stops the node
   at start, as it can never work), then hands back the ``VastProvider`` the node drives, and
   keeps the Node's ``vast.ai/spend-per-hour`` annotation at what its instances bill;
-- ``reap``: the orphan reaper, once the node's pods are dispatched (it must know them).
+- ``reap``: the orphan reaper, and the tidying of this node's stale namespace budget holds
+  (``namespace_budget.run_tidy``), once the node's pods are dispatched (both must know them).
 
 The backend also says how Vast is doing, for ``/readyz`` (``last_success``, ``problem``) and
 ``/metrics`` (``metrics_state``), so the app itself holds no Vast policy.
@@ -34,6 +35,7 @@ from vk_trio.kube.pods import KubeObjects, get_pod
 from vk_trio.logs import redact
 from vk_trio.node.dispatch import Dispatcher
 from vk_trio.provider.budget import Budget
+from vk_trio.provider.namespace_budget import NamespaceBudget, run_tidy
 from vk_trio.provider.poller import InstancePoller
 from vk_trio.provider.reaper import run_reaper
 from vk_trio.provider.vast_provider import VastProvider
@@ -76,6 +78,9 @@ class VastBackend:
         self.poller = InstancePoller(
             vast, node=settings.node_name, fast=settings.poll_fast, slow=settings.poll_slow
         )
+        self._namespaces: NamespaceBudget | None = None
+        """This node's side of the namespace budgets (``namespace_budget``), made with the
+        kube client by whichever of ``run`` and ``reap`` needs it first."""
         self.stale = max(5 * settings.poll_slow, 120.0)
         """Seconds without a successful sweep after which readiness says Vast is silent."""
 
@@ -107,6 +112,7 @@ class VastBackend:
                     poller=self.poller,
                     objects=KubeObjects(kube),
                     budget=budget,
+                    namespaces=self._namespace_budget(kube),
                 )
             )
             await self._show_spend(reporter)
@@ -118,17 +124,47 @@ class VastBackend:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Destroy instances labelled for this node whose pod is gone (``reaper``)."""
-        await run_reaper(
-            self._vast,
-            self.poller,
-            live_uids=lambda: set(dispatcher.handles),
-            synced=lambda: dispatcher.synced,
-            pod_exists=functools.partial(_pod_exists, kube),
-            interval=self._settings.reap_interval,
-            destroy_timeout=self._settings.destroy_timeout,
-            task_status=task_status,
-        )
+        """Destroy instances labelled for this node whose pod is gone (``reaper``), and
+        remove this node's namespace budget holds whose pod is gone (``run_tidy``)."""
+
+        def live_uids() -> set[str]:
+            return set(dispatcher.handles)
+
+        def synced() -> bool:
+            return dispatcher.synced
+
+        pod_exists = functools.partial(_pod_exists, kube)
+        interval = self._settings.reap_interval
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                functools.partial(
+                    run_tidy,
+                    self._namespace_budget(kube),
+                    self.poller,
+                    live_uids=live_uids,
+                    synced=synced,
+                    pod_exists=pod_exists,
+                    interval=interval,
+                )
+            )
+            await nursery.start(
+                functools.partial(
+                    run_reaper,
+                    self._vast,
+                    self.poller,
+                    live_uids=live_uids,
+                    synced=synced,
+                    pod_exists=pod_exists,
+                    interval=interval,
+                    destroy_timeout=self._settings.destroy_timeout,
+                )
+            )
+            task_status.started()
+
+    def _namespace_budget(self, kube: KubeClient) -> NamespaceBudget:
+        if self._namespaces is None:
+            self._namespaces = NamespaceBudget(kube, node=self._settings.node_name)
+        return self._namespaces
 
     # -- what the node's probes, /debug/vars and /metrics read ----------------------------
 
