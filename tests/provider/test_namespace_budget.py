@@ -114,6 +114,26 @@ async def test_no_cap_holds_nothing_and_writes_nothing(kube: KubeClient, kube_si
     assert not any(key.startswith("PATCH") for key in kube_sim.requests)
 
 
+async def test_a_namespace_without_a_budget_is_read_once_per_quiet_period(
+    kube: KubeClient, kube_sim: KubeSim
+) -> None:
+    """Most namespaces have no cap: their pods' buys and deletions do not each read the
+    Namespace; a cap added later counts once the quiet period is over."""
+    make_namespace(kube_sim, {})
+    budget = NamespaceBudget(kube, node="a", quiet_for=0.5)
+    for name in ("p", "q", "r"):
+        assert await budget.hold(pod(name), 5.0) is None
+        await budget.release(pod(name))
+    assert kube_sim.requests["GET /api/v1/namespaces/{name}"] == 1
+    kube_sim.patch(
+        "namespaces", None, NS, {"metadata": {"annotations": {NAMESPACE_MAX_HOURLY: "1"}}}
+    )
+    assert await budget.hold(pod("s"), 5.0) is None  # still quiet: not yet counted
+    await trio.sleep(0.6)
+    refused = await budget.hold(pod("t"), 5.0)
+    assert refused is not None and refused[0] == NAMESPACE_BUDGET_REACHED
+
+
 async def test_three_nodes_holding_at_once_never_overshoot_and_release_frees_room(
     kube: KubeClient, kube_sim: KubeSim
 ) -> None:

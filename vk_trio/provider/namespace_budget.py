@@ -33,8 +33,13 @@ The protocol (a compare-and-swap on the Namespace's resourceVersion):
    asked right then, answers that no pod with that UID exists. No answer, no removal: a stale
    hold only costs room, never money.
 
+Most namespaces have no budget, so a Namespace read with no cap and no hold of this node is
+*quiet* for ``QUIET_FOR`` seconds: meanwhile its pods' holds and releases ask nothing of the
+API server (one GET per namespace per period instead of one per buy and per deletion).
+
 Limits: holds are written only while a cap is set, so pods that were running before the cap
-was added do not count against it until they are replaced. A node tidies the namespaces its
+was added (or bought within ``QUIET_FOR`` of it) do not count against it until they are
+replaced. A node tidies the namespaces its
 process has seen its pods hold in, or its instances live in; a hold orphaned in another
 namespace stays (counting, so safe) until one of its pods holds there again. Malformed caps or
 holdings stop buying in that namespace (``InvalidAnnotation`` on its pods) until fixed.
@@ -61,6 +66,7 @@ from vk_trio.retry import NAMESPACE_CONFLICT, NAMESPACE_CONFLICTS
 
 __all__ = [
     "NAMESPACE_BUDGET_REACHED",
+    "QUIET_FOR",
     "Caps",
     "Hold",
     "NamespaceBudget",
@@ -71,6 +77,10 @@ __all__ = [
     "refusal",
     "run_tidy",
 ]
+
+QUIET_FOR = 15.0
+"""Seconds a Namespace read with no cap and no hold of this node is trusted to stay so (the
+default slow sweep): how late a newly added cap may start to count."""
 
 NAMESPACE_BUDGET_REACHED = "NamespaceBudgetReached"
 """The waiting reason of a pod whose namespace's caps are used up."""
@@ -177,9 +187,12 @@ class NamespaceHolds(Protocol):
 class NamespaceBudget:
     """This node's side of the namespace budgets: hold, release, and tidy its own holds."""
 
-    def __init__(self, kube: KubeClient, *, node: str) -> None:
+    def __init__(self, kube: KubeClient, *, node: str, quiet_for: float = QUIET_FOR) -> None:
         self._kube = kube
         self._node = node
+        self._quiet_for = quiet_for
+        self._quiet: dict[str, float] = {}
+        """Namespace → when it was last read with no cap and no hold of this node."""
         self._locks: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)
         """One writer per namespace in this process: its pods race other nodes, not each
         other."""
@@ -192,6 +205,8 @@ class NamespaceBudget:
         """Take room for ``pod`` at ``price`` in its namespace's budget, on the Namespace,
         before anything is bought: None when taken (or no cap), else (reason, message)."""
         namespace, uid = pod.metadata.namespace, pod.uid
+        if self._is_quiet(namespace):
+            return None
 
         def take(annotations: Mapping[str, str], holdings: Holdings) -> str | None:
             caps = parse_caps(namespace, annotations)
@@ -214,8 +229,14 @@ class NamespaceBudget:
     async def release(self, pod: Pod) -> None:
         """``pod`` bought nothing, or its instances are destroyed: free its room. Raises
         ``VkError`` when the Namespace cannot be written (the caller retries)."""
+        if pod.uid not in self._holding and self._is_quiet(pod.metadata.namespace):
+            return  # read lately with no hold of this node: there is nothing to free
         await self.drop(pod.metadata.namespace, {pod.uid})
         self._holding.discard(pod.uid)
+
+    def _is_quiet(self, namespace: str) -> bool:
+        seen = self._quiet.get(namespace)
+        return seen is not None and trio.current_time() - seen < self._quiet_for
 
     def holding(self, pod: Pod) -> bool:
         """Whether this process gave ``pod`` a hold it has not released. Only a shortcut for
@@ -280,6 +301,13 @@ class NamespaceBudget:
             return _Attempt(None, None, "")  # the namespace, and so its pods, are gone
         meta = current.metadata
         holdings = parse_holdings(namespace, meta.annotations)
+        uncapped = NAMESPACE_MAX_HOURLY not in meta.annotations and (
+            NAMESPACE_MAX_INSTANCES not in meta.annotations
+        )
+        if uncapped and not holdings.get(self._node):
+            self._quiet[namespace] = trio.current_time()
+        else:
+            self._quiet.pop(namespace, None)
         before = _encode(holdings)
         refused = change(meta.annotations, holdings)
         after = _encode(holdings)
