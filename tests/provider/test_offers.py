@@ -211,8 +211,7 @@ def test_valid_annotations(
         pytest.param(
             {"vast.ai/on-outbid": "pray"},
             None,
-            'vast.ai/on-outbid: "pray" is not a policy; expected one of "wait", "rebid",'
-            ' "replace"',
+            'vast.ai/on-outbid: "pray" is not a policy; expected one of "wait", "rebid", "replace"',
             id="on-outbid-unknown",
         ),
         pytest.param(

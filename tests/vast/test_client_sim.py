@@ -361,6 +361,8 @@ async def test_change_bid_resumes_an_outbid_instance_and_reads_what_it_bills(
         await client.change_bid(created.instance_id, floor * 2)
         [resumed] = await client.list_instances()
         assert not resumed.stopped
-        assert resumed.billing == resumed.dph_total == pytest.approx(
-            floor * 2 + resumed.storage_total_cost
+        assert (
+            resumed.billing
+            == resumed.dph_total
+            == pytest.approx(floor * 2 + resumed.storage_total_cost)
         )
