@@ -2,7 +2,8 @@
 instance (``/_sim/faults`` ``{"outbid": id}``) and the pod shows ``DisruptionTarget``, turns
 not Ready, and follows its ``vast.ai/on-outbid`` policy: resumed by Vast (``wait``), resumed by
 a higher bid within ``vast.ai/price-max`` (``rebid``), replaced after the grace (``replace``).
-While it is stopped, the node's spend counts its storage only, and its cap its full price.
+While it is stopped, the node's spend counts its storage only, and its cap its full price; a
+restarted node counts the grace from the outbid the pod records, not from its own start.
 """
 
 from __future__ import annotations
@@ -168,3 +169,25 @@ async def test_an_outbid_instance_keeps_its_room_under_the_node_cap(
     await wait_pod(cluster, "second", lambda p: waiting_reason(p) == "SpendCapReached")
     await trio.sleep(1.0)  # several more tries
     assert len(vast_sim.live_instances()) == 1
+
+
+async def test_a_restarted_node_counts_the_grace_from_the_outbid_not_from_its_start(
+    nursery: trio.Nursery, vast_sim: VastSim, cluster: Cluster
+) -> None:
+    only_3090s(vast_sim)
+    settings = settings_for(vast_sim.url, cluster.kubeconfig)
+    with trio.CancelScope() as first_run:
+        async with trio.open_nursery() as inner:
+            await inner.start(serve_node, settings)
+            _, instance_id = await outbid_running_pod(
+                vast_sim, cluster, "kept", interruptible("replace", grace="8s")
+            )
+            first_run.cancel()
+    await trio.sleep(6.0)  # the node is away for most of the grace
+    restarted = trio.current_time()
+    await nursery.start(serve_node, settings)
+    with trio.fail_after(5.0):  # 8 s after the restart without the pod's record of the outbid
+        await vast_sim.wait_until(lambda s: s.instance(instance_id) is None)
+    assert trio.current_time() - restarted < 5.0
+    pod = await wait_pod(cluster, "kept", ready, within=20)
+    assert pod["status"]["containerStatuses"][0]["restartCount"] == 1

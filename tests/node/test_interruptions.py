@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import trio
 from trio.testing import MockClock
 
 from tests.node.conftest import Harness, phase, restarts
@@ -89,3 +90,20 @@ async def test_a_lost_interrupted_pod_fails_with_its_disruption_shown(
     pod = await harness.until("p", lambda p: phase(p) == "Failed")
     assert disrupted(pod)
     assert provider.count == 1
+
+
+async def test_a_restarted_node_keeps_the_disruption_and_its_time(
+    jumpy_clock: MockClock, harness: Harness, provider: FakeProvider
+) -> None:
+    provider.runs["p"] = [[(0.0, running()), (60.0, OUTBID)], [(0.0, OUTBID)]]
+    created = harness.create("p")
+    await harness.until("p", disrupted)
+    provider.adoptable[created["metadata"]["uid"]] = "i1"  # what the next process finds
+    await harness.restart()
+    await trio.sleep(600)
+    pod = harness.pod("p")
+    assert pod is not None and disrupted(pod)
+    assert condition(pod, "DisruptionTarget")["lastTransitionTime"] == SINCE  # type: ignore[index]
+    assert len(provider.times("adopt", "p")) == 2
+    said = [e.get("count", 1) for e in harness.events("p") if e["reason"] == "VastOutbid"]
+    assert sum(said) == 1  # said once, not once per process

@@ -4,6 +4,8 @@ grace; then ``Lost`` or (``replace``) ``Preempted``; a resume starts the clock a
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from vk_trio.node.provider import Booting, Interrupted, Lost, Preempted, Running
@@ -83,3 +85,16 @@ def test_a_resume_starts_the_grace_anew_and_outbid_is_never_host_offline() -> No
     assert isinstance(again, Interrupted)
     assert isinstance(followed.observe(instance("stopped"), 1100.0), Interrupted)
     assert isinstance(followed.observe(instance("stopped", bid=False), 1100.0), Booting)
+
+
+def test_the_grace_counts_from_when_an_earlier_process_saw_the_outbid() -> None:
+    followed = watch()
+    then = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=500)
+    at = then.strftime("%Y-%m-%dT%H:%M:%SZ")
+    followed.outbid_earlier(at, now=1000.0)
+    first = followed.observe(instance("stopped"), 1000.0)
+    assert isinstance(first, Interrupted) and first.since == at
+    assert isinstance(followed.observe(instance("stopped"), 1102.0), Lost)  # 500 + 102 > 600
+    unreadable = watch()
+    unreadable.outbid_earlier("yesterday", now=0.0)
+    assert unreadable.outbid_since is None

@@ -41,7 +41,7 @@ from vk_trio import metrics
 from vk_trio.config import Settings
 from vk_trio.kube.api import KubeClient
 from vk_trio.kube.events import EventRecorder
-from vk_trio.kube.models import Container, ObjectMeta
+from vk_trio.kube.models import Container, ObjectMeta, Pod
 from vk_trio.kube.pods import delete_pod
 from vk_trio.node.admission import unsupported_reason
 from vk_trio.node.handle import PodHandle
@@ -59,7 +59,15 @@ from vk_trio.node.provider import (
     Running,
 )
 from vk_trio.node.reporter import PodReporter
-from vk_trio.node.status import Disruption, Phase, PodView, Terminated, Waiting, now_rfc3339
+from vk_trio.node.status import (
+    DISRUPTION_TARGET,
+    Disruption,
+    Phase,
+    PodView,
+    Terminated,
+    Waiting,
+    now_rfc3339,
+)
 from vk_trio.node.status import Running as RunningState
 from vk_trio.node.status_writer import StatusWriter
 from vk_trio.retry import ANY_FAILURE, VK_FAILURES, log_retry, pod_backoff, retry_until_done
@@ -312,6 +320,7 @@ class _PodLifecycle:
             else self.view.state,
             address=pod.status.pod_ip if was_running else None,
             restart_count=previous.restart_count if previous else 0,
+            disruption=_shown_disruption(pod),
         )
 
     def _dated(self, outcome: Terminated) -> Terminated:
@@ -532,6 +541,19 @@ class _PodLifecycle:
         await self.report.event(
             "Normal", "InstanceReady", observed.description, log_as="Instance ready"
         )
+
+
+def _shown_disruption(pod: Pod) -> Disruption | None:
+    """The disruption the pod shows (``DisruptionTarget`` True), kept with its time across a
+    restart of the node: the pod says since when, whoever watches it now."""
+    for condition in pod.status.conditions:
+        if condition.type == DISRUPTION_TARGET and condition.status == "True":
+            return Disruption(
+                condition.reason or "",
+                condition.message or "",
+                condition.last_transition_time or now_rfc3339(),
+            )
+    return None
 
 
 def _seconds_since(meta: ObjectMeta) -> float:

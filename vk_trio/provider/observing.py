@@ -20,6 +20,7 @@ destroyed). It is ``Interrupted`` for up to the pod's ``vast.ai/outbid-grace``, 
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
 
@@ -37,10 +38,13 @@ from vk_trio.node.status import now_rfc3339
 from vk_trio.provider.requirements import OutbidPolicy
 from vk_trio.vast import Instance
 
-__all__ = ["BOOTING", "InstanceWatch", "exit_code", "outbid"]
+__all__ = ["BOOTING", "OUTBID_REASON", "InstanceWatch", "exit_code", "outbid"]
 
 BOOTING = (None, "created", "loading", "scheduling", "rebooting")
 """``actual_status`` values of an instance on its way to running."""
+
+OUTBID_REASON = "VastOutbid"
+"""The reason of an outbid pod's ``DisruptionTarget`` condition and Warning Event."""
 
 _EXIT_CODE = re.compile(r"exit(?:ed)?(?: with)?(?: code| status)?[ :=]*(-?\d+)", re.IGNORECASE)
 
@@ -115,6 +119,17 @@ class InstanceWatch:
         """Loop time at which a boot that has not reached running is given up."""
         return self.bought_at + self.startup
 
+    def outbid_earlier(self, at: str, *, now: float) -> None:
+        """An earlier process saw the instance outbid since ``at`` (RFC 3339, as the pod's
+        ``DisruptionTarget`` says): if it still is, its grace counts from then, not from
+        this process's first look. An unreadable time changes nothing."""
+        try:
+            then = dt.datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return
+        self.outbid_since = now - max(0.0, time.time() - then)
+        self.outbid_at = at
+
     def wake_in(self, now: float, most: float) -> float:
         """Seconds until the next deadline that a snapshot's change would not announce (a
         boot given up, an outbid grace over), at most ``most``."""
@@ -166,7 +181,7 @@ class InstanceWatch:
             "replace": "waiting for Vast to resume it, else buying a new instance",
         }[self.on_outbid]
         return Interrupted(
-            "VastOutbid",
+            OUTBID_REASON,
             f"{name} outbid: Vast stopped it (its disk is kept and bills "
             f"${instance.storage_total_cost:.4f}/h); {then} for up to {grace}",
             self.outbid_at,

@@ -37,13 +37,14 @@ from vk_trio.node.provider import (
     Running,
     Usage,
 )
+from vk_trio.node.status import DISRUPTION_TARGET
 from vk_trio.provider.budget import Budget
 from vk_trio.provider.buying import Buyer
 from vk_trio.provider.instances import destroy_all
 from vk_trio.provider.labels import instance_label
 from vk_trio.provider.logs import VastLogs
 from vk_trio.provider.market import OfferClaims, SharedSearches
-from vk_trio.provider.observing import InstanceWatch
+from vk_trio.provider.observing import OUTBID_REASON, InstanceWatch
 from vk_trio.provider.poller import InstancePoller
 from vk_trio.provider.requirements import AnnotationError, Requirements, parse_requirements
 from vk_trio.provider.spec import ObjectLookup, SpecError, chosen_container, skipped_containers
@@ -176,6 +177,9 @@ class VastProvider:
             on_outbid=requirements.on_outbid,
             outbid_grace=requirements.outbid_grace,
         )
+        since = _outbid_since(progress.pod)
+        if since is not None:
+            watch.outbid_earlier(since, now=trio.current_time())
         return self._observe(pod.uid, watch, progress)
 
     async def _observe(
@@ -332,6 +336,18 @@ def _requirements(pod: Pod) -> Requirements:
     return parse_requirements(
         pod.metadata.annotations, gpu_limit=chosen.resources.limits.get("nvidia.com/gpu")
     )
+
+
+def _outbid_since(pod: Pod) -> str | None:
+    """Since when the pod shows its instance outbid (``DisruptionTarget``, ``VastOutbid``)."""
+    for condition in pod.status.conditions:
+        if (condition.type, condition.status, condition.reason) == (
+            DISRUPTION_TARGET,
+            "True",
+            OUTBID_REASON,
+        ):
+            return condition.last_transition_time
+    return None
 
 
 def _shows_running(pod: Pod) -> bool:
