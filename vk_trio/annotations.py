@@ -35,6 +35,8 @@ __all__ = [
     "NAMESPACE_MAX_INSTANCES",
     "NODE_SPEND",
     "OFFER_ID",
+    "ON_OUTBID",
+    "OUTBID_GRACE",
     "PREFIX",
     "PRICE",
     "PRICE_MAX",
@@ -74,6 +76,8 @@ INTERRUPTIBLE = "vast.ai/interruptible"
 CONTAINER = "vast.ai/container"
 STARTUP_TIMEOUT = "vast.ai/startup-timeout"
 SERVICE_SELECTOR = "vast.ai/selector"
+ON_OUTBID = "vast.ai/on-outbid"
+OUTBID_GRACE = "vast.ai/outbid-grace"
 
 READ: tuple[Annotation, ...] = (
     Annotation(GPU_TYPE, '`"RTX 3060"`', "preferred GPU model (any model, cheapest first)"),
@@ -108,6 +112,19 @@ READ: tuple[Annotation, ...] = (
         '`"10m"`, `"900s"`, `"1h30m"`',
         "time from purchase to running before another machine is tried "
         "(the node's `--startup-timeout`, 15m)",
+    ),
+    Annotation(
+        ON_OUTBID,
+        '`"wait"`, `"rebid"`, `"replace"`',
+        "what an outbid interruptible pod does (see *Outbid interruptible pods*): wait for "
+        "Vast to resume its instance; raise the bid to `price-max` and wait; or buy a new "
+        "instance once `outbid-grace` is over (wait)",
+    ),
+    Annotation(
+        OUTBID_GRACE,
+        '`"10m"`, `"1h"`',
+        "how long an outbid instance is kept for Vast to resume; then `wait`/`rebid` count it "
+        "lost (`restartPolicy` decides) and `replace` buys a new one (10m)",
     ),
     Annotation(
         SERVICE_SELECTOR,

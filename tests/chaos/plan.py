@@ -52,6 +52,9 @@ class Plan(msgspec.Struct, kw_only=True, frozen=True):
     replicas: int = 1
     """Processes of the node; above 1 they run with ``--leader-elect`` and each kill is the
     leader's, so the audit covers take-overs (adoption by a standby) instead of restarts."""
+    outbids: float = 0.1
+    """Outbids per second: a live interruptible instance, drawn at random, is outbid through
+    ``/_sim/faults`` (``{"outbid": id}``), and half of them resumed a little later."""
 
     @property
     def replacements_per_second(self) -> float:
@@ -128,6 +131,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Plan:
         default=1,
         help="node processes; above 1 they elect a leader and the leader is killed (%(default)s)",
     )
+    parser.add_argument(
+        "--outbids",
+        type=float,
+        default=0.1,
+        help="interruptible instances outbid per second (half resumed later)",
+    )
     faults = parser.add_argument_group("faults (probabilities, latency in seconds)")
     for field, (flag, default) in _FAULT_FLAGS.items():
         faults.add_argument(
@@ -136,6 +145,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Plan:
     args = parser.parse_args(argv)
     if args.pods < 1 or args.duration <= 0 or args.kills < 0 or args.replicas < 1:
         parser.error("--pods, --duration and --replicas must be positive, --kills not negative")
+    if args.outbids < 0:
+        parser.error("--outbids must not be negative")
     return Plan(
         pods=args.pods,
         duration=args.duration,
@@ -153,6 +164,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Plan:
         run_dir=args.run_dir,
         node_args=tuple(args.node_arg),
         replicas=args.replicas,
+        outbids=args.outbids,
     )
 
 

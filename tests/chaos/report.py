@@ -52,6 +52,10 @@ class Context(msgspec.Struct, kw_only=True):
     """Request-level faults the node met: ``429``, ``5xx`` (lost create answers included)
     and ``offer_taken``; instance-level ones show in ``node_events`` (BootTimeout,
     StartFailed, BackOff)."""
+    outbids: int = 0
+    """Interruptible instances the soak outbid (``/_sim/faults``)."""
+    resumes: int = 0
+    """Outbid instances it resumed (the others: the pod's ``vast.ai/on-outbid`` policy)."""
     node_events: dict[str, int]
     """Events the node recorded on the soak's pods, by reason (counts aggregated)."""
     run_dir: str
@@ -120,6 +124,7 @@ def render(report: Report) -> str:
         _row("Vast calls", c.vast_calls),
         _row("faults met (requests)", _pairs(c.faults_seen)),
         _row("fault rates", _pairs({k: v for k, v in c.fault_rates.items() if v})),
+        _row("outbids / resumed", f"{c.outbids} / {c.resumes}"),
         _row("node events", _pairs(c.node_events)),
         _row("run directory", c.run_dir),
     ]

@@ -31,6 +31,7 @@ from tests.chaos.processes import (
 from tests.chaos.report import Context, Report, make_report, vast_numbers
 from tests.chaos.workload import NAMESPACE, PODS, SECRET_VALUE, Workload
 from vk_trio.devtools.sim.vast import Faults
+from vk_trio.provider.labels import label_owner
 
 NODE = "vk-chaos-node"
 Node = NodeProcess | Replicas
@@ -42,6 +43,14 @@ STABLE_AUDITS = 3
 """Settled audits in a row (a few of the node's sweeps at ``--poll-slow=1``) that end it."""
 PROGRESS_EVERY = 5
 """Seconds between progress lines while settling."""
+
+
+class _Outbids:
+    """How many outbids and resumes the soak made happen."""
+
+    def __init__(self) -> None:
+        self.outbid = 0
+        self.resumed = 0
 
 
 class _PodList(msgspec.Struct):
@@ -112,11 +121,13 @@ async def _soak(
     node.start()
     began = trio.current_time()
     kill_times: list[float] = []
+    outbids = _Outbids()
     try:
         with trio.move_on_after(plan.duration):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(workload.run)
                 nursery.start_soon(_kill_at_random, plan, node, kill_times)
+                nursery.start_soon(_outbid_at_random, plan, vast, workload, outbids)
                 nursery.start_soon(_watch, node)
     except* ChildFailed as failed:
         raise _first(failed) from None
@@ -141,6 +152,8 @@ async def _soak(
         vast_calls=calls,
         vast_errors=errors,
         faults_seen=faults,
+        outbids=outbids.outbid,
+        resumes=outbids.resumed,
         node_events=await _event_reasons(kube),
         run_dir=str(run_dir),
     )
@@ -194,6 +207,58 @@ async def _kill_at_random(plan: Plan, node: Node, kill_times: list[float]) -> No
             await node.kill()
             await trio.sleep(rng.uniform(0.0, plan.max_downtime))
             node.start()
+
+
+async def _outbid_at_random(
+    plan: Plan, vast: httpx.AsyncClient, workload: Workload, outbids: _Outbids
+) -> None:
+    """Outbid a live interruptible instance now and then (``plan.outbids`` a second), through
+    ``/_sim/faults`` as a user of the simulator would, and resume half of them a moment
+    later; the others play out their pod's ``vast.ai/on-outbid`` policy."""
+    if plan.outbids <= 0:
+        return
+    rng = random.Random(f"{plan.seed}:outbids")
+    async with trio.open_nursery() as nursery:
+        while True:
+            await trio.sleep(rng.expovariate(plan.outbids))
+            bidding = await _live_interruptible(vast, workload)
+            if not bidding:
+                continue
+            instance_id = rng.choice(bidding)
+            if await _fault(vast, {"outbid": instance_id}):
+                outbids.outbid += 1
+                if rng.random() < 0.5:
+                    later = rng.uniform(0.5, 5.0)
+                    nursery.start_soon(_resume_after, vast, instance_id, later, outbids)
+
+
+async def _resume_after(
+    vast: httpx.AsyncClient, instance_id: int, delay: float, outbids: _Outbids
+) -> None:
+    await trio.sleep(delay)
+    if await _fault(vast, {"resume": instance_id}):
+        outbids.resumed += 1
+
+
+async def _live_interruptible(vast: httpx.AsyncClient, workload: Workload) -> list[int]:
+    """The ids of the live instances bought for the soak's interruptible pods."""
+    ledger = msgspec.json.decode((await vast.get("/_sim/ledger")).content, type=list[LedgerRow])
+    bidding = []
+    for row in ledger:
+        owner = label_owner(row.label, NODE)
+        record = workload.records.get(owner.uid) if owner is not None else None
+        if row.destroyed_at is None and record is not None and record.interruptible:
+            bidding.append(row.id)
+    return bidding
+
+
+async def _fault(vast: httpx.AsyncClient, fault: dict[str, int]) -> bool:
+    """Inject a per-instance fault; False when the instance is gone meanwhile (400)."""
+    answer = await vast.post("/_sim/faults", content=msgspec.json.encode(fault))
+    if answer.status_code == 400:
+        return False
+    answer.raise_for_status()
+    return True
 
 
 def _progress(elapsed: float, findings: Findings) -> None:

@@ -206,6 +206,7 @@ def test_the_short_soak_holds_every_invariant() -> None:
     assert report.context.pods_deleted > 0 and report.context.pods_force_deleted > 0
     faults = report.context.faults_seen
     assert faults["429"] > 0 and faults["5xx"] > 0, report.context.vast_errors
+    assert report.context.outbids > 0 and report.context.node_events.get("VastOutbid"), evidence
 
     assert report.invariants == dict.fromkeys(report.invariants, 0), evidence
     assert result.returncode == 0 and report.passed, evidence

@@ -27,8 +27,13 @@ PRICE_CAPS = (0.30, 0.45, 0.60, 1.00)
 """``vast.ai/price-max`` values, drawn per pod; ``market`` lists offers on both sides."""
 RESTART_POLICIES = ("Always",) * 8 + ("OnFailure", "Never")
 """Mostly ``Always``; a few pods may end Failed (an exit fault) and must then free their GPU."""
-INTERRUPTIBLE = 0.1
-"""Fraction of pods that bid (``vast.ai/interruptible``): their cap covers bid plus storage."""
+INTERRUPTIBLE = 0.25
+"""Fraction of pods that bid (``vast.ai/interruptible``): their cap covers bid plus storage;
+the soak outbids their instances."""
+OUTBID_POLICIES = ("wait", "rebid", "replace")
+"""``vast.ai/on-outbid``, drawn per interruptible pod."""
+OUTBID_GRACE = "3s"
+"""``vast.ai/outbid-grace``: short, so that every policy plays out within a soak."""
 RAMP_SECONDS = 10.0
 """The first N pods are created over this long (at most a quarter of the soak)."""
 SECRET_NAME = "chaos-token"
@@ -43,12 +48,19 @@ class PodRecord(msgspec.Struct, kw_only=True):
     name: str
     uid: str
     price_max: float
+    interruptible: bool = False
 
 
 def gpu_pod(
-    name: str, node: str, *, price_max: float, restart_policy: str, interruptible: bool
+    name: str, node: str, *, price_max: float, restart_policy: str, on_outbid: str | None
 ) -> dict[str, Any]:
-    """A one-GPU pod bound to ``node`` (the shape of ``deployments/examples``)."""
+    """A one-GPU pod bound to ``node`` (the shape of ``deployments/examples``); interruptible
+    with that ``vast.ai/on-outbid`` policy unless ``on_outbid`` is None."""
+    bidding = {
+        "vast.ai/interruptible": "true",
+        "vast.ai/on-outbid": on_outbid,
+        "vast.ai/outbid-grace": OUTBID_GRACE,
+    }
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -60,7 +72,7 @@ def gpu_pod(
                 "vast.ai/gpu-type": "RTX 3090",
                 "vast.ai/gpu-fallbacks": "RTX 4090,RTX 3060",
                 "vast.ai/price-max": f"{price_max:.2f}",
-                **({"vast.ai/interruptible": "true"} if interruptible else {}),
+                **(bidding if on_outbid is not None else {}),
             },
         },
         "spec": {
@@ -135,15 +147,18 @@ class Workload:
     async def _create(self) -> None:
         name = f"gpu-{len(self.records):05d}"
         price_max = self._rng.choice(PRICE_CAPS)
+        interruptible = self._rng.random() < INTERRUPTIBLE
         pod = gpu_pod(
             name,
             self._node,
             price_max=price_max,
             restart_policy=self._rng.choice(RESTART_POLICIES),
-            interruptible=self._rng.random() < INTERRUPTIBLE,
+            on_outbid=self._rng.choice(OUTBID_POLICIES) if interruptible else None,
         )
         created = msgspec.json.decode(await _send(self._kube, "POST", PODS, pod), type=_Created)
-        record = PodRecord(name=name, uid=created.metadata.uid, price_max=price_max)
+        record = PodRecord(
+            name=name, uid=created.metadata.uid, price_max=price_max, interruptible=interruptible
+        )
         self.records[record.uid] = record
         self._live.append(record)
 

@@ -196,3 +196,22 @@ async def test_a_selector_service_over_vast_pods_is_warned(
         message = await cluster.wait_for(warned)
     assert "vast.ai/selector" in message and "stt-0" in message
     assert await routed(cluster) == {}  # nothing written for a selector Service
+
+
+async def test_an_outbid_pod_is_routed_not_ready_until_vast_resumes_it(
+    node: NodeRuntime, vast: VastSim, cluster: Cluster
+) -> None:
+    await cluster.create(service(cluster.namespace))
+    pod = app_pod("stt-0", cluster.namespace)
+    pod["metadata"]["annotations"].update(
+        {"vast.ai/interruptible": "true", "vast.ai/outbid-grace": "1h"}
+    )
+    await cluster.create(pod)
+    pod = await wait_pod(cluster, "stt-0", ready)
+    address = public(pod)
+    await wait_routed(cluster, {address: True})
+    [bought] = bought_for(vast, pod)
+    vast.set_faults(outbid=bought["id"])
+    await wait_routed(cluster, {address: False})
+    vast.set_faults(resume=bought["id"])
+    await wait_routed(cluster, {address: True})

@@ -164,6 +164,14 @@ def test_defaults_without_annotations() -> None:
         ({"vast.ai/startup-timeout": "1h0m30s"}, None, {"startup_timeout": 3630}),
         ({"vast.ai/startup-timeout": " 1.5H "}, None, {"startup_timeout": 5400}),
         ({"vast.ai/startup-timeout": "24h"}, None, {"startup_timeout": 86400}),
+        ({}, None, {"on_outbid": "wait", "outbid_grace": 600}),
+        ({"vast.ai/on-outbid": " Replace "}, None, {"on_outbid": "replace"}),
+        (
+            {"vast.ai/on-outbid": "rebid", "vast.ai/price-max": "0.5"},
+            None,
+            {"on_outbid": "rebid", "price_max": 0.5},
+        ),
+        ({"vast.ai/outbid-grace": "1h"}, None, {"outbid_grace": 3600}),
     ],
     ids=lambda value: str(value) if not isinstance(value, dict) else None,
 )
@@ -199,6 +207,24 @@ def test_valid_annotations(
         ),
         pytest.param(
             {"vast.ai/price-max": "nan"}, None, 'vast.ai/price-max: "nan" is not a price', id="nan"
+        ),
+        pytest.param(
+            {"vast.ai/on-outbid": "pray"},
+            None,
+            'vast.ai/on-outbid: "pray" is not a policy; expected one of "wait", "rebid", "replace"',
+            id="on-outbid-unknown",
+        ),
+        pytest.param(
+            {"vast.ai/on-outbid": "rebid"},
+            None,
+            'vast.ai/on-outbid: "rebid" raises the bid up to vast.ai/price-max, which is not set',
+            id="rebid-without-cap",
+        ),
+        pytest.param(
+            {"vast.ai/outbid-grace": "forever"},
+            None,
+            'vast.ai/outbid-grace: "forever" is not a duration',
+            id="outbid-grace-unparsable",
         ),
         pytest.param(
             {"vast.ai/region": "Europa"},

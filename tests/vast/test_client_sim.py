@@ -342,3 +342,27 @@ async def test_without_the_pacer_the_same_burst_meets_429s(
             await burst(client, offer_ids)
     assert caught.group_contains(VastError)
     assert sum(n for key, n in sim.stats().items() if key.endswith(" 429")) > 10
+
+
+async def test_change_bid_resumes_an_outbid_instance_and_reads_what_it_bills(
+    vast_sim: VastSim,
+) -> None:
+    async with client_for(vast_sim) as client:
+        [offer_id] = await cheapest(client)
+        floor = next(o for o in vast_sim.offers() if o["id"] == offer_id)["min_bid"]
+        bid = CreateInstance(image="busybox:latest", disk=10.0, label="bid", price=floor)
+        created = await client.create_instance(offer_id, bid)
+        vast_sim.outbid(created.instance_id, price=floor * 2)
+        [stopped] = await client.list_instances()
+        assert stopped.stopped
+        assert stopped.billing == stopped.storage_total_cost > 0  # storage only
+        with pytest.raises(VastError):
+            await client.change_bid(created.instance_id, floor / 2)  # below the floor
+        await client.change_bid(created.instance_id, floor * 2)
+        [resumed] = await client.list_instances()
+        assert not resumed.stopped
+        assert (
+            resumed.billing
+            == resumed.dph_total
+            == pytest.approx(floor * 2 + resumed.storage_total_cost)
+        )

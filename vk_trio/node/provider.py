@@ -46,6 +46,7 @@ __all__ = [
     "ContainerError",
     "Ended",
     "Exited",
+    "Interrupted",
     "InvalidPod",
     "LogOptions",
     "Lost",
@@ -54,6 +55,7 @@ __all__ = [
     "NotReady",
     "Observation",
     "Placement",
+    "Preempted",
     "Progress",
     "Provider",
     "ProviderUnavailable",
@@ -205,8 +207,31 @@ class Lost:
     message: str
 
 
-Observation = Booting | Running | Exited | MachineFailed | Lost
-Ended = Exited | MachineFailed | Lost
+@dataclass(frozen=True)
+class Interrupted:
+    """The backend took the instance's machine back for now (an interruptible instance
+    outbid): it does not serve, through no fault of the container, and may come back. The
+    pod shows the ``DisruptionTarget`` condition and is not Ready until it runs again.
+    ``since`` is when it stopped serving (RFC 3339, wall clock)."""
+
+    reason: str
+    message: str
+    since: str
+
+
+@dataclass(frozen=True)
+class Preempted:
+    """An interrupted instance the pod's policy gives up on (``Interrupted`` too long): the
+    supervisor releases it and buys a new one at once, whatever ``restartPolicy``, and with
+    no crash backoff: the container did not fail, its machine was taken. Counted as a
+    restart, as the container starts anew."""
+
+    reason: str
+    message: str
+
+
+Observation = Booting | Running | Interrupted | Exited | MachineFailed | Lost | Preempted
+Ended = Exited | MachineFailed | Lost | Preempted
 """The observations after which ``follow`` ends."""
 
 

@@ -77,7 +77,7 @@ class PodReporter:
             return
         for condition in status["conditions"]:
             if self._conditions.get(condition["type"]) != condition["status"]:
-                condition["lastTransitionTime"] = now_rfc3339()
+                condition.setdefault("lastTransitionTime", now_rfc3339())
         self._shown, self._pending = shown, status
         self._conditions = {c["type"]: c["status"] for c in status["conditions"]}
         self._statuses.submit(self.pod.uid, self._write)

@@ -54,6 +54,41 @@ class Terminated:
 
 ContainerState = Waiting | Running | Terminated
 
+
+@dataclass(frozen=True)
+class Disruption:
+    """Why the pod's instance was taken away (``Interrupted``), shown as the
+    ``DisruptionTarget`` condition: True from ``since``; False once ``ended`` (it runs again,
+    on the same instance or a new one), as Kubernetes' disruption controller turns a stale
+    one False rather than removing it."""
+
+    reason: str
+    message: str
+    since: str
+    ended: str | None = None
+
+    def condition(self) -> dict[str, Any]:
+        if self.ended is None:
+            return {
+                "type": DISRUPTION_TARGET,
+                "status": "True",
+                "reason": self.reason,
+                "message": self.message,
+                "lastTransitionTime": self.since,
+            }
+        return {
+            "type": DISRUPTION_TARGET,
+            "status": "False",
+            "reason": "InstanceRunning",
+            "message": f"running again since {self.ended} ({self.reason} from {self.since})",
+            "lastTransitionTime": self.ended,
+        }
+
+
+DISRUPTION_TARGET = "DisruptionTarget"
+"""The pod condition Kubernetes sets on a pod about to be disrupted (preempted, evicted,
+tainted out); Jobs' ``podFailurePolicy`` matches it to leave such failures uncounted."""
+
 EPHEMERAL_UNSUPPORTED = Terminated(
     128,
     "NotSupportedOnVirtualNode",
@@ -86,6 +121,8 @@ class PodView:
     """False while the container runs but its startup probe has not succeeded yet."""
     ignored_probes: str | None = None
     """Why some of the container's probes are not run (``exec``), shown as a condition."""
+    disruption: Disruption | None = None
+    """The instance was taken away (or was, and runs again): ``DisruptionTarget``."""
 
     def waiting(self, reason: str, message: str) -> PodView:
         """The container waits; the phase stays (a Running pod whose container restarts is
@@ -179,6 +216,8 @@ def status_patch(pod: Pod, view: PodView, *, chosen: str) -> dict[str, Any]:
                 "message": view.ignored_probes,
             }
         )
+    if view.disruption is not None:
+        conditions.append(view.disruption.condition())
     if not any(c.type == "PodScheduled" for c in pod.status.conditions):
         conditions.insert(0, _condition("PodScheduled", True))
     status: dict[str, Any] = {

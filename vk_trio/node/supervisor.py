@@ -21,6 +21,11 @@ The lifecycle, one instance per turn of the loop::
     check ─► adopt an instance rented earlier, or acquire one ─► follow its observations
       (Booting ─► Running with address ─► Exited / MachineFailed / Lost) ─► release it
       ─► restartPolicy: acquire a new one (restartCount+1, backoff), or end Succeeded/Failed
+
+An instance taken away for a while (``Interrupted``: outbid) turns the pod not Ready with the
+``DisruptionTarget`` condition; it comes back (Running), ends as any instance does, or is
+given up on (``Preempted``): released, and a new one bought at once (restartCount+1, no
+backoff, whatever restartPolicy: the container did not fail).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from vk_trio import metrics
 from vk_trio.config import Settings
 from vk_trio.kube.api import KubeClient
 from vk_trio.kube.events import EventRecorder
-from vk_trio.kube.models import Container, ObjectMeta
+from vk_trio.kube.models import Container, ObjectMeta, Pod
 from vk_trio.kube.pods import delete_pod
 from vk_trio.node.admission import unsupported_reason
 from vk_trio.node.handle import PodHandle
@@ -44,15 +49,25 @@ from vk_trio.node.probes import Kill, Prober, gates, probed, run_probes, unsuppo
 from vk_trio.node.provider import (
     Booting,
     Exited,
+    Interrupted,
     InvalidPod,
     Lost,
     MachineFailed,
     Observation,
+    Preempted,
     Provider,
     Running,
 )
 from vk_trio.node.reporter import PodReporter
-from vk_trio.node.status import Phase, PodView, Terminated, Waiting, now_rfc3339
+from vk_trio.node.status import (
+    DISRUPTION_TARGET,
+    Disruption,
+    Phase,
+    PodView,
+    Terminated,
+    Waiting,
+    now_rfc3339,
+)
 from vk_trio.node.status import Running as RunningState
 from vk_trio.node.status_writer import StatusWriter
 from vk_trio.retry import ANY_FAILURE, VK_FAILURES, log_retry, pod_backoff, retry_until_done
@@ -219,7 +234,7 @@ class _PodLifecycle:
         ``outcome`` first, how the adopted one ended) until ``restartPolicy`` says it ends."""
         settings = self.s.settings
         crash = pod_backoff(settings).delays()
-        ended: Terminated | MachineFailed | None = outcome
+        ended: Terminated | MachineFailed | Preempted | None = outcome
         machine_failures = 0
         while True:
             if ended is None:
@@ -231,6 +246,10 @@ class _PodLifecycle:
                 instance = None
                 if trio.current_time() - followed_from > settings.backoff_reset:
                     crash.reset()  # a long healthy run: the next exit is not a crash loop
+            if isinstance(ended, Preempted):
+                await self._replacing(ended)
+                ended = None
+                continue
             if isinstance(ended, MachineFailed):
                 machine_failures += 1
                 if machine_failures < settings.machine_failures:
@@ -269,6 +288,21 @@ class _PodLifecycle:
         )
         await trio.sleep(delay)
 
+    async def _replacing(self, preempted: Preempted) -> None:
+        """The instance was taken for good: count the restart and buy a new one at once."""
+        await self.show(
+            replace(
+                self.view,
+                state=Waiting("SearchingOffers", f"replacing the instance: {preempted.message}"),
+                ready=False,
+                restart_count=self.view.restart_count + 1,
+                last_state=self._dated(
+                    Terminated(UNKNOWN_EXIT, preempted.reason, preempted.message)
+                ),
+                address=None,
+            )
+        )
+
     def _restore(self) -> None:
         """Start from what an earlier run (maybe another process) showed: a pod whose
         container was running keeps its state and address while its instance is re-observed,
@@ -286,6 +320,7 @@ class _PodLifecycle:
             else self.view.state,
             address=pod.status.pod_ip if was_running else None,
             restart_count=previous.restart_count if previous else 0,
+            disruption=_shown_disruption(pod),
         )
 
     def _dated(self, outcome: Terminated) -> Terminated:
@@ -366,7 +401,7 @@ class _PodLifecycle:
 
     # -- following one instance ----------------------------------------------------------
 
-    async def _follow(self, instance: str) -> Terminated | MachineFailed:
+    async def _follow(self, instance: str) -> Terminated | MachineFailed | Preempted:
         """Show the instance's observations until it ends, and probe the container while it
         runs; return how it ended (or how the probes killed it)."""
         async with trio.open_nursery() as nursery:
@@ -375,7 +410,9 @@ class _PodLifecycle:
             finally:
                 nursery.cancel_scope.cancel()  # the probes end with the instance
 
-    async def _observe(self, instance: str, nursery: trio.Nursery) -> Terminated | MachineFailed:
+    async def _observe(
+        self, instance: str, nursery: trio.Nursery
+    ) -> Terminated | MachineFailed | Preempted:
         observations = self.provider.follow(self.handle.pod, instance, self.report)
         probing = _Probing(nursery)
         with trio.CancelScope() as probing.following:
@@ -397,7 +434,7 @@ class _PodLifecycle:
 
     async def _observed(
         self, observed: Observation, probing: _Probing
-    ) -> Terminated | MachineFailed | None:
+    ) -> Terminated | MachineFailed | Preempted | None:
         """Show one observation (and start or stop the probes); how the instance ended, if
         it did."""
         if not isinstance(observed, Running):
@@ -418,7 +455,9 @@ class _PodLifecycle:
                 await probing.restart(self, observed)
             case Exited(code, message):
                 return _terminated(code, message)
-            case MachineFailed(reason, message):
+            case Interrupted():
+                await self._interrupted(observed)
+            case MachineFailed(reason, message) | Preempted(reason, message):
                 await self.report.event("Warning", reason, message)
                 return observed
             case Lost(reason, message):
@@ -464,7 +503,22 @@ class _PodLifecycle:
         await self.report.event("Warning", "ProbeNotSupported", message)
         self.report.view = replace(self.view, ignored_probes=message)
 
+    async def _interrupted(self, observed: Interrupted) -> None:
+        """Not Ready, with ``DisruptionTarget`` since it stopped; said once per interruption."""
+        shown = self.view.disruption
+        if shown is None or shown.ended is not None or shown.since != observed.since:
+            await self.report.event("Warning", observed.reason, observed.message)
+        disruption = Disruption(observed.reason, observed.message, observed.since)
+        await self.show(
+            replace(self.view, ready=False, message=observed.message, disruption=disruption)
+        )
+
     async def _running(self, observed: Running) -> None:
+        disruption = self.view.disruption
+        if disruption is not None and disruption.ended is None:
+            self.report.view = replace(
+                self.view, disruption=replace(disruption, ended=now_rfc3339())
+            )
         state = self.view.state
         started = state.started_at if isinstance(state, RunningState) else now_rfc3339()
         if self.view.phase == "Pending":  # the pod's first start, not a restart
@@ -487,6 +541,19 @@ class _PodLifecycle:
         await self.report.event(
             "Normal", "InstanceReady", observed.description, log_as="Instance ready"
         )
+
+
+def _shown_disruption(pod: Pod) -> Disruption | None:
+    """The disruption the pod shows (``DisruptionTarget`` True), kept with its time across a
+    restart of the node: the pod says since when, whoever watches it now."""
+    for condition in pod.status.conditions:
+        if condition.type == DISRUPTION_TARGET and condition.status == "True":
+            return Disruption(
+                condition.reason or "",
+                condition.message or "",
+                condition.last_transition_time or now_rfc3339(),
+            )
+    return None
 
 
 def _seconds_since(meta: ObjectMeta) -> float:

@@ -8,11 +8,18 @@ holds, e.g. an orphan awaiting the reaper, still counts: it still bills).
 
 Checking and holding happen with no ``await`` in between, so on one Trio thread no two pods
 can take the same room. Nothing here talks to Vast or Kubernetes.
+
+A stopped instance bills its storage only, and counts that much; but an *outbid* one counts
+its full running price, storage included: Vast resumes it by itself, unasked, the moment the
+market allows, and the room must then be there (a process that restarted holds nothing for
+it, so only the listing can say so).
 """
 
 from __future__ import annotations
 
+from vk_trio.provider.observing import outbid
 from vk_trio.provider.poller import InstancePoller
+from vk_trio.vast import Instance
 
 
 class Budget:
@@ -32,7 +39,7 @@ class Budget:
         for uid in (self._poller.all_uids() | set(self._held)) - {besides}:
             listed = self._poller.instances(uid)
             held = self._held.get(uid)
-            spend += max(sum(i.dph_total for i in listed), held or 0.0)
+            spend += max(sum(map(_committed, listed)), held or 0.0)
             count += max(len(listed), 0 if held is None else 1)
         return spend, count
 
@@ -60,3 +67,8 @@ class Budget:
     def release(self, uid: str) -> None:
         """Pod ``uid`` bought nothing, or its instances are destroyed: its room is free."""
         self._held.pop(uid, None)
+
+
+def _committed(instance: Instance) -> float:
+    """$/h the cap counts for ``instance``: what it bills, or would bill once Vast resumes it."""
+    return instance.dph_total if outbid(instance) else instance.billing

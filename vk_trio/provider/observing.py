@@ -8,22 +8,43 @@ observations of ``vk_trio.node.provider``.
 
 An ``InstanceWatch`` follows one instance and remembers what a single snapshot cannot say:
 when it was bought (its startup clock), whether it was ever seen (a missing instance is only
-lost after a grace), whether it ran, and since when it has been offline. Pure: the caller
-passes the loop time in, so tests need no clock.
+lost after a grace), whether it ran, and since when it has been offline or outbid. Pure: the
+caller passes the loop time in, so tests need no clock.
+
+An interruptible instance (``is_bid``) that Vast stopped while we want it running
+(``intended_status`` running) was outbid (vast-api.md §7: outbid instances go ``stopped``, not
+destroyed). It is ``Interrupted`` for up to the pod's ``vast.ai/outbid-grace``, then given up:
+``Lost`` (``restartPolicy`` decides) or, with ``vast.ai/on-outbid: replace``, ``Preempted``
+(a new instance at once). Raising the bid is the provider's (it calls Vast).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
 
-from vk_trio.node.provider import Booting, Exited, Lost, MachineFailed, Observation, Running
+from vk_trio.node.provider import (
+    Booting,
+    Exited,
+    Interrupted,
+    Lost,
+    MachineFailed,
+    Observation,
+    Preempted,
+    Running,
+)
+from vk_trio.node.status import now_rfc3339
+from vk_trio.provider.requirements import OutbidPolicy
 from vk_trio.vast import Instance
 
-__all__ = ["BOOTING", "InstanceWatch", "exit_code"]
+__all__ = ["BOOTING", "OUTBID_REASON", "InstanceWatch", "exit_code", "outbid"]
 
 BOOTING = (None, "created", "loading", "scheduling", "rebooting")
 """``actual_status`` values of an instance on its way to running."""
+
+OUTBID_REASON = "VastOutbid"
+"""The reason of an outbid pod's ``DisruptionTarget`` condition and Warning Event."""
 
 _EXIT_CODE = re.compile(r"exit(?:ed)?(?: with)?(?: code| status)?[ :=]*(-?\d+)", re.IGNORECASE)
 
@@ -32,6 +53,15 @@ def exit_code(message: str) -> int | None:
     """The exit code Vast mentions in ``status_msg``; None when it names none (unknown)."""
     match = _EXIT_CODE.search(message)
     return int(match.group(1)) if match else None
+
+
+def outbid(instance: Instance) -> bool:
+    """Vast stopped this interruptible instance while it was meant to run: outbid."""
+    return (
+        instance.is_bid
+        and instance.actual_status == "stopped"
+        and instance.intended_status in (None, "running")
+    )
 
 
 def age(instance: Instance) -> float:
@@ -50,6 +80,7 @@ class InstanceWatch:
     ``offline_grace``: seconds a once-running instance may be offline before it is replaced;
     ``price_max``: the pod's cap, re-checked against what the instance really bills.
     ``ran``: the pod already showed this instance running (adopted after a restart).
+    ``on_outbid`` and ``outbid_grace``: what an outbid instance becomes, and after how long.
     """
 
     def __init__(
@@ -62,6 +93,8 @@ class InstanceWatch:
         offline_grace: float,
         price_max: float | None,
         ran: bool,
+        on_outbid: OutbidPolicy = "wait",
+        outbid_grace: float = 600.0,
     ) -> None:
         self.instance_id = instance_id
         self.bought_at = now
@@ -73,10 +106,37 @@ class InstanceWatch:
         self.seen = False
         self.offline_since: float | None = None
         self.machine_id: int | None = None
+        self.on_outbid = on_outbid
+        self.outbid_grace = outbid_grace
+        self.outbid_since: float | None = None
+        """Loop time since when it has been outbid; None while it is not."""
+        self.outbid_at = ""
+        """The same, on the wall clock (RFC 3339), for the pod's ``DisruptionTarget``."""
+        self.rebid_for: float | None = None
+        """The ``outbid_since`` whose bid was raised already (``rebid``: once per outbid)."""
 
     def startup_deadline(self) -> float:
         """Loop time at which a boot that has not reached running is given up."""
         return self.bought_at + self.startup
+
+    def outbid_earlier(self, at: str, *, now: float) -> None:
+        """An earlier process saw the instance outbid since ``at`` (RFC 3339, as the pod's
+        ``DisruptionTarget`` says): if it still is, its grace counts from then, not from
+        this process's first look. An unreadable time changes nothing."""
+        try:
+            then = dt.datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return
+        self.outbid_since = now - max(0.0, time.time() - then)
+        self.outbid_at = at
+
+    def wake_in(self, now: float, most: float) -> float:
+        """Seconds until the next deadline that a snapshot's change would not announce (a
+        boot given up, an outbid grace over), at most ``most``."""
+        deadlines = [self.startup_deadline()]
+        if self.outbid_since is not None:
+            deadlines.append(self.outbid_since + self.outbid_grace)
+        return min([most, *(d - now for d in deadlines if d > now)])
 
     def missing_from(self) -> float:
         """When a listing without the (never seen) instance starts to mean it is gone."""
@@ -96,10 +156,36 @@ class InstanceWatch:
             self.bought_at = min(self.bought_at, now - age(instance))
             self.seen = True
         self.machine_id = instance.machine_id
+        if outbid(instance):
+            self.offline_since = None
+            if self.outbid_since is None:
+                self.outbid_since, self.outbid_at = now, now_rfc3339()
+            return self._outbid(instance, now - self.outbid_since)
+        self.outbid_since = None
         status = instance.actual_status
         offline = status not in ("running", *BOOTING)
         self.offline_since = (self.offline_since or now) if offline else None
         return self._classify(instance, now)
+
+    def _outbid(self, instance: Instance, stopped_for: float) -> Observation:
+        """Interrupted for up to the grace; then lost, or (``replace``) preempted."""
+        name = f"instance {instance.id}"
+        grace = f"{self.outbid_grace:.0f}s"
+        if stopped_for >= self.outbid_grace:
+            if self.on_outbid == "replace":
+                return Preempted("Outbid", f"{name} outbid for {grace}; buying a new instance")
+            return Lost("Outbid", f"{name} outbid and not resumed by Vast within {grace}")
+        then = {
+            "wait": "waiting for Vast to resume it",
+            "rebid": "bidding up to vast.ai/price-max and waiting for Vast to resume it",
+            "replace": "waiting for Vast to resume it, else buying a new instance",
+        }[self.on_outbid]
+        return Interrupted(
+            OUTBID_REASON,
+            f"{name} outbid: Vast stopped it (its disk is kept and bills "
+            f"${instance.storage_total_cost:.4f}/h); {then} for up to {grace}",
+            self.outbid_at,
+        )
 
     def _classify(self, instance: Instance, now: float) -> Observation:
         status = instance.actual_status

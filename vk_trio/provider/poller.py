@@ -115,7 +115,8 @@ class InstancePoller:
         return list(self._by_id.values())
 
     def spend_per_hour(self) -> float:
-        """USD per hour this node's instances bill, as of the last sweep."""
+        """USD per hour this node's instances bill, as of the last sweep: a stopped one (an
+        outbid interruptible) bills its storage only."""
         return self._rate
 
     def spent(self) -> float:
@@ -312,7 +313,7 @@ class InstancePoller:
         touched = self._merge(updates, removed, order)
         now = trio.current_time()
         self._spent = self.spent()
-        self._rate = sum(i.dph_total for i in self._by_id.values())
+        self._rate = sum(i.billing for i in self._by_id.values())
         self._rate_since = now
         if complete:  # forget the marks of long-gone instances
             for instance_id in [i for i in written if i not in self._by_id and written[i] < order]:

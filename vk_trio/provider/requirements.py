@@ -17,6 +17,7 @@ import difflib
 import math
 import re
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import msgspec
 
@@ -29,6 +30,8 @@ from vk_trio.annotations import (
     MEMORY,
     MIN_CUDA,
     MIN_RELIABILITY,
+    ON_OUTBID,
+    OUTBID_GRACE,
     PREFIX,
     PRICE_MAX,
     READ,
@@ -43,12 +46,16 @@ __all__ = [
     "ANNOTATIONS",
     "DEFAULT_DISK_GB",
     "DEFAULT_MIN_RELIABILITY",
+    "DEFAULT_ON_OUTBID",
+    "DEFAULT_OUTBID_GRACE",
     "DEFAULT_VERIFIED",
     "GPU_LIMIT",
     "GPU_RESOURCE",
     "KNOWN_GPUS",
     "MAX_STARTUP_TIMEOUT",
+    "OUTBID_POLICIES",
     "AnnotationError",
+    "OutbidPolicy",
     "Requirements",
     "gpu_key",
     "parse_requirements",
@@ -85,6 +92,19 @@ MAX_STARTUP_TIMEOUT = 24 * 3600.0
 """The longest ``vast.ai/startup-timeout`` accepted, in seconds. A large image on a slow host
 takes tens of minutes to pull; an instance that has not started in a day will not, and every
 hour of waiting is billed, so a longer value is far more likely a typo ("900h") than a wish."""
+
+
+OutbidPolicy = Literal["wait", "rebid", "replace"]
+OUTBID_POLICIES: tuple[OutbidPolicy, ...] = ("wait", "rebid", "replace")
+
+DEFAULT_ON_OUTBID: OutbidPolicy = "wait"
+"""An outbid instance keeps its disk (the pod's data) and bills only storage while stopped,
+and Vast resumes it by itself when the price allows: waiting is the cheap choice that loses
+nothing; a pod that must serve says ``replace``."""
+
+DEFAULT_OUTBID_GRACE = 600.0
+"""Seconds an outbid instance is kept for Vast to resume: long enough for a short price spike
+to pass (the market moves in minutes), short enough that a pod is not dead for an hour."""
 
 
 def usd(amount: float) -> str:
@@ -131,6 +151,10 @@ class Requirements(msgspec.Struct, frozen=True, kw_only=True):
     interruptible: bool = False
     startup_timeout: float | None = None
     """Seconds the instance may take from purchase to running; None means the node's default."""
+    on_outbid: OutbidPolicy = DEFAULT_ON_OUTBID
+    """What an outbid interruptible instance does: wait, raise the bid and wait, or replace."""
+    outbid_grace: float = DEFAULT_OUTBID_GRACE
+    """Seconds an outbid instance is kept for Vast to resume before it is given up."""
 
     def describe(self) -> str:
         """One line for events and the dry run, e.g. ``RTX 3060 (or RTX 4070) x1, <= $0.30/h``."""
@@ -193,7 +217,9 @@ def parse_requirements(
     verified = _boolean(raw(VERIFIED), VERIFIED, problems)
     min_cuda = _cuda(raw(MIN_CUDA), problems)
     interruptible = _boolean(raw(INTERRUPTIBLE), INTERRUPTIBLE, problems)
-    startup_timeout = _duration(raw(STARTUP_TIMEOUT), problems)
+    startup_timeout = _duration(raw(STARTUP_TIMEOUT), STARTUP_TIMEOUT, problems)
+    on_outbid = _outbid_policy(raw(ON_OUTBID), price_max, problems)
+    outbid_grace = _duration(raw(OUTBID_GRACE), OUTBID_GRACE, problems)
     if problems:
         raise AnnotationError(problems)
     return Requirements(
@@ -209,6 +235,8 @@ def parse_requirements(
         min_cuda=min_cuda,
         interruptible=bool(interruptible),
         startup_timeout=startup_timeout,
+        on_outbid=on_outbid,
+        outbid_grace=DEFAULT_OUTBID_GRACE if outbid_grace is None else outbid_grace,
     )
 
 
@@ -514,19 +542,36 @@ _DURATION_EXPECTED = (
 )
 
 
-def _duration(value: str | None, problems: list[str]) -> float | None:
+def _outbid_policy(value: str | None, price_max: float | None, problems: list[str]) -> OutbidPolicy:
+    if value is None:
+        return DEFAULT_ON_OUTBID
+    folded = value.strip().casefold()
+    policy = next((p for p in OUTBID_POLICIES if p == folded), None)
+    if policy is None:
+        expected = ", ".join(f'"{p}"' for p in OUTBID_POLICIES)
+        problems.append(_bad(ON_OUTBID, value, f"is not a policy; expected one of {expected}"))
+        return DEFAULT_ON_OUTBID
+    if policy == "rebid" and price_max is None:
+        problems.append(
+            f'{ON_OUTBID}: "rebid" raises the bid up to {PRICE_MAX}, which is not set; '
+            f"set it (the most the pod may cost per hour) or choose another policy"
+        )
+    return policy
+
+
+def _duration(value: str | None, key: str, problems: list[str]) -> float | None:
     """Seconds from "900", "90s", "15m", "1h30m": a bare number of seconds, or hours, minutes
     and seconds in that order (the subset of Go's ``time.ParseDuration`` kubectl users know)."""
     if value is None:
         return None
     match = _DURATION.fullmatch(value.strip().casefold())
     if match is None or not any(match.groups()):
-        problems.append(_bad(STARTUP_TIMEOUT, value, f"is not a duration; {_DURATION_EXPECTED}"))
+        problems.append(_bad(key, value, f"is not a duration; {_DURATION_EXPECTED}"))
         return None
     seconds = float(match["bare"] or 0) + sum(
         float(match[unit] or 0) * factor for unit, factor in (("h", 3600), ("m", 60), ("s", 1))
     )
     if not 0 < seconds <= MAX_STARTUP_TIMEOUT:
-        problems.append(_bad(STARTUP_TIMEOUT, value, f"is out of range; {_DURATION_EXPECTED}"))
+        problems.append(_bad(key, value, f"is out of range; {_DURATION_EXPECTED}"))
         return None
     return seconds

@@ -11,6 +11,7 @@ is tried) and its log books, dropped by ``forget``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -25,6 +26,7 @@ from vk_trio.errors import VkError
 from vk_trio.kube.models import Pod
 from vk_trio.node.provider import (
     Ended,
+    Interrupted,
     InvalidPod,
     LogOptions,
     Lost,
@@ -35,6 +37,7 @@ from vk_trio.node.provider import (
     Running,
     Usage,
 )
+from vk_trio.node.status import DISRUPTION_TARGET
 from vk_trio.provider.budget import Budget
 from vk_trio.provider.buying import Buyer
 from vk_trio.provider.instances import destroy_all
@@ -42,7 +45,7 @@ from vk_trio.provider.labels import instance_label
 from vk_trio.provider.logs import VastLogs
 from vk_trio.provider.market import OfferClaims, SharedSearches
 from vk_trio.provider.namespace_budget import NamespaceHolds
-from vk_trio.provider.observing import InstanceWatch
+from vk_trio.provider.observing import OUTBID_REASON, InstanceWatch
 from vk_trio.provider.poller import InstancePoller
 from vk_trio.provider.requirements import AnnotationError, Requirements, parse_requirements
 from vk_trio.provider.spec import ObjectLookup, SpecError, chosen_container, skipped_containers
@@ -55,7 +58,7 @@ from vk_trio.retry import (
     pod_backoff,
     retry_until_done,
 )
-from vk_trio.vast import VastClient
+from vk_trio.vast import Instance, VastClient
 
 if TYPE_CHECKING:
     from loguru import Logger
@@ -175,7 +178,12 @@ class VastProvider:
             offline_grace=self._settings.offline_grace,
             price_max=requirements.price_max,
             ran=_shows_running(progress.pod),
+            on_outbid=requirements.on_outbid,
+            outbid_grace=requirements.outbid_grace,
         )
+        since = _outbid_since(progress.pod)
+        if since is not None:
+            watch.outbid_earlier(since, now=trio.current_time())
         return self._observe(pod.uid, watch, progress)
 
     async def _observe(
@@ -192,15 +200,17 @@ class VastProvider:
             current = next((i for i in listed if i.id == instance_id), None)
             looked = self._poller.looked_for(instance_id, since=watch.missing_from())
             observed = watch.observe(current, trio.current_time(), looked=looked)
+            if isinstance(observed, Interrupted) and current is not None:
+                await self._rebid(current, watch, progress)
             if observed is not None and observed != last:
                 last = observed
                 await self._record(instance_id, observed, watch, progress)
                 yield observed
                 if isinstance(observed, Ended):
                     return
-            # Wake at the startup deadline too: a stuck boot changes nothing to wake us.
-            until_late = watch.startup_deadline() - trio.current_time()
-            with trio.move_on_after(RECHECK if until_late <= 0 else min(RECHECK, until_late)):
+            # Wake at the startup deadline and the end of an outbid grace too: a stuck boot
+            # or a stopped instance changes nothing to wake us.
+            with trio.move_on_after(watch.wake_in(trio.current_time(), RECHECK)):
                 await self._poller.wait_changed(uid, version)
 
     async def release(self, pod: Pod, *, keep: str | None = None) -> int:
@@ -263,6 +273,38 @@ class VastProvider:
             except VkError as exc:
                 self._log(progress.pod).warning("pod annotation patch failed", error=str(exc))
 
+    async def _rebid(self, instance: Instance, watch: InstanceWatch, progress: Progress) -> None:
+        """``vast.ai/on-outbid: rebid``: raise the outbid instance's bid to what
+        ``vast.ai/price-max`` leaves after its storage, once per outbid; Vast resumes it if
+        that is enough. A failed call is said and tried again on the next look."""
+        cap = watch.price_max
+        if watch.on_outbid != "rebid" or cap is None or watch.rebid_for == watch.outbid_since:
+            return
+        bid = math.floor((cap - instance.storage_total_cost) * 1e6) / 1e6  # never above
+        current = instance.dph_total - instance.storage_total_cost
+        if bid <= current + 1e-6:
+            watch.rebid_for = watch.outbid_since
+            await progress.event(
+                "Normal",
+                "BidAtCap",
+                f"instance {instance.id} already bids ${current:.4f}/h, all vast.ai/price-max "
+                f"${cap:.4f}/h allows; waiting for Vast to resume it",
+            )
+            return
+        try:
+            await self._vast.change_bid(instance.id, bid)
+        except VkError as exc:
+            await progress.event("Warning", "RebidFailed", f"could not raise the bid: {exc}")
+            return
+        watch.rebid_for = watch.outbid_since
+        self._poller.hurry([instance.id])
+        await progress.event(
+            "Normal",
+            "BidRaised",
+            f"instance {instance.id}: bid raised from ${current:.4f}/h to ${bid:.4f}/h "
+            f"(vast.ai/price-max ${cap:.4f}/h, storage included)",
+        )
+
     async def _fresh_sweep(self, progress: Progress) -> None:
         """Wait for a successful sweep that started now, reporting while Vast cannot list
         (e.g. a revoked API key: the list is refused)."""
@@ -299,6 +341,18 @@ def _requirements(pod: Pod) -> Requirements:
     return parse_requirements(
         pod.metadata.annotations, gpu_limit=chosen.resources.limits.get("nvidia.com/gpu")
     )
+
+
+def _outbid_since(pod: Pod) -> str | None:
+    """Since when the pod shows its instance outbid (``DisruptionTarget``, ``VastOutbid``)."""
+    for condition in pod.status.conditions:
+        if (condition.type, condition.status, condition.reason) == (
+            DISRUPTION_TARGET,
+            "True",
+            OUTBID_REASON,
+        ):
+            return condition.last_transition_time
+    return None
 
 
 def _shows_running(pod: Pod) -> bool:

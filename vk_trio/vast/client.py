@@ -103,6 +103,7 @@ _CREATE = _Endpoint("create", "PUT", "/api/v0/asks/{id}/", idempotent=False, com
 _LIST = _Endpoint("list", "GET", "/api/v1/instances/")
 _DESTROY = _Endpoint("destroy", "DELETE", "/api/v0/instances/{id}/", completes=True)
 _LOGS = _Endpoint("request_logs", "PUT", "/api/v0/instances/request_logs/{id}/")
+_BID = _Endpoint("change_bid", "PUT", "/api/v0/instances/bid_price/{id}/", completes=True)
 
 
 class _Reply(msgspec.Struct):
@@ -317,6 +318,17 @@ class VastClient:
             _ensure_success(f"DELETE {_DESTROY.path(instance_id)}", reply)
         except InstanceNotFound:
             logger.debug("vast instance already gone", instance_id=instance_id)
+
+    async def change_bid(self, instance_id: int, price: float) -> None:
+        """Set an interruptible instance's bid to ``price`` $/h (the GPU part, storage not
+        included), as ``vastai change bid`` does (§2): Vast resumes an outbid instance whose
+        bid is high enough again. Setting the same bid twice changes nothing, so it is
+        retried; fenced and shielded as a create is, since it spends money."""
+        reply = await self._call(
+            _BID, _REPLY, ident=instance_id, body={"client_id": "me", "price": price}
+        )
+        if reply.success is False:  # the answer's shape is undocumented: only a "no" fails
+            raise _classify(f"PUT {_BID.path(instance_id)}", 200, reply, offer=None)
 
     async def request_logs(self, instance_id: int, *, tail: int = 1000) -> str:
         """The last ``tail`` lines of the container's logs.

@@ -109,6 +109,9 @@ class Instance(msgspec.Struct, gc=False, kw_only=True):
     gpu_name: str | None = None
     gpu_ram: float = 0.0
     dph_total: float = 0.0
+    """$/h while running, storage included (for a bid: the bid plus storage)."""
+    storage_total_cost: float = 0.0
+    """$/h for its disk: all a stopped instance bills (§5.1, §7)."""
     disk_space: float = 0.0
     geolocation: str | None = None
     is_bid: bool = False
@@ -123,6 +126,16 @@ class Instance(msgspec.Struct, gc=False, kw_only=True):
     mem_usage: float | None = None
     vmem_usage: float | None = None
     disk_usage: float | None = None
+
+    @property
+    def stopped(self) -> bool:
+        """Its machine is not allocated (stopped by us or outbid): only storage bills."""
+        return self.actual_status == "stopped" or self.cur_state == "stopped"
+
+    @property
+    def billing(self) -> float:
+        """$/h it bills now: ``dph_total`` while it holds a machine, storage once stopped."""
+        return self.storage_total_cost if self.stopped else self.dph_total
 
     @property
     def address(self) -> str:

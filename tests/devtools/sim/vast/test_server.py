@@ -476,6 +476,50 @@ async def test_targeted_faults_through_the_python_api(vast_sim: VastSim) -> None
     assert status_of(vast_sim, dropping) == "offline"
 
 
+async def test_an_outbid_instance_stops_keeps_billing_storage_and_resumes(
+    vast_sim: VastSim,
+) -> None:
+    offer = min(vast_sim.offers(), key=lambda o: o["dph_base"])
+    async with api(vast_sim) as client:
+        instance_id = await buy(vast_sim, client, price=offer["min_bid"])
+        await vast_sim.wait_until(lambda s: status_of(s, instance_id) == "running")
+        refused = await client.post("/_sim/faults", json={"outbid": instance_id + 1})
+        assert refused.status_code == 400  # no such instance
+        await client.post("/_sim/faults", json={"outbid": instance_id})
+        stopped = vast_sim.instance(instance_id)
+        assert stopped is not None
+        assert (stopped["actual_status"], stopped["intended_status"]) == ("stopped", "running")
+        assert stopped["cur_state"] == "stopped"
+        assert "outbid" in stopped["status_msg"]
+        assert stopped["storage_total_cost"] > 0  # its disk still bills
+        assert stopped["min_bid"] == round(offer["min_bid"] * 1.2, 4)  # the going rate
+        await client.post("/_sim/faults", json={"resume": instance_id})
+        await vast_sim.wait_until(lambda s: status_of(s, instance_id) == "running")
+
+
+async def test_a_bid_at_the_going_rate_resumes_an_outbid_instance(vast_sim: VastSim) -> None:
+    offer = min(vast_sim.offers(), key=lambda o: o["dph_base"])
+    async with api(vast_sim) as client:
+        instance_id = await buy(vast_sim, client, price=offer["min_bid"])
+        on_demand = await buy(vast_sim, client)
+        vast_sim.outbid(instance_id, price=0.5)
+
+        async def bid(instance: int, price: object) -> httpx.Response:
+            body = {"client_id": "me", "price": price}
+            return await client.put(f"/api/v0/instances/bid_price/{instance}/", json=body)
+
+        assert (await bid(on_demand, 0.5)).status_code == 400  # not interruptible
+        assert (await bid(instance_id, offer["min_bid"] / 2)).status_code == 400  # below floor
+        assert (await bid(instance_id, 0.4)).json() == {"success": True}
+        assert status_of(vast_sim, instance_id) == "stopped"  # still outbid
+        assert (await bid(instance_id, 0.5)).json() == {"success": True}
+        shown = vast_sim.instance(instance_id)
+        assert shown is not None
+        assert shown["actual_status"] != "stopped"  # booting again
+        assert shown["dph_total"] == pytest.approx(0.5 + shown["storage_total_cost"])
+        await vast_sim.wait_until(lambda s: status_of(s, instance_id) == "running")
+
+
 async def test_bad_fault_settings_are_refused(vast_sim: VastSim) -> None:
     async with api(vast_sim) as client:
         response = await client.post("/_sim/faults", json={"no_such_fault": 1})

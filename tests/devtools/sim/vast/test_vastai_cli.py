@@ -118,3 +118,21 @@ async def test_buying_a_taken_offer_reports_no_such_ask(vast_sim: VastSim, tmp_p
                             "--image", "busybox")  # fmt: skip
     assert "no_such_ask" in out + err
     assert vast_sim.created == 1
+
+
+async def test_change_bid_resumes_an_outbid_instance(vast_sim: VastSim, tmp_path: Path) -> None:
+    offer = min(vast_sim.offers(), key=lambda o: o["dph_base"])
+    created = await vastai_json(
+        vast_sim, tmp_path, "create", "instance", str(offer["id"]), "--image", "busybox",
+        "--bid_price", str(offer["min_bid"]),
+    )  # fmt: skip
+    instance_id = created["new_contract"]
+    vast_sim.outbid(instance_id)
+    going = (vast_sim.instance(instance_id) or {})["min_bid"]
+    out, err = await vastai(
+        vast_sim, tmp_path, "change", "bid", str(instance_id), "--price", str(going)
+    )
+    assert "bid price changed" in out, err
+    await vast_sim.wait_until(
+        lambda s: (s.instance(instance_id) or {}).get("actual_status") == "running"
+    )

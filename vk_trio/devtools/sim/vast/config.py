@@ -8,6 +8,7 @@ RATE_LIMITS: dict[str, float] = {
     "PUT /api/v0/asks/{id}/": 4.5,
     "GET /api/v0/instances/{id}/": 2.0,
     "PUT /api/v0/instances/{id}/": 1.0,
+    "PUT /api/v0/instances/bid_price/{id}/": 1.0,
     "DELETE /api/v0/instances/{id}/": 3.0,
     "GET /api/v1/instances/": 1.0,
     "POST /api/v0/bundles/": 2.0,

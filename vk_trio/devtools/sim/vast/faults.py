@@ -33,12 +33,19 @@ class FaultControl(SimState):
 
         ``app_unhealthy=<instance id>`` makes that instance's app answer 500 from now on
         (``serve_ports``); it is per instance, so it is kept in ``unhealthy_apps``.
+        ``outbid=<instance id>`` and ``resume=<instance id>`` outbid an interruptible
+        instance and resume it (``outbid``, ``resume``).
 
         Instance-level rates apply to instances created from now on.
         """
         unhealthy = changes.pop("app_unhealthy", None)
         if unhealthy is not None:
             self.unhealthy_apps.add(int(unhealthy))
+        outbid, resume = changes.pop("outbid", None), changes.pop("resume", None)
+        if outbid is not None:
+            self.outbid(int(outbid))
+        if resume is not None:
+            self.resume(int(resume))
         merged = {**msgspec.structs.asdict(self.faults), **changes}
         self.faults = msgspec.convert(merged, Faults)
         logger.info("vast sim: faults set", **msgspec.structs.asdict(self.faults))
@@ -54,6 +61,21 @@ class FaultControl(SimState):
     def set_offline(self, instance_id: int) -> None:
         """Take the instance's host offline now (``actual_status`` becomes ``offline``)."""
         self._require(instance_id).offline_at = trio.current_time()
+        self._notify()
+
+    def outbid(self, instance_id: int, *, price: float | None = None) -> None:
+        """A rival outbids the interruptible instance now: it goes ``stopped`` (intended
+        still running), keeps its disk and bills storage. The machine's going rate becomes
+        ``price`` (default: its bid plus 20%); a bid at or above it resumes the instance."""
+        instance = self._require(instance_id)
+        if not instance.is_bid:
+            raise ValueError(f"instance {instance_id} is on demand: it cannot be outbid")
+        instance.outbid_by = price if price is not None else round(instance.bid * 1.2, 4)
+        self._notify()
+
+    def resume(self, instance_id: int) -> None:
+        """The market falls back: Vast starts the outbid instance again (it boots anew)."""
+        self._require(instance_id).resume(trio.current_time())
         self._notify()
 
     def set_stuck_loading(self, instance_id: int) -> None:
@@ -73,6 +95,6 @@ class FaultControl(SimState):
         body = json_object_body(request)
         try:
             self.set_faults(**(body or {}))
-        except (TypeError, msgspec.ValidationError) as exc:
+        except (TypeError, ValueError, KeyError, msgspec.ValidationError) as exc:
             return error_response(400, "invalid_args", str(exc))
         return Response.json(self.faults)

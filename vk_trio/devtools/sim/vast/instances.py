@@ -225,6 +225,34 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
             instance.exit_at = None
         instance.intended_status = state
 
+    async def _change_bid(self, request: Request, params: dict[str, str]) -> Response:
+        """``vastai change bid``: a new bid for an interruptible instance; ``price`` null
+        bids the winning price. A bid at or above the machine's going rate resumes an
+        outbid instance (one below it keeps waiting); never below the offer's ``min_bid``."""
+        instance = self._live(path_id(params))
+        body = json_object_body(request)
+        if instance is None:
+            return no_such_instance(path_id(params) or 0)
+        if body is None:
+            return error_response(400, "invalid_args", "a JSON body is required")
+        if not instance.is_bid:
+            return error_response(400, "invalid_args", "not an interruptible (bid) instance")
+        floor = float(instance.offer["min_bid"])
+        price = body.get("price")
+        if price is None:
+            price = max(instance.outbid_by or 0.0, floor, instance.bid)
+        if not isinstance(price, int | float) or isinstance(price, bool) or price <= 0:
+            return error_response(400, "invalid_price", f"Invalid bid price {price!r}")
+        if price < floor:
+            return error_response(
+                400, "invalid_price", f"Bid price {price} is below the minimum bid {floor}"
+            )
+        instance.dph_total = float(price) + instance.storage_per_hour
+        if instance.outbid_by is not None and price >= instance.outbid_by - 1e-9:
+            instance.resume(trio.current_time())
+        self._notify()
+        return Response.json({"success": True})
+
     async def _destroy(self, request: Request, params: dict[str, str]) -> Response:
         instance_id = path_id(params)
         instance = self._live(instance_id)
@@ -255,12 +283,12 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
         status, message = instance.phase(now, self.config.boot_seconds)
         offer, body = instance.offer, instance.body
         row = {k: offer.get(k) for k in _COPIED_FROM_OFFER}
-        disk_hour = float(offer["storage_cost"]) * float(body.get("disk") or 10.0) / 720.0
+        disk_hour = instance.storage_per_hour
         row.update(
             id=instance.id,
             actual_status=status,
             intended_status=instance.intended_status,
-            cur_state="stopped" if instance.intended_status == "stopped" else "running",
+            cur_state="stopped" if status == "stopped" else "running",
             next_state=instance.intended_status,
             status_msg=message,
             label=instance.label,
@@ -283,6 +311,7 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
             machine_dir_ssh_port=instance.direct_ports[0] - 1,
             jupyter_token=digest(instance.api_key, "jupyter"),
             dph_total=instance.dph_total,
+            min_bid=offer.get("min_bid") if instance.outbid_by is None else instance.outbid_by,
             storage_total_cost=disk_hour,
             is_bid=instance.is_bid,
             disk_space=float(body.get("disk") or 10.0),
@@ -323,7 +352,7 @@ _COPIED_FROM_OFFER = tuple(
     """machine_id host_id bundle_id num_gpus gpu_name gpu_ram gpu_frac gpu_arch gpu_lanes
     gpu_mem_bw compute_cap cuda_max_good driver_version cpu_name cpu_arch cpu_cores
     cpu_cores_effective cpu_ram disk_name disk_bw inet_up inet_down inet_up_cost inet_down_cost
-    dph_base storage_cost min_bid geolocation reliability2 verification rentable static_ip
+    dph_base storage_cost geolocation reliability2 verification rentable static_ip
     external hosting_type mobo_name os_version pci_gen pcie_bw dlperf total_flops bw_nvlink
     has_avx direct_port_count""".split()  # noqa: SIM905 (a word list reads better)
 )

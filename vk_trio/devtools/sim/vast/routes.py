@@ -87,6 +87,7 @@ ROUTES: list[Route] = [
     _route("GET", "/api/v1/instances/", "_list"),
     _route("GET", "/api/v0/instances/", "_legacy_list"),
     _route("PUT", "/api/v0/instances/request_logs/{id}/", "_request_logs"),
+    _route("PUT", "/api/v0/instances/bid_price/{id}/", "_change_bid"),
     _route("GET", "/api/v0/instances/{id}/", "_show"),
     _route("PUT", "/api/v0/instances/{id}/", "_modify"),
     _route("DELETE", "/api/v0/instances/{id}/", "_destroy"),

@@ -57,9 +57,15 @@ class SimInstance:
     exit_at: float | None = None
     exit_code: int = 1
     destroyed_at: float | None = None
+    outbid_by: float | None = None
+    """While outbid: the GPU price $/h that outbid it (the machine's going rate). The
+    instance is ``stopped`` though ``intended_status`` stays running, as Vast does; a bid at
+    or above it (``bid_price``) or ``resume`` starts it again."""
 
     def phase(self, now: float, boot: float) -> tuple[str | None, str | None]:
         """``(actual_status, status_msg)`` at trio time ``now``."""
+        if self.outbid_by is not None:
+            return "stopped", "Instance stopped: outbid"
         if self.intended_status == "stopped":
             return "stopped", "Instance stopped"
         if self.offline_at is not None and now >= self.offline_at:
@@ -86,6 +92,23 @@ class SimInstance:
         marks = [self.boot_from + f * boot for f in (0.2, 0.4, 1.0)]
         marks += [t for t in (self.offline_at, self.exit_at) if t is not None]
         return min((t for t in marks if t > now), default=math.inf)
+
+    @property
+    def storage_per_hour(self) -> float:
+        """$/h its disk bills, running or not (``storage_total_cost``)."""
+        disk = float(self.body.get("disk") or 10.0)
+        return float(self.offer["storage_cost"]) * disk / market.HOURS_PER_MONTH
+
+    @property
+    def bid(self) -> float:
+        """The GPU part of ``dph_total``: the bid of an interruptible instance."""
+        return self.dph_total - self.storage_per_hour
+
+    def resume(self, now: float) -> None:
+        """Vast starts an outbid instance again: it boots anew, its disk as it was."""
+        if self.outbid_by is not None:
+            self.outbid_by = None
+            self.boot_from = now
 
     @property
     def image(self) -> str:
