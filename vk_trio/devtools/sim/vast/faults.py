@@ -8,13 +8,14 @@ import msgspec
 import trio
 from loguru import logger
 
+from vk_trio.devtools.sim.vast.billing import Billing
 from vk_trio.devtools.sim.vast.config import Faults
 from vk_trio.devtools.sim.vast.routes import error_response, json_object_body
-from vk_trio.devtools.sim.vast.state import SimInstance, SimState
+from vk_trio.devtools.sim.vast.state import SimInstance
 from vk_trio.http_server import Request, Response
 
 
-class FaultControl(SimState):
+class FaultControl(Billing):
     """The faults in force, each instance's fate, and the calls that break one instance now."""
 
     def _decide_fate(self, instance: SimInstance) -> None:
@@ -33,9 +34,13 @@ class FaultControl(SimState):
 
         ``app_unhealthy=<instance id>`` makes that instance's app answer 500 from now on
         (``serve_ports``); it is per instance, so it is kept in ``unhealthy_apps``.
+        ``credit=<dollars>`` sets the account's credit (``Billing.set_credit``).
 
         Instance-level rates apply to instances created from now on.
         """
+        credit = changes.pop("credit", None)
+        if credit is not None:
+            self.set_credit(float(credit))
         unhealthy = changes.pop("app_unhealthy", None)
         if unhealthy is not None:
             self.unhealthy_apps.add(int(unhealthy))
@@ -73,6 +78,6 @@ class FaultControl(SimState):
         body = json_object_body(request)
         try:
             self.set_faults(**(body or {}))
-        except (TypeError, msgspec.ValidationError) as exc:
+        except (TypeError, ValueError, msgspec.ValidationError) as exc:
             return error_response(400, "invalid_args", str(exc))
         return Response.json(self.faults)

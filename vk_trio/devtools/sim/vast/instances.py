@@ -11,6 +11,7 @@ from loguru import logger
 
 from vk_trio.devtools.sim.vast import market
 from vk_trio.devtools.sim.vast.apps import AppPorts, InstanceApps
+from vk_trio.devtools.sim.vast.billing import MISSING_BILLING
 from vk_trio.devtools.sim.vast.config import WALK_SECONDS, WALKS_KEPT
 from vk_trio.devtools.sim.vast.faults import FaultControl
 from vk_trio.devtools.sim.vast.market import Row
@@ -49,6 +50,8 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
         problem = _create_problem(body, self._offers.get(offer_id))
         if problem:
             return error_response(400, problem[0], problem[1], ask_id=offer_id)
+        if self.out_of_credit():
+            return error_response(400, *MISSING_BILLING)
         offer = self._take_offer(offer_id)
         if offer is None:
             return error_response(
@@ -70,6 +73,7 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
         price = body.get("price")
         gpu = float(price) if price is not None else float(offer["dph_base"])
         disk = float(body.get("disk") or 10.0)
+        storage = float(offer["storage_cost"]) * disk / market.HOURS_PER_MONTH
         specs = port_specs(body.get("env") or {})
         first = self._rng.randrange(20_000, 60_000)
         ports = {
@@ -88,7 +92,8 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
             label=body.get("label"),
             created_at=now,
             start_date=wall_time(),
-            dph_total=gpu + float(offer["storage_cost"]) * disk / market.HOURS_PER_MONTH,
+            dph_total=gpu + storage,
+            storage_per_hour=storage,
             is_bid=price is not None,
             ports=ports,
             direct_ports=(first, first + len(specs) - 1),
@@ -210,6 +215,8 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
             return Response.json({"success": False, "msg": "Invalid target state"}, 400)
         if len(str(body.get("label") or "")) > 1024:
             return error_response(400, "invalid_args", "label_too_long")
+        if body.get("state") == "running" and self.out_of_credit():
+            return error_response(400, *MISSING_BILLING)
         if "state" in body:
             self._set_state(instance, str(body["state"]))
         if "label" in body:
@@ -219,6 +226,7 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
 
     def _set_state(self, instance: SimInstance, state: str) -> None:
         """Stop, or start again: a start boots anew, clearing an exit (a host stays offline)."""
+        instance.bank(trio.current_time(), self.config.boot_seconds)
         if state == "running" and instance.intended_status != "running":
             instance.boot_from = trio.current_time()
         if state == "running":
@@ -245,7 +253,7 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
         logger.info(
             "vast sim: instance destroyed",
             instance_id=instance.id,
-            cost=round(instance.cost(instance.destroyed_at), 6),
+            cost=round(instance.cost(instance.destroyed_at, self.config.boot_seconds), 6),
         )
         self._notify()
 

@@ -43,6 +43,9 @@ class SimInstance:
     start_date: float
     """Wall clock epoch, as the API reports it."""
     dph_total: float
+    """What the API shows: GPU plus storage, in USD per hour."""
+    storage_per_hour: float
+    """USD per hour billed for the disk while the instance exists, running or not."""
     is_bid: bool
     ports: dict[str, list[dict[str, str]]]
     direct_ports: tuple[int, int]
@@ -57,6 +60,10 @@ class SimInstance:
     exit_at: float | None = None
     exit_code: int = 1
     destroyed_at: float | None = None
+    gpu_seconds: float = 0.0
+    """Seconds of GPU time billed before ``gpu_from`` (``bank``)."""
+    gpu_from: float = -math.inf
+    """trio clock: GPU time before this instant is in ``gpu_seconds`` already."""
 
     def phase(self, now: float, boot: float) -> tuple[str | None, str | None]:
         """``(actual_status, status_msg)`` at trio time ``now``."""
@@ -95,10 +102,38 @@ class SimInstance:
     def runtype(self) -> str:
         return str(self.body.get("runtype") or "ssh")
 
-    def cost(self, now: float) -> float:
-        """Dollars billed: ``dph_total`` for every hour between create and destroy."""
+    @property
+    def gpu_per_hour(self) -> float:
+        return self.dph_total - self.storage_per_hour
+
+    def running_seconds(self, now: float, boot: float) -> float:
+        """Seconds billed as GPU time up to ``now``: only while ``running`` (vast-api.md §7:
+        "GPU time only while running", loading is not charged)."""
+        return self.gpu_seconds + self._segment(now, boot)
+
+    def _segment(self, now: float, boot: float) -> float:
+        """GPU seconds since ``gpu_from`` in the current run, if it is running or ran."""
+        if self.intended_status != "running" or self.stuck_loading or self.oci_failure:
+            return 0.0
+        start = max(self.boot_from + boot, self.gpu_from)
+        ends = (now, self.offline_at, self.exit_at, self.destroyed_at)
+        return max(0.0, min(t for t in ends if t is not None) - start)
+
+    def bank(self, now: float, boot: float) -> None:
+        """Keep the GPU time so far: call it before any change of state (stop, start)."""
+        self.gpu_seconds += self._segment(now, boot)
+        self.gpu_from = now
+
+    def storage_seconds(self, now: float) -> float:
+        """Seconds billed as storage: from creation until destroyed, stopped or not."""
         end = self.destroyed_at if self.destroyed_at is not None else now
-        return self.dph_total * max(0.0, end - self.created_at) / 3600.0
+        return max(0.0, end - self.created_at)
+
+    def cost(self, now: float, boot: float) -> float:
+        """Dollars billed so far, as Vast bills: GPU by the second while running, storage
+        while the instance exists."""
+        gpu = self.gpu_per_hour * self.running_seconds(now, boot)
+        return (gpu + self.storage_per_hour * self.storage_seconds(now)) / 3600.0
 
 
 def digest(*parts: object) -> str:
