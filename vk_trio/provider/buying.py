@@ -1,11 +1,13 @@
 """Buying an instance for one pod: search, pick, hold budget, claim, record intent, create.
 
 ``Buyer.acquire`` loops until an instance exists, showing on the pod why it waits (no offers,
-the price cap, the node's spend cap, a Vast outage, a missing Secret). Each turn:
+the price cap, the node's spend cap, the account's credit, a Vast outage, a missing Secret).
+Each turn:
 
 1. search (shared by every pod with the same query, ``market.SharedSearches``) and re-check
    the offers locally (``selection.select``), leaving out machines that failed this pod;
-2. for up to ``OFFERS_PER_SEARCH`` offers, best first: hold the price in the node budget,
+2. unless the account's credit is too low for the cheapest (``account.CreditWatch``), for up
+   to ``OFFERS_PER_SEARCH`` offers, best first: hold the price in the node budget,
    claim the offer against sibling pods, build the create request from the pod spec;
 3. write the intent (``vast.ai/buying``) on the pod; **no intent written, no create sent**: a
    process killed from here on must know to look for the instance before buying again;
@@ -16,6 +18,7 @@ the price cap, the node's spend cap, a Vast outage, a missing Secret). Each turn
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -44,7 +47,7 @@ from vk_trio.provider.selection import (
 )
 from vk_trio.provider.spec import MissingReference, ObjectLookup, SpecError, instance_request
 from vk_trio.retry import pod_backoff
-from vk_trio.vast import Offer, OfferGone, VastClient
+from vk_trio.vast import InsufficientCredit, Offer, OfferGone, VastClient
 
 __all__ = ["OFFERS_PER_SEARCH", "Buyer", "describe_offer"]
 
@@ -65,6 +68,15 @@ each looking every 2 s spent the node's CPU on re-reading one answer, while buys
 at the pace creates complete whoever looks."""
 
 TAKEN_MESSAGE = "the offers found are being bought by this node's other pods; looking again"
+
+CREDIT_LOW = "CreditLow"
+"""The waiting reason while the account's credit is too low to buy (``account``)."""
+RECHECKED_EACH_SWEEP = ("SpendCapReached", CREDIT_LOW)
+"""Waits that end when something else changes (room frees, credit is added): looked at again
+each slow sweep, with no backoff."""
+
+CreditCheck = Callable[[float], str | None]
+"""Why a pod may not buy at a price (USD/h) for lack of credit, or None."""
 
 
 def describe_offer(offer: Offer, price: float) -> str:
@@ -93,8 +105,10 @@ class Buyer:
         claims: OfferClaims,
         budget: Budget,
         objects: ObjectLookup,
+        credit: CreditCheck = lambda price: None,
     ) -> None:
         self._settings = settings
+        self._credit = credit
         self._vast = vast
         self._poller = poller
         self._searches = searches
@@ -143,7 +157,7 @@ class Buyer:
             taken = False
             reason, message = outcome
             # Room frees when another pod's instance goes: look again each slow sweep.
-            delay = self._settings.poll_slow if reason == "SpendCapReached" else waits.next()
+            delay = self._settings.poll_slow if reason in RECHECKED_EACH_SWEEP else waits.next()
             await progress.waiting(reason, f"{message}; retrying in {delay:.0f}s")
             await trio.sleep(delay)
 
@@ -196,6 +210,11 @@ class Buyer:
     ) -> int | Wait:
         """Try the best ``OFFERS_PER_SEARCH`` offers still free and within the budget, in
         order; ``expire`` is the search to forget when none of them could be had."""
+        cheapest = min(offer_price(o, requirements) for o in selection.ranked)
+        no_credit = self._credit(cheapest)
+        if no_credit is not None:
+            await progress.event("Warning", CREDIT_LOW, no_credit)
+            return CREDIT_LOW, no_credit
         refusal = None
         tried = 0
         for offer in selection.ranked:
@@ -296,8 +315,12 @@ class Buyer:
             return "SearchingOffers", f"Vast API unavailable: {exc}"
         except PermanentError as exc:  # e.g. a wrong API key, no credit: one reason for all
             await _clear_intent(progress)
-            await progress.event("Warning", "VastAPIError", f"buying failed: {exc}")
-            return "VastAPIError", f"buying failed: {exc}"
+            # No credit is Vast's own verdict, met before the node's credit read saw it.
+            credit = isinstance(exc, InsufficientCredit)
+            reason = CREDIT_LOW if credit else "VastAPIError"
+            detail = f"buying failed: {exc}" + ("; add Vast credit to resume" if credit else "")
+            await progress.event("Warning", reason, detail)
+            return reason, detail
         if result is None:  # refused, or lost and not found by its label: nothing bills
             await _clear_intent(progress)
             return None

@@ -39,6 +39,7 @@ import trio
 from loguru import logger
 
 from vk_trio.errors import TemporaryError, VkError
+from vk_trio.provider.cost import CostBook
 from vk_trio.provider.labels import LabelOwner, label_owner
 from vk_trio.vast import Instance, VastClient
 
@@ -98,6 +99,8 @@ class InstancePoller:
         self._rate = 0.0
         self._rate_since = trio.current_time()
         self._spent = 0.0
+        self.costs = CostBook(node)
+        """What each pod's instances have cost, metered at every sweep (``cost``)."""
 
     # -- what pod tasks use -------------------------------------------------------------
 
@@ -314,6 +317,7 @@ class InstancePoller:
         self._spent = self.spent()
         self._rate = sum(i.dph_total for i in self._by_id.values())
         self._rate_since = now
+        self.costs.observe(self._by_id.values(), now)
         if complete:  # forget the marks of long-gone instances
             for instance_id in [i for i in written if i not in self._by_id and written[i] < order]:
                 del written[instance_id]

@@ -109,6 +109,8 @@ class Instance(msgspec.Struct, gc=False, kw_only=True):
     gpu_name: str | None = None
     gpu_ram: float = 0.0
     dph_total: float = 0.0
+    storage_total_cost: float = 0.0
+    """USD per hour of the disk alone: what a stopped or booting instance bills."""
     disk_space: float = 0.0
     geolocation: str | None = None
     is_bid: bool = False
