@@ -10,8 +10,8 @@ current spend a Warning Event goes to the Node first; the Node hears once per ch
 the credit and the hours left. Adding credit resumes buying at the next read.
 
 ``CostRecorder`` writes each pod's ``vast.ai/cost`` record (``cost.CostBook``) each slow sweep
-and once more when the pod ends, and compares the node's sum with Vast's charges
-(``GET /api/v0/charges/``), logging how far apart they are.
+and once more when the pod ends, and every few minutes compares the node's sum with Vast's
+charges (``GET /api/v0/charges/``), logging how far apart they are.
 
 Secondary work: a failed read or write is logged and tried again next sweep; buying goes on
 as last decided while the credit cannot be read.
@@ -37,10 +37,14 @@ from vk_trio.provider.cost import CostBook
 from vk_trio.provider.poller import InstancePoller
 from vk_trio.vast import VastClient
 
-__all__ = ["CHARGES_WINDOW", "CostRecorder", "CreditState", "CreditWatch"]
+__all__ = ["CHARGES_WINDOW", "RECONCILE_EVERY", "CostRecorder", "CreditState", "CreditWatch"]
 
 CHARGES_WINDOW = 7 * 24 * 3600.0
 """Seconds of Vast's charges compared with the node's meters (the CLI's default window)."""
+
+RECONCILE_EVERY = 300.0
+"""Seconds between comparisons with Vast's charges: a page per 100 instances of the account's
+week, too many to read each slow sweep on a busy account (Vast's own charges lag anyway)."""
 
 NodeEvent = Callable[[str, str, str], Awaitable[None]]
 """``(type, reason, message)``: posts an Event about the Node; never raises."""
@@ -162,12 +166,15 @@ class CostRecorder:
         self._interval = interval
 
     async def run(self) -> None:
-        """Each slow sweep: write what changed, then reconcile; until cancelled."""
+        """Each slow sweep: write what changed; every ``RECONCILE_EVERY``: reconcile."""
+        reconcile_at = trio.current_time() + RECONCILE_EVERY
         while True:
             await trio.sleep(self._interval)
             for uid in self._book.uids():
                 await self.write(uid)
-            await self.reconcile()
+            if trio.current_time() >= reconcile_at:
+                reconcile_at = trio.current_time() + RECONCILE_EVERY
+                await self.reconcile()
 
     async def write(self, uid: str, pod: Pod | None = None) -> None:
         """Write pod ``uid``'s cost record if it changed (``pod`` when the caller has it)."""

@@ -27,7 +27,7 @@ from vk_trio.annotations import COST, COST_INSTANCES
 from vk_trio.provider.labels import LabelOwner, label_owner
 from vk_trio.vast import Instance
 
-__all__ = ["CostBook", "Reconciliation"]
+__all__ = ["CostBook", "Reconciliation", "billing_rate"]
 
 
 @dataclass

@@ -39,7 +39,7 @@ import trio
 from loguru import logger
 
 from vk_trio.errors import TemporaryError, VkError
-from vk_trio.provider.cost import CostBook
+from vk_trio.provider.cost import CostBook, billing_rate
 from vk_trio.provider.labels import LabelOwner, label_owner
 from vk_trio.vast import Instance, VastClient
 
@@ -99,6 +99,7 @@ class InstancePoller:
         self._rate = 0.0
         self._rate_since = trio.current_time()
         self._spent = 0.0
+        self._billing = 0.0
         self.costs = CostBook(node)
         """What each pod's instances have cost, metered at every sweep (``cost``)."""
 
@@ -122,9 +123,10 @@ class InstancePoller:
         return self._rate
 
     def spent(self) -> float:
-        """USD this node's instances have billed since this process started (as swept:
-        each sweep's hourly total, held until the next sweep)."""
-        return self._spent + self._rate * (trio.current_time() - self._rate_since) / 3600
+        """USD this node's instances have cost since this process started (as swept: each
+        sweep's billing rate, held until the next sweep; as Vast bills, a booting or stopped
+        instance costs only its storage, ``cost.billing_rate``)."""
+        return self._spent + self._billing * (trio.current_time() - self._rate_since) / 3600
 
     def all_uids(self) -> set[str]:
         """Every pod UID that has at least one instance in the last sweep."""
@@ -316,6 +318,7 @@ class InstancePoller:
         now = trio.current_time()
         self._spent = self.spent()
         self._rate = sum(i.dph_total for i in self._by_id.values())
+        self._billing = sum(billing_rate(i) for i in self._by_id.values())
         self._rate_since = now
         self.costs.observe(self._by_id.values(), now)
         if complete:  # forget the marks of long-gone instances
