@@ -106,12 +106,20 @@ async def test_low_credit_stops_buying_until_credit_is_added(
             with trio.fail_after(3 * SLOW):
                 await done.wait()
             await trio.sleep(2 * SLOW)  # the watch reads the credit again
+            assert watch.state is CreditState.OK
+            sim.set_faults(credit=3 * poller.spend_per_hour())  # three hours left: a warning
+            await watch.check()
+            assert watch.state is CreditState.LOW and watch.problem() is None
+            assert watch.refusal(0.0) is None  # warned, still buying
             nursery.cancel_scope.cancel()
     assert sim.created == 1
     waits = [(reason, message) for reason, message in progress.waits if reason == CREDIT_LOW]
     assert waits and all("credit" in message for _, message in waits)
-    assert [reason for _, reason, _ in told] == ["CreditExhausted", "CreditOK"]
-    assert watch.problem() is None
+    assert [(kind, reason) for kind, reason, _ in told] == [
+        ("Warning", "CreditExhausted"),
+        ("Normal", "CreditOK"),
+        ("Warning", "CreditLow"),
+    ]
 
 
 async def test_a_pods_cost_over_ten_minutes_matches_the_bill(
