@@ -50,6 +50,16 @@ class Billing(SimState):
         self._checked_at = -math.inf
         self._credit_checked = self.config.credit
         """The exact credit at ``_checked_at`` (``settle``)."""
+        self._burn = 0.0
+        """USD/h of every live instance's ``dph_total``: none bills more (``settle``)."""
+
+    def _bill_from(self, instance: SimInstance) -> None:
+        """A new instance bills from now on."""
+        self._burn += instance.dph_total
+
+    def _bill_until(self, instance: SimInstance) -> None:
+        """A destroyed instance bills no more."""
+        self._burn = max(0.0, self._burn - instance.dph_total)
 
     def billed(self) -> float:
         """Dollars billed by every instance ever created, up to now."""
@@ -76,15 +86,17 @@ class Billing(SimState):
     def settle(self) -> bool:
         """Stop every running instance once the credit is gone; True when it is."""
         now = trio.current_time()
-        live = [i for i in self._instances.values() if i.destroyed_at is None]
-        burn = sum(i.dph_total for i in live)  # no instance bills more than this
-        floor = self._credit_checked - burn * max(0.0, now - self._checked_at) / 3600.0
+        floor = self._credit_checked - self._burn * max(0.0, now - self._checked_at) / 3600.0
         if floor > 0 and now - self._checked_at < RECHECK_SECONDS:
             return False
         self._credit_checked, self._checked_at = self.credit(), now
         if self._credit_checked > 0:
             return False
-        stopped = [i for i in live if i.intended_status == "running"]
+        stopped = [
+            i
+            for i in self._instances.values()
+            if i.destroyed_at is None and i.intended_status == "running"
+        ]
         for instance in stopped:
             self._stop_unpaid(instance, now)
         if stopped:

@@ -104,6 +104,7 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
         )
         self._decide_fate(instance)
         self._instances[instance.id] = instance
+        self._bill_from(instance)
         if app is not None:
             self._serve_app(instance, app)
         logger.info(
@@ -244,6 +245,7 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
     def _destroy_instance(self, instance: SimInstance) -> None:
         """Stop billing and put the machine back on the market under a fresh offer id."""
         instance.destroyed_at = trio.current_time()
+        self._bill_until(instance)
         relisted = market.list_offer(
             instance.offer,
             self._next_offer_id(),
