@@ -114,10 +114,11 @@ class CreditWatch:
         return f"Vast account credit low (${self.credit or 0.0:.2f} left): buying stopped"
 
     async def run(self) -> None:
-        """Read the credit every ``interval`` seconds until cancelled."""
+        """Read the credit every ``interval`` seconds until cancelled (``check`` first, to
+        know it before the first pod buys)."""
         while True:
-            await self.check()
             await trio.sleep(self._interval)
+            await self.check()
 
     async def check(self) -> None:
         """Read the credit once and tell the Node when its state changed."""
