@@ -88,3 +88,32 @@ async def test_the_cost_on_a_pod_that_ended_is_its_final_bill(
     recorded = float(final["metadata"]["annotations"][COST])
     assert recorded == pytest.approx(billed["cost"], rel=0.25, abs=2e-6)
     await delete_and_wait_gone(cluster, "finished")
+
+
+async def test_a_restarted_node_adds_to_the_cost_on_the_pod(
+    nursery: trio.Nursery, vast_sim: VastSim, cluster: Cluster
+) -> None:
+    """The annotation is the record: a new process continues from it, not from zero."""
+    settings = settings_for(vast_sim.url, cluster.kubeconfig)
+    with trio.CancelScope() as first_run:
+        async with trio.open_nursery() as inner:
+            await inner.start(serve_node, settings)
+            await cluster.create(gpu_pod("kept", cluster.namespace))
+            await wait_pod(cluster, "kept", lambda p: phase(p) == "Running")
+            await trio.sleep(2.0)
+            before = await wait_pod(cluster, "kept", lambda p: COST in p["metadata"]["annotations"])
+            first_run.cancel()
+    recorded = float(before["metadata"]["annotations"][COST])
+    assert recorded > 0
+    await trio.sleep(1.0)  # while no node runs, the instance bills on
+    await nursery.start(serve_node, settings)
+    shown_first = before["metadata"]["annotations"][COST]
+    after = await wait_pod(
+        cluster, "kept", lambda p: p["metadata"]["annotations"][COST] != shown_first
+    )
+    [billed] = bought_for(vast_sim, after)
+    shown = float(after["metadata"]["annotations"][COST])
+    # The first write of the new process continues from the record (a fresh start would
+    # write the half second it saw), and is never more than was billed; the second
+    # without a node is what is lost.
+    assert recorded < shown <= billed["cost"] + 1e-6
