@@ -18,8 +18,6 @@ import pytest
 from vk_trio import cli, spend
 from vk_trio.devtools.sim.kube import KubeSim
 
-NOW = datetime.now(UTC)
-
 
 def _stamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -45,13 +43,15 @@ def _pod(
 
 @pytest.fixture
 def cluster(kube_sim: KubeSim) -> KubeSim:
+    """Pods timed back from now (the report's period ends at the time it runs)."""
+    now = datetime.now(UTC)
     for namespace in ("team-a", "team-b"):
         kube_sim.create({"kind": "Namespace", "metadata": {"name": namespace}})
     pods = [
-        _pod("team-a", "train", "3.000000", NOW - timedelta(hours=30), NOW - timedelta(hours=6)),
-        _pod("team-a", "serve", "1.500000", NOW - timedelta(hours=2), None),
-        _pod("team-b", "old", "9.000000", NOW - timedelta(days=10), NOW - timedelta(days=9)),
-        _pod("team-b", "cpu-only", None, NOW - timedelta(hours=1), None),
+        _pod("team-a", "train", "3.000000", now - timedelta(hours=30), now - timedelta(hours=6)),
+        _pod("team-a", "serve", "1.500000", now - timedelta(hours=2), None),
+        _pod("team-b", "old", "9.000000", now - timedelta(days=10), now - timedelta(days=9)),
+        _pod("team-b", "cpu-only", None, now - timedelta(hours=1), None),
     ]
     for pod in pods:
         created = kube_sim.create(pod)
