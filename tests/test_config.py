@@ -188,3 +188,13 @@ def test_node_labels_and_taints_are_parsed_and_checked() -> None:
     for bad in ({"NODE_LABELS": "region"}, {"NODE_TAINTS": "tier=spot:Sometimes"}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             config.load(None, bad)
+
+
+def test_the_credit_warning_comes_at_or_before_buying_stops() -> None:
+    settings = config.load(None, {"CREDIT_STOP_HOURS": "0", "CREDIT_WARN_HOURS": "0"})
+    assert (settings.credit_stop_hours, settings.credit_warn_hours) == (0.0, 0.0)
+    assert config.load(None, {}).credit_stop_hours == 1.0
+    with pytest.raises(ConfigError, match=r"CREDIT_WARN_HOURS.*below CREDIT_STOP_HOURS"):
+        config.load(None, {"CREDIT_STOP_HOURS": "8"})
+    with pytest.raises(ConfigError, match="CREDIT_STOP_HOURS"):
+        config.load(None, {"CREDIT_STOP_HOURS": "-1"})

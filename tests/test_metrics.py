@@ -86,3 +86,30 @@ async def test_state_metrics_come_from_the_registered_callbacks() -> None:
     assert samples[("vk_trio_instances", (("status", "loading"),))] == 1
     assert samples[("vk_trio_spend_dollars_per_hour", ())] == 1.25
     assert samples[("vk_trio_spent_dollars_total", ())] == 7.5
+
+
+async def test_credit_and_cost_per_pod_and_namespace() -> None:
+    register_state(
+        StateSource(
+            pods=dict,
+            instances=dict,
+            spend_per_hour=lambda: 0.5,
+            spent=lambda: 0.0,
+            credit=lambda: (12.5, 25.0),
+            costs=lambda: {("team-a", "train"): 1.5, ("team-a", "serve"): 0.25, ("b", "x"): 2.0},
+        )
+    )
+    samples = await scrape()
+    assert samples[("vk_trio_credit_dollars", ())] == 12.5
+    assert samples[("vk_trio_credit_hours_left", ())] == 25.0
+    assert samples[("vk_trio_pod_cost_dollars", (("namespace", "team-a"), ("pod", "train")))] == 1.5
+    assert samples[("vk_trio_namespace_cost_dollars", (("namespace", "team-a"),))] == 1.75
+    assert samples[("vk_trio_namespace_cost_dollars", (("namespace", "b"),))] == 2.0
+
+
+async def test_no_credit_metrics_before_the_first_read() -> None:
+    register_state(
+        StateSource(pods=dict, instances=dict, spend_per_hour=lambda: 0.0, spent=lambda: 0.0)
+    )
+    samples = await scrape()
+    assert ("vk_trio_credit_dollars", ()) not in samples

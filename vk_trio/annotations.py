@@ -16,6 +16,8 @@ from typing import NamedTuple
 __all__ = [
     "BUYING",
     "CONTAINER",
+    "COST",
+    "COST_INSTANCES",
     "DISK",
     "ENDPOINTS",
     "GPU",
@@ -144,6 +146,8 @@ PRICE = "vast.ai/price-per-hour"
 LOCATION = "vast.ai/location"
 ENDPOINTS = "vast.ai/endpoints"
 BUYING = "vast.ai/buying"
+COST = "vast.ai/cost"
+COST_INSTANCES = "vast.ai/cost-instances"
 
 WRITTEN: tuple[Annotation, ...] = (
     Annotation(INSTANCE_ID, "`12345678`", "the instance bought for the pod"),
@@ -161,6 +165,17 @@ WRITTEN: tuple[Annotation, ...] = (
         BUYING,
         "`offer 9876543 at 2026-01-02T03:04:05Z`",
         "present only while a create request is in flight (see *Money safety*)",
+    ),
+    Annotation(
+        COST,
+        "`0.052311`",
+        "USD its instances have cost so far, replaced ones included; updated each slow "
+        "sweep, final when the pod ends (see *What it cost*)",
+    ),
+    Annotation(
+        COST_INSTANCES,
+        '`{"30012345":0.041200,"30012399":0.011111}`',
+        "the same, per instance: what a restarted node adds to",
     ),
 )
 

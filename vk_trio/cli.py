@@ -1,4 +1,5 @@
-"""The ``vk-trio`` command: ``run`` (the node), ``demo``, ``offers`` (dry run), ``bench``, ``sim``.
+"""The ``vk-trio`` command: ``run`` (the node), ``demo``, ``offers`` (dry run), ``spend``,
+``bench``, ``sim``.
 
 Each subcommand lives in its own module, which offers ``add_arguments(parser)`` and
 ``main(args) -> int``; this file only wires them. Command modules keep their imports light
@@ -49,6 +50,10 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("vk_trio.app", "run the virtual node (the container's command)"),
     "demo": ("vk_trio.devtools.demo", "run the node against the built-in simulators, end to end"),
     "offers": ("vk_trio.dryrun", "show which offers a pod's annotations would buy; buys nothing"),
+    "spend": (
+        "vk_trio.spend",
+        "what the pods' instances cost, by namespace and pod, over a period",
+    ),
     "bench": (
         "vk_trio.devtools.bench",
         "N pods at once on the real node process and simulators, measured",

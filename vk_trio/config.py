@@ -249,6 +249,25 @@ class Settings(msgspec.Struct, kw_only=True):
             extra={"unit": "instances"},
         ),
     ] = None
+    credit_stop_hours: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description="stop buying when the account's credit would last less than this at "
+            "the node's spend plus the pod's price: pods wait with CreditLow, /readyz and a "
+            "Node Event say so, buying resumes when credit is added (0: only when it is gone)",
+            extra={"unit": "hours"},
+        ),
+    ] = 1.0
+    credit_warn_hours: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description="a Warning Event on the Node when the account's credit would last "
+            "less than this at the node's current spend (at least CREDIT_STOP_HOURS)",
+            extra={"unit": "hours"},
+        ),
+    ] = 6.0
     vast_attempts: Annotated[
         int,
         Meta(
@@ -521,7 +540,12 @@ def _check_ranges(settings: Settings, fields: dict[str, _Field], values: dict[st
         value = getattr(settings, field.name)
         if isinstance(value, float) and not math.isfinite(value):
             raise _invalid(field, values[field.name])
-    for lower, upper in (("poll_fast", "poll_slow"), ("backoff_first", "backoff_cap")):
+    pairs = (
+        ("poll_fast", "poll_slow"),
+        ("backoff_first", "backoff_cap"),
+        ("credit_stop_hours", "credit_warn_hours"),
+    )
+    for lower, upper in pairs:
         if getattr(settings, upper) < getattr(settings, lower):
             field = fields[upper]
             raise ConfigError(

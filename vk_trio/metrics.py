@@ -128,6 +128,11 @@ class StateSource:
     """Dollars per hour this node's instances cost now."""
     spent: Callable[[], float]
     """Dollars this node's instances have cost since the process started."""
+    credit: Callable[[], tuple[float, float] | None] = lambda: None
+    """(dollars of credit left on the account, hours it lasts at the current spend), or None
+    before the first read."""
+    costs: Callable[[], Mapping[tuple[str, str], float]] = dict
+    """(namespace, pod) → dollars its instances have cost (``vast.ai/cost``)."""
 
 
 class _StateCollector(Collector):
@@ -162,6 +167,41 @@ class _StateCollector(Collector):
             "What this node's instances have cost since the process started, in dollars.",
             value=source.spent(),
         )
+        yield from _money(source)
+
+
+def _money(source: StateSource) -> Iterator[Metric]:
+    """The account's credit and what each pod and namespace has cost."""
+    credit = source.credit()
+    if credit is not None:
+        yield GaugeMetricFamily(
+            "vk_trio_credit_dollars", "The Vast account's credit, in dollars.", value=credit[0]
+        )
+        yield GaugeMetricFamily(
+            "vk_trio_credit_hours_left",
+            "Hours the Vast account's credit lasts at this node's current spend (+Inf when "
+            "nothing bills).",
+            value=credit[1],
+        )
+    costs = source.costs()
+    pods = GaugeMetricFamily(
+        "vk_trio_pod_cost_dollars",
+        "What each pod's instances have cost so far (vast.ai/cost), in dollars.",
+        labels=["namespace", "pod"],
+    )
+    namespaces: dict[str, float] = {}
+    for (namespace, pod), dollars in sorted(costs.items()):
+        pods.add_metric([namespace, pod], dollars)
+        namespaces[namespace] = namespaces.get(namespace, 0.0) + dollars
+    yield pods
+    by_namespace = GaugeMetricFamily(
+        "vk_trio_namespace_cost_dollars",
+        "What the instances of each namespace's pods on this node have cost so far, in dollars.",
+        labels=["namespace"],
+    )
+    for namespace, dollars in sorted(namespaces.items()):
+        by_namespace.add_metric([namespace], dollars)
+    yield by_namespace
 
 
 _STATE = _StateCollector()

@@ -34,7 +34,7 @@ class FakeProgress:
         await trio.lowlevel.checkpoint()
 
 
-class NoNamespaceBudgets:
+class FakeNamespaceBudgets:
     """Namespaces without a budget: every hold fits, nothing is written."""
 
     async def hold(self, pod: Pod, price: float) -> None:

@@ -18,7 +18,7 @@ import trio
 from trio.testing import MockClock
 
 from tests.plugins.vast_sim import VastSimFactory
-from tests.provider.fakes import FakeObjects, FakeProgress, NoNamespaceBudgets
+from tests.provider.fakes import FakeNamespaceBudgets, FakeObjects, FakeProgress
 from vk_trio.annotations import BUYING
 from vk_trio.config import Settings
 from vk_trio.devtools.sim.vast import VastSim
@@ -108,7 +108,7 @@ async def try_to_buy(
             searches=SharedSearches(vast),
             claims=OfferClaims(),
             budget=Budget(poller, max_hourly=None, max_instances=max_instances),
-            namespaces=NoNamespaceBudgets(),
+            namespaces=FakeNamespaceBudgets(),
             objects=FakeObjects(),
         )
         with trio.move_on_after(seconds):

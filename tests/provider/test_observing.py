@@ -53,7 +53,7 @@ def watch(policy: OutbidPolicy = "wait") -> InstanceWatch:
 )
 def test_outbid_is_a_bid_stopped_while_meant_to_run(shown: Instance, expected: bool) -> None:
     assert outbid(shown) is expected
-    assert shown.billing == (0.01 if shown.stopped else 0.4)
+    assert shown.billing == (0.4 if shown.actual_status == "running" else 0.01)
 
 
 @pytest.mark.parametrize(

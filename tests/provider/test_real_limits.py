@@ -19,7 +19,7 @@ import trio
 from trio.testing import MockClock
 
 from tests.plugins.vast_sim import VastSimFactory
-from tests.provider.fakes import FakeObjects, FakeProgress, NoNamespaceBudgets
+from tests.provider.fakes import FakeNamespaceBudgets, FakeObjects, FakeProgress
 from vk_trio.config import Settings
 from vk_trio.devtools.sim.vast import VastSim
 from vk_trio.kube.models import Pod
@@ -68,7 +68,7 @@ async def test_twenty_pods_at_once_are_bought_at_vasts_pace_without_a_429(
             searches=SharedSearches(vast),
             claims=OfferClaims(),
             budget=Budget(poller, max_hourly=None, max_instances=None),
-            namespaces=NoNamespaceBudgets(),
+            namespaces=FakeNamespaceBudgets(),
             objects=FakeObjects(),
         )
 

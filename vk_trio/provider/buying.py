@@ -1,14 +1,16 @@
 """Buying an instance for one pod: search, pick, hold budget, claim, record intent, create.
 
 ``Buyer.acquire`` loops until an instance exists, showing on the pod why it waits (no offers,
-the price cap, the node's or the namespace's spend cap, a Vast outage, a missing Secret).
+the price cap, the node's or the namespace's spend cap, the account's credit, a Vast outage, a
+missing Secret).
 Each turn:
 
 1. search (shared by every pod with the same query, ``market.SharedSearches``) and re-check
    the offers locally (``selection.select``), leaving out machines that failed this pod;
-2. for up to ``OFFERS_PER_SEARCH`` offers, best first: claim the offer against sibling pods,
-   hold the price in the node budget and in the namespace's (``namespace_budget``: on the
-   Namespace, shared by every node), build the create request from the pod spec;
+2. unless the account's credit is too low for the cheapest (``account.CreditWatch``), for up
+   to ``OFFERS_PER_SEARCH`` offers, best first: claim the offer against sibling pods, hold the
+   price in the node budget and in the namespace's (``namespace_budget``: on the Namespace,
+   shared by every node), build the create request from the pod spec;
 3. write the intent (``vast.ai/buying``) on the pod; **no intent written, no create sent**: a
    process killed from here on must know to look for the instance before buying again;
 4. create (shielded once sent; a lost answer is looked up by label, ``instances.buy``) and
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import trio
@@ -48,7 +51,7 @@ from vk_trio.provider.selection import (
 )
 from vk_trio.provider.spec import MissingReference, ObjectLookup, SpecError, instance_request
 from vk_trio.retry import pod_backoff
-from vk_trio.vast import Offer, OfferGone, VastClient
+from vk_trio.vast import InsufficientCredit, Offer, OfferGone, VastClient
 
 __all__ = ["OFFERS_PER_SEARCH", "Buyer", "describe_offer"]
 
@@ -68,11 +71,17 @@ per ``poll_fast``: with more waiting, each waits proportionally longer. Five tho
 each looking every 2 s spent the node's CPU on re-reading one answer, while buys free up
 at the pace creates complete whoever looks."""
 
-ROOM_REASONS = frozenset({"SpendCapReached", NAMESPACE_BUDGET_REACHED})
-"""Waits for a budget's room (the node's, the namespace's): it frees when another pod's
-instance goes, so the pod looks again each slow sweep rather than backing off."""
-
 TAKEN_MESSAGE = "the offers found are being bought by this node's other pods; looking again"
+
+CREDIT_LOW = "CreditLow"
+"""The waiting reason while the account's credit is too low to buy (``account``)."""
+RECHECKED_EACH_SWEEP = frozenset({"SpendCapReached", NAMESPACE_BUDGET_REACHED, CREDIT_LOW})
+"""Waits that end when something else changes (room frees in the node's or the namespace's
+budget when another pod's instance goes, credit is added): looked at again each slow sweep,
+with no backoff."""
+
+CreditCheck = Callable[[float], str | None]
+"""Why a pod may not buy at a price (USD/h) for lack of credit, or None."""
 
 
 class _Refused(NamedTuple):
@@ -108,8 +117,10 @@ class Buyer:
         budget: Budget,
         namespaces: NamespaceHolds,
         objects: ObjectLookup,
+        credit: CreditCheck = lambda price: None,
     ) -> None:
         self._settings = settings
+        self._credit = credit
         self._vast = vast
         self._poller = poller
         self._searches = searches
@@ -159,7 +170,7 @@ class Buyer:
             taken = False
             reason, message = outcome
             # Room frees when another pod's instance goes: look again each slow sweep.
-            delay = self._settings.poll_slow if reason in ROOM_REASONS else waits.next()
+            delay = self._settings.poll_slow if reason in RECHECKED_EACH_SWEEP else waits.next()
             await progress.waiting(reason, f"{message}; retrying in {delay:.0f}s")
             await trio.sleep(delay)
 
@@ -212,6 +223,11 @@ class Buyer:
     ) -> int | Wait:
         """Try the best ``OFFERS_PER_SEARCH`` offers still free and within the budget, in
         order; ``expire`` is the search to forget when none of them could be had."""
+        cheapest = min(offer_price(o, requirements) for o in selection.ranked)
+        no_credit = self._credit(cheapest)
+        if no_credit is not None:
+            await progress.event("Warning", CREDIT_LOW, no_credit)
+            return CREDIT_LOW, no_credit
         refusal: Wait | None = None
         tried = 0
         too_dear = math.inf  # the namespace refused this price: dearer ones need no asking
@@ -225,7 +241,7 @@ class Buyer:
                 pod, offer, requirements, price, label, progress, selection, first=tried == 0
             )
             if isinstance(outcome, _Refused):  # a cheaper fallback may still fit
-                if outcome.wait[0] not in ROOM_REASONS:  # e.g. a malformed namespace budget
+                if outcome.wait[0] not in RECHECKED_EACH_SWEEP:  # e.g. a malformed namespace budget
                     await progress.event("Warning", *outcome.wait)
                     return outcome.wait
                 if outcome.wait[0] == NAMESPACE_BUDGET_REACHED:
@@ -379,8 +395,12 @@ class Buyer:
             return "SearchingOffers", f"Vast API unavailable: {exc}"
         except PermanentError as exc:  # e.g. a wrong API key, no credit: one reason for all
             await _clear_intent(progress)
-            await progress.event("Warning", "VastAPIError", f"buying failed: {exc}")
-            return "VastAPIError", f"buying failed: {exc}"
+            # No credit is Vast's own verdict, met before the node's credit read saw it.
+            credit = isinstance(exc, InsufficientCredit)
+            reason = CREDIT_LOW if credit else "VastAPIError"
+            detail = f"buying failed: {exc}" + ("; add Vast credit to resume" if credit else "")
+            await progress.event("Warning", reason, detail)
+            return reason, detail
         if result is None:  # refused, or lost and not found by its label: nothing bills
             await _clear_intent(progress)
             return None

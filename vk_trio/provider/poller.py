@@ -39,6 +39,7 @@ import trio
 from loguru import logger
 
 from vk_trio.errors import TemporaryError, VkError
+from vk_trio.provider.cost import CostBook
 from vk_trio.provider.labels import LabelOwner, label_owner
 from vk_trio.vast import Instance, VastClient
 
@@ -98,6 +99,8 @@ class InstancePoller:
         self._rate = 0.0
         self._rate_since = trio.current_time()
         self._spent = 0.0
+        self.costs = CostBook(node)
+        """What each pod's instances have cost, metered at every sweep (``cost``)."""
 
     # -- what pod tasks use -------------------------------------------------------------
 
@@ -115,13 +118,13 @@ class InstancePoller:
         return list(self._by_id.values())
 
     def spend_per_hour(self) -> float:
-        """USD per hour this node's instances bill, as of the last sweep: a stopped one (an
-        outbid interruptible) bills its storage only."""
+        """USD per hour this node's instances bill, as of the last sweep (``Instance.billing``:
+        a booting or stopped one, an outbid interruptible, bills its storage only)."""
         return self._rate
 
     def spent(self) -> float:
-        """USD this node's instances have billed since this process started (as swept:
-        each sweep's hourly total, held until the next sweep)."""
+        """USD this node's instances have cost since this process started (as swept: each
+        sweep's billing rate, held until the next sweep)."""
         return self._spent + self._rate * (trio.current_time() - self._rate_since) / 3600
 
     def all_uids(self) -> set[str]:
@@ -315,6 +318,7 @@ class InstancePoller:
         self._spent = self.spent()
         self._rate = sum(i.billing for i in self._by_id.values())
         self._rate_since = now
+        self.costs.observe(self._by_id.values(), now)
         if complete:  # forget the marks of long-gone instances
             for instance_id in [i for i in written if i not in self._by_id and written[i] < order]:
                 del written[instance_id]

@@ -38,10 +38,11 @@ from vk_trio.node.provider import (
     Usage,
 )
 from vk_trio.node.status import DISRUPTION_TARGET
+from vk_trio.provider.account import CostRecorder
 from vk_trio.provider.budget import Budget
-from vk_trio.provider.buying import Buyer
+from vk_trio.provider.buying import Buyer, CreditCheck
 from vk_trio.provider.instances import destroy_all
-from vk_trio.provider.labels import instance_label
+from vk_trio.provider.labels import LabelOwner, instance_label
 from vk_trio.provider.logs import VastLogs
 from vk_trio.provider.market import OfferClaims, SharedSearches
 from vk_trio.provider.namespace_budget import NamespaceHolds
@@ -86,12 +87,15 @@ class VastProvider:
         objects: ObjectLookup,
         budget: Budget,
         namespaces: NamespaceHolds,
+        credit: CreditCheck = lambda price: None,
+        costs: CostRecorder | None = None,
     ) -> None:
         self._settings = settings
         self._vast = vast
         self._poller = poller
         self._budget = budget
         self._namespaces = namespaces
+        self._costs = costs
         self._buyer = Buyer(
             settings=settings,
             vast=vast,
@@ -101,6 +105,7 @@ class VastProvider:
             budget=budget,
             namespaces=namespaces,
             objects=objects,
+            credit=credit,
         )
         self._logs = VastLogs(vast, poller)
         self._backoff = pod_backoff(settings)
@@ -170,6 +175,9 @@ class VastProvider:
         it lives as long as the instance, and a thousand stale copies add up.
         """
         requirements = _requirements(pod)
+        meta = progress.pod.metadata
+        owner = LabelOwner(meta.namespace, meta.name, meta.uid)
+        self._poller.costs.seed(pod.uid, owner, meta.annotations)
         watch = InstanceWatch(
             int(instance),
             now=trio.current_time(),
@@ -224,6 +232,8 @@ class VastProvider:
         if keep is None:
             self._budget.release(pod.uid)
             await self._namespaces.release(pod)  # raises when it cannot: retried as a whole
+            if self._costs is not None:
+                await self._costs.final(pod)
         self._poller.hurry()
         return destroyed
 
@@ -231,6 +241,7 @@ class VastProvider:
         self._pods.pop(pod.uid, None)
         self._logs.forget(pod.uid)
         self._poller.forget(pod.uid)
+        self._poller.costs.forget(pod.uid)
 
     async def logs(self, pod: Pod, container: str, options: LogOptions) -> AsyncIterator[bytes]:
         return await self._logs.stream(pod, container, options)

@@ -9,6 +9,9 @@ election) and returns a ``VastBackend``. The app starts its two tasks in the roo
 - ``reap``: the orphan reaper, and the tidying of this node's stale namespace budget holds
   (``namespace_budget.run_tidy``), once the node's pods are dispatched (both must know them).
 
+Beside the poller, ``run`` keeps the account's money in view each slow sweep
+(``account``): the credit (buying stops before it runs dry) and each pod's cost record.
+
 The backend also says how Vast is doing, for ``/readyz`` (``last_success``, ``problem``) and
 ``/metrics`` (``metrics_state``), so the app itself holds no Vast policy.
 """
@@ -19,7 +22,7 @@ import functools
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import trio
 from loguru import logger
@@ -30,10 +33,12 @@ from vk_trio.config import Settings
 from vk_trio.errors import PermanentError
 from vk_trio.kube.api import KubeClient
 from vk_trio.kube.errors import KubeError
+from vk_trio.kube.events import EventRecorder, Involved
 from vk_trio.kube.node import NodeStatusReporter
 from vk_trio.kube.pods import KubeObjects, get_pod
 from vk_trio.logs import redact
 from vk_trio.node.dispatch import Dispatcher
+from vk_trio.provider.account import CostRecorder, CreditWatch
 from vk_trio.provider.budget import Budget
 from vk_trio.provider.namespace_budget import NamespaceBudget, run_tidy
 from vk_trio.provider.poller import InstancePoller
@@ -83,6 +88,9 @@ class VastBackend:
         kube client by whichever of ``run`` and ``reap`` needs it first."""
         self.stale = max(5 * settings.poll_slow, 120.0)
         """Seconds without a successful sweep after which readiness says Vast is silent."""
+        self.credit: CreditWatch | None = None
+        """The account's credit, once ``run`` started watching it."""
+        self.costs: CostRecorder | None = None
 
     async def run(
         self,
@@ -105,6 +113,10 @@ class VastBackend:
                 max_hourly=settings.max_hourly_spend,
                 max_instances=settings.max_instances,
             )
+            credit, costs = self._watch_money(kube, reporter)
+            await credit.check()  # known before the first pod may buy
+            nursery.start_soon(credit.run)
+            nursery.start_soon(costs.run)
             task_status.started(
                 VastProvider(
                     settings=settings,
@@ -113,9 +125,34 @@ class VastBackend:
                     objects=KubeObjects(kube),
                     budget=budget,
                     namespaces=self._namespace_budget(kube),
+                    credit=credit.refusal,
+                    costs=costs,
                 )
             )
             await self._show_spend(reporter)
+
+    def _watch_money(
+        self, kube: KubeClient, reporter: NodeStatusReporter
+    ) -> tuple[CreditWatch, CostRecorder]:
+        """The credit watch (telling the Node by Events) and the pods' cost recorder."""
+        settings = self._settings
+        events = EventRecorder(kube, host=settings.node_name)
+
+        async def node_event(kind: str, reason: str, message: str) -> None:
+            about = Involved.node(settings.node_name, reporter.uid)
+            level: Literal["Normal", "Warning"] = "Warning" if kind == "Warning" else "Normal"
+            await events.emit_for(about, type=level, reason=reason, message=message)
+
+        self.credit = CreditWatch(
+            self._vast,
+            self.poller,
+            stop_hours=settings.credit_stop_hours,
+            warn_hours=settings.credit_warn_hours,
+            interval=settings.poll_slow,
+            node_event=node_event,
+        )
+        self.costs = CostRecorder(self.poller.costs, kube, self._vast, interval=settings.poll_slow)
+        return self.credit, self.costs
 
     async def reap(
         self,
@@ -178,10 +215,13 @@ class VastBackend:
             return f"Vast API refuses our calls: {failure}"
         if failure is not None and self.poller.failures_in_a_row >= DEGRADED_AFTER:
             return f"Vast API failing ({self.poller.failures_in_a_row} sweeps in a row): {failure}"
-        return None
+        return self.credit.problem() if self.credit is not None else None
 
     def debug_vars(self) -> dict[str, Any]:
-        return {"pacer": self._pacer.stats(), "poller": self.poller.stats()}
+        found = {"pacer": self._pacer.stats(), "poller": self.poller.stats()}
+        if self.costs is not None:
+            found["charges_reconciled"] = self.costs.stats()
+        return found
 
     def metrics_state(
         self, pods: Callable[[], Mapping[tuple[str, str], int]]
@@ -194,7 +234,15 @@ class VastBackend:
             ),
             spend_per_hour=self.poller.spend_per_hour,
             spent=self.poller.spent,
+            credit=self._credit_now,
+            costs=lambda: self.poller.costs.by_pod(trio.current_time()),
         )
+
+    def _credit_now(self) -> tuple[float, float] | None:
+        """(USD left, hours left at the current spend) as last read, for ``/metrics``."""
+        if self.credit is None or self.credit.credit is None:
+            return None
+        return self.credit.credit, self.credit.hours_left()
 
     async def _show_spend(self, reporter: NodeStatusReporter) -> None:
         """Keep the Node's ``vast.ai/spend-per-hour`` annotation at what its instances bill."""

@@ -104,6 +104,8 @@ _LIST = _Endpoint("list", "GET", "/api/v1/instances/")
 _DESTROY = _Endpoint("destroy", "DELETE", "/api/v0/instances/{id}/", completes=True)
 _LOGS = _Endpoint("request_logs", "PUT", "/api/v0/instances/request_logs/{id}/")
 _BID = _Endpoint("change_bid", "PUT", "/api/v0/instances/bid_price/{id}/", completes=True)
+_USER = _Endpoint("user", "GET", "/api/v0/users/current/")
+_CHARGES = _Endpoint("charges", "GET", "/api/v0/charges/")
 
 
 class _Reply(msgspec.Struct):
@@ -140,7 +142,29 @@ class _InstancePage(msgspec.Struct):
     success: bool | None = None
 
 
+class _User(msgspec.Struct):
+    """``GET /api/v0/users/current/``: only the credit is read (USD left on the account)."""
+
+    credit: float
+
+
+class _Charge(msgspec.Struct):
+    """One result of ``GET /api/v0/charges/``: ``source`` is ``instance-<id>`` for an
+    instance's charges, ``amount`` in USD."""
+
+    amount: float = 0.0
+    type: str | None = None
+    source: str | None = None
+
+
+class _Charges(msgspec.Struct):
+    results: list[_Charge]
+    next_token: str | None = None
+
+
 _REPLY = msgspec.json.Decoder(_Reply)
+_USER_DECODER = msgspec.json.Decoder(_User)
+_CHARGES_DECODER = msgspec.json.Decoder(_Charges)
 _OFFERS = msgspec.json.Decoder(_Offers)
 _PAGE = msgspec.json.Decoder(_InstancePage)
 
@@ -342,6 +366,27 @@ class VastClient:
         if not reply.result_url:
             raise VastUnavailable(f"{where}: no result_url ({reply.text})")
         return await self._fetch_result(reply.result_url)
+
+    async def credit(self) -> float:
+        """The account's credit in USD (``GET /api/v0/users/current/``, ``credit``)."""
+        return (await self._call(_USER, _USER_DECODER)).credit
+
+    async def charges(self, *, since: float, until: float) -> dict[int, float]:
+        """USD Vast charged per instance id over the epoch range (``GET /api/v0/charges/``,
+        instance charges overlapping the ``day`` range), following ``next_token`` pages."""
+        day = {"day": {"gte": int(since), "lte": int(until)}, "type": {"in": ["instance"]}}
+        params = {"select_filters": msgspec.json.encode(day).decode(), "limit": "100"}
+        found: dict[int, float] = {}
+        for _ in range(MAX_PAGES):
+            page = await self._call(_CHARGES, _CHARGES_DECODER, params=params)
+            for charge in page.results:
+                source = charge.source or ""
+                if source.startswith("instance-") and source[9:].isdigit():
+                    found[int(source[9:])] = found.get(int(source[9:]), 0.0) + charge.amount
+            if not page.next_token:
+                return found
+            params = {**params, "after_token": page.next_token}
+        raise VastUnavailable(f"GET {_CHARGES.template}: more than {MAX_PAGES} pages")
 
     # -- machinery -------------------------------------------------------------------------
 

@@ -128,14 +128,11 @@ class Instance(msgspec.Struct, gc=False, kw_only=True):
     disk_usage: float | None = None
 
     @property
-    def stopped(self) -> bool:
-        """Its machine is not allocated (stopped by us or outbid): only storage bills."""
-        return self.actual_status == "stopped" or self.cur_state == "stopped"
-
-    @property
     def billing(self) -> float:
-        """$/h it bills now: ``dph_total`` while it holds a machine, storage once stopped."""
-        return self.storage_total_cost if self.stopped else self.dph_total
+        """$/h it bills now, as Vast bills: ``dph_total`` while running, only its storage
+        otherwise (booting, stopped or outbid, offline: GPU time is charged only while the
+        container runs)."""
+        return self.dph_total if self.actual_status == "running" else self.storage_total_cost
 
     @property
     def address(self) -> str:

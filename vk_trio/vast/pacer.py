@@ -35,6 +35,8 @@ DEFAULT_INTERVALS: Mapping[str, float] = {
     "search": 2.0,  # POST /api/v0/bundles/ (profile low_volume_burst, threshold 2)
     "request_logs": 1.0,  # PUT /api/v0/instances/request_logs/{id}/ (undocumented; be polite)
     "change_bid": 1.0,  # PUT /api/v0/instances/bid_price/{id}/ (unpublished; as "modify")
+    "user": 1.0,  # GET /api/v0/users/current/ (the credit; undocumented limit, be polite)
+    "charges": 1.0,  # GET /api/v0/charges/ (each page; undocumented limit, be polite)
 }
 """Seconds between two calls of each endpoint: the thresholds Vast publishes (§7)."""
 

@@ -136,3 +136,23 @@ async def test_change_bid_resumes_an_outbid_instance(vast_sim: VastSim, tmp_path
     await vast_sim.wait_until(
         lambda s: (s.instance(instance_id) or {}).get("actual_status") == "running"
     )
+
+
+async def test_the_account_credit_and_charges_through_the_cli(
+    vast_sim: VastSim, tmp_path: Path
+) -> None:
+    """``vastai show user`` shows the credit the simulator bills down; ``show invoices-v1
+    --charges`` lists each instance's charges with its GPU and storage items."""
+    vast_sim.set_faults(credit=25.0)
+    [offer_id] = vast_sim.add_offers([{"dph_base": 0.5}])
+    created = await vastai_json(
+        vast_sim, tmp_path, "create", "instance", str(offer_id), "--image", "busybox"
+    )
+    await trio.sleep(0.5)  # booted: its GPU bills
+    user = await vastai_json(vast_sim, tmp_path, "show", "user")
+    assert 24.99 < user["credit"] < 25.0
+    charges = await vastai_json(vast_sim, tmp_path, "show", "invoices-v1", "--charges")
+    [charge] = charges["results"]
+    assert charge["source"] == f"instance-{created['new_contract']}"
+    assert [item["type"] for item in charge["items"]] == ["gpu", "storage"]
+    assert charge["amount"] >= 25.0 - user["credit"] - 1e-6  # read later: billed more

@@ -103,6 +103,9 @@ class VastSimConfig(msgspec.Struct, kw_only=True):
     offers_path: str | None = None
     """A JSON list of offers to use as the market, as it is; None uses the packaged seeded one."""
     faults: Faults = Faults()
+    credit: float = 1_000_000.0
+    """The account's credit in USD at start, billed down as instances run (``billing``);
+    large by default so that only a test that means to runs out."""
     log_interval: float = 5.0
     """Seconds of run time per line a running container adds to its logs."""
     serve_ports: bool = False

@@ -74,8 +74,9 @@ class ControlSurface(InstanceRoutes):
 
     def ledger(self) -> list[Row]:
         """Every instance ever created, with trio-clock ``created_at``/``destroyed_at``, the
-        wall-clock ``start_date`` (epoch seconds, as the API shows it) and the cost in
-        dollars (``dph_total`` times the hours between them, or until now while live)."""
+        wall-clock ``start_date`` (epoch seconds, as the API shows it) and the bill in
+        dollars so far, as Vast bills (``SimInstance.cost``): GPU by the second while
+        ``running`` (``gpu_seconds``), storage from creation until destroyed."""
         now = trio.current_time()
         return [
             {
@@ -87,7 +88,9 @@ class ControlSurface(InstanceRoutes):
                 "created_at": i.created_at,
                 "destroyed_at": i.destroyed_at,
                 "start_date": i.start_date,
-                "cost": i.cost(now),
+                "cost": i.cost(now, self.config.boot_seconds),
+                "gpu_seconds": i.running_seconds(now, self.config.boot_seconds),
+                "storage_per_hour": i.storage_per_hour,
             }
             for _, i in sorted(self._instances.items())
         ]

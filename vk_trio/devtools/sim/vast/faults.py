@@ -8,13 +8,14 @@ import msgspec
 import trio
 from loguru import logger
 
+from vk_trio.devtools.sim.vast.billing import Billing
 from vk_trio.devtools.sim.vast.config import Faults
 from vk_trio.devtools.sim.vast.routes import error_response, json_object_body
-from vk_trio.devtools.sim.vast.state import SimInstance, SimState
+from vk_trio.devtools.sim.vast.state import SimInstance
 from vk_trio.http_server import Request, Response
 
 
-class FaultControl(SimState):
+class FaultControl(Billing):
     """The faults in force, each instance's fate, and the calls that break one instance now."""
 
     def _decide_fate(self, instance: SimInstance) -> None:
@@ -35,9 +36,13 @@ class FaultControl(SimState):
         (``serve_ports``); it is per instance, so it is kept in ``unhealthy_apps``.
         ``outbid=<instance id>`` and ``resume=<instance id>`` outbid an interruptible
         instance and resume it (``outbid``, ``resume``).
+        ``credit=<dollars>`` sets the account's credit (``Billing.set_credit``).
 
         Instance-level rates apply to instances created from now on.
         """
+        credit = changes.pop("credit", None)
+        if credit is not None:
+            self.set_credit(float(credit))
         unhealthy = changes.pop("app_unhealthy", None)
         if unhealthy is not None:
             self.unhealthy_apps.add(int(unhealthy))
@@ -70,12 +75,13 @@ class FaultControl(SimState):
         instance = self._require(instance_id)
         if not instance.is_bid:
             raise ValueError(f"instance {instance_id} is on demand: it cannot be outbid")
-        instance.outbid_by = price if price is not None else round(instance.bid * 1.2, 4)
+        going_rate = price if price is not None else round(instance.gpu_per_hour * 1.2, 4)
+        instance.outbid(trio.current_time(), self.config.boot_seconds, going_rate)
         self._notify()
 
     def resume(self, instance_id: int) -> None:
         """The market falls back: Vast starts the outbid instance again (it boots anew)."""
-        self._require(instance_id).resume(trio.current_time())
+        self._require(instance_id).resume(trio.current_time(), self.config.boot_seconds)
         self._notify()
 
     def set_stuck_loading(self, instance_id: int) -> None:

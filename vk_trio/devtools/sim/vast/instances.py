@@ -11,6 +11,7 @@ from loguru import logger
 
 from vk_trio.devtools.sim.vast import market
 from vk_trio.devtools.sim.vast.apps import AppPorts, InstanceApps
+from vk_trio.devtools.sim.vast.billing import MISSING_BILLING
 from vk_trio.devtools.sim.vast.config import WALK_SECONDS, WALKS_KEPT
 from vk_trio.devtools.sim.vast.faults import FaultControl
 from vk_trio.devtools.sim.vast.market import Row
@@ -49,6 +50,8 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
         problem = _create_problem(body, self._offers.get(offer_id))
         if problem:
             return error_response(400, problem[0], problem[1], ask_id=offer_id)
+        if self.out_of_credit():
+            return error_response(400, *MISSING_BILLING)
         offer = self._take_offer(offer_id)
         if offer is None:
             return error_response(
@@ -70,6 +73,7 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
         price = body.get("price")
         gpu = float(price) if price is not None else float(offer["dph_base"])
         disk = float(body.get("disk") or 10.0)
+        storage = float(offer["storage_cost"]) * disk / market.HOURS_PER_MONTH
         specs = port_specs(body.get("env") or {})
         first = self._rng.randrange(20_000, 60_000)
         ports = {
@@ -88,7 +92,8 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
             label=body.get("label"),
             created_at=now,
             start_date=wall_time(),
-            dph_total=gpu + float(offer["storage_cost"]) * disk / market.HOURS_PER_MONTH,
+            dph_total=gpu + storage,
+            storage_per_hour=storage,
             is_bid=price is not None,
             ports=ports,
             direct_ports=(first, first + len(specs) - 1),
@@ -99,6 +104,7 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
         )
         self._decide_fate(instance)
         self._instances[instance.id] = instance
+        self._bill_from(instance)
         if app is not None:
             self._serve_app(instance, app)
         logger.info(
@@ -210,6 +216,8 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
             return Response.json({"success": False, "msg": "Invalid target state"}, 400)
         if len(str(body.get("label") or "")) > 1024:
             return error_response(400, "invalid_args", "label_too_long")
+        if body.get("state") == "running" and self.out_of_credit():
+            return error_response(400, *MISSING_BILLING)
         if "state" in body:
             self._set_state(instance, str(body["state"]))
         if "label" in body:
@@ -219,6 +227,7 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
 
     def _set_state(self, instance: SimInstance, state: str) -> None:
         """Stop, or start again: a start boots anew, clearing an exit (a host stays offline)."""
+        instance.bank(trio.current_time(), self.config.boot_seconds)
         if state == "running" and instance.intended_status != "running":
             instance.boot_from = trio.current_time()
         if state == "running":
@@ -240,16 +249,17 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
         floor = float(instance.offer["min_bid"])
         price = body.get("price")
         if price is None:
-            price = max(instance.outbid_by or 0.0, floor, instance.bid)
+            price = max(instance.outbid_by or 0.0, floor, instance.gpu_per_hour)
         if not isinstance(price, int | float) or isinstance(price, bool) or price <= 0:
             return error_response(400, "invalid_price", f"Invalid bid price {price!r}")
         if price < floor:
             return error_response(
                 400, "invalid_price", f"Bid price {price} is below the minimum bid {floor}"
             )
-        instance.dph_total = float(price) + instance.storage_per_hour
+        now, boot = trio.current_time(), self.config.boot_seconds
+        instance.rebid(now, boot, float(price))
         if instance.outbid_by is not None and price >= instance.outbid_by - 1e-9:
-            instance.resume(trio.current_time())
+            instance.resume(now, boot)
         self._notify()
         return Response.json({"success": True})
 
@@ -264,6 +274,7 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
     def _destroy_instance(self, instance: SimInstance) -> None:
         """Stop billing and put the machine back on the market under a fresh offer id."""
         instance.destroyed_at = trio.current_time()
+        self._bill_until(instance)
         relisted = market.list_offer(
             instance.offer,
             self._next_offer_id(),
@@ -273,7 +284,7 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
         logger.info(
             "vast sim: instance destroyed",
             instance_id=instance.id,
-            cost=round(instance.cost(instance.destroyed_at), 6),
+            cost=round(instance.cost(instance.destroyed_at, self.config.boot_seconds), 6),
         )
         self._notify()
 

@@ -92,6 +92,7 @@ ROUTES: list[Route] = [
     _route("PUT", "/api/v0/instances/{id}/", "_modify"),
     _route("DELETE", "/api/v0/instances/{id}/", "_destroy"),
     _route("GET", "/api/v0/users/current/", "_current_user"),
+    _route("GET", "/api/v0/charges/", "_charges"),
     _route("GET", "/api/v0/gpu_names/unique/", "_gpu_names", auth=False),
     _control("GET", "/_sim/logs/{token}.log", "_fetch_logs", counted=True),
     _control("GET", "/_sim/ledger", "_get_ledger"),

@@ -74,6 +74,8 @@ class VastSim(ControlSurface, LogRoutes):
         route, params = found
         handler: RouteHandler = getattr(self, route.handler)
         gate = await self._gate(route, request) if route.gated else None
+        if route.gated:
+            self.settle()  # an account out of credit has its instances stopped
         response = gate or await handler(request, params)
         if route.counted:
             self._stats[route.endpoint] += 1
@@ -120,7 +122,7 @@ class VastSim(ControlSurface, LogRoutes):
                 "username": "sim",
                 "email": "sim@example.invalid",
                 "fullname": "Vast Sim",
-                "credit": 100.0,
+                "credit": round(self.credit(), 6),
                 "balance": 0.0,
                 "has_billing": True,
                 "ssh_key": None,

@@ -43,6 +43,9 @@ class SimInstance:
     start_date: float
     """Wall clock epoch, as the API reports it."""
     dph_total: float
+    """What the API shows: GPU plus storage, in USD per hour."""
+    storage_per_hour: float
+    """USD per hour billed for the disk while the instance exists, running or not."""
     is_bid: bool
     ports: dict[str, list[dict[str, str]]]
     direct_ports: tuple[int, int]
@@ -61,6 +64,12 @@ class SimInstance:
     """While outbid: the GPU price $/h that outbid it (the machine's going rate). The
     instance is ``stopped`` though ``intended_status`` stays running, as Vast does; a bid at
     or above it (``bid_price``) or ``resume`` starts it again."""
+    gpu_seconds: float = 0.0
+    """Seconds of GPU time billed before ``gpu_from`` (``bank``)."""
+    gpu_dollars: float = 0.0
+    """What those seconds cost, each at the price it ran at (a new bid changes it)."""
+    gpu_from: float = -math.inf
+    """trio clock: GPU time before this instant is in ``gpu_seconds`` already."""
 
     def phase(self, now: float, boot: float) -> tuple[str | None, str | None]:
         """``(actual_status, status_msg)`` at trio time ``now``."""
@@ -93,22 +102,22 @@ class SimInstance:
         marks += [t for t in (self.offline_at, self.exit_at) if t is not None]
         return min((t for t in marks if t > now), default=math.inf)
 
-    @property
-    def storage_per_hour(self) -> float:
-        """$/h its disk bills, running or not (``storage_total_cost``)."""
-        disk = float(self.body.get("disk") or 10.0)
-        return float(self.offer["storage_cost"]) * disk / market.HOURS_PER_MONTH
+    def outbid(self, now: float, boot: float, going_rate: float) -> None:
+        """A rival outbids it: GPU billing stops (storage goes on) until it resumes."""
+        self.bank(now, boot)
+        self.outbid_by = going_rate
 
-    @property
-    def bid(self) -> float:
-        """The GPU part of ``dph_total``: the bid of an interruptible instance."""
-        return self.dph_total - self.storage_per_hour
-
-    def resume(self, now: float) -> None:
+    def resume(self, now: float, boot: float) -> None:
         """Vast starts an outbid instance again: it boots anew, its disk as it was."""
         if self.outbid_by is not None:
+            self.bank(now, boot)
             self.outbid_by = None
             self.boot_from = now
+
+    def rebid(self, now: float, boot: float, price: float) -> None:
+        """A new bid: GPU time from now on bills at ``price``; what ran before keeps its."""
+        self.bank(now, boot)
+        self.dph_total = price + self.storage_per_hour
 
     @property
     def image(self) -> str:
@@ -118,10 +127,42 @@ class SimInstance:
     def runtype(self) -> str:
         return str(self.body.get("runtype") or "ssh")
 
-    def cost(self, now: float) -> float:
-        """Dollars billed: ``dph_total`` for every hour between create and destroy."""
+    @property
+    def gpu_per_hour(self) -> float:
+        return self.dph_total - self.storage_per_hour
+
+    def running_seconds(self, now: float, boot: float) -> float:
+        """Seconds billed as GPU time up to ``now``: only while ``running`` (vast-api.md §7:
+        "GPU time only while running", loading is not charged)."""
+        return self.gpu_seconds + self._segment(now, boot)
+
+    def _segment(self, now: float, boot: float) -> float:
+        """GPU seconds since ``gpu_from`` in the current run, if it is running or ran."""
+        stopped = self.intended_status != "running" or self.outbid_by is not None
+        if stopped or self.stuck_loading or self.oci_failure:
+            return 0.0
+        start = max(self.boot_from + boot, self.gpu_from)
+        ends = (now, self.offline_at, self.exit_at, self.destroyed_at)
+        return max(0.0, min(t for t in ends if t is not None) - start)
+
+    def bank(self, now: float, boot: float) -> None:
+        """Keep the GPU time so far: call it before any change of state or price (stop,
+        start, outbid, resume, a new bid)."""
+        segment = self._segment(now, boot)
+        self.gpu_seconds += segment
+        self.gpu_dollars += self.gpu_per_hour * segment / 3600.0
+        self.gpu_from = now
+
+    def storage_seconds(self, now: float) -> float:
+        """Seconds billed as storage: from creation until destroyed, stopped or not."""
         end = self.destroyed_at if self.destroyed_at is not None else now
-        return self.dph_total * max(0.0, end - self.created_at) / 3600.0
+        return max(0.0, end - self.created_at)
+
+    def cost(self, now: float, boot: float) -> float:
+        """Dollars billed so far, as Vast bills: GPU by the second while running, storage
+        while the instance exists."""
+        gpu = self.gpu_dollars + self.gpu_per_hour * self._segment(now, boot) / 3600.0
+        return gpu + self.storage_per_hour * self.storage_seconds(now) / 3600.0
 
 
 def digest(*parts: object) -> str:
