@@ -16,7 +16,7 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-from tests.node.conftest import Harness, container, phase, restarts, waiting
+from tests.node.conftest import Harness, Obj, container, phase, restarts, waiting
 from tests.node.fakes import INVALID, FakeProvider, Run, running
 from vk_trio.node.provider import Booting, Exited, Lost, MachineFailed
 
@@ -292,3 +292,62 @@ async def test_a_true_condition_keeps_no_reason_from_its_false_days(
             assert condition["status"] == "True"
             assert "reason" not in condition, condition
             assert "message" not in condition, condition
+
+
+DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
+
+
+def _deadline_exceeded(pod: Obj) -> bool:
+    return phase(pod) == "Failed" and pod["status"].get("reason") == "DeadlineExceeded"
+
+
+async def test_a_running_pod_past_its_deadline_fails_and_its_instance_goes(
+    jumpy_clock: MockClock, harness: Harness, provider: FakeProvider
+) -> None:
+    harness.create("p", activeDeadlineSeconds=20, restartPolicy="Never")
+    await harness.until("p", lambda p: phase(p) == "Running")
+    started = trio.current_time()
+    pod = await harness.until("p", _deadline_exceeded)
+    assert trio.current_time() - started == pytest.approx(20, abs=SLACK + 1)  # whole seconds
+    assert pod["status"]["message"] == DEADLINE_MESSAGE
+    terminated = container(pod)["state"]["terminated"]
+    assert (terminated["exitCode"], terminated["reason"]) == (137, "Error")
+    [event] = [e for e in harness.events("p") if e["reason"] == "DeadlineExceeded"]
+    assert (event["type"], event["message"]) == ("Normal", DEADLINE_MESSAGE)
+    await harness.until("p", lambda p: provider.billing() == 0, within=1)
+    await trio.sleep(600)  # failed for good: nothing bought again
+    assert len(provider.times("acquire", "p")) == 1 and provider.billing() == 0
+
+
+async def test_a_deadline_that_passes_while_buying_fails_the_pending_pod(
+    jumpy_clock: MockClock, harness: Harness, provider: FakeProvider
+) -> None:
+    provider.acquire_seconds = math.inf  # no offer ever matches
+    harness.create("p", activeDeadlineSeconds=30)
+    pod = await harness.until("p", _deadline_exceeded, within=30 + SLACK + 1)
+    assert container(pod)["state"]["terminated"]["reason"] == "ContainerStatusUnknown"
+    assert provider.times("release", "p")  # whatever the cancelled buy left is destroyed
+
+
+async def test_a_shrunk_deadline_is_honoured_from_the_pod_start(
+    jumpy_clock: MockClock, harness: Harness, provider: FakeProvider
+) -> None:
+    harness.create("p", activeDeadlineSeconds=3600)
+    await harness.until("p", lambda p: phase(p) == "Running")
+    started = trio.current_time()
+    await trio.sleep(100)
+    harness.sim.patch("pods", "default", "p", {"spec": {"activeDeadlineSeconds": 300}})
+    await harness.until("p", _deadline_exceeded)
+    assert trio.current_time() - started == pytest.approx(300, abs=SLACK + 1)
+    assert provider.billing() == 0
+
+
+async def test_a_deadline_set_below_the_age_fails_the_pod_at_once(
+    jumpy_clock: MockClock, harness: Harness, provider: FakeProvider
+) -> None:
+    harness.create("p")
+    await harness.until("p", lambda p: phase(p) == "Running")
+    await trio.sleep(100)
+    harness.sim.patch("pods", "default", "p", {"spec": {"activeDeadlineSeconds": 1}})
+    await harness.until("p", _deadline_exceeded, within=SLACK)
+    assert provider.billing() == 0

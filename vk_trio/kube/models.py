@@ -155,6 +155,7 @@ class PodSpec(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
     """Added by ``kubectl debug``; the fields vk-trio reads are a container's."""
     node_name: str = ""
     restart_policy: str = "Always"
+    active_deadline_seconds: int | None = None
     service_account_name: str = ""
     image_pull_secrets: tuple[NameRef, ...] = ()
     termination_grace_period_seconds: int | None = None

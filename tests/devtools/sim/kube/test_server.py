@@ -342,6 +342,33 @@ async def test_terminal_phase_is_final(client: httpx.AsyncClient) -> None:
     assert (refused.status_code, refused.json()["reason"]) == (422, "Invalid")
 
 
+@pytest.mark.parametrize(
+    ("before", "after", "refusal"),
+    [
+        (None, 60, None),
+        (60, 30, None),
+        (60, 60, None),
+        (60, 90, "must be less than or equal to previous value"),
+        (60, None, "must not update from a positive integer to nil value"),
+    ],
+    ids=["set", "shrink", "same", "grow", "unset"],
+)
+async def test_active_deadline_seconds_may_only_be_set_or_shrink(
+    client: httpx.AsyncClient, before: int | None, after: int | None, refusal: str | None
+) -> None:
+    created = pod("a")
+    created["spec"]["activeDeadlineSeconds"] = before
+    await client.post(PODS, json=created)
+    edit = {"spec": {"activeDeadlineSeconds": after}}
+    response = await client.patch(f"{PODS}/a", json=edit, headers=SMP)
+    if refusal is None:
+        assert response.status_code == 200
+        assert response.json()["spec"].get("activeDeadlineSeconds") == after
+    else:
+        assert (response.status_code, response.json()["reason"]) == (422, "Invalid")
+        assert refusal in response.json()["message"]
+
+
 SLICES = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
 
 

@@ -295,7 +295,8 @@ def update_error(resource: Resource, old: Obj, new: Obj) -> str | None:
 
     Only the rules a client can break by mistake are checked: a pod in a terminal phase
     stays there (``ValidatePodStatusUpdate``), which is what makes Failed/Succeeded safe to
-    act on, and an ephemeral container, once added, stays as it is.
+    act on, an ephemeral container, once added, stays as it is, and ``activeDeadlineSeconds``
+    only shrinks.
     """
     if resource.kind != "Pod":
         return None
@@ -311,6 +312,22 @@ def update_error(resource: Resource, old: Obj, new: Obj) -> str | None:
     after = (new.get("status") or {}).get("phase")
     if before in TERMINAL_PHASES and after != before:
         return f"status.phase: Forbidden: cannot transition from terminal phase {before} to {after}"
+    return _deadline_error(old.get("spec") or {}, new.get("spec") or {})
+
+
+def _deadline_error(old: Obj, new: Obj) -> str | None:
+    """``activeDeadlineSeconds`` may be set once, or shrink; never grow nor go
+    (``ValidatePodUpdate``)."""
+    was, wanted = old.get("activeDeadlineSeconds"), new.get("activeDeadlineSeconds")
+    field = "spec.activeDeadlineSeconds: Invalid value"
+    if wanted is None:
+        if was is None:
+            return None
+        return f'{field}: "null": must not update from a positive integer to nil value'
+    if not isinstance(wanted, int) or not 0 <= wanted <= 2**31 - 1:
+        return f"{field}: {wanted}: must be between 0 and 2147483647, inclusive"
+    if was is not None and was < wanted:
+        return f"{field}: {wanted}: must be less than or equal to previous value"
     return None
 
 
