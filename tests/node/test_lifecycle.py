@@ -18,7 +18,9 @@ from trio.testing import MockClock
 
 from tests.node.conftest import Harness, Obj, container, phase, restarts, waiting
 from tests.node.fakes import INVALID, FakeProvider, Run, running
+from vk_trio.kube.models import Pod
 from vk_trio.node.provider import Booting, Exited, Lost, MachineFailed
+from vk_trio.node.status import PodView, status_patch
 
 SLACK = 1.0
 """Virtual seconds of tolerance: each step costs a few real round trips to the stand-in."""
@@ -351,3 +353,31 @@ async def test_a_deadline_set_below_the_age_fails_the_pod_at_once(
     harness.sim.patch("pods", "default", "p", {"spec": {"activeDeadlineSeconds": 1}})
     await harness.until("p", _deadline_exceeded, within=SLACK)
     assert provider.billing() == 0
+
+
+async def test_the_status_says_which_generation_of_the_pod_it_shows(
+    jumpy_clock: MockClock, harness: Harness, provider: FakeProvider
+) -> None:
+    """``observedGeneration`` on the status and on every condition the node writes, as
+    kubelets since 1.34 write them; an edit of the spec is acknowledged at once."""
+    harness.create("p")
+    pod = await harness.until("p", lambda p: phase(p) == "Running")
+    assert pod["metadata"]["generation"] == 1
+    assert pod["status"]["observedGeneration"] == 1
+    assert {c["type"]: c["observedGeneration"] for c in pod["status"]["conditions"]} == {
+        "PodScheduled": 1,
+        "Initialized": 1,
+        "ContainersReady": 1,
+        "Ready": 1,
+    }
+    harness.sim.patch("pods", "default", "p", {"spec": {"activeDeadlineSeconds": 3600}})
+    pod = await harness.until("p", lambda p: p["status"].get("observedGeneration") == 2, within=5)
+    assert {c["observedGeneration"] for c in pod["status"]["conditions"]} == {2}
+    assert phase(pod) == "Running"
+
+
+def test_a_server_without_pod_generations_gets_no_observed_generation() -> None:
+    """Before 1.33 a pod has no ``metadata.generation``: nothing to acknowledge."""
+    status = status_patch(Pod(), PodView(), chosen="main")
+    assert "observedGeneration" not in status
+    assert all("observedGeneration" not in c for c in status["conditions"])

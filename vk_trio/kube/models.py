@@ -29,6 +29,8 @@ class ObjectMeta(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
     namespace: str = ""
     uid: str = ""
     resource_version: str = ""
+    generation: int = 0
+    """Counted by the API server for pods since 1.33 (spec changes); 0 before."""
     labels: dict[str, str] = msgspec.field(default_factory=dict)
     annotations: dict[str, str] = msgspec.field(default_factory=dict)
     deletion_timestamp: str | None = None

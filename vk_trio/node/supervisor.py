@@ -174,8 +174,11 @@ async def _teardown(services: NodeServices, handle: PodHandle) -> None:
     log.info("pod deleted", destroyed=released)
 
 
-def _ephemeral(handle: PodHandle) -> tuple[str, ...]:
-    return tuple(c.name for c in handle.pod.spec.ephemeral_containers)
+def _spec_seen(handle: PodHandle) -> tuple[int, tuple[str, ...]]:
+    """What of the pod's spec its status shows: the generation, the ephemeral containers
+    (counted apart: a server before 1.33 keeps no generation)."""
+    pod = handle.pod
+    return pod.metadata.generation, tuple(c.name for c in pod.spec.ephemeral_containers)
 
 
 def _describe(exc: BaseException) -> str:
@@ -209,7 +212,7 @@ class _PodLifecycle:
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._show_ephemeral_containers)
+            nursery.start_soon(self._show_spec_changes)
             with trio.CancelScope() as running:
                 if not self.handle.pod.is_terminal:
                     nursery.start_soon(self._deadline, running)
@@ -257,14 +260,15 @@ class _PodLifecycle:
         )
         await self._release()
 
-    async def _show_ephemeral_containers(self) -> None:
-        """Show the status again when ``kubectl debug`` adds an ephemeral container, so that
-        its status (it cannot run) ends kubectl's wait for it."""
-        shown = _ephemeral(self.handle)
+    async def _show_spec_changes(self) -> None:
+        """Show the status again when the pod's spec changes: ``kubectl debug`` adds an
+        ephemeral container (its status, it cannot run, ends kubectl's wait for it), or any
+        edit bumps ``metadata.generation`` (``observedGeneration`` says the node saw it)."""
+        shown = _spec_seen(self.handle)
         while True:
             await self.handle.wait_updated(self.handle.version)
-            if _ephemeral(self.handle) != shown:
-                shown = _ephemeral(self.handle)
+            if _spec_seen(self.handle) != shown:
+                shown = _spec_seen(self.handle)
                 await self.report.refresh()
 
     async def _run(self) -> None:
