@@ -267,6 +267,8 @@ class _PodLifecycle:
         shown = _spec_seen(self.handle)
         while True:
             await self.handle.wait_updated(self.handle.version)
+            if self.handle.pod.is_deleting:
+                return  # the teardown follows: the delete's own generation is not shown
             if _spec_seen(self.handle) != shown:
                 shown = _spec_seen(self.handle)
                 await self.report.refresh()
