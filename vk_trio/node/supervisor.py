@@ -231,11 +231,12 @@ class _PodLifecycle:
         while True:
             seen = self.handle.version
             seconds = self.handle.pod.spec.active_deadline_seconds
-            with trio.CancelScope(deadline=math.inf if seconds is None else started + seconds):
+            deadline = math.inf if seconds is None else started + seconds
+            with trio.CancelScope(deadline=deadline) as waiting:
                 await self.handle.wait_updated(seen)
-                continue
-            running.cancel()
-            return
+            if waiting.cancelled_caught:
+                running.cancel()
+                return
 
     async def _deadline_exceeded(self) -> None:
         """The pod failed its deadline: say so as the kubelet does, then destroy what bills."""
