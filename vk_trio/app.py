@@ -29,6 +29,7 @@ import gc
 import signal
 import sys
 
+import msgspec
 import trio
 from loguru import logger
 
@@ -38,9 +39,11 @@ from vk_trio.health import Health
 from vk_trio.http_server import serve_http
 from vk_trio.kube.api import KubeClient
 from vk_trio.kube.config import load_config
+from vk_trio.kube.errors import KubeError
 from vk_trio.kube.events import EventRecorder, Involved
 from vk_trio.kube.lease import run_lease
 from vk_trio.kube.node import NodeConfig, NodeStatusReporter, Taint, run_node_status
+from vk_trio.kube.version import DEFAULT_KUBELET_VERSION, get_server_version, kubelet_version
 from vk_trio.kube.watch import watch_pods
 from vk_trio.kubelet.server import serve_kubelet_api
 from vk_trio.logs import configure_logging
@@ -82,7 +85,7 @@ async def serve_node(
         open_vast_backend(settings, fence=fence) as vast,
         KubeClient.from_config(cluster) as kube,
     ):
-        reporter = NodeStatusReporter(kube, _node_config(settings))
+        reporter = NodeStatusReporter(kube, _node_config(settings, await _kubelet_version(kube)))
         async with election.root(reporter, settings, elector) as root:
             health, health_url = await _start_probes(root, settings, vast)
             if elector is not None:  # stands by until it leads
@@ -153,13 +156,37 @@ async def _start_heartbeat(
     )
 
 
-def _node_config(settings: Settings) -> NodeConfig:
-    """The Node object as the settings describe it (capacity, labels, taints, address)."""
+async def _kubelet_version(kube: KubeClient) -> str:
+    """The kubelet version the node reports: the API server's minor (``vk_trio.kube.version``),
+    or the default, said in the log, if the API server's version cannot be read."""
+    try:
+        server = await get_server_version(kube)
+    except (KubeError, msgspec.ValidationError) as exc:
+        logger.warning(
+            "cannot read the API server's version; reporting the default kubelet version",
+            error=str(exc),
+            kubelet_version=DEFAULT_KUBELET_VERSION,
+        )
+        return DEFAULT_KUBELET_VERSION
+    version = kubelet_version(server)
+    if version is None:
+        logger.warning(
+            "the API server's version names no release; reporting the default kubelet version",
+            server=server.git_version or f"{server.major}.{server.minor}",
+            kubelet_version=DEFAULT_KUBELET_VERSION,
+        )
+        return DEFAULT_KUBELET_VERSION
+    return version
+
+
+def _node_config(settings: Settings, kubelet_version: str) -> NodeConfig:
+    """The Node object as the settings describe it (capacity, labels, taints, address), with
+    ``kubelet_version`` as its kubelet's."""
     node = NodeConfig(
         name=settings.node_name,
         internal_ip=settings.pod_ip,
         kubelet_port=settings.kubelet_port,
-        kubelet_version=f"v1.31.0-vk-trio-{__version__}",
+        kubelet_version=kubelet_version,
         capacity={
             "cpu": "1000",
             "memory": "8Ti",

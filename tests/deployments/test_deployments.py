@@ -41,7 +41,7 @@ EXAMPLES = DEPLOYMENTS / "examples"
 NAME = "virtual-kubelet-vast-python"
 TAINT_KEY = "virtual-kubelet.io/provider"
 TAINT_VALUE = "vast"
-KUBERNETES_VERSION = "1.32"
+KUBERNETES_VERSION = "1.34"
 """The schemas the manifests are validated against (kubernetes-validate ships them): the
 release the stand-in reports and the kubectl the suite drives."""
 

@@ -8,11 +8,13 @@ import httpx
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.cluster import Cluster
+from tests.e2e.cluster import Cluster, RemoteCluster
 from tests.e2e.e2e import NODE, gpu_pod, phase, wait_pod
 from vk_trio.annotations import NODE_SPEND
 from vk_trio.app import NodeRuntime
+from vk_trio.devtools.sim.kube import SERVER_VERSION
 from vk_trio.devtools.sim.vast import VastSim
+from vk_trio.kube.version import ServerVersion, get_server_version, kubelet_version
 
 
 def samples(text: str) -> dict[str, float]:
@@ -71,3 +73,16 @@ async def test_describe_node_shows_its_events(node: NodeRuntime, cluster: Cluste
     with trio.fail_after(10):
         reasons = await cluster.wait_for(started)
     assert "Starting" in reasons
+
+
+async def test_the_node_reports_the_api_servers_minor(node: NodeRuntime, cluster: Cluster) -> None:
+    """``kubectl get nodes`` shows a kubelet of the cluster's own minor, not a fixed one."""
+    if isinstance(cluster, RemoteCluster):
+        server = await get_server_version(cluster.client)
+    else:
+        server = ServerVersion(major=SERVER_VERSION["major"], minor=SERVER_VERSION["minor"])
+    node_object = await cluster.get("nodes", None, NODE)
+    assert node_object is not None
+    reported = node_object["status"]["nodeInfo"]["kubeletVersion"]
+    assert reported == kubelet_version(server)
+    assert reported.startswith(f"v{server.major}.{server.minor.rstrip('+')}.0-vk-trio-")

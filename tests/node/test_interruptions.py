@@ -49,6 +49,7 @@ async def test_an_interrupted_pod_is_not_ready_until_its_instance_runs_again(
         "reason": "VastOutbid",
         "message": "instance i1 outbid",
         "lastTransitionTime": SINCE,
+        "observedGeneration": 1,
     }
     assert not ready(pod)
     assert condition(pod, "ContainersReady")["status"] == "False"  # type: ignore[index]

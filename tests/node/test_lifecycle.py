@@ -16,9 +16,11 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-from tests.node.conftest import Harness, container, phase, restarts, waiting
+from tests.node.conftest import Harness, Obj, container, phase, restarts, waiting
 from tests.node.fakes import INVALID, FakeProvider, Run, running
+from vk_trio.kube.models import Pod
 from vk_trio.node.provider import Booting, Exited, Lost, MachineFailed
+from vk_trio.node.status import PodView, status_patch
 
 SLACK = 1.0
 """Virtual seconds of tolerance: each step costs a few real round trips to the stand-in."""
@@ -292,3 +294,90 @@ async def test_a_true_condition_keeps_no_reason_from_its_false_days(
             assert condition["status"] == "True"
             assert "reason" not in condition, condition
             assert "message" not in condition, condition
+
+
+DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
+
+
+def _deadline_exceeded(pod: Obj) -> bool:
+    return phase(pod) == "Failed" and pod["status"].get("reason") == "DeadlineExceeded"
+
+
+async def test_a_running_pod_past_its_deadline_fails_and_its_instance_goes(
+    jumpy_clock: MockClock, harness: Harness, provider: FakeProvider
+) -> None:
+    harness.create("p", activeDeadlineSeconds=20, restartPolicy="Never")
+    await harness.until("p", lambda p: phase(p) == "Running")
+    started = trio.current_time()
+    pod = await harness.until("p", _deadline_exceeded)
+    assert trio.current_time() - started == pytest.approx(20, abs=SLACK + 1)  # whole seconds
+    assert pod["status"]["message"] == DEADLINE_MESSAGE
+    terminated = container(pod)["state"]["terminated"]
+    assert (terminated["exitCode"], terminated["reason"]) == (137, "Error")
+    [event] = [e for e in harness.events("p") if e["reason"] == "DeadlineExceeded"]
+    assert (event["type"], event["message"]) == ("Normal", DEADLINE_MESSAGE)
+    await harness.until("p", lambda p: provider.billing() == 0, within=1)
+    await trio.sleep(600)  # failed for good: nothing bought again
+    assert len(provider.times("acquire", "p")) == 1 and provider.billing() == 0
+
+
+async def test_a_deadline_that_passes_while_buying_fails_the_pending_pod(
+    jumpy_clock: MockClock, harness: Harness, provider: FakeProvider
+) -> None:
+    provider.acquire_seconds = math.inf  # no offer ever matches
+    harness.create("p", activeDeadlineSeconds=30)
+    pod = await harness.until("p", _deadline_exceeded, within=30 + SLACK + 1)
+    assert container(pod)["state"]["terminated"]["reason"] == "ContainerStatusUnknown"
+    assert provider.times("release", "p")  # whatever the cancelled buy left is destroyed
+
+
+async def test_a_shrunk_deadline_is_honoured_from_the_pod_start(
+    jumpy_clock: MockClock, harness: Harness, provider: FakeProvider
+) -> None:
+    harness.create("p", activeDeadlineSeconds=3600)
+    await harness.until("p", lambda p: phase(p) == "Running")
+    started = trio.current_time()
+    await trio.sleep(100)
+    harness.sim.patch("pods", "default", "p", {"spec": {"activeDeadlineSeconds": 300}})
+    await harness.until("p", _deadline_exceeded)
+    assert trio.current_time() - started == pytest.approx(300, abs=SLACK + 1)
+    assert provider.billing() == 0
+
+
+async def test_a_deadline_set_below_the_age_fails_the_pod_at_once(
+    jumpy_clock: MockClock, harness: Harness, provider: FakeProvider
+) -> None:
+    harness.create("p")
+    await harness.until("p", lambda p: phase(p) == "Running")
+    await trio.sleep(100)
+    harness.sim.patch("pods", "default", "p", {"spec": {"activeDeadlineSeconds": 1}})
+    await harness.until("p", _deadline_exceeded, within=SLACK)
+    assert provider.billing() == 0
+
+
+async def test_the_status_says_which_generation_of_the_pod_it_shows(
+    jumpy_clock: MockClock, harness: Harness, provider: FakeProvider
+) -> None:
+    """``observedGeneration`` on the status and on every condition the node writes, as
+    kubelets since 1.34 write them; an edit of the spec is acknowledged at once."""
+    harness.create("p")
+    pod = await harness.until("p", lambda p: phase(p) == "Running")
+    assert pod["metadata"]["generation"] == 1
+    assert pod["status"]["observedGeneration"] == 1
+    assert {c["type"]: c["observedGeneration"] for c in pod["status"]["conditions"]} == {
+        "PodScheduled": 1,
+        "Initialized": 1,
+        "ContainersReady": 1,
+        "Ready": 1,
+    }
+    harness.sim.patch("pods", "default", "p", {"spec": {"activeDeadlineSeconds": 3600}})
+    pod = await harness.until("p", lambda p: p["status"].get("observedGeneration") == 2, within=5)
+    assert {c["observedGeneration"] for c in pod["status"]["conditions"]} == {2}
+    assert phase(pod) == "Running"
+
+
+def test_a_server_without_pod_generations_gets_no_observed_generation() -> None:
+    """Before 1.33 a pod has no ``metadata.generation``: nothing to acknowledge."""
+    status = status_patch(Pod(), PodView(), chosen="main")
+    assert "observedGeneration" not in status
+    assert all("observedGeneration" not in c for c in status["conditions"])

@@ -29,6 +29,8 @@ class ObjectMeta(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
     namespace: str = ""
     uid: str = ""
     resource_version: str = ""
+    generation: int = 0
+    """Counted by the API server for pods since 1.33 (spec changes); 0 before."""
     labels: dict[str, str] = msgspec.field(default_factory=dict)
     annotations: dict[str, str] = msgspec.field(default_factory=dict)
     deletion_timestamp: str | None = None
@@ -155,6 +157,7 @@ class PodSpec(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
     """Added by ``kubectl debug``; the fields vk-trio reads are a container's."""
     node_name: str = ""
     restart_policy: str = "Always"
+    active_deadline_seconds: int | None = None
     service_account_name: str = ""
     image_pull_secrets: tuple[NameRef, ...] = ()
     termination_grace_period_seconds: int | None = None

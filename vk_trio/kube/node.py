@@ -25,11 +25,11 @@ import msgspec
 import trio
 from loguru import logger
 
-from vk_trio import __version__
 from vk_trio.errors import PermanentError
 from vk_trio.kube.api import KubeClient, format_time, utcnow
 from vk_trio.kube.errors import KubeConflict, KubeError, KubeNotFound
 from vk_trio.kube.events import EventRecorder, Involved
+from vk_trio.kube.version import DEFAULT_KUBELET_VERSION
 
 __all__ = [
     "NodeConfig",
@@ -75,7 +75,7 @@ class NodeConfig(msgspec.Struct, kw_only=True):
     """Also publish a ``Hostname`` address. Off by default: the apiserver prefers Hostname
     over InternalIP, and a node name that does not resolve breaks ``kubectl logs``."""
     kubelet_port: int = 10250
-    kubelet_version: str = f"v1.31.0-vk-trio-{__version__}"
+    kubelet_version: str = DEFAULT_KUBELET_VERSION
     os: str = "linux"
     arch: str = "amd64"
 

@@ -3,9 +3,9 @@
 A supervisor keeps one ``PodView`` per pod and turns it into the ``status`` of a
 strategic-merge patch with ``status_patch()``. Only the keys vk-trio owns are sent:
 conditions other controllers add are left alone, because strategic merge merges
-``conditions`` by ``type``. ``PodScheduled`` is the scheduler's (the binding sets it); a pod
-created with ``spec.nodeName`` has none, and then, like the kubelet, the node adds
-``PodScheduled=True`` itself.
+``conditions`` by ``type``. ``PodScheduled=True`` is written on every status, as the kubelet
+writes it among the conditions it owns: a pod created with ``spec.nodeName`` has no binding
+to set it, and its ``observedGeneration`` follows the pod's like the others'.
 
 ``kubectl get pods`` shows the chosen container's waiting reason (``SearchingOffers``,
 ``NoMatchingOffers``, ``Provisioning``…) in its STATUS column, so every state a user should
@@ -218,8 +218,7 @@ def status_patch(pod: Pod, view: PodView, *, chosen: str) -> dict[str, Any]:
         )
     if view.disruption is not None:
         conditions.append(view.disruption.condition())
-    if not any(c.type == "PodScheduled" for c in pod.status.conditions):
-        conditions.insert(0, _condition("PodScheduled", True))
+    conditions.insert(0, _condition("PodScheduled", True))
     status: dict[str, Any] = {
         "phase": view.phase,
         "conditions": conditions,
@@ -227,6 +226,7 @@ def status_patch(pod: Pod, view: PodView, *, chosen: str) -> dict[str, Any]:
         "reason": view.reason,
         "message": view.message,
     }
+    _observed(status, pod.metadata.generation)
     if pod.spec.ephemeral_containers:
         status["ephemeralContainerStatuses"] = [
             {
@@ -246,6 +246,17 @@ def status_patch(pod: Pod, view: PodView, *, chosen: str) -> dict[str, Any]:
     status["podIP"] = status["hostIP"] = address
     status["podIPs"] = status["hostIPs"] = [{"ip": address}] if address else None
     return status
+
+
+def _observed(status: dict[str, Any], generation: int) -> None:
+    """``observedGeneration`` on the status and on each condition the node writes, as
+    kubelets since 1.34 write them (KEP-5067): the ``metadata.generation`` of the pod the
+    status was made from. None before 1.33 (no generation), as there is nothing to say."""
+    if not generation:
+        return
+    status["observedGeneration"] = generation
+    for condition in status["conditions"]:
+        condition["observedGeneration"] = generation
 
 
 def without_times(value: Any) -> Any:

@@ -22,6 +22,11 @@ The lifecycle, one instance per turn of the loop::
       (Booting ─► Running with address ─► Exited / MachineFailed / Lost) ─► release it
       ─► restartPolicy: acquire a new one (restartCount+1, backoff), or end Succeeded/Failed
 
+A pod with ``activeDeadlineSeconds`` fails (``DeadlineExceeded``) once that long has passed
+since its ``startTime``, whatever it is doing (searching offers, booting, running, backing off):
+its instance is destroyed at once, as the kubelet's ``activeDeadlineHandler`` kills the pod. The
+deadline is read again from every newer copy of the pod (the API server lets it shrink).
+
 An instance taken away for a while (``Interrupted``: outbid) turns the pod not Ready with the
 ``DisruptionTarget`` condition; it comes back (Running), ends as any instance does, or is
 given up on (``Preempted``): released, and a new one bought at once (restartCount+1, no
@@ -31,6 +36,7 @@ backoff, whatever restartPolicy: the container did not fail).
 from __future__ import annotations
 
 import datetime as dt
+import math
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 
@@ -73,6 +79,11 @@ from vk_trio.node.status_writer import StatusWriter
 from vk_trio.retry import ANY_FAILURE, VK_FAILURES, log_retry, pod_backoff, retry_until_done
 
 __all__ = ["NodeServices", "supervise_pod"]
+
+DEADLINE_EXCEEDED = "DeadlineExceeded"
+DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
+"""The kubelet's reason and message (``pkg/kubelet/active_deadline.go``), on the pod's status
+and on its Normal Event."""
 
 UNKNOWN_EXIT = 137
 """The exit code shown when the backend does not say how the container ended; as the
@@ -163,8 +174,11 @@ async def _teardown(services: NodeServices, handle: PodHandle) -> None:
     log.info("pod deleted", destroyed=released)
 
 
-def _ephemeral(handle: PodHandle) -> tuple[str, ...]:
-    return tuple(c.name for c in handle.pod.spec.ephemeral_containers)
+def _spec_seen(handle: PodHandle) -> tuple[int, tuple[str, ...]]:
+    """What of the pod's spec its status shows: the generation, the ephemeral containers
+    (counted apart: a server before 1.33 keeps no generation)."""
+    pod = handle.pod
+    return pod.metadata.generation, tuple(c.name for c in pod.spec.ephemeral_containers)
 
 
 def _describe(exc: BaseException) -> str:
@@ -198,18 +212,66 @@ class _PodLifecycle:
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._show_ephemeral_containers)
-            await self._run()
+            nursery.start_soon(self._show_spec_changes)
+            with trio.CancelScope() as running:
+                if not self.handle.pod.is_terminal:
+                    nursery.start_soon(self._deadline, running)
+                await self._run()
+            if running.cancelled_caught:
+                await self._deadline_exceeded()
             nursery.cancel_scope.cancel()
 
-    async def _show_ephemeral_containers(self) -> None:
-        """Show the status again when ``kubectl debug`` adds an ephemeral container, so that
-        its status (it cannot run) ends kubectl's wait for it."""
-        shown = _ephemeral(self.handle)
+    async def _deadline(self, running: trio.CancelScope) -> None:
+        """``activeDeadlineSeconds``: cancel ``running`` once it has passed since the pod's
+        ``startTime``, read again from each newer copy of the pod.
+
+        The age is read from the wall clock once, then counted on Trio's clock (an
+        update that shrinks the deadline is measured from the same start)."""
+        started = trio.current_time() - _age(self.view.start_time)
+        while True:
+            seen = self.handle.version
+            seconds = self.handle.pod.spec.active_deadline_seconds
+            deadline = math.inf if seconds is None else started + seconds
+            with trio.CancelScope(deadline=deadline) as waiting:
+                await self.handle.wait_updated(seen)
+            if waiting.cancelled_caught:
+                running.cancel()
+                return
+
+    async def _deadline_exceeded(self) -> None:
+        """The pod failed its deadline: say so as the kubelet does, then destroy what bills."""
+        await self.report.event("Normal", DEADLINE_EXCEEDED, DEADLINE_MESSAGE)
+        if isinstance(self.view.state, RunningState):
+            killed = Terminated(UNKNOWN_EXIT, "Error")
+        else:  # never started: what the kubelet shows for a container of a terminated pod
+            killed = Terminated(
+                UNKNOWN_EXIT,
+                "ContainerStatusUnknown",
+                "The container could not be located when the pod was terminated",
+            )
+        await self.show(
+            replace(
+                self.view,
+                phase="Failed",
+                state=self._dated(killed),
+                ready=False,
+                reason=DEADLINE_EXCEEDED,
+                message=DEADLINE_MESSAGE,
+            )
+        )
+        await self._release()
+
+    async def _show_spec_changes(self) -> None:
+        """Show the status again when the pod's spec changes: ``kubectl debug`` adds an
+        ephemeral container (its status, it cannot run, ends kubectl's wait for it), or any
+        edit bumps ``metadata.generation`` (``observedGeneration`` says the node saw it)."""
+        shown = _spec_seen(self.handle)
         while True:
             await self.handle.wait_updated(self.handle.version)
-            if _ephemeral(self.handle) != shown:
-                shown = _ephemeral(self.handle)
+            if self.handle.pod.is_deleting:
+                return  # the teardown follows: the delete's own generation is not shown
+            if _spec_seen(self.handle) != shown:
+                shown = _spec_seen(self.handle)
                 await self.report.refresh()
 
     async def _run(self) -> None:
@@ -556,13 +618,17 @@ def _shown_disruption(pod: Pod) -> Disruption | None:
     return None
 
 
+def _age(timestamp: str | None) -> float:
+    """Seconds since ``timestamp`` (RFC 3339) on the wall clock; 0 for none."""
+    if not timestamp:
+        return 0.0
+    then = dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    return max(0.0, (dt.datetime.now(dt.UTC) - then).total_seconds())
+
+
 def _seconds_since(meta: ObjectMeta) -> float:
     """Seconds since the pod was created (bound, on this node: the scheduler binds at once)."""
-    created = meta.creation_timestamp
-    if not created:
-        return 0.0
-    then = dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
-    return max(0.0, (dt.datetime.now(dt.UTC) - then).total_seconds())
+    return _age(meta.creation_timestamp)
 
 
 class _Probing:

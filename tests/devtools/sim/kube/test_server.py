@@ -342,6 +342,33 @@ async def test_terminal_phase_is_final(client: httpx.AsyncClient) -> None:
     assert (refused.status_code, refused.json()["reason"]) == (422, "Invalid")
 
 
+@pytest.mark.parametrize(
+    ("before", "after", "refusal"),
+    [
+        (None, 60, None),
+        (60, 30, None),
+        (60, 60, None),
+        (60, 90, "must be less than or equal to previous value"),
+        (60, None, "must not update from a positive integer to nil value"),
+    ],
+    ids=["set", "shrink", "same", "grow", "unset"],
+)
+async def test_active_deadline_seconds_may_only_be_set_or_shrink(
+    client: httpx.AsyncClient, before: int | None, after: int | None, refusal: str | None
+) -> None:
+    created = pod("a")
+    created["spec"]["activeDeadlineSeconds"] = before
+    await client.post(PODS, json=created)
+    edit = {"spec": {"activeDeadlineSeconds": after}}
+    response = await client.patch(f"{PODS}/a", json=edit, headers=SMP)
+    if refusal is None:
+        assert response.status_code == 200
+        assert response.json()["spec"].get("activeDeadlineSeconds") == after
+    else:
+        assert (response.status_code, response.json()["reason"]) == (422, "Invalid")
+        assert refusal in response.json()["message"]
+
+
 SLICES = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
 
 
@@ -429,6 +456,44 @@ async def test_ephemeral_containers_are_added_through_their_subresource_only(
     refused = await client.patch(f"{PODS}/a/ephemeralcontainers", json=changed, headers=SMP)
     assert refused.status_code == 422
     assert 'existing ephemeral containers "dbg" may not be changed' in refused.json()["message"]
+
+
+async def test_pod_generation_counts_spec_changes_only(client: httpx.AsyncClient) -> None:
+    """As a 1.33+ server counts it: 1 at creation whatever the client sent, one up for a
+    spec change (an ephemeral container included) and the graceful delete, never for
+    metadata, status or binding; a status write without ``observedGeneration`` keeps it."""
+    unbound = pod("a", node=None)
+    unbound["metadata"]["generation"] = 7
+    created = await client.post(PODS, json=unbound)
+    assert created.json()["metadata"]["generation"] == 1
+
+    async def generation() -> int:
+        value: int = (await client.get(f"{PODS}/a")).json()["metadata"]["generation"]
+        return value
+
+    binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "a"}}
+    binding["target"] = {"kind": "Node", "name": "vk-node"}
+    assert (await client.post(f"{PODS}/a/binding", json=binding)).status_code == 201
+    await client.patch(f"{PODS}/a", json={"metadata": {"labels": {"x": "y"}}}, headers=SMP)
+    status = {"status": {"phase": "Running", "observedGeneration": 1}}
+    await client.patch(f"{PODS}/a/status", json=status, headers=SMP)
+    assert await generation() == 1
+    edit = {"spec": {"activeDeadlineSeconds": 60}}
+    assert (await client.patch(f"{PODS}/a", json=edit, headers=SMP)).status_code == 200
+    assert await generation() == 2
+    await client.patch(f"{PODS}/a", json=edit, headers=SMP)  # the same again: no change
+    assert await generation() == 2
+    debugger = {"spec": {"ephemeralContainers": [{"name": "dbg", "image": "busybox"}]}}
+    await client.patch(f"{PODS}/a/ephemeralcontainers", json=debugger, headers=SMP)
+    assert await generation() == 3
+    cleared = await client.put(
+        f"{PODS}/a/status", json={**(await client.get(f"{PODS}/a")).json(), "status": {}}
+    )
+    assert cleared.json()["status"]["observedGeneration"] == 1
+    await client.delete(f"{PODS}/a")
+    assert await generation() == 4
+    await client.request("DELETE", f"{PODS}/a", json={"gracePeriodSeconds": 10})
+    assert await generation() == 4  # only the first, graceful, delete counts
 
 
 async def test_node_status_put_and_patch(client: httpx.AsyncClient) -> None:

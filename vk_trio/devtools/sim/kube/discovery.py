@@ -8,7 +8,7 @@ from vk_trio.devtools.sim.kube.store import ApiError
 from vk_trio.devtools.sim.kube.wire import SCALABLE
 from vk_trio.http_server import Response
 
-SERVER_VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-vk-trio-sim"}
+SERVER_VERSION = {"major": "1", "minor": "34", "gitVersion": "v1.34.0-vk-trio-sim"}
 
 
 def discovery_response(path: str) -> Response:

@@ -13,6 +13,10 @@ with behaviour of their own get it here as plain functions, mirroring the API se
 * Deployments, ReplicaSets and DaemonSets are defaulted on every write (strategy, replicas,
   the pod template's spec), start with an empty status and count ``metadata.generation`` up on
   every spec change, as their strategies do (``controllers`` acts on the first two);
+* pods count ``metadata.generation`` too (1.33+, ``PodObservedGenerationTracking``): 1 at
+  creation, one up for each spec change (an ephemeral container added) and for the graceful
+  delete, never for metadata, status or the binding; a status write without
+  ``observedGeneration`` keeps the one on record;
 * a pod is bound to a node through its ``binding`` subresource (``bind_pod``), which sets
   ``spec.nodeName`` and the ``PodScheduled`` condition in one write.
 
@@ -133,6 +137,7 @@ def prepare_for_create(resource: Resource, obj: Obj) -> None:
     """Apply the defaults and resets the API server applies before storing a new object."""
     if resource.kind == "Pod":
         _default_pod(obj)
+        obj["metadata"]["generation"] = 1
     elif resource.kind == "Namespace":
         obj["spec"] = obj.get("spec") or {"finalizers": ["kubernetes"]}
         obj["status"] = {"phase": "Active"}
@@ -248,11 +253,15 @@ def merge_write(resource: Resource, old: Obj, new: Obj, *, subresource: str | No
     """
     if subresource == EPHEMERAL_CONTAINERS:  # only the list changes (kubectl debug adds one)
         wanted = (new.get("spec") or {}).get("ephemeralContainers") or []
-        return {**old, "spec": {**(old.get("spec") or {}), "ephemeralContainers": wanted}}
+        result = {**old, "spec": {**(old.get("spec") or {}), "ephemeralContainers": wanted}}
+        result["metadata"] = _counted(old, result)
+        return result
     if subresource == "status":
         result = {**old, "status": new.get("status", {})}
         if resource.kind == "Node":
             result["metadata"] = _keep_identity(old["metadata"], new.get("metadata", {}))
+        if resource.kind == "Pod":
+            _keep_observed_generation(old, result)
         return result
     result = {**new, "metadata": _keep_identity(old["metadata"], new.get("metadata", {}))}
     if resource.has_status:
@@ -264,6 +273,7 @@ def merge_write(resource: Resource, old: Obj, new: Obj, *, subresource: str | No
         result["spec"].pop("ephemeralContainers", None)
         if "ephemeralContainers" in (old.get("spec") or {}):
             result["spec"]["ephemeralContainers"] = old["spec"]["ephemeralContainers"]
+        result["metadata"] = _counted(old, result)
     if resource.kind in WORKLOADS:  # the server's count, whatever the client sent
         result["spec"] = copy.deepcopy(result.get("spec") or {})
         _default_workload(resource, result["spec"])
@@ -271,6 +281,26 @@ def merge_write(resource: Resource, old: Obj, new: Obj, *, subresource: str | No
         changed = result.get("spec") != old.get("spec")
         result["metadata"]["generation"] = generation + 1 if changed else generation
     return result
+
+
+def _counted(old: Obj, new: Obj) -> Obj:
+    """``new``'s metadata with a pod's ``generation`` (``PodObservedGenerationTracking``):
+    the server's count, whatever the client sent, one up when the spec changed (an
+    ephemeral container added included), never for metadata or status."""
+    meta = dict(new["metadata"])
+    generation = old["metadata"].get("generation", 1)
+    changed = (new.get("spec") or {}) != (old.get("spec") or {})
+    meta["generation"] = generation + 1 if changed else generation
+    return meta
+
+
+def _keep_observed_generation(old: Obj, new: Obj) -> None:
+    """A status write that leaves out ``observedGeneration`` (or sends 0) keeps the one on
+    record, as the pod strategy does, so that an older writer never clears it."""
+    observed = (old.get("status") or {}).get("observedGeneration")
+    status = new["status"]
+    if observed and not status.get("observedGeneration"):
+        new["status"] = {**status, "observedGeneration": observed}
 
 
 _IDENTITY = ("name", "namespace", "uid", "creationTimestamp", "deletionTimestamp")
@@ -295,7 +325,8 @@ def update_error(resource: Resource, old: Obj, new: Obj) -> str | None:
 
     Only the rules a client can break by mistake are checked: a pod in a terminal phase
     stays there (``ValidatePodStatusUpdate``), which is what makes Failed/Succeeded safe to
-    act on, and an ephemeral container, once added, stays as it is.
+    act on, an ephemeral container, once added, stays as it is, and ``activeDeadlineSeconds``
+    only shrinks.
     """
     if resource.kind != "Pod":
         return None
@@ -311,6 +342,22 @@ def update_error(resource: Resource, old: Obj, new: Obj) -> str | None:
     after = (new.get("status") or {}).get("phase")
     if before in TERMINAL_PHASES and after != before:
         return f"status.phase: Forbidden: cannot transition from terminal phase {before} to {after}"
+    return _deadline_error(old.get("spec") or {}, new.get("spec") or {})
+
+
+def _deadline_error(old: Obj, new: Obj) -> str | None:
+    """``activeDeadlineSeconds`` may be set once, or shrink; never grow nor go
+    (``ValidatePodUpdate``)."""
+    was, wanted = old.get("activeDeadlineSeconds"), new.get("activeDeadlineSeconds")
+    field = "spec.activeDeadlineSeconds: Invalid value"
+    if wanted is None:
+        if was is None:
+            return None
+        return f'{field}: "null": must not update from a positive integer to nil value'
+    if not isinstance(wanted, int) or not 0 <= wanted <= 2**31 - 1:
+        return f"{field}: {wanted}: must be between 0 and 2147483647, inclusive"
+    if was is not None and was < wanted:
+        return f"{field}: {wanted}: must be less than or equal to previous value"
     return None
 
 

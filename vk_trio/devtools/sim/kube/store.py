@@ -541,6 +541,8 @@ def _mark_deleted(old: Obj, grace: int) -> Obj:
     if meta.get("deletionTimestamp") and current is not None and current <= grace:
         return old
     marked = copy.deepcopy(old)
+    if not meta.get("deletionTimestamp") and meta.get("generation"):
+        marked["metadata"]["generation"] = meta["generation"] + 1  # a graceful delete is an update
     moment = now() + datetime.timedelta(seconds=grace)
     marked["metadata"]["deletionTimestamp"] = timestamp(moment)
     marked["metadata"]["deletionGracePeriodSeconds"] = grace
