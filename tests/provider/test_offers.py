@@ -308,6 +308,12 @@ def test_valid_annotations(
             id="gpu-type-list",
         ),
         pytest.param(
+            {"vast.ai/gpu-type": "__"},
+            None,
+            'vast.ai/gpu-type: "__" is not a GPU name; expected e.g. "RTX 3060"',
+            id="gpu-type-underscores",
+        ),
+        pytest.param(
             {"vast.ai/gpu-fallbacks": "RTX 4070"},
             None,
             'vast.ai/gpu-fallbacks: "RTX 4070" is set but vast.ai/gpu-type is not; expected the'

@@ -324,6 +324,8 @@ def _gpu_names(primary: str | None, fallbacks: str | None, problems: list[str]) 
                 _bad(GPU_TYPE, primary, "names more than one GPU; expected one GPU name such as")
                 + f' "RTX 3060" (list alternatives in {GPU_FALLBACKS})'
             )
+        elif not _normalise_gpu(primary):  # only underscores: no name at all
+            problems.append(_bad(GPU_TYPE, primary, 'is not a GPU name; expected e.g. "RTX 3060"'))
         else:
             names.append(_normalise_gpu(primary))
     if fallbacks is not None:
