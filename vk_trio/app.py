@@ -50,7 +50,7 @@ from vk_trio.logs import configure_logging
 from vk_trio.node.dispatch import Dispatcher
 from vk_trio.node.endpoints import EndpointsController
 from vk_trio.node.lookup import PodLookup
-from vk_trio.node.supervisor import NodeServices
+from vk_trio.node.services import NodeServices
 from vk_trio.provider.poller import InstancePoller
 from vk_trio.provider.wiring import VastBackend, open_vast_backend
 from vk_trio.retry import NODE_REGISTER, UNLESS_PERMANENT, log_retry, retry_until_done

@@ -50,3 +50,9 @@ class LeadershipLost(TemporaryError):
     re-exports it); the process stands by and, elected again, starts afresh, so it is
     temporary: nothing between ``serve_node`` and its caller catches it as such.
     """
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message``, never empty (``str(TooSlowError())`` is ``''``)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

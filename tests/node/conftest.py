@@ -27,7 +27,7 @@ from vk_trio.kube.config import load_config
 from vk_trio.kube.events import EventRecorder
 from vk_trio.kube.watch import watch_pods
 from vk_trio.node.dispatch import Dispatcher
-from vk_trio.node.supervisor import NodeServices
+from vk_trio.node.services import NodeServices
 
 NODE = "vk-fake"
 NAMESPACE = "default"

@@ -23,7 +23,8 @@ from loguru import logger
 
 from vk_trio.kube.watch import PodEvent
 from vk_trio.node.handle import PodHandle
-from vk_trio.node.supervisor import NodeServices, supervise_pod
+from vk_trio.node.services import NodeServices
+from vk_trio.node.supervisor import supervise_pod
 
 
 class Dispatcher:
