@@ -12,17 +12,23 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import os
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import trio
 
+from tests.e2e.e2e import settings_for
 from tests.kubelet.fakes import NODE, FakeNode
+from tests.kubelet.test_certs import pending_csr
 from tests.node.fakes import FakeOutput
 from tests.plugins.kube_sim import KUBECTL
+from tests.plugins.vast_sim import VastSimFactory
+from vk_trio.app import serve_node
 from vk_trio.devtools.sim.kube import KubeSim
 from vk_trio.kube.api import KubeClient
 from vk_trio.kubelet.certs import build_csr
@@ -123,3 +129,69 @@ async def kubelet(
         home.mkdir()
         yield Kubelet(url, node, kube_sim, kubeconfig, home)
         nursery.cancel_scope.cancel()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Kubectl:
+    """The real kubectl against the stand-in, each call bounded so that a hang fails."""
+
+    kubeconfig: Path
+    home: Path
+
+    async def __call__(self, *args: str, within: float = 30.0) -> tuple[int, str, str]:
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "HOME": str(self.home)}
+        with trio.fail_after(within):
+            result = await trio.run_process(
+                [str(KUBECTL), *args],
+                env=env,
+                stdin=b"",
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+        return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+ServedNode = Callable[..., Awaitable[Kubectl]]
+"""``await served_node(**vast_options)``: the real node with its kubelet API, over both
+simulators; returns kubectl for the cluster."""
+
+
+@pytest.fixture
+def served_node(
+    nursery: trio.Nursery,
+    kube_sim: KubeSim,
+    kubeconfig: Path,
+    vast_sim_factory: VastSimFactory,
+    tmp_path: Path,
+) -> ServedNode:
+    """``serve_node(kubelet_api=True)`` against both simulators, its serving CSR approved, so
+    that kubectl reaches its kubelet API through the stand-in as through a real API server."""
+    if KUBECTL is None:
+        pytest.skip("kubectl not installed")
+
+    async def start(**vast_options: Any) -> Kubectl:
+        vast = await vast_sim_factory(**vast_options)
+        # The stand-in serves plain http, so the kubeconfig loader keeps no CA: name it.
+        client_ca = tmp_path / "ca.crt"
+        client_ca.write_bytes(kube_sim.node_api.ca.cert_pem)
+        settings = settings_for(
+            vast.url,
+            kubeconfig,
+            kubelet_host="127.0.0.1",
+            kubelet_port=free_port(),
+            client_ca_file=str(client_ca),
+        )
+        await nursery.start(functools.partial(serve_node, settings, kubelet_api=True))
+        csr = await pending_csr(kube_sim)
+        kube_sim.node_api.decide(csr["metadata"]["name"], approve=True)
+        return Kubectl(kubeconfig, tmp_path)
+
+    return start

@@ -3,61 +3,20 @@ reached by the real kubectl through the stand-in once its serving CSR is approve
 
 from __future__ import annotations
 
-import functools
 import json
-import os
-import socket
-from pathlib import Path
 
-import pytest
 import trio
 
-from tests.e2e.e2e import NODE, gpu_pod, settings_for
-from tests.kubelet.test_certs import pending_csr
-from tests.plugins.kube_sim import KUBECTL
-from tests.plugins.vast_sim import VastSimFactory
-from vk_trio.app import serve_node
+from tests.e2e.e2e import NODE, gpu_pod
+from tests.kubelet.conftest import ServedNode
 from vk_trio.devtools.sim.kube import KubeSim
-
-pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def test_kubectl_logs_of_a_pod_on_a_rented_instance(
-    nursery: trio.Nursery,
-    kube_sim: KubeSim,
-    kubeconfig: Path,
-    vast_sim_factory: VastSimFactory,
-    tmp_path: Path,
+    nursery: trio.Nursery, kube_sim: KubeSim, served_node: ServedNode
 ) -> None:
-    vast = await vast_sim_factory(log_interval=0.5)
-    # The stand-in serves plain http, so the kubeconfig loader keeps no CA: name it.
-    client_ca = tmp_path / "ca.crt"
-    client_ca.write_bytes(kube_sim.node_api.ca.cert_pem)
-    settings = settings_for(
-        vast.url,
-        kubeconfig,
-        kubelet_host="127.0.0.1",
-        kubelet_port=free_port(),
-        client_ca_file=str(client_ca),
-    )
-    await nursery.start(functools.partial(serve_node, settings, kubelet_api=True))
-    csr = await pending_csr(kube_sim)
-    kube_sim.node_api.decide(csr["metadata"]["name"], approve=True)
+    kubectl = await served_node(log_interval=0.5)
     kube_sim.create(gpu_pod("trainer", "default"))
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(tmp_path)}
-
-    async def kubectl(*args: str) -> tuple[int, str, str]:
-        result = await trio.run_process(
-            [str(KUBECTL), *args], env=env, capture_stdout=True, capture_stderr=True, check=False
-        )
-        return result.returncode, result.stdout.decode(), result.stderr.decode()
 
     with trio.fail_after(30):
         while True:
@@ -83,27 +42,11 @@ async def test_kubectl_logs_of_a_pod_on_a_rented_instance(
 
 
 async def test_logs_and_stats_follow_the_container_the_instance_runs(
-    nursery: trio.Nursery,
-    kube_sim: KubeSim,
-    kubeconfig: Path,
-    vast_sim_factory: VastSimFactory,
-    tmp_path: Path,
+    nursery: trio.Nursery, kube_sim: KubeSim, served_node: ServedNode
 ) -> None:
     """``vast.ai/container`` picks the second container: stats name it, its logs are the
     instance's, and the first container (not run) says so instead of showing them."""
-    vast = await vast_sim_factory(log_interval=0.5)
-    client_ca = tmp_path / "ca.crt"
-    client_ca.write_bytes(kube_sim.node_api.ca.cert_pem)
-    settings = settings_for(
-        vast.url,
-        kubeconfig,
-        kubelet_host="127.0.0.1",
-        kubelet_port=free_port(),
-        client_ca_file=str(client_ca),
-    )
-    await nursery.start(functools.partial(serve_node, settings, kubelet_api=True))
-    csr = await pending_csr(kube_sim)
-    kube_sim.node_api.decide(csr["metadata"]["name"], approve=True)
+    kubectl = await served_node(log_interval=0.5)
     kube_sim.create(
         gpu_pod(
             "pair",
@@ -115,14 +58,6 @@ async def test_logs_and_stats_follow_the_container_the_instance_runs(
             ],
         )
     )
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(tmp_path)}
-
-    async def kubectl(*args: str) -> tuple[int, str, str]:
-        result = await trio.run_process(
-            [str(KUBECTL), *args], env=env, capture_stdout=True, capture_stderr=True, check=False
-        )
-        return result.returncode, result.stdout.decode(), result.stderr.decode()
-
     with trio.fail_after(30):
         while True:
             code, out, err = await kubectl("logs", "pair", "-c", "model")
