@@ -49,6 +49,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import aclosing
 from typing import NamedTuple, Protocol
 
 import msgspec
@@ -342,19 +343,17 @@ async def run_tidy(
     """Every ``interval`` seconds, remove this node's stale holds (module docstring, 4)."""
     task_status.started()
     strikes: dict[str, int] = {}
-    seen_sweep = poller.sweeps
-    while True:
-        await trio.sleep(interval)
-        if not synced() or poller.sweeps == seen_sweep:
-            continue  # a strike needs a sweep the previous strike did not see
-        seen_sweep = poller.sweeps
-        owners = (poller.owner(i) for i in poller.all_instances())
-        budget.namespaces.update(o.namespace for o in owners if o is not None)
-        live = live_uids()
-        new_strikes: dict[str, int] = {}
-        for namespace in sorted(budget.namespaces):
-            await _tidy_namespace(budget, poller, namespace, live, pod_exists, strikes, new_strikes)
-        strikes = new_strikes
+    async with aclosing(poller.rounds(interval, synced)) as rounds:
+        async for _ in rounds:
+            owners = (poller.owner(i) for i in poller.all_instances())
+            budget.namespaces.update(o.namespace for o in owners if o is not None)
+            live = live_uids()
+            new_strikes: dict[str, int] = {}
+            for namespace in sorted(budget.namespaces):
+                await _tidy_namespace(
+                    budget, poller, namespace, live, pod_exists, strikes, new_strikes
+                )
+            strikes = new_strikes
 
 
 async def _tidy_namespace(

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,6 +135,19 @@ class InstancePoller:
     def sweeps(self) -> int:
         """Full sweeps completed so far (each costs one list call per page of instances)."""
         return self._completed
+
+    async def rounds(
+        self, interval: float, synced: Callable[[], bool]
+    ) -> AsyncGenerator[None, None]:
+        """Every ``interval`` seconds, once ``synced()`` holds and a full sweep completed since
+        the last round: the pace of the two-strike cleaners (reaper, namespace tidy), so that
+        each strike is judged on a sweep the previous one did not see."""
+        seen = self.sweeps
+        while True:
+            await trio.sleep(interval)
+            if synced() and self.sweeps != seen:
+                seen = self.sweeps
+                yield
 
     def stats(self) -> dict[str, Any]:
         """For ``/debug/vars``: sweeps made and what the snapshot holds."""

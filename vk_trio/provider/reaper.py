@@ -17,6 +17,7 @@ poller's snapshot and destroyed; but destroying a live pod's instance would be w
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import aclosing
 
 import trio
 from loguru import logger
@@ -44,29 +45,27 @@ async def run_reaper(
     """
     task_status.started()
     strikes: dict[str, int] = {}
-    seen_sweep = poller.sweeps
-    while True:
-        await trio.sleep(interval)
-        if not synced() or poller.sweeps == seen_sweep:
-            continue  # a strike needs a sweep the previous strike did not see
-        seen_sweep = poller.sweeps
-        orphans = poller.all_uids() - live_uids()
-        strikes = {uid: strikes.get(uid, 0) + 1 for uid in orphans}
-        for uid, count in strikes.items():
-            if count < 2 or not await _confirmed_orphan(poller, uid, pod_exists):
-                continue
-            instances = poller.instances(uid)
-            for instance in instances:
-                try:
-                    with trio.CancelScope(shield=True), trio.fail_after(destroy_timeout):
-                        await vast.destroy_instance(instance.id)
-                except (VkError, trio.TooSlowError) as exc:
-                    logger.warning("orphan destroy failed", instance_id=instance.id, error=str(exc))
+    async with aclosing(poller.rounds(interval, synced)) as rounds:
+        async for _ in rounds:
+            orphans = poller.all_uids() - live_uids()
+            strikes = {uid: strikes.get(uid, 0) + 1 for uid in orphans}
+            for uid, count in strikes.items():
+                if count < 2 or not await _confirmed_orphan(poller, uid, pod_exists):
                     continue
-                logger.warning(
-                    "destroyed orphan instance", instance_id=instance.id, label=instance.label
-                )
-            poller.hurry(i.id for i in instances)
+                instances = poller.instances(uid)
+                for instance in instances:
+                    try:
+                        with trio.CancelScope(shield=True), trio.fail_after(destroy_timeout):
+                            await vast.destroy_instance(instance.id)
+                    except (VkError, trio.TooSlowError) as exc:
+                        logger.warning(
+                            "orphan destroy failed", instance_id=instance.id, error=str(exc)
+                        )
+                        continue
+                    logger.warning(
+                        "destroyed orphan instance", instance_id=instance.id, label=instance.label
+                    )
+                poller.hurry(i.id for i in instances)
 
 
 async def _confirmed_orphan(
