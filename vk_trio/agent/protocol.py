@@ -1,0 +1,251 @@
+"""What the node and the agent say to each other over the link, as typed messages.
+
+One connection carries one request: the node opens a link (``link.py``), sends one
+:data:`Request` frame, and reads the answers until the agent closes its side. A short
+question (``Start``, ``GetUsage``) has one answer; a stream (``Watch``, ``Logs``) has many.
+One connection per request keeps the agent simple (no multiplexing, no shared state per
+connection) and costs one TLS handshake, which on a connection the node holds for the pod's
+life (``Watch``) is paid once.
+
+Times are RFC 3339 strings in UTC, as Kubernetes shows them, so that the node copies them
+into the pod's status unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+__all__ = [
+    "AGENT_PORT",
+    "Accepted",
+    "Answer",
+    "Bundle",
+    "Chunk",
+    "ContainerState",
+    "End",
+    "ExecProbe",
+    "Failed",
+    "GetUsage",
+    "Logs",
+    "Mount",
+    "PodState",
+    "ProcessSpec",
+    "Request",
+    "Restart",
+    "Start",
+    "Terminated",
+    "UpdateVolume",
+    "UsageReport",
+    "Volume",
+    "VolumeFile",
+    "Watch",
+]
+
+AGENT_PORT = 10250
+"""The container port the agent listens on (Vast publishes it like the pod's own ports).
+The kubelet's port: the agent is the kubelet's runtime half, and pods rarely use it."""
+
+
+# -- the bundle: everything the pod's process needs, sent once the instance runs -------------
+
+
+class VolumeFile(msgspec.Struct, frozen=True, kw_only=True):
+    """One file of a configMap/secret/downwardAPI/projected volume, relative to its root."""
+
+    path: str
+    data: bytes
+    mode: int = 0o644
+
+
+class Volume(msgspec.Struct, frozen=True, kw_only=True):
+    """A volume the agent makes: ``files`` for the kubelet's atomic-writer volumes (written
+    under ``..data`` and swapped whole on update), None for an ``emptyDir``."""
+
+    name: str
+    files: list[VolumeFile] | None = None
+    medium: str = ""
+    """``"Memory"`` puts an emptyDir on tmpfs."""
+    size_limit: int | None = None
+    """Bytes; an emptyDir that grows past it gets the pod evicted, as the kubelet does."""
+
+
+class Mount(msgspec.Struct, frozen=True, kw_only=True):
+    """A volume at a path in the container (``volumeMounts``)."""
+
+    volume: str
+    path: str
+    sub_path: str = ""
+    read_only: bool = False
+
+
+class ExecProbe(msgspec.Struct, frozen=True, kw_only=True):
+    """A probe the agent runs inside the container (``exec``), with the kubelet's fields."""
+
+    kind: Literal["liveness", "readiness", "startup"]
+    command: list[str]
+    initial_delay: float = 0.0
+    period: float = 10.0
+    timeout: float = 1.0
+    success_threshold: int = 1
+    failure_threshold: int = 3
+
+
+class ProcessSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """One container's process: ``argv`` already resolved as the kubelet would (the pod's
+    ``command``/``args`` over the image's ENTRYPOINT/CMD, ``$(VAR)`` expanded)."""
+
+    name: str
+    argv: list[str]
+    env: list[tuple[str, str]] = []
+    working_dir: str = ""
+    """Empty: the image's, else ``/``."""
+    user: str = ""
+    """``uid``, ``uid:gid`` or a name from the image's /etc/passwd; empty keeps the agent's."""
+    mounts: list[Mount] = []
+    probes: list[ExecProbe] = []
+
+
+class Bundle(msgspec.Struct, frozen=True, kw_only=True):
+    """The pod as the agent runs it."""
+
+    pod_uid: str
+    volumes: list[Volume] = []
+    init_containers: list[ProcessSpec] = []
+    container: ProcessSpec
+    restart_policy: Literal["Always", "OnFailure", "Never"] = "Always"
+    termination_grace: float = 30.0
+
+
+# -- requests (node → agent) -----------------------------------------------------------------
+
+
+class Start(msgspec.Struct, frozen=True, kw_only=True, tag="start"):
+    """Run this bundle. Idempotent: a bundle for the pod the agent already runs is not
+    started again (a restarted node reconnects without restarting anything)."""
+
+    bundle: Bundle
+
+
+class Watch(msgspec.Struct, frozen=True, kw_only=True, tag="watch"):
+    """Send a ``PodState`` now, then on every change (and every ``heartbeat`` seconds, so a
+    silent connection is a dead one)."""
+
+    heartbeat: float = 10.0
+
+
+class UpdateVolume(msgspec.Struct, frozen=True, kw_only=True, tag="update_volume"):
+    """A ConfigMap or Secret changed: swap the volume's files atomically (``..data``)."""
+
+    volume: Volume
+
+
+class Logs(msgspec.Struct, frozen=True, kw_only=True, tag="logs"):
+    """A container's output, under the kubelet's log options."""
+
+    container: str
+    previous: bool = False
+    follow: bool = False
+    tail_lines: int | None = None
+    limit_bytes: int | None = None
+    since_time: str | None = None
+    timestamps: bool = False
+
+
+class GetUsage(msgspec.Struct, frozen=True, kw_only=True, tag="usage"):
+    """What the container uses now (its cgroup, the GPUs)."""
+
+
+class Restart(msgspec.Struct, frozen=True, kw_only=True, tag="restart"):
+    """Kill the container's process and start it again under the restart policy (a liveness
+    probe the node runs failed); ``message`` ends up in the restart's reason."""
+
+    message: str
+
+
+Request = Start | Watch | UpdateVolume | Logs | GetUsage | Restart
+
+
+# -- answers (agent → node) ------------------------------------------------------------------
+
+
+class Accepted(msgspec.Struct, frozen=True, kw_only=True, tag="accepted"):
+    """The request was done (``Start``: ``started`` False when it already ran)."""
+
+    started: bool = True
+
+
+class Failed(msgspec.Struct, frozen=True, kw_only=True, tag="failed"):
+    """The request cannot be done; ``message`` is one line for the pod's status."""
+
+    reason: str
+    message: str
+
+
+class Terminated(msgspec.Struct, frozen=True, kw_only=True):
+    """A process that ended, as ``containerStatuses[].state.terminated`` shows it."""
+
+    exit_code: int
+    reason: str
+    """``Completed`` (0), ``Error``, ``OOMKilled``, ``StartError`` (never ran)."""
+    started_at: str | None = None
+    finished_at: str
+    message: str = ""
+    signal: int | None = None
+
+
+class ContainerState(msgspec.Struct, frozen=True, kw_only=True):
+    """One container as the agent runs it."""
+
+    name: str
+    state: Literal["waiting", "running", "terminated"]
+    reason: str = ""
+    """Waiting: why (``PodInitializing``, ``CrashLoopBackOff``...)."""
+    message: str = ""
+    started_at: str | None = None
+    """Running: since when."""
+    terminated: Terminated | None = None
+    last_terminated: Terminated | None = None
+    restart_count: int = 0
+    ready: bool | None = None
+    """The agent's exec readiness probe; None when it runs none (the node decides)."""
+    started: bool | None = None
+    """The agent's exec startup probe has passed; None when it runs none."""
+
+
+class PodState(msgspec.Struct, frozen=True, kw_only=True, tag="state"):
+    """Everything the node shows of the pod's containers."""
+
+    init_containers: list[ContainerState] = []
+    container: ContainerState
+    initialized: bool = False
+    finished: bool = False
+    """No process will run again (restart policy); the pod's phase is final."""
+
+
+class Chunk(msgspec.Struct, frozen=True, kw_only=True, tag="chunk"):
+    """A piece of a stream (whole lines for logs)."""
+
+    data: bytes
+
+
+class End(msgspec.Struct, frozen=True, kw_only=True, tag="end"):
+    """The stream is complete."""
+
+
+class UsageReport(msgspec.Struct, frozen=True, kw_only=True, tag="usage_report"):
+    """The container's cgroup and the GPUs, as the kubelet's Summary needs them."""
+
+    cpu_usage_nano_seconds: int | None = None
+    """Cumulative CPU time; the node turns two readings into nano-cores."""
+    memory_bytes: int | None = None
+    disk_used_bytes: int | None = None
+    disk_capacity_bytes: int | None = None
+    gpu_utilisation: float | None = None
+    gpu_memory_bytes: int | None = None
+    gpu_memory_used_bytes: int | None = None
+    gpu_name: str | None = None
+
+
+Answer = Accepted | Failed | PodState | Chunk | End | UsageReport
