@@ -30,6 +30,7 @@ from vk_trio.node.provider import (
     NotReady,
     Observation,
     Placement,
+    Processes,
     Progress,
     Provider,
     Running,
@@ -104,6 +105,9 @@ class FakeProvider:
     count: int = 0
     outputs: dict[str, FakeOutput] = field(default_factory=dict)
     """Pod name → what its container printed."""
+    reports: dict[str, list[tuple[float, Processes]]] = field(default_factory=dict)
+    """Pod name → what a runtime inside its instance reports, after how many seconds each;
+    a pod named here is placed with ``runtime``."""
     _books: dict[str, LogBook] = field(default_factory=dict)
 
     def times(self, operation: str, pod: str) -> list[float]:
@@ -117,7 +121,8 @@ class FakeProvider:
         problem = pod.metadata.annotations.get(INVALID)
         if problem:
             raise InvalidPod("InvalidAnnotation", problem)
-        return Placement(pod.spec.containers[0].name, {})
+        runtime = pod.metadata.name in self.reports
+        return Placement(pod.spec.containers[0].name, {}, runtime=runtime)
 
     async def adopt(self, pod: Pod, progress: Progress) -> str | Lost | None:
         self._call("adopt", pod)
@@ -149,6 +154,15 @@ class FakeProvider:
             yield observed
             if isinstance(observed, Ended):
                 return
+        await trio.sleep_forever()
+
+    async def processes(
+        self, pod: Pod, instance: str, progress: Progress
+    ) -> AsyncGenerator[Processes, None]:
+        self._call("processes", pod)
+        for seconds, report in self.reports.get(pod.metadata.name, []):
+            await trio.sleep(seconds)
+            yield report
         await trio.sleep_forever()
 
     async def release(self, pod: Pod, *, keep: str | None = None) -> int:

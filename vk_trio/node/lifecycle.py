@@ -46,6 +46,7 @@ from vk_trio.node.provider import (
     MachineFailed,
     Observation,
     Preempted,
+    Processes,
     Running,
 )
 from vk_trio.node.reporter import PodReporter
@@ -94,6 +95,10 @@ class PodLifecycle:
             services.kube, services.events, services.statuses, handle, chosen=first
         )
         self.log = self.report.log
+        self._runtime = False
+        """The placement's ``runtime``: processes are reported by the instance's runtime."""
+        self._final = False
+        """The runtime finished the pod: its outcome is final, whatever ``restartPolicy``."""
 
     @property
     def view(self) -> PodView:
@@ -218,7 +223,7 @@ class PodLifecycle:
                 )
             machine_failures = 0
             ended = self._dated(ended)
-            if not self._restarts(ended):
+            if self._final or not self._restarts(ended):
                 await self._finish(ended)
                 return
             await self._back_off(ended, crash.next())
@@ -333,7 +338,12 @@ class PodLifecycle:
             else:
                 self.handle.placement = placement
                 self.report.chosen = placement.container
-                self.report.view = replace(self.view, skipped=dict(placement.skipped))
+                self._runtime = placement.runtime
+                self.report.view = replace(
+                    self.view,
+                    skipped=dict(placement.skipped),
+                    initialized=self.view.initialized and not pod.spec.init_containers,
+                )
                 return
             await self.handle.wait_updated(seen)
 
@@ -377,6 +387,12 @@ class PodLifecycle:
                     ended = await self._observed(observed, probing)
                     if ended is not None:
                         return ended
+                    if isinstance(observed, Running) and self._runtime and not probing.runtime:
+                        probing.runtime = True
+                        nursery.start_soon(self._processes, instance, probing)
+        if probing.finished is not None:
+            self._final = probing.finished[1]
+            return probing.finished[0]
         if probing.killed:
             kill = probing.killed[0]
             await self.report.event(
@@ -404,11 +420,8 @@ class PodLifecycle:
                     await self.show(replace(self.view, ready=False, message=message))
                 else:
                     await self.show(self.view.waiting("Provisioning", message))
-            case Running() if observed == probing.running:
-                pass  # the same again: the probes carry on
             case Running():
-                await self._running(observed)
-                await probing.restart(self, observed)
+                await self._serving(observed, probing)
             case Exited(code, message):
                 return _terminated(code, message)
             case Interrupted():
@@ -420,6 +433,112 @@ class PodLifecycle:
                 await self.report.event("Warning", reason, message)
                 return Terminated(UNKNOWN_EXIT, reason, message)
         return None
+
+    async def _serving(self, observed: Running, probing: _Probing) -> None:
+        """The instance serves: show it, and (re)start the probes, unless nothing changed.
+        With a runtime, the container's runs start the probes instead (``_processes``)."""
+        if observed == probing.running:
+            return  # the same again: the probes carry on
+        if self._runtime:
+            await self._instance_up(observed)
+            probing.running = observed
+            return
+        await self._running(observed)
+        await probing.restart(self, observed)
+
+    async def _processes(self, instance: str, probing: _Probing) -> None:
+        """Show what the instance's runtime reports of the pod's processes; the node's own
+        probes (re)start with each run of the container, as a kubelet's do. A finished pod
+        (or a process that ended for good) ends the instance's follow."""
+        reports = self.provider.processes(self.handle.pod, instance, self.report)
+        base: int | None = None
+        started_at: str | None = None
+        async with aclosing(reports):
+            async for processes in reports:
+                if base is None:  # restarts before this instance, and before a node restart
+                    base = max(0, self.view.restart_count - processes.container.restart_count)
+                await self._show_processes(processes, base)
+                state = processes.container.state
+                if isinstance(state, RunningState) and state.started_at != started_at:
+                    started_at = state.started_at
+                    if probing.running is not None:
+                        await probing.restart(self, probing.running)
+                if processes.finished:
+                    probing.finished = (self._outcome(processes), True)
+                    probing.following.cancel()
+                    return
+
+    def _outcome(self, processes: Processes) -> Terminated:
+        """How a finished pod ended: its container's exit, or the runtime's reason (evicted)."""
+        state = processes.container.state
+        if processes.reason:
+            return Terminated(UNKNOWN_EXIT, processes.reason, processes.message)
+        if isinstance(state, Terminated):
+            return state
+        failed = next(
+            (
+                p.state
+                for p in processes.init_containers
+                if isinstance(p.state, Terminated) and p.state.exit_code != 0
+            ),
+            None,
+        )
+        return failed or Terminated(UNKNOWN_EXIT, "Error", processes.message)
+
+    async def _show_processes(self, processes: Processes, base: int) -> None:
+        """The runtime's report as the pod's status: the phase turns Running with the
+        container's first run, and never goes back."""
+        container = processes.container
+        running = isinstance(container.state, RunningState)
+        view = self.view
+        if running and view.phase == "Pending":
+            metrics.observe_bound_to_running(_seconds_since(self.handle.pod.metadata))
+        node_container = self._container()
+        if running and not isinstance(view.state, RunningState) and node_container is not None:
+            gated_started, gated_ready = gates(node_container)
+        else:
+            gated_started, gated_ready = view.started, view.ready and running
+        await self.show(
+            replace(
+                view,
+                phase="Running" if running or view.phase == "Running" else view.phase,
+                state=container.state,
+                last_state=container.last_state or view.last_state,
+                restart_count=base + container.restart_count,
+                init_states=processes.init_containers,
+                initialized=processes.initialized,
+                ready=gated_ready,
+                started=gated_started if container.started is None else container.started,
+                runtime_ready=container.ready,
+            )
+        )
+
+    async def _instance_up(self, observed: Running) -> None:
+        """The instance serves; its runtime, not the instance, says when the container runs."""
+        self._end_disruption()
+        waiting = "PodInitializing" if self.handle.pod.spec.init_containers else "ContainerCreating"
+        view = self.view
+        if not isinstance(view.state, RunningState):
+            view = view.waiting(waiting, "the instance runs; starting the pod's processes")
+        await self.show(
+            replace(
+                view,
+                address=observed.address,
+                message=None,
+                reason=None,
+                container_id=observed.container_id,
+            )
+        )
+        await self.report.event(
+            "Normal", "InstanceReady", observed.description, log_as="Instance ready"
+        )
+
+    def _end_disruption(self) -> None:
+        disruption = self.view.disruption
+        if disruption is not None and disruption.ended is None:
+            self.report.view = replace(
+                self.view, disruption=replace(disruption, ended=now_rfc3339())
+            )
 
     async def _probe(
         self,
@@ -447,7 +566,7 @@ class PodLifecycle:
     async def _ignored_probes(self) -> None:
         """Probes that cannot run (``exec``) are said on the pod, never silently dropped."""
         container = self._container()
-        names = unsupported(container) if container is not None else []
+        names = unsupported(container) if container is not None and not self._runtime else []
         if not names:
             self.report.view = replace(self.view, ignored_probes=None)
             return
@@ -470,11 +589,7 @@ class PodLifecycle:
         )
 
     async def _running(self, observed: Running) -> None:
-        disruption = self.view.disruption
-        if disruption is not None and disruption.ended is None:
-            self.report.view = replace(
-                self.view, disruption=replace(disruption, ended=now_rfc3339())
-            )
+        self._end_disruption()
         state = self.view.state
         started = state.started_at if isinstance(state, RunningState) else now_rfc3339()
         if self.view.phase == "Pending":  # the pod's first start, not a restart
@@ -535,6 +650,10 @@ class _Probing:
         self.following = trio.CancelScope()
         self.killed: list[Kill] = []
         self.running: Running | None = None
+        self.runtime = False
+        """The runtime's reports are followed (one task per instance)."""
+        self.finished: tuple[Terminated, bool] | None = None
+        """The runtime ended the pod: its outcome, and that it is final."""
         self.since: float = 0.0
         """When the container first ran in this follow: initial delays count from it."""
         self._scope: trio.CancelScope | None = None

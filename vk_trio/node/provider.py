@@ -20,6 +20,12 @@ a provider is only ever asked about the container it runs)::
     logs(pod, container, options)  its output under ``LogOptions``, as a stream of bytes
     usage(pod)                     what it uses now (CPU, memory, disk, GPU), if known
 
+A provider whose instances run a runtime of their own (the vk-trio agent, which runs the
+pod's init containers and its container's process, restarts it in place and runs its exec
+probes) says so in the ``Placement``; the lifecycle then follows that runtime's reports too::
+
+    processes(pod, id, progress)   the pod's processes as the runtime reports them
+
 Both answer with streams or values, and fail with a ``ContainerError`` whose ``status`` is
 the HTTP status the kubelet would answer with; the streaming verbs of ``kubectl exec``,
 ``attach`` and ``port-forward`` belong here too, in the same shape.
@@ -40,6 +46,7 @@ from typing import Literal, Protocol
 
 from vk_trio.errors import PermanentError, VkError
 from vk_trio.kube.models import Pod
+from vk_trio.node.status import ProcessState
 
 __all__ = [
     "Booting",
@@ -56,6 +63,8 @@ __all__ = [
     "Observation",
     "Placement",
     "Preempted",
+    "ProcessState",
+    "Processes",
     "Progress",
     "Provider",
     "ProviderUnavailable",
@@ -82,6 +91,9 @@ class Placement:
     container: str
     skipped: Mapping[str, str]
     """Every other container → the reason shown in its waiting state."""
+    runtime: bool = False
+    """A runtime inside the instance runs the pod's processes (init containers first) and
+    reports them through ``Provider.processes``; its exec probes run there too."""
 
 
 # -- what the kubelet API asks: options, answers, errors -----------------------------------
@@ -230,6 +242,21 @@ class Preempted:
     message: str
 
 
+@dataclass(frozen=True)
+class Processes:
+    """What the runtime reports of the pod's processes: its init containers in order, then
+    its container. ``finished``: no process will run again (``restartPolicy``, or the pod
+    was evicted), so the pod's phase is final."""
+
+    init_containers: tuple[ProcessState, ...]
+    container: ProcessState
+    initialized: bool
+    finished: bool = False
+    reason: str = ""
+    """Why the pod finished when it is not its container's exit (``Evicted``)."""
+    message: str = ""
+
+
 Observation = Booting | Running | Interrupted | Exited | MachineFailed | Lost | Preempted
 Ended = Exited | MachineFailed | Lost | Preempted
 """The observations after which ``follow`` ends."""
@@ -303,6 +330,15 @@ class Provider(Protocol):
         ``follow``, when the container ends). ``vk_trio.node.logbook`` does the slicing and
         following for a provider that can only fetch full snapshots.
         """
+        ...
+
+    def processes(
+        self, pod: Pod, instance: str, progress: Progress
+    ) -> AsyncGenerator[Processes, None]:
+        """For a ``Placement`` with ``runtime``: the pod's processes on ``instance``, now and
+        on every change. Started once the instance runs; it hands the runtime the pod (its
+        files, its env, its processes) first. It ends when the instance stops serving, and
+        reconnects by itself through short losses of the runtime's link."""
         ...
 
     async def usage(self, pod: Pod) -> Usage | None:

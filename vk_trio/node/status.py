@@ -56,6 +56,22 @@ ContainerState = Waiting | Running | Terminated
 
 
 @dataclass(frozen=True)
+class ProcessState:
+    """One container's process as a runtime inside the instance reports it (the vk-trio
+    agent): its state, its restarts in place, and its own (exec) probes' verdicts."""
+
+    name: str
+    state: ContainerState
+    last_state: Terminated | None = None
+    restart_count: int = 0
+    """Restarts in place, on this instance."""
+    ready: bool | None = None
+    """The runtime's readiness probe; None when it runs none."""
+    started: bool | None = None
+    """The runtime's startup probe has passed; None when it runs none."""
+
+
+@dataclass(frozen=True)
 class Disruption:
     """Why the pod's instance was taken away (``Interrupted``), shown as the
     ``DisruptionTarget`` condition: True from ``since``; False once ``ended`` (it runs again,
@@ -123,6 +139,12 @@ class PodView:
     """Why some of the container's probes are not run (``exec``), shown as a condition."""
     disruption: Disruption | None = None
     """The instance was taken away (or was, and runs again): ``DisruptionTarget``."""
+    initialized: bool = True
+    """False until every init container has succeeded (``Initialized``)."""
+    init_states: tuple[ProcessState, ...] = ()
+    """The init containers as the runtime reported them (none reported yet: waiting)."""
+    runtime_ready: bool | None = None
+    """The runtime's own readiness verdict (exec probes), ANDed with ``ready``."""
 
     def waiting(self, reason: str, message: str) -> PodView:
         """The container waits; the phase stays (a Running pod whose container restarts is
@@ -189,7 +211,7 @@ def status_patch(pod: Pod, view: PodView, *, chosen: str) -> dict[str, Any]:
             if view.container_id:
                 entry["containerID"] = view.container_id
                 entry["imageID"] = container.image  # the reference the instance was made from
-            entry["ready"] = view.ready
+            entry["ready"] = view.ready and view.runtime_ready is not False
             entry["started"] = isinstance(view.state, Running) and view.started
             entry["restartCount"] = view.restart_count
             entry["state"] = _state(view.state)
@@ -201,9 +223,9 @@ def status_patch(pod: Pod, view: PodView, *, chosen: str) -> dict[str, Any]:
         statuses.append(entry)
     # Ready needs every container ready; a skipped container never is, by design of the
     # "one instance, one image" rule. Report it honestly rather than pretend.
-    all_ready = view.ready and not view.skipped
+    all_ready = view.ready and view.runtime_ready is not False and not view.skipped
     conditions = [
-        _condition("Initialized", True),
+        _condition("Initialized", view.initialized, "ContainersNotInitialized"),
         _condition("ContainersReady", all_ready, "ContainersNotReady"),
         _condition("Ready", all_ready, "ContainersNotReady"),
     ]
@@ -227,6 +249,8 @@ def status_patch(pod: Pod, view: PodView, *, chosen: str) -> dict[str, Any]:
         "message": view.message,
     }
     _observed(status, pod.metadata.generation)
+    if pod.spec.init_containers:
+        status["initContainerStatuses"] = _init_statuses(pod, view)
     if pod.spec.ephemeral_containers:
         status["ephemeralContainerStatuses"] = [
             {
@@ -246,6 +270,30 @@ def status_patch(pod: Pod, view: PodView, *, chosen: str) -> dict[str, Any]:
     status["podIP"] = status["hostIP"] = address
     status["podIPs"] = status["hostIPs"] = [{"ip": address}] if address else None
     return status
+
+
+def _init_statuses(pod: Pod, view: PodView) -> list[dict[str, Any]]:
+    """The init containers, as reported, or waiting (``PodInitializing``) until they are."""
+    reported = {state.name: state for state in view.init_states}
+    statuses = []
+    for container in pod.spec.init_containers:
+        process = reported.get(container.name)
+        state = process.state if process else Waiting("PodInitializing")
+        entry: dict[str, Any] = {
+            "name": container.name,
+            "image": container.image,
+            "imageID": container.image if process else "",
+            "ready": isinstance(state, Terminated) and state.exit_code == 0,
+            "started": isinstance(state, Running),
+            "restartCount": process.restart_count if process else 0,
+            "state": _state(state),
+        }
+        if process is not None and process.last_state is not None:
+            entry["lastState"] = _state(process.last_state)
+        if view.container_id and process is not None:
+            entry["containerID"] = view.container_id
+        statuses.append(entry)
+    return statuses
 
 
 def _observed(status: dict[str, Any], generation: int) -> None:
