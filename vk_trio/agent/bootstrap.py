@@ -50,7 +50,8 @@ digest() {{
   if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1"
   elif command -v busybox >/dev/null 2>&1; then busybox sha256sum "$1"
   elif command -v python3 >/dev/null 2>&1; then
-    python3 -c 'import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' "$1"
+    python3 -c 'import hashlib, sys
+print(hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())' "$1"
   elif command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r "$1"
   else say "the image has no sha256sum, busybox, python3 or openssl"; exit {NO_HASHER}
   fi
