@@ -19,8 +19,16 @@ The mapping (:func:`instance_request`):
 - ``imagePullSecrets`` → ``image_login`` ``"-u user -p password registry"`` for the registry the
   image comes from.
 
-Secret values end up in the request, so the set of values used is returned with it: the caller
-registers them with :func:`vk_trio.logs.redact` before anything is logged or put in an Event.
+With the vk-trio agent (``agent_env``), the request carries none of that: ``onstart``/``args``
+are the agent's bootstrap (``vk_trio.agent.bootstrap``), ``env`` the ``-p`` options (the
+agent's port too) and the agent's own variables (where to download it, its checksum, its link
+credentials). The pod's env, Secret values included, goes to the agent over the link
+(``provider/runtime.py``), never through Vast's API, which keeps a create's env with the
+instance.
+
+Without the agent, Secret values end up in the request, so the set of values used is
+returned with it: the caller registers them with :func:`vk_trio.logs.redact` before
+anything is logged or put in an Event.
 
 A referenced Secret or ConfigMap that does not exist (and is not optional) raises
 :class:`MissingReference`, a temporary error: it may be created later, and the kubelet retries
@@ -35,6 +43,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
+from vk_trio.agent.bootstrap import SCRIPT as BOOTSTRAP
+from vk_trio.agent.protocol import AGENT_PORT
 from vk_trio.annotations import CONTAINER
 from vk_trio.errors import PermanentError, TemporaryError
 from vk_trio.kube.models import ConfigMap, Container, EnvFromSource, EnvVar, Pod, Secret
@@ -45,6 +55,7 @@ __all__ = [
     "ObjectLookup",
     "SpecError",
     "chosen_container",
+    "container_env",
     "expand",
     "image_registry",
     "instance_request",
@@ -107,17 +118,23 @@ async def instance_request(
     disk_gb: float,
     lookup: ObjectLookup,
     bid_price: float | None = None,
+    agent_env: Mapping[str, str] | None = None,
 ) -> tuple[CreateInstance, set[str]]:
-    """The create body for ``pod`` and the Secret-sourced values it contains (to redact).
+    """The create body for ``pod`` and the Secret-sourced values it uses (to redact).
 
-    ``bid_price`` makes the instance interruptible (see ``selection.bid_price``).
+    ``bid_price`` makes the instance interruptible (see ``selection.bid_price``);
+    ``agent_env`` runs the vk-trio agent, with these variables, instead of the pod's process.
     Raises :class:`SpecError` or :class:`MissingReference`.
     """
     container = chosen_container(pod)
     if not container.image.strip():
         raise SpecError(f'container "{container.name}" of pod {pod.key} has no image')
     resolver = _EnvResolver(pod, lookup)
-    env = await resolver.resolve(container)
+    env = await resolver.resolve(container)  # a missing reference waits before any buy
+    if agent_env is not None:
+        return _agent_request(pod, container, label, disk_gb, bid_price, agent_env), set(
+            resolver.secret_values
+        )
     lookup_var = _mapping(env)
     command = [expand(part, lookup_var) for part in container.command]
     args = [expand(part, lookup_var) for part in container.args]
@@ -138,6 +155,44 @@ async def instance_request(
         ),
         resolver.secret_values,
     )
+
+
+def _agent_request(
+    pod: Pod,
+    container: Container,
+    label: str,
+    disk_gb: float,
+    bid_price: float | None,
+    agent_env: Mapping[str, str],
+) -> CreateInstance:
+    """The create body that runs the agent's bootstrap: no pod env, no pod command."""
+    flags = _port_flags(pod, container)
+    agent_port = f"-p {AGENT_PORT}:{AGENT_PORT}"
+    if agent_port in flags:
+        raise SpecError(
+            f"port {AGENT_PORT} of pod {pod.key} is the vk-trio agent's inside the instance;"
+            " use another port"
+        )
+    return CreateInstance(
+        image=container.image.strip(),
+        disk=disk_gb,
+        label=label,
+        env={**flags, agent_port: "1", **agent_env},
+        runtype="args",
+        onstart="sh",
+        args=["-c", BOOTSTRAP],
+        image_login=None,
+        price=bid_price,
+    )
+
+
+async def container_env(
+    pod: Pod, container: Container, lookup: ObjectLookup
+) -> tuple[dict[str, str], set[str]]:
+    """``container``'s environment as the kubelet builds it, and the Secret values in it."""
+    resolver = _EnvResolver(pod, lookup)
+    env = await resolver.resolve(container)
+    return env, resolver.secret_values
 
 
 def _port_flags(pod: Pod, container: Container) -> dict[str, str]:
