@@ -140,7 +140,8 @@ def _split_registry(name: str, image: str) -> tuple[str, str]:
 def _check_repository(repository: str, image: str) -> None:
     if len(repository) > MAX_NAME:
         raise InvalidReference(
-            f"image {_shown(image)}: repository name is longer than {MAX_NAME} characters", image=image
+            f"image {_shown(image)}: repository name is longer than {MAX_NAME} characters",
+            image=image,
         )
     for component in repository.split("/"):
         if _COMPONENT.fullmatch(component):
