@@ -3,6 +3,7 @@ pyproject.toml) are checked by the one test command, so CI enforces them.
 
 The contracts: ``node`` and ``kubelet`` know no Vast (neither ``vast`` nor ``provider``);
 ``vast`` and ``kube`` are clients that import neither each other nor anything above them;
+``registry`` imports none of them either;
 ``provider`` never imports the wiring (``app``, ``cli``); nothing but ``devtools`` itself and
 the tests imports ``devtools`` (``dryrun --simulate`` is the one declared exception); nothing
 in the package imports ``tests``; no two modules of one package import each other, at any

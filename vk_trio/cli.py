@@ -62,6 +62,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
 _SIMS: dict[str, tuple[str, str]] = {
     "vast": ("vk_trio.devtools.sim.vast", "serve a simulated Vast.ai API"),
     "kube": ("vk_trio.devtools.sim.kube", "serve a Kubernetes API stand-in"),
+    "registry": ("vk_trio.devtools.sim.registry", "serve a container registry on loopback"),
 }
 
 

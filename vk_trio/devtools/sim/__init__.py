@@ -1,1 +1,2 @@
-"""The simulators: the Vast.ai API (``vast/``) and a Kubernetes API stand-in (``kube/``)."""
+"""The simulators: the Vast.ai API (``vast/``), a Kubernetes API stand-in (``kube/``) and a
+container registry (``registry/``)."""
