@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 __all__ = [
+    "AGENT",
     "BUYING",
     "CONTAINER",
     "COST",
@@ -23,6 +24,7 @@ __all__ = [
     "GPU",
     "GPU_FALLBACKS",
     "GPU_TYPE",
+    "INIT_IN_MAIN_IMAGE",
     "INSTANCE_ID",
     "INTERRUPTIBLE",
     "LOCATION",
@@ -80,6 +82,8 @@ STARTUP_TIMEOUT = "vast.ai/startup-timeout"
 SERVICE_SELECTOR = "vast.ai/selector"
 ON_OUTBID = "vast.ai/on-outbid"
 OUTBID_GRACE = "vast.ai/outbid-grace"
+AGENT = "vast.ai/agent"
+INIT_IN_MAIN_IMAGE = "vast.ai/init-in-main-image"
 
 READ: tuple[Annotation, ...] = (
     Annotation(GPU_TYPE, '`"RTX 3060"`', "preferred GPU model (any model, cheapest first)"),
@@ -127,6 +131,19 @@ READ: tuple[Annotation, ...] = (
         '`"10m"`, `"1h"`',
         "how long an outbid instance is kept for Vast to resume; then `wait`/`rebid` count it "
         "lost (`restartPolicy` decides) and `replace` buys a new one (10m)",
+    ),
+    Annotation(
+        AGENT,
+        '`"true"`, `"false"`',
+        "run the pod under the vk-trio agent inside its instance (see *The agent*) even when it "
+        "needs nothing only the agent gives (only pods with volumes, init containers, exec "
+        "probes or, when the node has `--agent-url`, Secret env)",
+    ),
+    Annotation(
+        INIT_IN_MAIN_IMAGE,
+        '`"true"`',
+        "run init containers whose image differs from the container's in the container's "
+        "image (one instance runs one image) (refused)",
     ),
     Annotation(
         SERVICE_SELECTOR,

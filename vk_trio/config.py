@@ -314,6 +314,25 @@ class Settings(msgspec.Struct, kw_only=True):
         ),
     ] = None
 
+    agent_url: Annotated[
+        Annotated[str, Meta(pattern=r"^https?://\S+$")] | None,
+        Meta(
+            description="where instances download the vk-trio agent (this same binary) that "
+            "runs the pod inside them: its volumes, init containers, exec probes, Secret env, "
+            "restarts in place; unset: pods that need it are refused with that reason",
+            extra={"allowed": "an http(s) URL the instances can reach"},
+        ),
+    ] = None
+    agent_sha256: Annotated[
+        Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")] | None,
+        Meta(
+            description="the SHA-256 of what AGENT_URL serves, checked inside every instance "
+            "before it runs; unset: this binary's own digest (the agent is the node's own "
+            "binary), or, when not run as the binary, the digest of AGENT_URL read at start",
+            extra={"allowed": "64 lowercase hex digits"},
+        ),
+    ] = None
+
     node_labels: Annotated[
         Annotated[str, Meta(pattern=_LABELS)] | None,
         Meta(

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from vk_trio.config import Settings
 
 __all__ = [
+    "AGENT_LINK",
     "ANY_FAILURE",
     "CSR_CREATE",
     "ENDPOINT_WRITE",
@@ -210,6 +211,10 @@ LOST_CREATE_LOOKUPS = 4
 """A create whose answer was lost is looked up ``LOST_CREATE_LOOKUPS`` times, this far apart
 (and, while listing fails, until a list answers), because a just-created instance may take a
 moment to show in the list."""
+
+AGENT_LINK = Backoff(1.0, 30.0)
+"""Between attempts to reach a pod's agent: it starts within seconds of its instance running
+(the first attempts are that wait), and an instance that restarts takes a minute or more."""
 
 CSR_CREATE = Backoff.fixed(60.0)
 """Asking again after a serving-certificate CSR could not be created (API errors, not

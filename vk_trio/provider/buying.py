@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import trio
@@ -118,8 +118,11 @@ class Buyer:
         namespaces: NamespaceHolds,
         objects: ObjectLookup,
         credit: CreditCheck = lambda price: None,
+        agent_env: Callable[[Pod], Mapping[str, str] | None] = lambda pod: None,
     ) -> None:
         self._settings = settings
+        self._agent_env = agent_env
+        """The bootstrap's variables for a pod that runs under the agent, else None."""
         self._credit = credit
         self._vast = vast
         self._poller = poller
@@ -361,6 +364,7 @@ class Buyer:
                 disk_gb=requirements.disk_gb,
                 lookup=self._objects,
                 bid_price=bid_price(offer, requirements),
+                agent_env=self._agent_env(pod),
             )
         except MissingReference as exc:
             return "CreateContainerConfigError", str(exc)

@@ -43,6 +43,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
+import msgspec
+
 from vk_trio.agent.bootstrap import SCRIPT as BOOTSTRAP
 from vk_trio.agent.protocol import AGENT_PORT
 from vk_trio.annotations import CONTAINER
@@ -56,9 +58,11 @@ __all__ = [
     "SpecError",
     "chosen_container",
     "container_env",
+    "env_lookup",
     "expand",
     "image_registry",
     "instance_request",
+    "pull_credentials",
     "skipped_containers",
 ]
 
@@ -131,16 +135,17 @@ async def instance_request(
         raise SpecError(f'container "{container.name}" of pod {pod.key} has no image')
     resolver = _EnvResolver(pod, lookup)
     env = await resolver.resolve(container)  # a missing reference waits before any buy
+    image_login = await _image_login(pod, container.image, lookup, resolver.secret_values)
     if agent_env is not None:
-        return _agent_request(pod, container, label, disk_gb, bid_price, agent_env), set(
+        request = _agent_request(pod, container, label, disk_gb, agent_env)
+        return msgspec.structs.replace(request, image_login=image_login, price=bid_price), (
             resolver.secret_values
         )
-    lookup_var = _mapping(env)
+    lookup_var = env_lookup(env)
     command = [expand(part, lookup_var) for part in container.command]
     args = [expand(part, lookup_var) for part in container.args]
     request_env = dict(env)
     request_env.update(_port_flags(pod, container))
-    image_login = await _image_login(pod, container.image, lookup, resolver.secret_values)
     return (
         CreateInstance(
             image=container.image.strip(),
@@ -162,7 +167,6 @@ def _agent_request(
     container: Container,
     label: str,
     disk_gb: float,
-    bid_price: float | None,
     agent_env: Mapping[str, str],
 ) -> CreateInstance:
     """The create body that runs the agent's bootstrap: no pod env, no pod command."""
@@ -181,8 +185,6 @@ def _agent_request(
         runtype="args",
         onstart="sh",
         args=["-c", BOOTSTRAP],
-        image_login=None,
-        price=bid_price,
     )
 
 
@@ -234,7 +236,7 @@ def _valid_env_name(name: str) -> bool:
     return _ENV_NAME.fullmatch(name) is not None and not name.startswith("-")
 
 
-def _mapping(env: Mapping[str, str]) -> Callable[[str], str]:
+def env_lookup(env: Mapping[str, str]) -> Callable[[str], str]:
     """The kubelet's lookup for ``$(NAME)``: an undefined name stays as written."""
     return lambda name: env.get(name, f"$({name})")
 
@@ -379,7 +381,7 @@ class _EnvResolver:
         """The variable's value; None drops it (optional and missing, or resourceFieldRef)."""
         source = var.value_from
         if source is None:
-            return expand(var.value or "", _mapping(env))
+            return expand(var.value or "", env_lookup(env))
         if source.secret_key_ref is not None:
             ref = source.secret_key_ref
             secret = await self.secret(ref.name)
@@ -465,6 +467,17 @@ async def _image_login(
         secret_values.add(password)
         return f"-u {user} -p {password} {registry}"
     return None
+
+
+async def pull_credentials(pod: Pod, lookup: ObjectLookup) -> dict[str, tuple[str, str]]:
+    """Registry → (user, password) from the pod's pull secrets (the first one wins)."""
+    found: dict[str, tuple[str, str]] = {}
+    for ref in pod.spec.image_pull_secrets:
+        secret = await lookup.secret(pod.metadata.namespace, ref.name)
+        if secret is not None:
+            for registry, pair in _registry_credentials(secret).items():
+                found.setdefault(registry, pair)
+    return found
 
 
 def _registry_credentials(secret: Secret) -> dict[str, tuple[str, str]]:

@@ -22,7 +22,7 @@ from loguru import logger
 
 from vk_trio.annotations import BUYING, ENDPOINTS, INSTANCE_ID
 from vk_trio.config import Settings
-from vk_trio.errors import VkError
+from vk_trio.errors import PermanentError, TemporaryError, VkError
 from vk_trio.kube.models import Pod
 from vk_trio.node.provider import (
     Ended,
@@ -33,12 +33,14 @@ from vk_trio.node.provider import (
     MachineFailed,
     Observation,
     Placement,
+    Processes,
     Progress,
     Running,
     Usage,
 )
 from vk_trio.node.status import DISRUPTION_TARGET
 from vk_trio.provider.account import CostRecorder
+from vk_trio.provider.agents import PodAgents
 from vk_trio.provider.budget import Budget
 from vk_trio.provider.buying import Buyer, CreditCheck
 from vk_trio.provider.instances import destroy_all
@@ -49,6 +51,7 @@ from vk_trio.provider.namespace_budget import NamespaceHolds
 from vk_trio.provider.observing import OUTBID_REASON, InstanceWatch
 from vk_trio.provider.poller import InstancePoller
 from vk_trio.provider.requirements import AnnotationError, Requirements, parse_requirements
+from vk_trio.provider.runtime import AgentDelivery, ImageConfigs, agent_placement, pod_bundle
 from vk_trio.provider.spec import ObjectLookup, SpecError, chosen_container, skipped_containers
 from vk_trio.provider.usage import instance_usage
 from vk_trio.retry import (
@@ -89,8 +92,15 @@ class VastProvider:
         namespaces: NamespaceHolds,
         credit: CreditCheck = lambda price: None,
         costs: CostRecorder | None = None,
+        agent: AgentDelivery | None = None,
+        images: ImageConfigs | None = None,
     ) -> None:
         self._settings = settings
+        self._agent = agent
+        self._objects = objects
+        self._agents = (
+            PodAgents(agent, poller, objects, images) if agent is not None and images else None
+        )
         self._vast = vast
         self._poller = poller
         self._budget = budget
@@ -106,6 +116,7 @@ class VastProvider:
             namespaces=namespaces,
             objects=objects,
             credit=credit,
+            agent_env=self._agent_env,
         )
         self._logs = VastLogs(vast, poller)
         self._backoff = pod_backoff(settings)
@@ -119,8 +130,10 @@ class VastProvider:
             _requirements(pod)
         except (AnnotationError, SpecError) as exc:
             raise InvalidPod("InvalidAnnotation", str(exc)) from exc
+        runtime = agent_placement(pod, self._agent)
         reason = f'the instance runs "{chosen.name}": one Vast instance, one image'
-        return Placement(chosen.name, {name: reason for name in skipped_containers(pod)})
+        skipped = {name: reason for name in skipped_containers(pod)}
+        return Placement(chosen.name, skipped, runtime=runtime)
 
     async def adopt(self, pod: Pod, progress: Progress) -> str | Lost | None:
         """Waits for a sweep that started after this call, so an instance bought moments ago
@@ -154,6 +167,8 @@ class VastProvider:
         return str(keep.id)
 
     async def acquire(self, pod: Pod, progress: Progress) -> str:
+        if self._agent_env(pod) is not None:
+            await self._prepare(progress)
         memory = self._pods.setdefault(pod.uid, _PodMemory())
         instance_id = await self._buyer.acquire(
             pod,
@@ -239,18 +254,59 @@ class VastProvider:
 
     def forget(self, pod: Pod) -> None:
         self._pods.pop(pod.uid, None)
+        if self._agents is not None:
+            self._agents.forget(pod)
         self._logs.forget(pod.uid)
         self._poller.forget(pod.uid)
         self._poller.costs.forget(pod.uid)
 
+    def processes(
+        self, pod: Pod, instance: str, progress: Progress
+    ) -> AsyncGenerator[Processes, None]:
+        if self._agents is None:
+            raise RuntimeError("processes() of a pod placed without the agent")
+        return self._agents.follow(pod, instance, progress)
+
     async def logs(self, pod: Pod, container: str, options: LogOptions) -> AsyncIterator[bytes]:
+        if self._agents is not None and self._agent_env(pod) is not None:
+            return await self._agents.logs(pod, container, options)
         return await self._logs.stream(pod, container, options)
 
     async def usage(self, pod: Pod) -> Usage | None:
+        if self._agents is not None and self._agent_env(pod) is not None:
+            return await self._agents.usage(pod)
         instances = self._poller.instances(pod.uid)
         return instance_usage(max(instances, key=lambda i: i.id)) if instances else None
 
     # -- helpers --------------------------------------------------------------------------
+
+    def _agent_env(self, pod: Pod) -> dict[str, str] | None:
+        """The bootstrap's variables when ``pod`` runs under the agent, else None."""
+        try:
+            runtime = self._agent is not None and agent_placement(pod, self._agent)
+        except InvalidPod:
+            return None
+        return self._agent.env(pod) if runtime and self._agent is not None else None
+
+    async def _prepare(self, progress: Progress) -> None:
+        """Before buying for a pod under the agent: everything its bundle needs can be read
+        (its ConfigMaps, Secrets, its image's config), so nothing is bought to wait on them."""
+        waits = self._backoff.delays()
+        while True:
+            try:
+                await pod_bundle(progress.pod, self._objects, self._images_or_fail())
+                return
+            except (TemporaryError, PermanentError) as exc:
+                reason = getattr(exc, "reason", "CreateContainerConfigError")
+                delay = waits.next()
+                await progress.event("Warning", str(reason), str(exc))
+                await progress.waiting(str(reason), f"{exc}; retrying in {delay:.0f}s")
+                await trio.sleep(delay)
+
+    def _images_or_fail(self) -> ImageConfigs:
+        if self._agents is None:
+            raise RuntimeError("a pod under the agent on a provider without image configs")
+        return self._agents.images
 
     def _label(self, pod: Pod) -> str:
         meta = pod.metadata

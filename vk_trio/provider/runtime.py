@@ -1,0 +1,296 @@
+"""The pod as the vk-trio agent runs it: who needs the agent, how it reaches the instance,
+and the bundle it is handed over the link.
+
+**Who needs it.** Only the agent inside the instance can give a pod its volumes, its init
+containers and its exec probes; a node with the agent configured (``--agent-url``) also sends
+Secret-sourced env through it rather than through Vast's API. A pod that asks for any of those
+runs under the agent, or is refused with the reason when the node has none: never run without
+what it asked for (:func:`agent_placement`). ``vast.ai/agent: "true"`` asks for it anyway.
+
+**How it arrives** (:class:`AgentDelivery`): the instance's entrypoint is the bootstrap
+(``vk_trio.agent.bootstrap``), which downloads ``--agent-url``, checks it against the SHA-256
+the node passes, and runs it. The link's credentials for the pod are derived from a master
+secret (itself derived from the Vast API key: nothing to store, the same on every replica)
+and the pod's UID (``vk_trio.agent.link``).
+
+**What it is handed** (:func:`pod_bundle`): each process's argv as the kubelet would run it
+(the pod's ``command``/``args`` over the image's ENTRYPOINT/CMD, read from its registry when
+the pod sets no ``command``), its env (Secret values included), working directory, mounts and
+exec probes; the pod's volumes with their contents; the init containers in order. The image's
+own ENV, WORKDIR and USER need no lookup: Docker gives them to the agent's process, and the
+agent passes them on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import httpx
+import trio
+
+from vk_trio.agent.bootstrap import AGENT_SHA256_ENV, AGENT_URL_ENV
+from vk_trio.agent.link import CREDENTIALS_ENV, LinkKeys, agent_credentials, node_keys, pod_secret
+from vk_trio.agent.protocol import Bundle, ExecProbe, ProcessSpec
+from vk_trio.annotations import AGENT, INIT_IN_MAIN_IMAGE
+from vk_trio.config import ConfigError, Settings
+from vk_trio.kube.models import Container, Pod, Probe
+from vk_trio.node.provider import InvalidPod
+from vk_trio.provider.spec import (
+    ObjectLookup,
+    SpecError,
+    chosen_container,
+    container_env,
+    env_lookup,
+    expand,
+    pull_credentials,
+)
+from vk_trio.provider.volumes import container_mounts, pod_volumes, unsupported_volume
+from vk_trio.registry import ImageConfig
+
+__all__ = [
+    "AgentDelivery",
+    "ImageConfigs",
+    "agent_delivery",
+    "agent_placement",
+    "pod_bundle",
+]
+
+
+class ImageConfigs(Protocol):
+    """What the registry says an image runs (``vk_trio.registry.RegistryClient``)."""
+
+    async def image_config(
+        self, image: str, *, credentials: Mapping[str, tuple[str, str]] | None = None
+    ) -> ImageConfig: ...
+
+
+@dataclass(frozen=True)
+class AgentDelivery:
+    """Where instances download the agent, its digest, and the node's link master secret."""
+
+    url: str
+    sha256: str
+    master: bytes
+
+    def env(self, pod: Pod) -> dict[str, str]:
+        """The bootstrap's variables in the pod's create request: no pod value among them."""
+        return {
+            AGENT_URL_ENV: self.url,
+            AGENT_SHA256_ENV: self.sha256,
+            CREDENTIALS_ENV: agent_credentials(pod_secret(self.master, pod.uid)),
+        }
+
+    def keys_for(self, uid: str) -> LinkKeys:
+        """The node's end of the link to the agent of the pod with this UID."""
+        return node_keys(pod_secret(self.master, uid))
+
+
+async def agent_delivery(settings: Settings) -> AgentDelivery | None:
+    """The delivery ``settings`` describe; None without ``--agent-url``. Raises
+    ``ConfigError`` when the digest is not given and cannot be found."""
+    if settings.agent_url is None:
+        return None
+    digest = settings.agent_sha256 or await _own_digest() or await _served_digest(settings)
+    master = hmac.digest(settings.vast_api_key.encode(), b"vk-trio agent link master", "sha256")
+    return AgentDelivery(settings.agent_url, digest, master)
+
+
+async def _own_digest() -> str | None:
+    """This binary's SHA-256 when it runs as the static binary: the agent is the same file."""
+    if not getattr(sys, "frozen", False):
+        return None
+    return await trio.to_thread.run_sync(_file_digest, sys.executable)
+
+
+def _file_digest(path: str) -> str:
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+async def _served_digest(settings: Settings) -> str:
+    """The digest of what ``--agent-url`` serves now (not run as the binary: a development
+    checkout, the demo), pinned for this process's life."""
+    url = settings.agent_url or ""
+    try:
+        async with httpx.AsyncClient(timeout=60.0) as http:
+            response = await http.get(url, follow_redirects=True)
+            response.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise ConfigError(
+            f"--agent-url {url} could not be read to pin its SHA-256 ({exc}); "
+            "set --agent-sha256, or make the URL reachable from the node"
+        ) from exc
+    return hashlib.sha256(response.content).hexdigest()
+
+
+# -- who needs the agent ------------------------------------------------------------------
+
+
+def agent_placement(pod: Pod, delivery: AgentDelivery | None) -> bool:
+    """Whether the pod runs under the agent. Raises ``InvalidPod`` when it asks for what
+    cannot be given: a volume type no instance can mount, an init container in another
+    image, or what only the agent gives on a node without it."""
+    refused = unsupported_volume(pod)
+    if refused is not None:
+        raise InvalidPod("UnsupportedVolume", refused)
+    container = chosen_container(pod)
+    _check_init_images(pod, container)
+    needs = _needs(pod, container, secret_env=delivery is not None)
+    wanted = pod.metadata.annotations.get(AGENT, "").strip().lower()
+    if wanted not in ("", "true", "false"):
+        raise InvalidPod("InvalidAnnotation", f'{AGENT}: "{wanted}" is not "true" or "false"')
+    if wanted == "false" and needs:
+        raise InvalidPod(
+            "AgentRequired",
+            f"pod {pod.key} asks for {', '.join(needs)}, which only the vk-trio agent inside "
+            f'the instance gives; remove {AGENT}: "false"',
+        )
+    if not needs and wanted != "true":
+        return False
+    if delivery is None:
+        asked = ", ".join(needs) if needs else f'{AGENT}: "true"'
+        raise InvalidPod(
+            "AgentNotConfigured",
+            f"pod {pod.key} asks for {asked}, which only the vk-trio agent inside the instance "
+            "gives, and this node has no --agent-url (AGENT_URL); nothing was bought",
+        )
+    return True
+
+
+def _needs(pod: Pod, container: Container, *, secret_env: bool) -> list[str]:
+    """What the pod asks for that only the agent gives, in words for the refusal."""
+    needs = []
+    if pod.spec.volumes:
+        needs.append("volumes (" + ", ".join(v.name for v in pod.spec.volumes) + ")")
+    if pod.spec.init_containers:
+        needs.append("init containers")
+    if any(_exec_probes(container)):
+        needs.append("exec probes")
+    if secret_env and _secret_env(container):
+        needs.append("Secret env")
+    return needs
+
+
+def _secret_env(container: Container) -> bool:
+    return any(
+        var.value_from is not None and var.value_from.secret_key_ref is not None
+        for var in container.env
+    ) or any(source.secret_ref is not None for source in container.env_from)
+
+
+def _check_init_images(pod: Pod, container: Container) -> None:
+    """One instance runs one image: an init container of another image runs in the main
+    one only when the pod says so."""
+    if pod.metadata.annotations.get(INIT_IN_MAIN_IMAGE, "").strip().lower() == "true":
+        return
+    for init in pod.spec.init_containers:
+        if init.image.strip() != container.image.strip():
+            raise InvalidPod(
+                "InitContainerImage",
+                f'init container "{init.name}" of pod {pod.key} uses image {init.image}, not '
+                f"{container.image}: one Vast instance runs one image; set "
+                f'{INIT_IN_MAIN_IMAGE}: "true" to run its command in {container.image}',
+            )
+
+
+# -- the bundle -----------------------------------------------------------------------------
+
+
+async def pod_bundle(
+    pod: Pod, lookup: ObjectLookup, images: ImageConfigs
+) -> tuple[Bundle, set[str]]:
+    """The pod as the agent runs it, and the Secret values in it (to redact). Raises
+    ``SpecError``, ``MissingReference`` or ``ImageConfigUnavailable`` (temporary)."""
+    container = chosen_container(pod)
+    volumes, secrets = await pod_volumes(pod, lookup)
+    credentials = await pull_credentials(pod, lookup)
+    main = await _process(pod, container, lookup, images, credentials, secrets)
+    inits = [
+        await _process(pod, init, lookup, images, credentials, secrets)
+        for init in pod.spec.init_containers
+    ]
+    grace = pod.spec.termination_grace_period_seconds
+    policy = _RESTART_POLICIES.get(pod.spec.restart_policy, "Always")
+    return (
+        Bundle(
+            pod_uid=pod.uid,
+            volumes=volumes,
+            init_containers=inits,
+            container=main,
+            restart_policy=policy,
+            termination_grace=30.0 if grace is None else float(grace),
+        ),
+        secrets,
+    )
+
+
+_RESTART_POLICIES: dict[str, Literal["Always", "OnFailure", "Never"]] = {
+    "Always": "Always",
+    "OnFailure": "OnFailure",
+    "Never": "Never",
+}
+
+
+async def _process(
+    pod: Pod,
+    container: Container,
+    lookup: ObjectLookup,
+    images: ImageConfigs,
+    credentials: Mapping[str, tuple[str, str]],
+    secrets: set[str],
+) -> ProcessSpec:
+    env, values = await container_env(pod, container, lookup)
+    secrets |= values
+    lookup_var = env_lookup(env)
+    command = [expand(part, lookup_var) for part in container.command]
+    args = [expand(part, lookup_var) for part in container.args]
+    if not command:
+        config = await images.image_config(container.image.strip(), credentials=credentials)
+        command = list(config.entrypoint)
+        args = args or list(config.cmd)
+    argv = command + args
+    if not argv:
+        raise SpecError(
+            f'container "{container.name}" of pod {pod.key}: neither the pod nor the image '
+            f"{container.image} says what to run (no command, no ENTRYPOINT or CMD)"
+        )
+    return ProcessSpec(
+        name=container.name,
+        argv=argv,
+        env=list(env.items()),
+        working_dir=container.working_dir,
+        mounts=container_mounts(pod, container),
+        probes=_exec_probes(container),
+    )
+
+
+_KINDS: tuple[tuple[Literal["liveness", "readiness", "startup"], str], ...] = (
+    ("startup", "startup_probe"),
+    ("readiness", "readiness_probe"),
+    ("liveness", "liveness_probe"),
+)
+
+
+def _exec_probes(container: Container) -> list[ExecProbe]:
+    """The container's exec probes, which the agent runs inside the instance."""
+    probes = []
+    for kind, field in _KINDS:
+        probe: Probe | None = getattr(container, field)
+        if probe is not None and probe.exec is not None:
+            probes.append(
+                ExecProbe(
+                    kind=kind,
+                    command=list(probe.exec.command),
+                    initial_delay=float(probe.initial_delay_seconds),
+                    period=float(probe.period_seconds),
+                    timeout=float(probe.timeout_seconds),
+                    success_threshold=probe.success_threshold,
+                    failure_threshold=probe.failure_threshold,
+                )
+            )
+    return probes
