@@ -129,6 +129,14 @@ class Probe(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
     failure_threshold: int = 3
 
 
+class VolumeMount(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
+    name: str
+    mount_path: str = ""
+    sub_path: str = ""
+    sub_path_expr: str = ""
+    read_only: bool = False
+
+
 class Container(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
     name: str
     image: str = ""
@@ -141,6 +149,137 @@ class Container(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
     startup_probe: Probe | None = None
     readiness_probe: Probe | None = None
     liveness_probe: Probe | None = None
+    volume_mounts: tuple[VolumeMount, ...] = ()
+    working_dir: str = ""
+
+
+# -- volumes ----------------------------------------------------------------------------------
+#
+# The four sources an instance can be given (their contents travel in the agent's bundle) are
+# typed; every other source is a ``dict`` only so that its type name can be reported when the
+# pod is refused (``vk_trio.provider.volumes``). A dict, not ``msgspec.Raw``: a Raw is a view
+# into the whole decoded message, and would keep a 1,000-pod list response alive.
+
+Quantity = str | int | float
+"""A resource quantity as the API sends it: a string (``"1Gi"``), rarely a bare number."""
+
+
+class KeyToPath(msgspec.Struct, gc=False, kw_only=True):
+    key: str
+    path: str
+    mode: int | None = None
+
+
+class ConfigMapVolumeSource(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
+    """Also a projected volume's ``configMap`` (which has no ``defaultMode``)."""
+
+    name: str = ""
+    items: tuple[KeyToPath, ...] = ()
+    default_mode: int | None = None
+    optional: bool | None = None
+
+
+class SecretVolumeSource(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
+    secret_name: str = ""
+    items: tuple[KeyToPath, ...] = ()
+    default_mode: int | None = None
+    optional: bool | None = None
+
+
+class SecretProjection(msgspec.Struct, gc=False, kw_only=True):
+    """A projected volume's ``secret``: ``name``, where a secret volume says ``secretName``."""
+
+    name: str = ""
+    items: tuple[KeyToPath, ...] = ()
+    optional: bool | None = None
+
+
+class ResourceFieldSelector(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
+    resource: str
+    container_name: str = ""
+    divisor: Quantity = ""
+
+
+class DownwardAPIVolumeFile(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
+    path: str
+    field_ref: FieldSelector | None = None
+    resource_field_ref: ResourceFieldSelector | None = None
+    mode: int | None = None
+
+
+class DownwardAPIVolumeSource(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
+    """Also a projected volume's ``downwardAPI`` (which has no ``defaultMode``)."""
+
+    items: tuple[DownwardAPIVolumeFile, ...] = ()
+    default_mode: int | None = None
+
+
+class EmptyDirVolumeSource(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
+    medium: str = ""
+    size_limit: Quantity | None = None
+
+
+class VolumeProjection(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
+    config_map: ConfigMapVolumeSource | None = None
+    secret: SecretProjection | None = None
+    downward_api: DownwardAPIVolumeSource | None = msgspec.field(default=None, name="downwardAPI")
+    service_account_token: dict[str, object] | None = None
+    cluster_trust_bundle: dict[str, object] | None = None
+    pod_certificate: dict[str, object] | None = None
+
+
+class ProjectedVolumeSource(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
+    sources: tuple[VolumeProjection, ...] = ()
+    default_mode: int | None = None
+
+
+class Volume(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
+    name: str
+    config_map: ConfigMapVolumeSource | None = None
+    secret: SecretVolumeSource | None = None
+    downward_api: DownwardAPIVolumeSource | None = msgspec.field(default=None, name="downwardAPI")
+    projected: ProjectedVolumeSource | None = None
+    empty_dir: EmptyDirVolumeSource | None = None
+    persistent_volume_claim: dict[str, object] | None = None
+    host_path: dict[str, object] | None = None
+    csi: dict[str, object] | None = None
+    ephemeral: dict[str, object] | None = None
+    image: dict[str, object] | None = None
+    nfs: dict[str, object] | None = None
+    iscsi: dict[str, object] | None = None
+    git_repo: dict[str, object] | None = None
+    aws_elastic_block_store: dict[str, object] | None = None
+    azure_disk: dict[str, object] | None = None
+    azure_file: dict[str, object] | None = None
+    cephfs: dict[str, object] | None = None
+    cinder: dict[str, object] | None = None
+    fc: dict[str, object] | None = None
+    flex_volume: dict[str, object] | None = None
+    flocker: dict[str, object] | None = None
+    gce_persistent_disk: dict[str, object] | None = None
+    glusterfs: dict[str, object] | None = None
+    photon_persistent_disk: dict[str, object] | None = None
+    portworx_volume: dict[str, object] | None = None
+    quobyte: dict[str, object] | None = None
+    rbd: dict[str, object] | None = None
+    scale_io: dict[str, object] | None = msgspec.field(default=None, name="scaleIO")
+    storageos: dict[str, object] | None = None
+    vsphere_volume: dict[str, object] | None = None
+
+    @property
+    def source_type(self) -> str:
+        """The API's name of the volume's source (``persistentVolumeClaim``); "" if none is
+        one vk-trio knows (a source newer than these models)."""
+        for field, wire in _VOLUME_FIELDS:
+            if getattr(self, field) is not None:
+                return wire
+        return ""
+
+
+_VOLUME_FIELDS = tuple(
+    (field.name, field.encode_name) for field in msgspec.structs.fields(Volume)[1:]
+)
+"""(attribute, API name) of every source of :class:`Volume`, in declaration order."""
 
 
 class Toleration(msgspec.Struct, gc=False, kw_only=True):
@@ -162,6 +301,7 @@ class PodSpec(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
     image_pull_secrets: tuple[NameRef, ...] = ()
     termination_grace_period_seconds: int | None = None
     tolerations: tuple[Toleration, ...] = ()
+    volumes: tuple[Volume, ...] = ()
 
 
 class ContainerStateWaiting(msgspec.Struct, gc=False, kw_only=True):
@@ -244,9 +384,11 @@ class Secret(msgspec.Struct, gc=False, kw_only=True):
     type: str = ""
 
 
-class ConfigMap(msgspec.Struct, gc=False, kw_only=True):
+class ConfigMap(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
     metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
     data: dict[str, str] = msgspec.field(default_factory=dict)
+    binary_data: dict[str, bytes] = msgspec.field(default_factory=dict)
+    """Base64 on the wire; msgspec decodes it to bytes."""
 
 
 class ServicePort(msgspec.Struct, gc=False, kw_only=True, rename="camel"):

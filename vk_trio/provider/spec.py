@@ -40,6 +40,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
@@ -60,6 +61,7 @@ __all__ = [
     "container_env",
     "env_lookup",
     "expand",
+    "go_quote",
     "image_registry",
     "instance_request",
     "pull_credentials",
@@ -286,8 +288,44 @@ _SUBSCRIPT = re.compile(r"metadata\.(labels|annotations)\['(.*)'\]")
 
 
 def _format_map(values: Mapping[str, str]) -> str:
-    """``metadata.labels`` as the downward API renders it: sorted ``key="value"`` lines."""
-    return "\n".join(f"{key}={json.dumps(value)}" for key, value in sorted(values.items()))
+    """``metadata.labels`` as the downward API renders it (``fieldpath.FormatMap``): sorted
+    ``key="value"`` lines, the value quoted by Go's ``%q``."""
+    return "\n".join(f"{key}={go_quote(value)}" for key, value in sorted(values.items()))
+
+
+_GO_ESCAPES = {
+    "\a": "\\a",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\v": "\\v",
+    '"': '\\"',
+    "\\": "\\\\",
+}
+
+
+def go_quote(text: str) -> str:
+    """Go's ``strconv.Quote``: printable characters (letters, marks, numbers, punctuation,
+    symbols, the ASCII space) as they are, the rest escaped in lowercase hex. Not
+    ``json.dumps``, which escapes all of non-ASCII and leaves DEL alone: a label value
+    ``café`` must read the same as on a kubelet's node."""
+    out = ['"']
+    for char in text:
+        escape = _GO_ESCAPES.get(char)
+        if escape is not None:
+            out.append(escape)
+        elif char == " " or unicodedata.category(char)[0] in "LMNPS":
+            out.append(char)
+        elif ord(char) < 0x20 or char == "\x7f":
+            out.append(f"\\x{ord(char):02x}")
+        elif ord(char) < 0x10000:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(f"\\U{ord(char):08x}")
+    out.append('"')
+    return "".join(out)
 
 
 def _field(pod: Pod, path: str) -> str:
