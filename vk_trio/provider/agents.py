@@ -14,18 +14,23 @@ The link of each pod is remembered while its report stream runs, for logs and us
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncGenerator, AsyncIterator
 
 import trio
 from loguru import logger
 
+from vk_trio.agent.bootstrap import EXIT_REASONS
 from vk_trio.agent.protocol import AGENT_PORT, Volume
 from vk_trio.errors import PermanentError, TemporaryError, describe_error
 from vk_trio.kube.models import Pod
 from vk_trio.logs import redact
 from vk_trio.node.provider import (
+    Exited,
     LogOptions,
+    MachineFailed,
     NotReady,
+    Observation,
     Processes,
     Progress,
     ProviderUnavailable,
@@ -38,7 +43,7 @@ from vk_trio.provider.spec import ObjectLookup
 from vk_trio.provider.volumes import pod_volumes
 from vk_trio.retry import AGENT_LINK
 
-__all__ = ["VOLUME_REFRESH", "PodAgents"]
+__all__ = ["VOLUME_REFRESH", "PodAgents", "agent_failure"]
 
 VOLUME_REFRESH = 30.0
 """Seconds between reads of a pod's ConfigMaps and Secrets for its volumes: a change reaches
@@ -172,6 +177,27 @@ class PodAgents:
             return await link.usage()
         except (AgentUnreachable, AgentRefused):
             return None
+
+
+def agent_failure(observed: Observation) -> Exited | None:
+    """How an instance that was to run the agent failed because of it, if it did: its image
+    has no ``/bin/sh`` for the bootstrap (another machine would fail the same way), or the
+    bootstrap exited with one of its own codes (no downloader, a failed download, a wrong
+    checksum). None for anything else."""
+    if isinstance(observed, MachineFailed) and _NO_SHELL.search(observed.message):
+        return Exited(
+            NO_SHELL_EXIT,
+            "the image has no /bin/sh, so the vk-trio agent's bootstrap cannot run in it; "
+            "use an image with a shell (busybox is enough)",
+        )
+    if isinstance(observed, Exited) and observed.exit_code in EXIT_REASONS:
+        return Exited(observed.exit_code, EXIT_REASONS[observed.exit_code])
+    return None
+
+
+_NO_SHELL = re.compile(r'exec: "(/bin/)?sh": (executable file not found|no such file)')
+NO_SHELL_EXIT = 127
+"""What a shell answers for a command it cannot find: the bootstrap's shell is missing."""
 
 
 async def _prepend(first: bytes, rest: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:

@@ -49,7 +49,12 @@ from vk_trio.provider.spec import (
     expand,
     pull_credentials,
 )
-from vk_trio.provider.volumes import container_mounts, pod_volumes, unsupported_volume
+from vk_trio.provider.volumes import (
+    SERVICE_ACCOUNT_VOLUME,
+    container_mounts,
+    pod_volumes,
+    unsupported_volume,
+)
 from vk_trio.registry import ImageConfig
 
 __all__ = [
@@ -165,8 +170,11 @@ def agent_placement(pod: Pod, delivery: AgentDelivery | None) -> bool:
 def _needs(pod: Pod, container: Container, *, secret_env: bool) -> list[str]:
     """What the pod asks for that only the agent gives, in words for the refusal."""
     needs = []
-    if pod.spec.volumes:
-        needs.append("volumes (" + ", ".join(v.name for v in pod.spec.volumes) + ")")
+    # The ServiceAccount admission plugin adds kube-api-access-* to nearly every pod: the
+    # pod did not ask for it, and without the agent nothing can use it on the instance.
+    asked = [v.name for v in pod.spec.volumes if not v.name.startswith(SERVICE_ACCOUNT_VOLUME)]
+    if asked:
+        needs.append("volumes (" + ", ".join(asked) + ")")
     if pod.spec.init_containers:
         needs.append("init containers")
     if any(_exec_probes(container)):

@@ -40,7 +40,7 @@ from vk_trio.node.provider import (
 )
 from vk_trio.node.status import DISRUPTION_TARGET
 from vk_trio.provider.account import CostRecorder
-from vk_trio.provider.agents import PodAgents
+from vk_trio.provider.agents import PodAgents, agent_failure
 from vk_trio.provider.budget import Budget
 from vk_trio.provider.buying import Buyer, CreditCheck
 from vk_trio.provider.instances import destroy_all
@@ -223,6 +223,8 @@ class VastProvider:
             current = next((i for i in listed if i.id == instance_id), None)
             looked = self._poller.looked_for(instance_id, since=watch.missing_from())
             observed = watch.observe(current, trio.current_time(), looked=looked)
+            if observed is not None and self._agent_env(progress.pod) is not None:
+                observed = await self._agent_failed(observed, progress)
             if isinstance(observed, Interrupted) and current is not None:
                 await self._rebid(current, watch, progress)
             if observed is not None and observed != last:
@@ -287,6 +289,14 @@ class VastProvider:
         except InvalidPod:
             return None
         return self._agent.env(pod) if runtime and self._agent is not None else None
+
+    async def _agent_failed(self, observed: Observation, progress: Progress) -> Observation:
+        """An instance that failed because the agent could not start says so, once."""
+        failed = agent_failure(observed)
+        if failed is None:
+            return observed
+        await progress.event("Warning", "AgentUnavailable", failed.message)
+        return failed
 
     async def _prepare(self, progress: Progress) -> None:
         """Before buying for a pod under the agent: everything its bundle needs can be read

@@ -43,7 +43,9 @@ from vk_trio.provider.budget import Budget
 from vk_trio.provider.namespace_budget import NamespaceBudget, run_tidy
 from vk_trio.provider.poller import InstancePoller
 from vk_trio.provider.reaper import run_reaper
+from vk_trio.provider.runtime import agent_delivery
 from vk_trio.provider.vast_provider import VastProvider
+from vk_trio.registry import RegistryClient
 from vk_trio.retry import vast_policy
 from vk_trio.vast import VastAuthError, VastClient
 from vk_trio.vast.pacer import Pacer, shared_pacer
@@ -102,7 +104,8 @@ class VastBackend:
         """Poll Vast and report the provider once the first sweep is in; then keep the
         Node's spend annotation current until cancelled."""
         settings = self._settings
-        async with trio.open_nursery() as nursery:
+        agent = await agent_delivery(settings)
+        async with RegistryClient() as images, trio.open_nursery() as nursery:
             await nursery.start(self.poller.run)
             if isinstance(self.poller.last_failure, VastAuthError):
                 # Fail fast: nothing can work, and a crash-looping pod says so louder than
@@ -127,6 +130,8 @@ class VastBackend:
                     namespaces=self._namespace_budget(kube),
                     credit=credit.refusal,
                     costs=costs,
+                    agent=agent,
+                    images=images,
                 )
             )
             await self._show_spend(reporter)
