@@ -54,6 +54,7 @@ class VastSim(ControlSurface, LogRoutes):
         task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve the API on ``host:port`` until cancelled; reports the base URL once bound."""
+        await self._prepare_containers()
         async with trio.open_nursery() as nursery:
             url: str = await nursery.start(
                 functools.partial(serve_http, self.handle, host=host, port=port)
@@ -67,6 +68,8 @@ class VastSim(ControlSurface, LogRoutes):
 
     async def handle(self, request: Request) -> Response:
         """Answer one HTTP request (the ``serve_http`` handler)."""
+        if request.method == "GET" and request.path in self.served_files:
+            return await self._served_file(request.path)
         path = "/" + request.path.strip("/") + "/"
         found = self._match(request.method, path)
         if found is None:
