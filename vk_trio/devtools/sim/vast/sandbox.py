@@ -39,6 +39,8 @@ UNSHARE_FLAGS = ("--user", "--map-root-user", "--mount", "--net", "--pid", "--ut
 LAUNCHER = Path(__file__).with_name("launcher.py")
 KILL_WAIT = 5.0
 """Seconds to wait for a killed sandbox's ``unshare`` to be reaped."""
+START_TIMEOUT = 30.0
+"""Seconds the launcher may take to build the root and exec (it takes ~50 ms)."""
 DRAIN_WAIT = 2.0
 """Seconds to wait, once the process exited, for the rest of its output."""
 IMAGE_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
@@ -240,7 +242,11 @@ async def open_sandbox(
         config = {**spec.__dict__, "argv": list(spec.argv), "root": root, "binds": python_binds()}
         await control.send(json.dumps(config).encode())
         sandbox = Sandbox(control)
-        listener = await _until_started(sandbox)  # raised here, not in a nursery's group
+        try:  # raised here, not in a nursery's exception group
+            with trio.fail_after(START_TIMEOUT):
+                listener = await _until_started(sandbox)
+        except trio.TooSlowError:
+            raise SandboxError(f"the sandbox did not start within {START_TIMEOUT} s") from None
         async with trio.open_nursery() as nursery:
             assert process.stdout is not None
             nursery.start_soon(_pump, process.stdout, on_output, sandbox.output_done)

@@ -9,6 +9,8 @@ them.
 Time: instance status is computed lazily from ``trio.current_time()`` (null → created → loading
 → running over ``boot_seconds``), so tests can use trio's ``MockClock`` and nothing runs in the
 background. Rate limits use the same clock. Wall time appears only in the API's epoch fields.
+The exceptions are opt-in: ``serve_ports`` serves each instance's ports, and ``run_containers``
+runs each instance's process for real in a sandbox (``containers``), on the same clock.
 
 Determinism: every id, price, port, key and fault decision comes from RNGs seeded by
 ``VastSimConfig.seed``; the same seed and the same request sequence give the same answers.
