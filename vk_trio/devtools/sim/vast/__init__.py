@@ -2,8 +2,9 @@
 
 The parts of ``VastSim``, by concern: ``state`` (what it holds, how time moves it), ``offers``
 (search), ``instances`` (create, list, show, modify, destroy), ``logs``, ``apps`` (the
-instances' ports), ``faults``, ``control`` (the test surface), ``server`` (routing, auth, rate
-limits, the HTTP server) and ``cli`` (``vk-trio sim vast``).
+instances' ports), ``containers`` (``run_containers``: each instance's process run for real,
+in a ``sandbox`` whose pid 1 is ``launcher``), ``faults``, ``control`` (the test surface),
+``server`` (routing, auth, rate limits, the HTTP server) and ``cli`` (``vk-trio sim vast``).
 """
 
 from vk_trio.devtools.sim.vast.cli import add_arguments, config_from_args, main

@@ -44,13 +44,23 @@ class AppPorts:
     async def serve(self, handler: Callable[[Request], Awaitable[Response]]) -> None:
         """Answer HTTP on every port until cancelled, then close them (trio takes each
         socket over, so ``rebind`` makes new ones on the same ports)."""
+        serve = functools.partial(serve_connection, handler=handler)
+        await self.serve_streams(lambda _spec, stream: serve(stream))
+
+    async def serve_streams(
+        self, handler: Callable[[str, trio.SocketStream], Awaitable[None]]
+    ) -> None:
+        """``serve`` with a handler of raw connections, given the port spec they came in on
+        (``run_containers`` forwards them into the sandbox)."""
         listeners = []
         for sock in self._sockets.values():
             sock.listen(128)
             listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
         try:
-            serve = functools.partial(serve_connection, handler=handler)
-            await trio.serve_listeners(serve, listeners)
+            async with trio.open_nursery() as nursery:
+                for spec, listener in zip(self._sockets, listeners, strict=True):
+                    serve = functools.partial(handler, spec)
+                    nursery.start_soon(trio.serve_listeners, serve, [listener])
         finally:
             for listener in listeners:
                 listener.socket.close()

@@ -61,6 +61,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="with --serve-ports: answer 503 for this long after running, then 200",
     )
+    parser.add_argument(
+        "--run-containers",
+        action="store_true",
+        help="run each instance's process ([onstart, *args]) for real in a rootless sandbox "
+        "(util-linux unshare, user namespaces); its output is the log, its mapped ports reach it",
+    )
+    parser.add_argument(
+        "--serve-file",
+        action="append",
+        default=[],
+        metavar="URLPATH=FILE",
+        help="answer GET URLPATH with FILE's bytes (repeatable), e.g. for a bootstrap to fetch",
+    )
     parser.add_argument("--log-level", default="INFO", help="loguru level (default %(default)s)")
 
 
@@ -77,7 +90,17 @@ def config_from_args(args: argparse.Namespace) -> VastSimConfig:
         faults=faults,
         serve_ports=args.serve_ports,
         app_ready_after=args.app_ready_after,
+        run_containers=args.run_containers,
+        serve_files=dict(_served_file(spec) for spec in args.serve_file),
     )
+
+
+def _served_file(spec: str) -> tuple[str, str]:
+    """``URLPATH=FILE`` → ``("/URLPATH", FILE)`` (``ValueError`` without both)."""
+    url_path, sep, file = spec.partition("=")
+    if not sep or not url_path.strip("/") or not file:
+        raise ValueError(f"--serve-file wants URLPATH=FILE, not {spec!r}")
+    return "/" + url_path.lstrip("/"), file
 
 
 def main(args: argparse.Namespace) -> int:

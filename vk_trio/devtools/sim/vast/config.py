@@ -114,6 +114,14 @@ class VastSimConfig(msgspec.Struct, kw_only=True):
     app_ready_after: float = 0.0
     """With ``serve_ports``: seconds after ``running`` during which the app answers 503
     (a model still loading), then 200 on any path."""
+    run_containers: bool = False
+    """Run each instance's process for real, in a rootless sandbox (``containers``): argv
+    ``[onstart, *args]``, its output is the log, its exit the instance's ``exited``, and the
+    mapped ports reach it. Without ``unshare`` or user namespaces it falls back to
+    ``serve_ports`` (one log line says what is missing)."""
+    serve_files: dict[str, str] = msgspec.field(default_factory=dict)
+    """URL path → file: ``GET`` on the path answers the file's bytes (no auth), e.g. an
+    agent binary a bootstrap script inside an instance downloads."""
 
 
 def rate_factor(mode: str) -> float:

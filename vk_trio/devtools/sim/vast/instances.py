@@ -10,9 +10,10 @@ import trio
 from loguru import logger
 
 from vk_trio.devtools.sim.vast import market
-from vk_trio.devtools.sim.vast.apps import AppPorts, InstanceApps
+from vk_trio.devtools.sim.vast.apps import AppPorts
 from vk_trio.devtools.sim.vast.billing import MISSING_BILLING
 from vk_trio.devtools.sim.vast.config import WALK_SECONDS, WALKS_KEPT
+from vk_trio.devtools.sim.vast.containers import InstanceContainers
 from vk_trio.devtools.sim.vast.faults import FaultControl
 from vk_trio.devtools.sim.vast.market import Row
 from vk_trio.devtools.sim.vast.offers import OfferRoutes
@@ -34,7 +35,7 @@ from vk_trio.devtools.sim.vast.state import SimInstance, digest, port_specs, wal
 from vk_trio.http_server import Request, Response
 
 
-class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
+class InstanceRoutes(OfferRoutes, FaultControl, InstanceContainers):
     """``PUT /api/v0/asks/{id}/``, ``GET /api/v1/instances/`` and ``/api/v0/instances/{id}/``."""
 
     async def _create(self, request: Request, params: dict[str, str]) -> Response:
@@ -81,7 +82,8 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
             for i, spec in enumerate(specs)
         }
         public_ipaddr = str(offer["public_ipaddr"]) + self._rng.choice(("", "", " ", "\n"))
-        app = AppPorts(specs) if self.config.serve_ports else None
+        real_ports = self.config.serve_ports or self.config.run_containers
+        app = AppPorts(specs) if real_ports else None
         if app is not None:
             public_ipaddr = "127.0.0.1" + public_ipaddr[len(str(offer["public_ipaddr"])) :]
             ports.update(app.bindings())
@@ -105,7 +107,9 @@ class InstanceRoutes(OfferRoutes, FaultControl, InstanceApps):
         self._decide_fate(instance)
         self._instances[instance.id] = instance
         self._bill_from(instance)
-        if app is not None:
+        if app is not None and self.runs_containers:
+            self._start_container(instance, app)
+        elif app is not None:
             self._serve_app(instance, app)
         logger.info(
             "vast sim: instance created",

@@ -43,7 +43,8 @@ class LogRoutes(SimState):
         )
 
     def _log_lines(self, instance: SimInstance, *, daemon: bool) -> list[str]:
-        """Plausible logs for the instance's current phase: the image pull, then the command."""
+        """Plausible logs for the instance's current phase: the image pull, then the command;
+        with ``run_containers``, what its process wrote (as the real log is the container's)."""
         status, message = instance.phase(trio.current_time(), self.config.boot_seconds)
         if daemon:
             return [
@@ -59,6 +60,8 @@ class LogRoutes(SimState):
         ]
         if status == "created" and instance.oci_failure:
             return [*lines, f"docker: {message}"]
+        if instance.output is not None:  # run_containers: the log is the process's output
+            return instance.output.lines()
         if status not in ("running", "exited", "offline", "stopped"):
             return lines
         command = " ".join(

@@ -9,6 +9,8 @@ them.
 Time: instance status is computed lazily from ``trio.current_time()`` (null → created → loading
 → running over ``boot_seconds``), so tests can use trio's ``MockClock`` and nothing runs in the
 background. Rate limits use the same clock. Wall time appears only in the API's epoch fields.
+The exceptions are opt-in: ``serve_ports`` serves each instance's ports, and ``run_containers``
+runs each instance's process for real in a sandbox (``containers``), on the same clock.
 
 Determinism: every id, price, port, key and fault decision comes from RNGs seeded by
 ``VastSimConfig.seed``; the same seed and the same request sequence give the same answers.
@@ -54,6 +56,7 @@ class VastSim(ControlSurface, LogRoutes):
         task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve the API on ``host:port`` until cancelled; reports the base URL once bound."""
+        await self._prepare_containers()
         async with trio.open_nursery() as nursery:
             url: str = await nursery.start(
                 functools.partial(serve_http, self.handle, host=host, port=port)
@@ -67,6 +70,8 @@ class VastSim(ControlSurface, LogRoutes):
 
     async def handle(self, request: Request) -> Response:
         """Answer one HTTP request (the ``serve_http`` handler)."""
+        if request.method == "GET" and request.path in self.served_files:
+            return await self._served_file(request.path)
         path = "/" + request.path.strip("/") + "/"
         found = self._match(request.method, path)
         if found is None:

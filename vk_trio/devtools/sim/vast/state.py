@@ -70,6 +70,13 @@ class SimInstance:
     """What those seconds cost, each at the price it ran at (a new bid changes it)."""
     gpu_from: float = -math.inf
     """trio clock: GPU time before this instant is in ``gpu_seconds`` already."""
+    container_up: bool | None = None
+    """With ``run_containers``: whether the process of the current boot has started (the
+    instance stays ``loading`` until it has); None when no process is run."""
+    output: OutputLog | None = None
+    """With ``run_containers``: the process's stdout and stderr, across restarts (its log)."""
+    oci_command: str | None = None
+    """The command that could not be exec'd, for the OCI failure message."""
 
     def phase(self, now: float, boot: float) -> tuple[str | None, str | None]:
         """``(actual_status, status_msg)`` at trio time ``now``."""
@@ -90,8 +97,9 @@ class SimInstance:
         if now < loading:
             return "created", "Creating container"
         if self.oci_failure:
-            return "created", OCI_FAILURE_TEMPLATE.format(command=self.body.get("onstart") or "sh")
-        if now < running or self.stuck_loading:
+            command = self.oci_command or self.body.get("onstart") or "sh"
+            return "created", OCI_FAILURE_TEMPLATE.format(command=command)
+        if now < running or self.stuck_loading or self.container_up is False:
             return "loading", f"{digest(self.id, 'layer')[:12]}: Pull complete\n"
         image = self.image.replace(":", "_")  # the real message spells tags this way
         return "running", f"success, running {image}/{self.runtype}"
@@ -182,6 +190,24 @@ def port_specs(env: Mapping[str, Any]) -> list[str]:
     return specs
 
 
+class OutputLog:
+    """A process's output, bounded to its last ``limit`` bytes (cut at a line start)."""
+
+    def __init__(self, limit: int = 1 << 20) -> None:
+        self.limit = limit
+        self._data = bytearray()
+
+    def append(self, chunk: bytes | bytearray) -> None:
+        self._data += chunk
+        if len(self._data) > self.limit:
+            cut = len(self._data) - self.limit
+            newline = self._data.find(b"\n", cut - 1)
+            del self._data[: newline + 1 if newline >= 0 else cut]
+
+    def lines(self) -> list[str]:
+        return self._data.decode(errors="replace").splitlines()
+
+
 @dataclass
 class LogUpload:
     """Logs captured by a ``request_logs`` call, served once the "upload" is done."""
@@ -219,6 +245,8 @@ class SimState:
         self._stats: Counter[str] = Counter()
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
+        self.served_files: dict[str, str] = dict(self.config.serve_files)
+        """URL path → file answered to ``GET`` (``serve_files``, ``serve_file``)."""
         self.unhealthy_apps: set[int] = set()
         """Instances whose app answers 500 (the ``app_unhealthy`` fault)."""
         """``serve``'s nursery: the instances' app ports are served in it."""

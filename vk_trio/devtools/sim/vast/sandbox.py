@@ -1,0 +1,274 @@
+"""One rootless sandbox for a simulated instance's process (``--run-containers``): making it,
+talking to its pid 1 (``launcher.py``), forwarding into its network, killing it.
+
+Built with util-linux ``unshare`` (user, mount, pid, network, UTS and IPC namespaces; no
+bubblewrap, no root, no third-party tools). The layout the process sees is ``launcher.py``'s;
+what the simulator keeps is here: the ``unshare`` process (killing it kills the launcher, pid 1,
+and with it the whole pid namespace), the control socket, the output pipe and a temp dir that
+is the root's mount point on the host (empty: the root is a tmpfs in the sandbox's mount
+namespace), removed when the sandbox is.
+
+Network: the sandbox has only its own loopback. The simulator reaches in by connecting sockets
+the launcher made inside (``connect``); the sandbox reaches out only to the simulator's port,
+through a listener the launcher made inside and the simulator accepts on.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import functools
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+import vk_trio
+
+UNSHARE_FLAGS = ("--user", "--map-root-user", "--mount", "--net", "--pid", "--uts", "--ipc")
+LAUNCHER = Path(__file__).with_name("launcher.py")
+KILL_WAIT = 5.0
+"""Seconds to wait for a killed sandbox's ``unshare`` to be reaped."""
+START_TIMEOUT = 30.0
+"""Seconds the launcher may take to build the root and exec (it takes ~50 ms)."""
+DRAIN_WAIT = 2.0
+"""Seconds to wait, once the process exited, for the rest of its output."""
+IMAGE_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+HIDDEN_ROOTS = ("/proc", "/dev", "/etc", "/sys")
+"""Never bound from the host, even if the simulator's Python lives there; nor is any
+top-level directory as a whole (``/tmp``, ``/root``, ``/work``: a script's directory on
+``sys.path``), only the paths below it."""
+
+
+class SandboxError(Exception):
+    """The sandbox could not be made, or its command could not be exec'd (``exec_failed``)."""
+
+    def __init__(self, message: str, *, exec_failed: bool = False) -> None:
+        super().__init__(message)
+        self.exec_failed = exec_failed
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """What runs: argv, environment, hostname, and the simulator's port to expose inside."""
+
+    argv: Sequence[str]
+    env: dict[str, str]
+    hostname: str
+    sim_port: int
+
+
+def unshare_command() -> list[str] | None:
+    """``unshare`` with the namespaces a sandbox uses, or None when it is not installed."""
+    unshare = shutil.which("unshare")
+    return [unshare, *UNSHARE_FLAGS] if unshare else None
+
+
+async def probe() -> str | None:
+    """None when sandboxes can be made here, else what is missing and how to get it."""
+    if getattr(sys, "frozen", False):
+        return "the sandbox launcher needs a Python interpreter, not the frozen binary"
+    command = unshare_command()
+    if command is None:
+        return "util-linux `unshare` is not installed (apt-get install util-linux)"
+    result = await trio.run_process(
+        [*command, "--fork", "true"], capture_stdout=True, capture_stderr=True, check=False
+    )
+    if result.returncode:
+        why = result.stderr.decode(errors="replace").strip()
+        return (
+            f"`unshare --user --map-root-user` failed ({why}): enable unprivileged user "
+            "namespaces (sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces>0)"
+        )
+    return None
+
+
+def python_binds() -> list[str]:
+    """Host paths bound read-only at the same place, so that ``sys.executable -m vk_trio``
+    runs inside: the interpreter, its prefixes, ``sys.path`` and the ``vk_trio`` package."""
+    package_parent = os.path.dirname(os.path.dirname(vk_trio.__file__))
+    candidates = [
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        os.path.dirname(sys.executable),
+        os.path.dirname(os.path.realpath(sys.executable)),
+        package_parent,
+        *(entry for entry in sys.path if entry),
+    ]
+    paths = sorted({os.path.realpath(p) for p in candidates if os.path.isdir(p)})
+    kept: list[str] = []
+    for path in paths:  # sorted: a parent comes before what is under it
+        covered = (*IMAGE_DIRS, *HIDDEN_ROOTS, *kept)
+        if path.count("/") >= 2 and not any(path == c or path.startswith(c + "/") for c in covered):
+            kept.append(path)
+    return kept
+
+
+class Sandbox:
+    """A started sandbox: its process ran exec; ``connect`` reaches into its network."""
+
+    def __init__(self, control: trio.socket.SocketType) -> None:
+        self._control = control
+        self._sockets_in, self._sockets_out = trio.open_memory_channel[socket.socket](64)
+        self.exit_code: int | None = None
+        self.exited = trio.Event()
+        """Set once the process has exited (``exit_code`` set) or the launcher died."""
+        self.output_done = trio.Event()
+
+    async def connect(self, port: int) -> trio.SocketStream:
+        """A connection to 127.0.0.1:``port`` inside (``OSError`` when refused)."""
+        await self._control.send(b"socket")
+        sock = trio.socket.from_stdlib_socket(await self._sockets_out.receive())
+        try:
+            await sock.connect(("127.0.0.1", port))
+        except BaseException:
+            sock.close()
+            raise
+        return trio.SocketStream(sock)
+
+    async def wait(self) -> int:
+        """The process's exit code, once it exited and its output was read."""
+        await self.exited.wait()
+        with trio.move_on_after(DRAIN_WAIT):
+            await self.output_done.wait()
+        return 137 if self.exit_code is None else self.exit_code
+
+    async def receive(self) -> tuple[dict[str, Any], list[int]]:
+        """One message from the launcher and the fds it carried; ``{}`` once it is gone."""
+        data, ancillary, _, _ = await self._control.recvmsg(65536, socket.CMSG_SPACE(16))
+        fds = array.array("i")
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+        return (json.loads(data) if data else {}), list(fds)
+
+    async def follow(self) -> None:
+        """Read the launcher's messages after start: sockets asked for, then the exit."""
+        while True:
+            message, fds = await self.receive()
+            if "socket" in message and fds:
+                self._sockets_in.send_nowait(socket.socket(fileno=fds[0]))
+            elif not message or "exit" in message:
+                self.exit_code = message.get("exit")
+                self.exited.set()
+                return
+
+
+async def _until_started(sandbox: Sandbox) -> trio.SocketListener:
+    """Read the launcher's messages up to ``started``; the listener it sent on the way."""
+    listener = None
+    try:
+        while True:
+            message, fds = await sandbox.receive()
+            if "listener" in message and fds:
+                sock = trio.socket.from_stdlib_socket(socket.socket(fileno=fds[0]))
+                listener = trio.SocketListener(sock)
+            elif "started" in message and listener is not None:
+                return listener
+            else:
+                why = message.get("exec_failed") or message.get("error") or "the launcher died"
+                raise SandboxError(str(why), exec_failed="exec_failed" in message)
+    except BaseException:
+        if listener is not None:
+            await listener.aclose()
+        raise
+
+
+async def _pump(
+    stream: trio.abc.ReceiveStream, sink: Callable[[bytes | bytearray], None], done: trio.Event
+) -> None:
+    try:
+        async for chunk in stream:
+            sink(chunk)
+    finally:
+        done.set()
+
+
+@asynccontextmanager
+async def open_sandbox(
+    spec: SandboxSpec,
+    *,
+    on_output: Callable[[bytes | bytearray], None],
+    serve_sim: Callable[[trio.SocketStream], Awaitable[None]],
+) -> AsyncIterator[Sandbox]:
+    """Make a sandbox and start ``spec.argv`` in it; entered once the process has started.
+
+    ``on_output`` gets the process's stdout and stderr (one pipe, in order); ``serve_sim``
+    serves each connection made inside to 127.0.0.1:``spec.sim_port``. Raises
+    ``SandboxError`` when the sandbox cannot be made or the command cannot be exec'd.
+
+    Resource handling: leaving kills the whole sandbox (``unshare`` is killed, its child
+    pid 1 dies with it, and the pid namespace with that) and removes its temp dir, also when
+    cancelled or failing.
+    """
+    command = unshare_command()
+    if command is None:
+        raise SandboxError("util-linux unshare is not installed")
+    root = await trio.to_thread.run_sync(functools.partial(tempfile.mkdtemp, prefix="vk-sim-"))
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    process: trio.Process | None = None
+    try:
+        with theirs:
+            process = await trio.lowlevel.open_process(
+                [
+                    *command,
+                    "--fork",
+                    "--kill-child",
+                    "--",
+                    sys.executable,
+                    "-I",
+                    "-S",
+                    str(LAUNCHER),
+                    str(theirs.fileno()),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                pass_fds=(theirs.fileno(),),
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            )
+        control = trio.socket.from_stdlib_socket(ours)
+        config = {**spec.__dict__, "argv": list(spec.argv), "root": root, "binds": python_binds()}
+        await control.send(json.dumps(config).encode())
+        sandbox = Sandbox(control)
+        try:  # raised here, not in a nursery's exception group
+            with trio.fail_after(START_TIMEOUT):
+                listener = await _until_started(sandbox)
+        except trio.TooSlowError:
+            raise SandboxError(f"the sandbox did not start within {START_TIMEOUT} s") from None
+        async with trio.open_nursery() as nursery:
+            assert process.stdout is not None
+            nursery.start_soon(_pump, process.stdout, on_output, sandbox.output_done)
+            nursery.start_soon(trio.serve_listeners, serve_sim, [listener])
+            nursery.start_soon(sandbox.follow)
+            yield sandbox
+            nursery.cancel_scope.cancel()
+    finally:
+        ours.close()
+        await _kill(process)
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(_remove_dir, root)
+
+
+def _remove_dir(path: str) -> None:
+    with contextlib.suppress(OSError):  # already gone, or not ours to clean
+        os.rmdir(path)
+
+
+async def _kill(process: trio.Process | None) -> None:
+    if process is None:
+        return
+    with trio.CancelScope(shield=True), trio.move_on_after(KILL_WAIT):
+        process.kill()
+        await process.wait()
