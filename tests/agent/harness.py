@@ -66,13 +66,13 @@ class Agent:
         return answers
 
     async def watch_until(
-        self, condition: Callable[[PodState], bool], timeout: float = 10.0
+        self, condition: Callable[[PodState], bool], limit: float = 10.0
     ) -> PodState:
         """The first watched state that meets ``condition``."""
         frames = await self.connect()
         async with frames.stream:
             await frames.send(Watch(heartbeat=1.0))
-            with trio.fail_after(timeout):
+            with trio.fail_after(limit):
                 while True:
                     answer = await frames.receive_answer()
                     assert isinstance(answer, PodState), answer
@@ -87,9 +87,7 @@ async def start_agent(nursery: trio.Nursery, tmp_path: Path, backoff_base: float
         "VK_TRIO_AGENT_DIR": str(tmp_path / "state"),
         "VK_TRIO_AGENT_ROOT": str(tmp_path / "root"),
     }
-    settings = dataclasses.replace(
-        settings_from_env(env), host="127.0.0.1", handshake_timeout=1.0
-    )
+    settings = dataclasses.replace(settings_from_env(env), host="127.0.0.1", handshake_timeout=1.0)
     runner = Runner(
         Volumes(settings.root, settings.state_dir / "volumes"),
         settings.state_dir / "logs",

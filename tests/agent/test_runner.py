@@ -184,7 +184,9 @@ async def test_readiness_probe_drives_ready(agent: Agent, tmp_path: Path) -> Non
 async def test_startup_probe_gates_started(agent: Agent, tmp_path: Path) -> None:
     up = tmp_path / "up"
     probes = [
-        ExecProbe(kind="startup", command=["test", "-e", str(up)], period=0.1, failure_threshold=100),
+        ExecProbe(
+            kind="startup", command=["test", "-e", str(up)], period=0.1, failure_threshold=100
+        ),
         ExecProbe(kind="readiness", command=["true"], period=0.1),
     ]
     await agent.ask(Start(bundle=bundle(sh("main", "sleep 30", probes=probes))))

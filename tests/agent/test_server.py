@@ -35,7 +35,7 @@ async def _no_answer(agent: Agent, context: ssl.SSLContext) -> None:
     tcp = await trio.open_tcp_stream("127.0.0.1", agent.port)
     tls = trio.SSLStream(tcp, context, server_hostname="vk-trio-agent")
     frames = FrameStream(tls)
-    with pytest.raises(trio.BrokenResourceError):  # noqa: PT012
+    with pytest.raises(trio.BrokenResourceError):
         await tls.do_handshake()
         await frames.send(GetUsage())
         answer = await frames.receive_answer()

@@ -142,10 +142,8 @@ async def _close(tls: trio.SSLStream[trio.SocketStream]) -> None:
     """End with TLS's close_notify, so that the node reads a clean end of the answers."""
     with trio.move_on_after(1) as scope:
         scope.shield = True
-        try:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await tls.aclose()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
     if scope.cancelled_caught:
         await trio.aclose_forcefully(tls)
 
