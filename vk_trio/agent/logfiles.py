@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -156,6 +156,7 @@ class ContainerLogs:
         max_bytes: int = 10 * 1024 * 1024,
         name: str = "",
         pod: str = "",
+        clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self._dir = directory
         self._current = directory / "current.log"
@@ -164,6 +165,8 @@ class ContainerLogs:
         self._max = max_bytes
         self._name = name
         self._pod = pod
+        self._clock = clock
+        """Nanoseconds since the epoch, for the entries' times (a test's clock)."""
         self._handle: BinaryIO | None = None
         self._size = 0
         self._generation = 0
@@ -195,7 +198,7 @@ class ContainerLogs:
             return
         if not self._running:
             await self.start_run()
-        prefix = format_time(time.time_ns()) + b" " + stream.encode() + b" "
+        prefix = format_time(self._clock()) + b" " + stream.encode() + b" "
         for tag, content in _pieces(data):
             entry = prefix + tag + b" " + content + b"\n"
             if self._size and self._size + len(entry) > self._max:
@@ -235,7 +238,7 @@ class ContainerLogs:
 
     # -- reading (kubectl logs) --------------------------------------------------------------
 
-    def read(self, request: Logs) -> AsyncIterator[bytes]:
+    def read(self, request: Logs) -> AsyncGenerator[bytes, None]:
         """The output under the kubelet's options, in chunks of whole entries. With
         ``follow``, new output follows until the run ends or the reader stops. Close the
         iterator when done with it (``contextlib.aclosing``): it holds files open.
@@ -251,7 +254,7 @@ class ContainerLogs:
             return self._read_previous(request, output)
         return self._read_current(request, output)
 
-    async def _read_previous(self, request: Logs, output: _Output) -> AsyncIterator[bytes]:
+    async def _read_previous(self, request: Logs, output: _Output) -> AsyncGenerator[bytes, None]:
         handles: list[BinaryIO] = [self._previous.open("rb")]
         try:
             lines, _rest = await trio.to_thread.run_sync(_read_all, handles)
@@ -271,7 +274,7 @@ class ContainerLogs:
                 continue
         return handles
 
-    async def _read_current(self, request: Logs, output: _Output) -> AsyncIterator[bytes]:
+    async def _read_current(self, request: Logs, output: _Output) -> AsyncGenerator[bytes, None]:
         run, generation = self._run, self._generation
         handles = self._open_current()
         try:
@@ -289,7 +292,7 @@ class ContainerLogs:
 
     async def _follow(
         self, handle: BinaryIO, run: int, generation: int, rest: bytes, output: _Output
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """New entries as they are written, across rotations, until the run ends."""
         try:
             while not output.done:
