@@ -14,6 +14,7 @@ failures change the verdict:
 
 from __future__ import annotations
 
+import signal
 import subprocess
 from collections.abc import Callable, Sequence
 
@@ -65,7 +66,7 @@ async def exec_probe(
         return code == 0, output.decode(errors="replace").strip()
     finally:
         with trio.CancelScope(shield=True):
-            kill_group(process.pid, 9)
+            kill_group(process.pid, signal.SIGKILL)
             await process.wait()
             children.discard(process.pid)
 

@@ -65,6 +65,7 @@ class Runner:
         self._main: Container | None = None
         self._initialized = self._finished = False
         self._reason = self._message = ""
+        self._stopping = False
         self._start_lock = trio.Lock()
         self._nursery: trio.Nursery | None = None
         self._done = trio.Event()
@@ -166,7 +167,7 @@ class Runner:
     async def _containers(self) -> None:
         assert self._main is not None
         for init in self._inits:
-            if (await init.serve()).exit_code != 0:
+            if (await init.serve()).exit_code != 0 or self._stopping:
                 return
         self._initialized = True
         self._main.tracker.waiting("ContainerCreating")
@@ -183,6 +184,7 @@ class Runner:
                 return
 
     def _stop_all(self, message: str) -> None:
+        self._stopping = True
         for container in [*self._inits, *([self._main] if self._main else [])]:
             container.stop(message)
 
