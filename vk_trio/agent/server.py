@@ -132,7 +132,7 @@ class LinkServer:
         except ValueError as error:
             await frames.send(Failed(reason="BadRequest", message=str(error)))
             return
-        async with contextlib.aclosing(chunks):  # type: ignore[type-var]
+        async with contextlib.aclosing(chunks):
             async for data in chunks:
                 await frames.send(Chunk(data=data))
         await frames.send(End())
