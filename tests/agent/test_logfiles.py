@@ -273,3 +273,14 @@ def test_parse_time() -> None:
     assert parse_time("2026-12-07T15:04:05.123456789Z") == T0 + 123456789
     assert parse_time("2026-12-07T16:04:05.5+01:00") == T0 + SECOND // 2
     assert format_time(T0 + 7) == b"2026-12-07T15:04:05.000000007Z"
+
+
+async def test_output_drained_after_end_run_stays_in_that_run(tmp_path: Path) -> None:
+    container = logs(tmp_path)
+    await container.start_run()
+    await container.write("stdout", b"a\n")
+    await container.end_run()
+    await container.write("stdout", b"late\n")
+    assert await read(container) == b"a\nlate\n"
+    with pytest.raises(LookupError):
+        container.read(Logs(container="app", previous=True))

@@ -314,3 +314,20 @@ async def test_bad_mounts_are_refused(vols: Volumes, mount: Mount) -> None:
 async def test_update_of_an_empty_dir_is_refused(vols: Volumes) -> None:
     with pytest.raises(VolumeError, match="emptyDir"):
         await vols.update(Volume(name="scratch"))
+
+
+async def test_a_new_agent_remounts_over_its_own_links(tmp_path: Path, root: Path) -> None:
+    """The agent restarted in the same container with another state directory: its old
+    links are replaced, not moved aside as if they were the image's."""
+    first = Volumes(root, tmp_path / "state", shm=tmp_path / "shm")
+    await first.make([Volume(name="scratch")])
+    await first.mount([Mount(volume="scratch", path="/data")])
+    (tmp_path / "state" / "mounts.json").rename(tmp_path / "mounts.json")
+    (tmp_path / "state").rename(tmp_path / "old-state")
+    (tmp_path / "state").mkdir()
+    (tmp_path / "mounts.json").rename(tmp_path / "state" / "mounts.json")
+    second = Volumes(root, tmp_path / "state", shm=tmp_path / "shm")
+    await second.make([Volume(name="scratch")])
+    await second.mount([Mount(volume="scratch", path="/data")])
+    assert os.readlink(root / "data") == str(tmp_path / "state" / "volumes" / "scratch")
+    assert not asides(root)

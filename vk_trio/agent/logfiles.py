@@ -192,12 +192,15 @@ class ContainerLogs:
 
     async def write(self, stream: Literal["stdout", "stderr"], data: bytes) -> None:
         """Append the process's output as entries, rotating between them. It never yields
-        to the scheduler, so a write is never half done by a cancellation; a write before
-        any :meth:`start_run` starts the first run."""
+        to the scheduler, so a write is never half done by a cancellation. A write before
+        any :meth:`start_run` starts the first run; one after :meth:`end_run` (output drained
+        late from the pipe) still belongs to the run that ended."""
         if not data:
             return
-        if not self._running:
+        if self._handle is None and self._run == 0:
             await self.start_run()
+        elif self._handle is None:
+            self._open(new_file=False)  # output drained after end_run: still that run's
         prefix = format_time(self._clock()) + b" " + stream.encode() + b" "
         for tag, content in _pieces(data):
             entry = prefix + tag + b" " + content + b"\n"
@@ -217,10 +220,11 @@ class ContainerLogs:
         self._running = False
         self._notify()
 
-    def _open(self) -> None:
+    def _open(self, *, new_file: bool = True) -> None:
         self._handle = self._current.open("ab")
         self._size = self._handle.tell()
-        self._generation += 1
+        if new_file:
+            self._generation += 1
 
     def _close(self) -> None:
         if self._handle is not None:

@@ -120,10 +120,11 @@ def _is_tmpfs(path: Path) -> bool:
         lines = Path("/proc/self/mounts").read_text().splitlines()
     except OSError:
         return False
+    where = os.path.realpath(path)
     fstype = ""
     for line in lines:
         fields = line.split()
-        if len(fields) >= 3 and fields[1].replace("\\040", " ") == str(path):
+        if len(fields) >= 3 and fields[1].replace("\\040", " ") == where:
             fstype = fields[2]  # the last mount at a path is the one seen
     return fstype == "tmpfs" and os.access(path, os.W_OK | os.X_OK)
 
@@ -372,7 +373,8 @@ class Volumes:
         default is only 64 MiB), else on disk with a log line saying so."""
         link = self._base / volume.name
         path = link
-        if volume.medium == "Memory":
+        if volume.medium == "Memory" and not (link.is_dir() and not link.is_symlink()):
+            # (an emptyDir already on disk stays there: its content outlives restarts)
             path = self._memory_dir(volume) or link
         if path != link and _readlink(link) != str(path):
             link.parent.mkdir(parents=True, exist_ok=True)
@@ -475,8 +477,12 @@ class Volumes:
             if not dest.resolve().is_relative_to(self._dirs[mount.volume].resolve()):
                 raise VolumeError(f"volume {mount.volume!r}: subPath {sub} leaves the volume")
         if _readlink(target) != str(dest):
-            _make_room(target, mount.volume)
-            _symlink(target, dest)
+            assert self._placed is not None
+            if str(target) not in self._placed or not target.is_symlink():
+                _make_room(target, mount.volume)
+            _symlink(target, dest)  # (replacing a link of ours to elsewhere)
+            self._placed[str(target)] = [mount.volume, mount.sub_path]
+            self._save_record()
         if volume.files is None and not mount.sub_path:
             self._empty_dir_mode(mount)
 
