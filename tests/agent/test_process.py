@@ -122,6 +122,7 @@ def test_the_reaper_reaps_orphans_but_not_ours() -> None:
     children = Children()
     orphan = subprocess.Popen(["true"])
     time.sleep(0.2)
+    assert children.reap_once() == 0  # a zombie for less than a round: maybe trio's
     assert children.reap_once() == 1
     with pytest.raises(ChildProcessError):
         os.waitpid(orphan.pid, os.WNOHANG)
@@ -130,6 +131,7 @@ def test_the_reaper_reaps_orphans_but_not_ours() -> None:
     ours = subprocess.Popen(["sh", "-c", "exit 7"])
     children.add(ours.pid)
     time.sleep(0.2)
+    assert children.reap_once() == 0
     assert children.reap_once() == 0
     assert ours.wait() == 7
 

@@ -51,13 +51,15 @@ class ContainerTracker:
         self._on_change()
 
     def exited(self, terminated: Terminated, *, final: bool) -> None:
-        """A run ended: the current state when no run follows, else the last state."""
+        """A run ended: the current state when no run follows, else the last state (and
+        the container waits for its next run)."""
         self.ready = False if self.ready is not None else None
         self.started = False if self.started is not None else None
         if final:
             self.state, self.reason, self.message = "terminated", "", ""
             self.terminated = terminated
         else:
+            self.state, self.reason, self.message = "waiting", "ContainerCreating", ""
             self.last_terminated = terminated
         self.started_at = None
         self._on_change()
