@@ -197,3 +197,14 @@ async def test_startup_probe_gates_started(agent: Agent, tmp_path: Path) -> None
     up.touch()
     state = await agent.watch_until(lambda s: s.container.ready is True)
     assert state.container.started is True
+
+
+async def test_a_probe_that_times_out_fails(agent: Agent) -> None:
+    probe = ExecProbe(
+        kind="liveness", command=["sleep", "5"], timeout=0.2, period=0.1, failure_threshold=1
+    )
+    await agent.ask(Start(bundle=bundle(sh("main", "sleep 30", probes=[probe]))))
+    state = await agent.watch_until(lambda s: s.container.restart_count == 1)
+    last = state.container.last_terminated
+    assert last is not None
+    assert last.message == "Liveness probe failed: command timed out after 0.2s"
