@@ -161,8 +161,8 @@ async def test_orphan_reaping_only_as_pid_1() -> None:
 def test_an_agent_that_is_not_root_runs_no_one_else(monkeypatch: pytest.MonkeyPatch) -> None:
     from vk_trio.agent import launch
 
-    monkeypatch.setattr(launch.os, "geteuid", lambda: 1000)
-    monkeypatch.setattr(launch.os, "getegid", lambda: 1000)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(os, "getegid", lambda: 1000)
     with pytest.raises(launch.LaunchError, match="the agent does not run as root"):
         launch._resolve_identity("65534")
     assert launch._resolve_identity("1000:1000") is None  # itself: nothing to switch
