@@ -75,6 +75,7 @@ class LinkServer:
         try:
             request = await frames.receive_request()
             if request is not None:
+                _log_request(peer, request)
                 await self._answer(frames, request)
         except (LinkClosed, trio.BrokenResourceError, trio.ClosedResourceError) as error:
             logger.debug(f"link from {peer} ended: {_cause(error)}")  # the node hung up
@@ -146,6 +147,16 @@ async def _close(tls: trio.SSLStream[trio.SocketStream]) -> None:
             await tls.aclose()
     if scope.cancelled_caught:
         await trio.aclose_forcefully(tls)
+
+
+def _log_request(peer: str, request: Request) -> None:
+    """The node's connections that change something, or watch, are worth a line in the
+    instance's log; its frequent questions (usage, logs) are not."""
+    kind = type(request).__name__
+    if isinstance(request, GetUsage | Logs):
+        logger.debug(f"link from {peer}: {kind}")
+    else:
+        logger.info(f"link from {peer}: {kind}")
 
 
 def _peer(tcp: trio.SocketStream) -> str:
