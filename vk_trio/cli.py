@@ -1,5 +1,5 @@
 """The ``vk-trio`` command: ``run`` (the node), ``demo``, ``offers`` (dry run), ``spend``,
-``bench``, ``sim``.
+``bench``, ``sim``, and ``agent`` (inside each instance).
 
 Each subcommand lives in its own module, which offers ``add_arguments(parser)`` and
 ``main(args) -> int``; this file only wires them. Command modules keep their imports light
@@ -58,6 +58,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
         "vk_trio.devtools.bench",
         "N pods at once on the real node process and simulators, measured",
     ),
+    "agent": ("vk_trio.agent.main", "run a pod's processes inside its instance (its command)"),
 }
 _SIMS: dict[str, tuple[str, str]] = {
     "vast": ("vk_trio.devtools.sim.vast", "serve a simulated Vast.ai API"),

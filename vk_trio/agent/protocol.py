@@ -222,6 +222,10 @@ class PodState(msgspec.Struct, frozen=True, kw_only=True, tag="state"):
     initialized: bool = False
     finished: bool = False
     """No process will run again (restart policy); the pod's phase is final."""
+    reason: str = ""
+    """Why the pod ended, when the agent ended it (``Evicted``), as the pod's ``reason``."""
+    message: str = ""
+    """One line for the pod's ``message`` (which ``emptyDir`` outgrew its limit)."""
 
 
 class Chunk(msgspec.Struct, frozen=True, kw_only=True, tag="chunk"):
