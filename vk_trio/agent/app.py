@@ -31,7 +31,7 @@ async def run_agent(
     """Serve the link and run the pod until SIGTERM/SIGINT, then stop the pod within its
     grace period. ``task_status`` gets the link's server (its ``port``: tests listen on 0)."""
     if runner is None:
-        volumes = Volumes(settings.root, settings.state_dir / "volumes")
+        volumes = Volumes(settings.root, settings.state_dir)
         runner = Runner(volumes, settings.state_dir / "logs")
     server = LinkServer(
         runner, settings.keys, read_usage, handshake_timeout=settings.handshake_timeout

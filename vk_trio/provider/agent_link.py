@@ -177,6 +177,8 @@ def processes(state: PodState) -> Processes:
         _process(state.container),
         state.initialized,
         state.finished,
+        state.reason,
+        state.message,
     )
 
 

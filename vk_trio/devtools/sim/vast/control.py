@@ -72,6 +72,11 @@ class ControlSurface(InstanceRoutes):
         instance = self._live(instance_id)
         return self._render(instance) if instance else None
 
+    def create_requests(self) -> list[Row]:
+        """The body of every create that made an instance, in order: what Vast keeps with
+        each instance (its env, its onstart and args)."""
+        return [dict(i.body) for _, i in sorted(self._instances.items())]
+
     def ledger(self) -> list[Row]:
         """Every instance ever created, with trio-clock ``created_at``/``destroyed_at``, the
         wall-clock ``start_date`` (epoch seconds, as the API shows it) and the bill in

@@ -27,6 +27,7 @@ import functools
 import trio
 from loguru import logger
 
+from vk_trio.devtools.sim.vast.agent import AGENT_PATH, agent_bytes
 from vk_trio.devtools.sim.vast.config import RATE_LIMITS
 from vk_trio.devtools.sim.vast.control import ControlSurface
 from vk_trio.devtools.sim.vast.logs import LogRoutes
@@ -68,10 +69,21 @@ class VastSim(ControlSurface, LogRoutes):
             )
             task_status.started(url)
 
+    @property
+    def agent_url(self) -> str:
+        """Where instances download the vk-trio agent (``--agent-url``) while they run
+        their processes (``run_containers``)."""
+        if self.url is None:
+            raise RuntimeError("the simulator is not served yet")
+        return self.url + AGENT_PATH
+
     async def handle(self, request: Request) -> Response:
         """Answer one HTTP request (the ``serve_http`` handler)."""
         if request.method == "GET" and request.path in self.served_files:
             return await self._served_file(request.path)
+        if request.method == "GET" and request.path == AGENT_PATH and self.runs_containers:
+            body = await trio.to_thread.run_sync(agent_bytes)
+            return Response(body=body, headers=[("Content-Type", "application/octet-stream")])
         path = "/" + request.path.strip("/") + "/"
         found = self._match(request.method, path)
         if found is None:

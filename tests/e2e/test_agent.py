@@ -1,0 +1,267 @@
+"""The whole pod, end to end: the real node, the Vast simulator running each instance's
+process in a sandbox (``run_containers``), the bootstrap downloading and checking the agent,
+the link, the pod's files and processes.
+
+One pod with a ConfigMap volume, a Secret volume (items, defaultMode 0400), an emptyDir, a
+subPath mount and an init container in the same image: its process serves its root over HTTP
+on a published port, so the test reads what the process sees. Also: the create request holds
+no Secret value; the link refuses strangers; an exit restarts the process on the same
+instance with the exit code in ``lastState``; a pod with a PVC is refused and nothing bought.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from tests.e2e.cluster import Cluster
+from tests.e2e.e2e import Obj, bought_for, gpu_pod, phase, settings_for, wait_pod
+from tests.plugins.vast_sim import VastSimFactory
+from vk_trio.agent.link import client_context, node_keys, pod_secret
+from vk_trio.agent.protocol import AGENT_PORT
+from vk_trio.app import NodeRuntime, serve_node
+from vk_trio.devtools.sim.vast import VastSim
+from vk_trio.provider import agents
+
+SECRET = "s3cr3t-token-value"
+
+
+@pytest.fixture
+async def containers_sim(vast_sim_factory: VastSimFactory) -> VastSim:
+    sim = await vast_sim_factory(run_containers=True, boot_seconds=0.2)
+    if not sim.runs_containers:
+        pytest.fail(f"the sandbox cannot run here: {sim._sandbox_problem}")
+    return sim
+
+
+@pytest.fixture
+async def agent_node(
+    nursery: trio.Nursery,
+    containers_sim: VastSim,
+    cluster: Cluster,
+    monkeypatch: pytest.MonkeyPatch,
+) -> NodeRuntime:
+    monkeypatch.setattr(agents, "VOLUME_REFRESH", 1.0)
+    settings = settings_for(
+        containers_sim.url, cluster.kubeconfig, agent_url=containers_sim.agent_url
+    )
+    runtime: NodeRuntime = await nursery.start(serve_node, settings)
+    return runtime
+
+
+def _objects(namespace: str) -> list[Obj]:
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "app-config", "namespace": namespace},
+            "data": {"app.conf": "mode=fast\n", "extra.conf": "level=1\n"},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "app-secret", "namespace": namespace},
+            "data": {"token": base64.b64encode(SECRET.encode()).decode()},
+        },
+    ]
+
+
+SCRIPT = (
+    "set -e; mkdir -p /srv; "
+    "stat -L -c %a /etc/secret/token-file > /srv/secret-mode; "
+    "cat /etc/secret/token-file > /srv/secret; "
+    "cat /scratch/init-ran > /srv/init; "
+    'printf %s "$TOKEN" > /srv/env-token; '
+    "ln -s /etc/config /srv/config; ln -s /etc/single.conf /srv/single.conf; "
+    "cd /srv && exec python3 -m http.server 8000 --bind 127.0.0.1"
+)
+
+
+def _agent_pod(namespace: str) -> Obj:
+    pod = gpu_pod(
+        "whole",
+        namespace,
+        containers=[
+            {
+                "name": "app",
+                "image": "busybox:1.36",
+                "command": ["sh", "-c", SCRIPT],
+                "ports": [{"containerPort": 8000}],
+                "env": [
+                    {
+                        "name": "TOKEN",
+                        "valueFrom": {"secretKeyRef": {"name": "app-secret", "key": "token"}},
+                    }
+                ],
+                "volumeMounts": [
+                    {"name": "config", "mountPath": "/etc/config"},
+                    {"name": "secret", "mountPath": "/etc/secret", "readOnly": True},
+                    {"name": "scratch", "mountPath": "/scratch"},
+                    {"name": "config", "mountPath": "/etc/single.conf", "subPath": "extra.conf"},
+                ],
+                "resources": {"limits": {"nvidia.com/gpu": "1"}},
+            }
+        ],
+    )
+    pod["spec"]["initContainers"] = [
+        {
+            "name": "setup",
+            "image": "busybox:1.36",
+            "command": ["sh", "-c", "echo init ran > /scratch/init-ran"],
+            "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+        }
+    ]
+    pod["spec"]["volumes"] = [
+        {"name": "config", "configMap": {"name": "app-config"}},
+        {
+            "name": "secret",
+            "secret": {
+                "secretName": "app-secret",
+                "defaultMode": 0o400,
+                "items": [{"key": "token", "path": "token-file"}],
+            },
+        },
+        {"name": "scratch", "emptyDir": {}},
+    ]
+    return pod
+
+
+async def _get(base: str, path: str) -> str:
+    async with httpx.AsyncClient(timeout=5.0) as http:
+        response = await http.get(f"{base}/{path}")
+        response.raise_for_status()
+        return response.text
+
+
+async def _until_text(base: str, path: str, wanted: str, *, within: float) -> None:
+    with trio.fail_after(within):
+        while True:
+            try:
+                if await _get(base, path) == wanted:
+                    return
+            except httpx.HTTPError:
+                pass
+            await trio.sleep(0.2)
+
+
+def _endpoint(pod: Obj, port: str) -> str:
+    return str(json.loads(pod["metadata"]["annotations"]["vast.ai/endpoints"])[port])
+
+
+async def test_the_whole_pod_runs_with_its_files_and_no_secret_goes_through_vast(
+    agent_node: NodeRuntime, containers_sim: VastSim, cluster: Cluster
+) -> None:
+    for obj in _objects(cluster.namespace):
+        await cluster.create(obj)
+    await cluster.create(_agent_pod(cluster.namespace))
+    pod = await wait_pod(cluster, "whole", lambda p: _app_running(p), within=60)
+    init = pod["status"]["initContainerStatuses"][0]
+    assert init["state"]["terminated"]["exitCode"] == 0
+    assert init["state"]["terminated"]["reason"] == "Completed"
+    conditions = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
+    assert conditions["Initialized"] == "True"
+
+    base = "http://" + _endpoint(pod, "8000/tcp")
+    await _until_text(base, "init", "init ran\n", within=20)
+    assert await _get(base, "config/app.conf") == "mode=fast\n"
+    assert await _get(base, "single.conf") == "level=1\n"
+    assert await _get(base, "secret") == SECRET
+    assert await _get(base, "secret-mode") == "400\n"
+    assert await _get(base, "env-token") == SECRET
+
+    # the create request carried none of the pod's Secret values (Vast keeps it)
+    assert len(bought_for(containers_sim, pod)) == 1
+    requests = json.dumps(containers_sim.create_requests())
+    assert "onstart" in requests and SECRET not in requests
+    assert base64.b64encode(SECRET.encode()).decode() not in requests
+
+    # an edited ConfigMap reaches the file (atomically, through ..data); the subPath copy stays
+    edit = {"data": {"app.conf": "mode=slow\n", "extra.conf": "level=2\n"}}
+    await cluster.patch("configmaps", cluster.namespace, "app-config", edit)
+    await _until_text(base, "config/app.conf", "mode=slow\n", within=30)
+    assert await _get(base, "single.conf") == "level=1\n"
+
+
+def _app_running(pod: Obj) -> bool:
+    statuses = pod.get("status", {}).get("containerStatuses") or []
+    return phase(pod) == "Running" and bool(statuses) and "running" in statuses[0]["state"]
+
+
+async def test_an_exit_restarts_the_process_on_the_same_instance(
+    agent_node: NodeRuntime, containers_sim: VastSim, cluster: Cluster
+) -> None:
+    pod = gpu_pod(
+        "crash",
+        cluster.namespace,
+        containers=[
+            {
+                "name": "app",
+                "image": "busybox:1.36",
+                "command": ["sh", "-c", "echo starting; sleep 0.5; exit 3"],
+                "resources": {"limits": {"nvidia.com/gpu": "1"}},
+            }
+        ],
+        annotations={"vast.ai/agent": "true"},
+    )
+    await cluster.create(pod)
+    crashed = await wait_pod(
+        cluster,
+        "crash",
+        lambda p: (p["status"].get("containerStatuses") or [{}])[0].get("restartCount", 0) >= 1,
+        within=60,
+    )
+    last = crashed["status"]["containerStatuses"][0]["lastState"]["terminated"]
+    assert last["exitCode"] == 3
+    assert last["reason"] == "Error"
+    assert len(bought_for(containers_sim, crashed)) == 1  # restarted in place
+
+
+async def test_the_link_refuses_a_client_without_the_pods_credentials(
+    agent_node: NodeRuntime, containers_sim: VastSim, cluster: Cluster
+) -> None:
+    for obj in _objects(cluster.namespace):
+        await cluster.create(obj)
+    await cluster.create(_agent_pod(cluster.namespace))
+    pod = await wait_pod(cluster, "whole", lambda p: _app_running(p), within=60)
+    host, _, port = _endpoint(pod, f"{AGENT_PORT}/tcp").rpartition(":")
+    other = node_keys(pod_secret(b"another node's master", pod["metadata"]["uid"]))
+    for context in (ssl.create_default_context(), client_context(other)):
+        context.check_hostname = False
+        if context.verify_mode == ssl.CERT_REQUIRED and context is not None:
+            context.verify_mode = ssl.CERT_NONE
+        tcp = await trio.open_tcp_stream(host, int(port))
+        tls = trio.SSLStream(tcp, context, server_hostname="vk-trio-agent")
+        with pytest.raises((trio.BrokenResourceError, ssl.SSLError)):
+            await tls.do_handshake()
+            await tls.send_all(b"\x00\x00\x00\x01\x80")
+            assert await tls.receive_some(10) == b""  # nothing answered
+            raise trio.BrokenResourceError
+
+
+async def test_a_pod_with_a_persistent_volume_claim_is_refused_and_nothing_is_bought(
+    agent_node: NodeRuntime, containers_sim: VastSim, cluster: Cluster
+) -> None:
+    pod: dict[str, Any] = gpu_pod("pvc", cluster.namespace)
+    pod["spec"]["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]
+    await cluster.create(pod)
+    refused = await wait_pod(
+        cluster,
+        "pvc",
+        lambda p: (
+            (p["status"].get("containerStatuses") or [{}])[0]
+            .get("state", {})
+            .get("waiting", {})
+            .get("reason")
+            == "UnsupportedVolume"
+        ),
+    )
+    message = refused["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+    assert 'volume "data"' in message and "persistentVolumeClaim" in message
+    await trio.sleep(1.0)
+    assert bought_for(containers_sim, refused) == []
