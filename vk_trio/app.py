@@ -50,6 +50,7 @@ from vk_trio.logs import configure_logging
 from vk_trio.node.dispatch import Dispatcher
 from vk_trio.node.endpoints import EndpointsController
 from vk_trio.node.lookup import PodLookup
+from vk_trio.node.provider import Provider
 from vk_trio.node.services import NodeServices
 from vk_trio.provider.poller import InstancePoller
 from vk_trio.provider.wiring import VastBackend, open_vast_backend
@@ -59,10 +60,17 @@ from vk_trio.retry import NODE_REGISTER, UNLESS_PERMANENT, log_retry, retry_unti
 class NodeRuntime:
     """What a started node exposes to its caller (the demo, the tests)."""
 
-    def __init__(self, health_url: str, dispatcher: Dispatcher, poller: InstancePoller) -> None:
+    def __init__(
+        self,
+        health_url: str,
+        dispatcher: Dispatcher,
+        poller: InstancePoller,
+        provider: Provider,
+    ) -> None:
         self.health_url = health_url
         self.dispatcher = dispatcher
         self.poller = poller
+        self.provider = provider
 
 
 async def serve_node(
@@ -107,7 +115,7 @@ async def serve_node(
             await dispatcher.wait_synced()
             _freeze_start_up_objects()
             logger.info("node serving", node=settings.node_name, health=health_url)
-            task_status.started(NodeRuntime(health_url, dispatcher, vast.poller))
+            task_status.started(NodeRuntime(health_url, dispatcher, vast.poller, provider))
             await _serve_until_stopped(reporter, leader_elect=elector is not None)
 
 

@@ -12,11 +12,14 @@ instance with the exit code in ``lastState``; a pod with a PVC is refused and no
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import ssl
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 import trio
 
@@ -27,6 +30,8 @@ from vk_trio.agent.link import client_context, node_keys, pod_secret
 from vk_trio.agent.protocol import AGENT_PORT
 from vk_trio.app import NodeRuntime, serve_node
 from vk_trio.devtools.sim.vast import VastSim
+from vk_trio.kube.models import Pod
+from vk_trio.node.provider import LogOptions, NotReady, Provider
 from vk_trio.provider import agents
 
 SECRET = "s3cr3t-token-value"
@@ -265,3 +270,109 @@ async def test_a_pod_with_a_persistent_volume_claim_is_refused_and_nothing_is_bo
     assert 'volume "data"' in message and "persistentVolumeClaim" in message
     await trio.sleep(1.0)
     assert bought_for(containers_sim, refused) == []
+
+
+def _pod_model(pod: Obj) -> Pod:
+    return msgspec.convert(pod, Pod)
+
+
+async def _lines(provider: Provider, pod: Obj, options: LogOptions) -> AsyncIterator[str]:
+    stream = await provider.logs(_pod_model(pod), "app", options)
+    buffered = ""
+    async for chunk in stream:
+        buffered += chunk.decode()
+        *lines, buffered = buffered.split("\n")
+        for line in lines:
+            yield line
+
+
+async def test_logs_follow_within_a_second_and_previous_shows_the_last_run(
+    agent_node: NodeRuntime, containers_sim: VastSim, cluster: Cluster
+) -> None:
+    ticker = "i=0; while [ $i -lt 4 ]; do echo tick $i; i=$((i+1)); sleep 0.5; done; exit 1"
+    pod = gpu_pod(
+        "ticker",
+        cluster.namespace,
+        containers=[
+            {
+                "name": "app",
+                "image": "busybox:1.36",
+                "command": ["sh", "-c", ticker],
+                "resources": {"limits": {"nvidia.com/gpu": "1"}},
+            }
+        ],
+        annotations={"vast.ai/agent": "true"},
+    )
+    await cluster.create(pod)
+    running = await wait_pod(cluster, "ticker", _app_running, within=60)
+    arrivals: list[float] = []
+    seen: list[str] = []
+    with trio.fail_after(10):
+        async for line in _lines(agent_node.provider, running, LogOptions(follow=True)):
+            seen.append(line)
+            arrivals.append(trio.current_time())
+            if line == "tick 3":
+                break
+    assert seen[-2:] == ["tick 2", "tick 3"]
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    assert max(gaps) < 1.0  # each line within a second of the process writing it
+
+    restarted = await wait_pod(
+        cluster,
+        "ticker",
+        lambda p: (p["status"].get("containerStatuses") or [{}])[0].get("restartCount", 0) >= 1,
+        within=30,
+    )
+    with trio.fail_after(10):
+        previous = [
+            line async for line in _lines(agent_node.provider, restarted, LogOptions(previous=True))
+        ]
+    assert previous == ["tick 0", "tick 1", "tick 2", "tick 3"]
+
+
+async def test_a_restarted_node_reconnects_without_restarting_the_process(
+    nursery: trio.Nursery,
+    containers_sim: VastSim,
+    cluster: Cluster,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = settings_for(
+        containers_sim.url, cluster.kubeconfig, agent_url=containers_sim.agent_url
+    )
+    pod = gpu_pod(
+        "steady",
+        cluster.namespace,
+        containers=[
+            {
+                "name": "app",
+                "image": "busybox:1.36",
+                "command": ["sh", "-c", "echo up; exec sleep 3600"],
+                "resources": {"limits": {"nvidia.com/gpu": "1"}},
+            }
+        ],
+        annotations={"vast.ai/agent": "true"},
+    )
+    with trio.CancelScope() as first_run:
+        async with trio.open_nursery() as inner:
+            await inner.start(serve_node, settings)
+            await cluster.create(pod)
+            before = await wait_pod(cluster, "steady", _app_running, within=60)
+            first_run.cancel()
+    started = before["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
+
+    second: NodeRuntime = await nursery.start(serve_node, settings)
+    with trio.fail_after(20):
+        while True:  # linked again: the agent answers, with its one run's output
+            try:
+                assert [line async for line in _lines(second.provider, before, LogOptions())] == [
+                    "up"
+                ]
+                break
+            except NotReady:
+                await trio.sleep(0.2)
+    after = await cluster.get("pods", cluster.namespace, "steady")
+    assert after is not None
+    status = after["status"]["containerStatuses"][0]
+    assert status["state"]["running"]["startedAt"] == started
+    assert status["restartCount"] == 0
+    assert len(bought_for(containers_sim, after)) == 1
