@@ -376,3 +376,38 @@ async def test_a_restarted_node_reconnects_without_restarting_the_process(
     assert status["state"]["running"]["startedAt"] == started
     assert status["restartCount"] == 0
     assert len(bought_for(containers_sim, after)) == 1
+
+
+async def test_a_failing_exec_liveness_probe_restarts_the_process_in_place(
+    agent_node: NodeRuntime, containers_sim: VastSim, cluster: Cluster
+) -> None:
+    script = "touch /tmp/healthy; sleep 1; rm /tmp/healthy; exec sleep 3600"
+    pod = gpu_pod(
+        "probed",
+        cluster.namespace,
+        containers=[
+            {
+                "name": "app",
+                "image": "busybox:1.36",
+                "command": ["sh", "-c", script],
+                "livenessProbe": {
+                    "exec": {"command": ["test", "-f", "/tmp/healthy"]},
+                    "periodSeconds": 1,
+                    "failureThreshold": 2,
+                },
+                "resources": {"limits": {"nvidia.com/gpu": "1"}},
+            }
+        ],
+    )
+    await cluster.create(pod)
+    restarted = await wait_pod(
+        cluster,
+        "probed",
+        lambda p: (p["status"].get("containerStatuses") or [{}])[0].get("restartCount", 0) >= 1,
+        within=60,
+    )
+    last = restarted["status"]["containerStatuses"][0]["lastState"]["terminated"]
+    assert "Liveness probe failed" in last.get("message", "")
+    kinds = {c["type"] for c in restarted["status"]["conditions"]}
+    assert "vast.ai/ProbesIgnored" not in kinds  # the agent runs exec probes: none ignored
+    assert len(bought_for(containers_sim, restarted)) == 1
