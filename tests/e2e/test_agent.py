@@ -24,7 +24,15 @@ import pytest
 import trio
 
 from tests.e2e.cluster import Cluster
-from tests.e2e.e2e import Obj, bought_for, gpu_pod, phase, settings_for, wait_pod
+from tests.e2e.e2e import (
+    Obj,
+    bought_for,
+    event_reasons,
+    gpu_pod,
+    phase,
+    settings_for,
+    wait_pod,
+)
 from tests.plugins.vast_sim import VastSimFactory
 from vk_trio.agent.link import client_context, node_keys, pod_secret
 from vk_trio.agent.protocol import AGENT_PORT
@@ -411,3 +419,37 @@ async def test_a_failing_exec_liveness_probe_restarts_the_process_in_place(
     kinds = {c["type"] for c in restarted["status"]["conditions"]}
     assert "vast.ai/ProbesIgnored" not in kinds  # the agent runs exec probes: none ignored
     assert len(bought_for(containers_sim, restarted)) == 1
+
+
+async def test_a_failing_http_liveness_probe_restarts_the_process_in_place(
+    agent_node: NodeRuntime, containers_sim: VastSim, cluster: Cluster
+) -> None:
+    script = "timeout 2 python3 -m http.server 8000 --bind 127.0.0.1; exec sleep 3600"
+    pod = gpu_pod(
+        "served",
+        cluster.namespace,
+        containers=[
+            {
+                "name": "app",
+                "image": "busybox:1.36",
+                "command": ["sh", "-c", script],
+                "ports": [{"containerPort": 8000}],
+                "livenessProbe": {
+                    "httpGet": {"path": "/", "port": 8000},
+                    "periodSeconds": 1,
+                    "failureThreshold": 2,
+                },
+                "resources": {"limits": {"nvidia.com/gpu": "1"}},
+            }
+        ],
+        annotations={"vast.ai/agent": "true"},
+    )
+    await cluster.create(pod)
+    restarted = await wait_pod(
+        cluster,
+        "served",
+        lambda p: (p["status"].get("containerStatuses") or [{}])[0].get("restartCount", 0) >= 1,
+        within=60,
+    )
+    assert len(bought_for(containers_sim, restarted)) == 1  # the process, not the instance
+    assert "Killing" in await event_reasons(cluster, restarted)

@@ -165,6 +165,10 @@ class FakeProvider:
             yield report
         await trio.sleep_forever()
 
+    async def restart(self, pod: Pod, message: str) -> None:
+        self._call("restart", pod)
+        await trio.lowlevel.checkpoint()
+
     async def release(self, pod: Pod, *, keep: str | None = None) -> int:
         self._call("release", pod)
         await trio.lowlevel.checkpoint()

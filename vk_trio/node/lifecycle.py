@@ -32,7 +32,7 @@ from dataclasses import replace
 import trio
 
 from vk_trio import metrics
-from vk_trio.errors import describe_error
+from vk_trio.errors import VkError, describe_error
 from vk_trio.kube.models import Container, ObjectMeta, Pod
 from vk_trio.node.admission import unsupported_reason
 from vk_trio.node.handle import PodHandle
@@ -548,15 +548,33 @@ class PodLifecycle:
         *,
         task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Probe the running container; a kill ends the instance's follow."""
+        """Probe the running container; a kill ends the instance's follow, or, with a
+        runtime inside the instance, restarts the process there (the probes start again
+        with its next run)."""
         with trio.CancelScope() as scope:
             task_status.started(scope)
-            probing.killed.append(
-                await run_probes(
-                    container, observed.endpoints, self.s.prober, _Probed(self), since=probing.since
-                )
+            kill = await run_probes(
+                container, observed.endpoints, self.s.prober, _Probed(self), since=probing.since
             )
+            if self._runtime and await self._restart_in_place(kill):
+                return
+            probing.killed.append(kill)
             probing.following.cancel()
+
+    async def _restart_in_place(self, kill: Kill) -> bool:
+        """Ask the runtime to restart the process; False when it cannot be reached (the
+        instance is then replaced, as without a runtime)."""
+        await self.report.event(
+            "Normal",
+            "Killing",
+            f"Container {self.report.chosen} failed {kill.kind.lower()} probe, will be restarted",
+        )
+        try:
+            await self.provider.restart(self.handle.pod, kill.message)
+        except VkError as exc:
+            self.log.warning("restart in place failed", error=describe_error(exc))
+            return False
+        return True
 
     def _container(self) -> Container | None:
         return next(

@@ -25,6 +25,7 @@ pod's init containers and its container's process, restarts it in place and runs
 probes) says so in the ``Placement``; the lifecycle then follows that runtime's reports too::
 
     processes(pod, id, progress)   the pod's processes as the runtime reports them
+    restart(pod, message)          restart the container's process in place
 
 Both answer with streams or values, and fail with a ``ContainerError`` whose ``status`` is
 the HTTP status the kubelet would answer with; the streaming verbs of ``kubectl exec``,
@@ -339,6 +340,12 @@ class Provider(Protocol):
         on every change. Started once the instance runs; it hands the runtime the pod (its
         files, its env, its processes) first. It ends when the instance stops serving, and
         reconnects by itself through short losses of the runtime's link."""
+        ...
+
+    async def restart(self, pod: Pod, message: str) -> None:
+        """For a ``Placement`` with ``runtime``: restart the container's process in place
+        (a liveness probe the node runs failed; ``message`` says how). Raises ``VkError``
+        when the runtime cannot be reached."""
         ...
 
     async def usage(self, pod: Pod) -> Usage | None:

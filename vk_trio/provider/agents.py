@@ -169,6 +169,13 @@ class PodAgents:
             raise ProviderUnavailable(str(exc)) from exc
         return _prepend(first, stream)
 
+    async def restart(self, pod: Pod, message: str) -> None:
+        """Restart the container's process in place (raises ``VkError`` when unreachable)."""
+        link = self._links.get(pod.uid)
+        if link is None:
+            raise AgentUnreachable("the vk-trio agent inside the instance is not linked")
+        await link.restart(message)
+
     async def usage(self, pod: Pod) -> Usage | None:
         link = self._links.get(pod.uid)
         if link is None:

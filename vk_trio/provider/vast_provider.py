@@ -269,6 +269,11 @@ class VastProvider:
             raise RuntimeError("processes() of a pod placed without the agent")
         return self._agents.follow(pod, instance, progress)
 
+    async def restart(self, pod: Pod, message: str) -> None:
+        if self._agents is None:
+            raise RuntimeError("restart() of a pod placed without the agent")
+        await self._agents.restart(pod, message)
+
     async def logs(self, pod: Pod, container: str, options: LogOptions) -> AsyncIterator[bytes]:
         if self._agents is not None and self._agent_env(pod) is not None:
             return await self._agents.logs(pod, container, options)
