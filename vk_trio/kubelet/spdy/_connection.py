@@ -193,9 +193,17 @@ class SpdyConnection:
     ``kubectl cp`` upload. Without it, sends are bounded only by the caller's socket writes
     and our receive windows are neither enforced nor advertised; back-pressure is then the
     caller not reading the socket. The default follows the spec.
+
+    ``connection_window`` is how much the peer may have in flight over all streams together
+    (SPDY/3.1 starts it at 64 KiB; a larger one is announced by a WINDOW_UPDATE on stream 0
+    queued at once), so that one stream's unread bytes do not stall the others.
     """
 
-    def __init__(self, *, peer_flow_control: bool = True) -> None:
+    def __init__(
+        self, *, peer_flow_control: bool = True, connection_window: int = DEFAULT_WINDOW
+    ) -> None:
+        if not DEFAULT_WINDOW <= connection_window <= MAX_31BIT:
+            raise ValueError(f"connection_window must be {DEFAULT_WINDOW}..{MAX_31BIT}")
         self._flow_control = peer_flow_control
         self._reader = FrameReader()
         self._inflate = HeaderDecompressor()
@@ -205,7 +213,8 @@ class SpdyConnection:
         self._last_peer_stream_id = 0
         self._initial_send_window = DEFAULT_WINDOW
         self._conn_send_window = DEFAULT_WINDOW
-        self._conn_recv_window = DEFAULT_WINDOW
+        self._conn_window = connection_window
+        self._conn_recv_window = connection_window
         self._conn_unannounced = 0
         self._next_ping_id = 2
         self._pings_sent: set[int] = set()
@@ -222,6 +231,8 @@ class SpdyConnection:
             GoAwayFrame: self._on_goaway,  # type: ignore[dict-item]
             WindowUpdate: self._on_window_update,  # type: ignore[dict-item]
         }
+        if peer_flow_control and connection_window > DEFAULT_WINDOW:
+            self._queue(WindowUpdate(0, connection_window - DEFAULT_WINDOW))
 
     # -- input ---------------------------------------------------------------------------
 
@@ -406,8 +417,9 @@ class SpdyConnection:
         stream = self._sending_stream(stream_id)
         if stream.replied:
             raise SpdyError(f"SPDY stream {stream_id} already has its SYN_REPLY")
+        block = self._deflate.compress(headers)  # may raise ValueError: before any change
         stream.replied = True
-        self._queue(SynReply(stream_id, self._deflate.compress(headers), fin=fin))
+        self._queue(SynReply(stream_id, block, fin=fin))
         if fin:
             self._close_local(stream)
 
@@ -491,7 +503,7 @@ class SpdyConnection:
             raise ValueError("cannot acknowledge a negative number of bytes")
         if self._terminated or not self._flow_control:
             return
-        outstanding = DEFAULT_WINDOW - self._conn_recv_window - self._conn_unannounced
+        outstanding = self._conn_window - self._conn_recv_window - self._conn_unannounced
         if n > outstanding:
             raise ValueError(f"acknowledging {n} bytes, {outstanding} received unacknowledged")
         stream = self._streams.get(stream_id)
@@ -509,7 +521,7 @@ class SpdyConnection:
         if not self._flow_control or self._terminated or n <= 0:
             return
         self._conn_unannounced += n
-        if self._conn_unannounced >= DEFAULT_WINDOW // 2:
+        if self._conn_unannounced >= self._conn_window // 2:
             self._queue(WindowUpdate(0, self._conn_unannounced))
             self._conn_recv_window += self._conn_unannounced
             self._conn_unannounced = 0
