@@ -6,6 +6,7 @@ runs (``logs``, ``usage``); this package knows no provider. Behind ``auth`` (cli
 certificates and TokenReview, SubjectAccessReview per request) and TLS from ``certs`` (files,
 a kubelet-serving CSR, or a loudly logged self-signed fallback); ``stats`` and
 ``resource_metrics`` shape the usage figures for metrics-server.
+``spdy`` is the SPDY/3.1 protocol (no I/O) that exec, attach and port-forward will ride on.
 
 This package imports ``vk_trio.kube`` (the API client, models) and ``vk_trio.node`` (its
 provider protocol and pod lookup), never a provider.
