@@ -128,6 +128,23 @@ class RegistrySim:
         self._blobs.update(built.blobs)
         return built
 
+    def add_image_configs(self, configs: Mapping[str, Mapping[str, Any]]) -> None:
+        """Store a config-only image for each ``name[:tag]`` → config document (the Vast
+        simulator's ``image_configs()``), so that the node's registry client reads the
+        config the simulated instance runs. A first path component naming this registry
+        (``self.host``) or any host (a dot, a colon or ``localhost``) is dropped; no tag is
+        ``latest``; a ``@digest`` name cannot be stored under its digest and is skipped."""
+        for name, config in configs.items():
+            if "@" in name:
+                continue
+            repository, tag = name, "latest"
+            if ":" in name.rsplit("/", 1)[-1]:
+                repository, tag = name.rsplit(":", 1)
+            first, _, rest = repository.partition("/")
+            if rest and (first in (self.host, "localhost") or "." in first or ":" in first):
+                repository = rest
+            self.add_image(repository, tag, config)
+
     def tamper_blob(self, digest: str, data: bytes) -> None:
         """Serve ``data`` under ``digest`` from now on (a corrupt store, a meddling proxy)."""
         self._blobs[digest] = data

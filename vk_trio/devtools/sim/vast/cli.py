@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 
 import msgspec
 import trio
 from loguru import logger
 
 from vk_trio.devtools.sim.vast.config import Faults, VastSimConfig, rate_factor
+from vk_trio.devtools.sim.vast.images import load_image_config
 from vk_trio.devtools.sim.vast.server import VastSim
 
 
@@ -74,6 +76,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="URLPATH=FILE",
         help="answer GET URLPATH with FILE's bytes (repeatable), e.g. for a bootstrap to fetch",
     )
+    parser.add_argument(
+        "--image-root",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="with --run-containers: instances whose image is NAME (any tag if NAME has none) "
+        "run with DIR as their root filesystem, read-only, instead of the host's (repeatable)",
+    )
+    parser.add_argument(
+        "--image-config",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="the OCI config (Entrypoint, Cmd, Env, WorkingDir, User) of image NAME, as JSON "
+        '{"config": {...}}; default: DIR/.vk-trio-image-config.json of its root (repeatable)',
+    )
     parser.add_argument("--log-level", default="INFO", help="loguru level (default %(default)s)")
 
 
@@ -92,6 +110,8 @@ def config_from_args(args: argparse.Namespace) -> VastSimConfig:
         app_ready_after=args.app_ready_after,
         run_containers=args.run_containers,
         serve_files=dict(_served_file(spec) for spec in args.serve_file),
+        image_roots=dict(_image_root(spec) for spec in args.image_root),
+        image_configs=dict(_image_config(spec) for spec in args.image_config),
     )
 
 
@@ -101,6 +121,28 @@ def _served_file(spec: str) -> tuple[str, str]:
     if not sep or not url_path.strip("/") or not file:
         raise ValueError(f"--serve-file wants URLPATH=FILE, not {spec!r}")
     return "/" + url_path.lstrip("/"), file
+
+
+def _named(spec: str, flag: str, what: str) -> tuple[str, str]:
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        raise ValueError(f"{flag} wants NAME={what}, not {spec!r}")
+    return name, path
+
+
+def _image_root(spec: str) -> tuple[str, str]:
+    """``NAME=DIR`` (``ValueError`` unless DIR is a directory); DIR made absolute."""
+    name, path = _named(spec, "--image-root", "DIR")
+    if not os.path.isdir(path):
+        raise ValueError(f"--image-root {spec!r}: {path} is not a directory")
+    return name, os.path.abspath(path)
+
+
+def _image_config(spec: str) -> tuple[str, str]:
+    """``NAME=FILE``, checked now: a bad file is a startup error, not a failed instance."""
+    name, path = _named(spec, "--image-config", "FILE")
+    load_image_config(path)
+    return name, os.path.abspath(path)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -119,6 +119,16 @@ class VastSimConfig(msgspec.Struct, kw_only=True):
     ``[onstart, *args]``, its output is the log, its exit the instance's ``exited``, and the
     mapped ports reach it. Without ``unshare`` or user namespaces it falls back to
     ``serve_ports`` (one log line says what is missing)."""
+    image_roots: dict[str, str] = msgspec.field(default_factory=dict)
+    """With ``run_containers``: image name → a directory that is the root filesystem of the
+    instances whose image it names (read-only, with a writable tmpfs layer; nothing of the
+    host's userland); a name without a tag matches every tag, the longest name wins
+    (``images.py``). Images named by none run on the host's userland."""
+    image_configs: dict[str, str] = msgspec.field(default_factory=dict)
+    """Image name → a JSON file with the image's OCI config (``{"config": {"Entrypoint":
+    [...], "Cmd": [...], "Env": [...], "WorkingDir": ..., "User": ...}}``), used as Docker
+    does when a create has no ``onstart``; a root's own ``.vk-trio-image-config.json``
+    serves when no name here matches."""
     serve_files: dict[str, str] = msgspec.field(default_factory=dict)
     """URL path → file: ``GET`` on the path answers the file's bytes (no auth), e.g. an
     agent binary a bootstrap script inside an instance downloads."""

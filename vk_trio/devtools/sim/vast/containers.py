@@ -3,9 +3,13 @@
 the pod's files and process are real in tests, not simulated.
 
 What runs is what Vast runs for ``runtype: "args"`` (vast-api.md §4.1): argv
-``[onstart, *args]`` (``args`` alone without ``onstart``; neither is Docker's "OCI runtime
-create failed"), with the create body's ``env`` less the Docker option keys (``-p``, ``-e``,
-``-v``, ``-h``), plus ``PATH``, ``HOME`` and ``HOSTNAME`` as Docker sets them.
+``[onstart, *args]`` (``onstart`` replaces the image's ENTRYPOINT, as ``docker run
+--entrypoint`` does, and with it CMD); without ``onstart``, Docker's rule on the image's
+config: ENTRYPOINT + (``args`` or CMD); nothing at all is Docker's "OCI runtime create
+failed". The environment is the image's ENV under the create body's ``env`` less the Docker
+option keys (``-p``, ``-e``, ``-v``, ``-h``), plus ``PATH``, ``HOME`` and ``HOSTNAME`` as
+Docker sets them; the working directory is the image's WORKDIR. The image is the host's
+userland, or the ``--image-root`` directory its name matches (``images.py``).
 
 The instance's status follows the process: it is started when the simulated boot completes
 and the instance shows ``running`` once it has; it shows ``exited`` with the process's code
@@ -28,6 +32,7 @@ import trio
 from loguru import logger
 
 from vk_trio.devtools.sim.vast.apps import AppPorts, InstanceApps
+from vk_trio.devtools.sim.vast.images import OciConfig, image_configs, resolve_image
 from vk_trio.devtools.sim.vast.sandbox import (
     Sandbox,
     SandboxError,
@@ -41,19 +46,30 @@ from vk_trio.http_server import Request, Response, serve_connection
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 """Docker's ``PATH`` for an image that sets none."""
 
+NO_CONFIG = OciConfig()
+"""An image that sets nothing (the host's userland, an image given no config)."""
+
 _DOCKER_OPTION = re.compile(r"-[pevh]\s")
 
 
-def container_argv(body: Mapping[str, Any]) -> list[str]:
-    """``[onstart, *args]``, or ``args`` alone when there is no ``onstart``."""
+def container_argv(body: Mapping[str, Any], image: OciConfig = NO_CONFIG) -> list[str]:
+    """``[onstart, *args]``, or without ``onstart`` ENTRYPOINT + (``args`` or CMD)."""
     onstart = body.get("onstart")
     args = [str(arg) for arg in body.get("args") or []]
-    return [str(onstart), *args] if onstart else args
+    if onstart:
+        return [str(onstart), *args]
+    return [*(image.entrypoint or []), *(args or image.cmd or [])]
 
 
-def container_env(body: Mapping[str, Any], hostname: str) -> dict[str, str]:
-    """The process's environment: ``env`` without Docker options, as Docker completes it."""
+def container_env(
+    body: Mapping[str, Any], hostname: str, image: OciConfig = NO_CONFIG
+) -> dict[str, str]:
+    """The process's environment: the image's ENV, then ``env`` without Docker options, as
+    Docker completes it (``PATH`` and ``HOME`` when neither sets them, ``HOSTNAME``)."""
     env = {"PATH": DEFAULT_PATH, "HOME": "/root"}
+    for item in image.env or []:
+        key, _, value = item.partition("=")
+        env[key] = value
     for key, value in (body.get("env") or {}).items():
         if not _DOCKER_OPTION.match(str(key).strip() + " "):
             env[str(key)] = str(value)
@@ -112,6 +128,22 @@ class InstanceContainers(InstanceApps):
                 self._sandbox_problem,
             )
 
+    def image_configs(self) -> dict[str, Any]:
+        """Image name → config document for every image given a config (``--image-config``
+        or a root's own file): for ``RegistrySim.add_image_configs``, so that the node's
+        registry client reads the config the instance runs."""
+        return image_configs(self.config.image_roots, self.config.image_configs)
+
+    def _image(self, instance: SimInstance) -> tuple[str | None, OciConfig]:
+        """The instance's root (None: the host's) and config; a config file that cannot
+        be read is logged and taken as empty (the image then runs only ``onstart``)."""
+        image = str(instance.body.get("image") or "")
+        try:
+            return resolve_image(image, self.config.image_roots, self.config.image_configs)
+        except (OSError, ValueError) as exc:  # msgspec's errors are ValueErrors
+            logger.warning("vast sim: unreadable image config", image=image, error=str(exc))
+            return None, NO_CONFIG
+
     def serve_file(self, url_path: str, file: str | Path) -> None:
         """Answer ``GET url_path`` with the bytes of ``file`` (read at each request)."""
         self.served_files["/" + url_path.lstrip("/")] = str(file)
@@ -130,7 +162,7 @@ class InstanceContainers(InstanceApps):
             raise RuntimeError("run_containers needs the simulator served (nursery.start)")
         instance.output = OutputLog()
         instance.container_up = False
-        if not container_argv(instance.body):
+        if not container_argv(instance.body, self._image(instance)[1]):
             instance.oci_failure = True  # no entrypoint, no command: nothing to exec
         self._nursery.start_soon(self._run_container, instance, ports, name=f"{instance.id}")
 
@@ -161,11 +193,14 @@ class InstanceContainers(InstanceApps):
     async def _run_once(self, instance: SimInstance, ports: AppPorts) -> None:
         assert self.url is not None and instance.output is not None
         hostname = f"C.{instance.id}"
+        root, image = self._image(instance)
         spec = SandboxSpec(
-            argv=container_argv(instance.body),
-            env=container_env(instance.body, hostname),
+            argv=container_argv(instance.body, image),
+            env=container_env(instance.body, hostname, image),
             hostname=hostname,
             sim_port=urllib.parse.urlsplit(self.url).port or 80,
+            image_root=root,
+            workdir=image.working_dir or "/",
         )
         serve_sim = functools.partial(serve_connection, handler=self.handle)
         try:

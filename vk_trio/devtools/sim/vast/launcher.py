@@ -23,13 +23,22 @@ when killed, as Docker reports it). When the command exits, so does this process
 kernel kills everything left in the pid namespace with it. When the control socket closes
 (the simulator is gone), it exits too. ``--kill-child`` kills it if ``unshare`` is killed.
 
-The command runs chrooted in the new root with the environment and argv the simulator sent;
-the root is a tmpfs (the container's writable layer), the host's ``/usr`` and friends are
-bound read-only (the "image"), and so are the paths the simulator's Python needs.
+The command runs chrooted in the new root with the environment, argv and working directory
+the simulator sent. The root is a tmpfs (the container's writable layer) holding the "image"
+read-only: by default the host's ``/usr``, ``/bin``, ``/lib``... and a fresh ``/etc`` with
+the host's loader cache and certificates; with an ``image_root`` directory (``--image-root``),
+each of that directory's top-level entries bound read-only and nothing of the host's
+userland. Either way ``/proc``, ``/dev``, ``/tmp`` (tmpfs) and ``/run`` are fresh, never the
+image's. An image's own ``/etc`` becomes a tmpfs with its entries bound read-only and
+``hostname``, ``hosts`` and ``resolv.conf`` written over, as Docker does; an image without
+one gets a minimal /etc (root and nobody, hosts, hostname). The ``binds`` (the paths the
+simulator's Python needs) are then bound read-only at their own paths, in an image root only
+where the image has nothing at that top-level name.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import json
@@ -45,6 +54,7 @@ from typing import Any
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_NOATIME, MS_NODIRATIME, MS_BIND = 32, 1024, 2048, 4096
 MS_REC, MS_PRIVATE, MS_RELATIME = 16384, 1 << 18, 1 << 21
+MNT_DETACH = 2
 LOCKED_FLAGS = {  # statvfs flag → the mount flag a read-only remount must keep
     os.ST_NOSUID: MS_NOSUID,
     os.ST_NODEV: MS_NODEV,
@@ -56,6 +66,13 @@ LOCKED_FLAGS = {  # statvfs flag → the mount flag a read-only remount must kee
 IMAGE_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
 ETC_COPIED = ("nsswitch.conf", "ld.so.cache", "ld.so.conf", "localtime", "host.conf")
 ETC_BOUND = ("ssl", "ca-certificates", "alternatives", "ld.so.conf.d")
+FRESH = ("proc", "dev", "sys", "tmp", "run")
+"""Never taken from an image: the runtime makes them (``/sys`` is not mounted at all)."""
+IMAGE_CONFIG_FILE = ".vk-trio-image-config.json"
+"""An image root's config (``--image-root``), read by the simulator, not shown inside."""
+ETC_FILES = ("passwd", "group", "hosts", "hostname", "resolv.conf")
+GENERATED_ETC = ("hostname", "hosts", "resolv.conf")
+"""What Docker bind-mounts over an image's own /etc."""
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 
@@ -85,10 +102,34 @@ def bind(source: str, target: str, *, read_only: bool = True) -> None:
 
 
 def build_root(config: dict[str, Any]) -> None:
-    """The container's root at ``config["root"]``: tmpfs, the image read-only, fresh /proc,
-    /dev, /tmp and /etc, then the simulator's Python paths read-only."""
-    root = config["root"]
+    """The container's root at ``config["root"]``: the image (the host's userland, or
+    ``image_root``), fresh /proc, /dev and /tmp, an /etc, then the ``binds`` read-only."""
+    root, image = config["root"], config.get("image_root")
     mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing below propagates back to the host
+    taken = layer(image, root, (*FRESH, "etc", IMAGE_CONFIG_FILE)) if image else host_image(root)
+    for name, mode in (("proc", 0o555), ("dev", 0o755), ("tmp", 0o1777), ("run", 0o755)):
+        os.mkdir(root + "/" + name, mode)
+    os.mkdir(root + "/etc", 0o755)
+    mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    build_dev(root + "/dev")
+    if image and os.path.isdir(image + "/etc") and not os.path.islink(image + "/etc"):
+        layer(image + "/etc", root + "/etc", GENERATED_ETC)  # Docker writes these three
+        write_etc(root + "/etc", config["hostname"], GENERATED_ETC)
+    else:  # the host's userland, or an image with no /etc (distroless-like, busybox)
+        write_etc(root + "/etc", config["hostname"], ETC_FILES)
+        if image is None:
+            copy_host_etc(root + "/etc")
+    for path in config["binds"]:
+        top = path.strip("/").split("/")[0]
+        if top in FRESH or os.path.lexists(root + path):
+            continue  # the image's own file wins; /proc, /dev... are the runtime's
+        if top not in taken or (image and make_room(root, image, path)):
+            place(path, root + path)
+
+
+def host_image(root: str) -> set[str]:
+    """Today's default image: a tmpfs root with the host's /usr, /bin, /lib... read-only."""
     mount("tmpfs", root, "tmpfs", MS_NOSUID, "mode=0755")
     for name in IMAGE_DIRS:
         host = "/" + name
@@ -96,16 +137,68 @@ def build_root(config: dict[str, Any]) -> None:
             os.symlink(os.readlink(host), root + host)
         elif os.path.isdir(host):
             bind(host, root + host)
-    for name, mode in (("proc", 0o555), ("dev", 0o755), ("tmp", 0o1777), ("etc", 0o755)):
+    for name, mode in (("root", 0o700), ("var", 0o755), ("home", 0o755)):
         os.mkdir(root + "/" + name, mode)
-    for name, mode in (("root", 0o700), ("run", 0o755), ("var", 0o755), ("home", 0o755)):
-        os.mkdir(root + "/" + name, mode)
-    mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    mount("tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
-    build_dev(root + "/dev")
-    build_etc(root + "/etc", config["hostname"])
-    for path in config["binds"]:
-        bind(path, root + path)
+    return set()
+
+
+def layer(source: str, target: str, skip: tuple[str, ...]) -> set[str]:
+    """A writable layer over a read-only image directory: a tmpfs at ``target`` with each
+    entry of ``source`` bound read-only (symlinks copied), except the names in ``skip``.
+
+    Why not bind ``source`` itself read-only: the container must be able to write new
+    top-level entries (``/data``, ``/etc/app.conf``) as in Docker's writable layer, while
+    the image's own files stay as they are. Returns the names taken from the image.
+    """
+    mount("tmpfs", target, "tmpfs", MS_NOSUID, "mode=0755")
+    taken = set()
+    for entry in os.scandir(source):
+        path = f"{target}/{entry.name}"
+        if entry.name in skip:
+            continue
+        if entry.is_symlink():
+            os.symlink(os.readlink(entry.path), path)
+        elif entry.is_dir() or entry.is_file():
+            bind(entry.path, path)
+        else:
+            continue  # a device, fifo or socket is no part of an image
+        taken.add(entry.name)
+    return taken
+
+
+def make_room(root: str, image: str, path: str) -> bool:
+    """Open the image directories on the way to ``path`` so that a mount point can be made
+    there: each becomes a tmpfs with its entries bound read-only (``layer``), so the image
+    looks the same. False when the way goes through a symlink of the image (not followed:
+    it could lead anywhere, the bind is skipped)."""
+    parts = path.strip("/").split("/")[:-1]
+    for depth in range(1, len(parts) + 1):
+        relative = "/".join(parts[:depth])
+        target = f"{root}/{relative}"
+        if os.path.islink(target):
+            return False
+        if not os.path.exists(target):
+            return True  # below here everything is made in a tmpfs
+        source = f"{image}/{relative}"
+        if os.path.ismount(target) and os.path.isdir(source):
+            umount(target)
+            layer(source, target, ())
+    return True
+
+
+def umount(target: str) -> None:
+    if _libc.umount2(target.encode(), MNT_DETACH):
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"umount {target}: {os.strerror(errno)}")
+
+
+def place(source: str, target: str) -> None:
+    """``source`` (a host path) at ``target``: a symlink is copied, anything else bound."""
+    if os.path.islink(source):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.symlink(os.readlink(source), target)
+    elif os.path.exists(source):
+        bind(source, target)
 
 
 def build_dev(dev: str) -> None:
@@ -121,7 +214,8 @@ def build_dev(dev: str) -> None:
     mount("tmpfs", dev + "/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
 
 
-def build_etc(etc: str, hostname: str) -> None:
+def write_etc(etc: str, hostname: str, names: tuple[str, ...]) -> None:
+    """The /etc files the runtime writes (``names`` of them): users, hosts, hostname."""
     files = {
         "passwd": "root:x:0:0:root:/root:/bin/sh\n"
         "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
@@ -130,9 +224,13 @@ def build_etc(etc: str, hostname: str) -> None:
         "hostname": hostname + "\n",
         "resolv.conf": "",
     }
-    for name, text in files.items():
+    for name in names:
         with open(f"{etc}/{name}", "w") as file:
-            file.write(text)
+            file.write(files[name])
+
+
+def copy_host_etc(etc: str) -> None:
+    """What the host's userland needs from the host's /etc (loader cache, certificates)."""
     for name in ETC_COPIED:
         if os.path.islink("/etc/" + name):
             os.symlink(os.readlink("/etc/" + name), f"{etc}/{name}")
@@ -172,6 +270,13 @@ def send_listener(control: socket.socket, port: int) -> None:
         send(control, {"listener": port}, listener.fileno())
 
 
+def enter_workdir(workdir: str) -> None:
+    """``chdir`` to the image's WORKDIR, made first if missing (Docker makes it too)."""
+    with contextlib.suppress(OSError):  # read-only: the chdir says whether it is there
+        os.makedirs(workdir, exist_ok=True)
+    os.chdir(workdir)
+
+
 def spawn(config: dict[str, Any]) -> tuple[int, str]:
     """Fork the command, chrooted; ``(pid, "")``, or ``(pid, why)`` when exec failed."""
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
@@ -180,7 +285,7 @@ def spawn(config: dict[str, Any]) -> tuple[int, str]:
         os.close(read_end)
         try:
             os.chroot(config["root"])
-            os.chdir("/")
+            enter_workdir(config.get("workdir") or "/")
             for number in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD):
                 signal.signal(number, signal.SIG_DFL)
             os.execvpe(config["argv"][0], config["argv"], config["env"])

@@ -18,6 +18,7 @@ from __future__ import annotations
 import array
 import contextlib
 import functools
+import glob
 import json
 import os
 import shutil
@@ -50,6 +51,19 @@ top-level directory as a whole (``/tmp``, ``/root``, ``/work``: a script's direc
 ``sys.path``), only the paths below it."""
 
 
+WHEEL_LIBS = (
+    "libpthread.so.0",
+    "libdl.so.2",
+    "librt.so.1",
+    "libutil.so.1",
+    "libgcc_s.so.1",
+    "libstdc++.so.6",
+    "libresolv.so.2",
+    "libz.so.1",
+)
+"""The system libraries a manylinux wheel may link (PEP 600's policy, less X11 and GL)."""
+
+
 class SandboxError(Exception):
     """The sandbox could not be made, or its command could not be exec'd (``exec_failed``)."""
 
@@ -60,12 +74,16 @@ class SandboxError(Exception):
 
 @dataclass(frozen=True)
 class SandboxSpec:
-    """What runs: argv, environment, hostname, and the simulator's port to expose inside."""
+    """What runs: argv, environment, hostname, and the simulator's port to expose inside;
+    ``image_root`` is a directory to use as the root filesystem instead of the host's userland
+    (``--image-root``), ``workdir`` the process's working directory (the image's WORKDIR)."""
 
     argv: Sequence[str]
     env: dict[str, str]
     hostname: str
     sim_port: int
+    image_root: str | None = None
+    workdir: str = "/"
 
 
 def unshare_command() -> list[str] | None:
@@ -113,6 +131,50 @@ def python_binds() -> list[str]:
         if path.count("/") >= 2 and not any(path == c or path.startswith(c + "/") for c in covered):
             kept.append(path)
     return kept
+
+
+@functools.cache
+def python_runtime() -> list[str]:
+    """Host files the simulator's interpreter needs beyond ``python_binds()`` once the host's
+    userland is gone (an ``--image-root``): the symlinks from ``sys.executable`` to the real
+    interpreter, its standard library, and the shared libraries (dynamic loader included)
+    that it and the standard library's extension modules link, as ``ldd`` resolves them.
+
+    Why: in an image root, the agent the simulator serves from a checkout is a ``sh`` script
+    running this interpreter (``agent.py``), the simulator's stand-in for the real agent, a
+    static binary that needs nothing from the image. Symlinks are listed with the paths they
+    lead to. Third-party extension modules are not ``ldd``'d (~10 s over a venv): wheels
+    bundle their own libraries and may link only the system's ``WHEEL_LIBS``, added here.
+    Computed once (one ``ldd`` call, ~20 ms).
+    """
+    stdlib = os.path.dirname(os.path.realpath(os.__file__))
+    linked = [os.path.realpath(sys.executable), *glob.glob(stdlib + "/lib-dynload/*.so")]
+    paths = [sys.executable, stdlib]
+    ldd = shutil.which("ldd")
+    if ldd:
+        result = subprocess.run([ldd, *linked], capture_output=True, text=True, check=False)
+        for line in result.stdout.splitlines():
+            path = line.split("=>")[-1].split("(")[0].strip()
+            if line.startswith("\t") and path.startswith("/"):
+                paths.append(path)
+    libc_dirs = {os.path.dirname(p) for p in paths if os.path.basename(p) == "libc.so.6"}
+    paths += [
+        f"{d}/{name}" for d in libc_dirs for name in WHEEL_LIBS if os.path.exists(f"{d}/{name}")
+    ]
+    found: dict[str, None] = {}
+    for path in paths:
+        for link in _link_chain(os.path.abspath(path)):
+            found.setdefault(link)
+    return list(found)
+
+
+def _link_chain(path: str) -> list[str]:
+    """``path``, the symlinks it goes through one hop at a time, and where it ends."""
+    chain = [path]
+    while os.path.islink(path) and len(chain) < 40:
+        path = os.path.normpath(os.path.join(os.path.dirname(path), os.readlink(path)))
+        chain.append(path)
+    return chain
 
 
 class Sandbox:
@@ -239,7 +301,9 @@ async def open_sandbox(
                 env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
             )
         control = trio.socket.from_stdlib_socket(ours)
-        config = {**spec.__dict__, "argv": list(spec.argv), "root": root, "binds": python_binds()}
+        runtime = await trio.to_thread.run_sync(python_runtime) if spec.image_root else []
+        binds = [*python_binds(), *runtime]
+        config = {**spec.__dict__, "argv": list(spec.argv), "root": root, "binds": binds}
         await control.send(json.dumps(config).encode())
         sandbox = Sandbox(control)
         try:  # raised here, not in a nursery's exception group
