@@ -12,6 +12,8 @@ the port is read only as fast as the link takes it, and the link as fast as the 
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -26,20 +28,33 @@ CONNECT_TIMEOUT = 10.0
 _ERRORS = (LinkClosed, trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
+async def _dial(host: str, family: socket.AddressFamily, port: int) -> trio.SocketStream:
+    """One connection attempt (``open_tcp_stream`` would hide the errno in a group)."""
+    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    try:
+        await sock.connect((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)
+
+
 async def _connect(port: int) -> trio.SocketStream | str:
-    """A connection to the port on loopback, or why there is none (the last error)."""
+    """A connection to the port on loopback, or why there is none (IPv4's reason first)."""
     why = ""
-    for host, family in (("127.0.0.1", "tcp4"), ("::1", "tcp6")):
+    for host, family, name in (
+        ("127.0.0.1", socket.AF_INET, "tcp4"),
+        ("::1", socket.AF_INET6, "tcp6"),
+    ):
+        address = f"[{host}]" if family == socket.AF_INET6 else host
         try:
             with trio.fail_after(CONNECT_TIMEOUT):
-                return await trio.open_tcp_stream(host, port)
+                return await _dial(host, family, port)
         except OSError as error:
-            address = f"[{host}]" if ":" in host else host
-            reason = (error.strerror or str(error)).lower()
-            if family == "tcp4" or not why:
-                why = f"dial {family} {address}:{port}: connect: {reason}"
+            reason = (os.strerror(error.errno) if error.errno else str(error)).lower()
+            why = why or f"dial {name} {address}:{port}: connect: {reason}"
         except trio.TooSlowError:
-            why = why or f"dial {family} {host}:{port}: i/o timeout"
+            why = why or f"dial {name} {address}:{port}: i/o timeout"
     return why
 
 
