@@ -6,7 +6,9 @@ session of its own, so that ending the exec reaches whatever it started.
 
 - Without ``tty`` it gets pipes for the streams asked for (/dev/null for the others).
 - With ``tty`` it gets a fresh pseudo-terminal as stdin, stdout and stderr and as its
-  controlling terminal (``setsid`` then ``TIOCSCTTY`` in the child), ``TERM=xterm`` unless
+  controlling terminal (``setsid`` then ``TIOCSCTTY`` in the child: a ``preexec_fn`` that is
+  one C call, ``fcntl.ioctl``, so safe enough after a fork in the threaded agent; the
+  terminal is owned by the container's user), ``TERM=xterm`` unless
   the container sets one (as Docker does); what the terminal shows is all ``stdout``, as the
   kubelet sends it; ``Resize`` sets its size (the kernel sends ``SIGWINCH``); ``InputEnd``
   types EOT (^D).
@@ -20,6 +22,11 @@ When the process exits its output is drained (for :data:`DRAIN` seconds at most:
 background child may hold the pipe) and ``Exit`` follows; what it started in the background
 runs on, as after ``docker exec``. When the node hangs up first, the process's group gets
 SIGTERM and, :data:`HANGUP_GRACE` seconds later, SIGKILL, and the process is reaped.
+
+Input has back-pressure too: a frame of input is written to the process before the next is
+read. So a hang-up is noticed when the next frame is read or the next output is sent; a
+process that neither reads its stdin nor writes anything while the node hangs up is only
+stopped when it next writes (or ends by itself).
 """
 
 from __future__ import annotations
@@ -120,6 +127,8 @@ async def _start(
     master, slave = os.openpty()
     try:
         _set_size(master, request.width, request.height)
+        if launch.uid is not None:
+            os.fchown(slave, launch.uid, -1)  # the user's own terminal, as a login gets it
         env = {"TERM": "xterm", **launch.env}
         ctty: Callable[[], object] = partial(fcntl.ioctl, 0, termios.TIOCSCTTY, 0)
         process = await spawn(
