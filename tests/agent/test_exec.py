@@ -153,3 +153,12 @@ async def test_output_waits_for_a_node_that_does_not_read(agent: Agent, tmp_path
             assert isinstance(piece, ProcessOutput) and len(piece.data) <= CHUNK
             read += len(piece.data)
     assert session.peak_pending <= CHUNK
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="another user needs a root agent")
+async def test_the_containers_user_and_their_terminal(agent: Agent, tmp_path: Path) -> None:
+    await _running(agent, tmp_path, user="65534:65534")
+    command = ["sh", "-c", "id -u; id -g; stat -c %u $(tty)"]
+    async with agent.link().exec("app", command, tty=True) as ex:
+        stdout, _stderr, exit = await _collect(ex)
+    assert (stdout, exit.code) == (b"65534\r\n65534\r\n65534\r\n", 0)
