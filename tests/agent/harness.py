@@ -37,6 +37,7 @@ from vk_trio.agent.runner import Runner
 from vk_trio.agent.server import LinkServer
 from vk_trio.agent.settings import settings_from_env
 from vk_trio.agent.volumes import Volumes
+from vk_trio.provider.agent_link import AgentLink
 
 SECRET = pod_secret(b"master", "uid-1")
 NODE = node_keys(SECRET)
@@ -54,6 +55,10 @@ class Agent:
         tls = trio.SSLStream(tcp, client_context(keys), server_hostname="vk-trio-agent")
         await tls.do_handshake()
         return FrameStream(tls)
+
+    def link(self) -> AgentLink:
+        """The node's client for this agent (exec, attach, port-forward)."""
+        return AgentLink(NODE, "127.0.0.1", self.port)
 
     async def ask(self, request: Request) -> list[Answer]:
         """Send one request; every answer until the agent closes."""

@@ -10,12 +10,14 @@ with ``StartError`` and exit code 128, and is retried the same way.
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass
 from typing import Literal
 
 import trio
 from loguru import logger
 
+from vk_trio.agent.attach import RunStdio
 from vk_trio.agent.backoff import CrashBackoff, go_duration
 from vk_trio.agent.children import Children
 from vk_trio.agent.launch import LaunchError, prepare
@@ -69,6 +71,8 @@ class Container:
         self._init = init
         self._mounted = False
         self._run: Run | None = None
+        self.stdio: RunStdio | None = None
+        """The current run's stdio for ``kubectl attach``; None between runs."""
         self._stopped = False
         self._waiting = trio.CancelScope()
 
@@ -100,6 +104,11 @@ class Container:
                 return terminated
             self.tracker.restart_count += 1
 
+    @property
+    def running(self) -> bool:
+        """A run is going (``kubectl exec`` and ``attach`` need one)."""
+        return self.stdio is not None and not self.stdio.ended.is_set()
+
     def restart(self, message: str) -> None:
         """Kill the current run (the policy decides what follows); none running: nothing."""
         if self._run is not None:
@@ -119,7 +128,10 @@ class Container:
                 await self._pod.volumes.mount(self.spec.mounts)
                 self._mounted = True
             launch, executable = await prepare(self.spec)
-            process = await spawn(self.spec.argv, executable, launch, self._pod.children)
+            stdin = subprocess.PIPE if self.spec.stdin else subprocess.DEVNULL
+            process = await spawn(
+                self.spec.argv, executable, launch, self._pod.children, stdin=stdin
+            )
         except (LaunchError, VolumeError) as error:
             logger.info(f"container {self.spec.name} cannot start: {error}")
             return _start_error(str(error)), 0.0
@@ -139,11 +151,17 @@ class Container:
                 run.stop(self._pod.grace)
             await probes.run()
 
+        self.stdio = stdio = RunStdio(process.stdin, stdin_once=self.spec.stdin_once)
+        terminated: Terminated | None = None
         try:
-            terminated, ran_for = await run_process(process, self._pod.children, self.logs, during)
+            terminated, ran_for = await run_process(
+                process, self._pod.children, self.logs, during, stdio
+            )
         finally:
             self._run = None
+            stdio.end(terminated)
             with trio.CancelScope(shield=True):
+                await stdio.close_stdin()
                 await self.logs.end_run()
         logger.info(
             f"container {self.spec.name} exited with code {terminated.exit_code}"

@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 
-from vk_trio.agent.protocol import Answer, Request
+from vk_trio.agent.protocol import Answer, Request, StreamFrame
 
 __all__ = [
     "ALPN",
@@ -169,7 +169,12 @@ _T = TypeVar("_T")
 
 
 class FrameStream:
-    """Typed frames over a byte stream (the TLS stream of one link connection)."""
+    """Typed frames over a byte stream (the TLS stream of one link connection).
+
+    A stream connection (exec, attach, port-forward) has several tasks sending at once (a
+    process's stdout and stderr, a client's input and resizes): sends take turns under a
+    FIFO lock, while one other task receives (trio's SSLStream allows one of each at once).
+    """
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
@@ -177,10 +182,14 @@ class FrameStream:
         self._encoder = msgspec.msgpack.Encoder()
         self._requests = msgspec.msgpack.Decoder(Request)
         self._answers = msgspec.msgpack.Decoder(Answer)
+        self._streams = msgspec.msgpack.Decoder(StreamFrame)
+        self._sending = trio.StrictFIFOLock()
 
-    async def send(self, message: Request | Answer) -> None:
+    async def send(self, message: Request | Answer | StreamFrame) -> None:
+        """One frame; returns once the connection took it (the sender's back-pressure)."""
         body = self._encoder.encode(message)
-        await self.stream.send_all(len(body).to_bytes(4, "big") + body)
+        async with self._sending:
+            await self.stream.send_all(len(body).to_bytes(4, "big") + body)
 
     async def _frame(self) -> bytes | None:
         while True:
@@ -215,6 +224,10 @@ class FrameStream:
     async def receive_answer(self) -> Answer | None:
         """The next answer, or None at the end of the stream."""
         return await self._receive(self._answers)
+
+    async def receive_stream(self) -> StreamFrame | None:
+        """The next frame of a stream connection (either end), or None at its end."""
+        return await self._receive(self._streams)
 
     async def aclose(self) -> None:
         await self.stream.aclose()

@@ -3,7 +3,9 @@
 The process gets a session (and so a process group) of its own, so that stopping it reaches
 everything it started, as stopping a container does: SIGTERM to the group, SIGKILL after
 the grace period, and SIGKILL to whatever of the group outlived its leader. Its stdout and
-stderr go to the container's log files, stdin is /dev/null (the kubelet's default).
+stderr go to the container's log files and to any attached client (``attach.py``), stdin is
+/dev/null (the kubelet's default) or, when the spec asks for it, a pipe attached clients
+write to.
 
 The exit is read as the kubelet shows it: the exit code, ``Completed`` for 0 and ``Error``
 otherwise, and for a process killed by a signal exit code 128 + signal (137 for SIGKILL),
@@ -17,7 +19,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import trio
 
@@ -27,7 +29,10 @@ from vk_trio.agent.logfiles import ContainerLogs
 from vk_trio.agent.protocol import Terminated
 from vk_trio.agent.tracker import rfc3339_now
 
-__all__ = ["Run", "run_process", "spawn"]
+if TYPE_CHECKING:
+    from vk_trio.agent.attach import RunStdio
+
+__all__ = ["Run", "exit_code", "kill_group", "run_process", "spawn"]
 
 _OOM_FILES = ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control")
 _DRAIN = 2.0
@@ -61,24 +66,28 @@ async def spawn(
     launch: Launch,
     children: Children,
     *,
+    stdin: int = subprocess.DEVNULL,
     stdout: int = subprocess.PIPE,
     stderr: int = subprocess.PIPE,
+    preexec_fn: Callable[[], object] | None = None,
 ) -> trio.Process:
     """Start a process in its own session, registered with ``children`` before the reaper
-    can see it exit. Raises ``OSError``."""
+    can see it exit. ``preexec_fn`` runs in the child after ``setsid`` and the change of
+    user (exec's terminal: ``TIOCSCTTY``). Raises ``OSError``."""
     with children.spawning():
         process = await trio.lowlevel.open_process(
             list(argv),
             executable=executable,
             env=launch.env,
             cwd=launch.cwd,
-            stdin=subprocess.DEVNULL,
+            stdin=stdin,
             stdout=stdout,
             stderr=stderr,
             start_new_session=True,
             user=launch.uid,
             group=launch.gid,
             extra_groups=launch.groups,
+            preexec_fn=preexec_fn,
         )
         children.add(process.pid)
     return process
@@ -108,16 +117,24 @@ class Run:
         kill_group(self.process.pid, signal.SIGKILL)
 
 
+def exit_code(returncode: int) -> int:
+    """A process's exit code as the kubelet reports it: 128 + signal for a killed one."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
 async def _pump(
     stream: trio.abc.ReceiveStream | None,
     name: Literal["stdout", "stderr"],
     logs: ContainerLogs,
+    stdio: RunStdio | None,
 ) -> None:
     if stream is None:
         return
     async with stream:
         while data := await stream.receive_some(65536):
             await logs.write(name, bytes(data))
+            if stdio is not None:
+                stdio.publish(name, bytes(data))  # never waits: a slow client loses output
 
 
 def _terminated(run: Run, code: int, oom: bool) -> Terminated:
@@ -146,14 +163,16 @@ async def run_process(
     children: Children,
     logs: ContainerLogs,
     during: Callable[[Run], Awaitable[None]],
+    stdio: RunStdio | None = None,
 ) -> tuple[Terminated, float]:
     """Watch a :func:`spawn`-ed process to its end, running ``during(run)`` meanwhile (its
-    probes); returns how it ended and how long it ran. Cancelled, it kills the group."""
+    probes), its output to ``logs`` and to ``stdio``'s attached clients; returns how it
+    ended and how long it ran. Cancelled, it kills the group."""
     oom_before = await oom_kills()
     try:
         async with trio.open_nursery() as pumps:
-            pumps.start_soon(_pump, process.stdout, "stdout", logs)
-            pumps.start_soon(_pump, process.stderr, "stderr", logs)
+            pumps.start_soon(_pump, process.stdout, "stdout", logs, stdio)
+            pumps.start_soon(_pump, process.stderr, "stderr", logs, stdio)
             async with trio.open_nursery() as control:
                 run = Run(process, control)
                 control.start_soon(during, run)

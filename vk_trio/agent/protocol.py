@@ -7,6 +7,14 @@ One connection per request keeps the agent simple (no multiplexing, no shared st
 connection) and costs one TLS handshake, which on a connection the node holds for the pod's
 life (``Watch``) is paid once.
 
+Three requests open a stream both ways (``kubectl exec``, ``attach`` and ``port-forward``):
+``Exec``, ``Attach`` and ``PortForward`` are answered ``Accepted`` or ``Failed`` first; after
+``Accepted`` both ends send :data:`StreamFrame` messages on the same connection until one
+closes it: the node its input (``Input``, ``InputEnd``, ``Resize``; ``Chunk``/``End`` for a
+forwarded port), the agent the process's ``Output`` and its ``Exit`` (``Chunk``/``End``).
+Each side reads one frame at a time and sends the next only when the connection takes it,
+so neither holds more than a frame of the other's data.
+
 Times are RFC 3339 strings in UTC, as Kubernetes shows them, so that the node copies them
 into the pod's status unchanged.
 """
@@ -21,20 +29,29 @@ __all__ = [
     "AGENT_PORT",
     "Accepted",
     "Answer",
+    "Attach",
     "Bundle",
     "Chunk",
     "ContainerState",
     "End",
+    "Exec",
     "ExecProbe",
+    "Exit",
     "Failed",
     "GetUsage",
+    "Input",
+    "InputEnd",
     "Logs",
     "Mount",
+    "Output",
     "PodState",
+    "PortForward",
     "ProcessSpec",
     "Request",
+    "Resize",
     "Restart",
     "Start",
+    "StreamFrame",
     "Terminated",
     "UpdateVolume",
     "UsageReport",
@@ -105,6 +122,13 @@ class ProcessSpec(msgspec.Struct, frozen=True, kw_only=True):
     """``uid``, ``uid:gid`` or a name from the image's /etc/passwd; empty keeps the agent's."""
     mounts: list[Mount] = []
     probes: list[ExecProbe] = []
+    stdin: bool = False
+    """The process gets a pipe for stdin that ``kubectl attach -i`` writes to (else
+    /dev/null, the kubelet's default)."""
+    stdin_once: bool = False
+    """The pipe is closed when the first attached client closes its stdin."""
+    tty: bool = False
+    """Kept for the record: the agent does not give the main process a terminal (yet)."""
 
 
 class Bundle(msgspec.Struct, frozen=True, kw_only=True):
@@ -164,7 +188,38 @@ class Restart(msgspec.Struct, frozen=True, kw_only=True, tag="restart"):
     message: str
 
 
-Request = Start | Watch | UpdateVolume | Logs | GetUsage | Restart
+class Exec(msgspec.Struct, frozen=True, kw_only=True, tag="exec"):
+    """Run ``command`` in the container's world (its env, directory and user), with the
+    streams asked for; a ``tty`` one runs on a terminal of ``width`` x ``height``."""
+
+    container: str
+    command: list[str]
+    tty: bool = False
+    stdin: bool = False
+    stdout: bool = True
+    stderr: bool = True
+    width: int | None = None
+    height: int | None = None
+
+
+class Attach(msgspec.Struct, frozen=True, kw_only=True, tag="attach"):
+    """Join the container's running process: its output from now on, and its stdin when
+    its spec has ``stdin``."""
+
+    container: str
+    tty: bool = False
+    stdin: bool = False
+    stdout: bool = True
+    stderr: bool = True
+
+
+class PortForward(msgspec.Struct, frozen=True, kw_only=True, tag="port_forward"):
+    """Connect to ``port`` on the instance's loopback and relay one TCP connection."""
+
+    port: int
+
+
+Request = Start | Watch | UpdateVolume | Logs | GetUsage | Restart | Exec | Attach | PortForward
 
 
 # -- answers (agent → node) ------------------------------------------------------------------
@@ -253,3 +308,46 @@ class UsageReport(msgspec.Struct, frozen=True, kw_only=True, tag="usage_report")
 
 
 Answer = Accepted | Failed | PodState | Chunk | End | UsageReport
+
+
+# -- streams (both ways, after Exec, Attach, PortForward is Accepted) ------------------------
+
+
+class Input(msgspec.Struct, frozen=True, kw_only=True, tag="input"):
+    """Node → agent: bytes for the process's stdin."""
+
+    data: bytes
+
+
+class InputEnd(msgspec.Struct, frozen=True, kw_only=True, tag="input_end"):
+    """Node → agent: the client closed stdin (a terminal gets EOT, ^D)."""
+
+
+class Resize(msgspec.Struct, frozen=True, kw_only=True, tag="resize"):
+    """Node → agent: the client's terminal has a new size (columns, rows)."""
+
+    width: int
+    height: int
+
+
+class Output(msgspec.Struct, frozen=True, kw_only=True, tag="output"):
+    """Agent → node: a piece of the process's output (at most 32 KiB); a terminal's is all
+    ``stdout``, as the kubelet sends it."""
+
+    stream: Literal["stdout", "stderr"]
+    data: bytes
+
+
+class Exit(msgspec.Struct, frozen=True, kw_only=True, tag="exit"):
+    """Agent → node: the process ended, and it was the last frame. ``code`` as the kubelet
+    reports it (128 + signal for a killed process, 126/127 for a command that cannot run,
+    with ``message`` saying why)."""
+
+    code: int
+    message: str = ""
+
+
+StreamFrame = Accepted | Failed | Input | InputEnd | Resize | Output | Exit | Chunk | End
+"""What follows a stream request on its connection, both ways (one decoder for both ends:
+the first answer, ``Accepted`` or ``Failed``, is one of them). A forwarded port's bytes are
+``Chunk`` and its half-close ``End``, in either direction."""

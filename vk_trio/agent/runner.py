@@ -114,9 +114,14 @@ class Runner:
         return Accepted()
 
     def logs(self, container: str) -> ContainerLogs | None:
+        found = self.container(container)
+        return None if found is None else found.logs
+
+    def container(self, name: str) -> Container | None:
+        """The pod's container (or init container) of that name (exec, attach, logs)."""
         for each in [*self._inits, *([self._main] if self._main else [])]:
-            if each.spec.name == container:
-                return each.logs
+            if each.spec.name == name:
+                return each
         return None
 
     async def shutdown(self) -> None:

@@ -4,7 +4,9 @@ Every connection must complete the mutual TLS handshake (``link.server_context``
 certificate, and only it) within :data:`HANDSHAKE_TIMEOUT`; anything else on the public port
 (scanners, another pod's node key, a replayed handshake) is dropped, and logged at most once
 a minute, without a traceback, since the line is the instance's Vast log. After the
-handshake the client sends one request and reads the answers until the agent closes.
+handshake the client sends one request and reads the answers until the agent closes; after
+``Exec``, ``Attach`` and ``PortForward`` both ends stream (``exec.py``, ``attach.py``,
+``portforward.py``) until either closes.
 """
 
 from __future__ import annotations
@@ -18,14 +20,20 @@ from dataclasses import dataclass, field
 import trio
 from loguru import logger
 
+from vk_trio.agent.attach import serve_attach
+from vk_trio.agent.exec import ExecSession, serve_exec
 from vk_trio.agent.link import FrameStream, LinkClosed, LinkKeys, server_context
+from vk_trio.agent.portforward import serve_port_forward
 from vk_trio.agent.protocol import (
     AGENT_PORT,
+    Attach,
     Chunk,
     End,
+    Exec,
     Failed,
     GetUsage,
     Logs,
+    PortForward,
     Request,
     Restart,
     Start,
@@ -53,6 +61,8 @@ class LinkServer:
     """Where it listens, once it does."""
     accepted: int = 0
     refused: int = 0
+    exec_sessions: set[ExecSession] = field(default_factory=set)
+    """The execs running now (their back-pressure is observable)."""
     _context: ssl.SSLContext | None = field(default=None, init=False)
     _last_refusal_log: float = field(default=-math.inf, init=False)
     _unlogged: int = field(default=0, init=False)
@@ -111,6 +121,24 @@ class LinkServer:
                 await frames.send(runner.restart(message))
             case Logs():
                 await self._logs(frames, request)
+            case Exec() | Attach() | PortForward():
+                await self._stream(frames, request, runner.bundle.pod_uid)
+
+    async def _stream(
+        self, frames: FrameStream, request: Exec | Attach | PortForward, pod_uid: str
+    ) -> None:
+        """The requests that stream both ways until either end closes."""
+        runner = self.runner
+        match request:
+            case Exec(container=name):
+                container = runner.container(name)
+                await serve_exec(frames, container, runner.children, request, self.exec_sessions)
+            case Attach(container=name):
+                container = runner.container(name)
+                stdio = container.stdio if container and container.running else None
+                await serve_attach(frames, stdio, request)
+            case PortForward():
+                await serve_port_forward(frames, request, pod_uid)
 
     async def _watch(self, frames: FrameStream, heartbeat: float) -> None:
         while True:
@@ -153,7 +181,7 @@ def _log_request(peer: str, request: Request) -> None:
     """The node's connections that change something, or watch, are worth a line in the
     instance's log; its frequent questions (usage, logs) are not."""
     kind = type(request).__name__
-    if isinstance(request, GetUsage | Logs):
+    if isinstance(request, GetUsage | Logs | PortForward):
         logger.debug(f"link from {peer}: {kind}")
     else:
         logger.info(f"link from {peer}: {kind}")

@@ -7,6 +7,13 @@ here (``Processes``, ``Usage``), so that nothing above the provider knows the ag
 
 Failures are ``AgentUnreachable`` (no connection, a refused handshake, a dropped link: a
 temporary error, retried by the caller) or ``AgentRefused`` (the agent answered ``Failed``).
+
+``exec``, ``attach`` and ``port_forward`` hold their connection open for the stream both
+ways (``kubectl exec``/``attach``/``port-forward``, relayed by the kubelet API): each is an
+async context manager whose object sends the client's input and receives the process's
+output (:class:`ProcessStream`) or is the forwarded connection (:class:`ForwardedPort`, a
+trio ``HalfCloseableStream``). Leaving the context closes the connection, which, for an
+exec still running, makes the agent kill the process.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ import datetime as _dt
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Literal
 
 import trio
 
@@ -22,17 +31,26 @@ from vk_trio.agent.link import FrameStream, LinkClosed, LinkKeys, client_context
 from vk_trio.agent.protocol import (
     Accepted,
     Answer,
+    Attach,
     Bundle,
     Chunk,
     ContainerState,
     End,
+    Exec,
+    Exit,
     Failed,
     GetUsage,
+    Input,
+    InputEnd,
     Logs,
+    Output,
     PodState,
+    PortForward,
     Request,
+    Resize,
     Restart,
     Start,
+    StreamFrame,
     Terminated,
     UpdateVolume,
     UsageReport,
@@ -45,12 +63,30 @@ from vk_trio.node.status import ContainerState as NodeState
 from vk_trio.node.status import Running, Waiting
 from vk_trio.node.status import Terminated as NodeTerminated
 
-__all__ = ["AgentLink", "AgentRefused", "AgentUnreachable", "processes"]
+__all__ = [
+    "AgentLink",
+    "AgentRefused",
+    "AgentUnreachable",
+    "ForwardedPort",
+    "ProcessExit",
+    "ProcessOutput",
+    "ProcessStream",
+    "processes",
+]
 
 CONNECT_TIMEOUT = 10.0
 """Seconds for the TCP connection and the TLS handshake together."""
 WATCH_HEARTBEAT = 10.0
 """The agent sends its state at least this often; twice that silent is a dead link."""
+STREAM_CHUNK = 32 * 1024
+"""The most input or forwarded bytes in one frame (the agent's output pieces are as big)."""
+_LINK_ERRORS = (
+    LinkClosed,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    ssl.SSLError,
+    OSError,
+)
 
 
 class AgentUnreachable(TemporaryError):
@@ -147,6 +183,72 @@ class AgentLink:
                 if isinstance(answer, PodState):
                     yield processes(answer)
 
+    @asynccontextmanager
+    async def _stream(self, request: Exec | Attach | PortForward) -> AsyncIterator[FrameStream]:
+        """A stream connection, once the agent accepted the request."""
+        async with self._connection(request) as link:
+            with trio.move_on_after(CONNECT_TIMEOUT) as silent:
+                first = await _receive(link)
+            if silent.cancelled_caught:
+                raise AgentUnreachable(f"the agent did not answer {type(request).__name__}")
+            if isinstance(first, Failed):
+                raise AgentRefused(first.reason, first.message)
+            if not isinstance(first, Accepted):
+                raise AgentUnreachable(f"the agent answered {type(first).__name__}, not Accepted")
+            yield link
+
+    @asynccontextmanager
+    async def exec(
+        self,
+        container: str,
+        command: list[str],
+        *,
+        tty: bool = False,
+        stdin: bool = False,
+        stdout: bool = True,
+        stderr: bool = True,
+        width: int | None = None,
+        height: int | None = None,
+    ) -> AsyncIterator[ProcessStream]:
+        """Run ``command`` in the container; ``AgentRefused`` (reason ``NotFound`` or
+        ``NotRunning``) when there is no running container of that name. A command that
+        cannot run is accepted and exits 126/127 with the reason as its message."""
+        request = Exec(
+            container=container,
+            command=command,
+            tty=tty,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            width=width,
+            height=height,
+        )
+        async with self._stream(request) as link:
+            yield ProcessStream(link)
+
+    @asynccontextmanager
+    async def attach(
+        self,
+        container: str,
+        *,
+        tty: bool = False,
+        stdin: bool = False,
+        stdout: bool = True,
+        stderr: bool = True,
+    ) -> AsyncIterator[ProcessStream]:
+        """Join the container's running process: its output from now on, its stdin when
+        its spec has one; the process's exit ends it (``ProcessExit``)."""
+        request = Attach(container=container, tty=tty, stdin=stdin, stdout=stdout, stderr=stderr)
+        async with self._stream(request) as link:
+            yield ProcessStream(link)
+
+    @asynccontextmanager
+    async def port_forward(self, port: int) -> AsyncIterator[ForwardedPort]:
+        """One TCP connection to ``port`` on the instance's loopback; ``AgentRefused``
+        (reason ``ConnectionRefused``) when nothing listens there."""
+        async with self._stream(PortForward(port=port)) as link:
+            yield ForwardedPort(link)
+
     async def logs(self, container: str, options: LogOptions) -> AsyncGenerator[bytes, None]:
         """The container's output under ``options``, from the agent's files."""
         request = Logs(
@@ -164,6 +266,111 @@ class AgentLink:
                     return
                 if isinstance(answer, Chunk):
                     yield answer.data
+
+
+async def _receive(link: FrameStream) -> StreamFrame | None:
+    try:
+        return await link.receive_stream()
+    except _LINK_ERRORS as exc:
+        raise AgentUnreachable(f"the link to the agent broke: {exc}") from exc
+
+
+async def _send(link: FrameStream, frame: StreamFrame) -> None:
+    try:
+        await link.send(frame)
+    except _LINK_ERRORS as exc:
+        raise AgentUnreachable(f"the link to the agent broke: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class ProcessOutput:
+    """A piece of an exec'd or attached process's output (at most 32 KiB)."""
+
+    stream: Literal["stdout", "stderr"]
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ProcessExit:
+    """The process ended: its code as the kubelet reports it (128 + signal when killed,
+    126/127 for a command that could not run, ``message`` saying why)."""
+
+    code: int
+    message: str = ""
+
+
+class ProcessStream:
+    """An exec or attach: input one way, output and the exit the other. One task may
+    receive while others send (input, resizes)."""
+
+    def __init__(self, link: FrameStream) -> None:
+        self._link = link
+        self.exit: ProcessExit | None = None
+
+    async def write(self, data: bytes) -> None:
+        """Bytes for the process's stdin; waits while the agent cannot take more."""
+        for start in range(0, len(data), STREAM_CHUNK):
+            await _send(self._link, Input(data=data[start : start + STREAM_CHUNK]))
+
+    async def close_input(self) -> None:
+        """The client closed stdin (on a terminal: ^D)."""
+        await _send(self._link, InputEnd())
+
+    async def resize(self, width: int, height: int) -> None:
+        """The client's terminal is now ``width`` columns by ``height`` rows."""
+        await _send(self._link, Resize(width=width, height=height))
+
+    async def receive(self) -> ProcessOutput | ProcessExit:
+        """The next piece of output, or the exit (again on every later call). Raises
+        ``AgentUnreachable`` when the link ends before the exit."""
+        while self.exit is None:
+            frame = await _receive(self._link)
+            if isinstance(frame, Output):
+                return ProcessOutput(frame.stream, frame.data)
+            if isinstance(frame, Exit):
+                self.exit = ProcessExit(frame.code, frame.message)
+            elif frame is None:
+                raise AgentUnreachable("the agent closed the link before the process ended")
+        return self.exit
+
+
+class ForwardedPort(trio.abc.HalfCloseableStream):
+    """One forwarded TCP connection, as a trio stream; a broken link raises
+    ``AgentUnreachable``. One task may receive while another sends."""
+
+    def __init__(self, link: FrameStream) -> None:
+        self._link = link
+        self._pending = b""
+        self._ended = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        data = bytes(data)
+        for start in range(0, len(data), STREAM_CHUNK):
+            await _send(self._link, Chunk(data=data[start : start + STREAM_CHUNK]))
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def send_eof(self) -> None:
+        await _send(self._link, End())
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        """Up to ``max_bytes`` (default: a frame's worth); ``b""`` once the port's side
+        ended its writing."""
+        while not self._pending and not self._ended:
+            frame = await _receive(self._link)
+            if isinstance(frame, Chunk):
+                self._pending = frame.data
+            elif isinstance(frame, End):
+                self._ended = True
+            elif frame is None:
+                raise AgentUnreachable("the agent closed the forwarded connection")
+        size = len(self._pending) if max_bytes is None else max_bytes
+        data, self._pending = self._pending[:size], self._pending[size:]
+        return data
+
+    async def aclose(self) -> None:
+        await trio.aclose_forcefully(self._link.stream)
 
 
 def _rfc3339(moment: _dt.datetime | None) -> str | None:
