@@ -145,6 +145,28 @@ def _agent_pod(namespace: str) -> Obj:
     return pod
 
 
+def _script_pod(
+    name: str, namespace: str, script: str, *, ask_agent: bool = True, **container: Any
+) -> Obj:
+    """A pod whose one container runs ``script`` under ``sh -c`` (in the host's userland,
+    the simulator's default image), annotated ``vast.ai/agent: "true"`` unless
+    ``ask_agent`` is False (a pod that needs the agent gets it anyway)."""
+    return gpu_pod(
+        name,
+        namespace,
+        containers=[
+            {
+                "name": "app",
+                "image": "busybox:1.36",
+                "command": ["sh", "-c", script],
+                "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                **container,
+            }
+        ],
+        annotations={"vast.ai/agent": "true"} if ask_agent else None,
+    )
+
+
 async def _get(base: str, path: str) -> str:
     async with httpx.AsyncClient(timeout=5.0) as http:
         response = await http.get(f"{base}/{path}")
@@ -201,6 +223,11 @@ async def test_the_whole_pod_runs_with_its_files_and_no_secret_goes_through_vast
     assert await _get(base, "single.conf") == "level=1\n"
 
 
+def _restarts(pod: Obj) -> int:
+    statuses = pod.get("status", {}).get("containerStatuses") or [{}]
+    return int(statuses[0].get("restartCount", 0))
+
+
 def _app_running(pod: Obj) -> bool:
     statuses = pod.get("status", {}).get("containerStatuses") or []
     return phase(pod) == "Running" and bool(statuses) and "running" in statuses[0]["state"]
@@ -209,24 +236,16 @@ def _app_running(pod: Obj) -> bool:
 async def test_an_exit_restarts_the_process_on_the_same_instance(
     agent_node: NodeRuntime, containers_sim: VastSim, cluster: Cluster
 ) -> None:
-    pod = gpu_pod(
+    pod = _script_pod(
         "crash",
         cluster.namespace,
-        containers=[
-            {
-                "name": "app",
-                "image": "busybox:1.36",
-                "command": ["sh", "-c", "echo starting; sleep 0.5; exit 3"],
-                "resources": {"limits": {"nvidia.com/gpu": "1"}},
-            }
-        ],
-        annotations={"vast.ai/agent": "true"},
+        "echo starting; sleep 0.5; exit 3",
     )
     await cluster.create(pod)
     crashed = await wait_pod(
         cluster,
         "crash",
-        lambda p: (p["status"].get("containerStatuses") or [{}])[0].get("restartCount", 0) >= 1,
+        lambda p: _restarts(p) >= 1,
         within=60,
     )
     last = crashed["status"]["containerStatuses"][0]["lastState"]["terminated"]
@@ -298,18 +317,10 @@ async def test_logs_follow_within_a_second_and_previous_shows_the_last_run(
     agent_node: NodeRuntime, containers_sim: VastSim, cluster: Cluster
 ) -> None:
     ticker = "i=0; while [ $i -lt 4 ]; do echo tick $i; i=$((i+1)); sleep 0.5; done; exit 1"
-    pod = gpu_pod(
+    pod = _script_pod(
         "ticker",
         cluster.namespace,
-        containers=[
-            {
-                "name": "app",
-                "image": "busybox:1.36",
-                "command": ["sh", "-c", ticker],
-                "resources": {"limits": {"nvidia.com/gpu": "1"}},
-            }
-        ],
-        annotations={"vast.ai/agent": "true"},
+        ticker,
     )
     await cluster.create(pod)
     running = await wait_pod(cluster, "ticker", _app_running, within=60)
@@ -328,7 +339,7 @@ async def test_logs_follow_within_a_second_and_previous_shows_the_last_run(
     restarted = await wait_pod(
         cluster,
         "ticker",
-        lambda p: (p["status"].get("containerStatuses") or [{}])[0].get("restartCount", 0) >= 1,
+        lambda p: _restarts(p) >= 1,
         within=30,
     )
     with trio.fail_after(10):
@@ -347,18 +358,10 @@ async def test_a_restarted_node_reconnects_without_restarting_the_process(
     settings = settings_for(
         containers_sim.url, cluster.kubeconfig, agent_url=containers_sim.agent_url
     )
-    pod = gpu_pod(
+    pod = _script_pod(
         "steady",
         cluster.namespace,
-        containers=[
-            {
-                "name": "app",
-                "image": "busybox:1.36",
-                "command": ["sh", "-c", "echo up; exec sleep 3600"],
-                "resources": {"limits": {"nvidia.com/gpu": "1"}},
-            }
-        ],
-        annotations={"vast.ai/agent": "true"},
+        "echo up; exec sleep 3600",
     )
     with trio.CancelScope() as first_run:
         async with trio.open_nursery() as inner:
@@ -390,28 +393,22 @@ async def test_a_failing_exec_liveness_probe_restarts_the_process_in_place(
     agent_node: NodeRuntime, containers_sim: VastSim, cluster: Cluster
 ) -> None:
     script = "touch /tmp/healthy; sleep 1; rm /tmp/healthy; exec sleep 3600"
-    pod = gpu_pod(
+    pod = _script_pod(
         "probed",
         cluster.namespace,
-        containers=[
-            {
-                "name": "app",
-                "image": "busybox:1.36",
-                "command": ["sh", "-c", script],
-                "livenessProbe": {
-                    "exec": {"command": ["test", "-f", "/tmp/healthy"]},
-                    "periodSeconds": 1,
-                    "failureThreshold": 2,
-                },
-                "resources": {"limits": {"nvidia.com/gpu": "1"}},
-            }
-        ],
+        script,
+        ask_agent=False,  # the exec probe alone puts it under the agent
+        livenessProbe={
+            "exec": {"command": ["test", "-f", "/tmp/healthy"]},
+            "periodSeconds": 1,
+            "failureThreshold": 2,
+        },
     )
     await cluster.create(pod)
     restarted = await wait_pod(
         cluster,
         "probed",
-        lambda p: (p["status"].get("containerStatuses") or [{}])[0].get("restartCount", 0) >= 1,
+        lambda p: _restarts(p) >= 1,
         within=60,
     )
     last = restarted["status"]["containerStatuses"][0]["lastState"]["terminated"]
@@ -425,30 +422,22 @@ async def test_a_failing_http_liveness_probe_restarts_the_process_in_place(
     agent_node: NodeRuntime, containers_sim: VastSim, cluster: Cluster
 ) -> None:
     script = "timeout 2 python3 -m http.server 8000 --bind 127.0.0.1; exec sleep 3600"
-    pod = gpu_pod(
+    pod = _script_pod(
         "served",
         cluster.namespace,
-        containers=[
-            {
-                "name": "app",
-                "image": "busybox:1.36",
-                "command": ["sh", "-c", script],
-                "ports": [{"containerPort": 8000}],
-                "livenessProbe": {
-                    "httpGet": {"path": "/", "port": 8000},
-                    "periodSeconds": 1,
-                    "failureThreshold": 2,
-                },
-                "resources": {"limits": {"nvidia.com/gpu": "1"}},
-            }
-        ],
-        annotations={"vast.ai/agent": "true"},
+        script,
+        ports=[{"containerPort": 8000}],
+        livenessProbe={
+            "httpGet": {"path": "/", "port": 8000},
+            "periodSeconds": 1,
+            "failureThreshold": 2,
+        },
     )
     await cluster.create(pod)
     restarted = await wait_pod(
         cluster,
         "served",
-        lambda p: (p["status"].get("containerStatuses") or [{}])[0].get("restartCount", 0) >= 1,
+        lambda p: _restarts(p) >= 1,
         within=60,
     )
     assert len(bought_for(containers_sim, restarted)) == 1  # the process, not the instance

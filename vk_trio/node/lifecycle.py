@@ -520,6 +520,10 @@ class PodLifecycle:
         view = self.view
         if not isinstance(view.state, RunningState):
             view = view.waiting(waiting, "the instance runs; starting the pod's processes")
+        await self._show_serving(view, observed)
+
+    async def _show_serving(self, view: PodView, observed: Running) -> None:
+        """``view`` at the instance's address, and the Event that says where it runs."""
         await self.show(
             replace(
                 view,
@@ -614,22 +618,14 @@ class PodLifecycle:
             metrics.observe_bound_to_running(_seconds_since(self.handle.pod.metadata))
         container = self._container()
         probed_started, ready = gates(container) if container is not None else (True, True)
-        await self.show(
-            replace(
-                self.view,
-                phase="Running",
-                state=RunningState(started),
-                ready=ready,
-                started=probed_started,
-                address=observed.address,
-                message=None,
-                reason=None,
-                container_id=observed.container_id,
-            )
+        running = replace(
+            self.view,
+            phase="Running",
+            state=RunningState(started),
+            ready=ready,
+            started=probed_started,
         )
-        await self.report.event(
-            "Normal", "InstanceReady", observed.description, log_as="Instance ready"
-        )
+        await self._show_serving(running, observed)
 
 
 def _shown_disruption(pod: Pod) -> Disruption | None:

@@ -108,6 +108,8 @@ class AgentLink:
         self.host = host
         self.port = port
         self._context = client_context(keys)
+        self._cpu: tuple[float, int] | None = None
+        """The last CPU reading: (trio time, cumulative CPU nanoseconds)."""
 
     @asynccontextmanager
     async def _connection(self, request: Request) -> AsyncIterator[FrameStream]:
@@ -157,11 +159,21 @@ class AgentLink:
     async def restart(self, message: str) -> None:
         await self._one(Restart(message=message))
 
+    def _cpu_rate(self, used_ns: int | None) -> int | None:
+        """Nano-cores from this cumulative CPU reading and the one before (as cAdvisor
+        needs two samples: the first question gets no CPU figure)."""
+        now = trio.current_time()
+        previous, self._cpu = self._cpu, (None if used_ns is None else (now, used_ns))
+        if previous is None or used_ns is None or now <= previous[0]:
+            return None
+        return max(0, round((used_ns - previous[1]) / (now - previous[0])))
+
     async def usage(self) -> Usage:
         answer = await self._one(GetUsage())
         if not isinstance(answer, UsageReport):
             raise AgentUnreachable(f"the agent answered {type(answer).__name__} to a usage query")
         return Usage(
+            cpu_nano_cores=self._cpu_rate(answer.cpu_usage_nano_seconds),
             memory_bytes=answer.memory_bytes,
             disk_used_bytes=answer.disk_used_bytes,
             disk_capacity_bytes=answer.disk_capacity_bytes,
