@@ -27,6 +27,7 @@ closed with ``close_input`` so that what still arrives for it is dropped instead
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -95,6 +96,7 @@ QUEUE = 4
 
 _READ_SIZE = 65536
 
+_Pipe = tuple[trio.MemorySendChannel[bytes], trio.MemoryReceiveChannel[bytes]]
 Selector = Callable[[Sequence[str]], ChannelProtocol | Tunnel | Rejection]
 
 
@@ -200,7 +202,7 @@ class WebSocket:
 
     async def _read_loop(self, trailing: bytes) -> None:
         try:
-            data = trailing
+            data: bytes | None = trailing
             while await self._feed(data):
                 data = await self._receive_some()
         finally:
@@ -264,16 +266,16 @@ class WebSocket:
         if isinstance(event, TextMessage):
             message = "".join(str(p) for p in parts)
         else:
-            message = b"".join(bytes(p) for p in parts)
-        try:
+            message = b"".join(p.encode() if isinstance(p, str) else p for p in parts)
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await self._incoming_in.send(message)  # blocks while the consumer is behind
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
         return True
 
     async def _watch_idle(self, scope: trio.CancelScope) -> None:
-        while trio.current_time() < self._deadline:
+        while True:
             await trio.sleep_until(self._deadline)
+            if trio.current_time() >= self._deadline:
+                break
         self.idle_expired = True
         logger.debug("websocket idle, closing", timeout=self._idle_timeout)
         scope.cancel()
@@ -323,8 +325,9 @@ class ChannelSession:
         self.protocol = protocol
         self.channels = channels
         self._writable = frozenset(writable)
-        self._inputs: dict[int, tuple[trio.MemorySendChannel[bytes], trio.MemoryReceiveChannel[bytes]]]
-        self._inputs = {ch: trio.open_memory_channel[bytes](queue) for ch in readable}
+        self._inputs: dict[int, _Pipe] = {
+            ch: trio.open_memory_channel[bytes](queue) for ch in readable
+        }
 
     async def send(self, channel: int, data: bytes) -> None:
         """Write ``data`` on ``channel`` (in messages of at most ``MAX_FRAME``), waiting for
@@ -395,10 +398,8 @@ class ChannelSession:
         pair = self._inputs.get(frame.channel)
         if pair is None or not frame.data:
             return
-        try:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await pair[0].send(frame.data)  # blocks while the channel's reader is behind
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
 
 
 @asynccontextmanager
