@@ -81,3 +81,33 @@ def memory_kb(pid: int) -> tuple[int, int]:
         if key in found:
             found[key] = int(value.split()[0])
     return found["VmRSS"], found["VmHWM"]
+
+
+def descendants(pid: int) -> dict[int, int]:
+    """Every live descendant of ``pid`` → its parent, read from ``/proc/*/stat`` (one scan:
+    ``/proc/<pid>/task/*/children`` would miss children forked from another thread)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            except OSError:  # gone meanwhile
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found: dict[int, int] = {}
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child in children.get(parent, []):
+            found[child] = parent
+            frontier.append(child)
+    return found
+
+
+def command_line(pid: int) -> list[str]:
+    """A process's argv (empty when it is gone)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [arg.decode(errors="replace") for arg in raw.split(b"\0") if arg]
