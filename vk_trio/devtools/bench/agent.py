@@ -195,7 +195,8 @@ class _Agents:
     rss_kb: list[int]
     """Each agent's VmRSS (KiB; a binary's bootloader and its child added up)."""
     cpu_s: float
-    """CPU seconds of all agents so far."""
+    """CPU seconds of all agents so far, with what their process reaped: the bootstrap ran
+    in it before it exec'd the agent (its download and checksum are reaped children)."""
     launcher_rss_kb: list[int]
     """The simulator's sandbox pid 1s (``launcher.py``): no such process on Vast."""
 
@@ -227,18 +228,20 @@ def _rss_or_zero(pid: int) -> int:
 
 def _cpu_or_zero(pid: int) -> float:
     try:
-        return cpu_seconds(pid)
+        return cpu_seconds(pid, waited_children=True)
     except OSError:
         return 0.0
 
 
 def _agent_costs(before: _Agents, after: _Agents, seconds: float) -> Obj:
-    """The agents' RSS at the end of the idle window, and their CPU over it."""
+    """The agents' RSS at the end of the idle window, their CPU until the container ran
+    (bootstrap, agent start, link, Start; ``before``, per agent) and their CPU over it."""
     count = len(after.rss_kb)
     return {
         "agents_found": count,
         "agent_rss_p50_mb": _mb(statistics.median(after.rss_kb)) if count else None,
         "agent_rss_max_mb": _mb(max(after.rss_kb)) if count else None,
+        "agent_cpu_start_s": round(before.cpu_s / len(before.rss_kb), 2) if before.rss_kb else None,
         "agent_cores_idle": (
             round((after.cpu_s - before.cpu_s) / seconds / count, 5) if count else None
         ),

@@ -67,10 +67,15 @@ def free_port() -> int:
         return port
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (``/proc/<pid>/stat``, fields 14 and 15)."""
+def cpu_seconds(pid: int, *, waited_children: bool = False) -> float:
+    """User + system CPU seconds of a process (``/proc/<pid>/stat``, fields 14 and 15), and
+    with ``waited_children`` those of the children it reaped (16 and 17: what a shell ran
+    before it exec'd the process, say)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    ticks = int(fields[11]) + int(fields[12])
+    if waited_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / CLOCK_TICKS
 
 
 def memory_kb(pid: int) -> tuple[int, int]:

@@ -200,6 +200,7 @@ AGENT_ROWS: list[Row] = [
         _pair("created_to_started_p50_s", "created_to_started_p95_s"),
     ),
     ("agents found / their RSS p50 / max", _agent_rss),
+    ("agent CPU-s to container running, per agent", _field("agent_cpu_start_s", " s")),
     ("agent CPU idle, per agent", _field("agent_cores_idle", " cores")),
     ("sandbox pid 1 RSS p50 (simulator only)", _field("launcher_rss_p50_mb", " MB")),
     ("node RSS, 0 / N agents linked", _pair("node_rss_0_mb", "node_rss_n_mb", " MB")),
