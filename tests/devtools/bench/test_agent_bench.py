@@ -37,6 +37,8 @@ def test_the_agent_bench_measures_two_linked_agents_and_leaks_nothing(tmp_path: 
     # two agents found inside the sandboxes, each a Python process of some tens of MB
     assert r["agents_found"] == 2
     assert 10 < r["agent_rss_p50_mb"] <= r["agent_rss_max_mb"] < 500
+    assert 0 < r["agent_pss_p50_mb"] <= r["agent_rss_max_mb"]  # shared pages split in two
+    assert r["agent_cpu_start_s"] > 0 and r["agent_cores_idle"] >= 0
     assert "Python" in r["agent"] and "not the static binary" in r["agent"]
     # the node's before/after and the extrapolation follow from them
     assert 20 < r["node_rss_0_mb"] < 1000 and 20 < r["node_rss_n_mb"] < 1000

@@ -19,7 +19,8 @@ In the simulator the agent is this checkout's Python (``python -m vk_trio agent`
 what ``sim vast`` serves unless it runs as the static binary), not the static binary
 instances get in production; ``--agent-binary`` (default ``dist/vk-trio`` when it exists)
 serves a built binary instead. Per-agent node costs are extrapolated linearly to 1,000
-agents, labelled as such: 1,000 real sandboxes with Python agents would take ~60 GB here.
+agents, labelled as such: 1,000 real sandboxes with Python agents would take ~68 GB of RSS
+(~60 MB agent + ~7 MB sandbox pid 1 each) here.
 """
 
 from __future__ import annotations
@@ -39,7 +40,13 @@ import trio
 
 from vk_trio.devtools.bench.load import create_pods
 from vk_trio.devtools.bench.observe import deltas, follow_pods, percentile
-from vk_trio.devtools.bench.processes import command_line, cpu_seconds, descendants, memory_kb
+from vk_trio.devtools.bench.processes import (
+    command_line,
+    cpu_seconds,
+    descendants,
+    memory_kb,
+    proportional_kb,
+)
 from vk_trio.devtools.bench.run import (
     Clients,
     delete_all,
@@ -194,6 +201,9 @@ class _Agents:
 
     rss_kb: list[int]
     """Each agent's VmRSS (KiB; a binary's bootloader and its child added up)."""
+    pss_kb: list[int]
+    """Each agent's PSS (KiB): the interpreter's and libraries' pages shared by N agents
+    count 1/N each, which is what N agents on one machine take, not one per instance."""
     cpu_s: float
     """CPU seconds of all agents so far, with what their process reaped: the bootstrap ran
     in it before it exec'd the agent (its download and checksum are reaped children)."""
@@ -212,17 +222,25 @@ def _agents(run: BenchRun) -> _Agents:
     argv = {pid: command_line(pid) for pid in tree}
     agents = {pid for pid, args in argv.items() if _is_agent(args)}
     rss: dict[int, int] = {}
+    pss: dict[int, int] = {}
     for pid in agents:  # a child agent (a binary's bootloader's) counts for its parent's
         top = tree[pid] if tree[pid] in agents else pid
-        rss[top] = rss.get(top, 0) + _rss_or_zero(pid)
-    launchers = [_rss_or_zero(pid) for pid, args in argv.items() if LAUNCHER in " ".join(args)]
-    return _Agents(list(rss.values()), sum(_cpu_or_zero(pid) for pid in agents), launchers)
+        rss[top] = rss.get(top, 0) + _kb_or_zero(pid, proportional=False)
+        pss[top] = pss.get(top, 0) + _kb_or_zero(pid, proportional=True)
+    launchers = [
+        _kb_or_zero(pid, proportional=False)
+        for pid, args in argv.items()
+        if LAUNCHER in " ".join(args)
+    ]
+    cpu = sum(_cpu_or_zero(pid) for pid in agents)
+    return _Agents(list(rss.values()), list(pss.values()), cpu, launchers)
 
 
-def _rss_or_zero(pid: int) -> int:
+def _kb_or_zero(pid: int, *, proportional: bool) -> int:
+    """VmRSS, or PSS, in KiB; 0 for a process gone meanwhile."""
     try:
-        return memory_kb(pid)[0]
-    except OSError:  # exited meanwhile
+        return proportional_kb(pid) if proportional else memory_kb(pid)[0]
+    except OSError:
         return 0
 
 
@@ -241,6 +259,7 @@ def _agent_costs(before: _Agents, after: _Agents, seconds: float) -> Obj:
         "agents_found": count,
         "agent_rss_p50_mb": _mb(statistics.median(after.rss_kb)) if count else None,
         "agent_rss_max_mb": _mb(max(after.rss_kb)) if count else None,
+        "agent_pss_p50_mb": _mb(statistics.median(after.pss_kb)) if count else None,
         "agent_cpu_start_s": round(before.cpu_s / len(before.rss_kb), 2) if before.rss_kb else None,
         "agent_cores_idle": (
             round((after.cpu_s - before.cpu_s) / seconds / count, 5) if count else None

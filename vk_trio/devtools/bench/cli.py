@@ -29,7 +29,8 @@ With --agent: every instance runs its process for real in a sandbox, the pods ru
 vk-trio agent, and the table is what the agent costs: instance running → container running
 per pod, the agent's RSS, the node's RSS and CPU per linked agent (20 pods by default)."""
 AGENT_PODS = 20
-"""--agent's default: 20 sandboxes with Python agents take ~1.2 GB; 1,000 would take ~60 GB."""
+"""--agent's default: 20 sandboxes with Python agents take ~1.4 GB of RSS (~68 MB each: the
+agent and the simulator's sandbox pid 1); 1,000 would take ~68 GB, more than this machine."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -88,6 +88,16 @@ def memory_kb(pid: int) -> tuple[int, int]:
     return found["VmRSS"], found["VmHWM"]
 
 
+def proportional_kb(pid: int) -> int:
+    """A process's PSS in KiB (``/proc/<pid>/smaps_rollup``): its RSS with each shared page
+    divided among the processes that map it, so that a sum over many is what they take."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key == "Pss":
+            return int(value.split()[0])
+    return 0
+
+
 def descendants(pid: int) -> dict[int, int]:
     """Every live descendant of ``pid`` → its parent, read from ``/proc/*/stat`` (one scan:
     ``/proc/<pid>/task/*/children`` would miss children forked from another thread)."""

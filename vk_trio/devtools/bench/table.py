@@ -161,7 +161,7 @@ def render_agent_table(results: list[Obj], args: argparse.Namespace) -> str:
     notes = [
         *(f"agent: {a}" for a in agents),
         f"extrapolated: node idle/N-linked cost per agent times {EXTRAPOLATE_TO:,}, linear; "
-        "not measured (1,000 sandboxes with Python agents would need ~60 GB here)",
+        "not measured (1,000 sandboxes with Python agents would need ~68 GB of RSS here)",
     ]
     return "\n".join([title, *notes, "", *_aligned(table)])
 
@@ -200,6 +200,7 @@ AGENT_ROWS: list[Row] = [
         _pair("created_to_started_p50_s", "created_to_started_p95_s"),
     ),
     ("agents found / their RSS p50 / max", _agent_rss),
+    ("agent PSS p50 (shared pages split among agents)", _field("agent_pss_p50_mb", " MB")),
     ("agent CPU-s to container running, per agent", _field("agent_cpu_start_s", " s")),
     ("agent CPU idle, per agent", _field("agent_cores_idle", " cores")),
     ("sandbox pid 1 RSS p50 (simulator only)", _field("launcher_rss_p50_mb", " MB")),
