@@ -10,9 +10,10 @@ from pathlib import Path
 
 import trio
 
+from vk_trio.devtools.bench.agent import bench_agents, default_agent_binary
 from vk_trio.devtools.bench.processes import ChildFailed
 from vk_trio.devtools.bench.run import bench_pod_count
-from vk_trio.devtools.bench.table import render_table
+from vk_trio.devtools.bench.table import render_agent_table, render_table
 from vk_trio.devtools.bench.workload import Obj
 from vk_trio.logs import configure_logging
 
@@ -22,7 +23,14 @@ Measure the node as users run it: start the Vast simulator, the Kubernetes stand
 until all are Running, hold, delete them all, and print one table: time to Running per pod,
 where the wait went, CPU and memory of each process, Vast calls in steady state, Kubernetes
 calls per pod, event-loop stalls, the longest gap between two renewals of each node's
-Lease, delete time, leaks. 100 and 1,000 pods by default."""
+Lease, delete time, leaks. 100 and 1,000 pods by default.
+
+With --agent: every instance runs its process for real in a sandbox, the pods run under the
+vk-trio agent, and the table is what the agent costs: instance running → container running
+per pod, the agent's RSS, the node's RSS and CPU per linked agent (20 pods by default)."""
+AGENT_PODS = 20
+"""--agent's default: 20 sandboxes with Python agents take ~1.4 GB of RSS (~68 MB each: the
+agent and the simulator's sandbox pid 1); 1,000 would take ~68 GB, more than this machine."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,9 +39,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--pods",
         type=int,
         nargs="+",
-        default=[100, 1000],
         metavar="N",
-        help="pod counts, one run each, e.g. --pods 100 1000 5000 (default: 100 1000)",
+        help="pod counts, one run each, e.g. --pods 100 1000 5000 "
+        f"(default: 100 1000; with --agent, {AGENT_PODS})",
+    )
+    parser.add_argument(
+        "--agent",
+        action="store_true",
+        help="pods run under the vk-trio agent in real sandboxes (sim vast --run-containers, "
+        "vk-trio run --agent-url): measure what the agent costs",
+    )
+    parser.add_argument(
+        "--agent-binary",
+        type=Path,
+        metavar="PATH",
+        help="with --agent, the simulator serves this agent (a built vk-trio) instead of "
+        "this checkout's Python (default: dist/vk-trio when it exists)",
     )
     parser.add_argument(
         "--real-limits",
@@ -73,7 +94,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--boot-seconds", type=float, default=5.0, help="simulated boot time")
     parser.add_argument(
-        "--hold", type=float, default=45.0, help="seconds to hold every pod Running (steady)"
+        "--hold",
+        type=float,
+        help="seconds to hold every pod Running (steady; default 45); with --agent, each "
+        "idle window, without pods and with every agent linked (default 60)",
     )
     parser.add_argument(
         "--timeout", type=float, default=900.0, help="give up a phase after (seconds)"
@@ -83,10 +107,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _defaults(args: argparse.Namespace) -> None:
+    """The defaults that depend on --agent."""
+    if args.pods is None:
+        args.pods = [AGENT_PODS] if args.agent else [100, 1000]
+    if args.hold is None:
+        args.hold = 60.0 if args.agent else 45.0
+    if args.agent and args.agent_binary is None:
+        args.agent_binary = default_agent_binary()
+
+
 def main(args: argparse.Namespace) -> int:
     configure_logging("WARNING", json=False)
+    _defaults(args)
     if any(n < 1 for n in args.pods) or args.nodes < 1:
         print("--pods and --nodes must be positive", file=sys.stderr)
+        return 2
+    if args.agent and (args.probes or args.baseline):
+        print("--agent measures idle agents: no --probes, no --baseline", file=sys.stderr)
         return 2
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="vk-trio-bench-"))
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -96,11 +134,13 @@ def main(args: argparse.Namespace) -> int:
         folder.mkdir(exist_ok=True)
         print(f"bench: {pods} pods (logs in {folder})", file=sys.stderr, flush=True)
         try:
-            results.append(trio.run(bench_pod_count, pods, args, folder))
+            results.append(
+                trio.run(bench_agents if args.agent else bench_pod_count, pods, args, folder)
+            )
         except (trio.TooSlowError, ChildFailed) as exc:
             print(f"bench: {pods} pods FAILED: {exc or 'timed out'}", file=sys.stderr)
             return 1
-    print(render_table(results, args))
+    print(render_agent_table(results, args) if args.agent else render_table(results, args))
     if args.json_path:
         args.json_path.write_text(json.dumps(results, indent=2) + "\n")
     return 0

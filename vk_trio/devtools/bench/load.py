@@ -36,7 +36,9 @@ async def create_pods(run: BenchRun, kube: KubeClient) -> None:
         name = f"bench-{i}"
         node = run.nodes[i % len(run.nodes)]
         created = await kube.request(
-            "POST", PODS, json=bench_pod(name, node, probe_period=run.args.probes)
+            "POST",
+            PODS,
+            json=bench_pod(name, node, probe_period=run.args.probes, agent=run.args.agent),
         )
         run.posted[name] = time.time()
         run.uids[created["metadata"]["uid"]] = name

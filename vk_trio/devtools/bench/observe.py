@@ -15,6 +15,7 @@ from vk_trio.devtools.bench.processes import STARTUP_SECONDS
 from vk_trio.devtools.bench.state import BenchRun
 from vk_trio.devtools.bench.workload import LEASES, NAMESPACE, Obj
 from vk_trio.kube.api import KubeClient
+from vk_trio.kube.models import Pod
 from vk_trio.kube.watch import watch_pods
 from vk_trio.provider.labels import label_owner
 
@@ -63,6 +64,8 @@ async def _follow_node(run: BenchRun, kube: KubeClient, node: str) -> None:
             run.present.add(name)
             if event.pod.status.phase == "Running" and name not in run.running:
                 run.running[name] = time.time()
+            if name not in run.started and _container_running(event.pod):
+                run.started[name] = time.time()
             ready = any(
                 c.type == "Ready" and c.status == "True" for c in event.pod.status.conditions
             )
@@ -70,6 +73,12 @@ async def _follow_node(run: BenchRun, kube: KubeClient, node: str) -> None:
                 run.ready[name] = time.time()
             elif not ready:
                 run.ready.pop(name, None)
+
+
+def _container_running(pod: Pod) -> bool:
+    """Whether the pod's (first) container shows ``state.running``."""
+    statuses = pod.status.container_statuses
+    return bool(statuses) and statuses[0].state.running is not None
 
 
 async def follow_lease(run: BenchRun, kube: KubeClient, node: str) -> None:

@@ -67,10 +67,15 @@ def free_port() -> int:
         return port
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (``/proc/<pid>/stat``, fields 14 and 15)."""
+def cpu_seconds(pid: int, *, waited_children: bool = False) -> float:
+    """User + system CPU seconds of a process (``/proc/<pid>/stat``, fields 14 and 15), and
+    with ``waited_children`` those of the children it reaped (16 and 17: what a shell ran
+    before it exec'd the process, say)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    ticks = int(fields[11]) + int(fields[12])
+    if waited_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / CLOCK_TICKS
 
 
 def memory_kb(pid: int) -> tuple[int, int]:
@@ -81,3 +86,43 @@ def memory_kb(pid: int) -> tuple[int, int]:
         if key in found:
             found[key] = int(value.split()[0])
     return found["VmRSS"], found["VmHWM"]
+
+
+def proportional_kb(pid: int) -> int:
+    """A process's PSS in KiB (``/proc/<pid>/smaps_rollup``): its RSS with each shared page
+    divided among the processes that map it, so that a sum over many is what they take."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key == "Pss":
+            return int(value.split()[0])
+    return 0
+
+
+def descendants(pid: int) -> dict[int, int]:
+    """Every live descendant of ``pid`` → its parent, read from ``/proc/*/stat`` (one scan:
+    ``/proc/<pid>/task/*/children`` would miss children forked from another thread)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            except OSError:  # gone meanwhile
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found: dict[int, int] = {}
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child in children.get(parent, []):
+            found[child] = parent
+            frontier.append(child)
+    return found
+
+
+def command_line(pid: int) -> list[str]:
+    """A process's argv (empty when it is gone)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [arg.decode(errors="replace") for arg in raw.split(b"\0") if arg]

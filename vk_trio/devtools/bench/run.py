@@ -34,6 +34,7 @@ from vk_trio.devtools.bench.observe import (
 from vk_trio.devtools.bench.processes import free_port, spawn, start_sim, stop_process
 from vk_trio.devtools.bench.state import BenchRun
 from vk_trio.devtools.bench.workload import API_KEY, APP_READY_AFTER, Obj, market_file
+from vk_trio.devtools.sim.vast.agent import AGENT_PATH
 from vk_trio.kube.api import KubeClient
 from vk_trio.kube.config import load_config
 
@@ -44,24 +45,30 @@ async def bench_pod_count(pods: int, args: argparse.Namespace, folder: Path) -> 
     try:
         return await _measure(run)
     finally:
-        # Waiting for a child to exit blocks: off the Trio thread, and finished even when
-        # the bench is interrupted, so no simulator or node outlives it.
-        with trio.CancelScope(shield=True):
-            for process in reversed(run.children.values()):
-                await trio.to_thread.run_sync(stop_process, process)
+        await stop_children(run)
+
+
+async def stop_children(run: BenchRun) -> None:
+    """Stop the run's processes, last started first.
+
+    Waiting for a child to exit blocks: off the Trio thread, and finished even when the
+    bench is interrupted, so no simulator or node outlives it."""
+    with trio.CancelScope(shield=True):
+        for process in reversed(run.children.values()):
+            await trio.to_thread.run_sync(stop_process, process)
 
 
 async def _measure(run: BenchRun) -> Obj:
     """Start everything, then ramp, hold and delete, measuring each phase; the report."""
-    urls = await _start_processes(run)
+    urls = await start_processes(run)
     async with AsyncExitStack() as stack:
-        clients = await _Clients.open(stack, urls)
+        clients = await Clients.open(stack, urls)
         async with trio.open_nursery() as nursery:
-            idle_rss = await _wait_nodes_ready(run, clients)
+            idle_rss = await wait_nodes_ready(run, clients)
             nursery.start_soon(follow_pods, run, clients.kube)
             ramp = await _ramp(run, clients)
             hold = await _hold(run, clients)
-            deleted = await _delete(run, clients)
+            deleted = await delete_all(run, clients)
             nursery.cancel_scope.cancel()
     return _report(run, idle_rss, ramp, hold, deleted)
 
@@ -79,7 +86,7 @@ class _Urls:
     """Each node's health server (``/readyz``, ``/debug/vars``)."""
 
 
-async def _start_processes(run: BenchRun) -> _Urls:
+async def start_processes(run: BenchRun) -> _Urls:
     vast = await _start_vast_sim(run)
     kubeconfig, kube = run.args.kubeconfig, None
     if kubeconfig is None:
@@ -98,6 +105,8 @@ async def _start_vast_sim(run: BenchRun) -> str:
         *("--rate-limits", _limits(args), "--boot-seconds", str(args.boot_seconds)),
         *("--api-key", API_KEY, "--offers", str(market_file(run.folder, run.pods))),
         *(("--serve-ports", "--app-ready-after", str(APP_READY_AFTER)) if args.probes else ()),
+        *(("--run-containers",) if args.agent else ()),
+        *(("--serve-file", f"{AGENT_PATH}={args.agent_binary}") if args.agent_binary else ()),
     )
     run.children["vast sim"] = process
     return url
@@ -120,6 +129,8 @@ def _start_node(run: BenchRun, i: int, node: str, vast_url: str, kubeconfig: str
         "POD_IP": "127.0.0.1",
     }
     flags = [] if run.args.real_limits else ["--pacing=0"]
+    if run.args.agent:  # the simulator serves the agent; the node reads its digest at start
+        flags.append(f"--agent-url={vast_url}{AGENT_PATH}")
     name, log = ("node", "node.log") if len(run.nodes) == 1 else (f"node {i}", f"{node}.log")
     run.children[name] = spawn(
         [sys.executable, "-m", "vk_trio", "run", *flags], out=None, log=run.folder / log, env=env
@@ -132,7 +143,7 @@ def _limits(args: argparse.Namespace) -> str:
 
 
 @dataclass
-class _Clients:
+class Clients:
     kube: KubeClient
     vast: httpx.AsyncClient
     probes: list[httpx.AsyncClient]
@@ -140,7 +151,7 @@ class _Clients:
     kube_sim: httpx.AsyncClient | None
 
     @classmethod
-    async def open(cls, stack: AsyncExitStack, urls: _Urls) -> _Clients:
+    async def open(cls, stack: AsyncExitStack, urls: _Urls) -> Clients:
         async def client(url: str, seconds: float = 60) -> httpx.AsyncClient:
             return await stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=seconds))
 
@@ -164,7 +175,7 @@ class _Clients:
         return ledger
 
 
-async def _wait_nodes_ready(run: BenchRun, clients: _Clients) -> int:
+async def wait_nodes_ready(run: BenchRun, clients: Clients) -> int:
     """Wait for every node's ``/readyz``, let them settle; their RSS, idle (KiB)."""
     for probe in clients.probes:
         await wait_ready(run, probe)
@@ -186,24 +197,24 @@ class _Ramp:
     running_rss: int
 
 
-async def _ramp(run: BenchRun, clients: _Clients) -> _Ramp:
+async def _ramp(run: BenchRun, clients: Clients) -> _Ramp:
     kube_before = await clients.kube_stats()
     cpu_before = run.cpu()
     started = time.time()
     await create_pods(run, clients.kube)
     created = time.time() - started
-    await _until(run, lambda: len(run.running) >= run.pods, interval=0.2)
+    await until(run, lambda: len(run.running) >= run.pods, interval=0.2)
     to_running = time.time() - started
     to_ready = None
     if run.args.probes:
-        await _until(run, lambda: len(run.ready) >= run.pods, interval=0.2)
+        await until(run, lambda: len(run.ready) >= run.pods, interval=0.2)
         to_ready = time.time() - started
     cpu = deltas(run.cpu(), cpu_before)
     running_rss, _ = run.rss_kb()
     return _Ramp(kube_before, created, to_running, to_ready, cpu, running_rss)
 
 
-async def _until(run: BenchRun, done: Callable[[], bool], *, interval: float) -> None:
+async def until(run: BenchRun, done: Callable[[], bool], *, interval: float) -> None:
     """Poll ``done`` until it holds (``--timeout`` at most), failing when a child exits."""
     with trio.fail_after(run.args.timeout):
         while not done():
@@ -227,7 +238,7 @@ class _Hold:
     debug_vars: Obj
 
 
-async def _hold(run: BenchRun, clients: _Clients) -> _Hold:
+async def _hold(run: BenchRun, clients: Clients) -> _Hold:
     stats_0, cpu_0, t_0 = await clients.vast_stats(), run.cpu(), time.time()
     async with trio.open_nursery() as holding:
         for node in run.nodes:
@@ -259,7 +270,7 @@ async def _hold(run: BenchRun, clients: _Clients) -> _Hold:
 
 
 @dataclass
-class _Delete:
+class Deleted:
     seconds: float
     cpu: dict[str, float]
     ledger: list[Obj]
@@ -271,7 +282,7 @@ class _Delete:
     peak_rss: int
 
 
-async def _delete(run: BenchRun, clients: _Clients) -> _Delete:
+async def delete_all(run: BenchRun, clients: Clients) -> Deleted:
     started, cpu_before = time.time(), run.cpu()
     await delete_pods(run, clients.kube)
     ledger: list[Obj] = []
@@ -289,7 +300,7 @@ async def _delete(run: BenchRun, clients: _Clients) -> _Delete:
             await trio.sleep(0.5)
     seconds = time.time() - started
     cpu = deltas(run.cpu(), cpu_before)
-    return _Delete(
+    return Deleted(
         seconds=seconds,
         cpu=cpu,
         ledger=ledger,
@@ -304,7 +315,7 @@ async def _delete(run: BenchRun, clients: _Clients) -> _Delete:
 # -- the report -----------------------------------------------------------------------------
 
 
-def _report(run: BenchRun, idle_rss: int, ramp: _Ramp, hold: _Hold, deleted: _Delete) -> Obj:
+def _report(run: BenchRun, idle_rss: int, ramp: _Ramp, hold: _Hold, deleted: Deleted) -> Obj:
     """The run's measures, one flat dict (keys in the order the JSON has always had)."""
     args, n, ledger = run.args, run.pods, deleted.ledger
     per_pod = [run.running[p] - run.posted[p] for p in run.running]

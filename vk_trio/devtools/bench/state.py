@@ -25,6 +25,9 @@ class BenchRun:
         """Pod name → wall time the bench first saw it Running."""
         self.ready: dict[str, float] = {}
         """Pod name → wall time the bench first saw it Ready."""
+        self.started: dict[str, float] = {}
+        """Pod name → wall time the bench first saw its container running (under the agent:
+        the agent's PodState, relayed by the node to the pod's status)."""
         self.renewals: dict[str, list[float]] = {node: [] for node in self.nodes}
         """Node → wall times at which the bench saw its Lease renewed, while holding."""
         self.present: set[str] = set()

@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from vk_trio.devtools.bench.agent import EXTRAPOLATE_TO
 from vk_trio.devtools.bench.workload import Obj
 
 Row = tuple[str, Callable[[Obj], str]]
@@ -142,3 +143,75 @@ ROWS: list[Row] = [
     ("baseline (seed's per-pod polling)", _baseline),
 ]
 """The table's rows, top to bottom: a label and how one run's result shows in it."""
+
+
+# -- --agent --------------------------------------------------------------------------------
+
+
+def render_agent_table(results: list[Obj], args: argparse.Namespace) -> str:
+    """``--agent``'s table: one column per pod count, under a title naming the setup and the
+    agent measured (this checkout's Python in the simulator, unless a binary was given)."""
+    table = [[name, *(show(r) for r in results)] for name, show in AGENT_ROWS]
+    title = (
+        f"vk-trio bench --agent: real sandboxes (sim vast --run-containers), Vast rate limits "
+        f"{'real' if args.real_limits else 'off'}, {args.boot_seconds:g} s boots, "
+        f"{args.hold:g} s idle windows, {os.cpu_count()} CPUs"
+    )
+    agents = sorted({str(r["agent"]) for r in results})
+    notes = [
+        *(f"agent: {a}" for a in agents),
+        f"extrapolated: node idle/N-linked cost per agent times {EXTRAPOLATE_TO:,}, linear; "
+        "not measured (1,000 sandboxes with Python agents would need ~68 GB of RSS here)",
+    ]
+    return "\n".join([title, *notes, "", *_aligned(table)])
+
+
+def _triple(a: str, b: str, c: str, unit: str = " s") -> Callable[[Obj], str]:
+    return lambda r: f"{_cell(r[a])} / {_cell(r[b])} / {_cell(r[c])}{unit}"
+
+
+def _agent_rss(r: Obj) -> str:
+    return (
+        f"{r['agents_found']} / {_cell(r['agent_rss_p50_mb'])} / {_cell(r['agent_rss_max_mb'])} MB"
+    )
+
+
+AGENT_ROWS: list[Row] = [
+    ("pods (under the agent)", lambda r: str(r["pods"])),
+    ("all containers running after", _field("all_started_s", " s")),
+    (
+        "instance running → container running p50 / p95 / max",
+        _triple(
+            "instance_running_to_started_p50_s",
+            "instance_running_to_started_p95_s",
+            "instance_running_to_started_max_s",
+        ),
+    ),
+    (
+        "  split p50: → node sees it / → linked / → seen",
+        _triple(
+            "split_running_to_seen_p50_s",
+            "split_seen_to_linked_p50_s",
+            "split_linked_to_started_p50_s",
+        ),
+    ),
+    (
+        "pod created → container running p50 / p95",
+        _pair("created_to_started_p50_s", "created_to_started_p95_s"),
+    ),
+    ("agents found / their RSS p50 / max", _agent_rss),
+    ("agent PSS p50 (shared pages split among agents)", _field("agent_pss_p50_mb", " MB")),
+    ("agent CPU-s to container running, per agent", _field("agent_cpu_start_s", " s")),
+    ("agent CPU idle, per agent", _field("agent_cores_idle", " cores")),
+    ("sandbox pid 1 RSS p50 (simulator only)", _field("launcher_rss_p50_mb", " MB")),
+    ("node RSS, 0 / N agents linked", _pair("node_rss_0_mb", "node_rss_n_mb", " MB")),
+    ("node RSS per linked agent", _field("node_rss_per_agent_kb", " KB")),
+    ("node CPU idle, 0 / N agents linked", _pair("node_cores_0", "node_cores_n", " cores")),
+    ("node CPU per linked agent (idle)", _field("node_cpu_s_per_agent_per_hour", " CPU-s/h")),
+    ("node CPU-s per pod, create → running", _field("node_cpu_ramp_s_per_pod", " s")),
+    ("node RSS at 1,000 agents (extrapolated)", _field("extrapolated_node_rss_mb", " MB")),
+    ("node CPU at 1,000 idle agents (extrapolated)", _field("extrapolated_node_cores", " cores")),
+    ("leaked", _field("leaked")),
+    ("instances per pod", _field("instances_per_pod")),
+]
+"""``--agent``'s rows, top to bottom."""

@@ -45,9 +45,16 @@ def node_names(count: int) -> list[str]:
     return [NODE] if count == 1 else [f"{NODE}-{i}" for i in range(count)]
 
 
-def bench_pod(name: str, node: str = NODE, *, probe_period: int | None = None) -> Obj:
+AGENT_COMMAND = ["sh", "-c", "echo started; exec sleep 3600"]
+"""What an agent bench pod runs: starts at once, then idles (the agent's cost is the point)."""
+
+
+def bench_pod(
+    name: str, node: str = NODE, *, probe_period: int | None = None, agent: bool = False
+) -> Obj:
     """A one-GPU pod bound to ``node``, as a scheduler would have bound it; with
-    ``probe_period``, probed on its port 8000 (liveness only after the app's start)."""
+    ``probe_period``, probed on its port 8000 (liveness only after the app's start); with
+    ``agent``, run under the vk-trio agent (``vast.ai/agent``), an idle shell command."""
     container: Obj = {
         "name": "app",
         "image": "nginx:1.27",
@@ -58,14 +65,14 @@ def bench_pod(name: str, node: str = NODE, *, probe_period: int | None = None) -
         probe = {"httpGet": {"path": "/healthz", "port": 8000}, "periodSeconds": probe_period}
         container["readinessProbe"] = probe
         container["livenessProbe"] = {**probe, "initialDelaySeconds": 30, "failureThreshold": 3}
+    annotations = {"vast.ai/gpu-type": "RTX 3090", "vast.ai/price-max": "2.00"}
+    if agent:
+        container["command"] = AGENT_COMMAND
+        annotations["vast.ai/agent"] = "true"
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": NAMESPACE,
-            "annotations": {"vast.ai/gpu-type": "RTX 3090", "vast.ai/price-max": "2.00"},
-        },
+        "metadata": {"name": name, "namespace": NAMESPACE, "annotations": annotations},
         "spec": {
             "nodeName": node,
             "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}],

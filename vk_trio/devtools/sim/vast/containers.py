@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
@@ -208,6 +209,7 @@ class InstanceContainers(InstanceApps):
                 spec, on_output=instance.output.append, serve_sim=serve_sim
             ) as sandbox:
                 instance.container_up = True
+                instance.process_started = time.time()
                 self._notify()
                 logger.info("vast sim: process started", instance_id=instance.id)
                 code = await self._while_running(instance, ports, sandbox)

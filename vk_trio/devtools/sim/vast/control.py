@@ -93,6 +93,7 @@ class ControlSurface(InstanceRoutes):
                 "created_at": i.created_at,
                 "destroyed_at": i.destroyed_at,
                 "start_date": i.start_date,
+                "process_started": i.process_started,
                 "cost": i.cost(now, self.config.boot_seconds),
                 "gpu_seconds": i.running_seconds(now, self.config.boot_seconds),
                 "storage_per_hour": i.storage_per_hour,

@@ -73,6 +73,10 @@ class SimInstance:
     container_up: bool | None = None
     """With ``run_containers``: whether the process of the current boot has started (the
     instance stays ``loading`` until it has); None when no process is run."""
+    process_started: float | None = None
+    """With ``run_containers``: wall clock epoch at which the process of the latest boot
+    started (the instance shows ``running`` from then on), for the bench to time what
+    happens inside an instance once it runs; None until one has."""
     output: OutputLog | None = None
     """With ``run_containers``: the process's stdout and stderr, across restarts (its log)."""
     oci_command: str | None = None
