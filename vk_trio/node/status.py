@@ -72,6 +72,20 @@ class ProcessState:
 
 
 @dataclass(frozen=True)
+class ProcessEvent:
+    """Something a runtime inside the instance saw happen to one of the pod's containers,
+    for the pod's Events as the kubelet records them (``Created``, ``Started``,
+    ``Killing``, ``BackOff``, ``FailedPostStartHook``...). ``seq`` numbers them."""
+
+    seq: int
+    container: str
+    init: bool
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
 class Disruption:
     """Why the pod's instance was taken away (``Interrupted``), shown as the
     ``DisruptionTarget`` condition: True from ``since``; False once ``ended`` (it runs again,
