@@ -12,9 +12,11 @@ import trio
 
 from tests.e2e.cluster import Cluster, SimCluster, open_remote, remote_kubeconfig
 from tests.e2e.e2e import settings_for
+from tests.plugins.vast_sim import VastSimFactory
 from vk_trio.app import NodeRuntime, serve_node
 from vk_trio.devtools.sim.kube import KubeSim
 from vk_trio.devtools.sim.vast import VastSim
+from vk_trio.provider import agents
 
 
 @pytest.fixture
@@ -51,4 +53,30 @@ async def node(nursery: trio.Nursery, vast_sim: VastSim, cluster: Cluster) -> No
     runtime: NodeRuntime = await nursery.start(
         serve_node, settings_for(vast_sim.url, cluster.kubeconfig)
     )
+    return runtime
+
+
+# -- the agent's end-to-end tests (test_agent*.py): instances that run real processes ----------
+
+
+@pytest.fixture
+async def containers_sim(vast_sim_factory: VastSimFactory) -> VastSim:
+    sim = await vast_sim_factory(run_containers=True, boot_seconds=0.2)
+    if not sim.runs_containers:
+        pytest.fail(f"the sandbox cannot run here: {sim._sandbox_problem}")
+    return sim
+
+
+@pytest.fixture
+async def agent_node(
+    nursery: trio.Nursery,
+    containers_sim: VastSim,
+    cluster: Cluster,
+    monkeypatch: pytest.MonkeyPatch,
+) -> NodeRuntime:
+    monkeypatch.setattr(agents, "VOLUME_REFRESH", 1.0)
+    settings = settings_for(
+        containers_sim.url, cluster.kubeconfig, agent_url=containers_sim.agent_url
+    )
+    runtime: NodeRuntime = await nursery.start(serve_node, settings)
     return runtime

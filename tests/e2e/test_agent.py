@@ -33,39 +33,14 @@ from tests.e2e.e2e import (
     settings_for,
     wait_pod,
 )
-from tests.plugins.vast_sim import VastSimFactory
 from vk_trio.agent.link import client_context, node_keys, pod_secret
 from vk_trio.agent.protocol import AGENT_PORT
 from vk_trio.app import NodeRuntime, serve_node
 from vk_trio.devtools.sim.vast import VastSim
 from vk_trio.kube.models import Pod
 from vk_trio.node.provider import LogOptions, NotReady, Provider
-from vk_trio.provider import agents
 
 SECRET = "s3cr3t-token-value"
-
-
-@pytest.fixture
-async def containers_sim(vast_sim_factory: VastSimFactory) -> VastSim:
-    sim = await vast_sim_factory(run_containers=True, boot_seconds=0.2)
-    if not sim.runs_containers:
-        pytest.fail(f"the sandbox cannot run here: {sim._sandbox_problem}")
-    return sim
-
-
-@pytest.fixture
-async def agent_node(
-    nursery: trio.Nursery,
-    containers_sim: VastSim,
-    cluster: Cluster,
-    monkeypatch: pytest.MonkeyPatch,
-) -> NodeRuntime:
-    monkeypatch.setattr(agents, "VOLUME_REFRESH", 1.0)
-    settings = settings_for(
-        containers_sim.url, cluster.kubeconfig, agent_url=containers_sim.agent_url
-    )
-    runtime: NodeRuntime = await nursery.start(serve_node, settings)
-    return runtime
 
 
 def _objects(namespace: str) -> list[Obj]:

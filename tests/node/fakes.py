@@ -108,6 +108,12 @@ class FakeProvider:
     reports: dict[str, list[tuple[float, Processes]]] = field(default_factory=dict)
     """Pod name → what a runtime inside its instance reports, after how many seconds each;
     a pod named here is placed with ``runtime``."""
+    stop_seconds: float = 0.0
+    """How long ``stop`` takes (math.inf: the runtime never answers)."""
+    stop_error: type[Exception] | None = None
+    """``stop`` raises this, after ``stop_seconds``."""
+    stopped: list[tuple[str, float]] = field(default_factory=list)
+    """(pod name, grace) of every graceful stop that returned."""
     _books: dict[str, LogBook] = field(default_factory=dict)
 
     def times(self, operation: str, pod: str) -> list[float]:
@@ -168,6 +174,13 @@ class FakeProvider:
     async def restart(self, pod: Pod, message: str) -> None:
         self._call("restart", pod)
         await trio.lowlevel.checkpoint()
+
+    async def stop(self, pod: Pod, grace: float) -> None:
+        self._call("stop", pod)
+        await trio.sleep(self.stop_seconds)
+        if self.stop_error is not None:
+            raise self.stop_error("the runtime cannot be reached")
+        self.stopped.append((pod.metadata.name, grace))
 
     async def release(self, pod: Pod, *, keep: str | None = None) -> int:
         self._call("release", pod)

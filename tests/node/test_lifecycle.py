@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import msgspec
 import pytest
 import trio
 from trio.testing import MockClock
@@ -381,3 +382,30 @@ def test_a_server_without_pod_generations_gets_no_observed_generation() -> None:
     status = status_patch(Pod(), PodView(), chosen="main")
     assert "observedGeneration" not in status
     assert all("observedGeneration" not in c for c in status["conditions"])
+
+
+def test_the_containers_status_shows_its_resources() -> None:
+    """KEP-1287's ``containerStatuses[].resources``: what the container was given."""
+    pod = msgspec.convert(
+        {
+            "spec": {
+                "containers": [
+                    {
+                        "name": "main",
+                        "resources": {
+                            "requests": {"cpu": "2"},
+                            "limits": {"nvidia.com/gpu": "1", "memory": "8Gi"},
+                        },
+                    },
+                    {"name": "side"},
+                ]
+            }
+        },
+        Pod,
+    )
+    main, side = status_patch(pod, PodView(), chosen="main")["containerStatuses"]
+    assert main["resources"] == {
+        "requests": {"cpu": "2"},
+        "limits": {"nvidia.com/gpu": "1", "memory": "8Gi"},
+    }
+    assert "resources" not in side

@@ -17,6 +17,8 @@ class FakeProgress:
     def __init__(self, pod: Pod) -> None:
         self.pod = pod
         self.waits: list[tuple[str, str]] = []
+        self.events: list[tuple[str, str, str, str | None]] = []
+        """(type, reason, message, container) of every Event."""
 
     async def waiting(self, reason: str, message: str) -> None:
         self.waits.append((reason, message))
@@ -28,7 +30,10 @@ class FakeProgress:
         message: str,
         *,
         log_as: str | None = None,
+        container: str | None = None,
+        init: bool = False,
     ) -> None:
+        self.events.append((kind, reason, message, container))
         await trio.lowlevel.checkpoint()
 
     async def annotate(self, annotations: Mapping[str, str | None]) -> None:

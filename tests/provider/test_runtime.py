@@ -12,9 +12,16 @@ import msgspec
 import pytest
 
 from tests.provider.fakes import MemoryObjects
+from vk_trio.agent.protocol import Hook, HttpHook
 from vk_trio.kube.models import Pod
 from vk_trio.node.provider import InvalidPod
-from vk_trio.provider.runtime import AgentDelivery, agent_placement, pod_bundle
+from vk_trio.provider.runtime import (
+    AgentDelivery,
+    CreateContainerConfigError,
+    InstanceFacts,
+    agent_placement,
+    pod_bundle,
+)
 from vk_trio.provider.spec import SpecError
 from vk_trio.registry import ImageConfig
 
@@ -73,8 +80,27 @@ EXEC_PROBE = {"exec": {"command": ["cat", "/tmp/ok"]}, "periodSeconds": 5}
             True,
         ),
         (make_pod(annotations={"vast.ai/agent": "true"}), True),
+        (make_pod({"lifecycle": {"preStop": {"exec": {"command": ["save"]}}}}), True),
+        (
+            make_pod(
+                {"env": [{"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]}
+            ),
+            True,
+        ),
+        (make_pod({"terminationMessagePolicy": "FallbackToLogsOnError"}), False),
     ],
-    ids=["plain", "service-account-only", "emptydir", "init", "exec-probe", "secret-env", "asked"],
+    ids=[
+        "plain",
+        "service-account-only",
+        "emptydir",
+        "init",
+        "exec-probe",
+        "secret-env",
+        "asked",
+        "hooks",
+        "pod-ip-env",
+        "termination-message",
+    ],
 )
 def test_who_runs_under_the_agent(pod: Pod, runtime: bool) -> None:
     assert agent_placement(pod, DELIVERY) is runtime
@@ -187,3 +213,113 @@ async def test_an_image_that_says_nothing_to_run_is_refused() -> None:
     )
     with pytest.raises(SpecError, match="neither the pod nor the image"):
         await pod_bundle(make_pod(), MemoryObjects(), images)
+
+
+def _field_env(name: str, path: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+
+
+def _resource_env(name: str, resource: str, divisor: str | None = None) -> dict[str, Any]:
+    ref: dict[str, Any] = {"resource": resource}
+    if divisor is not None:
+        ref["divisor"] = divisor
+    return {"name": name, "valueFrom": {"resourceFieldRef": ref}}
+
+
+async def test_the_downward_api_env_under_the_agent() -> None:
+    pod = make_pod(
+        {
+            "command": ["run"],
+            "env": [
+                _field_env("POD_IP", "status.podIP"),
+                _field_env("POD_IPS", "status.podIPs"),
+                _field_env("HOST_IP", "status.hostIP"),
+                _field_env("HOST_IPS", "status.hostIPs"),
+                _field_env("NODE", "spec.nodeName"),
+                _field_env("SA", "spec.serviceAccountName"),
+                _resource_env("CPU_LIMIT", "limits.cpu"),
+                _resource_env("CPU_REQUEST_M", "requests.cpu", "1m"),
+                _resource_env("MEM_LIMIT_MI", "limits.memory", "1Mi"),
+                _resource_env("DISK_LIMIT_GI", "limits.ephemeral-storage", "1G"),
+                {"name": "URL", "value": "http://$(POD_IP):8000"},
+            ],
+            "resources": {"requests": {"cpu": "250m"}, "limits": {"memory": "1Gi"}},
+        },
+        nodeName="vast-node",
+        serviceAccountName="runner",
+    )
+    facts = InstanceFacts(
+        address="203.0.113.7", allocatable={"cpu": "12", "ephemeral-storage": "40G"}
+    )
+    bundle, _ = await pod_bundle(pod, MemoryObjects(), FakeImages(), facts)
+    env = dict(bundle.container.env)
+    assert env["POD_IP"] == env["HOST_IP"] == "203.0.113.7"
+    assert env["POD_IPS"] == env["HOST_IPS"] == "203.0.113.7"
+    assert (env["NODE"], env["SA"]) == ("vast-node", "runner")
+    assert env["CPU_LIMIT"] == "12"  # unset: the instance's cores, as the node's allocatable
+    assert env["CPU_REQUEST_M"] == "250"
+    assert env["MEM_LIMIT_MI"] == "1024"
+    assert env["DISK_LIMIT_GI"] == "40"
+    assert env["URL"] == "http://203.0.113.7:8000"
+
+
+async def test_hooks_and_termination_messages_reach_the_bundle() -> None:
+    pod = make_pod(
+        {
+            "command": ["run"],
+            "ports": [{"name": "http", "containerPort": 8080}],
+            "lifecycle": {
+                "postStart": {
+                    "httpGet": {
+                        "path": "/warm",
+                        "port": "http",
+                        "httpHeaders": [{"name": "X-A", "value": "1"}],
+                    }
+                },
+                "preStop": {"exec": {"command": ["sh", "-c", "save"]}},
+            },
+            "terminationMessagePath": "/tmp/why",
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+        },
+    )
+    bundle, _ = await pod_bundle(pod, MemoryObjects(), FakeImages())
+    main = bundle.container
+    assert main.post_start == Hook(http=HttpHook(port=8080, path="/warm", headers=[("X-A", "1")]))
+    assert main.pre_stop == Hook(exec=["sh", "-c", "save"])
+    assert main.termination_message_path == "/tmp/why"
+    assert main.termination_message_policy == "FallbackToLogsOnError"
+    assert (bundle.pod_name, bundle.pod_namespace) == ("web", "ns")
+
+
+async def test_a_hook_on_a_port_the_container_does_not_name_is_refused() -> None:
+    pod = make_pod({"command": ["run"], "lifecycle": {"preStop": {"httpGet": {"port": "admin"}}}})
+    with pytest.raises(SpecError, match='port "admin" is not a named port'):
+        await pod_bundle(pod, MemoryObjects(), FakeImages())
+
+
+async def test_sub_path_expr_under_the_agent() -> None:
+    pod = make_pod(
+        {
+            "command": ["run"],
+            "env": [{"name": "POD", "value": "web"}, _field_env("IP", "status.podIP")],
+            "volumeMounts": [{"name": "data", "mountPath": "/data", "subPathExpr": "$(POD)/$(IP)"}],
+        },
+        volumes=[{"name": "data", "emptyDir": {}}],
+    )
+    bundle, _ = await pod_bundle(pod, MemoryObjects(), FakeImages(), InstanceFacts("10.0.0.1"))
+    assert [m.sub_path for m in bundle.container.mounts] == ["web/10.0.0.1"]
+
+
+async def test_a_sub_path_expr_that_leaves_the_volume_is_a_config_error() -> None:
+    pod = make_pod(
+        {
+            "command": ["run"],
+            "env": [{"name": "D", "value": "../etc"}],
+            "volumeMounts": [{"name": "data", "mountPath": "/data", "subPathExpr": "$(D)"}],
+        },
+        volumes=[{"name": "data", "emptyDir": {}}],
+    )
+    with pytest.raises(CreateContainerConfigError) as raised:
+        await pod_bundle(pod, MemoryObjects(), FakeImages())
+    assert raised.value.reason == "CreateContainerConfigError"
+    assert str(raised.value) == "unable to provision SubPath `../etc`: must not contain '..'"

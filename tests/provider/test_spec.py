@@ -346,12 +346,21 @@ async def test_field_refs(path: str, value: str) -> None:
     assert body.env == {"V": value}
 
 
-@pytest.mark.parametrize("path", ["status.podIP", "status.hostIP", "spec.containers"])
+@pytest.mark.parametrize("path", ["spec.containers", "status.phase"])
 async def test_unsupported_field_refs(path: str) -> None:
     pod = make_pod({"env": [{"name": "V", "valueFrom": {"fieldRef": {"fieldPath": path}}}]})
     with pytest.raises(SpecError, match=f'unsupported fieldPath "{path}"') as caught:
         await request(pod)
     assert isinstance(caught.value, PermanentError)
+
+
+@pytest.mark.parametrize(
+    "path", ["status.podIP", "status.podIPs", "status.hostIP", "status.hostIPs"]
+)
+async def test_the_pods_address_needs_the_agent(path: str) -> None:
+    pod = make_pod({"env": [{"name": "V", "valueFrom": {"fieldRef": {"fieldPath": path}}}]})
+    with pytest.raises(SpecError, match=f'fieldPath "{path}" .* needs the vk-trio agent'):
+        await request(pod)
 
 
 async def test_each_object_is_read_once() -> None:

@@ -428,11 +428,6 @@ async def test_refused(volume: dict[str, Any], message: str) -> None:
             'cannot find volume "ghost" to mount into container "main"',
             id="undeclared-volume",
         ),
-        pytest.param(
-            [{"name": "tmp", "mountPath": "/t", "subPathExpr": "$(POD_NAME)"}],
-            'volumeMount "tmp" of container "main" uses subPathExpr, which is not supported yet',
-            id="subPathExpr",
-        ),
     ],
 )
 def test_refused_mounts(mounts: list[dict[str, Any]], message: str) -> None:
@@ -441,6 +436,49 @@ def test_refused_mounts(mounts: list[dict[str, Any]], message: str) -> None:
     assert refusal is not None and message in refusal
     with pytest.raises(SpecError, match=message.split(" ")[0]):
         container_mounts(pod, pod.spec.containers[0])
+
+
+@pytest.mark.parametrize(
+    ("expr", "env", "expected"),
+    [
+        ("$(POD_NAME)/logs", {"POD_NAME": "web-0"}, "web-0/logs"),
+        ("$$(POD_NAME)", {"POD_NAME": "web-0"}, "$(POD_NAME)"),
+        ("a/$(X)$(Y)", {"X": "b", "Y": "c"}, "a/bc"),
+        ("${POD_NAME}", {"POD_NAME": "web-0"}, "${POD_NAME}"),  # only $(VAR) expands
+    ],
+)
+def test_sub_path_expr_is_expanded_from_the_containers_env(
+    expr: str, env: dict[str, str], expected: str
+) -> None:
+    pod = make_pod(
+        {"name": "tmp", "emptyDir": {}},
+        mounts=[{"name": "tmp", "mountPath": "/t", "subPathExpr": expr}],
+    )
+    assert unsupported_volume(pod) is None
+    [mount] = container_mounts(pod, pod.spec.containers[0], env)
+    assert mount.sub_path == expected
+
+
+@pytest.mark.parametrize(
+    ("expr", "env", "message"),
+    [
+        ("$(DIR)", {"DIR": "/etc"}, "error SubPath `/etc` must not be an absolute path"),
+        (
+            "a/$(DIR)/b",
+            {"DIR": ".."},
+            "unable to provision SubPath `a/../b`: must not contain '..'",
+        ),
+        ("$(B)/$(A)", {"A": ""}, "missing value for A, B"),
+    ],
+)
+def test_a_sub_path_expr_the_kubelet_refuses(expr: str, env: dict[str, str], message: str) -> None:
+    pod = make_pod(
+        {"name": "tmp", "emptyDir": {}},
+        mounts=[{"name": "tmp", "mountPath": "/t", "subPathExpr": expr}],
+    )
+    with pytest.raises(SpecError) as raised:
+        container_mounts(pod, pod.spec.containers[0], env)
+    assert str(raised.value) == message
 
 
 def test_supported_pod_is_not_refused() -> None:

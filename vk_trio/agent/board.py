@@ -10,11 +10,43 @@ newest value.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Literal
+
 import trio
 
-from vk_trio.agent.protocol import PodState
+from vk_trio.agent.protocol import EVENTS_KEPT, PodEvent, PodState
 
-__all__ = ["StateBoard"]
+__all__ = ["PodEvents", "StateBoard"]
+
+
+class PodEvents:
+    """The pod's recent events, numbered, for the node to record as Kubernetes Events.
+
+    The agent cannot post Events itself (it has no credentials for the cluster, by design),
+    so each report carries the last :data:`EVENTS_KEPT` and the node records those it has
+    not seen. ``on_change`` publishes a new state with each one."""
+
+    def __init__(self, on_change: Callable[[], None]) -> None:
+        self._on_change = on_change
+        self._seq = 0
+        self.recent: list[PodEvent] = []
+
+    def record(
+        self,
+        container: str,
+        init: bool,
+        kind: Literal["Normal", "Warning"],
+        reason: str,
+        message: str,
+    ) -> None:
+        self._seq += 1
+        event = PodEvent(
+            seq=self._seq, container=container, init=init, type=kind, reason=reason,
+            message=message,
+        )  # fmt: skip
+        self.recent = [*self.recent[-(EVENTS_KEPT - 1) :], event]
+        self._on_change()
 
 
 class StateBoard:

@@ -32,9 +32,12 @@ from vk_trio.agent.tracker import rfc3339_now
 if TYPE_CHECKING:
     from vk_trio.agent.attach import RunStdio
 
-__all__ = ["Run", "exit_code", "kill_group", "run_process", "spawn"]
+__all__ = ["MINIMUM_GRACE", "Run", "exit_code", "kill_group", "run_process", "spawn"]
 
 _OOM_FILES = ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control")
+MINIMUM_GRACE = 2.0
+"""The kubelet's ``minimumGracePeriodInSeconds``: what is left of the grace period after a
+``preStop`` hook is never less (unless the grace period itself was shorter)."""
 _DRAIN = 2.0
 """How long the output is still read after the process exited (a grandchild that escaped
 the group may hold the pipe open)."""
@@ -103,15 +106,25 @@ class Run:
         self.message = ""
         self._nursery = nursery
         self._stopping = False
+        self.before_stop: Callable[[], Awaitable[None]] | None = None
+        """The container's ``preStop`` hook, run before SIGTERM within the grace period."""
 
     def stop(self, grace: float, message: str = "") -> None:
-        """SIGTERM now, SIGKILL after ``grace`` seconds; the first stop's message is kept."""
+        """SIGTERM now (after the ``preStop`` hook, if any), SIGKILL after ``grace``
+        seconds; the first stop's message is kept."""
         if self._stopping:
             return
         self._stopping, self.message = True, message
         self._nursery.start_soon(self._stop, grace)
 
     async def _stop(self, grace: float) -> None:
+        """The kubelet's ``killContainer``: the hook's time comes out of the grace period,
+        which the hook cannot outlast."""
+        if self.before_stop is not None:
+            began = trio.current_time()
+            with trio.move_on_after(grace):
+                await self.before_stop()
+            grace = max(grace - (trio.current_time() - began), min(grace, MINIMUM_GRACE))
         kill_group(self.process.pid, signal.SIGTERM)
         await trio.sleep(grace)
         kill_group(self.process.pid, signal.SIGKILL)

@@ -27,6 +27,7 @@ import msgspec
 
 __all__ = [
     "AGENT_PORT",
+    "EVENTS_KEPT",
     "Accepted",
     "Answer",
     "Attach",
@@ -39,11 +40,14 @@ __all__ = [
     "Exit",
     "Failed",
     "GetUsage",
+    "Hook",
+    "HttpHook",
     "Input",
     "InputEnd",
     "Logs",
     "Mount",
     "Output",
+    "PodEvent",
     "PodState",
     "PortForward",
     "ProcessSpec",
@@ -51,6 +55,7 @@ __all__ = [
     "Resize",
     "Restart",
     "Start",
+    "Stop",
     "StreamFrame",
     "Terminated",
     "UpdateVolume",
@@ -109,6 +114,26 @@ class ExecProbe(msgspec.Struct, frozen=True, kw_only=True):
     failure_threshold: int = 3
 
 
+class HttpHook(msgspec.Struct, frozen=True, kw_only=True):
+    """A lifecycle hook's ``httpGet``, its port already a number (a named port is resolved
+    by the node, which has the container's ``ports``)."""
+
+    port: int
+    host: str = ""
+    """Empty: the container's own address, which inside the instance is 127.0.0.1."""
+    scheme: Literal["HTTP", "HTTPS"] = "HTTP"
+    path: str = "/"
+    headers: list[tuple[str, str]] = []
+
+
+class Hook(msgspec.Struct, frozen=True, kw_only=True):
+    """A ``postStart`` or ``preStop`` handler: one of ``exec``, ``http``, ``sleep``."""
+
+    exec: list[str] | None = None
+    http: HttpHook | None = None
+    sleep: float | None = None
+
+
 class ProcessSpec(msgspec.Struct, frozen=True, kw_only=True):
     """One container's process: ``argv`` already resolved as the kubelet would (the pod's
     ``command``/``args`` over the image's ENTRYPOINT/CMD, ``$(VAR)`` expanded)."""
@@ -129,12 +154,22 @@ class ProcessSpec(msgspec.Struct, frozen=True, kw_only=True):
     """The pipe is closed when the first attached client closes its stdin."""
     tty: bool = False
     """Kept for the record: the agent does not give the main process a terminal (yet)."""
+    post_start: Hook | None = None
+    """Run right after the process starts; the container is running only once it returns,
+    and its failure kills the run (``FailedPostStartHook``)."""
+    pre_stop: Hook | None = None
+    """Run before the stop signal, within the grace period (which counts its time)."""
+    termination_message_path: str = "/dev/termination-log"
+    termination_message_policy: Literal["File", "FallbackToLogsOnError"] = "File"
 
 
 class Bundle(msgspec.Struct, frozen=True, kw_only=True):
     """The pod as the agent runs it."""
 
     pod_uid: str
+    pod_name: str = ""
+    pod_namespace: str = ""
+    """For the kubelet's messages, which name the pod as ``name_namespace(uid)``."""
     volumes: list[Volume] = []
     init_containers: list[ProcessSpec] = []
     container: ProcessSpec
@@ -219,7 +254,19 @@ class PortForward(msgspec.Struct, frozen=True, kw_only=True, tag="port_forward")
     port: int
 
 
-Request = Start | Watch | UpdateVolume | Logs | GetUsage | Restart | Exec | Attach | PortForward
+class Stop(msgspec.Struct, frozen=True, kw_only=True, tag="stop"):
+    """The pod is being deleted: run each running container's ``preStop`` hook, then stop
+    its process (SIGTERM, SIGKILL once ``grace`` seconds have passed since the request, the
+    hook's time counted), and answer ``Accepted`` once every process has ended. Nothing is
+    restarted afterwards. The node destroys the instance after the answer (or without one,
+    once its own deadline passed)."""
+
+    grace: float
+
+
+Request = (
+    Start | Watch | UpdateVolume | Logs | GetUsage | Restart | Exec | Attach | PortForward | Stop
+)
 
 
 # -- answers (agent → node) ------------------------------------------------------------------
@@ -269,6 +316,19 @@ class ContainerState(msgspec.Struct, frozen=True, kw_only=True):
     """The agent's exec startup probe has passed; None when it runs none."""
 
 
+class PodEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """Something the kubelet would record as an Event about one of the pod's containers
+    (``Created``, ``Started``, ``Killing``, ``BackOff``, ``FailedPostStartHook``...).
+    ``seq`` grows by one with each, so the node records each once."""
+
+    seq: int
+    container: str
+    init: bool = False
+    type: Literal["Normal", "Warning"] = "Normal"
+    reason: str
+    message: str
+
+
 class PodState(msgspec.Struct, frozen=True, kw_only=True, tag="state"):
     """Everything the node shows of the pod's containers."""
 
@@ -281,6 +341,13 @@ class PodState(msgspec.Struct, frozen=True, kw_only=True, tag="state"):
     """Why the pod ended, when the agent ended it (``Evicted``), as the pod's ``reason``."""
     message: str = ""
     """One line for the pod's ``message`` (which ``emptyDir`` outgrew its limit)."""
+    events: list[PodEvent] = []
+    """The most recent events (at most :data:`EVENTS_KEPT`), oldest first."""
+
+
+EVENTS_KEPT = 50
+"""Events a ``PodState`` carries: a node that lost the link for a while still sees what
+happened meanwhile, and a report stays small."""
 
 
 class Chunk(msgspec.Struct, frozen=True, kw_only=True, tag="chunk"):

@@ -18,7 +18,7 @@ import trio
 from loguru import logger
 
 from vk_trio.agent.backoff import CrashBackoff
-from vk_trio.agent.board import StateBoard
+from vk_trio.agent.board import PodEvents, StateBoard
 from vk_trio.agent.children import Children
 from vk_trio.agent.container import Container, PodContext
 from vk_trio.agent.logfiles import ContainerLogs
@@ -58,6 +58,7 @@ class Runner:
         self.logs_dir = logs_dir
         self.children = children or Children()
         self.board = StateBoard(_BEFORE_START)
+        self.events = PodEvents(self._publish)
         self.bundle: Bundle | None = None
         self._backoff_base = backoff_base
         self._eviction_interval = eviction_interval
@@ -132,6 +133,18 @@ class Runner:
         with trio.move_on_after(self.bundle.termination_grace + 5):
             await self._done.wait()
 
+    async def stop(self, grace: float) -> Accepted | Failed:
+        """The pod is being deleted: each process is stopped (its ``preStop`` hook first)
+        within ``grace`` seconds, and nothing restarts; answered once all have ended (or
+        a few seconds after the grace period, should one outlive its SIGKILL)."""
+        if self.bundle is None:
+            return NOT_STARTED
+        logger.info(f"stopping the pod within {grace:g}s: it is being deleted")
+        self._stop_all("", grace)
+        with trio.move_on_after(max(grace, 0.0) + 5):
+            await self._done.wait()
+        return Accepted()
+
     # -- the pod -----------------------------------------------------------------------------
 
     async def _container(self, spec: ProcessSpec, pod: PodContext, *, init: bool) -> Container:
@@ -143,12 +156,15 @@ class Runner:
         return Container(spec, pod, tracker, logs, backoff, init=init)
 
     async def _prepare(self, bundle: Bundle) -> None:
+        name = f"{bundle.pod_name}_{bundle.pod_namespace}({bundle.pod_uid})"
         pod = PodContext(
             bundle.pod_uid,
             bundle.restart_policy,
             bundle.termination_grace,
             self.volumes,
             self.children,
+            name=name if bundle.pod_name else bundle.pod_uid,
+            record=self.events.record,
         )
         self._inits = [await self._container(s, pod, init=True) for s in bundle.init_containers]
         self._main = await self._container(bundle.container, pod, init=False)
@@ -188,10 +204,10 @@ class Runner:
                 self._stop_all(self._message)
                 return
 
-    def _stop_all(self, message: str) -> None:
+    def _stop_all(self, message: str, grace: float | None = None) -> None:
         self._stopping = True
         for container in [*self._inits, *([self._main] if self._main else [])]:
-            container.stop(message)
+            container.stop(message, grace)
 
     def _publish(self) -> None:
         if self._main is None:
@@ -204,5 +220,6 @@ class Runner:
                 finished=self._finished,
                 reason=self._reason,
                 message=self._message,
+                events=self.events.recent,
             )
         )

@@ -37,6 +37,7 @@ from vk_trio.agent.protocol import (
     Request,
     Restart,
     Start,
+    Stop,
     UpdateVolume,
     UsageReport,
     Watch,
@@ -119,6 +120,8 @@ class LinkServer:
                 await frames.send(await runner.update_volume(volume))
             case Restart(message=message):
                 await frames.send(runner.restart(message))
+            case Stop(grace=grace):
+                await frames.send(await runner.stop(grace))
             case Logs():
                 await self._logs(frames, request)
             case Exec() | Attach() | PortForward():

@@ -43,11 +43,16 @@ class Involved(NamedTuple):
     namespace: str = ""
     uid: str = ""
     resource_version: str | None = None
+    field_path: str = ""
+    """The part of the object (``spec.containers{app}``), as the kubelet names a container."""
 
     @classmethod
-    def of_pod(cls, pod: Pod) -> Involved:
+    def of_pod(cls, pod: Pod, field_path: str = "") -> Involved:
         meta = pod.metadata
-        return cls("Pod", meta.name, meta.namespace or "default", pod.uid, meta.resource_version)
+        return cls(
+            "Pod", meta.name, meta.namespace or "default", pod.uid, meta.resource_version,
+            field_path,
+        )  # fmt: skip
 
     @classmethod
     def of_service(cls, service: Service) -> Involved:
@@ -96,9 +101,12 @@ class EventRecorder:
         type: Literal["Normal", "Warning"],
         reason: str,
         message: str,
+        field_path: str = "",
     ) -> None:
-        """Record an Event about ``pod``; never raises (but cancellation), failures are logged."""
-        await self.emit_for(Involved.of_pod(pod), type=type, reason=reason, message=message)
+        """Record an Event about ``pod`` (``field_path``: one of its containers); never
+        raises (but cancellation), failures are logged."""
+        about = Involved.of_pod(pod, field_path)
+        await self.emit_for(about, type=type, reason=reason, message=message)
 
     async def emit_for(
         self,
@@ -110,7 +118,7 @@ class EventRecorder:
     ) -> None:
         """Record an Event about any object (``Involved.node`` for the Node); never raises."""
         message = scrub(message)[:MESSAGE_MAX]
-        key = (about.uid or about.name, type, reason, message)
+        key = (f"{about.uid or about.name}{about.field_path}", type, reason, message)
         try:
             seen = self._seen.get(key)
             if seen is not None:
@@ -164,6 +172,8 @@ class EventRecorder:
             involved["uid"] = about.uid
         if about.resource_version:
             involved["resourceVersion"] = about.resource_version
+        if about.field_path:
+            involved["fieldPath"] = about.field_path
         body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Event",

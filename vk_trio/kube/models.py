@@ -115,6 +115,25 @@ class ExecAction(msgspec.Struct, gc=False, kw_only=True):
     command: tuple[str, ...] = ()
 
 
+class SleepAction(msgspec.Struct, gc=False, kw_only=True):
+    seconds: int = 0
+
+
+class LifecycleHandler(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
+    """A ``postStart`` or ``preStop`` hook."""
+
+    exec: ExecAction | None = None
+    http_get: HTTPGetAction | None = None
+    sleep: SleepAction | None = None
+    tcp_socket: TCPSocketAction | None = None
+    """Deprecated, and a no-op in the kubelet."""
+
+
+class Lifecycle(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
+    post_start: LifecycleHandler | None = None
+    pre_stop: LifecycleHandler | None = None
+
+
 class Probe(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
     """A container probe; the defaults are the API server's."""
 
@@ -151,6 +170,9 @@ class Container(msgspec.Struct, gc=False, kw_only=True, rename="camel"):
     liveness_probe: Probe | None = None
     volume_mounts: tuple[VolumeMount, ...] = ()
     working_dir: str = ""
+    lifecycle: Lifecycle | None = None
+    termination_message_path: str = "/dev/termination-log"
+    termination_message_policy: str = "File"
 
 
 # -- volumes ----------------------------------------------------------------------------------

@@ -236,6 +236,7 @@ class PodLifecycle:
             "BackOff",
             f"container {outcome.reason.lower()} (exit {outcome.exit_code}); "
             f"buying a new instance in {delay:.0f}s",
+            container=self.report.chosen,
         )
         await self.show(
             replace(
@@ -400,6 +401,7 @@ class PodLifecycle:
                 "Killing",
                 f"Container {self.report.chosen} failed {kill.kind.lower()} probe, "
                 "will be restarted",
+                container=self.report.chosen,
             )
             return Terminated(UNKNOWN_EXIT, "Error", kill.message)
         raise RuntimeError(f"provider stopped following instance {instance} before it ended")
@@ -457,6 +459,14 @@ class PodLifecycle:
             async for processes in reports:
                 if base is None:  # restarts before this instance, and before a node restart
                     base = max(0, self.view.restart_count - processes.container.restart_count)
+                for event in processes.events:  # the kubelet's, about one container
+                    await self.report.event(
+                        event.type,
+                        event.reason,
+                        event.message,
+                        container=event.container,
+                        init=event.init,
+                    )
                 await self._show_processes(processes, base)
                 state = processes.container.state
                 if isinstance(state, RunningState) and state.started_at != started_at:
@@ -572,6 +582,7 @@ class PodLifecycle:
             "Normal",
             "Killing",
             f"Container {self.report.chosen} failed {kill.kind.lower()} probe, will be restarted",
+            container=self.report.chosen,
         )
         try:
             await self.provider.restart(self.handle.pod, kill.message)

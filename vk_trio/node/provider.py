@@ -26,6 +26,8 @@ probes) says so in the ``Placement``; the lifecycle then follows that runtime's 
 
     processes(pod, id, progress)   the pod's processes as the runtime reports them
     restart(pod, message)          restart the container's process in place
+    stop(pod, grace)               the pod is deleted: stop its processes gracefully
+                                   (their preStop hooks first), before ``release``
 
 Both answer with streams or values, and fail with a ``ContainerError`` whose ``status`` is
 the HTTP status the kubelet would answer with; the streaming verbs of ``kubectl exec``,
@@ -47,7 +49,7 @@ from typing import Literal, Protocol
 
 from vk_trio.errors import PermanentError, VkError
 from vk_trio.kube.models import Pod
-from vk_trio.node.status import ProcessState
+from vk_trio.node.status import ProcessEvent, ProcessState
 
 __all__ = [
     "Booting",
@@ -64,6 +66,7 @@ __all__ = [
     "Observation",
     "Placement",
     "Preempted",
+    "ProcessEvent",
     "ProcessState",
     "Processes",
     "Progress",
@@ -256,6 +259,9 @@ class Processes:
     reason: str = ""
     """Why the pod finished when it is not its container's exit (``Evicted``)."""
     message: str = ""
+    events: tuple[ProcessEvent, ...] = ()
+    """What happened to the containers since the previous report (each reported once),
+    for the pod's Events."""
 
 
 Observation = Booting | Running | Interrupted | Exited | MachineFailed | Lost | Preempted
@@ -282,8 +288,12 @@ class Progress(Protocol):
         message: str,
         *,
         log_as: str | None = None,
+        container: str | None = None,
+        init: bool = False,
     ) -> None:
-        """Record an Event on the pod, and log it (as ``log_as``, else ``reason``)."""
+        """Record an Event on the pod, and log it (as ``log_as``, else ``reason``);
+        ``container`` names the container it is about (``involvedObject.fieldPath``,
+        ``spec.containers{name}``, or ``spec.initContainers{name}`` with ``init``)."""
         ...
 
     async def annotate(self, annotations: Mapping[str, str | None]) -> None:
@@ -346,6 +356,13 @@ class Provider(Protocol):
         """For a ``Placement`` with ``runtime``: restart the container's process in place
         (a liveness probe the node runs failed; ``message`` says how). Raises ``VkError``
         when the runtime cannot be reached."""
+        ...
+
+    async def stop(self, pod: Pod, grace: float) -> None:
+        """For a ``Placement`` with ``runtime``: the pod is being deleted; have the runtime
+        run each container's ``preStop`` hook and stop its process within ``grace``
+        seconds, returning once they ended. ``release`` follows whatever this does: the
+        caller bounds its time and ignores its failure (``VkError``)."""
         ...
 
     async def usage(self, pod: Pod) -> Usage | None:

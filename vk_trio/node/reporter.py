@@ -28,6 +28,11 @@ from vk_trio.node.status import PodView, now_rfc3339, status_patch, without_time
 from vk_trio.node.status_writer import StatusWriter
 
 
+def field_path(container: str, *, init: bool = False) -> str:
+    """How the kubelet names a container in an Event's ``involvedObject.fieldPath``."""
+    return f"spec.{'initContainers' if init else 'containers'}{{{container}}}"
+
+
 class PodReporter:
     """Reports one pod; owned by that pod's supervisor.
 
@@ -110,17 +115,24 @@ class PodReporter:
         message: str,
         *,
         log_as: str | None = None,
+        container: str | None = None,
+        init: bool = False,
     ) -> None:
         """Record an Event on the pod and log it once: never raises.
 
         The log line reads ``log_as`` (the phrases the README's troubleshooting greps for,
         such as "offers found" or "Instance ready"), else the reason; the Event's message is
-        its ``detail`` field.
+        its ``detail`` field. ``container`` makes it about that container, as the kubelet's
+        are (``involvedObject.fieldPath``: ``spec.containers{app}``, with ``init``
+        ``spec.initContainers{init}``), which ``kubectl describe`` shows in "From".
         """
         log = self.log.warning if kind == "Warning" else self.log.info
         # The message is a field, never part of the format string: it may quote user input.
         log(log_as or reason, reason=reason, detail=message)
-        await self._events.emit(self.pod, type=kind, reason=reason, message=message)
+        path = field_path(container, init=init) if container else ""
+        await self._events.emit(
+            self.pod, type=kind, reason=reason, message=message, field_path=path
+        )
 
     async def annotate(self, annotations: Mapping[str, str | None]) -> None:
         """Record state on the pod itself, so it survives a restart of this process.

@@ -18,7 +18,7 @@ import datetime as dt
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from vk_trio.kube.models import Pod
+from vk_trio.kube.models import Container, Pod, ResourceRequirements
 
 Phase = Literal["Pending", "Running", "Succeeded", "Failed"]
 
@@ -69,6 +69,20 @@ class ProcessState:
     """The runtime's readiness probe; None when it runs none."""
     started: bool | None = None
     """The runtime's startup probe has passed; None when it runs none."""
+
+
+@dataclass(frozen=True)
+class ProcessEvent:
+    """Something a runtime inside the instance saw happen to one of the pod's containers,
+    for the pod's Events as the kubelet records them (``Created``, ``Started``,
+    ``Killing``, ``BackOff``, ``FailedPostStartHook``...). ``seq`` numbers them."""
+
+    seq: int
+    container: str
+    init: bool
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
 
 
 @dataclass(frozen=True)
@@ -208,15 +222,7 @@ def status_patch(pod: Pod, view: PodView, *, chosen: str) -> dict[str, Any]:
             "restartCount": 0,
         }
         if container.name == chosen:
-            if view.container_id:
-                entry["containerID"] = view.container_id
-                entry["imageID"] = container.image  # the reference the instance was made from
-            entry["ready"] = view.ready and view.runtime_ready is not False
-            entry["started"] = isinstance(view.state, Running) and view.started
-            entry["restartCount"] = view.restart_count
-            entry["state"] = _state(view.state)
-            if view.last_state is not None:
-                entry["lastState"] = _state(view.last_state)
+            _show_chosen(entry, container, view)
         else:
             reason = view.skipped.get(container.name, "one Vast instance runs one container")
             entry["state"] = _state(Waiting("NotScheduledOnInstance", reason))
@@ -270,6 +276,34 @@ def status_patch(pod: Pod, view: PodView, *, chosen: str) -> dict[str, Any]:
     status["podIP"] = status["hostIP"] = address
     status["podIPs"] = status["hostIPs"] = [{"ip": address}] if address else None
     return status
+
+
+def _show_chosen(entry: dict[str, Any], container: Container, view: PodView) -> None:
+    """The status of the container the instance runs, from ``view``."""
+    if view.container_id:
+        entry["containerID"] = view.container_id
+        entry["imageID"] = container.image  # the reference the instance was made from
+    entry["ready"] = view.ready and view.runtime_ready is not False
+    entry["started"] = isinstance(view.state, Running) and view.started
+    entry["restartCount"] = view.restart_count
+    entry["state"] = _state(view.state)
+    if view.last_state is not None:
+        entry["lastState"] = _state(view.last_state)
+    resources = _resources(container.resources)
+    if resources:
+        entry["resources"] = resources
+
+
+def _resources(resources: ResourceRequirements) -> dict[str, Any]:
+    """``containerStatuses[].resources`` (KEP-1287): what the container was given, which on
+    a rented instance is what it asked for (the instance has at least that, and nothing
+    resizes it in place)."""
+    shown: dict[str, Any] = {}
+    if resources.requests:
+        shown["requests"] = dict(resources.requests)
+    if resources.limits:
+        shown["limits"] = dict(resources.limits)
+    return shown
 
 
 def _init_statuses(pod: Pod, view: PodView) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ import trio
 from loguru import logger
 
 from vk_trio.errors import describe_error
+from vk_trio.kube.models import Pod
 from vk_trio.kube.pods import delete_pod
 from vk_trio.node.handle import PodHandle
 from vk_trio.node.lifecycle import PodLifecycle
@@ -59,6 +60,44 @@ async def supervise_pod(services: NodeServices, handle: PodHandle) -> None:
     await _teardown(services, handle)
 
 
+STOP_MARGIN = 5.0
+"""Seconds past the grace period the node waits for the runtime's answer to ``stop``: the
+link's connection, and the last SIGKILL's reaping."""
+
+
+def _grace(pod: Pod) -> float:
+    """The deletion's grace period (``kubectl delete --grace-period``), else the pod's
+    ``terminationGracePeriodSeconds``, else Kubernetes' default of 30 seconds."""
+    seconds = pod.metadata.deletion_grace_period_seconds
+    if seconds is None:
+        seconds = pod.spec.termination_grace_period_seconds
+    return 30.0 if seconds is None else float(seconds)
+
+
+async def _stop_gracefully(services: NodeServices, handle: PodHandle) -> None:
+    """Before the instance is destroyed, give a pod whose processes a runtime runs (the
+    agent) the kubelet's graceful stop: each ``preStop`` hook (where a GPU job checkpoints),
+    then SIGTERM, within the grace period. Bounded by that period, and never in the way of
+    the destroy: a runtime that fails or does not answer in time is logged, and the release
+    goes on (an instance left running bills)."""
+    pod = handle.pod
+    placement = handle.placement
+    grace = _grace(pod)
+    if placement is None or not placement.runtime or pod.is_terminal or grace <= 0:
+        return
+    log = logger.bind(pod=pod.key, uid=pod.uid)
+    with trio.move_on_after(grace + STOP_MARGIN) as waited:
+        try:
+            await services.provider.stop(pod, grace)
+        except Exception as exc:  # a provider's bug must not keep the instance billing
+            log.warning("graceful stop failed; destroying anyway", error=describe_error(exc))
+            return
+    if waited.cancelled_caught:
+        log.warning("graceful stop took longer than the grace period; destroying anyway")
+    else:
+        log.info("pod stopped gracefully", grace=grace)
+
+
 async def _teardown(services: NodeServices, handle: PodHandle) -> None:
     """Release everything rented for the deleted pod, then remove the pod object.
 
@@ -79,6 +118,7 @@ async def _teardown(services: NodeServices, handle: PodHandle) -> None:
             message=f"could not destroy the instance yet, retrying: {describe_error(exc)}",
         )
 
+    await _stop_gracefully(services, handle)
     released = await retry_until_done(
         lambda: services.provider.release(pod), schedule=backoff, on=ANY_FAILURE, on_retry=said
     )

@@ -50,6 +50,7 @@ from vk_trio.agent.protocol import (
     Resize,
     Restart,
     Start,
+    Stop,
     StreamFrame,
     Terminated,
     UpdateVolume,
@@ -58,7 +59,7 @@ from vk_trio.agent.protocol import (
     Watch,
 )
 from vk_trio.errors import PermanentError, TemporaryError
-from vk_trio.node.provider import LogOptions, Processes, ProcessState, Usage
+from vk_trio.node.provider import LogOptions, Processes, ProcessEvent, ProcessState, Usage
 from vk_trio.node.status import ContainerState as NodeState
 from vk_trio.node.status import Running, Waiting
 from vk_trio.node.status import Terminated as NodeTerminated
@@ -167,6 +168,11 @@ class AgentLink:
         if previous is None or used_ns is None or now <= previous[0]:
             return None
         return max(0, round((used_ns - previous[1]) / (now - previous[0])))
+
+    async def stop(self, grace: float) -> None:
+        """Have the agent stop the pod (``preStop`` hooks, then the signals) within
+        ``grace`` seconds; returns once it answered that every process ended."""
+        await self._one(Stop(grace=grace))
 
     async def usage(self) -> Usage:
         answer = await self._one(GetUsage())
@@ -398,6 +404,10 @@ def processes(state: PodState) -> Processes:
         state.finished,
         state.reason,
         state.message,
+        tuple(
+            ProcessEvent(e.seq, e.container, e.init, e.type, e.reason, e.message)
+            for e in state.events
+        ),
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import replace
 
 import trio
 from loguru import logger
@@ -38,10 +39,11 @@ from vk_trio.node.provider import (
 )
 from vk_trio.provider.agent_link import AgentLink, AgentRefused, AgentUnreachable
 from vk_trio.provider.poller import InstancePoller
-from vk_trio.provider.runtime import AgentDelivery, ImageConfigs, pod_bundle
+from vk_trio.provider.runtime import AgentDelivery, ImageConfigs, InstanceFacts, pod_bundle
 from vk_trio.provider.spec import ObjectLookup
 from vk_trio.provider.volumes import pod_volumes
 from vk_trio.retry import AGENT_LINK
+from vk_trio.vast.models import Instance
 
 __all__ = ["VOLUME_REFRESH", "PodAgents", "agent_failure"]
 
@@ -68,9 +70,12 @@ class PodAgents:
         self._objects = objects
         self.images = images
         self._links: dict[str, AgentLink] = {}
+        self._seen: dict[str, int] = {}
+        """Pod UID → the newest agent event already passed on (recorded as an Event)."""
 
     def forget(self, pod: Pod) -> None:
         self._links.pop(pod.uid, None)
+        self._seen.pop(pod.uid, None)
 
     async def follow(
         self, pod: Pod, instance: str, progress: Progress
@@ -79,9 +84,9 @@ class PodAgents:
         waits = AGENT_LINK.delays()
         failures = 0
         while True:
-            link = await self._link(pod.uid, int(instance))
+            link, facts = await self._link(pod.uid, int(instance))
             try:
-                async for report in self._session(link, progress):
+                async for report in self._session(link, facts, progress):
                     failures = 0
                     waits = AGENT_LINK.delays()
                     yield report
@@ -92,32 +97,56 @@ class PodAgents:
                 self._links.pop(pod.uid, None)
             await trio.sleep(waits.next())
 
-    async def _link(self, uid: str, instance: int) -> AgentLink:
-        """The link to the agent once the instance publishes its port."""
+    async def _link(self, uid: str, instance: int) -> tuple[AgentLink, InstanceFacts]:
+        """The link to the agent once the instance publishes its port, and what the
+        bundle takes from the instance."""
         while True:
             version = self._poller.version(uid)
             found = next((i for i in self._poller.instances(uid) if i.id == instance), None)
-            endpoint = found.endpoints().get(f"{AGENT_PORT}/tcp") if found else None
-            if endpoint is not None:
-                host, _, port = endpoint.rpartition(":")
-                return AgentLink(self._delivery.keys_for(uid), host, int(port))
+            link = self._endpoint_link(uid, found) if found else None
+            if found is not None and link is not None:
+                return link, _facts(found)
             await self._poller.wait_changed(uid, version)
 
-    async def _session(self, link: AgentLink, progress: Progress) -> AsyncIterator[Processes]:
-        bundle, secrets = await pod_bundle(progress.pod, self._objects, self.images)
+    def _endpoint_link(self, uid: str, instance: Instance) -> AgentLink | None:
+        endpoint = instance.endpoints().get(f"{AGENT_PORT}/tcp")
+        if endpoint is None:
+            return None
+        host, _, port = endpoint.rpartition(":")
+        return AgentLink(self._delivery.keys_for(uid), host, int(port))
+
+    async def _session(
+        self, link: AgentLink, facts: InstanceFacts, progress: Progress
+    ) -> AsyncIterator[Processes]:
+        bundle, secrets = await pod_bundle(progress.pod, self._objects, self.images, facts)
         for secret in secrets:
             redact(secret)
         started = await link.start(bundle)
-        log = logger.bind(pod=progress.pod.key, uid=progress.pod.uid)
+        uid = progress.pod.uid
+        log = logger.bind(pod=progress.pod.key, uid=uid)
         log.info("agent linked", started=started, agent=f"{link.host}:{link.port}")
-        self._links[progress.pod.uid] = link
+        self._links[uid] = link
+        if started:
+            self._seen[uid] = 0
         sent = {volume.name: volume for volume in bundle.volumes}
         refreshed = trio.current_time()
         async for report in link.watch():
-            yield report
+            yield self._new_events(uid, report)
             if trio.current_time() - refreshed >= VOLUME_REFRESH:
                 refreshed = trio.current_time()
                 await self._refresh(link, progress.pod, sent)
+
+    def _new_events(self, uid: str, report: Processes) -> Processes:
+        """The report with only the events not passed on before. A node that restarted
+        (nothing seen, and the agent already ran the pod) takes the first report's events
+        as recorded by its predecessor; an agent that counts from 1 again (it restarted)
+        starts the count anew."""
+        newest = max((e.seq for e in report.events), default=0)
+        seen = self._seen.get(uid)
+        if seen is None or newest < seen:
+            seen = newest if seen is None else 0
+        self._seen[uid] = max(seen, newest)
+        return replace(report, events=tuple(e for e in report.events if e.seq > seen))
 
     async def _refresh(self, link: AgentLink, pod: Pod, sent: dict[str, Volume]) -> None:
         """Send the volumes whose contents changed since they were last sent."""
@@ -176,6 +205,19 @@ class PodAgents:
             raise AgentUnreachable("the vk-trio agent inside the instance is not linked")
         await link.restart(message)
 
+    async def stop(self, pod: Pod, grace: float) -> None:
+        """Ask the agent to stop the pod gracefully (its ``preStop`` hooks). The report
+        stream has ended by now (the pod is deleted), so the link is made anew from any
+        instance of the pod that publishes the agent's port; none: nothing to stop."""
+        link = self._links.get(pod.uid)
+        if link is None:
+            instances = self._poller.instances(pod.uid)
+            links = (self._endpoint_link(pod.uid, i) for i in instances)
+            link = next((found for found in links if found is not None), None)
+        if link is None:
+            return
+        await link.stop(grace)
+
     async def usage(self, pod: Pod) -> Usage | None:
         link = self._links.get(pod.uid)
         if link is None:
@@ -184,6 +226,17 @@ class PodAgents:
             return await link.usage()
         except (AgentUnreachable, AgentRefused):
             return None
+
+
+def _facts(instance: Instance) -> InstanceFacts:
+    """The instance's address, and its cores and disk as the allocatable that stands in
+    for an unset limit (Vast reports no memory for an instance)."""
+    allocatable: dict[str, str] = {}
+    if instance.cpu_cores_effective:
+        allocatable["cpu"] = f"{instance.cpu_cores_effective:g}"
+    if instance.disk_space:
+        allocatable["ephemeral-storage"] = f"{instance.disk_space:g}G"
+    return InstanceFacts(address=instance.address, allocatable=allocatable)
 
 
 def agent_failure(observed: Observation) -> Exited | None:

@@ -27,7 +27,7 @@ import hashlib
 import hmac
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import httpx
@@ -35,12 +35,13 @@ import trio
 
 from vk_trio.agent.bootstrap import AGENT_SHA256_ENV, AGENT_URL_ENV
 from vk_trio.agent.link import CREDENTIALS_ENV, LinkKeys, agent_credentials, node_keys, pod_secret
-from vk_trio.agent.protocol import Bundle, ExecProbe, ProcessSpec
+from vk_trio.agent.protocol import Bundle, ExecProbe, Hook, HttpHook, Mount, ProcessSpec
 from vk_trio.annotations import AGENT, INIT_IN_MAIN_IMAGE
 from vk_trio.config import ConfigError, Settings
-from vk_trio.kube.models import Container, Pod, Probe
+from vk_trio.kube.models import Container, LifecycleHandler, Pod, Probe, Quantity
 from vk_trio.node.provider import InvalidPod
 from vk_trio.provider.spec import (
+    STATUS_FIELD_PATHS,
     ObjectLookup,
     SpecError,
     chosen_container,
@@ -59,7 +60,9 @@ from vk_trio.registry import ImageConfig
 
 __all__ = [
     "AgentDelivery",
+    "CreateContainerConfigError",
     "ImageConfigs",
+    "InstanceFacts",
     "agent_delivery",
     "agent_placement",
     "pod_bundle",
@@ -179,9 +182,25 @@ def _needs(pod: Pod, container: Container, *, secret_env: bool) -> list[str]:
         needs.append("init containers")
     if any(_exec_probes(container)):
         needs.append("exec probes")
+    if container.lifecycle is not None and (
+        container.lifecycle.post_start is not None or container.lifecycle.pre_stop is not None
+    ):
+        needs.append("lifecycle hooks")
+    if _status_env(container):
+        needs.append("the pod's IP in its env")
     if secret_env and _secret_env(container):
         needs.append("Secret env")
     return needs
+
+
+def _status_env(container: Container) -> bool:
+    """``status.podIP`` and the like: the instance's address, which the agent is given."""
+    return any(
+        var.value_from is not None
+        and var.value_from.field_ref is not None
+        and var.value_from.field_ref.field_path in STATUS_FIELD_PATHS
+        for var in container.env
+    )
 
 
 def _secret_env(container: Container) -> bool:
@@ -209,17 +228,30 @@ def _check_init_images(pod: Pod, container: Container) -> None:
 # -- the bundle -----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class InstanceFacts:
+    """What the bundle takes from the running instance: its public address (the pod's IP
+    and its host's, for ``status.podIP`` and the like) and what stands in for the node's
+    allocatable when a container sets no limit (``resourceFieldRef``): its CPU cores and
+    disk. Memory is not reported by Vast for an instance, so an unset memory limit reads 0
+    unless the node learns it."""
+
+    address: str = ""
+    allocatable: Mapping[str, Quantity] = field(default_factory=dict)
+
+
 async def pod_bundle(
-    pod: Pod, lookup: ObjectLookup, images: ImageConfigs
+    pod: Pod, lookup: ObjectLookup, images: ImageConfigs, instance: InstanceFacts | None = None
 ) -> tuple[Bundle, set[str]]:
     """The pod as the agent runs it, and the Secret values in it (to redact). Raises
     ``SpecError``, ``MissingReference`` or ``ImageConfigUnavailable`` (temporary)."""
+    facts = instance or InstanceFacts()
     container = chosen_container(pod)
-    volumes, secrets = await pod_volumes(pod, lookup)
+    volumes, secrets = await pod_volumes(pod, lookup, allocatable=facts.allocatable)
     credentials = await pull_credentials(pod, lookup)
-    main = await _process(pod, container, lookup, images, credentials, secrets)
+    main = await _process(pod, container, lookup, images, credentials, secrets, facts)
     inits = [
-        await _process(pod, init, lookup, images, credentials, secrets)
+        await _process(pod, init, lookup, images, credentials, secrets, facts)
         for init in pod.spec.init_containers
     ]
     grace = pod.spec.termination_grace_period_seconds
@@ -227,6 +259,8 @@ async def pod_bundle(
     return (
         Bundle(
             pod_uid=pod.uid,
+            pod_name=pod.metadata.name,
+            pod_namespace=pod.metadata.namespace,
             volumes=volumes,
             init_containers=inits,
             container=main,
@@ -251,8 +285,11 @@ async def _process(
     images: ImageConfigs,
     credentials: Mapping[str, tuple[str, str]],
     secrets: set[str],
+    facts: InstanceFacts,
 ) -> ProcessSpec:
-    env, values = await container_env(pod, container, lookup)
+    env, values = await container_env(
+        pod, container, lookup, address=facts.address, allocatable=facts.allocatable
+    )
     secrets |= values
     lookup_var = env_lookup(env)
     command = [expand(part, lookup_var) for part in container.command]
@@ -272,8 +309,73 @@ async def _process(
         argv=argv,
         env=list(env.items()),
         working_dir=container.working_dir,
-        mounts=container_mounts(pod, container),
+        mounts=_mounts(pod, container, env),
         probes=_exec_probes(container),
+        post_start=_hook(pod, container, "postStart"),
+        pre_stop=_hook(pod, container, "preStop"),
+        termination_message_path=container.termination_message_path,
+        termination_message_policy=(
+            "FallbackToLogsOnError"
+            if container.termination_message_policy == "FallbackToLogsOnError"
+            else "File"
+        ),
+    )
+
+
+def _mounts(pod: Pod, container: Container, env: Mapping[str, str]) -> list[Mount]:
+    """The mounts; a ``subPathExpr`` that cannot be used is the kubelet's
+    ``CreateContainerConfigError`` (the pod waits with it; an edit is the fix)."""
+    try:
+        return container_mounts(pod, container, env)
+    except SpecError as exc:
+        raise CreateContainerConfigError(str(exc)) from None
+
+
+class CreateContainerConfigError(SpecError):
+    """The kubelet's reason for a container whose config cannot be made (a ``subPathExpr``
+    that expands to an absolute path, or one with ``..``)."""
+
+    reason = "CreateContainerConfigError"
+
+
+def _hook(pod: Pod, container: Container, which: str) -> Hook | None:
+    """A lifecycle handler as the agent runs it (a named port resolved here)."""
+    lifecycle = container.lifecycle
+    handler: LifecycleHandler | None = None
+    if lifecycle is not None:
+        handler = lifecycle.post_start if which == "postStart" else lifecycle.pre_stop
+    if handler is None:
+        return None
+    if handler.exec is not None:
+        return Hook(exec=list(handler.exec.command))
+    if handler.sleep is not None:
+        return Hook(sleep=float(handler.sleep.seconds))
+    if handler.http_get is not None:
+        action = handler.http_get
+        return Hook(
+            http=HttpHook(
+                port=_port(pod, container, action.port, which),
+                host=action.host or "",
+                scheme="HTTPS" if action.scheme.upper() == "HTTPS" else "HTTP",
+                path=action.path or "/",
+                headers=[(h.name, h.value) for h in action.http_headers],
+            )
+        )
+    return None  # tcpSocket: deprecated, and a no-op in the kubelet
+
+
+def _port(pod: Pod, container: Container, port: int | str, which: str) -> int:
+    """A hook's port: a number, or the name of one of the container's ports."""
+    if isinstance(port, int):
+        return port
+    if port.isdigit():
+        return int(port)
+    for declared in container.ports:
+        if declared.name == port:
+            return declared.container_port
+    raise SpecError(
+        f'{which} hook of container "{container.name}" in pod {pod.key}: port "{port}" is not'
+        " a named port of the container"
     )
 
 
@@ -287,8 +389,8 @@ _KINDS: tuple[tuple[Literal["liveness", "readiness", "startup"], str], ...] = (
 def _exec_probes(container: Container) -> list[ExecProbe]:
     """The container's exec probes, which the agent runs inside the instance."""
     probes = []
-    for kind, field in _KINDS:
-        probe: Probe | None = getattr(container, field)
+    for kind, attribute in _KINDS:
+        probe: Probe | None = getattr(container, attribute)
         if probe is not None and probe.exec is not None:
             probes.append(
                 ExecProbe(

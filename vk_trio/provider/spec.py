@@ -13,8 +13,13 @@ The mapping (:func:`instance_request`):
   ``$(VAR)`` in both is expanded like the kubelet does.
 - ``envFrom`` then ``env`` → ``env`` (kubelet rules, ``kubelet-contract.md`` §5): Secret values
   base64-decoded, ``$(VAR)`` expanded with ``$$`` as an escape, ``fieldRef`` for the paths the
-  Virtual Kubelet supports, invalid names skipped, ``resourceFieldRef`` dropped. Service-link
-  variables (``MY_SVC_SERVICE_HOST``) are not added: the instance is outside the cluster network.
+  Virtual Kubelet supports, invalid names skipped, ``resourceFieldRef`` dropped. Under the
+  agent, ``fieldRef`` also gives ``status.podIP``/``podIPs``/``hostIP``/``hostIPs`` (the
+  instance's public address, known once it runs: the bundle is built then) and
+  ``resourceFieldRef`` its value (:func:`resource_value`); without the agent, a
+  ``status.*`` path is refused, since the create request is sent before there is an
+  address. Service-link variables (``MY_SVC_SERVICE_HOST``) are not added: the instance is
+  outside the cluster network.
 - ``ports`` → ``env`` keys ``"-p 8000:8000"`` (``"-p 53:53/udp"`` for UDP), value ``"1"``.
 - ``imagePullSecrets`` → ``image_login`` ``"-u user -p password registry"`` for the registry the
   image comes from.
@@ -42,6 +47,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
+from fractions import Fraction
 from typing import Protocol
 
 import msgspec
@@ -50,10 +56,22 @@ from vk_trio.agent.bootstrap import SCRIPT as BOOTSTRAP
 from vk_trio.agent.protocol import AGENT_PORT
 from vk_trio.annotations import CONTAINER
 from vk_trio.errors import PermanentError, TemporaryError
-from vk_trio.kube.models import ConfigMap, Container, EnvFromSource, EnvVar, Pod, Secret
+from vk_trio.kube.models import (
+    ConfigMap,
+    Container,
+    EnvFromSource,
+    EnvVar,
+    Pod,
+    Quantity,
+    ResourceFieldSelector,
+    Secret,
+    VolumeMount,
+)
+from vk_trio.kube.quantity import milli_value, parse_quantity, value
 from vk_trio.vast.models import CreateInstance
 
 __all__ = [
+    "STATUS_FIELD_PATHS",
     "MissingReference",
     "ObjectLookup",
     "SpecError",
@@ -65,7 +83,9 @@ __all__ = [
     "image_registry",
     "instance_request",
     "pull_credentials",
+    "resource_value",
     "skipped_containers",
+    "sub_path_expr",
 ]
 
 
@@ -135,7 +155,9 @@ async def instance_request(
     container = chosen_container(pod)
     if not container.image.strip():
         raise SpecError(f'container "{container.name}" of pod {pod.key} has no image')
-    resolver = _EnvResolver(pod, lookup)
+    # Under the agent, the env is only checked here (a missing reference waits before any
+    # buy): what depends on the instance (its address) is resolved when the bundle is made.
+    resolver = _EnvResolver(pod, lookup, address="" if agent_env is not None else None)
     env = await resolver.resolve(container)  # a missing reference waits before any buy
     image_login = await _image_login(pod, container.image, lookup, resolver.secret_values)
     if agent_env is not None:
@@ -191,10 +213,18 @@ def _agent_request(
 
 
 async def container_env(
-    pod: Pod, container: Container, lookup: ObjectLookup
+    pod: Pod,
+    container: Container,
+    lookup: ObjectLookup,
+    *,
+    address: str | None = None,
+    allocatable: Mapping[str, Quantity] | None = None,
 ) -> tuple[dict[str, str], set[str]]:
-    """``container``'s environment as the kubelet builds it, and the Secret values in it."""
-    resolver = _EnvResolver(pod, lookup)
+    """``container``'s environment as the kubelet builds it, and the Secret values in it.
+
+    ``address`` is the instance's (the pod's IP and its host's, under the agent; None
+    refuses ``status.*`` paths), ``allocatable`` what stands in for an unset limit."""
+    resolver = _EnvResolver(pod, lookup, address=address, allocatable=allocatable)
     env = await resolver.resolve(container)
     return env, resolver.secret_values
 
@@ -285,6 +315,9 @@ _FIELD_PATHS: Mapping[str, Callable[[Pod], str]] = {
     "spec.serviceAccountName": lambda pod: pod.spec.service_account_name,
 }
 _SUBSCRIPT = re.compile(r"metadata\.(labels|annotations)\['(.*)'\]")
+STATUS_FIELD_PATHS = frozenset(("status.podIP", "status.podIPs", "status.hostIP", "status.hostIPs"))
+"""The ``fieldRef`` paths that only the agent can give: the instance's address, which exists
+once it runs (one address: the pod's IP is its host's on a Vast instance)."""
 
 
 def _format_map(values: Mapping[str, str]) -> str:
@@ -356,9 +389,20 @@ def _decode(pod: Pod, secret: str, key: str, value: str) -> str:
 class _EnvResolver:
     """Resolves one container's environment, remembering every Secret value it used."""
 
-    def __init__(self, pod: Pod, lookup: ObjectLookup) -> None:
+    def __init__(
+        self,
+        pod: Pod,
+        lookup: ObjectLookup,
+        *,
+        address: str | None = None,
+        allocatable: Mapping[str, Quantity] | None = None,
+    ) -> None:
         self.pod = pod
         self.lookup = lookup
+        self.address = address
+        """None: the pod is not under the agent, and has no address to give."""
+        self.allocatable = allocatable or {}
+        self._container: Container | None = None
         self.secret_values: set[str] = set()
         self._secrets: dict[str, Secret | None] = {}
         self._config_maps: dict[str, ConfigMap | None] = {}
@@ -381,6 +425,7 @@ class _EnvResolver:
         return value
 
     async def resolve(self, container: Container) -> dict[str, str]:
+        self._container = container
         env: dict[str, str] = {}
         for source in container.env_from:
             for key, text in (await self._source_items(source)).items():
@@ -441,8 +486,29 @@ class _EnvResolver:
                 return None
             return config_map.data[ref.key]
         if source.field_ref is not None:
-            return _field(self.pod, source.field_ref.field_path)
+            return self._field(source.field_ref.field_path)
+        if source.resource_field_ref is not None and self.address is not None:
+            return self._resource(source.resource_field_ref)
         return None
+
+    def _field(self, path: str) -> str:
+        if path not in STATUS_FIELD_PATHS:
+            return _field(self.pod, path)
+        if self.address is None:
+            raise SpecError(
+                f'fieldPath "{path}" in pod {self.pod.key} needs the vk-trio agent inside the '
+                "instance: the address exists only once the instance runs; set "
+                'vast.ai/agent: "true" on a node with --agent-url'
+            )
+        return self.address
+
+    def _resource(self, ref: Mapping[str, str]) -> str:
+        selector = ResourceFieldSelector(
+            container_name=ref.get("containerName", ""),
+            resource=ref.get("resource", ""),
+            divisor=ref.get("divisor", ""),
+        )
+        return resource_value(self.pod, selector, self.allocatable, default=self._container)
 
     def _missing(self, kind: str, name: str, optional: bool | None) -> None:
         """Raise for a required object; an optional one is skipped (the kubelet only warns)."""
@@ -454,6 +520,85 @@ class _EnvResolver:
             raise MissingReference(
                 f'{kind} "{name}" doesn\'t contain the "{key}" key required by pod {self.pod.key}'
             )
+
+
+# --------------------------------------------------------------------------------------------
+# Resources and subPathExpr
+
+
+_NODE_DEFAULTED = frozenset(("cpu", "memory", "ephemeral-storage"))
+"""Limits the kubelet fills from the node's allocatable when unset
+(``MergeContainerResourceLimits``)."""
+
+
+def _quantity(text: Quantity, what: str) -> Fraction:
+    try:
+        return parse_quantity(text)
+    except ValueError as exc:
+        raise SpecError(f'{what}: invalid quantity "{text}": {exc}') from None
+
+
+def _resource_container(pod: Pod, name: str, default: Container | None) -> Container:
+    if not name and default is not None:
+        return default
+    for container in (*pod.spec.containers, *pod.spec.init_containers):
+        if container.name == name:
+            return container
+    raise SpecError(f"container {name} not found")
+
+
+def resource_value(
+    pod: Pod,
+    ref: ResourceFieldSelector,
+    allocatable: Mapping[str, Quantity],
+    *,
+    default: Container | None = None,
+) -> str:
+    """``ExtractContainerResourceValue``: the container's request or limit (an unset
+    cpu/memory/ephemeral-storage limit is the allocatable's) over the divisor, rounded up;
+    cpu in thousandths, as the kubelet divides it. ``default`` is the container an env
+    variable's ``resourceFieldRef`` without ``containerName`` means."""
+    container = _resource_container(pod, ref.container_name, default)
+    kind, _, name = ref.resource.partition(".")
+    if kind not in ("limits", "requests") or not (
+        name in _NODE_DEFAULTED or name.startswith("hugepages-")
+    ):
+        raise SpecError(f"unsupported container resource : {ref.resource}")
+    amounts = container.resources.limits if kind == "limits" else container.resources.requests
+    text: Quantity | None = amounts.get(name)
+    amount = _quantity(text, ref.resource) if text is not None else Fraction(0)
+    if kind == "limits" and name in _NODE_DEFAULTED and amount == 0:
+        fallback = allocatable.get(name)
+        amount = _quantity(fallback, ref.resource) if fallback is not None else amount
+    divisor = _quantity(ref.divisor, "divisor") if ref.divisor != "" else Fraction(0)
+    divisor = divisor or Fraction(1)
+    if name == "cpu":
+        return str(-(-milli_value(amount) // milli_value(divisor)))
+    return str(-(-value(amount) // value(divisor)))
+
+
+def sub_path_expr(mount: VolumeMount, env: Mapping[str, str]) -> str:
+    """A mount's ``subPathExpr`` expanded from the container's env, as the kubelet's
+    ``makeMounts`` does (``ExpandContainerVolumeMounts``): only ``$(VAR)``, and a variable
+    that is unset or empty is an error; the result must be relative and never step out
+    (``..``). The error's text is the kubelet's, its ``CreateContainerConfigError``
+    message."""
+    missing: set[str] = set()
+
+    def lookup(name: str) -> str:
+        found = env.get(name, "")
+        if not found:
+            missing.add(name)
+        return found
+
+    expanded = expand(mount.sub_path_expr, lookup)
+    if missing:
+        raise SpecError(f"missing value for {', '.join(sorted(missing))}")
+    if expanded.startswith("/"):
+        raise SpecError(f"error SubPath `{expanded}` must not be an absolute path")
+    if ".." in expanded.split("/"):
+        raise SpecError(f"unable to provision SubPath `{expanded}`: must not contain '..'")
+    return expanded
 
 
 # --------------------------------------------------------------------------------------------

@@ -214,6 +214,7 @@ class VastProvider:
     ) -> AsyncGenerator[Observation, None]:
         instance_id = watch.instance_id
         last: Observation | None = None
+        pull = _ImagePull(progress) if self._agent_env(progress.pod) is not None else None
         while True:
             version = self._poller.version(uid)
             listed = self._poller.instances(uid)
@@ -229,6 +230,8 @@ class VastProvider:
                 await self._rebid(current, watch, progress)
             if observed is not None and observed != last:
                 last = observed
+                if pull is not None:
+                    await pull.observed(current, observed)
                 await self._record(instance_id, observed, watch, progress)
                 yield observed
                 if isinstance(observed, Ended):
@@ -273,6 +276,10 @@ class VastProvider:
         if self._agents is None:
             raise RuntimeError("restart() of a pod placed without the agent")
         await self._agents.restart(pod, message)
+
+    async def stop(self, pod: Pod, grace: float) -> None:
+        if self._agents is not None and self._agent_env(pod) is not None:
+            await self._agents.stop(pod, grace)
 
     async def logs(self, pod: Pod, container: str, options: LogOptions) -> AsyncIterator[bytes]:
         if self._agents is not None and self._agent_env(pod) is not None:
@@ -416,6 +423,51 @@ class VastProvider:
             on=VK_FAILURES,
             on_retry=said,
         )
+
+
+class _ImagePull:
+    """The kubelet's ``Pulling`` and ``Pulled`` Events, for a pod under the agent (the
+    kubelet's Events about its containers are the agent's there): Vast pulls the image while
+    the instance is ``loading``, and has it once the instance runs. Said once per instance,
+    and only for a pull this follow saw begin (an adopted running instance says nothing)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._since: float | None = None
+        self._done = False
+
+    async def observed(self, instance: Instance | None, observed: Observation) -> None:
+        if self._done or instance is None:
+            return
+        container = chosen_container(self._progress.pod)
+        image = container.image.strip()
+        if self._since is None and instance.actual_status == "loading":
+            self._since = trio.current_time()
+            await self._progress.event(
+                "Normal", "Pulling", f'Pulling image "{image}"', container=container.name
+            )
+        elif self._since is not None and isinstance(observed, Running):
+            self._done = True
+            took = go_seconds(trio.current_time() - self._since)
+            await self._progress.event(
+                "Normal",
+                "Pulled",
+                f'Successfully pulled image "{image}" in {took} ({took} including waiting)',
+                container=container.name,
+            )
+
+
+def go_seconds(seconds: float) -> str:
+    """A duration as Go prints one truncated to the millisecond: ``1.234s``, ``850ms``."""
+    millis = int(seconds * 1000)
+    if millis < 1000:
+        return f"{millis}ms"
+    whole, rest = divmod(millis, 1000)
+    if whole < 60:
+        return f"{whole}.{rest:03d}".rstrip("0").rstrip(".") + "s"
+    minutes, secs = divmod(whole, 60)
+    fraction = f"{secs}.{rest:03d}".rstrip("0").rstrip(".")
+    return f"{minutes}m{fraction}s"
 
 
 def _requirements(pod: Pod) -> Requirements:

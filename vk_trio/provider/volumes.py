@@ -36,8 +36,16 @@ from vk_trio.kube.models import (
     ResourceFieldSelector,
     Secret,
 )
-from vk_trio.kube.quantity import milli_value, parse_quantity, value
-from vk_trio.provider.spec import _SUBSCRIPT, MissingReference, ObjectLookup, SpecError, _field
+from vk_trio.kube.quantity import parse_quantity, value
+from vk_trio.provider.spec import (
+    _SUBSCRIPT,
+    MissingReference,
+    ObjectLookup,
+    SpecError,
+    _field,
+    resource_value,
+    sub_path_expr,
+)
 
 __all__ = ["container_mounts", "pod_volumes", "unsupported_volume"]
 
@@ -98,8 +106,6 @@ def unsupported_volume(pod: Pod) -> str | None:
                 return (
                     f'cannot find volume "{mount.name}" to mount into container "{container.name}"'
                 )
-            if mount.sub_path_expr:
-                return _sub_path_expr(mount, container)
     return None
 
 
@@ -143,20 +149,18 @@ def _attribute(kind: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in kind)
 
 
-def _sub_path_expr(mount: models.VolumeMount, container: Container) -> str:
-    return (
-        f'volumeMount "{mount.name}" of container "{container.name}" uses subPathExpr, which'
-        " is not supported yet; use subPath"
-    )
-
-
 # --------------------------------------------------------------------------------------------
 # Mounts
 
 
-def container_mounts(pod: Pod, container: Container) -> list[Mount]:
-    """The container's ``volumeMounts`` as the agent takes them. Raises :class:`SpecError`
-    for what :func:`unsupported_volume` refuses, should a caller not have asked it."""
+def container_mounts(
+    pod: Pod, container: Container, env: Mapping[str, str] | None = None
+) -> list[Mount]:
+    """The container's ``volumeMounts`` as the agent takes them, a ``subPathExpr``
+    expanded from ``env`` (the container's, :func:`sub_path_expr`). Raises
+    :class:`SpecError` for what :func:`unsupported_volume` refuses, should a caller not have
+    asked it, and for a ``subPathExpr`` that expands to an absolute path or one with
+    ``..`` (the kubelet's ``CreateContainerConfigError``)."""
     declared = {volume.name for volume in pod.spec.volumes}
     mounts: list[Mount] = []
     for mount in container.volume_mounts:
@@ -164,13 +168,14 @@ def container_mounts(pod: Pod, container: Container) -> list[Mount]:
             raise SpecError(
                 f'cannot find volume "{mount.name}" to mount into container "{container.name}"'
             )
+        sub_path = mount.sub_path
         if mount.sub_path_expr:
-            raise SpecError(_sub_path_expr(mount, container))
+            sub_path = sub_path_expr(mount, env or {})
         mounts.append(
             Mount(
                 volume=mount.name,
                 path=mount.mount_path,
-                sub_path=mount.sub_path,
+                sub_path=sub_path,
                 read_only=mount.read_only,
             )
         )
@@ -410,32 +415,7 @@ class _Resolver:
         return _field(self.pod, path)
 
     def _resource(self, ref: ResourceFieldSelector) -> str:
-        """``ExtractContainerResourceValue``: the container's request or limit (an unset
-        cpu/memory/ephemeral-storage limit is the allocatable's) over the divisor, rounded up;
-        cpu in thousandths, as the kubelet divides it."""
-        container = self._container(ref.container_name)
-        kind, _, name = ref.resource.partition(".")
-        if kind not in ("limits", "requests") or not (
-            name in _NODE_DEFAULTED or name.startswith("hugepages-")
-        ):
-            raise SpecError(f"unsupported container resource : {ref.resource}")
-        amounts = container.resources.limits if kind == "limits" else container.resources.requests
-        text: Quantity | None = amounts.get(name)
-        amount = _quantity(text, ref.resource) if text is not None else Fraction(0)
-        if kind == "limits" and name in _NODE_DEFAULTED and amount == 0:
-            fallback = self.allocatable.get(name)
-            amount = _quantity(fallback, ref.resource) if fallback is not None else amount
-        divisor = _quantity(ref.divisor, "divisor") if ref.divisor != "" else Fraction(0)
-        divisor = divisor or Fraction(1)
-        if name == "cpu":
-            return str(-(-milli_value(amount) // milli_value(divisor)))
-        return str(-(-value(amount) // value(divisor)))
-
-    def _container(self, name: str) -> Container:
-        for container in (*self.pod.spec.containers, *self.pod.spec.init_containers):
-            if container.name == name:
-                return container
-        raise SpecError(f"container {name} not found")
+        return resource_value(self.pod, ref, self.allocatable)
 
     async def _secret(self, name: str) -> Secret | None:
         if name not in self._secrets:
