@@ -53,6 +53,7 @@ from vk_trio.node.lookup import PodLookup
 from vk_trio.node.provider import Provider
 from vk_trio.node.services import NodeServices
 from vk_trio.provider.poller import InstancePoller
+from vk_trio.provider.runtime import ImageConfigs
 from vk_trio.provider.wiring import VastBackend, open_vast_backend
 from vk_trio.retry import NODE_REGISTER, UNLESS_PERMANENT, log_retry, retry_until_done
 
@@ -77,6 +78,7 @@ async def serve_node(
     settings: Settings,
     *,
     kubelet_api: bool = False,
+    images: ImageConfigs | None = None,
     task_status: trio.TaskStatus[NodeRuntime] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the virtual node until cancelled.
@@ -84,7 +86,8 @@ async def serve_node(
     Reports a ``NodeRuntime`` once the node is registered and every pod bound to it has been
     listed and handed to its supervisor. ``kubelet_api`` also serves the kubelet API on
     ``settings.kubelet_port`` (``vk-trio run`` does; in-process callers opt in, since the
-    port is fixed: it is what the Node advertises).
+    port is fixed: it is what the Node advertises). ``images`` answers for the agent's
+    pods' image configs instead of their registries (the demo's stand-in images).
     """
     cluster = await load_config(kubeconfig=settings.kubeconfig)
     elector = election.elector_for(settings)
@@ -93,6 +96,7 @@ async def serve_node(
         open_vast_backend(settings, fence=fence) as vast,
         KubeClient.from_config(cluster) as kube,
     ):
+        vast.images = images
         reporter = NodeStatusReporter(kube, _node_config(settings, await _kubelet_version(kube)))
         async with election.root(reporter, settings, elector) as root:
             health, health_url = await _start_probes(root, settings, vast)

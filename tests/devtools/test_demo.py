@@ -5,6 +5,10 @@
   must match the output once numbers and random names are masked, so it cannot go stale.
   ``VK_TRIO_UPDATE_README=1 .venv/bin/pytest tests/devtools/test_demo.py -k whole`` rewrites the
   block from the run instead (then review the diff).
+* Where the simulator's sandbox works (util-linux ``unshare``, user namespaces: the README's
+  sample), the instances run their processes and the agent's example pod prints its ConfigMap;
+  without it (no ``unshare`` on ``PATH`` here) the demo says so in one line, skips that pod and
+  runs the rest as before.
 * Ctrl-C while holding is the normal way to stop: exit 0, no traceback, no instance left, no
   temporary folder left. Ctrl-C in the middle of a run: exit 130 (it did not check that every
   pod ran), the same cleanliness.
@@ -21,6 +25,8 @@ import sys
 from pathlib import Path
 
 import trio
+
+from vk_trio.devtools.sim.vast.sandbox import probe
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
@@ -91,7 +97,9 @@ class Demo:
         return code
 
 
-async def start_demo(nursery: trio.Nursery, tmp_path: Path, *args: str) -> Demo:
+async def start_demo(
+    nursery: trio.Nursery, tmp_path: Path, *args: str, path: str = "/usr/bin:/bin"
+) -> Demo:
     """Start the demo with its temporary folders under ``tmp_path/tmp``, to check that it
     leaves none."""
     (tmp_path / "tmp").mkdir()
@@ -102,7 +110,7 @@ async def start_demo(nursery: trio.Nursery, tmp_path: Path, *args: str) -> Demo:
             command,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env={"TMPDIR": str(tmp_path / "tmp"), "PATH": "/usr/bin:/bin"},
+            env={"TMPDIR": str(tmp_path / "tmp"), "PATH": path},
             check=False,
         )
     )
@@ -123,15 +131,32 @@ async def test_a_whole_run_passes_and_prints_the_readme_sample(
     code = await demo.exit_code()
     assert code == 0, demo.stdout
     assert "instances leaked:       0" in demo.stdout
-    assert "pods run:               3" in demo.stdout
     assert re.search(r"june-services/june-gpu-services\s+1/1", demo.stdout)
     assert_clean_exit(tmp_path, demo)
+    problem = await probe()
+    assert problem is None, f"the README's sample is the demo with its sandbox: {problem}"
+    assert "pods run:               4" in demo.stdout
+    assert "default/config-reader read its ConfigMap: mode=demo" in demo.stdout
     update = os.environ.get("VK_TRIO_UPDATE_README") == "1"
     sample = readme_sample(replace_with=demo.stdout if update else None)
     assert mask(sample) == mask(demo.stdout), (
         "README's demo sample differs from the demo's output; rerun this test with "
         "VK_TRIO_UPDATE_README=1 to rewrite it, or paste this in:\n" + demo.stdout
     )
+
+
+async def test_without_the_sandbox_it_says_what_is_missing_and_runs_the_rest(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    demo = await start_demo(nursery, tmp_path, path=str(tmp_path / "empty"))  # no unshare
+    code = await demo.exit_code()
+    assert code == 0, demo.stdout
+    [line] = [line for line in demo.stdout.splitlines() if "no sandbox here" in line]
+    assert "apt-get install util-linux" in line
+    assert "pod default/config-reader: skipped, it needs the vk-trio agent" in demo.stdout
+    assert "pods run:               3" in demo.stdout
+    assert "instances leaked:       0" in demo.stdout
+    assert_clean_exit(tmp_path, demo)
 
 
 async def test_ctrl_c_while_holding_stops_cleanly(nursery: trio.Nursery, tmp_path: Path) -> None:

@@ -9,6 +9,15 @@ lifecycle live (search → match → buy → boot → Running with an address), 
 applied as a user would (the Deployments, whose pods the garbage collector deletes, and the bare
 pods, gracefully), and checks with the simulator's ledger that every instance was destroyed.
 
+When the simulator's sandbox works here (util-linux ``unshare`` and user namespaces: probed
+first), each instance runs its process for real (``run_containers``) and the node has the
+simulator's ``--agent-url``: the pods in ``deployments/examples/agent/`` run under the vk-trio
+agent, and the demo prints the start of a ConfigMap reader's log, read through the node. The
+examples' images, which cannot run here, get stand-ins (``standins.py``: a small root with a
+stand-in ``nvidia-smi``, and servers answering on the pods' ports). Without the sandbox it
+says in one line what is missing, runs the rest as before (instances run no process) and skips
+the pods that need the agent.
+
 Exit status: 0 means every pod ran and nothing leaked; 1 that something failed or leaked; 130
 that Ctrl-C stopped it before it could check (that is not "everything ran"). ``--hold`` keeps
 everything up and prints a kubeconfig, so ``kubectl`` can be tried against it; there Ctrl-C
@@ -29,22 +38,32 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import trio
 import yaml
 
-from vk_trio.app import serve_node
+from vk_trio.app import NodeRuntime, serve_node
 from vk_trio.config import Settings
 from vk_trio.devtools.sim.kube import KubeSim
 from vk_trio.devtools.sim.kube import openapi as kube_openapi
 from vk_trio.devtools.sim.kube.kinds import RESOURCES
 from vk_trio.devtools.sim.kube.store import ApiError
 from vk_trio.devtools.sim.vast import VastSim, VastSimConfig
+from vk_trio.devtools.sim.vast.sandbox import probe
+from vk_trio.devtools.standins import SimImageConfigs, make_standins
+from vk_trio.kube.models import Pod
 from vk_trio.logs import configure_logging
+from vk_trio.node.provider import ContainerError, LogOptions
 
 NODE = "vast-gpu-node-python"
 EXAMPLES = Path(__file__).resolve().parents[2] / "deployments" / "examples"
+AGENT_EXAMPLES = "agent"
+"""The examples' subfolder of pods that need the vk-trio agent (a node with --agent-url)."""
 CLEANUP_SECONDS = 60.0
 """How long Ctrl-C (or a failed run) waits for the node to destroy the instances."""
+LOG_WAIT = 20.0
+"""How long the demo waits for a ConfigMap reader's first log line."""
+LOG_LINES = 3
 
 Obj = dict[str, Any]
 Key = tuple[str, str]
@@ -121,8 +140,12 @@ class Demo:
 
     def __init__(self, args: argparse.Namespace, vast: VastSim, kube: KubeSim) -> None:
         self.args, self.vast, self.kube = args, vast, kube
+        self.runtime: NodeRuntime | None = None
+        """The node, once started (its provider reads the pods' logs)."""
         self.pods: list[Key] = []
         """Bare pods applied."""
+        self.readers: list[tuple[Key, str]] = []
+        """Bare pods with a ConfigMap volume, and their container: their logs are shown."""
         self.deployments: list[Key] = []
         self.running_at: dict[Key, float] = {}
         """Every pod on the node that got Running, and when (seconds after applying)."""
@@ -161,6 +184,7 @@ class Demo:
             return 1
         _say("\n== every pod is Running")
         self._table()
+        await self._show_readers()
         if self.args.hold:
             return 0
         _say("\n== deleting what was applied (as kubectl delete does: graceful, 30 s)")
@@ -182,6 +206,12 @@ class Demo:
                 continue
             kube_openapi.decode(resource, doc, "Strict")
             meta = doc["metadata"]
+            if resource.kind == "Pod" and _needs_agent(doc) and not self.vast.runs_containers:
+                _say(
+                    f"   pod {meta.get('namespace', 'default')}/{meta['name']}: skipped, it needs"
+                    " the vk-trio agent, which needs the sandbox"
+                )
+                continue
             if resource.kind == "Namespace" and self.kube.get("namespaces", None, meta["name"]):
                 continue
             created = self.kube.create(doc)
@@ -189,6 +219,8 @@ class Demo:
             details = ""
             if resource.kind == "Pod":
                 self.pods.append(key)
+                if _config_map_volumes(doc):
+                    self.readers.append((key, doc["spec"]["containers"][0]["name"]))
             elif resource.kind == "Deployment":
                 self.deployments.append(key)
                 spec = created["spec"]
@@ -217,6 +249,33 @@ class Demo:
                 f"   {'/'.join(key):<52} {address:<16} {notes.get('vast.ai/gpu', ''):<16}"
                 f" {price:>7.3f}  {notes.get('vast.ai/endpoints', '')}"
             )
+
+    async def _show_readers(self) -> None:
+        """The first lines each ConfigMap reader logged, read through the node's provider
+        (what ``kubectl logs`` gets): the file the agent wrote from the ConfigMap."""
+        for key, container in self.readers:
+            lines = await self._first_lines(key, container)
+            shown = lines[0] if lines else "(nothing logged yet)"
+            _say(f"\n== {'/'.join(key)} read its ConfigMap: {shown}")
+            for line in lines[1:LOG_LINES]:
+                _say(f"   {line}")
+
+    async def _first_lines(self, key: Key, container: str) -> list[str]:
+        """The pod's log lines once it has some (bounded wait: the process starts just after
+        the pod shows Running)."""
+        assert self.runtime is not None
+        with trio.move_on_after(LOG_WAIT):
+            while True:
+                pod = msgspec.convert(self.kube.get("pods", *key), Pod)
+                try:
+                    stream = await self.runtime.provider.logs(pod, container, LogOptions())
+                    text = b"".join([chunk async for chunk in stream]).decode(errors="replace")
+                except ContainerError:
+                    text = ""
+                if text.strip():
+                    return text.splitlines()
+                await trio.sleep(0.2)
+        return []
 
     async def delete_all(self) -> None:
         """Delete what was applied, as a user would, and wait until no pod is left on the node
@@ -261,8 +320,17 @@ class Demo:
 async def _demo(
     args: argparse.Namespace, manifests: list[Obj], kubeconfig: Path, kubelet_port: int
 ) -> int:
-    vast = VastSim(VastSimConfig(seed=args.seed, boot_seconds=args.boot_seconds))
-    kube = KubeSim()
+    sandbox_problem = await probe()
+    config = VastSimConfig(seed=args.seed, boot_seconds=args.boot_seconds)
+    if sandbox_problem is None:
+        roots, configs = await trio.to_thread.run_sync(make_standins, kubeconfig.parent / "images")
+        config = msgspec.structs.replace(
+            config, run_containers=True, image_roots=roots, image_configs=configs
+        )
+    vast = VastSim(config)
+    # Instances that run their process answer at 127.0.0.1, which a real API server refuses
+    # in an EndpointSlice: the stand-in accepts it then, so the example's Service is routed.
+    kube = KubeSim(allow_loopback_endpoints=sandbox_problem is None)
     demo = Demo(args, vast, kube)
     async with trio.open_nursery() as simulators:
         vast_url = await simulators.start(vast.serve)
@@ -284,13 +352,19 @@ async def _demo(
             client_ca_file=str(client_ca),
             poll_fast=1.0,
             poll_slow=5.0,
+            agent_url=vast.agent_url if vast.runs_containers else None,
         )
+        images = SimImageConfigs(vast.image_configs())
         # The node stops first, while the simulators still answer its goodbye.
         async with trio.open_nursery() as node:
             node.start_soon(_approve_serving_certificate, kube)
-            runtime = await node.start(functools.partial(serve_node, settings, kubelet_api=True))
+            runtime = await node.start(
+                functools.partial(serve_node, settings, kubelet_api=True, images=images)
+            )
+            demo.runtime = runtime
             _say(f"\n== vk-trio demo: node {NODE}, Vast simulator {vast_url}")
             _say(f"   health probes at {runtime.health_url}/healthz and /readyz")
+            _say_sandbox(vast, sandbox_problem)
             code = await _stoppable(lambda: _run(demo, manifests, kubeconfig))
             if code is None:
                 code = await _stop(demo, "\n== Ctrl-C: deleting what the demo applied")
@@ -361,6 +435,14 @@ async def _stop(demo: Demo, headline: str) -> int:
     return 0 if demo.held and cleanup == 0 and not leaked else 130
 
 
+def _say_sandbox(vast: VastSim, problem: str | None) -> None:
+    """One line: whether instances run their process (and the agent), or what is missing."""
+    if vast.runs_containers:
+        _say(f"   instances run their process in a sandbox; agent at {vast.agent_url}")
+    else:
+        _say(f"   no sandbox here, instances run no process: {problem}")
+
+
 def _timed(action: Callable[[], Awaitable[None]], seconds: float) -> Callable[[], Awaitable[int]]:
     async def run() -> int:
         with trio.move_on_after(seconds):
@@ -372,13 +454,21 @@ def _timed(action: Callable[[], Awaitable[None]], seconds: float) -> Callable[[]
 
 
 def _load(folder: Path) -> list[Obj]:
-    """Every YAML document in ``folder``, in file order."""
-    return [
-        doc
-        for path in sorted(folder.glob("*.yaml"))
-        for doc in yaml.safe_load_all(path.read_text())
-        if doc
-    ]
+    """Every YAML document in ``folder``, then in its ``agent/`` subfolder, in file order."""
+    paths = [*sorted(folder.glob("*.yaml")), *sorted((folder / AGENT_EXAMPLES).glob("*.yaml"))]
+    return [doc for path in paths for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def _config_map_volumes(pod: Obj) -> list[Obj]:
+    return [v for v in pod["spec"].get("volumes") or [] if "configMap" in v]
+
+
+def _needs_agent(pod: Obj) -> bool:
+    """What makes the node run a pod under the agent (``provider.runtime.agent_placement``),
+    as far as the examples go: volumes, init containers, or the annotation."""
+    spec, notes = pod["spec"], pod["metadata"].get("annotations") or {}
+    wanted = str(notes.get("vast.ai/agent", "")).strip().lower() == "true"
+    return wanted or bool(spec.get("volumes") or spec.get("initContainers"))
 
 
 def _rolled_out(deployment: Obj | None) -> bool:

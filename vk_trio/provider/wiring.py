@@ -43,7 +43,7 @@ from vk_trio.provider.budget import Budget
 from vk_trio.provider.namespace_budget import NamespaceBudget, run_tidy
 from vk_trio.provider.poller import InstancePoller
 from vk_trio.provider.reaper import run_reaper
-from vk_trio.provider.runtime import agent_delivery
+from vk_trio.provider.runtime import ImageConfigs, agent_delivery
 from vk_trio.provider.vast_provider import VastProvider
 from vk_trio.registry import RegistryClient
 from vk_trio.retry import vast_policy
@@ -93,6 +93,18 @@ class VastBackend:
         self.credit: CreditWatch | None = None
         """The account's credit, once ``run`` started watching it."""
         self.costs: CostRecorder | None = None
+        self.images: ImageConfigs | None = None
+        """Where the agent's pods' image configs come from; None: their registries
+        (``RegistryClient``). Set before ``run`` by a caller with images no registry it can
+        reach serves (the demo: the Vast simulator's stand-in images)."""
+
+    @asynccontextmanager
+    async def _image_configs(self) -> AsyncIterator[ImageConfigs]:
+        if self.images is not None:
+            yield self.images
+            return
+        async with RegistryClient() as registry:
+            yield registry
 
     async def run(
         self,
@@ -105,7 +117,7 @@ class VastBackend:
         Node's spend annotation current until cancelled."""
         settings = self._settings
         agent = await agent_delivery(settings)
-        async with RegistryClient() as images, trio.open_nursery() as nursery:
+        async with self._image_configs() as images, trio.open_nursery() as nursery:
             await nursery.start(self.poller.run)
             if isinstance(self.poller.last_failure, VastAuthError):
                 # Fail fast: nothing can work, and a crash-looping pod says so louder than

@@ -1,16 +1,19 @@
 """``--image-root`` and ``--image-config``: an instance runs in its image's own root
-filesystem (a busybox root, a one-binary "distroless" root made here), read-only under a
+filesystem (a shell root, a one-binary "distroless" root made here), read-only under a
 writable layer, with the image's ENTRYPOINT, CMD, ENV and WORKDIR, and the registry
 simulator serves the same config to the node's registry client.
 
-The roots come from ``vk_trio.devtools.images`` and need a static busybox
-(``apt-get install busybox-static``; ``.ci/run`` installs it).
+The roots come from ``vk_trio.devtools.images``: a static busybox's when one is installed
+(``apt-get install busybox-static``; ``.ci/run`` installs it), else copies of the host's own
+tools and libraries, so these run on any machine with ``unshare`` (the same rule as
+``test_containers.py``: skipped only without it; without user namespaces they fail).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,12 @@ import trio
 from tests.devtools.sim.vast.test_containers import FAST, containers_sim, exited, logs
 from tests.devtools.sim.vast.test_server import api, buy, status_of
 from tests.plugins.vast_sim import VastSimFactory
-from vk_trio.devtools.images import busybox_root, find_busybox, single_binary_root
+from vk_trio.devtools.images import (
+    find_busybox,
+    host_tools_root,
+    shell_root,
+    single_binary_root,
+)
 from vk_trio.devtools.sim.registry import RegistrySim
 from vk_trio.devtools.sim.vast import add_arguments, config_from_args
 from vk_trio.devtools.sim.vast.agent import agent_bytes
@@ -30,8 +38,7 @@ from vk_trio.devtools.sim.vast.sandbox import python_runtime, unshare_command
 from vk_trio.registry import RegistryClient
 
 pytestmark = pytest.mark.skipif(
-    unshare_command() is None or find_busybox() is None,
-    reason="needs util-linux unshare and a static busybox (apt-get install busybox-static)",
+    unshare_command() is None, reason="needs util-linux unshare (apt-get install util-linux)"
 )
 
 TOOL_CONFIG: dict[str, Any] = {
@@ -47,8 +54,8 @@ TOOL_CONFIG: dict[str, Any] = {
 
 @pytest.fixture
 def tool_root(tmp_path: Path) -> Path:
-    """A busybox root with a file only it has (``/app/motd``) and its own /etc."""
-    root = busybox_root(tmp_path / "tool")
+    """A shell root with a file only it has (``/app/motd``) and its own /etc."""
+    root = shell_root(tmp_path / "tool")
     (root / "app").mkdir()
     (root / "app" / "motd").write_text("only in the tool image\n")
     (root / "etc").mkdir()
@@ -170,11 +177,19 @@ async def test_a_root_without_sh_fails_an_onstart_sh_as_vast_does(
     vast_sim_factory: VastSimFactory, tmp_path: Path
 ) -> None:
     busybox = find_busybox()
-    assert busybox is not None
-    config = {"config": {"Entrypoint": ["/app/busybox", "echo"], "Cmd": ["distroless ok"]}}
-    root = single_binary_root(tmp_path / "distroless", busybox, "/app/busybox", config)
-    files = sorted(p.name for p in root.rglob("*"))
-    assert files == [".vk-trio-image-config.json", "app", "busybox"]
+    if busybox is not None:  # one static file
+        config = {"config": {"Entrypoint": ["/app/busybox", "echo"], "Cmd": ["distroless ok"]}}
+        root = single_binary_root(tmp_path / "distroless", busybox, "/app/busybox", config)
+        files = sorted(p.name for p in root.rglob("*"))
+        assert files == [".vk-trio-image-config.json", "app", "busybox"]
+    else:  # the host's echo with its C library, as a distroless image carries one
+        config = {"config": {"Entrypoint": ["/app/server"], "Cmd": ["distroless ok"]}}
+        echo = shutil.which("echo")
+        assert echo is not None
+        root = single_binary_root(
+            tmp_path / "distroless", echo, "/app/server", config, libraries=True
+        )
+    assert not [p for p in root.rglob("*") if p.name in ("sh", "dash", "bash")]
     sim = await containers_sim(vast_sim_factory, image_roots={"example.com/server": str(root)})
     async with api(sim) as client:
         shell = await buy(
@@ -192,12 +207,35 @@ async def test_a_root_without_sh_fails_an_onstart_sh_as_vast_does(
         assert (await logs(client, own)).splitlines() == ["distroless ok"]
 
 
+async def test_a_host_tools_root_has_what_the_bootstrap_uses(
+    vast_sim_factory: VastSimFactory, tmp_path: Path
+) -> None:
+    """Without busybox, ``shell_root`` is the host's tools copied with their libraries: made
+    here explicitly, so that it is tested where busybox is installed too (CI)."""
+    root = host_tools_root(tmp_path / "tools")
+    assert not (root / "usr" / "bin").exists() and (root / "bin" / "sh").is_file()
+    sim = await containers_sim(vast_sim_factory, image_roots={"example.com/tools": str(root)})
+    script = (
+        "mkdir -p /d && echo hi > /d/f && cat /d/f && sha256sum /d/f | head -c 8 && echo; "
+        "chmod 0755 /d/f && mv /d/f /d/g && ls /d && sleep 0.01 && env >/dev/null && echo env; "
+        "{ command -v wget || command -v curl; } >/dev/null && echo fetcher"
+    )
+    async with api(sim) as client:
+        instance_id = await buy(
+            sim, client, image="example.com/tools", onstart="sh", args=["-c", script]
+        )
+        row = await exited(sim, instance_id)
+        text = await logs(client, instance_id)
+        assert row["status_msg"] == "Container exited with code 0", text
+        assert text.splitlines() == ["hi", "98ea6e4f", "g", "env", "fetcher"]
+
+
 async def test_two_instances_on_two_roots_at_once(
     vast_sim_factory: VastSimFactory, tmp_path: Path
 ) -> None:
     roots = {}
     for name in ("one", "two"):
-        roots[f"example.com/{name}"] = str(busybox_root(tmp_path / name))
+        roots[f"example.com/{name}"] = str(shell_root(tmp_path / name))
         (tmp_path / name / "who").write_text(name + "\n")
     sim = await containers_sim(vast_sim_factory, image_roots=roots)
     wait = "cat /who; while [ ! -e /tmp/go ]; do sleep 0.05; done"
@@ -216,15 +254,17 @@ async def test_two_instances_on_two_roots_at_once(
         assert "/who" in await logs(client, host)  # the host's userland: no such file
 
 
-async def test_the_agent_script_runs_in_a_busybox_root(
+async def test_the_agent_script_runs_in_a_shell_root(
     vast_sim_factory: VastSimFactory, tmp_path: Path
 ) -> None:
     """The simulator's stand-in agent (a ``sh`` script running the host's Python on this
-    checkout) is downloaded with busybox's wget and runs, as the bootstrap does."""
-    root = busybox_root(tmp_path / "bb")
+    checkout) is downloaded with the root's wget or curl (busybox's, the host's, or a stand-in
+    on the simulator's Python when the host has neither) and runs, as the bootstrap does."""
+    root = shell_root(tmp_path / "bb")
     sim = await containers_sim(vast_sim_factory, image_roots={"bb": str(root)})
     script = (
-        'wget -q -O /tmp/agent "$1/vk-trio/agent" && chmod +x /tmp/agent && '
+        'if command -v wget >/dev/null; then wget -q -O /tmp/agent "$1/vk-trio/agent"; '
+        'else curl -fsS -o /tmp/agent "$1/vk-trio/agent"; fi && chmod +x /tmp/agent && '
         "/tmp/agent --help | head -1"
     )
     assert sim.url is not None and agent_bytes().startswith(b"#!/bin/sh")

@@ -78,6 +78,24 @@ def container_env(
     return env
 
 
+GPU_ENV = {
+    "VK_SIM_GPU_NAME": "gpu_name",
+    "VK_SIM_NUM_GPUS": "num_gpus",
+    "VK_SIM_GPU_RAM_MB": "gpu_ram",
+    "VK_SIM_DRIVER_VERSION": "driver_version",
+    "VK_SIM_CUDA_VERSION": "cuda_max_good",
+}
+"""The simulator's own variables → the offer fields they carry, in every process it runs."""
+
+
+def gpu_env(offer: Mapping[str, Any]) -> dict[str, str]:
+    """What the instance's machine has, for a stand-in ``nvidia-smi`` (``devtools/standins``)
+    to print: a sandbox has no GPU and no driver to ask, where on Vast the NVIDIA runtime
+    mounts the host's ``nvidia-smi`` into the container. Under the image's and the create's
+    variables, which win; named ``VK_SIM_*`` so that no one takes them for Vast's."""
+    return {name: str(offer[field]) for name, field in GPU_ENV.items() if field in offer}
+
+
 async def _copy(
     source: trio.SocketStream, sink: trio.SocketStream, scope: trio.CancelScope
 ) -> None:
@@ -197,7 +215,7 @@ class InstanceContainers(InstanceApps):
         root, image = self._image(instance)
         spec = SandboxSpec(
             argv=container_argv(instance.body, image),
-            env=container_env(instance.body, hostname, image),
+            env={**gpu_env(instance.offer), **container_env(instance.body, hostname, image)},
             hostname=hostname,
             sim_port=urllib.parse.urlsplit(self.url).port or 80,
             image_root=root,

@@ -166,6 +166,10 @@ def layer(source: str, target: str, skip: tuple[str, ...]) -> set[str]:
     return taken
 
 
+OPENED: set[str] = set()
+"""The image directories ``make_room`` has turned into layers (this process builds one root)."""
+
+
 def make_room(root: str, image: str, path: str) -> bool:
     """Open the image directories on the way to ``path`` so that a mount point can be made
     there: each becomes a tmpfs with its entries bound read-only (``layer``), so the image
@@ -180,9 +184,10 @@ def make_room(root: str, image: str, path: str) -> bool:
         if not os.path.exists(target):
             return True  # below here everything is made in a tmpfs
         source = f"{image}/{relative}"
-        if os.path.ismount(target) and os.path.isdir(source):
+        if target not in OPENED and os.path.ismount(target) and os.path.isdir(source):
             umount(target)
             layer(source, target, ())
+            OPENED.add(target)  # opened once: again would drop what was bound in it since
     return True
 
 
