@@ -128,8 +128,8 @@ def render(report: Report) -> str:
         *(
             [
                 _row(
-                    "agent pods created / checked at the end",
-                    f"{c.agent_pods} / {len(e.agent_running)}",
+                    "agent pods created / judged at the end",
+                    f"{c.agent_pods} / {e.agent_judged}",
                 )
             ]
             if c.agent
