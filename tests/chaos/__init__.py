@@ -21,6 +21,11 @@ How (``python -m tests.chaos --pods 30 --duration 60 --kills 3 --json report.jso
    non-zero when any invariant is violated. Logs, the ledger and the final pods are kept in
    the run directory as evidence.
 
+With ``--agent`` the Vast simulator runs every instance's process in a sandbox, half the pods
+run under the vk-trio agent their instance downloads (volumes, Secret env), the node links to
+it, and the audit adds two invariants: no Secret value in any create request, and no agent
+process started twice on its instance (a restarted node reconnects instead).
+
 A harness, not product code: nothing in the product imports this package
 (an import-linter contract checks it); it uses the simulators and the product's label format.
 """

@@ -18,14 +18,27 @@ The invariants, each a count that must be 0:
 - ``pods_not_converged``: live pods neither Running on an instance, finished, nor waiting for
   a reason that lasts without faults (no offer under the cap);
 - ``secrets_exposed``: places (a node log, the Events, the pods) where the Vast API key or a
-  Secret-sourced env value appears; they belong on the instance and nowhere else.
+  Secret value the workload created appears; they belong on the instance and nowhere else.
+
+Two more, which only the agent mode can break (zero otherwise):
+
+- ``secrets_sent_to_vast``: create requests (as the simulator kept them) holding a Secret
+  value: under the agent, the pod's env and volumes go over the link, never through Vast;
+- ``agent_processes_restarted``: pods under the agent, Running at the end with their container
+  running, whose process was not started exactly once on the instance that runs it (the agent
+  logs each start into the instance's log; the soak reads it through Vast's log API). Their
+  process never exits on its own during a soak, so a second start is a restart in place: a
+  SIGKILLed node that, once back, restarted the process instead of reconnecting to the agent.
+  Not ``restartCount``: the node also counts a restart for each new instance, and for a buy
+  that was in flight when it was killed and rented nothing (``InstanceLost``), so the count
+  says nothing about the process on the instance that runs it now.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 import msgspec
 
@@ -54,6 +67,7 @@ class _Waiting(msgspec.Struct):
 
 class _State(msgspec.Struct):
     waiting: _Waiting | None = None
+    running: dict[str, object] | None = None
 
 
 class _ContainerStatus(msgspec.Struct):
@@ -109,6 +123,18 @@ class Findings(msgspec.Struct, kw_only=True):
     """``"name: why"``."""
     secrets_exposed: list[str] = []
     """Names of the texts a secret appeared in (filled in once, at the end: see ``exposed``)."""
+    secrets_sent_to_vast: list[str] = []
+    """``create request N`` (the Nth instance created) holding a Secret value (agent mode;
+    filled in at the end, with ``exposed``)."""
+    agent_restarted: list[str] = []
+    """``"name: started N times on instance I"`` for the ``agent_running`` pods not started
+    exactly once (filled in at the end: see ``restarted_in_place``)."""
+    agent_running: dict[str, str] = {}
+    """UID → name of the pods under the agent Running with their container running: those
+    whose restarts can be judged (the others are ``not_converged``)."""
+    agent_judged: int = 0
+    """How many of them were judged (their instance still there to read its log): not an
+    invariant, the proof that ``agent_restarted`` was not checked on nothing."""
 
     def invariants(self) -> dict[str, int]:
         """Each invariant's count; every one must be 0."""
@@ -120,6 +146,8 @@ class Findings(msgspec.Struct, kw_only=True):
             "pods_never_reconciled": len(self.never_reconciled),
             "pods_not_converged": len(self.not_converged),
             "secrets_exposed": len(self.secrets_exposed),
+            "secrets_sent_to_vast": len(self.secrets_sent_to_vast),
+            "agent_processes_restarted": len(self.agent_restarted),
         }
 
     @property
@@ -136,8 +164,10 @@ def audit(
     caps: Mapping[str, float],
     *,
     node: str,
+    agent_pods: Collection[str] = frozenset(),
 ) -> Findings:
-    """Check the invariants (see the module docstring); ``caps`` maps pod UID → price-max."""
+    """Check the invariants (see the module docstring); ``caps`` maps pod UID → price-max,
+    ``agent_pods`` holds the UIDs of the pods the workload put under the agent."""
     rows = list(ledger)
     pods = list(pods)
     alive: dict[str | None, list[LedgerRow]] = defaultdict(list)
@@ -165,7 +195,34 @@ def audit(
             if not p.deleting and p.status.container_statuses
             if (why := _unconverged(p, bool(alive.get(p.metadata.uid)))) is not None
         ),
+        agent_running=_agent_running(pods, agent_pods),
     )
+
+
+def _agent_running(pods: list[PodObject], agent_pods: Collection[str]) -> dict[str, str]:
+    """UID → name of the ``agent_pods`` Running with their container running."""
+    return {
+        pod.metadata.uid: pod.metadata.name
+        for pod in pods
+        if pod.metadata.uid in agent_pods and pod.status.phase == "Running"
+        if any(c.state.running is not None for c in pod.status.container_statuses)
+    }
+
+
+def restarted_in_place(
+    running: Mapping[str, str], starts: Mapping[str, tuple[int | None, int | None]]
+) -> list[str]:
+    """The ``running`` pods (UID → name) whose process was not started exactly once on the
+    instance that runs it; ``starts`` maps UID → (starts in its log, instance id or None).
+    No start seen is a violation too: a log that cannot be read, or that no longer says when
+    the process starts, must not pass for a clean run. A count of None is not judged: the
+    instance ended (a fault drawn at its birth) before its log was read."""
+    restarted = []
+    for uid, name in running.items():
+        count, instance = starts.get(uid, (0, None))
+        if count is not None and count != 1:
+            restarted.append(f"{name}: started {count} times on instance {instance}")
+    return sorted(restarted)
 
 
 def _double_bought(rows: list[LedgerRow], node: str) -> list[str]:

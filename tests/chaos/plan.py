@@ -55,11 +55,20 @@ class Plan(msgspec.Struct, kw_only=True, frozen=True):
     outbids: float = 0.1
     """Outbids per second: a live interruptible instance, drawn at random, is outbid through
     ``/_sim/faults`` (``{"outbid": id}``), and half of them resumed a little later."""
+    agent: bool = False
+    """The agent mode (``--agent``): the Vast simulator runs each instance's process for real
+    (``--run-containers``), the node gets ``--agent-url``, and half the pods run under the
+    agent with a ConfigMap and a Secret as volumes and a Secret env var (``workload``)."""
 
     @property
     def replacements_per_second(self) -> float:
         return self.churn if self.churn is not None else self.pods / self.duration
 
+
+DEFAULT_PODS = 30
+DEFAULT_AGENT_PODS = 10
+"""With ``--agent`` every instance is a real sandbox, and half of them run a Python agent
+(~40-60 MB) beside a launcher (~13 MB): ten pods stay well within a laptop's memory."""
 
 ELECTION_FLAGS = [
     "--leader-elect-lease-duration=4",
@@ -93,7 +102,12 @@ def parse_args(argv: Sequence[str] | None = None) -> Plan:
         description="Soak the node under churn, SIGKILLs and Vast faults, then audit the ledger.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--pods", type=int, default=30, help="pods kept live")
+    parser.add_argument(
+        "--pods",
+        type=int,
+        default=None,
+        help=f"pods kept live (default {DEFAULT_PODS}, {DEFAULT_AGENT_PODS} with --agent)",
+    )
     parser.add_argument(
         "--duration", type=float, default=60.0, help="how long the churn lasts, seconds"
     )
@@ -137,12 +151,20 @@ def parse_args(argv: Sequence[str] | None = None) -> Plan:
         default=0.1,
         help="interruptible instances outbid per second (half resumed later)",
     )
+    parser.add_argument(
+        "--agent",
+        action="store_true",
+        help="instances run their process for real and half the pods run under the vk-trio "
+        "agent (volumes, Secret env); each sandboxed agent costs ~60-70 MB, hence fewer pods",
+    )
     faults = parser.add_argument_group("faults (probabilities, latency in seconds)")
     for field, (flag, default) in _FAULT_FLAGS.items():
         faults.add_argument(
             flag, dest=field, type=float, default=default, metavar="RATE", help=_FAULT_HELP[field]
         )
     args = parser.parse_args(argv)
+    if args.pods is None:
+        args.pods = DEFAULT_AGENT_PODS if args.agent else DEFAULT_PODS
     if args.pods < 1 or args.duration <= 0 or args.kills < 0 or args.replicas < 1:
         parser.error("--pods, --duration and --replicas must be positive, --kills not negative")
     if args.outbids < 0:
@@ -165,6 +187,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Plan:
         node_args=tuple(args.node_arg),
         replicas=args.replicas,
         outbids=args.outbids,
+        agent=args.agent,
     )
 
 

@@ -22,6 +22,8 @@ LABELS = {
     "pods_never_reconciled": "pods never reconciled",
     "pods_not_converged": "pods not converged",
     "secrets_exposed": "outputs showing a secret",
+    "secrets_sent_to_vast": "create requests holding a secret",
+    "agent_processes_restarted": "agent pods restarted in place",
 }
 
 
@@ -59,6 +61,10 @@ class Context(msgspec.Struct, kw_only=True):
     node_events: dict[str, int]
     """Events the node recorded on the soak's pods, by reason (counts aggregated)."""
     run_dir: str
+    agent: bool = False
+    """The agent mode: instances ran their process, some pods under the agent."""
+    agent_pods: int = 0
+    """Pods created to run under the agent."""
 
 
 class Report(msgspec.Struct, kw_only=True):
@@ -103,10 +109,11 @@ def vast_numbers(stats: dict[str, int]) -> tuple[int, dict[str, int], dict[str, 
 
 def render(report: Report) -> str:
     """The one table."""
-    c = report.context
+    c, e = report.context, report.evidence
     lines = [
         f"== chaos soak: {c.pods} pods, {c.duration:.0f} s, {c.kills} kills, seed {c.seed}"
-        + (f", {c.replicas} replicas" if c.replicas > 1 else ""),
+        + (f", {c.replicas} replicas" if c.replicas > 1 else "")
+        + (", agent" if c.agent else ""),
         _row("instances created", report.instances_created),
     ]
     for name, count in report.invariants.items():
@@ -117,6 +124,16 @@ def render(report: Report) -> str:
         _row(
             "pods created / deleted / force-deleted",
             f"{c.pods_created} / {c.pods_deleted} / {c.pods_force_deleted}",
+        ),
+        *(
+            [
+                _row(
+                    "agent pods created / judged at the end",
+                    f"{c.agent_pods} / {e.agent_judged}",
+                )
+            ]
+            if c.agent
+            else []
         ),
         _row("node SIGKILLs / starts", f"{c.kills} / {c.node_starts}"),
         _row("kill times (s)", ", ".join(f"{t:.1f}" for t in c.kill_times) or "-"),

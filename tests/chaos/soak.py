@@ -11,13 +11,21 @@ from __future__ import annotations
 
 import random
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
 import msgspec
 import trio
 
-from tests.chaos.audit import Findings, LedgerRow, PodObject, audit, exposed
+from tests.chaos.audit import (
+    Findings,
+    LedgerRow,
+    PodObject,
+    audit,
+    exposed,
+    restarted_in_place,
+)
 from tests.chaos.market import write_market
 from tests.chaos.plan import Plan, node_flags
 from tests.chaos.processes import (
@@ -29,8 +37,9 @@ from tests.chaos.processes import (
     stop,
 )
 from tests.chaos.report import Context, Report, make_report, vast_numbers
-from tests.chaos.workload import NAMESPACE, PODS, SECRET_VALUE, Workload
+from tests.chaos.workload import NAMESPACE, PODS, SECRET_VALUES, Workload
 from vk_trio.devtools.sim.vast import Faults
+from vk_trio.devtools.sim.vast.agent import AGENT_PATH
 from vk_trio.provider.labels import label_owner
 
 NODE = "vk-chaos-node"
@@ -43,6 +52,11 @@ STABLE_AUDITS = 3
 """Settled audits in a row (a few of the node's sweeps at ``--poll-slow=1``) that end it."""
 PROGRESS_EVERY = 5
 """Seconds between progress lines while settling."""
+AGENT_START_LINE = "container app started"
+"""What the agent logs each time it starts the pod's container (``vk_trio.agent.container``);
+its output is the instance's log."""
+LOG_TRIES = 20
+"""Attempts at reading an instance's log (rate limits, a result URL not uploaded yet)."""
 
 
 class _Outbids:
@@ -71,15 +85,8 @@ async def soak(plan: Plan, run_dir: Path) -> Report:
     children: list[Popen] = []
     node: Node | None = None
     try:
-        vast_url = await _start(
-            children,
-            run_dir,
-            "vast",
-            *("--seed", str(plan.seed), "--boot-seconds", str(plan.boot_seconds)),
-            *("--rate-limits", str(plan.rate_scale), "--api-key", API_KEY),
-            *("--offers", str(write_market(run_dir, pods=plan.pods, seed=plan.seed))),
-            *("--faults", msgspec.json.encode(plan.faults).decode()),
-        )
+        vast_url = await _start(children, run_dir, "vast", *_vast_args(plan, run_dir))
+        flags = node_flags(plan) + (await _agent_flags(vast_url, run_dir) if plan.agent else [])
         kubeconfig = run_dir / "kubeconfig"
         kube_url = await _start(children, run_dir, "kube", "--kubeconfig-out", str(kubeconfig))
         env = {
@@ -90,11 +97,9 @@ async def soak(plan: Plan, run_dir: Path) -> Report:
             "LOG_LEVEL": "INFO",
         }
         if plan.replicas > 1:
-            node = Replicas(
-                run_dir, env=env, flags=node_flags(plan), count=plan.replicas, seed=plan.seed
-            )
+            node = Replicas(run_dir, env=env, flags=flags, count=plan.replicas, seed=plan.seed)
         else:
-            node = NodeProcess(run_dir, env=env, flags=node_flags(plan))
+            node = NodeProcess(run_dir, env=env, flags=flags)
         async with (
             httpx.AsyncClient(base_url=vast_url) as vast,
             httpx.AsyncClient(base_url=kube_url) as kube,
@@ -105,6 +110,32 @@ async def soak(plan: Plan, run_dir: Path) -> Report:
             node.stop()
         for child in children:
             stop(child)
+
+
+def _vast_args(plan: Plan, run_dir: Path) -> list[str]:
+    """``vk-trio sim vast`` flags: the soak's market, clock, limits and faults; in the agent
+    mode, instances run their process for real (``--run-containers``), agent included."""
+    return [
+        *("--seed", str(plan.seed), "--boot-seconds", str(plan.boot_seconds)),
+        *("--rate-limits", str(plan.rate_scale), "--api-key", API_KEY),
+        *("--offers", str(write_market(run_dir, pods=plan.pods, seed=plan.seed))),
+        *("--faults", msgspec.json.encode(plan.faults).decode()),
+        *(["--run-containers"] if plan.agent else []),
+    ]
+
+
+async def _agent_flags(vast_url: str, run_dir: Path) -> list[str]:
+    """``--agent-url``, once the simulator is known to serve the agent: where sandboxes
+    cannot be made it falls back to ``--serve-ports`` (and serves no agent), and a soak of
+    pods that all wait ``AgentUnavailable`` would only measure that."""
+    async with httpx.AsyncClient() as http:
+        answer = await http.get(vast_url + AGENT_PATH)
+    if answer.status_code != 200:
+        raise ChildFailed(
+            f"the Vast simulator cannot run instances' processes here (--run-containers); "
+            f"see {run_dir / 'sim-vast.log'}"
+        )
+    return [f"--agent-url={vast_url}{AGENT_PATH}"]
 
 
 async def _start(children: list[Popen], run_dir: Path, kind: str, *args: str) -> str:
@@ -156,12 +187,83 @@ async def _soak(
         resumes=outbids.resumed,
         node_events=await _event_reasons(kube),
         run_dir=str(run_dir),
+        agent=plan.agent,
+        agent_pods=sum(record.agent for record in workload.records.values()),
     )
     await _keep_evidence(run_dir, vast, kube)
     findings = msgspec.structs.replace(
-        findings, secrets_exposed=exposed([API_KEY, SECRET_VALUE], await _outputs(run_dir))
+        findings, secrets_exposed=exposed([API_KEY, *SECRET_VALUES], await _outputs(run_dir))
     )
+    if plan.agent:
+        findings = await _agent_findings(run_dir, vast, findings)
     return make_report(findings, context)
+
+
+async def _agent_findings(run_dir: Path, vast: httpx.AsyncClient, findings: Findings) -> Findings:
+    """The agent mode's two invariants, read once the soak is over (see ``audit``): the
+    create requests holding a Secret value (without the agent, a Secret env var reaches the
+    instance in the create request: that is how it gets there), and the processes under the
+    agent not started exactly once on their instance (each count kept as evidence)."""
+    starts = await _process_starts(vast, findings.agent_running)
+    encoded = msgspec.json.format(msgspec.json.encode(starts))
+    await trio.Path(run_dir / "process-starts.json").write_bytes(encoded)
+    return msgspec.structs.replace(
+        findings,
+        secrets_sent_to_vast=await _secrets_sent(run_dir),
+        agent_restarted=restarted_in_place(findings.agent_running, starts),
+        agent_judged=sum(count is not None for count, _ in starts.values()),
+    )
+
+
+async def _process_starts(
+    vast: httpx.AsyncClient, running: Mapping[str, str]
+) -> dict[str, tuple[int | None, int | None]]:
+    """UID → (starts of its process in its live instance's log, that instance) for the
+    ``running`` pods; (0, None) for one without a live instance, (None, id) for one whose
+    instance ended between the audit and the reading (not judged)."""
+    ledger = msgspec.json.decode((await vast.get("/_sim/ledger")).content, type=list[LedgerRow])
+    live = {
+        owner.uid: row.id
+        for row in ledger
+        if row.destroyed_at is None and (owner := label_owner(row.label, NODE)) is not None
+    }
+    starts: dict[str, tuple[int | None, int | None]] = {}
+    for uid in running:
+        instance = live.get(uid)
+        count = 0 if instance is None else await _log_count(vast, instance, AGENT_START_LINE)
+        starts[uid] = (count, instance)
+    return starts
+
+
+async def _log_count(vast: httpx.AsyncClient, instance_id: int, text: str) -> int | None:
+    """Lines of the instance's log holding ``text``, read as the node reads logs (Vast's
+    ``request_logs``, then its result URL until uploaded), through rate limits; None if the
+    instance is gone meanwhile (a fault drawn at its birth may end it after the audit), -1
+    if its log could not be read."""
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    url = f"/api/v0/instances/request_logs/{instance_id}/"
+    for _ in range(LOG_TRIES):
+        asked = await vast.put(url, json={"filter": text}, headers=auth)
+        if asked.status_code == 404:
+            return None
+        if asked.status_code != 200:  # rate limited
+            await trio.sleep(0.2)
+            continue
+        for _ in range(LOG_TRIES):
+            log = await vast.get(asked.json()["result_url"])
+            if log.status_code == 200:
+                return sum(text in line for line in log.text.splitlines())
+            await trio.sleep(0.1)
+    return -1
+
+
+async def _secrets_sent(run_dir: Path) -> list[str]:
+    """The create requests (``create request N``, N-th instance created) holding a Secret
+    value the workload created."""
+    raw = await trio.Path(run_dir / "create-requests.json").read_bytes()
+    requests = msgspec.json.decode(raw, type=list[dict[str, object]])
+    texts = {f"create request {i}": msgspec.json.encode(r).decode() for i, r in enumerate(requests)}
+    return exposed(SECRET_VALUES, texts)
 
 
 async def _settle(
@@ -284,7 +386,8 @@ async def _audit(vast: httpx.AsyncClient, kube: httpx.AsyncClient, workload: Wor
     ledger = msgspec.json.decode((await vast.get("/_sim/ledger")).content, type=list[LedgerRow])
     pods = msgspec.json.decode((await kube.get(PODS)).content, type=_PodList).items
     caps = {uid: record.price_max for uid, record in workload.records.items()}
-    return audit(ledger, pods, caps, node=NODE)
+    agent_pods = {uid for uid, record in workload.records.items() if record.agent}
+    return audit(ledger, pods, caps, node=NODE, agent_pods=agent_pods)
 
 
 async def _event_reasons(kube: httpx.AsyncClient) -> dict[str, int]:
@@ -307,6 +410,7 @@ async def _keep_evidence(run_dir: Path, vast: httpx.AsyncClient, kube: httpx.Asy
     sources = {
         "ledger.json": (vast, "/_sim/ledger"),
         "vast-stats.json": (vast, "/_sim/stats"),
+        "create-requests.json": (vast, "/_sim/create-requests"),
         "pods.json": (kube, PODS),
         "events.json": (kube, f"/api/v1/namespaces/{NAMESPACE}/events"),
     }

@@ -17,7 +17,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from tests.chaos.audit import LedgerRow, PodObject, audit, exposed
+from tests.chaos.audit import LedgerRow, PodObject, audit, exposed, restarted_in_place
 from tests.chaos.plan import node_flags, parse_args
 from tests.chaos.report import Report, vast_numbers
 
@@ -54,8 +54,10 @@ def pod(
     reconciled: bool = True,
     deleting: bool = False,
     message: str | None = None,
+    restarts: int = 0,
 ) -> PodObject:
     state = {"waiting": {"reason": waiting}} if waiting else {"running": {}}
+    container = {"name": "app", "state": state, "restartCount": restarts}
     return msgspec.convert(
         {
             "metadata": {
@@ -66,7 +68,7 @@ def pod(
             "status": {
                 "phase": phase,
                 **({"message": message} if message else {}),
-                **({"containerStatuses": [{"name": "app", "state": state}]} if reconciled else {}),
+                **({"containerStatuses": [container]} if reconciled else {}),
             },
         },
         PodObject,
@@ -121,6 +123,8 @@ def test_the_audit_counts_every_kind_of_violation() -> None:
         "pods_never_reconciled": 1,
         "pods_not_converged": 2,
         "secrets_exposed": 0,  # scanned at the end of a soak, from its outputs (see below)
+        "secrets_sent_to_vast": 0,  # likewise, from the simulator's create requests
+        "agent_processes_restarted": 0,  # no pod here runs under the agent (see below)
     }
     assert findings.leaked == [3, 5, 6]
     assert findings.double_bought == ["a"]
@@ -132,6 +136,29 @@ def test_the_audit_counts_every_kind_of_violation() -> None:
         "pod-h: Running without an instance",
     ]
     assert not findings.settled
+
+
+def test_an_agent_pod_restarted_in_place_is_a_violation() -> None:
+    ledger = [row(1, uid, 0.0) for uid in "abcd"]
+    pods = [
+        pod("a", restarts=1),
+        pod("b", restarts=2),  # the node counted new instances: not the agent's doing
+        pod("c"),
+        pod("d", restarts=3),  # not under the agent: none of this audit's business
+        pod("e", waiting="CrashLoopBackOff"),  # not judged here, but not converged
+        pod("f", "Failed"),
+    ]
+    findings = audit(ledger, pods, CAPS, node=NODE, agent_pods=set("abcef"))
+    assert findings.agent_running == {"a": "pod-a", "b": "pod-b", "c": "pod-c"}
+    starts: dict[str, tuple[int | None, int | None]] = {"a": (2, 1), "b": (1, 2)}
+    assert restarted_in_place(findings.agent_running, starts) == [  # c: log unread
+        "pod-a: started 2 times on instance 1",
+        "pod-c: started 0 times on instance None",
+    ]
+    starts["c"] = (None, 3)  # its instance ended before its log was read: not judged
+    assert restarted_in_place(findings.agent_running, starts) == [
+        "pod-a: started 2 times on instance 1"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -221,6 +248,42 @@ def test_a_secret_in_any_output_is_found() -> None:
         "pods.json": "{}",
     }
     assert exposed(["key-123456", "hf_value_1", ""], texts) == ["events.json", "node-1.log"]
+
+
+def test_the_agent_flag_runs_fewer_pods_by_default() -> None:
+    assert parse_args(["--agent"]).pods == 10 and parse_args(["--agent"]).agent
+    assert parse_args([]).pods == 30 and not parse_args([]).agent
+    assert parse_args(["--agent", "--pods", "4"]).pods == 4
+
+
+def test_the_short_soak_with_the_agent_holds_every_invariant() -> None:
+    """Instances run their process for real (sandboxes), about half the pods under the agent
+    with a ConfigMap and a Secret as volumes and a Secret env var; the node is SIGKILLed once
+    while they run and must reconnect to their agents, not restart their processes. About
+    30 s here (two shared cores): each agent is a Python process started in its sandbox."""
+    run_dir = Path(tempfile.mkdtemp(prefix="vk-chaos-agent-"))
+    report_path = run_dir / "soak.json"
+    run = [
+        *("--agent", "--pods", "6", "--duration", "20", "--kills", "1", "--seed", "1"),
+        *("--settle", "45", "--run-dir", str(run_dir), "--json", str(report_path)),
+    ]
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.chaos", *run], capture_output=True, text=True, timeout=150
+    )
+    evidence = f"evidence in {run_dir}\n{result.stdout}{result.stderr[-3000:]}"
+    assert result.returncode in (0, 1), evidence  # 2: no sandbox here, or a node that crashed
+    report = msgspec.json.decode(report_path.read_bytes(), type=Report)
+    assert report.context.agent and report.context.kills == 1
+    assert report.context.agent_pods > 0 and report.evidence.agent_judged > 0, evidence
+    linked = [
+        line
+        for line in (run_dir / "node-1.log").read_text().splitlines()
+        if '"agent linked"' in line
+    ]
+    assert linked, evidence  # the restarted node linked to the agents it found running
+    assert report.invariants == dict.fromkeys(report.invariants, 0), evidence
+    assert result.returncode == 0 and report.passed, evidence
+    shutil.rmtree(run_dir)
 
 
 def test_the_short_soak_with_two_replicas_holds_every_invariant() -> None:

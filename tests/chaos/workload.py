@@ -7,6 +7,14 @@ then remove the pod) and sometimes forced (grace 0: the pod vanishes at once, pe
 no node process runs, and only the reaper can still find its instance). Each pod's UID and
 price cap are recorded here, because a deleted pod's cap is no longer in the API and the
 audit needs it.
+
+In the agent mode (``--agent``) every instance runs its process for real, so each pod has a
+command the sandbox can run (the host's userland, ``busybox:1.36`` by name), and half of them
+(``AGENT_SHARE``, never interruptible) run under the agent: a ConfigMap and a Secret mounted
+as volumes, the Secret env var, ``vast.ai/agent: "true"``, an init container for some, and a
+command that reads the files and then sleeps. The other half take no Secret at all (a Secret
+env var alone would put them under the agent too), so that in this mode no Secret value has
+any business in a create request.
 """
 
 from __future__ import annotations
@@ -39,7 +47,22 @@ RAMP_SECONDS = 10.0
 SECRET_NAME = "chaos-token"
 SECRET_VALUE = "hf_chaos-S3CRET-value-7f3a"
 """Every pod reads it into its env (``secretKeyRef``): it must reach the instance and nothing
-else; the audit scans the node's logs, the Events and the pods for it."""
+else; the audit scans the node's logs, the Events and the pods for it. In the agent mode only
+the agent's pods read it, and it must not reach Vast either."""
+AGENT_SHARE = 0.5
+"""Fraction of the pods that run under the agent, in the agent mode."""
+INIT_SHARE = 0.3
+"""Fraction of the agent's pods with an init container (it checks the ConfigMap's file)."""
+APP_CONFIG = "chaos-app-config"
+APP_SECRET = "chaos-app-secret"
+APP_SECRET_VALUE = "chaos-file-S3CRET-9c1e"
+"""The Secret volume's one file, in the agent mode: over the link only, never to Vast."""
+SECRET_VALUES = (SECRET_VALUE, APP_SECRET_VALUE)
+"""Every Secret value the workload creates: the audit looks for each in the create requests
+(agent mode) and in the node's outputs."""
+AGENT_COMMAND = "cat /etc/app/app.conf /etc/secret/app.key >/dev/null && exec sleep 3600"
+"""Fails at once if a volume is missing; otherwise never exits during a soak, so any
+restart of it is the node's or the agent's doing."""
 
 
 class PodRecord(msgspec.Struct, kw_only=True):
@@ -49,6 +72,8 @@ class PodRecord(msgspec.Struct, kw_only=True):
     uid: str
     price_max: float
     interruptible: bool = False
+    agent: bool = False
+    """Runs under the vk-trio agent (the agent mode)."""
 
 
 def gpu_pod(
@@ -100,6 +125,44 @@ def gpu_pod(
     }
 
 
+def plain_pod(pod: dict[str, Any]) -> dict[str, Any]:
+    """``pod`` as the agent mode's other half runs it: a command the sandbox can run, no
+    Secret (a Secret env var would put it under the agent)."""
+    container = pod["spec"]["containers"][0]
+    container.update(image="busybox:1.36", command=["sleep", "3600"])
+    container["env"] = [{"name": "MODE", "value": "plain"}]
+    return pod
+
+
+def agent_pod(pod: dict[str, Any], *, init: bool) -> dict[str, Any]:
+    """``pod`` under the agent: the ConfigMap and the Secret as volumes, the Secret env var
+    kept, ``vast.ai/agent: "true"``, and an init container in the same image if ``init``."""
+    pod["metadata"]["annotations"]["vast.ai/agent"] = "true"
+    container = pod["spec"]["containers"][0]
+    container.update(
+        image="busybox:1.36",
+        command=["sh", "-c", AGENT_COMMAND],
+        volumeMounts=[
+            {"name": "config", "mountPath": "/etc/app"},
+            {"name": "secret", "mountPath": "/etc/secret", "readOnly": True},
+        ],
+    )
+    pod["spec"]["volumes"] = [
+        {"name": "config", "configMap": {"name": APP_CONFIG}},
+        {"name": "secret", "secret": {"secretName": APP_SECRET, "defaultMode": 0o400}},
+    ]
+    if init:
+        pod["spec"]["initContainers"] = [
+            {
+                "name": "check-config",
+                "image": "busybox:1.36",
+                "command": ["sh", "-c", "test -s /etc/app/app.conf"],
+                "volumeMounts": [{"name": "config", "mountPath": "/etc/app"}],
+            }
+        ]
+    return pod
+
+
 class _CreatedMeta(msgspec.Struct):
     uid: str
 
@@ -132,6 +195,25 @@ class Workload:
             "data": {"token": base64.b64encode(SECRET_VALUE.encode()).decode()},
         }
         await _send(self._kube, "POST", f"/api/v1/namespaces/{NAMESPACE}/secrets", secret)
+        if self._plan.agent:
+            await self._prepare_agent_objects()
+
+    async def _prepare_agent_objects(self) -> None:
+        """The ConfigMap and the Secret the agent's pods mount."""
+        config = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": APP_CONFIG, "namespace": NAMESPACE},
+            "data": {"app.conf": "mode=chaos\n"},
+        }
+        await _send(self._kube, "POST", f"/api/v1/namespaces/{NAMESPACE}/configmaps", config)
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": APP_SECRET, "namespace": NAMESPACE},
+            "data": {"app.key": base64.b64encode(APP_SECRET_VALUE.encode()).decode()},
+        }
+        await _send(self._kube, "POST", f"/api/v1/namespaces/{NAMESPACE}/secrets", secret)
 
     async def run(self) -> None:
         """Ramp up to ``plan.pods`` pods, then replace pods at random until cancelled."""
@@ -146,8 +228,11 @@ class Workload:
 
     async def _create(self) -> None:
         name = f"gpu-{len(self.records):05d}"
+        # Drawn only in the agent mode, so that other soaks keep their seeded sequence.
+        agent = self._plan.agent and self._rng.random() < AGENT_SHARE
         price_max = self._rng.choice(PRICE_CAPS)
-        interruptible = self._rng.random() < INTERRUPTIBLE
+        # The agent's pods never bid: an outbid instance boots anew, and its process with it.
+        interruptible = self._rng.random() < INTERRUPTIBLE and not agent
         pod = gpu_pod(
             name,
             self._node,
@@ -155,9 +240,17 @@ class Workload:
             restart_policy=self._rng.choice(RESTART_POLICIES),
             on_outbid=self._rng.choice(OUTBID_POLICIES) if interruptible else None,
         )
+        if agent:
+            pod = agent_pod(pod, init=self._rng.random() < INIT_SHARE)
+        elif self._plan.agent:
+            pod = plain_pod(pod)
         created = msgspec.json.decode(await _send(self._kube, "POST", PODS, pod), type=_Created)
         record = PodRecord(
-            name=name, uid=created.metadata.uid, price_max=price_max, interruptible=interruptible
+            name=name,
+            uid=created.metadata.uid,
+            price_max=price_max,
+            interruptible=interruptible,
+            agent=agent,
         )
         self.records[record.uid] = record
         self._live.append(record)

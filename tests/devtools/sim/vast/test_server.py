@@ -553,6 +553,18 @@ async def test_ledger_bills_by_the_hour_and_stats_count_calls(
     assert vast_sim.live_instances() == []
 
 
+async def test_create_requests_are_served_as_sent(vast_sim: VastSim) -> None:
+    # The chaos soak runs the simulator as a process and reads this to prove that no Secret
+    # value reached Vast; not counted in the stats (it is no API call of the node's).
+    async with api(vast_sim) as client:
+        await buy(vast_sim, client, label="sent", env={"PLAIN": "value"})
+        served = (await client.get("/_sim/create-requests")).json()
+        stats = (await client.get("/_sim/stats")).json()
+    assert served == vast_sim.create_requests()
+    assert served[0]["label"] == "sent" and served[0]["env"] == {"PLAIN": "value"}
+    assert stats == {"PUT /api/v0/asks/{id}/": 1}
+
+
 async def test_wait_until_wakes_on_changes_from_other_tasks(
     vast_sim: VastSim, nursery: trio.Nursery
 ) -> None:

@@ -1,5 +1,6 @@
-"""The control surface for tests: ``/_sim/ledger``, ``/_sim/stats`` and the Python API that
-inspects and steers the market (offers, instances, the ledger, call counts)."""
+"""The control surface for tests: ``/_sim/ledger``, ``/_sim/stats``, ``/_sim/create-requests``
+and the Python API that inspects and steers the market (offers, instances, the ledger, call
+counts)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ class ControlSurface(InstanceRoutes):
 
     async def _get_stats(self, request: Request, params: dict[str, str]) -> Response:
         return Response.json(self.stats())
+
+    async def _get_create_requests(self, request: Request, params: dict[str, str]) -> Response:
+        """``create_requests`` over HTTP: a test that runs the simulator as a process (the
+        chaos soak) checks from outside that no Secret value was ever sent to Vast."""
+        return Response.json(self.create_requests())
 
     @property
     def created(self) -> int:

@@ -97,6 +97,7 @@ ROUTES: list[Route] = [
     _control("GET", "/_sim/logs/{token}.log", "_fetch_logs", counted=True),
     _control("GET", "/_sim/ledger", "_get_ledger"),
     _control("GET", "/_sim/stats", "_get_stats"),
+    _control("GET", "/_sim/create-requests", "_get_create_requests"),
     _control("GET", "/_sim/faults", "_get_faults"),
     _control("POST", "/_sim/faults", "_post_faults"),
 ]

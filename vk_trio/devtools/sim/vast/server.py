@@ -16,8 +16,9 @@ Determinism: every id, price, port, key and fault decision comes from RNGs seede
 ``VastSimConfig.seed``; the same seed and the same request sequence give the same answers.
 
 Control surface for tests (never authenticated): ``GET /_sim/ledger``, ``GET /_sim/stats``,
-``GET|POST /_sim/faults`` and the ``VastSim`` methods documented below. Instance logs are served
-from ``/_sim/logs/<token>.log`` without auth, the way the real API hands out S3 URLs.
+``GET /_sim/create-requests``, ``GET|POST /_sim/faults`` and the ``VastSim`` methods documented
+below. Instance logs are served from ``/_sim/logs/<token>.log`` without auth, the way the real
+API hands out S3 URLs.
 """
 
 from __future__ import annotations
