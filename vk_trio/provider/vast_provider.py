@@ -142,7 +142,8 @@ class VastProvider:
         awaited, since a new instance can take a moment to be listed."""
         await self._fresh_sweep(progress)
         instances = self._poller.instances(pod.uid)
-        if not instances and BUYING in progress.pod.metadata.annotations:
+        buying = BUYING in progress.pod.metadata.annotations
+        if not instances and buying:
             self._log(pod).warning("a buy was in flight when vk-trio stopped; looking for it")
             waits = LOST_CREATE_LOOKUP.delays()
             for _ in range(LOST_CREATE_LOOKUPS):
@@ -156,7 +157,9 @@ class VastProvider:
             except VkError as exc:
                 self._log(pod).warning("pod annotation patch failed", error=str(exc))
         if not instances:
-            if progress.pod.metadata.annotations.get(INSTANCE_ID):
+            # A buy in flight that rented nothing came after the recorded instance was
+            # released (a pod buys only once its last instance is gone): nothing was lost.
+            if progress.pod.metadata.annotations.get(INSTANCE_ID) and not buying:
                 return Lost("InstanceLost", "the instance vanished while vk-trio was away")
             return None
         keep = max(instances, key=lambda i: (i.actual_status == "running", i.id))
