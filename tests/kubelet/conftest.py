@@ -13,7 +13,8 @@ import datetime as _dt
 import functools
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,10 @@ class Kubelet:
                 },
             }
         )
+        # Running, as the node would report it: kubectl port-forward checks the phase.
+        self.sim.patch(
+            "pods", namespace, name, {"status": {"phase": "Running"}}, subresource="status"
+        )
         return self.node.add_pod(created)
 
     async def kubectl(self, *args: str, check: bool = True) -> tuple[int, str, str]:
@@ -72,6 +77,58 @@ class Kubelet:
         if check:
             assert result.returncode == 0, err
         return result.returncode, out, err
+
+    async def kubectl_input(self, stdin: bytes, *args: str) -> tuple[int, str, str]:
+        """kubectl with ``stdin`` as its input (``exec -i``)."""
+        return await run_kubectl(self.kubeconfig, self.home, args, stdin=stdin)
+
+    async def port_forward(self, pod: str, ports: str, ready: trio.Event) -> None:
+        """``kubectl port-forward pod ports`` until cancelled; ``ready`` once it listens."""
+        await port_forward(self.kubeconfig, self.home, pod, ports, ready)
+
+
+async def run_kubectl(
+    kubeconfig: Path, home: Path, args: Sequence[str], *, stdin: bytes = b"", within: float = 30
+) -> tuple[int, str, str]:
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(home)}
+    with trio.fail_after(within):
+        result = await trio.run_process(
+            [str(KUBECTL), *args],
+            env=env,
+            stdin=stdin,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+async def port_forward(
+    kubeconfig: Path, home: Path, pod: str, ports: str, ready: trio.Event
+) -> None:
+    """``kubectl port-forward`` until cancelled (then killed); ``ready`` is set once it says
+    it forwards."""
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(home)}
+    process = await trio.lowlevel.open_process(
+        [str(KUBECTL), "port-forward", pod, ports],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        seen = b""
+        while b"Forwarding from" not in seen:
+            data = await process.stdout.receive_some(4096)
+            assert data, f"kubectl port-forward ended: {seen!r}"
+            seen += data
+        ready.set()
+        while await process.stdout.receive_some(4096):
+            pass
+    finally:
+        process.kill()
+        with trio.CancelScope(shield=True):
+            await process.wait()
 
 
 def serving_files(sim: KubeSim, directory: Path) -> tuple[str, str]:
