@@ -202,23 +202,20 @@ class Kubectl:
     kubeconfig: Path
     home: Path
 
-    async def __call__(self, *args: str, within: float = 30.0) -> tuple[int, str, str]:
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "HOME": str(self.home)}
-        with trio.fail_after(within):
-            result = await trio.run_process(
-                [str(KUBECTL), *args],
-                env=env,
-                stdin=b"",
-                capture_stdout=True,
-                capture_stderr=True,
-                check=False,
-            )
-        return result.returncode, result.stdout.decode(), result.stderr.decode()
+    async def __call__(
+        self, *args: str, within: float = 30.0, stdin: bytes = b""
+    ) -> tuple[int, str, str]:
+        return await run_kubectl(self.kubeconfig, self.home, args, stdin=stdin, within=within)
+
+    async def port_forward(self, pod: str, ports: str, ready: trio.Event) -> None:
+        """``kubectl port-forward pod ports`` until cancelled; ``ready`` once it listens."""
+        await port_forward(self.kubeconfig, self.home, pod, ports, ready)
 
 
 ServedNode = Callable[..., Awaitable[Kubectl]]
-"""``await served_node(**vast_options)``: the real node with its kubelet API, over both
-simulators; returns kubectl for the cluster."""
+"""``await served_node(agent=False, **vast_options)``: the real node with its kubelet API,
+over both simulators (``agent``: with the vk-trio agent for pods that ask for it; give the
+Vast simulator ``run_containers=True`` then); returns kubectl for the cluster."""
 
 
 @pytest.fixture
@@ -234,8 +231,9 @@ def served_node(
     if KUBECTL is None:
         pytest.skip("kubectl not installed")
 
-    async def start(**vast_options: Any) -> Kubectl:
+    async def start(*, agent: bool = False, **vast_options: Any) -> Kubectl:
         vast = await vast_sim_factory(**vast_options)
+        extra = {"agent_url": vast.agent_url} if agent else {}
         # The stand-in serves plain http, so the kubeconfig loader keeps no CA: name it.
         client_ca = tmp_path / "ca.crt"
         client_ca.write_bytes(kube_sim.node_api.ca.cert_pem)
@@ -245,6 +243,7 @@ def served_node(
             kubelet_host="127.0.0.1",
             kubelet_port=free_port(),
             client_ca_file=str(client_ca),
+            **extra,
         )
         await nursery.start(functools.partial(serve_node, settings, kubelet_api=True))
         csr = await pending_csr(kube_sim)
