@@ -201,6 +201,8 @@ class Kubectl:
 
     kubeconfig: Path
     home: Path
+    health_url: str = ""
+    """The node's health port (``/debug/vars`` has its event-loop stalls), when known."""
 
     async def __call__(
         self, *args: str, within: float = 30.0, stdin: bytes = b""
@@ -245,9 +247,9 @@ def served_node(
             client_ca_file=str(client_ca),
             **extra,
         )
-        await nursery.start(functools.partial(serve_node, settings, kubelet_api=True))
+        runtime = await nursery.start(functools.partial(serve_node, settings, kubelet_api=True))
         csr = await pending_csr(kube_sim)
         kube_sim.node_api.decide(csr["metadata"]["name"], approve=True)
-        return Kubectl(kubeconfig, tmp_path)
+        return Kubectl(kubeconfig, tmp_path, runtime.health_url)
 
     return start
