@@ -7,6 +7,7 @@ vanishes, back-pressure, and port-forward's pairing and errors.
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -17,12 +18,13 @@ import trio.testing
 
 from tests.kubelet.spdy_client import SpdyClient
 from tests.node.local_streams import local_port
+from vk_trio.http_server import Request
 from vk_trio.kubelet.streaming import remotecommand, spdy_transport
-from vk_trio.kubelet.streaming.handshake import StreamOptions
+from vk_trio.kubelet.streaming.handshake import Refusal, StreamOptions, stream_options
 from vk_trio.kubelet.streaming.portforward import serve_port_forward
 from vk_trio.kubelet.streaming.remotecommand import relay, spdy_channels
 from vk_trio.kubelet.streaming.spdy_transport import SpdyTransport, serve_spdy
-from vk_trio.node.provider import NotReady, ProcessExit, ProcessOutput
+from vk_trio.node.provider import NotReady, ProcessExit, ProcessOutput, ProviderUnavailable
 
 
 @dataclass
@@ -311,3 +313,59 @@ async def test_port_forward_reports_a_refused_port_and_a_bad_one_on_the_error_st
         b"error forwarding port 8000 to pod default/p, uid u: nothing listens on port 8000"
     )
     assert bytes(client.data[bad_error]).startswith(b"error parsing port 'http'")
+
+
+async def test_a_process_that_breaks_off_ends_with_an_internal_error(
+    nursery: trio.Nursery,
+) -> None:
+    client_end, server_end = trio.testing.memory_stream_pair()
+    process = ScriptedProcess()
+
+    async def broken() -> ProcessOutput | ProcessExit:
+        raise ProviderUnavailable("the link to the agent broke: reset")
+
+    process.receive = broken  # type: ignore[method-assign]
+    nursery.start_soon(serve_spdy, server_end, b"", _session("v4.channel.k8s.io", OUT_ERR, process))
+    client = SpdyClient(client_end)
+    error = await client.open("error")
+    await client.open("stdout")
+    await client.open("stderr")
+    await client.read_until(lambda: error in client.ended)
+    assert json.loads(client.data[error]) == {
+        "metadata": {},
+        "status": "Failure",
+        "message": "Internal error occurred: error executing command in container: "
+        "the link to the agent broke: reset",
+        "reason": "InternalError",
+        "details": {
+            "causes": [
+                {
+                    "message": "error executing command in container: "
+                    "the link to the agent broke: reset"
+                }
+            ]
+        },
+        "code": 500,
+    }
+
+
+def test_the_query_is_read_like_the_kubelets() -> None:
+    def options(query: str) -> StreamOptions:
+        parsed = urllib.parse.parse_qs(query, keep_blank_values=True)
+        return stream_options(Request("POST", "/exec/ns/p/c", parsed, {}))
+
+    # The kubelet's names; a terminal drops stderr (NewOptions: "bypassing stderr").
+    assert options("input=1&output=1&error=1&tty=1") == StreamOptions(
+        stdin=True, stdout=True, stderr=False, tty=True
+    )
+    assert options("stdin=true&stderr=true") == StreamOptions(  # the API's names
+        stdin=True, stdout=False, stderr=True, tty=False
+    )
+    with pytest.raises(Refusal):
+        options("output=true")  # the kubelet's names take "1" only
+    with pytest.raises(Refusal) as refused:
+        options("tty=1")
+    assert (refused.value.status, refused.value.message) == (
+        400,
+        "you must specify at least 1 of stdin, stdout, stderr",
+    )

@@ -18,7 +18,7 @@ server's list (``httpstream.Handshake``): none sent is a 400, none in common a 4
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from vk_trio.http_server import Request
 
@@ -49,13 +49,16 @@ _KUBELET_TRUE = frozenset({"1"})
 _API_TRUE = frozenset({"1", "true", "True", "TRUE", "t", "T"})
 
 
-@dataclass(frozen=True)
 class Refusal(Exception):
     """The kubelet's answer to a request it will not switch: ``status`` and plain text."""
 
-    status: int
-    message: str
-    headers: list[tuple[str, str]] = field(default_factory=list)
+    def __init__(
+        self, status: int, message: str, headers: list[tuple[str, str]] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or []
 
 
 @dataclass(frozen=True)
