@@ -10,7 +10,10 @@ Two layers, so that a second transport can carry the same sessions:
   stdout, stderr, terminal resizes, and the final Status on the error stream) and
   ``portforward`` (one provider connection per data/error stream pair). Sessions read and
   write through the small ``Source``/``Sink`` protocols in ``remotecommand``, which a SPDY
-  stream and a WebSocket channel both satisfy.
+  stream and a WebSocket channel both satisfy. A WebSocket transport builds
+  ``remotecommand.Channels`` from its channels and calls ``relay``, and calls
+  ``portforward.forward`` once per port's data/error channel pair; ``routes`` is where it
+  plugs in (today a WebSocket upgrade is refused there, so that clients fall back to SPDY).
 
 ``handshake`` holds what both share before the upgrade: parsing the query like the kubelet,
 and negotiating ``X-Stream-Protocol-Version``.

@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 import trio
 from loguru import logger
 
+from vk_trio.kubelet.streaming.remotecommand import Sink
 from vk_trio.kubelet.streaming.spdy_transport import SpdyStream, SpdyTransport
 from vk_trio.node.provider import ContainerError
 
-__all__ = ["STREAM_CREATION_TIMEOUT", "OpenPort", "serve_port_forward"]
+__all__ = ["STREAM_CREATION_TIMEOUT", "OpenPort", "forward", "serve_port_forward"]
 
 STREAM_CREATION_TIMEOUT = 30.0
 """Seconds for the second stream of a pair to arrive."""
@@ -91,7 +92,8 @@ async def _serve_pair(pair: _Pair, open_port: OpenPort, pod: str, pairs: dict[st
         if not pair.complete.is_set():
             await _fail(pair, "timed out waiting for streams")
             return
-        await _forward(pair.streams["data"], pair.streams["error"], open_port, pod)
+        data = pair.streams["data"]
+        await forward(data.header("port") or "", data, pair.streams["error"], open_port, pod)
     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
         logger.debug("port-forward stream broke", request=pair.request_id, error=str(exc))
     finally:
@@ -107,8 +109,17 @@ async def _fail(pair: _Pair, message: str) -> None:
         await _fail_error(error, message)
 
 
-async def _forward(data: SpdyStream, error: SpdyStream, open_port: OpenPort, pod: str) -> None:
-    raw = data.header("port") or ""
+async def forward(
+    raw: str,
+    data: trio.abc.HalfCloseableStream,
+    error: Sink,
+    open_port: OpenPort,
+    pod: str,
+) -> None:
+    """One forwarded connection, whatever carries it: ``raw`` is the port as the client
+    gave it, ``data`` the client's byte stream, ``error`` where problems are told (and
+    which ends when the pod's side has). A WebSocket transport calls this per port channel
+    pair."""
     try:
         port = int(raw)
         if not 0 < port < 65536:
@@ -123,7 +134,7 @@ async def _forward(data: SpdyStream, error: SpdyStream, open_port: OpenPort, pod
         await _fail_error(error, f"error forwarding port {port} to pod {pod}: {exc}")
 
 
-async def _fail_error(error: SpdyStream, message: str) -> None:
+async def _fail_error(error: Sink, message: str) -> None:
     """``message`` on the error stream, which then ends (unless the client is gone)."""
     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
         await error.send_all(message.encode())
@@ -131,7 +142,10 @@ async def _fail_error(error: SpdyStream, message: str) -> None:
 
 
 async def _copy_both_ways(
-    data: SpdyStream, error: SpdyStream, conn: trio.abc.HalfCloseableStream, failed: str
+    data: trio.abc.HalfCloseableStream,
+    error: Sink,
+    conn: trio.abc.HalfCloseableStream,
+    failed: str,
 ) -> None:
     """Relay until both sides ended. The error stream ends as soon as the pod's side has
     (with what broke, if it did), so kubectl does not wait on it."""
@@ -144,11 +158,13 @@ async def _copy_both_ways(
             await error.send_eof()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             nursery.cancel_scope.cancel()
-            if not data.reset_by_peer:
+            if not getattr(data, "reset_by_peer", False):
                 await _fail_error(error, f"{failed}: {exc or type(exc).__name__}")
 
 
-async def _client_to_pod(data: SpdyStream, conn: trio.abc.HalfCloseableStream) -> None:
+async def _client_to_pod(
+    data: trio.abc.HalfCloseableStream, conn: trio.abc.HalfCloseableStream
+) -> None:
     try:
         while chunk := await data.receive_some():
             await conn.send_all(chunk)
