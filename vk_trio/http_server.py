@@ -24,6 +24,14 @@ restart. A client certificate the context verified reaches the handler as
 Streams that follow something endless (``kubectl logs -f``) set ``Response.until_disconnect``:
 the socket is read while the stream is sent, and the stream is closed as soon as the client
 hangs up, instead of whenever the next chunk fails to send.
+
+Switching protocols (``kubectl exec``'s ``Upgrade: SPDY/3.1``): a handler calls
+``await request.switch_protocols(headers)``, which sends ``101 Switching Protocols`` and hands
+it the raw connection (and any bytes the client sent after the request). The handler then
+owns the connection until it returns; whatever it returns is not sent, and the connection
+is closed. A request that did not ask to upgrade (``Connection: Upgrade``) cannot be
+switched (``h11.LocalProtocolError``). The handler keeps what it opened for the session in
+its own ``async with`` blocks, so nothing outlives the request by accident.
 """
 
 from __future__ import annotations
@@ -50,6 +58,10 @@ HANDSHAKE_TIMEOUT = 10.0
 
 _READ_SIZE = 65536
 
+SwitchProtocols = Callable[[list[tuple[str, str]]], Awaitable[tuple[trio.abc.Stream, bytes]]]
+"""Sends 101 with the headers; returns the connection and the bytes already read past the
+request."""
+
 
 @dataclass(frozen=True)
 class Request:
@@ -61,13 +73,23 @@ class Request:
     headers: dict[str, str]
     """Header names lower-cased; a repeated header keeps its last value."""
     body: bytes = b""
+    header_list: tuple[tuple[str, str], ...] = ()
+    """Every header in order, names lower-cased (for the ones that may repeat)."""
     peer_cert: bytes | None = None
     """DER of the client certificate the TLS layer verified; None without TLS or a cert."""
+    switch_protocols: SwitchProtocols | None = field(default=None, repr=False, compare=False)
+    """Answer 101 and take over the connection (see the module docstring); None where the
+    server cannot (``serve_connection`` callers that own the socket do not need it)."""
 
     def param(self, name: str, default: str | None = None) -> str | None:
         """The last value of query parameter ``name``, or ``default``."""
         values = self.query.get(name)
         return values[-1] if values else default
+
+    def header_values(self, name: str) -> list[str]:
+        """Every value of header ``name`` (any case), in order."""
+        wanted = name.lower()
+        return [value for key, value in self.header_list if key == wanted]
 
     def json(self) -> Any:
         """The body decoded as JSON (raises ``msgspec.DecodeError`` when it is not)."""
@@ -161,6 +183,7 @@ class _Connection:
         self._handler = handler
         self._peer_cert = peer_cert
         self._conn = h11.Connection(h11.SERVER)
+        self._switched = False
 
     async def run(self) -> None:
         try:
@@ -169,7 +192,7 @@ class _Connection:
                 if request is None:
                     return
                 await self._respond(request)
-                if self._conn.our_state is h11.MUST_CLOSE:
+                if self._switched or self._conn.our_state is h11.MUST_CLOSE:
                     return
                 self._conn.start_next_cycle()
         except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
@@ -214,8 +237,20 @@ class _Connection:
             query=urllib.parse.parse_qs(target.query, keep_blank_values=True),
             headers={k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers},
             body=bytes(body),
+            header_list=tuple(
+                (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in event.headers
+            ),
             peer_cert=self._peer_cert,
+            switch_protocols=self._switch_protocols,
         )
+
+    async def _switch_protocols(
+        self, headers: list[tuple[str, str]]
+    ) -> tuple[trio.abc.Stream, bytes]:
+        await self._send(h11.InformationalResponse(status_code=101, headers=headers))
+        self._switched = True
+        trailing, _ = self._conn.trailing_data
+        return self._stream, bytes(trailing)
 
     async def _respond(self, request: Request) -> None:
         try:
@@ -223,6 +258,8 @@ class _Connection:
         except Exception:
             logger.exception("http handler failed", method=request.method, path=request.path)
             response = Response.text("internal error", 500)
+        if self._switched:
+            return  # the handler had the connection; there is no HTTP left to answer in
         await self._send_response(response, head_only=request.method == "HEAD")
 
     async def _send_response(self, response: Response, *, head_only: bool = False) -> None:

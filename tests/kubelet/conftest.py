@@ -13,7 +13,8 @@ import datetime as _dt
 import functools
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,10 @@ class Kubelet:
                 },
             }
         )
+        # Running, as the node would report it: kubectl port-forward checks the phase.
+        self.sim.patch(
+            "pods", namespace, name, {"status": {"phase": "Running"}}, subresource="status"
+        )
         return self.node.add_pod(created)
 
     async def kubectl(self, *args: str, check: bool = True) -> tuple[int, str, str]:
@@ -72,6 +77,58 @@ class Kubelet:
         if check:
             assert result.returncode == 0, err
         return result.returncode, out, err
+
+    async def kubectl_input(self, stdin: bytes, *args: str) -> tuple[int, str, str]:
+        """kubectl with ``stdin`` as its input (``exec -i``)."""
+        return await run_kubectl(self.kubeconfig, self.home, args, stdin=stdin)
+
+    async def port_forward(self, pod: str, ports: str, ready: trio.Event) -> None:
+        """``kubectl port-forward pod ports`` until cancelled; ``ready`` once it listens."""
+        await port_forward(self.kubeconfig, self.home, pod, ports, ready)
+
+
+async def run_kubectl(
+    kubeconfig: Path, home: Path, args: Sequence[str], *, stdin: bytes = b"", within: float = 30
+) -> tuple[int, str, str]:
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(home)}
+    with trio.fail_after(within):
+        result = await trio.run_process(
+            [str(KUBECTL), *args],
+            env=env,
+            stdin=stdin,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    return result.returncode, result.stdout.decode(), result.stderr.decode()
+
+
+async def port_forward(
+    kubeconfig: Path, home: Path, pod: str, ports: str, ready: trio.Event
+) -> None:
+    """``kubectl port-forward`` until cancelled (then killed); ``ready`` is set once it says
+    it forwards."""
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": str(home)}
+    process = await trio.lowlevel.open_process(
+        [str(KUBECTL), "port-forward", pod, ports],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        seen = b""
+        while b"Forwarding from" not in seen:
+            data = await process.stdout.receive_some(4096)
+            assert data, f"kubectl port-forward ended: {seen!r}"
+            seen += data
+        ready.set()
+        while await process.stdout.receive_some(4096):
+            pass
+    finally:
+        process.kill()
+        with trio.CancelScope(shield=True):
+            await process.wait()
 
 
 def serving_files(sim: KubeSim, directory: Path) -> tuple[str, str]:
@@ -144,24 +201,23 @@ class Kubectl:
 
     kubeconfig: Path
     home: Path
+    health_url: str = ""
+    """The node's health port (``/debug/vars`` has its event-loop stalls), when known."""
 
-    async def __call__(self, *args: str, within: float = 30.0) -> tuple[int, str, str]:
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "HOME": str(self.home)}
-        with trio.fail_after(within):
-            result = await trio.run_process(
-                [str(KUBECTL), *args],
-                env=env,
-                stdin=b"",
-                capture_stdout=True,
-                capture_stderr=True,
-                check=False,
-            )
-        return result.returncode, result.stdout.decode(), result.stderr.decode()
+    async def __call__(
+        self, *args: str, within: float = 30.0, stdin: bytes = b""
+    ) -> tuple[int, str, str]:
+        return await run_kubectl(self.kubeconfig, self.home, args, stdin=stdin, within=within)
+
+    async def port_forward(self, pod: str, ports: str, ready: trio.Event) -> None:
+        """``kubectl port-forward pod ports`` until cancelled; ``ready`` once it listens."""
+        await port_forward(self.kubeconfig, self.home, pod, ports, ready)
 
 
 ServedNode = Callable[..., Awaitable[Kubectl]]
-"""``await served_node(**vast_options)``: the real node with its kubelet API, over both
-simulators; returns kubectl for the cluster."""
+"""``await served_node(agent=False, **vast_options)``: the real node with its kubelet API,
+over both simulators (``agent``: with the vk-trio agent for pods that ask for it; give the
+Vast simulator ``run_containers=True`` then); returns kubectl for the cluster."""
 
 
 @pytest.fixture
@@ -177,8 +233,9 @@ def served_node(
     if KUBECTL is None:
         pytest.skip("kubectl not installed")
 
-    async def start(**vast_options: Any) -> Kubectl:
+    async def start(*, agent: bool = False, **vast_options: Any) -> Kubectl:
         vast = await vast_sim_factory(**vast_options)
+        extra = {"agent_url": vast.agent_url} if agent else {}
         # The stand-in serves plain http, so the kubeconfig loader keeps no CA: name it.
         client_ca = tmp_path / "ca.crt"
         client_ca.write_bytes(kube_sim.node_api.ca.cert_pem)
@@ -188,10 +245,11 @@ def served_node(
             kubelet_host="127.0.0.1",
             kubelet_port=free_port(),
             client_ca_file=str(client_ca),
+            **extra,
         )
-        await nursery.start(functools.partial(serve_node, settings, kubelet_api=True))
+        runtime = await nursery.start(functools.partial(serve_node, settings, kubelet_api=True))
         csr = await pending_csr(kube_sim)
         kube_sim.node_api.decide(csr["metadata"]["name"], approve=True)
-        return Kubectl(kubeconfig, tmp_path)
+        return Kubectl(kubeconfig, tmp_path, runtime.health_url)
 
     return start

@@ -186,14 +186,6 @@ async def test_pods_healthz_and_metrics_through_the_node_proxy(kubelet: Kubelet)
     assert reviewed == {"proxy", "metrics"}
 
 
-async def test_exec_is_answered_with_a_clear_not_supported_status(kubelet: Kubelet) -> None:
-    code, _, err = await kubelet.kubectl(
-        "get", "--raw", f"/api/v1/nodes/{NODE}/proxy/exec/default/p/main?command=ls", check=False
-    )
-    assert code != 0
-    assert "kubectl exec is not supported on Vast.ai instances (yet)" in err
-
-
 def _verifying(kubelet: Kubelet) -> ssl.SSLContext:
     return ssl.create_default_context(cadata=kubelet.sim.node_api.ca.cert_pem.decode())
 

@@ -1,5 +1,6 @@
-"""What the real kubectl gets for what Vast.ai instances cannot do yet: ``attach``, ``exec``
-and ``debug`` fail at once, saying so, instead of hanging.
+"""What the real kubectl gets for what a pod cannot do: ``attach``, ``exec`` and
+``port-forward`` of a pod without the vk-trio agent, and ``debug`` of any, fail at once,
+saying why, instead of hanging.
 
 Full stack: ``serve_node(kubelet_api=True)`` against both simulators, kubectl through the
 stand-in, which proxies ``pods/{name}/{exec,attach}`` to the node and serves the
@@ -21,7 +22,13 @@ AT_ONCE = 20.0
 """Seconds a refusal may take on a loaded machine; a hang is forever."""
 
 
-async def test_attach_exec_and_debug_fail_at_once_saying_why(
+NEEDS_AGENT = (
+    "kubectl exec, attach and port-forward need the vk-trio agent inside the instance; "
+    "this pod runs without it"
+)
+
+
+async def test_attach_exec_port_forward_and_debug_fail_at_once_saying_why(
     nursery: trio.Nursery, kube_sim: KubeSim, served_node: ServedNode
 ) -> None:
     kubectl = functools.partial(await served_node(), within=AT_ONCE)
@@ -35,11 +42,15 @@ async def test_attach_exec_and_debug_fail_at_once_saying_why(
 
     code, _, err = await kubectl("attach", "trainer", "-i")
     assert code != 0
-    assert "kubectl attach is not supported on Vast.ai instances (yet)" in err
+    assert NEEDS_AGENT in err and 'vast.ai/agent: "true"' in err
 
     code, _, err = await kubectl("exec", "trainer", "--", "ls")
     assert code != 0
-    assert "kubectl exec is not supported on Vast.ai instances (yet)" in err
+    assert NEEDS_AGENT in err
+
+    code, _, err = await kubectl("port-forward", "trainer", "18089:8000")
+    assert code != 0
+    assert NEEDS_AGENT in err
 
     code, out, err = await kubectl("debug", "trainer", "--image=busybox", "-it", "-c", "dbg")
     assert code != 0, out

@@ -8,22 +8,28 @@ if the run does not end, the instance keeps running. The fake keeps a ledger (``
 
 ``outputs`` holds what each pod's container printed (``FakeOutput``: the whole current text,
 as Vast hands it out), served by ``logs`` through the real ``LogBook``, and ``usage`` a fixed
-measurement of every pod with an output.
+measurement of every pod with an output. ``exec`` runs its command as a local process and
+``port_forward`` connects to 127.0.0.1 (``local_streams``); ``attach`` runs ``attach_command``
+the same way, standing in for the container's own process.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 import trio
 
+from tests.node.local_streams import local_port, local_process
 from vk_trio.errors import TemporaryError
 from vk_trio.kube.models import Pod
 from vk_trio.node.logbook import LogBook, stream_logs
 from vk_trio.node.provider import (
+    AttachOptions,
     Ended,
+    ExecOptions,
     InvalidPod,
     LogOptions,
     Lost,
@@ -31,6 +37,7 @@ from vk_trio.node.provider import (
     Observation,
     Placement,
     Processes,
+    ProcessIO,
     Progress,
     Provider,
     Running,
@@ -114,6 +121,10 @@ class FakeProvider:
     """``stop`` raises this, after ``stop_seconds``."""
     stopped: list[tuple[str, float]] = field(default_factory=list)
     """(pod name, grace) of every graceful stop that returned."""
+    attach_command: list[str] = field(default_factory=lambda: ["cat"])
+    """What ``attach`` joins: a local process standing in for the container's own."""
+    resizes: list[tuple[int, int]] = field(default_factory=list)
+    """Every terminal size an exec or attach was told, in order."""
     _books: dict[str, LogBook] = field(default_factory=dict)
 
     def times(self, operation: str, pod: str) -> list[float]:
@@ -217,6 +228,24 @@ class FakeProvider:
     async def usage(self, pod: Pod) -> Usage | None:
         await trio.lowlevel.checkpoint()
         return USAGE if pod.metadata.name in self.outputs else None
+
+    def exec(
+        self, pod: Pod, container: str, options: ExecOptions
+    ) -> AbstractAsyncContextManager[ProcessIO]:
+        self._call("exec", pod)
+        return local_process(list(options.command), stdin=options.stdin, resizes=self.resizes)
+
+    def attach(
+        self, pod: Pod, container: str, options: AttachOptions
+    ) -> AbstractAsyncContextManager[ProcessIO]:
+        self._call("attach", pod)
+        return local_process(self.attach_command, stdin=options.stdin, resizes=self.resizes)
+
+    def port_forward(
+        self, pod: Pod, port: int
+    ) -> AbstractAsyncContextManager[trio.abc.HalfCloseableStream]:
+        self._call("port_forward", pod)
+        return local_port(port)
 
     def billing(self) -> int:
         """Instances rented and never released."""

@@ -13,10 +13,14 @@ Routes, after ``auth`` has let the request through (nothing is served unauthenti
 - ``GET /stats/summary``: the stats/v1alpha1 Summary; ``GET /metrics/resource``: the same
   as resource metrics, which metrics-server (``kubectl top``) scrapes;
 - ``GET /pods``: a PodList of this node's pods; ``GET /healthz``; ``GET /metrics``;
-- ``/exec``, ``/attach``, ``/portForward``, ``/run``: a ``Status`` saying they are not
-  supported on Vast.ai instances (yet), code 501, instead of a hang or a 404; the logs of an
-  ephemeral container (``kubectl debug`` reads them once its container is terminated, which
-  the node reports at once) are a 400 that says the same of ``kubectl debug``.
+- ``/exec``, ``/attach`` and ``/portForward`` (GET or POST, with or without the pod's UID):
+  ``kubectl exec``, ``attach`` and ``port-forward`` over SPDY/3.1, through the provider's
+  ``exec``/``attach``/``port_forward`` (``streaming``: the routes, the handshake, the
+  transport and the sessions);
+- ``/run``: a ``Status`` saying it is not supported on Vast.ai instances (yet), code 501,
+  instead of a hang or a 404; the logs of an ephemeral container (``kubectl debug`` reads
+  them once its container is terminated, which the node reports at once) are a 400 that
+  says the same of ``kubectl debug``.
 
 Everything else is 404, like the kubelet's mux.
 """
@@ -41,6 +45,7 @@ from vk_trio.kubelet.certs import ServingTLS, rotate_serving_certificate
 from vk_trio.kubelet.resource_metrics import CONTENT_TYPE as RESOURCE_TYPE
 from vk_trio.kubelet.resource_metrics import ResourceMetrics
 from vk_trio.kubelet.stats import ContainerUsage, stats_summary
+from vk_trio.kubelet.streaming.routes import STREAMING, StreamingRoutes
 from vk_trio.metrics import render
 from vk_trio.node.lookup import PodLookup
 from vk_trio.node.provider import ContainerError, LogOptions, Provider
@@ -56,7 +61,7 @@ __all__ = [
 MetricsSource = Callable[[], tuple[bytes, str]]
 """Returns (Prometheus exposition body, its Content-Type)."""
 
-_UNSUPPORTED = ("exec", "attach", "portForward", "run")
+_UNSUPPORTED = ("run",)
 _TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
 _FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
 
@@ -147,6 +152,7 @@ class KubeletServer:
         self._node = node_name
         self._metrics = metrics
         self._resource = ResourceMetrics()
+        self._streaming = StreamingRoutes(pods, provider)
         self._started = _dt.datetime.now(_dt.UTC)
 
     async def handle(self, request: Request) -> Response:
@@ -154,12 +160,11 @@ class KubeletServer:
         if refusal is not None:
             return refusal
         parts = [p for p in request.path.split("/") if p]
+        if parts and parts[0] in STREAMING:
+            return await self._streaming.handle(request, parts)
         if parts and parts[0] in _UNSUPPORTED:
-            what = {"portForward": "port-forward"}.get(parts[0], parts[0])
             return _status(
-                501,
-                "BadRequest",
-                f"kubectl {what} is not supported on Vast.ai instances (yet)",
+                501, "BadRequest", f"kubectl {parts[0]} is not supported on Vast.ai instances (yet)"
             )
         if request.method not in ("GET", "HEAD"):
             return Response.text("405: Method Not Allowed\n", 405)

@@ -7,6 +7,11 @@ the answer the real kubelet gives: 404 for a pod or container it does not have, 
 to start" for a container that does not run (the provider skipped it, or has not placed the
 pod yet), and 400 for an ephemeral container (``kubectl debug``), which no instance can add.
 So a provider is only ever asked about the container it runs.
+
+``streaming`` is the same for ``exec``, ``attach`` and ``port-forward``, which also name the
+pod's UID when the caller knows it (404 when it is another pod of the same name) and are
+refused at once (``NotSupported``) when the provider's ``Placement`` says they cannot reach
+the container.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from collections.abc import Mapping
 
 from vk_trio.kube.models import Pod
 from vk_trio.node.handle import PodHandle
-from vk_trio.node.provider import NotFound, NotReady
+from vk_trio.node.provider import NotFound, NotReady, NotSupported
 
 __all__ = ["PodLookup"]
 
@@ -39,9 +44,23 @@ class PodLookup:
             if handle.placement is not None
         ]
 
-    def running(self, namespace: str, name: str, container: str) -> Pod:
-        """The pod whose instance runs ``container``; ``NotFound`` or ``NotReady`` (with the
-        kubelet's wording) when there is none."""
+    def streaming(
+        self, namespace: str, name: str, container: str | None, uid: str | None = None
+    ) -> tuple[Pod, str]:
+        """The pod and the container a stream means (``container`` None: the one its
+        instance runs, for port-forward), or the kubelet's answer."""
+        handle = self._handle(namespace, name)
+        if uid and handle.pod.uid != uid:
+            raise NotFound(f"pod {namespace}/{name} with uid {uid} is not on node {self._node}")
+        placement = handle.placement
+        if container is None:
+            container = placement.container if placement else handle.pod.spec.containers[0].name
+        pod = self.running(namespace, name, container)
+        if placement is not None and placement.streams_refused:
+            raise NotSupported(placement.streams_refused)
+        return pod, container
+
+    def _handle(self, namespace: str, name: str) -> PodHandle:
         handle = next(
             (
                 h
@@ -52,6 +71,12 @@ class PodLookup:
         )
         if handle is None:
             raise NotFound(f"pod {namespace}/{name} is not on node {self._node}")
+        return handle
+
+    def running(self, namespace: str, name: str, container: str) -> Pod:
+        """The pod whose instance runs ``container``; ``NotFound`` or ``NotReady`` (with the
+        kubelet's wording) when there is none."""
+        handle = self._handle(namespace, name)
         pod = handle.pod
         if container in {c.name for c in pod.spec.ephemeral_containers}:
             raise NotReady(

@@ -30,8 +30,17 @@ probes) says so in the ``Placement``; the lifecycle then follows that runtime's 
                                    (their preStop hooks first), before ``release``
 
 Both answer with streams or values, and fail with a ``ContainerError`` whose ``status`` is
-the HTTP status the kubelet would answer with; the streaming verbs of ``kubectl exec``,
-``attach`` and ``port-forward`` belong here too, in the same shape.
+the HTTP status the kubelet would answer with. So do the streaming verbs of ``kubectl exec``,
+``attach`` and ``port-forward``, each an async context manager whose exit ends what it
+opened (the exec'd process is killed, the forwarded connection closed)::
+
+    exec(pod, container, ExecOptions)    a new process in the container, as ``ProcessIO``
+    attach(pod, container, AttachOptions) the container's own process, as ``ProcessIO``
+    port_forward(pod, port)              one TCP connection to the pod's ``port``, as a trio
+                                         ``HalfCloseableStream``
+
+A backend that cannot reach a pod's container that way says so in its ``Placement``
+(``streams_refused``), so that the kubelet API refuses at once, before switching protocols.
 
 Progress flows one way: the provider tells the ``Progress`` it is handed what it is doing
 (a waiting reason, an Event, its own annotations); it never calls back into the lifecycle.
@@ -44,17 +53,22 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Literal, Protocol
+
+import trio
 
 from vk_trio.errors import PermanentError, VkError
 from vk_trio.kube.models import Pod
 from vk_trio.node.status import ProcessEvent, ProcessState
 
 __all__ = [
+    "AttachOptions",
     "Booting",
     "ContainerError",
     "Ended",
+    "ExecOptions",
     "Exited",
     "Interrupted",
     "InvalidPod",
@@ -63,10 +77,14 @@ __all__ = [
     "MachineFailed",
     "NotFound",
     "NotReady",
+    "NotSupported",
     "Observation",
     "Placement",
     "Preempted",
     "ProcessEvent",
+    "ProcessExit",
+    "ProcessIO",
+    "ProcessOutput",
     "ProcessState",
     "Processes",
     "Progress",
@@ -98,6 +116,9 @@ class Placement:
     runtime: bool = False
     """A runtime inside the instance runs the pod's processes (init containers first) and
     reports them through ``Provider.processes``; its exec probes run there too."""
+    streams_refused: str = ""
+    """Why ``exec``, ``attach`` and ``port-forward`` cannot reach this pod's container (the
+    message ``kubectl`` shows); empty when they can."""
 
 
 # -- what the kubelet API asks: options, answers, errors -----------------------------------
@@ -148,7 +169,7 @@ class Usage:
 
 
 class ContainerError(VkError):
-    """A container's logs (or, later, streams) cannot be served; ``status`` is the HTTP
+    """A container's logs or streams cannot be served; ``status`` is the HTTP
     status the kubelet answers with, and the message reaches ``kubectl`` as it is: say what
     the container waits for ("no instance yet: waiting for an offer"), not "error"."""
 
@@ -168,10 +189,82 @@ class NotReady(ContainerError):
     status = 400
 
 
+class NotSupported(ContainerError):
+    """What was asked cannot be done for this pod as it runs (no runtime inside its instance
+    to exec in, say): the message says why and what would change it."""
+
+    status = 400
+
+
 class ProviderUnavailable(ContainerError):
     """The backend could not answer now (its API failed); trying again later may work."""
 
     status = 503
+
+
+# -- the streaming verbs: exec, attach, port-forward ----------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecOptions:
+    """``kubectl exec``: the command, and which of the process's streams the client wants."""
+
+    command: tuple[str, ...]
+    tty: bool = False
+    """Run on a terminal (stdout and stderr are then one stream, sent as stdout)."""
+    stdin: bool = False
+    stdout: bool = True
+    stderr: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttachOptions:
+    """``kubectl attach``: which of the container's process's streams the client joins."""
+
+    tty: bool = False
+    stdin: bool = False
+    stdout: bool = True
+    stderr: bool = True
+
+
+@dataclass(frozen=True)
+class ProcessOutput:
+    """A piece of an exec'd or attached process's output."""
+
+    stream: Literal["stdout", "stderr"]
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ProcessExit:
+    """The process ended: its code as the kubelet reports it (128 + signal when killed,
+    126/127 for a command that could not run, ``message`` saying why)."""
+
+    code: int
+    message: str = ""
+
+
+class ProcessIO(Protocol):
+    """An exec'd or attached process: input one way, output and its exit the other. One task
+    may ``receive`` while others ``write`` and ``resize``. Each call waits while the other
+    side cannot take more (nothing is buffered without bound); a broken stream raises
+    ``ContainerError``."""
+
+    async def write(self, data: bytes) -> None:
+        """Bytes for the process's stdin."""
+        ...
+
+    async def close_input(self) -> None:
+        """The client closed stdin (on a terminal: as ^D would)."""
+        ...
+
+    async def resize(self, width: int, height: int) -> None:
+        """The client's terminal is now ``width`` columns by ``height`` rows."""
+        ...
+
+    async def receive(self) -> ProcessOutput | ProcessExit:
+        """The next piece of output, or the exit (again on every later call)."""
+        ...
 
 
 # -- observations: what ``follow`` reports, provider-neutral ---------------------------------
@@ -368,4 +461,28 @@ class Provider(Protocol):
     async def usage(self, pod: Pod) -> Usage | None:
         """What the pod's running container uses now (as last observed, or asked of the
         instance); None while nothing runs for it."""
+        ...
+
+    def exec(
+        self, pod: Pod, container: str, options: ExecOptions
+    ) -> AbstractAsyncContextManager[ProcessIO]:
+        """Run ``options.command`` in ``container`` (the one ``check`` placed); leaving the
+        context kills it if it still runs. Entering raises ``ContainerError`` when it cannot
+        start (``NotSupported``, ``NotReady``, ``ProviderUnavailable``); a command that is
+        not found starts and exits 126/127 with the reason as its message."""
+        ...
+
+    def attach(
+        self, pod: Pod, container: str, options: AttachOptions
+    ) -> AbstractAsyncContextManager[ProcessIO]:
+        """Join the container's running process (its output from now on, its stdin when the
+        spec gives it one); its exit ends the stream. Leaving detaches."""
+        ...
+
+    def port_forward(
+        self, pod: Pod, port: int
+    ) -> AbstractAsyncContextManager[trio.abc.HalfCloseableStream]:
+        """One TCP connection to ``port`` on the pod's own loopback, published or not.
+        Entering raises ``ContainerError`` when it cannot be made (nothing listens there:
+        ``NotReady``); leaving closes it."""
         ...

@@ -22,8 +22,6 @@ import datetime as _dt
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Literal
 
 import trio
 
@@ -59,7 +57,15 @@ from vk_trio.agent.protocol import (
     Watch,
 )
 from vk_trio.errors import PermanentError, TemporaryError
-from vk_trio.node.provider import LogOptions, Processes, ProcessEvent, ProcessState, Usage
+from vk_trio.node.provider import (
+    LogOptions,
+    Processes,
+    ProcessEvent,
+    ProcessExit,
+    ProcessOutput,
+    ProcessState,
+    Usage,
+)
 from vk_trio.node.status import ContainerState as NodeState
 from vk_trio.node.status import Running, Waiting
 from vk_trio.node.status import Terminated as NodeTerminated
@@ -298,23 +304,6 @@ async def _send(link: FrameStream, frame: StreamFrame) -> None:
         await link.send(frame)
     except _LINK_ERRORS as exc:
         raise AgentUnreachable(f"the link to the agent broke: {exc}") from exc
-
-
-@dataclass(frozen=True)
-class ProcessOutput:
-    """A piece of an exec'd or attached process's output (at most 32 KiB)."""
-
-    stream: Literal["stdout", "stderr"]
-    data: bytes
-
-
-@dataclass(frozen=True)
-class ProcessExit:
-    """The process ended: its code as the kubelet reports it (128 + signal when killed,
-    126/127 for a command that could not run, ``message`` saying why)."""
-
-    code: int
-    message: str = ""
 
 
 class ProcessStream:

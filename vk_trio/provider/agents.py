@@ -9,13 +9,15 @@ after a few failures in a row. Every ``VOLUME_REFRESH`` seconds it reads the pod
 again and sends any that changed (a ConfigMap or Secret edited), as the kubelet's sync loop
 does (it re-reads them about once a minute).
 
-The link of each pod is remembered while its report stream runs, for logs and usage.
+The link of each pod is remembered while its report stream runs, for logs, usage and the
+streams of ``kubectl exec``, ``attach`` and ``port-forward`` (``agent_streams``).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 
 import trio
@@ -27,16 +29,20 @@ from vk_trio.errors import PermanentError, TemporaryError, describe_error
 from vk_trio.kube.models import Pod
 from vk_trio.logs import redact
 from vk_trio.node.provider import (
+    AttachOptions,
+    ExecOptions,
     Exited,
     LogOptions,
     MachineFailed,
     NotReady,
     Observation,
     Processes,
+    ProcessIO,
     Progress,
     ProviderUnavailable,
     Usage,
 )
+from vk_trio.provider import agent_streams
 from vk_trio.provider.agent_link import AgentLink, AgentRefused, AgentUnreachable
 from vk_trio.provider.poller import InstancePoller
 from vk_trio.provider.runtime import AgentDelivery, ImageConfigs, InstanceFacts, pod_bundle
@@ -197,6 +203,21 @@ class PodAgents:
         except AgentUnreachable as exc:
             raise ProviderUnavailable(str(exc)) from exc
         return _prepend(first, stream)
+
+    def exec(
+        self, pod: Pod, container: str, options: ExecOptions
+    ) -> AbstractAsyncContextManager[ProcessIO]:
+        return agent_streams.exec_in(self._linked(pod, container), container, options)
+
+    def attach(
+        self, pod: Pod, container: str, options: AttachOptions
+    ) -> AbstractAsyncContextManager[ProcessIO]:
+        return agent_streams.attach(self._linked(pod, container), container, options)
+
+    def port_forward(
+        self, pod: Pod, container: str, port: int
+    ) -> AbstractAsyncContextManager[trio.abc.HalfCloseableStream]:
+        return agent_streams.port_forward(self._linked(pod, container), port)
 
     async def restart(self, pod: Pod, message: str) -> None:
         """Restart the container's process in place (raises ``VkError`` when unreachable)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -20,20 +21,24 @@ import msgspec
 import trio
 from loguru import logger
 
-from vk_trio.annotations import BUYING, ENDPOINTS, INSTANCE_ID
+from vk_trio.annotations import AGENT, BUYING, ENDPOINTS, INSTANCE_ID
 from vk_trio.config import Settings
 from vk_trio.errors import PermanentError, TemporaryError, VkError
 from vk_trio.kube.models import Pod
 from vk_trio.node.provider import (
+    AttachOptions,
     Ended,
+    ExecOptions,
     Interrupted,
     InvalidPod,
     LogOptions,
     Lost,
     MachineFailed,
+    NotSupported,
     Observation,
     Placement,
     Processes,
+    ProcessIO,
     Progress,
     Running,
     Usage,
@@ -133,7 +138,8 @@ class VastProvider:
         runtime = agent_placement(pod, self._agent)
         reason = f'the instance runs "{chosen.name}": one Vast instance, one image'
         skipped = {name: reason for name in skipped_containers(pod)}
-        return Placement(chosen.name, skipped, runtime=runtime)
+        refused = "" if runtime else streams_refusal("kubectl exec, attach and port-forward need")
+        return Placement(chosen.name, skipped, runtime=runtime, streams_refused=refused)
 
     async def adopt(self, pod: Pod, progress: Progress) -> str | Lost | None:
         """Waits for a sweep that started after this call, so an instance bought moments ago
@@ -295,7 +301,30 @@ class VastProvider:
         instances = self._poller.instances(pod.uid)
         return instance_usage(max(instances, key=lambda i: i.id)) if instances else None
 
+    def exec(
+        self, pod: Pod, container: str, options: ExecOptions
+    ) -> AbstractAsyncContextManager[ProcessIO]:
+        return self._streaming(pod, "kubectl exec needs").exec(pod, container, options)
+
+    def attach(
+        self, pod: Pod, container: str, options: AttachOptions
+    ) -> AbstractAsyncContextManager[ProcessIO]:
+        return self._streaming(pod, "kubectl attach needs").attach(pod, container, options)
+
+    def port_forward(
+        self, pod: Pod, port: int
+    ) -> AbstractAsyncContextManager[trio.abc.HalfCloseableStream]:
+        agents = self._streaming(pod, "kubectl port-forward needs")
+        return agents.port_forward(pod, chosen_container(pod).name, port)
+
     # -- helpers --------------------------------------------------------------------------
+
+    def _streaming(self, pod: Pod, what: str) -> PodAgents:
+        """The agents, when ``pod`` runs under one: only an agent inside the instance can run
+        a process there or reach its loopback (Vast offers no exec of its own)."""
+        if self._agents is None or self._agent_env(pod) is None:
+            raise NotSupported(streams_refusal(what))
+        return self._agents
 
     def _agent_env(self, pod: Pod) -> dict[str, str] | None:
         """The bootstrap's variables when ``pod`` runs under the agent, else None."""
@@ -471,6 +500,14 @@ def go_seconds(seconds: float) -> str:
     minutes, secs = divmod(whole, 60)
     fraction = f"{secs}.{rest:03d}".rstrip("0").rstrip(".")
     return f"{minutes}m{fraction}s"
+
+
+def streams_refusal(what: str) -> str:
+    """Why a pod without the agent has no exec, attach or port-forward, and the fix."""
+    return (
+        f"{what} the vk-trio agent inside the instance; this pod runs without it "
+        f'(set the annotation {AGENT}: "true", and run the node with --agent-url)'
+    )
 
 
 def _requirements(pod: Pod) -> Requirements:

@@ -10,10 +10,14 @@ Like a real API server, the stand-in
   ``kubelet_ca_pem`` when a test brings its own); a non-2xx answer to a log request becomes a
   ``Status`` with the kubelet's text as message, as ``NewGenericServerResponse`` does;
 * proxies ``pods/{name}/exec``, ``/attach`` (to ``/{exec,attach}/{ns}/{name}/{container}``)
-  and ``/portforward`` (to ``/portForward/{ns}/{name}``) the same way, checking the container
-  first as ``streamLocation`` does. The stand-in cannot switch protocols, so this serves what
-  a node answers without upgrading (a refusal), relayed as the real proxy relays a non-101
-  answer; a client asking for a WebSocket is told no (400), and kubectl falls back to SPDY;
+  and ``/portforward`` (to ``/portForward/{ns}/{name}``), checking the container first and
+  turning the query into the kubelet's (``input``/``output``/``error``/``tty`` = ``1``,
+  ``command`` repeated, ``ports`` → ``port``) as ``streamLocation`` and ``streamParams`` do.
+  A SPDY upgrade is proxied as the real ``UpgradeAwareProxy`` does (``upgrade_proxy``: the
+  kubelet's 101 relayed, then the connections spliced); a request without one is proxied
+  like any other. A client asking for a WebSocket is told no (400), and kubectl falls back
+  to SPDY; a 1.30+ API server would translate it to SPDY towards the kubelet, and a 1.36 one
+  pass it through to a kubelet that advertises WebSocket;
 * serves ``PUT .../certificatesigningrequests/{name}/approval`` (``kubectl certificate
   approve|deny``) and signs approved ``kubernetes.io/kubelet-serving`` CSRs with its CA, like
   kube-controller-manager's signer (a CSR that breaks the signer's rules gets ``Failed``);
@@ -44,6 +48,7 @@ from vk_trio.devtools.sim.kube.pki import (
     SigningRefused,
 )
 from vk_trio.devtools.sim.kube.store import ApiError
+from vk_trio.devtools.sim.kube.upgrade_proxy import proxy_upgrade
 from vk_trio.http_server import Request, Response
 
 if TYPE_CHECKING:
@@ -77,6 +82,7 @@ class NodeApi:
         self.reviews: list[Obj] = []
         """Every SubjectAccessReview spec received, in order (tests read it)."""
         self._http: httpx.AsyncClient | None = None
+        self._context: ssl.SSLContext | None = None
 
     def add_token(self, token: str, username: str, groups: tuple[str, ...] = ()) -> None:
         self.tokens[token] = {"username": username, "groups": [*groups, "system:authenticated"]}
@@ -89,7 +95,7 @@ class NodeApi:
 
     async def open(self) -> None:
         """Build the kubelet client (certificate files are read once, in a worker thread)."""
-        context = await trio.to_thread.run_sync(self._client_context)
+        context = self._context = await trio.to_thread.run_sync(self._client_context)
         self._http = httpx.AsyncClient(verify=context, timeout=httpx.Timeout(30.0, read=None))
 
     async def aclose(self) -> None:
@@ -283,8 +289,39 @@ class NodeApi:
             path = f"/{verb}/{namespace}/{name}/{container}"
         if not node:
             return _status(400, f"pod {name} does not have a host assigned")
-        query = {k: v for k, v in request.query.items() if k != "container"}
+        query = _kubelet_stream_query(request, verb)
+        if "upgrade" in request.headers.get("connection", "").lower():
+            return await self._upgrade(request, node, path, query)
         return await self._proxy(request, node, path, query, logs=False)
+
+    async def _upgrade(
+        self, request: Request, node_name: str, path: str, query: dict[str, list[str]]
+    ) -> Response:
+        located = self._kubelet(node_name)
+        if isinstance(located, Response):
+            return located
+        host, port = located
+        target = urllib.parse.quote(path)
+        if query:
+            target += "?" + urllib.parse.urlencode(query, doseq=True)
+        assert self._context is not None, "NodeApi.open() was not called"
+        try:
+            return await proxy_upgrade(request, host, port, target, self._context)
+        except (OSError, trio.TooSlowError, trio.BrokenResourceError, ssl.SSLError) as exc:
+            return _status(500, f"error dialing backend: {exc}", "InternalError")
+
+    def _kubelet(self, node_name: str) -> tuple[str, int] | Response:
+        """The node's kubelet address and port, or the answer when it has none."""
+        node = self._store.get(BY_PLURAL["nodes"], None, node_name)
+        status = node.get("status") or {}
+        address = next(
+            (a["address"] for a in status.get("addresses") or [] if a.get("type") == "InternalIP"),
+            None,
+        )
+        port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port")
+        if not address or not port:
+            return _status(400, f"node {node_name} has no InternalIP or kubelet port")
+        return address, int(port)
 
     async def _proxy(
         self,
@@ -295,15 +332,10 @@ class NodeApi:
         *,
         logs: bool,
     ) -> Response:
-        node = self._store.get(BY_PLURAL["nodes"], None, node_name)
-        status = node.get("status") or {}
-        address = next(
-            (a["address"] for a in status.get("addresses") or [] if a.get("type") == "InternalIP"),
-            None,
-        )
-        port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port")
-        if not address or not port:
-            return _status(400, f"node {node_name} has no InternalIP or kubelet port")
+        located = self._kubelet(node_name)
+        if isinstance(located, Response):
+            return located
+        address, port = located
         host = f"[{address}]" if ":" in address else address
         url = f"https://{host}:{port}{urllib.parse.quote(path)}"
         if query:
@@ -329,6 +361,24 @@ class NodeApi:
             stream=_relay(response),
             until_disconnect=follow,
         )
+
+
+_TRUE = ("1", "t", "T", "true", "True", "TRUE")
+_STREAM_FLAGS = (("stdin", "input"), ("stdout", "output"), ("stderr", "error"), ("tty", "tty"))
+
+
+def _kubelet_stream_query(request: Request, verb: str) -> dict[str, list[str]]:
+    """The API's Pod{Exec,Attach,PortForward}Options query as the kubelet's (``streamParams``)."""
+    query: dict[str, list[str]] = {}
+    if verb == "portforward":
+        ports = [p for value in request.query.get("ports", []) for p in value.split(",") if p]
+        return {"port": [",".join(ports)]} if ports else {}
+    for api_name, kubelet_name in _STREAM_FLAGS:
+        if (request.param(api_name) or "") in _TRUE:
+            query[kubelet_name] = ["1"]
+    if verb == "exec" and request.query.get("command"):
+        query["command"] = request.query["command"]
+    return query
 
 
 def _container_names(pod: Obj, *, ephemeral: bool = True) -> list[str]:

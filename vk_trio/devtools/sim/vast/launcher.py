@@ -217,6 +217,14 @@ def build_dev(dev: str) -> None:
     os.symlink("/proc/self/fd/2", dev + "/stderr")
     os.mkdir(dev + "/shm", 0o1777)
     mount("tmpfs", dev + "/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")
+    # Pseudo-terminals of the container's own (``kubectl exec -it``), as Docker gives it: a
+    # private devpts instance, and /dev/ptmx through it.
+    os.mkdir(dev + "/pts", 0o755)
+    try:
+        mount("devpts", dev + "/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666")
+    except OSError:
+        return  # a kernel that refuses devpts here: the container has no terminals
+    os.symlink("pts/ptmx", dev + "/ptmx")
 
 
 def write_etc(etc: str, hostname: str, names: tuple[str, ...]) -> None:
