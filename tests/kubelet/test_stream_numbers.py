@@ -1,4 +1,4 @@
-"""Numbers for the streaming path, printed (run with ``VK_TRIO_MEASURE=1 pytest -s``; skipped
+"""Numbers for the streaming path, printed (run with ``pytest -m measure -s``; deselected
 otherwise, as they take a minute and only mean something on a quiet machine):
 
 - ``kubectl exec pod -- true``: the round trip, median and worst of 10 (kubectl's own start
@@ -14,7 +14,6 @@ their own. So the stall is an upper bound for a node alone.
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 
@@ -25,9 +24,7 @@ import trio
 from tests.kubelet.conftest import Kubectl, free_port
 from tests.kubelet.test_agent_streams import kubectl as kubectl  # the agent pod fixture
 
-pytestmark = pytest.mark.skipif(
-    not os.environ.get("VK_TRIO_MEASURE"), reason="set VK_TRIO_MEASURE=1 to measure"
-)
+pytestmark = pytest.mark.measure
 
 SESSIONS = 50
 OUTPUT = 4 * 2**20
