@@ -37,7 +37,7 @@ from loguru import logger
 from vk_trio.config import Settings
 from vk_trio.errors import TemporaryError
 from vk_trio.kube.api import KubeClient
-from vk_trio.kube.errors import KubeError
+from vk_trio.kube.errors import KubeError, KubeNotFound
 from vk_trio.kube.pods import pod_path
 from vk_trio.provider.runtime import NO_AGENT, AgentDelivery, agent_delivery, link_master
 from vk_trio.registry import (
@@ -127,7 +127,7 @@ async def _own_image(settings: Settings, kube: KubeClient) -> str:
             pod = await kube.request("GET", pod_path(namespace, name))
             break
         except KubeError as exc:
-            if attempt + 1 == DISCOVERY_TRIES:
+            if attempt + 1 == DISCOVERY_TRIES or isinstance(exc, KubeNotFound):
                 raise _NoAgent(
                     f"the node's own pod {namespace}/{name} was not read: {exc}"
                 ) from exc

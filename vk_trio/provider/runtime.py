@@ -2,7 +2,7 @@
 and the bundle it is handed over the link.
 
 **Who needs it.** Only the agent inside the instance can give a pod its volumes, its init
-containers and its exec probes; a node with the agent configured (``--agent-url``) also sends
+containers and its exec probes; a node with an agent (``agent_source``) also sends
 Secret-sourced env through it rather than through Vast's API. A pod that asks for any of those
 runs under the agent, or is refused with the reason when the node has none: never run without
 what it asked for (:func:`agent_placement`). ``vast.ai/agent: "true"`` asks for it anyway.
