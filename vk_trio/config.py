@@ -319,7 +319,8 @@ class Settings(msgspec.Struct, kw_only=True):
         Meta(
             description="where instances download the vk-trio agent (this same binary) that "
             "runs the pod inside them: its volumes, init containers, exec probes, Secret env, "
-            "restarts in place; unset: pods that need it are refused with that reason",
+            "restarts in place; unset: the layer of AGENT_IMAGE (the node's own image) that "
+            "holds it",
             extra={"allowed": "an http(s) URL the instances can reach"},
         ),
     ] = None
@@ -330,6 +331,16 @@ class Settings(msgspec.Struct, kw_only=True):
             "before it runs; unset: this binary's own digest (the agent is the node's own "
             "binary), or, when not run as the binary, the digest of AGENT_URL read at start",
             extra={"allowed": "64 lowercase hex digits"},
+        ),
+    ] = None
+
+    agent_image: Annotated[
+        str | None,
+        Meta(
+            description="the image whose layer holds /vk-trio, from which instances fetch the "
+            "agent when AGENT_URL is unset (anonymously: a public image); unset: the node's "
+            "own image, read from its pod (POD_NAMESPACE/POD_NAME)",
+            extra={"allowed": "an image reference, best by digest (name@sha256:...)"},
         ),
     ] = None
 

@@ -14,6 +14,7 @@ def test_public_names_are_pinned() -> None:
         "REGISTRY_UNAVAILABLE",
         "ImageConfig",
         "ImageConfigUnavailable",
+        "ImageLayers",
         "ImageReference",
         "InvalidReference",
         "RegistryClient",

@@ -2,13 +2,14 @@
 and the bundle it is handed over the link.
 
 **Who needs it.** Only the agent inside the instance can give a pod its volumes, its init
-containers and its exec probes; a node with the agent configured (``--agent-url``) also sends
+containers and its exec probes; a node with an agent (``agent_source``) also sends
 Secret-sourced env through it rather than through Vast's API. A pod that asks for any of those
 runs under the agent, or is refused with the reason when the node has none: never run without
 what it asked for (:func:`agent_placement`). ``vast.ai/agent: "true"`` asks for it anyway.
 
 **How it arrives** (:class:`AgentDelivery`): the instance's entrypoint is the bootstrap
-(``vk_trio.agent.bootstrap``), which downloads ``--agent-url``, checks it against the SHA-256
+(``vk_trio.agent.bootstrap``), which downloads ``--agent-url`` (or, by default, the layer of
+the node's own image that holds the binary: ``agent_source``), checks it against the SHA-256
 the node passes, and runs it. The link's credentials for the pod are derived from a master
 secret (itself derived from the Vast API key: nothing to store, the same on every replica)
 and the pod's UID (``vk_trio.agent.link``).
@@ -33,7 +34,13 @@ from typing import Literal, Protocol
 import httpx
 import trio
 
-from vk_trio.agent.bootstrap import AGENT_SHA256_ENV, AGENT_URL_ENV
+from vk_trio.agent.bootstrap import (
+    AGENT_LAYER_ENV,
+    AGENT_LAYER_SHA256_ENV,
+    AGENT_SHA256_ENV,
+    AGENT_TOKEN_URL_ENV,
+    AGENT_URL_ENV,
+)
 from vk_trio.agent.link import CREDENTIALS_ENV, LinkKeys, agent_credentials, node_keys, pod_secret
 from vk_trio.agent.protocol import Bundle, ExecProbe, Hook, HttpHook, Mount, ProcessSpec
 from vk_trio.annotations import AGENT, INIT_IN_MAIN_IMAGE
@@ -59,12 +66,14 @@ from vk_trio.provider.volumes import (
 from vk_trio.registry import ImageConfig
 
 __all__ = [
+    "NO_AGENT",
     "AgentDelivery",
     "CreateContainerConfigError",
     "ImageConfigs",
     "InstanceFacts",
     "agent_delivery",
     "agent_placement",
+    "link_master",
     "pod_bundle",
 ]
 
@@ -79,19 +88,28 @@ class ImageConfigs(Protocol):
 
 @dataclass(frozen=True)
 class AgentDelivery:
-    """Where instances download the agent, its digest, and the node's link master secret."""
+    """Where instances download the agent, its digest, and the node's link master secret.
+
+    ``layer``: ``url`` is a registry blob (a gzip'd tar holding ``vk-trio``, ``sha256`` the
+    layer's digest) rather than the binary, and ``token_url`` where the bootstrap asks for an
+    anonymous pull token (``""``: the registry wants none); see ``vk_trio.agent.bootstrap``.
+    """
 
     url: str
     sha256: str
     master: bytes
+    layer: bool = False
+    token_url: str = ""
 
     def env(self, pod: Pod) -> dict[str, str]:
         """The bootstrap's variables in the pod's create request: no pod value among them."""
-        return {
-            AGENT_URL_ENV: self.url,
-            AGENT_SHA256_ENV: self.sha256,
-            CREDENTIALS_ENV: agent_credentials(pod_secret(self.master, pod.uid)),
-        }
+        credentials = {CREDENTIALS_ENV: agent_credentials(pod_secret(self.master, pod.uid))}
+        if not self.layer:
+            return {AGENT_URL_ENV: self.url, AGENT_SHA256_ENV: self.sha256, **credentials}
+        source = {AGENT_LAYER_ENV: self.url, AGENT_LAYER_SHA256_ENV: self.sha256}
+        if self.token_url:
+            source[AGENT_TOKEN_URL_ENV] = self.token_url
+        return {**source, **credentials}
 
     def keys_for(self, uid: str) -> LinkKeys:
         """The node's end of the link to the agent of the pod with this UID."""
@@ -104,8 +122,13 @@ async def agent_delivery(settings: Settings) -> AgentDelivery | None:
     if settings.agent_url is None:
         return None
     digest = settings.agent_sha256 or await _own_digest() or await _served_digest(settings)
-    master = hmac.digest(settings.vast_api_key.encode(), b"vk-trio agent link master", "sha256")
-    return AgentDelivery(settings.agent_url, digest, master)
+    return AgentDelivery(settings.agent_url, digest, link_master(settings))
+
+
+def link_master(settings: Settings) -> bytes:
+    """The master secret of the node's links to agents, derived from the Vast API key: the
+    same on every replica, nothing to store."""
+    return hmac.digest(settings.vast_api_key.encode(), b"vk-trio agent link master", "sha256")
 
 
 async def _own_digest() -> str | None:
@@ -139,10 +162,15 @@ async def _served_digest(settings: Settings) -> str:
 # -- who needs the agent ------------------------------------------------------------------
 
 
-def agent_placement(pod: Pod, delivery: AgentDelivery | None) -> bool:
+NO_AGENT = "this node has no --agent-url (AGENT_URL)"
+"""Why a node has no agent, when nothing better is known (``missing`` of ``agent_placement``)."""
+
+
+def agent_placement(pod: Pod, delivery: AgentDelivery | None, *, missing: str = NO_AGENT) -> bool:
     """Whether the pod runs under the agent. Raises ``InvalidPod`` when it asks for what
     cannot be given: a volume type no instance can mount, an init container in another
-    image, or what only the agent gives on a node without it."""
+    image, or what only the agent gives on a node without it (``missing`` says why it has
+    none: the refusal's words)."""
     refused = unsupported_volume(pod)
     if refused is not None:
         raise InvalidPod("UnsupportedVolume", refused)
@@ -165,7 +193,7 @@ def agent_placement(pod: Pod, delivery: AgentDelivery | None) -> bool:
         raise InvalidPod(
             "AgentNotConfigured",
             f"pod {pod.key} asks for {asked}, which only the vk-trio agent inside the instance "
-            "gives, and this node has no --agent-url (AGENT_URL); nothing was bought",
+            f"gives, and {missing}; nothing was bought",
         )
     return True
 

@@ -56,7 +56,13 @@ from vk_trio.provider.namespace_budget import NamespaceHolds
 from vk_trio.provider.observing import OUTBID_REASON, InstanceWatch
 from vk_trio.provider.poller import InstancePoller
 from vk_trio.provider.requirements import AnnotationError, Requirements, parse_requirements
-from vk_trio.provider.runtime import AgentDelivery, ImageConfigs, agent_placement, pod_bundle
+from vk_trio.provider.runtime import (
+    NO_AGENT,
+    AgentDelivery,
+    ImageConfigs,
+    agent_placement,
+    pod_bundle,
+)
 from vk_trio.provider.spec import ObjectLookup, SpecError, chosen_container, skipped_containers
 from vk_trio.provider.usage import instance_usage
 from vk_trio.retry import (
@@ -98,10 +104,13 @@ class VastProvider:
         credit: CreditCheck = lambda price: None,
         costs: CostRecorder | None = None,
         agent: AgentDelivery | None = None,
+        agent_missing: str = NO_AGENT,
         images: ImageConfigs | None = None,
     ) -> None:
         self._settings = settings
         self._agent = agent
+        self._agent_missing = agent_missing
+        """Why there is no agent (``agent_source``): the words of pods' refusals."""
         self._objects = objects
         self._agents = (
             PodAgents(agent, poller, objects, images) if agent is not None and images else None
@@ -135,7 +144,7 @@ class VastProvider:
             _requirements(pod)
         except (AnnotationError, SpecError) as exc:
             raise InvalidPod("InvalidAnnotation", str(exc)) from exc
-        runtime = agent_placement(pod, self._agent)
+        runtime = agent_placement(pod, self._agent, missing=self._agent_missing)
         reason = f'the instance runs "{chosen.name}": one Vast instance, one image'
         skipped = {name: reason for name in skipped_containers(pod)}
         refused = "" if runtime else streams_refusal("kubectl exec, attach and port-forward need")

@@ -39,11 +39,12 @@ from vk_trio.kube.pods import KubeObjects, get_pod
 from vk_trio.logs import redact
 from vk_trio.node.dispatch import Dispatcher
 from vk_trio.provider.account import CostRecorder, CreditWatch
+from vk_trio.provider.agent_source import find_agent
 from vk_trio.provider.budget import Budget
 from vk_trio.provider.namespace_budget import NamespaceBudget, run_tidy
 from vk_trio.provider.poller import InstancePoller
 from vk_trio.provider.reaper import run_reaper
-from vk_trio.provider.runtime import ImageConfigs, agent_delivery
+from vk_trio.provider.runtime import ImageConfigs
 from vk_trio.provider.vast_provider import VastProvider
 from vk_trio.registry import RegistryClient
 from vk_trio.retry import vast_policy
@@ -116,7 +117,7 @@ class VastBackend:
         """Poll Vast and report the provider once the first sweep is in; then keep the
         Node's spend annotation current until cancelled."""
         settings = self._settings
-        agent = await agent_delivery(settings)
+        agent = await find_agent(settings, kube)
         async with self._image_configs() as images, trio.open_nursery() as nursery:
             await nursery.start(self.poller.run)
             if isinstance(self.poller.last_failure, VastAuthError):
@@ -142,7 +143,8 @@ class VastBackend:
                     namespaces=self._namespace_budget(kube),
                     credit=credit.refusal,
                     costs=costs,
-                    agent=agent,
+                    agent=agent.delivery,
+                    agent_missing=agent.missing,
                     images=images,
                 )
             )

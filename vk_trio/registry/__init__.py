@@ -23,6 +23,7 @@ from vk_trio.registry.errors import ImageConfigUnavailable as ImageConfigUnavail
 from vk_trio.registry.errors import InvalidReference as InvalidReference
 from vk_trio.registry.errors import RegistryError as RegistryError
 from vk_trio.registry.models import ImageConfig as ImageConfig
+from vk_trio.registry.models import ImageLayers as ImageLayers
 from vk_trio.registry.reference import ImageReference as ImageReference
 from vk_trio.registry.reference import parse_reference as parse_reference
 
@@ -34,6 +35,7 @@ __all__ = [
     "REGISTRY_UNAVAILABLE",
     "ImageConfig",
     "ImageConfigUnavailable",
+    "ImageLayers",
     "ImageReference",
     "InvalidReference",
     "RegistryClient",

@@ -23,6 +23,12 @@ nothing else is fetched. Entries are also keyed by who asked (a fingerprint of t
 credentials used, or anonymous), so a config read with one pod's pull secret is never handed
 to a pod without it. Failures are not cached: the caller's retry asks again.
 
+**Layers.** :meth:`RegistryClient.image_layers` resolves a reference the same way (steps 1-2,
+anonymously) and tells where the ``linux/amd64`` layers are and where an anonymous pull token
+is had, for a downloader elsewhere: an instance fetching the vk-trio agent from the node's own
+image. A private image is an ``IMAGE_UNAUTHORIZED`` there: nobody without credentials could
+download it.
+
 Timeouts: 10 s to connect, 30 s per read, and the whole lookup (token, manifests, blob) within
 ``TOTAL_TIMEOUT``, after which it is a ``RegistryUnavailable``.
 """
@@ -41,7 +47,7 @@ import trio
 
 from vk_trio import __version__
 from vk_trio.logs import redact
-from vk_trio.registry.auth import find_credentials
+from vk_trio.registry.auth import base_url, find_credentials
 from vk_trio.registry.errors import (
     IMAGE_INVALID,
     IMAGE_PLATFORM_UNSUPPORTED,
@@ -54,6 +60,7 @@ from vk_trio.registry.models import (
     Descriptor,
     ImageConfig,
     ImageConfigFile,
+    ImageLayers,
     Manifest,
 )
 from vk_trio.registry.reference import ImageReference, parse_reference
@@ -144,6 +151,35 @@ class RegistryClient:
     async def aclose(self) -> None:
         if self._owns_http:
             await self._http.aclose()
+
+    async def image_layers(self, image: str | ImageReference) -> ImageLayers:
+        """Where the ``linux/amd64`` layers of ``image`` are downloaded, anonymously (not
+        cached: asked once, at start, for the node's own image). Raises
+        ``InvalidReference`` or ``ImageConfigUnavailable`` (``IMAGE_UNAUTHORIZED`` when the
+        image is private: nobody without credentials could download it)."""
+        text = image if isinstance(image, str) else str(image)
+        ref = parse_reference(image) if isinstance(image, str) else image
+        session = Session(self._http, ref, image=text, credentials=None)
+        with trio.move_on_after(self._total_timeout):
+            answer = await session.get(
+                "manifests", ref.reference, limit=MAX_MANIFEST, accept=ACCEPT
+            )
+            if ref.digest:
+                _verify(session, answer.body, ref.digest, "manifest")
+            digest = ref.digest or _content_digest(answer)
+            manifest = await _platform_manifest(session, answer)
+            blob_url = f"{base_url(ref.registry)}/v2/{ref.repository}/blobs/{{digest}}"
+            return ImageLayers(
+                layers=list(manifest.layers or []),
+                blob_url=blob_url,
+                token_url=session.token_url,
+                digest=digest,
+            )
+        raise ImageConfigUnavailable(
+            f"image {text}: no answer from {ref.registry} within {self._total_timeout:g} s",
+            image=text,
+            reason=REGISTRY_UNAVAILABLE,
+        )
 
     async def image_config(
         self, image: str | ImageReference, *, credentials: Credentials | None = None
@@ -247,12 +283,7 @@ async def _fetch(
     cached = known(digest)
     if cached is not None:
         return cached
-    manifest = _decode_manifest(session, answer)
-    if _is_index(manifest, answer):
-        chosen = _pick_platform(session, manifest)
-        answer = await session.get("manifests", chosen.digest, limit=MAX_MANIFEST, accept=ACCEPT)
-        _verify(session, answer.body, chosen.digest, "manifest")
-        manifest = _decode_manifest(session, answer)
+    manifest = await _platform_manifest(session, answer)
     if manifest.config is None:
         raise _invalid(session, "the manifest has no config")
     blob = await session.get("blobs", manifest.config.digest, limit=MAX_CONFIG)
@@ -272,6 +303,17 @@ async def _fetch(
         user=container.User or "",
         digest=digest,
     )
+
+
+async def _platform_manifest(session: Session, answer: Answer) -> Manifest:
+    """The ``linux/amd64`` image manifest: ``answer``'s, or the one its index points at."""
+    manifest = _decode_manifest(session, answer)
+    if _is_index(manifest, answer):
+        chosen = _pick_platform(session, manifest)
+        answer = await session.get("manifests", chosen.digest, limit=MAX_MANIFEST, accept=ACCEPT)
+        _verify(session, answer.body, chosen.digest, "manifest")
+        manifest = _decode_manifest(session, answer)
+    return manifest
 
 
 def _content_digest(answer: Answer) -> str:

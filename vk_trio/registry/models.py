@@ -23,6 +23,7 @@ __all__ = [
     "ErrorBody",
     "ImageConfig",
     "ImageConfigFile",
+    "ImageLayers",
     "Manifest",
     "Platform",
     "TokenReply",
@@ -79,6 +80,28 @@ class Manifest(msgspec.Struct, frozen=True, rename="camel"):
     media_type: str | None = None
     manifests: list[Descriptor] | None = None
     config: Descriptor | None = None
+    layers: list[Descriptor] | None = None
+
+
+class ImageLayers(msgspec.Struct, frozen=True):
+    """Where an image's ``linux/amd64`` layers can be downloaded, for someone other than
+    this process (an instance fetching the vk-trio agent from the node's own image).
+
+    ``layers`` are the manifest's, base first (digest, media type, size: the digest is of
+    the compressed blob, what a download is checked against). ``blob_url`` is the URL with
+    ``{digest}`` to fill in (``https://<registry>/v2/<repository>/blobs/{digest}``, plain
+    http only on loopback). ``token_url`` is where an anonymous pull token for the
+    repository is had (realm, service and scope of the registry's challenge), or ``""`` when
+    the registry asked for none. ``digest`` is the manifest's.
+    """
+
+    layers: list[Descriptor]
+    blob_url: str
+    token_url: str
+    digest: str
+
+    def url(self, layer: Descriptor) -> str:
+        return self.blob_url.replace("{digest}", layer.digest)
 
 
 class ContainerConfig(msgspec.Struct, frozen=True):

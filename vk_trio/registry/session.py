@@ -74,6 +74,9 @@ class Session:
         self._base = base_url(ref.registry)
         self._origin = httpx.URL(self._base)
         self._authorization: str | None = None
+        self.token_url = ""
+        """The token URL of the last Bearer challenge, without credentials: where anyone may
+        ask for the same anonymous token (``""``: no token asked for)."""
 
     def url(self, kind: str, reference: str) -> httpx.URL:
         """``<base>/v2/<repository>/<kind>/<reference>`` (kind: ``manifests`` or ``blobs``)."""
@@ -172,6 +175,7 @@ class Session:
         query = {"scope": params.get("scope") or f"repository:{self._ref.repository}:pull"}
         if "service" in params:
             query["service"] = params["service"]
+        self.token_url = str(url.copy_merge_params(query))
         headers = {}
         if self._credentials is not None:
             query["account"] = self._credentials[0]

@@ -70,6 +70,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(util-linux unshare, user namespaces); its output is the log, its mapped ports reach it",
     )
     parser.add_argument(
+        "--reach",
+        action="append",
+        type=int,
+        default=[],
+        metavar="PORT",
+        help="with --run-containers: the sandboxes reach 127.0.0.1:PORT of the host too, e.g. a "
+        "registry simulator (repeatable)",
+    )
+    parser.add_argument(
         "--serve-file",
         action="append",
         default=[],
@@ -109,6 +118,7 @@ def config_from_args(args: argparse.Namespace) -> VastSimConfig:
         serve_ports=args.serve_ports,
         app_ready_after=args.app_ready_after,
         run_containers=args.run_containers,
+        reachable=list(args.reach),
         serve_files=dict(_served_file(spec) for spec in args.serve_file),
         image_roots=dict(_image_root(spec) for spec in args.image_root),
         image_configs=dict(_image_config(spec) for spec in args.image_config),

@@ -129,6 +129,10 @@ class VastSimConfig(msgspec.Struct, kw_only=True):
     [...], "Cmd": [...], "Env": [...], "WorkingDir": ..., "User": ...}}``), used as Docker
     does when a create has no ``onstart``; a root's own ``.vk-trio-image-config.json``
     serves when no name here matches."""
+    reachable: list[int] = msgspec.field(default_factory=list)
+    """With ``run_containers``: ports of the host's loopback that a sandbox reaches too, at
+    the same 127.0.0.1 port inside (relayed like the simulator's own), e.g. a registry
+    simulator that instances fetch the agent's layer from."""
     serve_files: dict[str, str] = msgspec.field(default_factory=dict)
     """URL path → file: ``GET`` on the path answers the file's bytes (no auth), e.g. an
     agent binary a bootstrap script inside an instance downloads."""

@@ -16,7 +16,8 @@ and the instance shows ``running`` once it has; it shows ``exited`` with the pro
 once it ends. Stop, outbid, an offline host, an injected exit and destroy kill the sandbox;
 a start boots anew and runs the process again. The process's output is the instance's log
 (the last MiB). Each ``-p N`` port is a random port on 127.0.0.1 forwarded to 127.0.0.1:N in
-the sandbox while the process runs; inside, only the simulator's own port is reachable.
+the sandbox while the process runs; inside, only the simulator's own port is reachable, and
+the host's loopback ports listed in ``reachable`` (``--reach``: a registry simulator).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from vk_trio.devtools.sim.vast.sandbox import (
     Sandbox,
     SandboxError,
     SandboxSpec,
+    copy_stream,
     open_sandbox,
     probe,
 )
@@ -96,18 +98,6 @@ def gpu_env(offer: Mapping[str, Any]) -> dict[str, str]:
     return {name: str(offer[field]) for name, field in GPU_ENV.items() if field in offer}
 
 
-async def _copy(
-    source: trio.SocketStream, sink: trio.SocketStream, scope: trio.CancelScope
-) -> None:
-    """Bytes one way; EOF is passed on, a broken side ends both ways."""
-    try:
-        async for chunk in source:
-            await sink.send_all(chunk)
-        await sink.send_eof()
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-        scope.cancel()
-
-
 async def _forward(sandbox: Sandbox, spec: str, stream: trio.SocketStream) -> None:
     """Splice a host connection to 127.0.0.1:<container port> inside (closed if refused)."""
     async with stream:
@@ -116,8 +106,8 @@ async def _forward(sandbox: Sandbox, spec: str, stream: trio.SocketStream) -> No
         except OSError:
             return
         async with inner, trio.open_nursery() as nursery:
-            nursery.start_soon(_copy, stream, inner, nursery.cancel_scope)
-            nursery.start_soon(_copy, inner, stream, nursery.cancel_scope)
+            nursery.start_soon(copy_stream, stream, inner, nursery.cancel_scope)
+            nursery.start_soon(copy_stream, inner, stream, nursery.cancel_scope)
 
 
 class InstanceContainers(InstanceApps):
@@ -218,6 +208,7 @@ class InstanceContainers(InstanceApps):
             env={**gpu_env(instance.offer), **container_env(instance.body, hostname, image)},
             hostname=hostname,
             sim_port=urllib.parse.urlsplit(self.url).port or 80,
+            reach=tuple(self.config.reachable),
             image_root=root,
             workdir=image.working_dir or "/",
         )

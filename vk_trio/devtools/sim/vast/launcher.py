@@ -12,7 +12,8 @@ created in. The simulator asks over the control socket (``AF_UNIX``/``SOCK_SEQPA
 ``argv[1]``) and gets back, with ``SCM_RIGHTS``:
 
 - at start, a TCP socket listening on 127.0.0.1:<the simulator's port> inside, which the
-  simulator accepts on and serves its own HTTP API from (the only thing the sandbox reaches);
+  simulator accepts on and serves its own HTTP API from (the only thing the sandbox reaches),
+  and one for each port of ``reach`` (the host's loopback ports the simulator relays to);
 - on each ``socket`` request, a fresh unconnected TCP socket, which the simulator connects to
   127.0.0.1:<container port> to forward a published port.
 
@@ -359,6 +360,9 @@ def main() -> int:
         socket.sethostname(config["hostname"])
         build_root(config)
         send_listener(control, config["sim_port"])
+        for port in config.get("reach") or ():
+            if port != config["sim_port"]:
+                send_listener(control, port)
     except OSError as exc:
         send(control, {"error": str(exc)})
         return 125

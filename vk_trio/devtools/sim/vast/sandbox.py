@@ -10,7 +10,8 @@ namespace), removed when the sandbox is.
 
 Network: the sandbox has only its own loopback. The simulator reaches in by connecting sockets
 the launcher made inside (``connect``); the sandbox reaches out only to the simulator's port,
-through a listener the launcher made inside and the simulator accepts on.
+through a listener the launcher made inside and the simulator accepts on, and to the host's
+loopback ports of ``SandboxSpec.reach`` (a registry simulator), relayed the same way.
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ class SandboxSpec:
     sim_port: int
     image_root: str | None = None
     workdir: str = "/"
+    reach: tuple[int, ...] = ()
+    """Host loopback ports also reachable inside, at the same 127.0.0.1 port (relayed)."""
 
 
 def unshare_command() -> list[str] | None:
@@ -227,24 +230,50 @@ class Sandbox:
                 return
 
 
-async def _until_started(sandbox: Sandbox) -> trio.SocketListener:
-    """Read the launcher's messages up to ``started``; the listener it sent on the way."""
-    listener = None
+async def _until_started(sandbox: Sandbox) -> dict[int, trio.SocketListener]:
+    """Read the launcher's messages up to ``started``; the listeners it sent on the way,
+    by the port they listen on inside."""
+    listeners: dict[int, trio.SocketListener] = {}
     try:
         while True:
             message, fds = await sandbox.receive()
             if "listener" in message and fds:
                 sock = trio.socket.from_stdlib_socket(socket.socket(fileno=fds[0]))
-                listener = trio.SocketListener(sock)
-            elif "started" in message and listener is not None:
-                return listener
+                listeners[int(message["listener"])] = trio.SocketListener(sock)
+            elif "started" in message and listeners:
+                return listeners
             else:
                 why = message.get("exec_failed") or message.get("error") or "the launcher died"
                 raise SandboxError(str(why), exec_failed="exec_failed" in message)
     except BaseException:
-        if listener is not None:
+        for listener in listeners.values():
             await listener.aclose()
         raise
+
+
+async def copy_stream(
+    source: trio.SocketStream, sink: trio.SocketStream, scope: trio.CancelScope
+) -> None:
+    """Bytes one way; EOF is passed on, a broken side ends both ways."""
+    try:
+        async for chunk in source:
+            await sink.send_all(chunk)
+        await sink.send_eof()
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        scope.cancel()
+
+
+async def _relay(port: int, stream: trio.SocketStream) -> None:
+    """A connection made inside to a ``reach`` port, spliced to 127.0.0.1:``port`` of the
+    host (closed if nothing listens there)."""
+    async with stream:
+        try:
+            outer = await trio.open_tcp_stream("127.0.0.1", port)
+        except OSError:
+            return
+        async with outer, trio.open_nursery() as nursery:
+            nursery.start_soon(copy_stream, stream, outer, nursery.cancel_scope)
+            nursery.start_soon(copy_stream, outer, stream, nursery.cancel_scope)
 
 
 async def _pump(
@@ -267,7 +296,8 @@ async def open_sandbox(
     """Make a sandbox and start ``spec.argv`` in it; entered once the process has started.
 
     ``on_output`` gets the process's stdout and stderr (one pipe, in order); ``serve_sim``
-    serves each connection made inside to 127.0.0.1:``spec.sim_port``. Raises
+    serves each connection made inside to 127.0.0.1:``spec.sim_port``; one made to a port of
+    ``spec.reach`` is relayed to the same port on the host's loopback. Raises
     ``SandboxError`` when the sandbox cannot be made or the command cannot be exec'd.
 
     Resource handling: leaving kills the whole sandbox (``unshare`` is killed, its child
@@ -308,13 +338,15 @@ async def open_sandbox(
         sandbox = Sandbox(control)
         try:  # raised here, not in a nursery's exception group
             with trio.fail_after(START_TIMEOUT):
-                listener = await _until_started(sandbox)
+                listeners = await _until_started(sandbox)
         except trio.TooSlowError:
             raise SandboxError(f"the sandbox did not start within {START_TIMEOUT} s") from None
         async with trio.open_nursery() as nursery:
             assert process.stdout is not None
             nursery.start_soon(_pump, process.stdout, on_output, sandbox.output_done)
-            nursery.start_soon(trio.serve_listeners, serve_sim, [listener])
+            for port, listener in listeners.items():
+                serve = serve_sim if port == spec.sim_port else functools.partial(_relay, port)
+                nursery.start_soon(trio.serve_listeners, serve, [listener])
             nursery.start_soon(sandbox.follow)
             yield sandbox
             nursery.cancel_scope.cancel()
