@@ -38,7 +38,7 @@ from vk_trio.agent.protocol import AGENT_PORT
 from vk_trio.app import NodeRuntime, serve_node
 from vk_trio.devtools.sim.vast import VastSim
 from vk_trio.kube.models import Pod
-from vk_trio.node.provider import LogOptions, NotReady, Provider
+from vk_trio.node.provider import LogOptions, Provider
 
 SECRET = "s3cr3t-token-value"
 
@@ -348,14 +348,12 @@ async def test_a_restarted_node_reconnects_without_restarting_the_process(
 
     second: NodeRuntime = await nursery.start(serve_node, settings)
     with trio.fail_after(20):
-        while True:  # linked again: the agent answers, with its one run's output
-            try:
-                assert [line async for line in _lines(second.provider, before, LogOptions())] == [
-                    "up"
-                ]
+        # linked again (until then, logs are the instance's own: the agent's lines), the
+        # agent answers with its one run's output
+        for _ in itertools.count():
+            if [line async for line in _lines(second.provider, before, LogOptions())] == ["up"]:
                 break
-            except NotReady:
-                await trio.sleep(0.2)
+            await trio.sleep(0.2)
     after = await cluster.get("pods", cluster.namespace, "steady")
     assert after is not None
     status = after["status"]["containerStatuses"][0]

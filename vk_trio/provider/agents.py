@@ -184,6 +184,10 @@ class PodAgents:
 
     # -- what the kubelet API asks ----------------------------------------------------------
 
+    def linked(self, pod: Pod) -> bool:
+        """Whether the pod's agent answers now (its report stream runs)."""
+        return pod.uid in self._links
+
     def _linked(self, pod: Pod, container: str) -> AgentLink:
         link = self._links.get(pod.uid)
         if link is None:

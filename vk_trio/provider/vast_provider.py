@@ -300,7 +300,10 @@ class VastProvider:
             await self._agents.stop(pod, grace)
 
     async def logs(self, pod: Pod, container: str, options: LogOptions) -> AsyncIterator[bytes]:
-        if self._agents is not None and self._agent_env(pod) is not None:
+        """The agent's files for a pod it runs; else, and while its agent is not linked
+        (still starting, or it could not start), what the instance printed: Vast's log,
+        where the bootstrap says why it failed (no downloader, a wrong checksum)."""
+        if self._agents is not None and self._agents.linked(pod):
             return await self._agents.logs(pod, container, options)
         return await self._logs.stream(pod, container, options)
 
