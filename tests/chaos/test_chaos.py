@@ -212,6 +212,7 @@ SOAK = [
 ]
 
 
+@pytest.mark.long
 def test_the_short_soak_holds_every_invariant() -> None:
     # Not tmp_path: pytest prunes old temporary directories, and a failed soak's logs and
     # ledger are the evidence the product's owner needs. A passing run's are removed.
@@ -256,6 +257,7 @@ def test_the_agent_flag_runs_fewer_pods_by_default() -> None:
     assert parse_args(["--agent", "--pods", "4"]).pods == 4
 
 
+@pytest.mark.long
 def test_the_short_soak_with_the_agent_holds_every_invariant() -> None:
     """Instances run their process for real (sandboxes), about half the pods under the agent
     with a ConfigMap and a Secret as volumes and a Secret env var; the node is SIGKILLed once
@@ -286,6 +288,7 @@ def test_the_short_soak_with_the_agent_holds_every_invariant() -> None:
     shutil.rmtree(run_dir)
 
 
+@pytest.mark.long
 def test_the_short_soak_with_two_replicas_holds_every_invariant() -> None:
     """The leader is SIGKILLed twice; a standby (or the killed one, back under its name) takes
     over by the election Lease and adopts what the dead one bought: still no double buy, no

@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from vk_trio.devtools.bench import APP_READY_AFTER
 
 
+@pytest.mark.long
 def test_bench_spreads_probed_pods_over_two_nodes_and_leaks_nothing(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     done = subprocess.run(

@@ -24,6 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 
 from vk_trio.devtools.sim.vast.sandbox import probe
@@ -145,6 +146,7 @@ async def test_a_whole_run_passes_and_prints_the_readme_sample(
     )
 
 
+@pytest.mark.long
 async def test_without_the_sandbox_it_says_what_is_missing_and_runs_the_rest(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
@@ -159,6 +161,7 @@ async def test_without_the_sandbox_it_says_what_is_missing_and_runs_the_rest(
     assert_clean_exit(tmp_path, demo)
 
 
+@pytest.mark.long
 async def test_ctrl_c_while_holding_stops_cleanly(nursery: trio.Nursery, tmp_path: Path) -> None:
     demo = await start_demo(nursery, tmp_path, "--hold")
     await demo.wait_for("Ctrl-C to stop")

@@ -518,7 +518,8 @@ def streams_refusal(what: str) -> str:
     """Why a pod without the agent has no exec, attach or port-forward, and the fix."""
     return (
         f"{what} the vk-trio agent inside the instance; this pod runs without it "
-        f'(set the annotation {AGENT}: "true", and run the node with --agent-url)'
+        f'(set the annotation {AGENT}: "true"; the node fetches the agent from its own image, '
+        "or from --agent-url)"
     )
 
 

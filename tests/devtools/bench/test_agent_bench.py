@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BOOT_SECONDS = 1.0
 
 
+@pytest.mark.long
 def test_the_agent_bench_measures_two_linked_agents_and_leaks_nothing(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     done = subprocess.run(

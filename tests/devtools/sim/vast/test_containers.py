@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import socket
 import tempfile
 from collections.abc import Callable
@@ -62,6 +63,12 @@ async def exited(sim: VastSim, instance_id: int) -> dict[str, Any]:
     row = sim.instance(instance_id)
     assert row is not None
     return row
+
+
+def marker(seconds: int) -> str:
+    """A ``sleep`` argument no other process on the machine has: whole seconds, and a
+    fraction drawn for this run (``sleep`` takes fractions, and the pids are found by it)."""
+    return f"{seconds}.{random.randrange(10**8):08d}"
 
 
 def pids_running(marker: str) -> list[int]:
@@ -204,28 +211,30 @@ def sandbox_dirs() -> set[Path]:
 async def test_destroy_and_shutdown_leave_no_process(vast_sim_factory: VastSimFactory) -> None:
     dirs_before = sandbox_dirs()
     sim = await containers_sim(vast_sim_factory)
+    first, second, third = marker(1001), marker(1002), marker(1003)
     async with api(sim) as client:
-        instance_id = await buy(sim, client, onstart="sleep", args=["1001"])
+        instance_id = await buy(sim, client, onstart="sleep", args=[first])
         with trio.fail_after(10):
             await sim.wait_until(lambda s: status_of(s, instance_id) == "running")
-        await eventually(lambda: bool(pids_running("1001")))
+        await eventually(lambda: bool(pids_running(first)))
         assert (await client.delete(f"/api/v0/instances/{instance_id}/")).status_code == 200
-        await eventually(lambda: not pids_running("1001"))
+        await eventually(lambda: not pids_running(first))
 
     async with trio.open_nursery() as nursery:
         other = VastSim(VastSimConfig(**FAST))
         await nursery.start(other.serve)
         async with api(other) as client:
-            for seconds in ("1002", "1003"):
+            for seconds in (second, third):
                 await buy(other, client, onstart="sh", args=["-c", f"sleep {seconds}; :"])
             with trio.fail_after(10):
                 await other.wait_until(
                     lambda s: all(status_of(s, i) == "running" for i in s._instances)
                 )
-        await eventually(lambda: bool(pids_running("1002") and pids_running("1003")))
+        await eventually(lambda: bool(pids_running(second) and pids_running(third)))
         nursery.cancel_scope.cancel()
-    assert not pids_running("1002") and not pids_running("1003")
-    assert not pids_running(str(LAUNCHER))
+    # the kernel ends a pid namespace's processes as its init dies: a moment, not at once
+    await eventually(lambda: not pids_running(second) and not pids_running(third))
+    await eventually(lambda: not pids_running(str(LAUNCHER)))
     assert sandbox_dirs() == dirs_before
 
 
@@ -234,17 +243,20 @@ async def test_stop_kills_the_process_and_start_runs_it_again(
 ) -> None:
     sim = await containers_sim(vast_sim_factory)
     async with api(sim) as client:
-        instance_id = await buy(sim, client, onstart="sh", args=["-c", "echo boot; sleep 1004"])
-        await eventually(lambda: bool(pids_running("1004")))
+        fourth = marker(1004)
+        instance_id = await buy(
+            sim, client, onstart="sh", args=["-c", f"echo boot; sleep {fourth}"]
+        )
+        await eventually(lambda: bool(pids_running(fourth)))
         stop = await client.put(f"/api/v0/instances/{instance_id}/", json={"state": "stopped"})
         assert stop.status_code == 200
-        await eventually(lambda: not pids_running("1004"))
+        await eventually(lambda: not pids_running(fourth))
         assert status_of(sim, instance_id) == "stopped"
         start = await client.put(f"/api/v0/instances/{instance_id}/", json={"state": "running"})
         assert start.status_code == 200
         with trio.fail_after(10):
             await sim.wait_until(lambda s: status_of(s, instance_id) == "running")
-        await eventually(lambda: bool(pids_running("1004")))
+        await eventually(lambda: bool(pids_running(fourth)))
         assert (await logs(client, instance_id)).splitlines() == ["boot", "boot"]
 
 
