@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -71,7 +72,7 @@ def busybox_only(tmp_path: Path) -> str:
 
 async def bootstrap(
     registry: RegistrySim, image: str, path: str, tmp_path: Path
-) -> trio.CompletedProcess[bytes]:
+) -> subprocess.CompletedProcess[bytes]:
     async with RegistryClient() as client:
         found = await client.image_layers(f"{registry.host}/{image}")
     last = found.layers[-1]
