@@ -136,8 +136,9 @@ READ: tuple[Annotation, ...] = (
         AGENT,
         '`"true"`, `"false"`',
         "run the pod under the vk-trio agent inside its instance (see *The agent*) even when it "
-        "needs nothing only the agent gives (only pods with volumes, init containers, exec "
-        "probes or, when the node has `--agent-url`, Secret env)",
+        "needs nothing only the agent gives (a pod with volumes, init containers, exec probes, "
+        "lifecycle hooks or its IP in its env always does; one with Secret env does when the "
+        "node has an agent); `false` refuses a pod that needs it",
     ),
     Annotation(
         INIT_IN_MAIN_IMAGE,
