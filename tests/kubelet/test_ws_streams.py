@@ -1,7 +1,9 @@
 """exec, attach and port-forward over WebSocket, straight to the kubelet API with a real
 wsproto client (what a 1.36 API server passes through from kubectl): v5 and v4 base64
 channels, stdin with v5's close, a terminal's resize, v4 port channels for two ports, the
-tunneled SPDY port-forward, and the same authorization as SPDY."""
+tunneled SPDY port-forward, and the same authorization as SPDY. Then the real kubectl
+(v1.32: WebSocket v5 for exec, tunneled SPDY for port-forward) through the stand-in acting
+as a 1.36 API server for a node that declares ``ExtendWebSocketsToKubelet``."""
 
 from __future__ import annotations
 
@@ -9,12 +11,15 @@ import json
 import ssl
 import struct
 
+import httpx
 import trio
 
-from tests.kubelet.conftest import Kubelet
+from tests.kubelet.conftest import Kubelet, free_port
+from tests.kubelet.fakes import NODE
 from tests.kubelet.spdy_client import SpdyClient
 from tests.kubelet.test_streams import _http_server
 from tests.kubelet.ws_client import AcceptConnection, RejectConnection, WsStream, ws_client
+from vk_trio.kubelet.streaming.declared_features import declared_features
 
 TOKEN = "token-admin"
 EXEC = "/exec/default/p/main?"
@@ -130,3 +135,53 @@ async def test_websocket_is_authorized_like_spdy(kubelet: Kubelet) -> None:
         unknown = await client.connect(EXEC + "output=1&command=true", ["v3.channel.k8s.io"], TOKEN)
     assert isinstance(unknown, RejectConnection)
     assert unknown.status_code == 403  # no known subprotocol, as x/net/websocket answers
+
+
+def _declare_websocket(kubelet: Kubelet) -> None:
+    """The Node as a kubelet serving WebSocket registers it (``declared_features``)."""
+    kubelet.sim.patch(
+        "nodes",
+        None,
+        NODE,
+        {"status": {"declaredFeatures": declared_features(websocket_streaming=True)}},
+        subresource="status",
+    )
+
+
+async def test_kubectl_exec_over_websocket_through_a_1_36_api_server(kubelet: Kubelet) -> None:
+    _declare_websocket(kubelet)
+    kubelet.pod("p")
+    code, out, err = await kubelet.kubectl(
+        "exec", "p", "--", "sh", "-c", "echo out; echo err >&2; exit 3", check=False
+    )
+    assert (code, out) == (3, "out\n")
+    assert "err\n" in err
+    assert "command terminated with exit code 3" in err
+    code, out, err = await kubelet.kubectl_input(b"hi\n", "exec", "-i", "p", "--", "cat")
+    assert (code, out, err) == (0, "hi\n", "")
+    assert kubelet.sim.node_api.upgrades == ["websocket", "websocket"]
+
+
+async def test_kubectl_port_forward_over_websocket_through_a_1_36_api_server(
+    kubelet: Kubelet, nursery: trio.Nursery
+) -> None:
+    _declare_websocket(kubelet)
+    kubelet.pod("p")
+    served = await nursery.start(_http_server)
+    local = free_port()
+    ready = trio.Event()
+    nursery.start_soon(kubelet.port_forward, "p", f"{local}:{served}", ready)
+    with trio.fail_after(20):
+        await ready.wait()
+    async with httpx.AsyncClient() as client:
+        for _ in range(2):
+            response = await client.get(f"http://127.0.0.1:{local}/")
+            assert response.text == "hello from the pod\n"
+    assert kubelet.sim.node_api.upgrades == ["websocket"]
+
+
+async def test_a_node_that_declares_nothing_gets_spdy(kubelet: Kubelet) -> None:
+    kubelet.pod("p")
+    code, out, _ = await kubelet.kubectl("exec", "p", "--", "echo", "hi", check=False)
+    assert (code, out) == (0, "hi\n")
+    assert kubelet.sim.node_api.upgrades == ["SPDY/3.1"]
