@@ -7,12 +7,14 @@ as a 1.36 API server for a node that declares ``ExtendWebSocketsToKubelet``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
 import struct
 
 import httpx
 import trio
+from wsproto.events import CloseConnection
 
 from tests.kubelet.conftest import Kubelet, free_port
 from tests.kubelet.fakes import NODE
@@ -185,3 +187,18 @@ async def test_a_node_that_declares_nothing_gets_spdy(kubelet: Kubelet) -> None:
     code, out, _ = await kubelet.kubectl("exec", "p", "--", "echo", "hi", check=False)
     assert (code, out) == (0, "hi\n")
     assert kubelet.sim.node_api.upgrades == ["SPDY/3.1"]
+
+
+async def test_a_client_that_closes_ends_the_session_and_its_process(kubelet: Kubelet) -> None:
+    """Its close frame cancels the relay (the provider's process goes with it), as a dead
+    SPDY connection does: the kubelet hangs up long before the command would end."""
+    context = _setup(kubelet)
+    async with ws_client(kubelet.url, context) as client:
+        await client.connect(
+            EXEC + "output=1&command=sleep&command=30", ["v5.channel.k8s.io"], TOKEN
+        )
+        assert await client.message() == b"\x01"  # the session is up
+        await client.stream.send_all(client.ws.send(CloseConnection(1000)))
+        with trio.fail_after(5), contextlib.suppress(trio.BrokenResourceError):
+            while await client.stream.receive_some(65536):  # the close's answer, then EOF
+                pass
