@@ -46,6 +46,7 @@ from vk_trio.kube.node import NodeConfig, NodeStatusReporter, Taint, run_node_st
 from vk_trio.kube.version import DEFAULT_KUBELET_VERSION, get_server_version, kubelet_version
 from vk_trio.kube.watch import watch_pods
 from vk_trio.kubelet.server import serve_kubelet_api
+from vk_trio.kubelet.streaming.declared_features import declared_features
 from vk_trio.logs import configure_logging
 from vk_trio.node.dispatch import Dispatcher
 from vk_trio.node.endpoints import EndpointsController
@@ -97,7 +98,9 @@ async def serve_node(
         KubeClient.from_config(cluster) as kube,
     ):
         vast.images = images
-        reporter = NodeStatusReporter(kube, _node_config(settings, await _kubelet_version(kube)))
+        reporter = NodeStatusReporter(
+            kube, _node_config(settings, await _kubelet_version(kube), kubelet_api=kubelet_api)
+        )
         async with election.root(reporter, settings, elector) as root:
             health, health_url = await _start_probes(root, settings, vast)
             if elector is not None:  # stands by until it leads
@@ -191,9 +194,14 @@ async def _kubelet_version(kube: KubeClient) -> str:
     return version
 
 
-def _node_config(settings: Settings, kubelet_version: str) -> NodeConfig:
+def _node_config(
+    settings: Settings, kubelet_version: str, *, kubelet_api: bool = False
+) -> NodeConfig:
     """The Node object as the settings describe it (capacity, labels, taints, address), with
-    ``kubelet_version`` as its kubelet's."""
+    ``kubelet_version`` as its kubelet's. ``kubelet_api``: this process serves the kubelet
+    API, whose streaming routes speak WebSocket, so the Node declares
+    ``ExtendWebSocketsToKubelet`` (a node without the API must not: a 1.36 API server would
+    then send kubectl's WebSocket to a kubelet that is not there)."""
     node = NodeConfig(
         name=settings.node_name,
         internal_ip=settings.pod_ip,
@@ -206,6 +214,7 @@ def _node_config(settings: Settings, kubelet_version: str) -> NodeConfig:
             "nvidia.com/gpu": str(settings.gpu_capacity),
         },
         labels=config.parse_labels(settings.node_labels),
+        declared_features=declared_features(websocket_streaming=kubelet_api),
     )
     extra_taints = config.parse_taints(settings.node_taints)
     node.taints += [Taint(key=k, value=v, effect=e) for k, v, e in extra_taints]

@@ -15,6 +15,7 @@ from vk_trio.kube.api import KubeClient
 from vk_trio.kube.config import load_config
 from vk_trio.kube.errors import KubeForbidden
 from vk_trio.kube.node import NodeConfig, NodeStatusReporter, run_node_status
+from vk_trio.kubelet.streaming.declared_features import declared_features
 
 NAME = "vk-vast"
 
@@ -206,3 +207,19 @@ async def test_first_report_escalates_permanent_errors() -> None:
             await reporter.register()
         with pytest.raises(KubeForbidden):
             await run_node_status(client, reporter, health=lambda: (True, ""))
+
+
+async def test_declared_features_reach_the_node_status_only_when_declared(
+    kube: KubeClient, kube_sim: KubeSim
+) -> None:
+    """The stand-in keeps the 1.36 field (it plays a 1.36 server for streaming); a node
+    that declares nothing leaves it out rather than writing an empty list."""
+    features = declared_features(websocket_streaming=True)
+    reporter = NodeStatusReporter(kube, config(declared_features=features))
+    await reporter.register()
+    await reporter.report(ready=True, message="")
+    node = kube_sim.get("nodes", None, NAME)
+    assert node is not None
+    assert node["status"]["declaredFeatures"] == ["ExtendWebSocketsToKubelet"]
+    plain = NodeStatusReporter(kube, config())
+    assert "declaredFeatures" not in plain.status_body(ready=True, message="")

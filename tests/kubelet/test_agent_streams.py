@@ -63,12 +63,20 @@ async def kubectl(served_node: ServedNode, kube_sim: KubeSim) -> Kubectl:
             await trio.sleep(0.5)
 
 
-async def test_exec_shows_both_streams_and_exits_with_the_code(kubectl: Kubectl) -> None:
+async def test_exec_shows_both_streams_and_exits_with_the_code(
+    kubectl: Kubectl, kube_sim: KubeSim
+) -> None:
     script = "echo out; echo err >&2; exit 3"
+    before = len(kube_sim.node_api.upgrades)  # the fixture's tries fell back while unlinked
     code, out, err = await kubectl("exec", "shell", "--", "sh", "-c", script)
     assert (code, out) == (3, "out\n")
     assert err.startswith("err\n")
     assert "command terminated with exit code 3" in err
+    # The node declares WebSocket (it serves it), so the stand-in, as a 1.36 API server,
+    # passed kubectl's WebSocket straight through: no SPDY fallback anywhere.
+    (node,) = kube_sim.list("nodes")
+    assert node["status"]["declaredFeatures"] == ["ExtendWebSocketsToKubelet"]
+    assert kube_sim.node_api.upgrades[before:] == ["websocket"]
 
 
 async def test_exec_with_stdin_and_cp_both_ways(kubectl: Kubectl, tmp_path: Path) -> None:

@@ -78,6 +78,10 @@ class NodeConfig(msgspec.Struct, kw_only=True):
     kubelet_version: str = DEFAULT_KUBELET_VERSION
     os: str = "linux"
     arch: str = "amd64"
+    declared_features: list[str] = msgspec.field(default_factory=list)
+    """``status.declaredFeatures``, sorted (``declared_features``): what a 1.36+ API server
+    reads to decide whether to proxy WebSocket streaming straight to our kubelet API. Left
+    out of the status when empty, and an older server prunes it as an unknown field."""
 
     def all_labels(self) -> dict[str, str]:
         """The default labels (VK's, the well-known os/arch/hostname) with ``labels`` on top."""
@@ -150,7 +154,7 @@ class NodeStatusReporter:
             addresses.append({"type": "InternalIP", "address": config.internal_ip})
         if config.publish_hostname:
             addresses.append({"type": "Hostname", "address": config.name})
-        return {
+        status: dict[str, Any] = {
             "phase": "Running",
             "conditions": conditions,
             "capacity": dict(config.capacity),
@@ -170,6 +174,9 @@ class NodeStatusReporter:
                 "bootID": "",
             },
         }
+        if config.declared_features:
+            status["declaredFeatures"] = sorted(set(config.declared_features))
+        return status
 
     def _taints(self) -> list[dict[str, str]]:
         return [msgspec.to_builtins(taint) for taint in self.config.taints]

@@ -10,7 +10,8 @@ Two layers, so that both transports carry the same sessions:
   stdout, stderr, terminal resizes, and the final Status on the error stream) and
   ``portforward`` (one provider connection per data/error stream pair). Sessions read and
   write through the small ``Source``/``Sink`` protocols in ``remotecommand``, which a SPDY
-  stream and a WebSocket channel both satisfy; ``routes`` picks the transport.
+  stream and a WebSocket channel both satisfy; ``routes`` picks the transport by the
+request's ``Upgrade`` (``websocket_routes`` adapts the WebSocket channels to the sessions).
 
 ``handshake`` holds what both share before the upgrade: parsing the query like the kubelet,
 and negotiating ``X-Stream-Protocol-Version``. ``declared_features`` says what a node declares

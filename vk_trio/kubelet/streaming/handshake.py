@@ -9,8 +9,8 @@ drops stderr (a terminal has one output) rather than failing, and a request for 
 stdin, stdout and stderr is a 400.
 
 The upgrade: SPDY/3.1 needs ``Connection: Upgrade`` and ``Upgrade: SPDY/3.1``; a
-WebSocket request is told that this node speaks SPDY only (400, like a kubelet without the
-WebSocket handler: the API server, and kubectl, then use SPDY). ``X-Stream-Protocol-Version``
+WebSocket request (``is_websocket``) is negotiated by ``websocket_routes`` instead, with the
+subprotocols of ``Sec-WebSocket-Protocol``. ``X-Stream-Protocol-Version``
 (every value of the header) is matched in the client's order of preference against the
 server's list (``httpstream.Handshake``): none sent is a 400, none in common a 403 with
 ``X-Accepted-Stream-Protocol-Versions``.
@@ -90,6 +90,7 @@ def stream_options(request: Request) -> StreamOptions:
 
 
 def is_websocket(request: Request) -> bool:
+    """Whether the client asks for WebSocket rather than SPDY (its handlers differ)."""
     return "websocket" in request.headers.get("upgrade", "").lower()
 
 

@@ -14,6 +14,14 @@ stream that is not read yet). Only then ``101 Switching Protocols``, and the ses
 the connection until it ends; leaving the provider's context ends the process (exec) or
 detaches (attach).
 
+A WebSocket upgrade (``Upgrade: websocket``) gets the same checks and the same sessions on
+WebSocket channels (``websocket_routes``): exec/attach on the v5, v4 and older channel
+protocols, port-forward on v4 channels (the ``port`` query) or as SPDY tunneled in binary
+messages. Its refusals are those of the kubelet's WebSocket handlers (405 for a method other
+than GET, 400 for a malformed upgrade, 403 for no known subprotocol). ``websocket_upgrades``
+counts the sessions switched to WebSocket, so that tests can tell which transport a client
+(kubectl, through an API server) really used.
+
 Port-forward's connections are opened per stream pair, inside the session, so what goes
 wrong with one port is reported on that pair's error stream, as the kubelet does.
 """
@@ -38,6 +46,14 @@ from vk_trio.kubelet.streaming.handshake import (
 from vk_trio.kubelet.streaming.portforward import serve_port_forward
 from vk_trio.kubelet.streaming.remotecommand import StreamsMissing, relay, spdy_channels
 from vk_trio.kubelet.streaming.spdy_transport import SpdyTransport, serve_spdy
+from vk_trio.kubelet.streaming.websocket.protocol import ChannelProtocol, Tunnel
+from vk_trio.kubelet.streaming.websocket_routes import (
+    port_forward_protocol,
+    remotecommand_protocol,
+    serve_port_forward_websocket,
+    serve_remotecommand_websocket,
+    websocket_ports,
+)
 from vk_trio.node.lookup import PodLookup
 from vk_trio.node.provider import AttachOptions, ContainerError, ExecOptions, ProcessIO, Provider
 
@@ -45,9 +61,6 @@ __all__ = ["STREAMING", "StreamingRoutes"]
 
 STREAMING = frozenset({"exec", "attach", "portForward"})
 """The first path segments this module serves."""
-WEBSOCKET_REFUSAL = (
-    "unable to upgrade: this node streams over SPDY/3.1 only (WebSocket is not served yet)"
-)
 
 
 class StreamingRoutes:
@@ -56,6 +69,8 @@ class StreamingRoutes:
     def __init__(self, pods: PodLookup, provider: Provider) -> None:
         self._pods = pods
         self._provider = provider
+        self.websocket_upgrades = 0
+        """Sessions switched to WebSocket so far (exec, attach and port-forward)."""
 
     async def handle(self, request: Request, parts: list[str]) -> Response:
         """Serve ``request`` (``parts``: its path's segments, ``parts[0]`` in ``STREAMING``)."""
@@ -81,13 +96,21 @@ class StreamingRoutes:
         command = tuple(request.query.get("command", []))
         if verb == "exec" and not command:
             raise Refusal(400, "you must specify at least one command for the container")
-        protocol = _negotiate(request, REMOTECOMMAND_PROTOCOLS)
+        websocket = remotecommand_protocol(request) if is_websocket(request) else None
+        protocol = websocket.name if websocket else negotiate(request, REMOTECOMMAND_PROTOCOLS)
         pod, container = self._pods.streaming(namespace, name, container, uid)
         if verb == "exec":
             opened = self._provider.exec(pod, container, _exec_options(command, options))
         else:
             opened = self._provider.attach(pod, container, _attach_options(options))
         async with opened as process:
+            if websocket is not None:
+                self.websocket_upgrades += 1
+                logger.bind(pod=f"{namespace}/{name}").debug(verb, websocket=protocol)
+                await serve_remotecommand_websocket(
+                    request, websocket, options, process, command if verb == "exec" else None
+                )
+                return Response()
             switch = request.switch_protocols
             assert switch is not None, "the kubelet API runs on serve_http"
             socket, received = await switch(switching_headers(protocol))
@@ -105,26 +128,29 @@ class StreamingRoutes:
     async def _port_forward(self, request: Request, rest: list[str]) -> Response:
         namespace, name = rest[0], rest[1]
         uid = rest[2] if len(rest) == 3 else None
-        protocol = _negotiate(request, PORTFORWARD_PROTOCOLS)
+        websocket = port_forward_protocol(request) if is_websocket(request) else None
+        if isinstance(websocket, ChannelProtocol):
+            websocket_ports(request)  # a bad port query is refused before the pod is looked up
+        protocol = "" if websocket else negotiate(request, PORTFORWARD_PROTOCOLS)
         pod, _ = self._pods.streaming(namespace, name, None, uid)
+        described = f"{namespace}/{name}, uid {pod.uid}"
+        open_port = functools.partial(self._provider.port_forward, pod)
+        if websocket is not None:
+            self.websocket_upgrades += 1
+            shown = websocket.subprotocol if isinstance(websocket, Tunnel) else websocket.name
+            logger.bind(pod=f"{namespace}/{name}").debug("portForward", websocket=shown)
+            await serve_port_forward_websocket(request, websocket, open_port, described)
+            return Response()
         switch = request.switch_protocols
         assert switch is not None, "the kubelet API runs on serve_http"
         socket, received = await switch(switching_headers(protocol))
         logger.bind(pod=f"{namespace}/{name}").debug("portForward", protocol=protocol)
-        described = f"{namespace}/{name}, uid {pod.uid}"
-        open_port = functools.partial(self._provider.port_forward, pod)
         await serve_spdy(
             socket,
             received,
             lambda transport: serve_port_forward(transport, open_port, described),
         )
         return Response()
-
-
-def _negotiate(request: Request, supported: tuple[str, ...]) -> str:
-    if is_websocket(request):
-        raise Refusal(400, WEBSOCKET_REFUSAL)
-    return negotiate(request, supported)
 
 
 def _exec_options(command: tuple[str, ...], options: StreamOptions) -> ExecOptions:

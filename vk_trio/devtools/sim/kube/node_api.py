@@ -15,9 +15,12 @@ Like a real API server, the stand-in
   ``command`` repeated, ``ports`` → ``port``) as ``streamLocation`` and ``streamParams`` do.
   A SPDY upgrade is proxied as the real ``UpgradeAwareProxy`` does (``upgrade_proxy``: the
   kubelet's 101 relayed, then the connections spliced); a request without one is proxied
-  like any other. A client asking for a WebSocket is told no (400), and kubectl falls back
-  to SPDY; a 1.30+ API server would translate it to SPDY towards the kubelet, and a 1.36 one
-  pass it through to a kubelet that advertises WebSocket;
+  like any other. A WebSocket upgrade is proxied the same way, as a 1.36 API server does,
+  when the pod's Node declares ``ExtendWebSocketsToKubelet`` in ``status.declaredFeatures``
+  (``checkNodeSupportsWebsockets``); to any other node it is told no (400) and kubectl falls
+  back to SPDY. (A real 1.30-1.35 server, or a 1.36 one for such a node, instead translates
+  kubectl's v5 WebSocket to SPDY towards the kubelet, and tunnels port-forward; the stand-in
+  leaves that to kubectl's fallback.)
 * serves ``PUT .../certificatesigningrequests/{name}/approval`` (``kubectl certificate
   approve|deny``) and signs approved ``kubernetes.io/kubelet-serving`` CSRs with its CA, like
   kube-controller-manager's signer (a CSR that breaks the signer's rules gets ``Failed``);
@@ -50,6 +53,10 @@ from vk_trio.devtools.sim.kube.pki import (
 from vk_trio.devtools.sim.kube.store import ApiError
 from vk_trio.devtools.sim.kube.upgrade_proxy import proxy_upgrade
 from vk_trio.http_server import Request, Response
+from vk_trio.kubelet.streaming.declared_features import (
+    DECLARED_FEATURES_FIELD,
+    EXTEND_WEBSOCKETS_TO_KUBELET,
+)
 
 if TYPE_CHECKING:
     from vk_trio.devtools.sim.kube.store import Store
@@ -81,6 +88,9 @@ class NodeApi:
         """(user, verb, "nodes/<subresource>") allowed to users outside system:masters."""
         self.reviews: list[Obj] = []
         """Every SubjectAccessReview spec received, in order (tests read it)."""
+        self.upgrades: list[str] = []
+        """The ``Upgrade`` header of every streaming request proxied to a kubelet, in order
+        (``SPDY/3.1``, ``websocket``): tests read which transport kubectl really used."""
         self._http: httpx.AsyncClient | None = None
         self._context: ssl.SSLContext | None = None
 
@@ -266,11 +276,12 @@ class NodeApi:
         """``pods/{name}/{exec,attach,portforward}``, as ``streamLocation`` resolves them."""
         if request.method not in ("GET", "POST"):
             return _status(405, f"{request.method} is not allowed", "MethodNotAllowed")
-        if "websocket" in request.headers.get("upgrade", "").lower():
-            # What a server without the stream translator answers; kubectl then uses SPDY.
-            return _status(400, "WebSocket upgrades are not served by this stand-in")
         pod = self._store.get(BY_PLURAL["pods"], namespace, name)
         node = (pod.get("spec") or {}).get("nodeName")
+        websocket = "websocket" in request.headers.get("upgrade", "").lower()
+        if websocket and not (node and self._proxies_websocket(node)):
+            # What a server without the stream translator answers; kubectl then uses SPDY.
+            return _status(400, "WebSocket upgrades are not served by this stand-in")
         if verb == "portforward":
             path = f"/portForward/{namespace}/{name}"
         else:
@@ -305,10 +316,20 @@ class NodeApi:
         if query:
             target += "?" + urllib.parse.urlencode(query, doseq=True)
         assert self._context is not None, "NodeApi.open() was not called"
+        self.upgrades.append(request.headers.get("upgrade", ""))
         try:
             return await proxy_upgrade(request, host, port, target, self._context)
         except (OSError, trio.TooSlowError, trio.BrokenResourceError, ssl.SSLError) as exc:
             return _status(500, f"error dialing backend: {exc}", "InternalError")
+
+    def _proxies_websocket(self, node_name: str) -> bool:
+        """Whether the node's kubelet takes WebSocket itself (its declared features)."""
+        try:
+            node = self._store.get(BY_PLURAL["nodes"], None, node_name)
+        except ApiError:
+            return False
+        declared = (node.get("status") or {}).get(DECLARED_FEATURES_FIELD) or []
+        return EXTEND_WEBSOCKETS_TO_KUBELET in declared
 
     def _kubelet(self, node_name: str) -> tuple[str, int] | Response:
         """The node's kubelet address and port, or the answer when it has none."""

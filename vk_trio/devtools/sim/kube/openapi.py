@@ -44,6 +44,15 @@ SCHEMAS_FILE = Path(__file__).parent.parent / "data" / "openapi-schemas.json"
 _DATA = json.loads(SCHEMAS_FILE.read_bytes())  # at import: never read on the Trio thread
 KUBERNETES_VERSION: str = _DATA["kubernetesVersion"]
 SCHEMAS: dict[str, Obj] = _DATA["schemas"]
+SCHEMAS["io.k8s.api.core.v1.NodeStatus"]["properties"].setdefault(
+    "declaredFeatures",
+    {"items": {"type": "string"}, "type": "array", "x-kubernetes-list-type": "atomic"},
+)
+"""The one 1.36 field the stand-in knows on top of its version's schemas: it plays a 1.36
+API server for exec, attach and port-forward (``node_api`` proxies WebSocket to a kubelet
+whose Node declares ``ExtendWebSocketsToKubelet``), so it must keep what the node declares.
+A real 1.34 server prunes ``status.declaredFeatures`` like any unknown field (``Warn``),
+which is harmless: it then never looks for it."""
 
 _BY_GVK: dict[tuple[str, str, str], str] = {
     (gvk["group"], gvk["version"], gvk["kind"]): name

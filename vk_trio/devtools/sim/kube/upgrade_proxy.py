@@ -6,10 +6,12 @@ to the client and the two connections are spliced, bytes copied both ways until 
 side hangs up (the other then has ``GRACE`` seconds to finish). Any other answer is relayed
 as it is, status, type and body, as the real proxy relays a refused upgrade.
 
-WebSocket is not proxied here (``node_api`` refuses it, so kubectl falls back to SPDY). A
-1.30+ API server would instead translate kubectl's WebSocket into SPDY towards the kubelet
-(``StreamTranslatorProxy``), and a 1.36 one pass it through to a kubelet that advertises
-WebSocket.
+A WebSocket upgrade goes through the same way (its ``Sec-WebSocket-*`` headers both ways;
+the accept token depends on the key only, so the kubelet's is the client's), which is what a
+1.36 API server does for a node declaring ``ExtendWebSocketsToKubelet``; ``node_api``
+decides which requests get here. A real 1.30-1.35 server instead translates kubectl's v5
+WebSocket into SPDY towards the kubelet (``StreamTranslatorProxy``) and tunnels
+port-forward; the stand-in refuses those (400) and kubectl falls back to SPDY.
 """
 
 from __future__ import annotations
@@ -26,7 +28,16 @@ __all__ = ["GRACE", "proxy_upgrade"]
 GRACE = 5.0
 """Seconds one direction may go on after the other ended."""
 CONNECT_TIMEOUT = 10.0
-_FORWARDED = ("x-stream-protocol-version", "upgrade", "connection", "content-type")
+_FORWARDED = (
+    "x-stream-protocol-version",
+    "upgrade",
+    "connection",
+    "content-type",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "sec-websocket-accept",
+)
 _READ_SIZE = 65536
 
 

@@ -170,6 +170,11 @@ class WebSocket:
         event: Message[Any] = TextMessage(data) if isinstance(data, str) else BytesMessage(data)
         await self._send(event)
 
+    async def wait_peer_gone(self) -> None:
+        """Return once the peer closed or the connection ended: a session that outlives its
+        client would keep the provider's process running for nobody."""
+        await self._peer_gone.wait()
+
     async def ping(self, payload: bytes = b"") -> None:
         """Send a ping (the client answers with a pong, which counts as activity)."""
         await self._send(Ping(payload))
