@@ -13,6 +13,7 @@ import trio
 from vk_trio.devtools.bench.agent import bench_agents, default_agent_binary
 from vk_trio.devtools.bench.processes import ChildFailed
 from vk_trio.devtools.bench.run import bench_pod_count
+from vk_trio.devtools.bench.streams import bench_streams, render_streams_table
 from vk_trio.devtools.bench.table import render_agent_table, render_table
 from vk_trio.devtools.bench.workload import Obj
 from vk_trio.logs import configure_logging
@@ -48,6 +49,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="pods run under the vk-trio agent in real sandboxes (sim vast --run-containers, "
         "vk-trio run --agent-url): measure what the agent costs",
+    )
+    parser.add_argument(
+        "--exec",
+        type=int,
+        dest="exec_sessions",
+        metavar="N",
+        help="implies --agent: one pod under the agent, then kubectl exec's round trip, "
+        "port-forward's throughput, and the node's event-loop stall while N exec sessions "
+        "stream 4 MB of output each at once (e.g. --exec 50)",
     )
     parser.add_argument(
         "--agent-binary",
@@ -109,6 +119,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _defaults(args: argparse.Namespace) -> None:
     """The defaults that depend on --agent."""
+    if args.exec_sessions is not None:
+        args.agent = True
     if args.pods is None:
         args.pods = [AGENT_PODS] if args.agent else [100, 1000]
     if args.hold is None:
@@ -128,6 +140,8 @@ def main(args: argparse.Namespace) -> int:
         return 2
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="vk-trio-bench-"))
     run_dir.mkdir(parents=True, exist_ok=True)
+    if args.exec_sessions is not None:
+        return _main_streams(args, run_dir)
     results: list[Obj] = []
     for pods in args.pods:
         folder = run_dir / f"pods-{pods}"
@@ -143,4 +157,23 @@ def main(args: argparse.Namespace) -> int:
     print(render_agent_table(results, args) if args.agent else render_table(results, args))
     if args.json_path:
         args.json_path.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def _main_streams(args: argparse.Namespace, run_dir: Path) -> int:
+    """``--exec N``: one streaming run, its table (and JSON)."""
+    if args.exec_sessions < 1:
+        print("--exec must be positive", file=sys.stderr)
+        return 2
+    folder = run_dir / f"exec-{args.exec_sessions}"
+    folder.mkdir(exist_ok=True)
+    print(f"bench: {args.exec_sessions} exec sessions (logs in {folder})", file=sys.stderr)
+    try:
+        result = trio.run(bench_streams, args.exec_sessions, args, folder)
+    except (trio.TooSlowError, ChildFailed) as exc:
+        print(f"bench: exec FAILED: {exc or 'timed out'}", file=sys.stderr)
+        return 1
+    print(render_streams_table([result]))
+    if args.json_path:
+        args.json_path.write_text(json.dumps([result], indent=2) + "\n")
     return 0
