@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import trio
 
 from vk_trio.devtools.bench.agent import bench_agents, default_agent_binary
-from vk_trio.devtools.bench.processes import ChildFailed
+from vk_trio.devtools.bench.processes import ChildFailed, others_than_node
 from vk_trio.devtools.bench.run import bench_pod_count
 from vk_trio.devtools.bench.streams import bench_streams, render_streams_table
 from vk_trio.devtools.bench.table import render_agent_table, render_table
@@ -58,6 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="implies --agent: one pod under the agent, then kubectl exec's round trip, "
         "port-forward's throughput, and the node's event-loop stall while N exec sessions "
         "stream 4 MB of output each at once (e.g. --exec 50)",
+    )
+    parser.add_argument(
+        "--pin-node",
+        action="store_true",
+        help="the node on CPU 0, everything else (simulators, agents, kubectl, the bench) on "
+        "the others: the node with a core of its own, as in a cluster, where kubectl and the "
+        "API server run elsewhere (needs 2+ CPUs)",
     )
     parser.add_argument(
         "--agent-binary",
@@ -138,6 +146,11 @@ def main(args: argparse.Namespace) -> int:
     if args.agent and (args.probes or args.baseline):
         print("--agent measures idle agents: no --probes, no --baseline", file=sys.stderr)
         return 2
+    if args.pin_node:
+        if len(os.sched_getaffinity(0)) < 2:
+            print("--pin-node needs 2 or more CPUs", file=sys.stderr)
+            return 2
+        os.sched_setaffinity(0, others_than_node())  # what the bench starts inherits it
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="vk-trio-bench-"))
     run_dir.mkdir(parents=True, exist_ok=True)
     if args.exec_sessions is not None:
@@ -173,7 +186,7 @@ def _main_streams(args: argparse.Namespace, run_dir: Path) -> int:
     except (trio.TooSlowError, ChildFailed) as exc:
         print(f"bench: exec FAILED: {exc or 'timed out'}", file=sys.stderr)
         return 1
-    print(render_streams_table([result]))
+    print(render_streams_table([result], args))
     if args.json_path:
         args.json_path.write_text(json.dumps([result], indent=2) + "\n")
     return 0

@@ -33,7 +33,13 @@ from vk_trio.devtools.bench.observe import (
     percentile,
     wait_ready,
 )
-from vk_trio.devtools.bench.processes import free_port, spawn, start_sim, stop_process
+from vk_trio.devtools.bench.processes import (
+    free_port,
+    pin_to_node_cpu,
+    spawn,
+    start_sim,
+    stop_process,
+)
 from vk_trio.devtools.bench.state import BenchRun
 from vk_trio.devtools.bench.workload import API_KEY, APP_READY_AFTER, Obj, market_file
 from vk_trio.devtools.sim.vast.agent import AGENT_PATH
@@ -154,6 +160,8 @@ def _start_node(
     run.children[name] = spawn(
         [sys.executable, "-m", "vk_trio", "run", *flags], out=None, log=run.folder / log, env=env
     )
+    if getattr(run.args, "pin_node", False):
+        pin_to_node_cpu(run.children[name].pid)
     return f"http://127.0.0.1:{health_port}"
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -33,6 +34,7 @@ from pathlib import Path
 import httpx
 import trio
 
+from vk_trio.devtools.bench.agent import agents
 from vk_trio.devtools.bench.processes import free_port
 from vk_trio.devtools.bench.run import (
     Clients,
@@ -101,7 +103,7 @@ async def _measure(run: BenchRun, sessions: int) -> Obj:
         trips = await _round_trips(kubectl)
         throughput = await _forward_throughput(kubectl, port)
         streamed = await _concurrent_execs(run, kubectl, sessions)
-        stall = await _stall(clients.probes[0], streamed["seconds"])
+        stall, turn_cpu = await _stall(clients.probes[0], streamed["seconds"])
         await clients.kube.request("DELETE", f"{PODS}/{POD}")
     return {
         "sessions": sessions,
@@ -110,6 +112,7 @@ async def _measure(run: BenchRun, sessions: int) -> Obj:
         "port_forward_mb_s": round(throughput, 1),
         **{f"exec_{k}": v for k, v in streamed.items()},
         "loop_stall": stall,
+        "loop_turn_cpu": turn_cpu,
     }
 
 
@@ -228,12 +231,12 @@ async def _concurrent_execs(run: BenchRun, kubectl: _Kubectl, sessions: int) -> 
             )
         failed += code != 0 or path.stat().st_size != OUTPUT_BYTES
 
-    cpu_before, started = run.cpu(), time.perf_counter()
+    cpu_before, started = _cpu(run), time.perf_counter()
     async with trio.open_nursery() as nursery:
         for i in range(sessions):
             nursery.start_soon(one, i)
     seconds = time.perf_counter() - started
-    cpu = {k: round((v - cpu_before.get(k, 0.0)) / seconds, 2) for k, v in run.cpu().items()}
+    cpu = {k: round((v - cpu_before.get(k, 0.0)) / seconds, 2) for k, v in _cpu(run).items()}
     return {
         "seconds": round(seconds, 2),
         "cores": cpu,
@@ -242,19 +245,30 @@ async def _concurrent_execs(run: BenchRun, kubectl: _Kubectl, sessions: int) -> 
     }
 
 
-async def _stall(probe: httpx.AsyncClient, seconds: float) -> Obj:
-    """The node's per-second longest loop turn over the last ``seconds`` (whole seconds)."""
+def _cpu(run: BenchRun) -> dict[str, float]:
+    """CPU seconds so far of the children, the agent, and the kubectl processes (the bench's
+    waited children): who uses this machine's cores while the sessions stream."""
+    waited = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        **run.cpu(),
+        "agent": agents(run).cpu_s,
+        "kubectl": waited.ru_utime + waited.ru_stime,
+    }
+
+
+async def _stall(probe: httpx.AsyncClient, seconds: float) -> tuple[Obj, Obj]:
+    """The node's per-second longest loop turn over the last ``seconds`` (whole seconds),
+    in wall time and in the node's own CPU time."""
     window = max(1, math.floor(seconds))
     answer: Obj = (await probe.get("/debug/vars", params={"stall_seconds": window})).json()
-    stall: Obj = answer.get("loop_stall") or {}
-    return stall
+    return answer.get("loop_stall") or {}, answer.get("loop_turn_cpu") or {}
 
 
-def render_streams_table(results: list[Obj]) -> str:
+def render_streams_table(results: list[Obj], args: argparse.Namespace) -> str:
     """``--exec``'s table: one column per run."""
     rows: list[tuple[str, object]] = []
     for r in results:
-        stall = r["loop_stall"]
+        stall, cpu = r["loop_stall"], r["loop_turn_cpu"]
         rows += [
             ("concurrent exec sessions", r["sessions"]),
             (
@@ -267,7 +281,7 @@ def render_streams_table(results: list[Obj]) -> str:
                 f"{r['exec_seconds']} s, {r['exec_mb_s']} MB/s, {r['exec_failed']}",
             ),
             (
-                "  CPU during it (cores): " + ", ".join(r["exec_cores"]),
+                "  CPU during it, cores: " + ", ".join(r["exec_cores"]),
                 " / ".join(str(v) for v in r["exec_cores"].values()),
             ),
             (
@@ -275,11 +289,16 @@ def render_streams_table(results: list[Obj]) -> str:
                 f"{_ms(stall, 'p50_s')} / {_ms(stall, 'p99_s')} / {_ms(stall, 'max_s')} ms "
                 f"over {stall.get('samples')} s",
             ),
+            (
+                "  its most CPU-heavy turn per second p50 / p99 / max",
+                f"{_ms(cpu, 'p50_s')} / {_ms(cpu, 'p99_s')} / {_ms(cpu, 'max_s')} ms",
+            ),
         ]
     width = max(len(name) for name, _ in rows)
     title = (
         f"vk-trio bench --exec: node, stand-in and Vast simulator as separate processes, "
         f"pod under the agent, {os.cpu_count()} CPUs"
+        + (", the node pinned to CPU 0 and everything else to the others" if args.pin_node else "")
     )
     return "\n".join([title, "", *(f"{n.ljust(width)}  {v}" for n, v in rows)])
 
