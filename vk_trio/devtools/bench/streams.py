@@ -75,15 +75,18 @@ class _Kubectl:
         self.binary = found
         self.env = {**os.environ, "KUBECONFIG": kubeconfig, "HOME": str(folder)}
 
-    async def __call__(self, *args: str, stdout: int | None = None, within: float = 60) -> int:
-        """kubectl's exit code (output to ``stdout``, a file descriptor, or discarded)."""
+    async def __call__(
+        self, *args: str, stdout: int | None = None, stderr: int | None = None, within: float = 60
+    ) -> int:
+        """kubectl's exit code (output to ``stdout`` and ``stderr``, file descriptors, or
+        discarded)."""
         with trio.fail_after(within):
             result = await trio.run_process(
                 [self.binary, *args],
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL if stdout is None else stdout,
-                stderr=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL if stderr is None else stderr,
                 check=False,
             )
         return result.returncode
@@ -220,16 +223,20 @@ async def _download(local: int) -> float:
 async def _concurrent_execs(run: BenchRun, kubectl: _Kubectl, sessions: int) -> Obj:
     """N sessions at once, each's output to a file; all complete, or the bench fails."""
     script = f"head -c {OUTPUT_BYTES} /dev/zero | tr '\\0' x"
-    failed = 0
+    failures: list[str] = []
 
     async def one(i: int) -> None:
-        nonlocal failed
-        path = run.folder / f"exec-{i}.out"
-        with path.open("wb") as out:
+        path, errors = run.folder / f"exec-{i}.out", run.folder / f"exec-{i}.err"
+        with path.open("wb") as out, errors.open("wb") as err:
             code = await kubectl(
-                "exec", POD, "--", "sh", "-c", script, stdout=out.fileno(), within=600
+                "exec",
+                *(POD, "--", "sh", "-c", script),
+                stdout=out.fileno(),
+                stderr=err.fileno(),
+                within=600,
             )
-        failed += code != 0 or path.stat().st_size != OUTPUT_BYTES
+        if code != 0 or path.stat().st_size != OUTPUT_BYTES:
+            failures.append(f"{path.name}: exit {code}, {path.stat().st_size} bytes")
 
     cpu_before, started = _cpu(run), time.perf_counter()
     async with trio.open_nursery() as nursery:
@@ -240,7 +247,8 @@ async def _concurrent_execs(run: BenchRun, kubectl: _Kubectl, sessions: int) -> 
     return {
         "seconds": round(seconds, 2),
         "cores": cpu,
-        "failed": failed,
+        "failed": len(failures),
+        "failures": failures,
         "mb_s": round(sessions * OUTPUT_BYTES / 1e6 / seconds, 1),
     }
 
