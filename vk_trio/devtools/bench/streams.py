@@ -106,7 +106,7 @@ async def _measure(run: BenchRun, sessions: int) -> Obj:
         trips = await _round_trips(kubectl)
         throughput = await _forward_throughput(kubectl, port)
         streamed = await _concurrent_execs(run, kubectl, sessions)
-        stall, turn_cpu = await _stall(clients.probes[0], streamed["seconds"])
+        stall, turn_cpu, gc = await _stall(clients.probes[0], streamed["seconds"])
         await clients.kube.request("DELETE", f"{PODS}/{POD}")
     return {
         "sessions": sessions,
@@ -116,6 +116,7 @@ async def _measure(run: BenchRun, sessions: int) -> Obj:
         **{f"exec_{k}": v for k, v in streamed.items()},
         "loop_stall": stall,
         "loop_turn_cpu": turn_cpu,
+        "gc": gc,
     }
 
 
@@ -264,12 +265,13 @@ def _cpu(run: BenchRun) -> dict[str, float]:
     }
 
 
-async def _stall(probe: httpx.AsyncClient, seconds: float) -> tuple[Obj, Obj]:
+async def _stall(probe: httpx.AsyncClient, seconds: float) -> tuple[Obj, Obj, Obj]:
     """The node's per-second longest loop turn over the last ``seconds`` (whole seconds),
-    in wall time and in the node's own CPU time."""
+    in wall time and in the node's own CPU time; its collector's pauses (the whole run's:
+    a full collection is the usual cause of a CPU-heavy turn)."""
     window = max(1, math.floor(seconds))
     answer: Obj = (await probe.get("/debug/vars", params={"stall_seconds": window})).json()
-    return answer.get("loop_stall") or {}, answer.get("loop_turn_cpu") or {}
+    return answer.get("loop_stall") or {}, answer.get("loop_turn_cpu") or {}, answer["gc"]
 
 
 def render_streams_table(results: list[Obj], args: argparse.Namespace) -> str:
@@ -300,6 +302,11 @@ def render_streams_table(results: list[Obj], args: argparse.Namespace) -> str:
             (
                 "  its most CPU-heavy turn per second p50 / p99 / max",
                 f"{_ms(cpu, 'p50_s')} / {_ms(cpu, 'p99_s')} / {_ms(cpu, 'max_s')} ms",
+            ),
+            (
+                "  gc pauses, whole run: gen2 count / max, gen0+1 max",
+                f"{r['gc']['gen2']['count']} / {_ms(r['gc']['gen2'], 'max_s')} ms, "
+                f"{_ms({'m': max(r['gc']['gen0']['max_s'], r['gc']['gen1']['max_s'])}, 'm')} ms",
             ),
         ]
     width = max(len(name) for name, _ in rows)
