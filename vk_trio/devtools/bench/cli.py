@@ -29,7 +29,11 @@ Lease, delete time, leaks. 100 and 1,000 pods by default.
 
 With --agent: every instance runs its process for real in a sandbox, the pods run under the
 vk-trio agent, and the table is what the agent costs: instance running → container running
-per pod, the agent's RSS, the node's RSS and CPU per linked agent (20 pods by default)."""
+per pod, the agent's RSS, the node's RSS and CPU per linked agent (20 pods by default).
+
+With --exec N: one pod under the agent, and the streaming path through the real kubectl:
+`kubectl exec -- true`'s round trip, port-forward's MB/s, and the node's event-loop stall
+(wall and its own CPU) while N exec sessions stream 4 MB of output each at once."""
 AGENT_PODS = 20
 """--agent's default: 20 sandboxes with Python agents take ~1.4 GB of RSS (~68 MB each: the
 agent and the simulator's sandbox pid 1); 1,000 would take ~68 GB, more than this machine."""
