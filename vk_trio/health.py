@@ -20,8 +20,10 @@ no token. The kubelet port serves the same behind its authentication.
 
 ``/debug/vars`` answers JSON for ``vk-trio bench`` and curious operators: the watchdog's recent
 stalls (p50/p99/max of each second's longest, over the last hour or the last
-``?stall_seconds=N``), the cyclic garbage collector's pauses (the usual cause of a stall in
-a busy node) and whatever the app adds (pacer waits, sweeps).
+``?stall_seconds=N``); the same of each second's most CPU-heavy turn in the node's own thread
+time (``loop_turn_cpu``: on a busy machine a turn's wall time also counts the while the OS
+ran other processes, which this does not); the cyclic garbage collector's pauses (the usual
+cause of a stall in a busy node) and whatever the app adds (pacer waits, sweeps).
 
 A standby replica (``--leader-elect``) answers ``/readyz`` 200 with ``standby: leader is X``:
 it is ready for its job, which is to take over. Were it unready, a PodDisruptionBudget of
@@ -72,6 +74,7 @@ class Health:
         self._stalled_at = -float("inf")
         self._worst_stall = 0.0
         self._lateness: deque[float] = deque(maxlen=LATENESS_KEPT)
+        self._turn_cpu: deque[float] = deque(maxlen=LATENESS_KEPT)
         self._collections = _Collections()
         self.debug_vars: Callable[[], dict[str, Any]] = dict
         """More ``/debug/vars`` entries, set by the app."""
@@ -88,8 +91,10 @@ class Health:
             while True:
                 expected = trio.current_time() + WATCHDOG_INTERVAL
                 await trio.sleep(WATCHDOG_INTERVAL)
-                late = max(trio.current_time() - expected, turns.take())
+                longest, cpu = turns.take()
+                late = max(trio.current_time() - expected, longest)
                 self._lateness.append(late)
+                self._turn_cpu.append(cpu)
                 if late > STALL_LIMIT:
                     self._stalled_at = trio.current_time()
                     self._worst_stall = late
@@ -100,14 +105,12 @@ class Health:
     def stall_stats(self, last: int = LATENESS_KEPT) -> dict[str, float]:
         """Each watchdog second's longest stall, over the ``last`` seconds (at most
         ``LATENESS_KEPT``)."""
-        recent = list(self._lateness)[-max(last, 1) :]
-        late = sorted(recent) or [0.0]
-        return {
-            "samples": len(recent),
-            "p50_s": round(late[len(late) // 2], 4),
-            "p99_s": round(late[min(len(late) - 1, len(late) * 99 // 100)], 4),
-            "max_s": round(late[-1], 4),
-        }
+        return _percentiles(list(self._lateness)[-max(last, 1) :])
+
+    def turn_cpu_stats(self, last: int = LATENESS_KEPT) -> dict[str, float]:
+        """Each watchdog second's most CPU-heavy loop turn (the node's thread time), over
+        the ``last`` seconds: what the node's own work costs a turn, preemption aside."""
+        return _percentiles(list(self._turn_cpu)[-max(last, 1) :])
 
     def liveness_problems(self) -> list[str]:
         if trio.current_time() - self._stalled_at < STALL_MEMORY:
@@ -153,9 +156,24 @@ class Health:
         if request.path == "/debug/vars":
             window = request.param("stall_seconds", "")
             last = int(window) if window and window.isdigit() else LATENESS_KEPT
-            stalls = {"loop_stall": self.stall_stats(last), "gc": self._collections.stats()}
+            stalls = {
+                "loop_stall": self.stall_stats(last),
+                "loop_turn_cpu": self.turn_cpu_stats(last),
+                "gc": self._collections.stats(),
+            }
             return Response.json({**stalls, **self.debug_vars()})
         return Response.text("not found\n", 404)
+
+
+def _percentiles(recent: list[float]) -> dict[str, float]:
+    """Samples (seconds) as their count, p50, p99 and max."""
+    late = sorted(recent) or [0.0]
+    return {
+        "samples": len(recent),
+        "p50_s": round(late[len(late) // 2], 4),
+        "p99_s": round(late[min(len(late) - 1, len(late) * 99 // 100)], 4),
+        "max_s": round(late[-1], 4),
+    }
 
 
 def _answer(problems: list[str], ok: str = "ok") -> Response:
@@ -167,22 +185,31 @@ def _answer(problems: list[str], ok: str = "ok") -> Response:
 class _LoopTurns(trio.abc.Instrument):
     """The longest turn of the event loop since ``take``: from waking from its I/O wait to
     waiting again, the loop runs every ready task step and serves nothing else. Two hooks per
-    turn, none per task step."""
+    turn, none per task step. Also the turn that used the most of this thread's CPU: on a
+    machine with more runnable processes than cores, a turn's wall time includes the OS
+    running others, and only its CPU time says how much of a stall is the node's own work."""
 
     def __init__(self) -> None:
         self._woke: float | None = None
+        self._woke_cpu = 0.0
         self._longest = 0.0
+        self._most_cpu = 0.0
 
     def after_io_wait(self, timeout: float) -> None:
         self._woke = time.perf_counter()
+        self._woke_cpu = time.thread_time()
 
     def before_io_wait(self, timeout: float) -> None:
         if self._woke is not None:
             self._longest = max(self._longest, time.perf_counter() - self._woke)
+            self._most_cpu = max(self._most_cpu, time.thread_time() - self._woke_cpu)
 
-    def take(self) -> float:
+    def take(self) -> tuple[float, float]:
+        """The longest turn (wall seconds) and the most CPU-heavy one (thread seconds)
+        since the last ``take``."""
         longest, self._longest = self._longest, 0.0
-        return longest
+        most_cpu, self._most_cpu = self._most_cpu, 0.0
+        return longest, most_cpu
 
 
 class _Collections:

@@ -9,8 +9,9 @@ import pytest
 import trio
 
 from tests.agent.harness import Agent, bundle, sh, start_agent
-from vk_trio.agent.exec import CHUNK
-from vk_trio.agent.protocol import Start
+from vk_trio.agent import exec as exec_module
+from vk_trio.agent.exec import CHUNK, ExecSession
+from vk_trio.agent.protocol import Start, StreamFrame
 from vk_trio.provider.agent_link import (
     AgentRefused,
     ProcessExit,
@@ -153,6 +154,36 @@ async def test_output_waits_for_a_node_that_does_not_read(agent: Agent, tmp_path
             assert isinstance(piece, ProcessOutput) and len(piece.data) <= CHUNK
             read += len(piece.data)
     assert session.peak_pending <= CHUNK
+
+
+async def test_a_slow_link_gets_all_output_after_the_exit(
+    agent: Agent, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The drain limit is for a background child holding the pipe, not for a link that takes
+    the output slowly: the last pipeful, read after the exit, still arrives in full (it was
+    cut off once, 50 busy sessions at once, and the exit said 0)."""
+    monkeypatch.setattr(exec_module, "DRAIN", 0.2)
+    send = ExecSession._send
+
+    async def slowly(session: ExecSession, frame: StreamFrame) -> None:
+        await trio.sleep(0.1)  # the pipe's last 64 KiB take 0.2 s or more after the exit
+        await send(session, frame)
+
+    monkeypatch.setattr(ExecSession, "_send", slowly)
+    await _running(agent, tmp_path)
+    async with agent.link().exec("app", ["head", "-c", "300000", "/dev/zero"]) as ex:
+        stdout, _, exit = await _collect(ex)
+    assert (len(stdout), exit) == (300_000, ProcessExit(0))
+
+
+async def test_a_background_child_holding_the_pipe_does_not_hold_the_exit(
+    agent: Agent, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(exec_module, "DRAIN", 0.2)
+    await _running(agent, tmp_path)
+    async with agent.link().exec("app", ["sh", "-c", "echo hi; sleep 30 & exit 4"]) as ex:
+        stdout, _, exit = await _collect(ex, limit=5)
+    assert (stdout, exit.code) == (b"hi\n", 4)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="another user needs a root agent")

@@ -18,10 +18,14 @@ process is read only as fast as the link takes it: a node that does not read sta
 process's writes, never the agent's memory (:attr:`ExecSession.pending` is what was read
 and not yet sent: one piece per stream at most).
 
-When the process exits its output is drained (for :data:`DRAIN` seconds at most: a
-background child may hold the pipe) and ``Exit`` follows; what it started in the background
-runs on, as after ``docker exec``. When the node hangs up first, the process's group gets
-SIGTERM and, :data:`HANGUP_GRACE` seconds later, SIGKILL, and the process is reaped.
+When the process exits its output is drained and ``Exit`` follows. :data:`DRAIN` bounds
+how long a pipe may stay quiet after the exit (a background child may hold it open), not
+the sending: what was in a pipe at the exit reaches the node however slowly the node takes
+it (a bound on the whole drain once cut a busy node's last pipeful off, exit code 0), and
+only :data:`DRAIN_MAX` after the exit does a child that keeps writing lose the rest. What
+it started in the background runs on, as after ``docker exec``. When the node hangs up
+first, the process's group gets SIGTERM and, :data:`HANGUP_GRACE` seconds later, SIGKILL,
+and the process is reaped.
 
 Input has back-pressure too: a frame of input is written to the process before the next is
 read. So a hang-up is noticed when the next frame is read or the next output is sent; a
@@ -35,6 +39,7 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import math
 import os
 import signal
 import struct
@@ -64,10 +69,11 @@ from vk_trio.agent.protocol import (
     StreamFrame,
 )
 
-__all__ = ["CHUNK", "DRAIN", "HANGUP_GRACE", "ExecSession", "refusal", "serve_exec"]
+__all__ = ["CHUNK", "DRAIN", "DRAIN_MAX", "HANGUP_GRACE", "ExecSession", "refusal", "serve_exec"]
 
 CHUNK = 32 * 1024
 DRAIN = 2.0
+DRAIN_MAX = 60.0
 HANGUP_GRACE = 2.0
 _LINK_ERRORS = (LinkClosed, trio.BrokenResourceError, trio.ClosedResourceError)
 _EOT = b"\x04"
@@ -164,6 +170,9 @@ class ExecSession:
         self.hung_up = trio.Event()
         self._stdio = stdio
         self._children = children
+        self._exited_at = math.inf
+        self._reading: set[trio.CancelScope] = set()
+        """The reads waiting on a pipe, whose deadline the exit sets."""
 
     async def run(self) -> None:
         """Until the process exits (then ``Exit``) or the node hangs up (then it is killed)."""
@@ -175,7 +184,9 @@ class ExecSession:
                     for stream, name in self._stdio.outputs:
                         pumps.start_soon(self._pump, stream, name)
                     code = await self.process.wait()
-                    pumps.cancel_scope.deadline = trio.current_time() + DRAIN
+                    self._exited_at = trio.current_time()
+                    for read in self._reading:
+                        read.deadline = self._exited_at + DRAIN
                 if not self.hung_up.is_set():
                     await self._send(Exit(code=exit_code(code)))
                 nursery.cancel_scope.cancel()
@@ -208,7 +219,7 @@ class ExecSession:
     ) -> None:
         while True:
             try:
-                data = await stream.receive_some(CHUNK)
+                data = await self._read(stream)
             except trio.BrokenResourceError:
                 return  # a terminal whose other end is closed reads EIO: its end of output
             if not data:
@@ -221,6 +232,22 @@ class ExecSession:
                 await self._send(Output(stream=name, data=bytes(data)))
             finally:
                 self.pending -= len(data)
+
+    async def _read(self, stream: trio.abc.ReceiveStream) -> bytes:
+        """The next piece of output; ``b""`` at its end, or, after the exit, once the pipe
+        was quiet for ``DRAIN`` (or ``DRAIN_MAX`` passed): a cancelled read takes nothing
+        from the pipe. The time a send waited for the node does not count."""
+        now = trio.current_time()
+        deadline = (
+            min(now + DRAIN, self._exited_at + DRAIN_MAX) if self._exited_at < now else math.inf
+        )
+        with trio.CancelScope(deadline=deadline) as read:
+            self._reading.add(read)
+            try:
+                return bytes(await stream.receive_some(CHUNK))
+            finally:
+                self._reading.discard(read)
+        return b""
 
     async def _input(self) -> None:
         try:

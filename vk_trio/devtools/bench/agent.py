@@ -103,9 +103,9 @@ async def _measure(run: BenchRun) -> Obj:
             await create_pods(run, clients.kube)
             await until(run, lambda: len(run.started) >= run.pods, interval=0.1)
             ramp_s, ramp_cpu = time.time() - started, deltas(run.cpu(), cpu_before)
-            agents_0 = _agents(run)
+            agents_0 = agents(run)
             idle_n = await _idle(run)
-            agents_1 = _agents(run)
+            agents_1 = agents(run)
             process_started = _process_starts(await clients.ledger(), run)
             deleted = await delete_all(run, clients)
             nursery.cancel_scope.cancel()
@@ -216,7 +216,7 @@ def _is_agent(argv: list[str]) -> bool:
     return len(argv) >= 2 and argv[-1] == "agent" and any("vk" in a for a in argv[:-1])
 
 
-def _agents(run: BenchRun) -> _Agents:
+def agents(run: BenchRun) -> _Agents:
     """The agents among the simulator's descendants (unshare → launcher → agent → pod)."""
     tree = descendants(run.children["vast sim"].pid)
     argv = {pid: command_line(pid) for pid in tree}

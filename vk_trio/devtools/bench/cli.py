@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -11,8 +12,9 @@ from pathlib import Path
 import trio
 
 from vk_trio.devtools.bench.agent import bench_agents, default_agent_binary
-from vk_trio.devtools.bench.processes import ChildFailed
+from vk_trio.devtools.bench.processes import ChildFailed, others_than_node
 from vk_trio.devtools.bench.run import bench_pod_count
+from vk_trio.devtools.bench.streams import bench_streams, render_streams_table
 from vk_trio.devtools.bench.table import render_agent_table, render_table
 from vk_trio.devtools.bench.workload import Obj
 from vk_trio.logs import configure_logging
@@ -27,7 +29,11 @@ Lease, delete time, leaks. 100 and 1,000 pods by default.
 
 With --agent: every instance runs its process for real in a sandbox, the pods run under the
 vk-trio agent, and the table is what the agent costs: instance running → container running
-per pod, the agent's RSS, the node's RSS and CPU per linked agent (20 pods by default)."""
+per pod, the agent's RSS, the node's RSS and CPU per linked agent (20 pods by default).
+
+With --exec N: one pod under the agent, and the streaming path through the real kubectl:
+`kubectl exec -- true`'s round trip, port-forward's MB/s, and the node's event-loop stall
+(wall and its own CPU) while N exec sessions stream 4 MB of output each at once."""
 AGENT_PODS = 20
 """--agent's default: 20 sandboxes with Python agents take ~1.4 GB of RSS (~68 MB each: the
 agent and the simulator's sandbox pid 1); 1,000 would take ~68 GB, more than this machine."""
@@ -48,6 +54,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="pods run under the vk-trio agent in real sandboxes (sim vast --run-containers, "
         "vk-trio run --agent-url): measure what the agent costs",
+    )
+    parser.add_argument(
+        "--exec",
+        type=int,
+        dest="exec_sessions",
+        metavar="N",
+        help="implies --agent: one pod under the agent, then kubectl exec's round trip, "
+        "port-forward's throughput, and the node's event-loop stall while N exec sessions "
+        "stream 4 MB of output each at once (e.g. --exec 50)",
+    )
+    parser.add_argument(
+        "--pin-node",
+        action="store_true",
+        help="the node on CPU 0, everything else (simulators, agents, kubectl, the bench) on "
+        "the others: the node with a core of its own, as in a cluster, where kubectl and the "
+        "API server run elsewhere (needs 2+ CPUs)",
     )
     parser.add_argument(
         "--agent-binary",
@@ -109,6 +131,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _defaults(args: argparse.Namespace) -> None:
     """The defaults that depend on --agent."""
+    if args.exec_sessions is not None:
+        args.agent = True
     if args.pods is None:
         args.pods = [AGENT_PODS] if args.agent else [100, 1000]
     if args.hold is None:
@@ -126,8 +150,15 @@ def main(args: argparse.Namespace) -> int:
     if args.agent and (args.probes or args.baseline):
         print("--agent measures idle agents: no --probes, no --baseline", file=sys.stderr)
         return 2
+    if args.pin_node:
+        if len(os.sched_getaffinity(0)) < 2:
+            print("--pin-node needs 2 or more CPUs", file=sys.stderr)
+            return 2
+        os.sched_setaffinity(0, others_than_node())  # what the bench starts inherits it
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="vk-trio-bench-"))
     run_dir.mkdir(parents=True, exist_ok=True)
+    if args.exec_sessions is not None:
+        return _main_streams(args, run_dir)
     results: list[Obj] = []
     for pods in args.pods:
         folder = run_dir / f"pods-{pods}"
@@ -143,4 +174,23 @@ def main(args: argparse.Namespace) -> int:
     print(render_agent_table(results, args) if args.agent else render_table(results, args))
     if args.json_path:
         args.json_path.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def _main_streams(args: argparse.Namespace, run_dir: Path) -> int:
+    """``--exec N``: one streaming run, its table (and JSON)."""
+    if args.exec_sessions < 1:
+        print("--exec must be positive", file=sys.stderr)
+        return 2
+    folder = run_dir / f"exec-{args.exec_sessions}"
+    folder.mkdir(exist_ok=True)
+    print(f"bench: {args.exec_sessions} exec sessions (logs in {folder})", file=sys.stderr)
+    try:
+        result = trio.run(bench_streams, args.exec_sessions, args, folder)
+    except (trio.TooSlowError, ChildFailed) as exc:
+        print(f"bench: exec FAILED: {exc or 'timed out'}", file=sys.stderr)
+        return 1
+    print(render_streams_table([result], args))
+    if args.json_path:
+        args.json_path.write_text(json.dumps([result], indent=2) + "\n")
     return 0

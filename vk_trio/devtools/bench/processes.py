@@ -37,6 +37,21 @@ async def start_sim(folder: Path, kind: str, *args: str) -> tuple[Popen, str]:
     raise ChildFailed(f"the {kind} simulator did not start; see {log}")
 
 
+NODE_CPU = 0
+"""With ``--pin-node``, the node's CPU; everything else runs on the others."""
+
+
+def others_than_node() -> set[int]:
+    """The CPUs left to the simulators, agents, kubectl and the bench with ``--pin-node``."""
+    return set(range(os.cpu_count() or 1)) - {NODE_CPU}
+
+
+def pin_to_node_cpu(pid: int) -> None:
+    """Move a node just started (its one thread: Python has not started any other yet, and
+    those it starts inherit this) onto ``NODE_CPU``."""
+    os.sched_setaffinity(pid, {NODE_CPU})
+
+
 def spawn(
     command: list[str], *, out: Path | None, log: Path, env: dict[str, str] | None = None
 ) -> Popen:

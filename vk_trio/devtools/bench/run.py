@@ -4,6 +4,7 @@ delete them all; then the report, one flat dict of measures (``--json``, the tab
 from __future__ import annotations
 
 import argparse
+import base64
 import itertools
 import math
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import trio
+import yaml
 
 from vk_trio.devtools.bench.load import create_pods, delete_pods, measure_seed_polling
 from vk_trio.devtools.bench.observe import (
@@ -31,7 +33,13 @@ from vk_trio.devtools.bench.observe import (
     percentile,
     wait_ready,
 )
-from vk_trio.devtools.bench.processes import free_port, spawn, start_sim, stop_process
+from vk_trio.devtools.bench.processes import (
+    free_port,
+    pin_to_node_cpu,
+    spawn,
+    start_sim,
+    stop_process,
+)
 from vk_trio.devtools.bench.state import BenchRun
 from vk_trio.devtools.bench.workload import API_KEY, APP_READY_AFTER, Obj, market_file
 from vk_trio.devtools.sim.vast.agent import AGENT_PATH
@@ -88,13 +96,27 @@ class _Urls:
 
 async def start_processes(run: BenchRun) -> _Urls:
     vast = await _start_vast_sim(run)
-    kubeconfig, kube = run.args.kubeconfig, None
+    kubeconfig, kube, client_ca = run.args.kubeconfig, None, None
     if kubeconfig is None:
         kubeconfig = str(run.folder / "kubeconfig")
         process, kube = await start_sim(run.folder, "kube", "--kubeconfig-out", kubeconfig)
         run.children["kube sim"] = process
-    healths = [_start_node(run, i, node, vast, kubeconfig) for i, node in enumerate(run.nodes)]
+        client_ca = _cluster_ca(run.folder, kubeconfig)
+    healths = [
+        _start_node(run, i, node, vast, kubeconfig, client_ca) for i, node in enumerate(run.nodes)
+    ]
     return _Urls(vast, kube, kubeconfig, healths)
+
+
+def _cluster_ca(folder: Path, kubeconfig: str) -> str:
+    """The stand-in's cluster CA as a file, for the node's ``CLIENT_CA_FILE``: the stand-in
+    serves plain http, so the node's kubeconfig loader keeps no CA, and without one the
+    kubelet API (exec, logs) would refuse the stand-in's kubelet-client certificate."""
+    config = yaml.safe_load(Path(kubeconfig).read_text())
+    ca_data = config["clusters"][0]["cluster"]["certificate-authority-data"]
+    path = folder / "cluster-ca.crt"
+    path.write_bytes(base64.b64decode(ca_data))
+    return str(path)
 
 
 async def _start_vast_sim(run: BenchRun) -> str:
@@ -112,7 +134,9 @@ async def _start_vast_sim(run: BenchRun) -> str:
     return url
 
 
-def _start_node(run: BenchRun, i: int, node: str, vast_url: str, kubeconfig: str) -> str:
+def _start_node(
+    run: BenchRun, i: int, node: str, vast_url: str, kubeconfig: str, client_ca: str | None
+) -> str:
     """``vk-trio run`` as ``node``, production defaults; returns its health server's URL."""
     health_port = free_port()
     env = {
@@ -127,6 +151,7 @@ def _start_node(run: BenchRun, i: int, node: str, vast_url: str, kubeconfig: str
         "KUBELET_HOST": "127.0.0.1",
         "KUBELET_PORT": str(free_port()),
         "POD_IP": "127.0.0.1",
+        **({"CLIENT_CA_FILE": client_ca} if client_ca else {}),
     }
     flags = [] if run.args.real_limits else ["--pacing=0"]
     if run.args.agent:  # the simulator serves the agent; the node reads its digest at start
@@ -135,6 +160,8 @@ def _start_node(run: BenchRun, i: int, node: str, vast_url: str, kubeconfig: str
     run.children[name] = spawn(
         [sys.executable, "-m", "vk_trio", "run", *flags], out=None, log=run.folder / log, env=env
     )
+    if getattr(run.args, "pin_node", False):
+        pin_to_node_cpu(run.children[name].pid)
     return f"http://127.0.0.1:{health_port}"
 
 
