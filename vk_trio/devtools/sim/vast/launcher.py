@@ -69,6 +69,9 @@ ETC_COPIED = ("nsswitch.conf", "ld.so.cache", "ld.so.conf", "localtime", "host.c
 ETC_BOUND = ("ssl", "ca-certificates", "alternatives", "ld.so.conf.d")
 FRESH = ("proc", "dev", "sys", "tmp", "run")
 """Never taken from an image: the runtime makes them (``/sys`` is not mounted at all)."""
+KERNEL = ("proc", "dev", "sys")
+"""Of those, what nothing is ever bound below (``/tmp`` and ``/run`` are tmpfs: a bound
+path is made in them)."""
 IMAGE_CONFIG_FILE = ".vk-trio-image-config.json"
 """An image root's config (``--image-root``), read by the simulator, not shown inside."""
 ETC_FILES = ("passwd", "group", "hosts", "hostname", "resolv.conf")
@@ -123,8 +126,9 @@ def build_root(config: dict[str, Any]) -> None:
             copy_host_etc(root + "/etc")
     for path in config["binds"]:
         top = path.strip("/").split("/")[0]
-        if top in FRESH or os.path.lexists(root + path):
-            continue  # the image's own file wins; /proc, /dev... are the runtime's
+        if top in KERNEL or os.path.lexists(root + path):
+            continue  # the image's own file wins; /proc, /dev, /sys are the kernel's
+        # below the fresh /tmp and /run (a checkout under /tmp, say), it is made in the tmpfs
         if top not in taken or (image and make_room(root, image, path)):
             place(path, root + path)
 
