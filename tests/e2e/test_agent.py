@@ -198,6 +198,13 @@ async def test_the_whole_pod_runs_with_its_files_and_no_secret_goes_through_vast
     assert await _get(base, "single.conf") == "level=1\n"
 
 
+async def _restarted_in_place(cluster: Cluster, sim: VastSim, name: str) -> Obj:
+    """The pod once its container restarted, on its one instance (not a new one)."""
+    pod = await wait_pod(cluster, name, lambda p: _restarts(p) >= 1, within=60)
+    assert len(bought_for(sim, pod)) == 1
+    return pod
+
+
 def _restarts(pod: Obj) -> int:
     statuses = pod.get("status", {}).get("containerStatuses") or [{}]
     return int(statuses[0].get("restartCount", 0))
@@ -217,16 +224,10 @@ async def test_an_exit_restarts_the_process_on_the_same_instance(
         "echo starting; sleep 0.5; exit 3",
     )
     await cluster.create(pod)
-    crashed = await wait_pod(
-        cluster,
-        "crash",
-        lambda p: _restarts(p) >= 1,
-        within=60,
-    )
+    crashed = await _restarted_in_place(cluster, containers_sim, "crash")
     last = crashed["status"]["containerStatuses"][0]["lastState"]["terminated"]
     assert last["exitCode"] == 3
     assert last["reason"] == "Error"
-    assert len(bought_for(containers_sim, crashed)) == 1  # restarted in place
 
 
 async def test_the_link_refuses_a_client_without_the_pods_credentials(
@@ -378,17 +379,11 @@ async def test_a_failing_exec_liveness_probe_restarts_the_process_in_place(
         },
     )
     await cluster.create(pod)
-    restarted = await wait_pod(
-        cluster,
-        "probed",
-        lambda p: _restarts(p) >= 1,
-        within=60,
-    )
+    restarted = await _restarted_in_place(cluster, containers_sim, "probed")
     last = restarted["status"]["containerStatuses"][0]["lastState"]["terminated"]
     assert "Liveness probe failed" in last.get("message", "")
     kinds = {c["type"] for c in restarted["status"]["conditions"]}
     assert "vast.ai/ProbesIgnored" not in kinds  # the agent runs exec probes: none ignored
-    assert len(bought_for(containers_sim, restarted)) == 1
 
 
 async def test_a_failing_http_liveness_probe_restarts_the_process_in_place(
@@ -407,11 +402,5 @@ async def test_a_failing_http_liveness_probe_restarts_the_process_in_place(
         },
     )
     await cluster.create(pod)
-    restarted = await wait_pod(
-        cluster,
-        "served",
-        lambda p: _restarts(p) >= 1,
-        within=60,
-    )
-    assert len(bought_for(containers_sim, restarted)) == 1  # the process, not the instance
+    restarted = await _restarted_in_place(cluster, containers_sim, "served")
     assert "Killing" in await event_reasons(cluster, restarted)
