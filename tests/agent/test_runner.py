@@ -25,6 +25,7 @@ from vk_trio.agent.protocol import (
     Start,
     Volume,
 )
+from vk_trio.logs import scrub
 
 
 @pytest.fixture
@@ -208,3 +209,11 @@ async def test_a_probe_that_times_out_fails(agent: Agent) -> None:
     last = state.container.last_terminated
     assert last is not None
     assert last.message == "Liveness probe failed: command timed out after 0.2s"
+
+
+async def test_the_pods_secret_values_never_reach_the_agents_log(agent: Agent) -> None:
+    """The agent's own lines are the instance's log, which Vast keeps."""
+    secret = "s3cr3t-agent-value"
+    spec = sh("app", "exec sleep 30")
+    await agent.ask(Start(bundle=bundle(spec, secret_values=[secret])))
+    assert scrub(f"token={secret}") == "token=***"

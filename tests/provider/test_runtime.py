@@ -204,6 +204,7 @@ async def test_the_bundle_runs_what_the_kubelet_would() -> None:
     assert [v.name for v in bundle.volumes] == ["cfg"]
     assert bundle.restart_policy == "OnFailure" and bundle.termination_grace == 5.0
     assert "hunter2" in secrets
+    assert "hunter2" in bundle.secret_values  # the agent keeps it out of its own log lines
     assert images.asked == ["app:1"]  # the init container has a command: no lookup
 
 

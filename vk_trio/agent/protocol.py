@@ -175,6 +175,9 @@ class Bundle(msgspec.Struct, frozen=True, kw_only=True):
     container: ProcessSpec
     restart_policy: Literal["Always", "OnFailure", "Never"] = "Always"
     termination_grace: float = 30.0
+    secret_values: list[str] = []
+    """The pod's Secret values (in its env and volumes): the agent never prints them in its
+    own log lines, which are the instance's log that Vast keeps."""
 
 
 # -- requests (node → agent) -----------------------------------------------------------------

@@ -33,6 +33,7 @@ from vk_trio.agent.protocol import (
 )
 from vk_trio.agent.tracker import ContainerTracker
 from vk_trio.agent.volumes import VolumeError, Volumes
+from vk_trio.logs import redact
 
 __all__ = ["NOT_STARTED", "Runner"]
 
@@ -81,6 +82,8 @@ class Runner:
     # -- requests ----------------------------------------------------------------------------
 
     async def start(self, bundle: Bundle) -> Accepted | Failed:
+        for secret in bundle.secret_values:
+            redact(secret)
         async with self._start_lock:
             if self.bundle is not None:
                 if bundle.pod_uid == self.bundle.pod_uid:

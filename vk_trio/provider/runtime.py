@@ -208,6 +208,8 @@ def _needs(pod: Pod, container: Container, *, secret_env: bool) -> list[str]:
         needs.append("volumes (" + ", ".join(asked) + ")")
     if pod.spec.init_containers:
         needs.append("init containers")
+    if container.working_dir:
+        needs.append("a workingDir")
     if any(_exec_probes(container)):
         needs.append("exec probes")
     if container.lifecycle is not None and (
@@ -294,6 +296,7 @@ async def pod_bundle(
             container=main,
             restart_policy=policy,
             termination_grace=30.0 if grace is None else float(grace),
+            secret_values=sorted(secrets),
         ),
         secrets,
     )
